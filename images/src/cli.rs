@@ -1,0 +1,391 @@
+//! The `images` command line: `build <app> [--debug]` and `run <app> [options] [-- app args]`.
+//!
+//! Exit codes of `run`: the guest's status (0..=127), 124 when `--timeout` expired, 125 when QEMU failed, 2 for
+//! usage errors and a missing QEMU, 1 when the build failed.
+
+use std::io::{Read, Write};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cargo::{build_app, BuildError, Profile};
+use crate::exit::{Outcome, TIMEOUT_EXIT};
+use crate::forward::{PortForward, Protocol};
+use crate::qemu::{self, Accel, ConfigError, KernelOption, Machine, NetKind, RunOptions};
+
+/// `images`: build Zirvium app images and boot them under QEMU.
+#[derive(Debug, Parser)]
+#[command(name = "images", version, about = "Build Zirvium app images and boot them under QEMU")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Build apps/<APP> for x86_64-unknown-none and print the ELF's path and size.
+    Build {
+        /// The app's package name, e.g. hello or httpd.
+        app: String,
+        /// Build with the dev profile instead of --release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Build apps/<APP> (release) and boot it under QEMU; the serial console goes to stdout and the exit status
+    /// is the guest's.
+    Run(RunArgs),
+}
+
+/// Options of `images run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The app's package name, e.g. hello or httpd.
+    pub app: String,
+    /// QEMU machine.
+    #[arg(long, value_name = "microvm|q35|pc", default_value = "microvm")]
+    pub machine: Machine,
+    /// Accelerator [default: kvm when /dev/kvm opens read-write, else tcg].
+    #[arg(long, value_name = "kvm|tcg")]
+    pub accel: Option<Accel>,
+    /// Guest RAM, in MiB (64 or 64M) or GiB (1G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = qemu::parse_mem_mib)]
+    pub mem: u32,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub smp: u16,
+    /// Network [default: user for httpd and udpecho or when --port is given, tap when --tap is given, else none].
+    #[arg(long, value_name = "user|tap|none")]
+    pub net: Option<NetKind>,
+    /// Forward a host port to a guest port with user networking; repeatable [default for httpd: 8080:80].
+    #[arg(long = "port", value_name = "[tcp:|udp:]HOST:GUEST")]
+    pub ports: Vec<PortForward>,
+    /// Host tap interface for --net tap; create it first: ip tuntap add dev NAME mode tap; ip link set NAME up.
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
+    #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
+    pub kernel_opts: Vec<KernelOption>,
+    /// Stop QEMU after this many seconds and exit 124.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Arguments for the app, after `--`.
+    #[arg(last = true, value_name = "APP ARGS")]
+    pub app_args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The run's options with an empty kernel path (set after the build), validated. Errors: bad combinations
+    /// of `--net`, `--port`, `--tap`, bad app arguments.
+    pub fn options(&self, accel: Accel) -> Result<RunOptions, ConfigError> {
+        let mut opts = RunOptions::new("", accel);
+        opts.machine = self.machine;
+        opts.mem_mib = self.mem;
+        opts.smp = self.smp;
+        opts.network = qemu::resolve_network(&self.app, self.net, &self.ports, self.tap.as_deref())?;
+        opts.kernel_options = self.kernel_opts.clone();
+        opts.app_args = self.app_args.clone();
+        opts.validate()?;
+        Ok(opts)
+    }
+}
+
+/// Failures of the `images` command, each mapped to an exit code by [`Error::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad options or environment (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The image did not build (exit 1).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Installing QEMU failed (exit 2).
+    #[error("installing QEMU failed at `{step}` ({status}); run the steps by hand:\n{}", qemu::install_instructions())]
+    Install {
+        /// The recipe step that failed.
+        step: &'static str,
+        /// Its status.
+        status: String,
+    },
+    /// QEMU could not be started or waited for (exit 125).
+    #[error("QEMU: {0}")]
+    Qemu(std::io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Install { .. } => 2,
+            Error::Build(_) => 1,
+            Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
+        }
+    }
+}
+
+/// Entry point of the binary: parses `std::env::args` and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Build { app, debug } => {
+            build_app(&app, if debug { Profile::Debug } else { Profile::Release }).map_err(Error::from).map(|img| {
+                println!("{}", img.summary());
+                0
+            })
+        }
+        Cmd::Run(args) => run(&args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("images: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `images run`: checks the options and QEMU, builds, boots, and returns the exit code.
+pub fn run(args: &RunArgs) -> Result<u8, Error> {
+    // Option errors first, before a build that may take minutes.
+    args.options(Accel::Tcg)?;
+    let qemu_bin = match qemu::find_qemu() {
+        Ok(path) => path,
+        Err(_) if qemu::is_root() && qemu::find_in_path("apt-get").is_some() => install_qemu()?,
+        Err(missing) => return Err(missing.into()),
+    };
+    let (accel, why) = choose_accel(args.accel)?;
+    let image = build_app(&args.app, Profile::Release)?;
+    eprintln!("images: built {}", image.summary());
+    eprintln!("images: accel {accel} ({why})");
+    let mut opts = args.options(accel)?;
+    opts.kernel = image.path;
+    for f in opts.forwards() {
+        match f.protocol {
+            Protocol::Tcp => eprintln!("images: open http://localhost:{}/", f.host),
+            Protocol::Udp => eprintln!("images: udp localhost:{} -> guest port {}", f.host, f.guest),
+        }
+    }
+    let mut cmd = qemu::qemu_command(&opts)?;
+    eprintln!("images: {} ({})", qemu::shell_line(&cmd), qemu_bin.display());
+    cmd.stdout(Stdio::inherit()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(Error::Qemu)?;
+
+    // Copy QEMU's stderr through while keeping it for the failure report.
+    let stderr_text = Arc::new(Mutex::new(String::new()));
+    let tee = child.stderr.take().map(|mut pipe| {
+        let text = Arc::clone(&stderr_text);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = std::io::stderr().write_all(&buf[..n]);
+                if let Ok(mut t) = text.lock() {
+                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        })
+    });
+
+    let deadline = args.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(Error::Qemu)? {
+            break Some(status);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Kill by the child's own pid; then reap it.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if let Some(t) = tee {
+        let _ = t.join();
+    }
+    let Some(status) = status else {
+        eprintln!("images: timeout after {} s; QEMU stopped", args.timeout.unwrap_or(0));
+        return Ok(TIMEOUT_EXIT);
+    };
+    let stderr_text = stderr_text.lock().map(|t| t.clone()).unwrap_or_default();
+    let outcome = Outcome::from_status(status, &stderr_text);
+    match outcome {
+        Outcome::Guest(_) => {}
+        Outcome::NoStatus => eprintln!("images: {outcome}"),
+        Outcome::QemuFailed { .. } => {
+            eprintln!("images: {outcome}; QEMU's stderr:\n{}", stderr_text.trim_end());
+        }
+    }
+    Ok(outcome.exit_code())
+}
+
+/// The accelerator and why: the requested one (KVM only if `/dev/kvm` opens) or the detected one.
+fn choose_accel(requested: Option<Accel>) -> Result<(Accel, String), ConfigError> {
+    match requested {
+        Some(Accel::Kvm) => match qemu::kvm_usable() {
+            Ok(()) => Ok((Accel::Kvm, "--accel kvm; /dev/kvm opened".to_owned())),
+            Err(reason) => Err(ConfigError::KvmUnavailable(reason)),
+        },
+        Some(Accel::Tcg) => Ok((Accel::Tcg, "--accel tcg".to_owned())),
+        None => Ok(qemu::detect_accel()),
+    }
+}
+
+/// Installs QEMU with [`qemu::QEMU_INSTALL_RECIPE`] (caller checked: root, apt-get present), printing each step.
+fn install_qemu() -> Result<std::path::PathBuf, Error> {
+    eprintln!("images: {} not found; installing QEMU from bookworm-backports:", qemu::QEMU_BINARY);
+    for step in qemu::QEMU_INSTALL_RECIPE {
+        eprintln!("images: # {step}");
+        let status = std::process::Command::new("sh")
+            .args(["-c", step])
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| Error::Install { step, status: e.to_string() })?;
+        if !status.success() {
+            eprintln!("images: step failed ({status}): {step}");
+            return Err(Error::Install { step, status: status.to_string() });
+        }
+    }
+    qemu::find_qemu().map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Network;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("images").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().command {
+            Cmd::Run(r) => r,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn build_subcommand() {
+        match parse(&["build", "hello", "--debug"]).unwrap().command {
+            Cmd::Build { app, debug } => assert_eq!((app.as_str(), debug), ("hello", true)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["build", "httpd"]).unwrap().command {
+            Cmd::Build { debug, .. } => assert!(!debug),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_defaults() {
+        let r = run_args(&["run", "hello"]);
+        assert_eq!((r.machine, r.accel, r.mem, r.smp, r.net), (Machine::Microvm, None, 64, 1, None));
+        assert!(r.ports.is_empty() && r.kernel_opts.is_empty() && r.app_args.is_empty() && r.timeout.is_none());
+        let o = r.options(Accel::Tcg).unwrap();
+        assert_eq!(o.network, Network::None);
+        assert_eq!(o.kernel_command_line(), "");
+    }
+
+    #[test]
+    fn run_everything() {
+        let r = run_args(&[
+            "run",
+            "httpd",
+            "--machine",
+            "q35",
+            "--accel",
+            "tcg",
+            "--mem",
+            "1G",
+            "--smp",
+            "2",
+            "--port",
+            "9090:80",
+            "--port",
+            "udp:5353:53",
+            "--kernel-opt",
+            "loglevel=debug",
+            "--kernel-opt",
+            "gw=10.0.2.2",
+            "--timeout",
+            "30",
+            "--",
+            "a",
+            "--b",
+        ]);
+        assert_eq!((r.machine, r.accel, r.mem, r.smp, r.timeout), (Machine::Q35, Some(Accel::Tcg), 1024, 2, Some(30)));
+        assert_eq!(r.ports, [PortForward::tcp(9090, 80), PortForward::udp(5353, 53)]);
+        assert_eq!(r.app_args, ["a", "--b"]);
+        let o = r.options(Accel::Tcg).unwrap();
+        assert_eq!(o.kernel_command_line(), "loglevel=debug gw=10.0.2.2 -- a --b");
+        assert_eq!(o.forwards(), [PortForward::tcp(9090, 80), PortForward::udp(5353, 53)]);
+    }
+
+    #[test]
+    fn httpd_gets_default_forward() {
+        let o = run_args(&["run", "httpd"]).options(Accel::Kvm).unwrap();
+        assert_eq!(o.network, Network::User { forwards: vec![PortForward::tcp(8080, 80)] });
+    }
+
+    #[test]
+    fn tap_network() {
+        let o = run_args(&["run", "httpd", "--net", "tap", "--tap", "zt0"]).options(Accel::Kvm).unwrap();
+        assert_eq!(o.network, Network::Tap { ifname: "zt0".into() });
+    }
+
+    #[test]
+    fn rejects_bad_values_with_clear_errors() {
+        for (args, needle) in [
+            (&["run", "hello", "--machine", "virt"][..], "unknown machine `virt`"),
+            (&["run", "hello", "--accel", "hvf"], "unknown accelerator `hvf`"),
+            (&["run", "hello", "--mem", "64K"], "memory size `64K`"),
+            (&["run", "hello", "--smp", "0"], "0 is not in 1..=255"),
+            (&["run", "hello", "--port", "80"], "expected [tcp:|udp:]HOST:GUEST"),
+            (&["run", "hello", "--port", "udp:0:53"], "host port `0`"),
+            (&["run", "hello", "--kernel-opt", "bogus"], "kernel option `bogus`: expected key=value"),
+            (&["run", "hello", "--net", "bridge"], "unknown network `bridge`"),
+            (&["run", "hello", "--timeout", "0"], "0 is not in 1.."),
+            (&["run"], "<APP>"),
+            (&["frobnicate"], "unrecognized subcommand"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_combinations() {
+        let cases: [(&[&str], ConfigError); 3] = [
+            (&["run", "hello", "--net", "none", "--port", "1:2"], ConfigError::PortsNeedUserNet),
+            (&["run", "httpd", "--net", "tap"], ConfigError::TapMissing),
+            (&["run", "hello", "--", "a b"], ConfigError::AppArg("a b".into())),
+        ];
+        for (args, want) in cases {
+            assert_eq!(run_args(args).options(Accel::Tcg), Err(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn explicit_tcg_needs_no_probe() {
+        assert_eq!(choose_accel(Some(Accel::Tcg)), Ok((Accel::Tcg, "--accel tcg".to_owned())));
+        // KVM requested: either usable or refused with the probe's reason, never silently TCG.
+        match (choose_accel(Some(Accel::Kvm)), qemu::kvm_usable()) {
+            (Ok((Accel::Kvm, _)), Ok(())) => {}
+            (Err(ConfigError::KvmUnavailable(r)), Err(reason)) => assert_eq!(r, reason),
+            other => panic!("inconsistent KVM probe: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_exit_codes() {
+        assert_eq!(Error::from(ConfigError::QemuMissing).exit_code(), 2);
+        assert_eq!(Error::from(BuildError::TargetMissing).exit_code(), 1);
+        assert_eq!(Error::Qemu(std::io::Error::other("x")).exit_code(), 125);
+    }
+}

@@ -1,0 +1,707 @@
+//! QEMU command lines for Zirvium images: PVH boot with `-kernel` (QEMU `docs/system/i386/pvh.rst`), serial
+//! console on stdout, `isa-debug-exit` for the exit status, virtio-net on virtio-mmio (microvm) or PCI (q35/pc).
+//!
+//! The command line is fixed by the project contract (BRIEF, "Contracts already fixed by the lead"); changing an
+//! argument here changes it for `images run` and for every test at once.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use crate::forward::{PortForward, Protocol};
+
+/// Name of the QEMU binary, looked up on `PATH`.
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+
+/// Shell commands that install QEMU 10 from bookworm-backports on Debian bookworm, run as root (TESTING.md,
+/// "QEMU"): bookworm's own qemu-system-x86 7.2 conflicts with the backports qemu-utils already installed.
+pub const QEMU_INSTALL_RECIPE: [&str; 3] = [
+    "awk 'NF==0{exit} {print}' /etc/apt/sources.list.d/debian.sources \
+     | sed 's/^Suites:.*/Suites: bookworm-backports/' > /etc/apt/sources.list.d/backports.sources",
+    "apt-get update",
+    "apt-get install -y -t bookworm-backports qemu-system-x86",
+];
+
+/// Apps that get user networking by default, with the TCP forwards they get when no `--port` is given.
+pub const NETWORK_APPS: [(&str, &[PortForward]); 2] =
+    [("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]), ("udpecho", &[])];
+
+/// QEMU machine type (`-M`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Machine {
+    /// `-M microvm,acpi=off`: no firmware, virtio-mmio devices announced on the kernel command line.
+    #[default]
+    Microvm,
+    /// `-M q35`: SeaBIOS, PCIe (ECAM), virtio-pci.
+    Q35,
+    /// `-M pc` (i440FX): SeaBIOS, PCI, virtio-pci.
+    Pc,
+}
+
+impl Machine {
+    /// All machines, in the order tests boot them.
+    pub const ALL: [Machine; 3] = [Machine::Microvm, Machine::Q35, Machine::Pc];
+
+    /// Name as given to `--machine`: `microvm`, `q35`, `pc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm",
+            Machine::Q35 => "q35",
+            Machine::Pc => "pc",
+        }
+    }
+
+    /// Value of QEMU's `-M`. microvm runs without ACPI so QEMU lists virtio-mmio devices on the command line.
+    pub fn qemu_machine(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm,acpi=off",
+            Machine::Q35 => "q35",
+            Machine::Pc => "pc",
+        }
+    }
+
+    /// The virtio-net device model: microvm has no PCI bus, so virtio-mmio (`virtio-net-device`).
+    pub fn virtio_net_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-net-device",
+            Machine::Q35 | Machine::Pc => "virtio-net-pci",
+        }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Machine {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Machine::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| ConfigError::Machine(s.to_owned()))
+    }
+}
+
+/// QEMU accelerator (`-accel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Accel {
+    /// Hardware virtualization through `/dev/kvm`.
+    Kvm,
+    /// QEMU's binary translator; always available, slower, deterministic enough for tests.
+    Tcg,
+}
+
+impl Accel {
+    /// Name as given to `--accel` and QEMU's `-accel`: `kvm` or `tcg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Accel {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            _ => Err(ConfigError::Accel(s.to_owned())),
+        }
+    }
+}
+
+/// Whether KVM can be used: `Ok` if `/dev/kvm` opens read-write, else the reason, e.g. `/dev/kvm: permission
+/// denied`.
+pub fn kvm_usable() -> Result<(), String> {
+    match OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("/dev/kvm: {}", io_reason(&e))),
+    }
+}
+
+/// The accelerator to use when none is requested (KVM when `/dev/kvm` opens read-write, else TCG) and why, as
+/// printed by `images run`: `(Kvm, "/dev/kvm opened")` or `(Tcg, "/dev/kvm: permission denied")`.
+pub fn detect_accel() -> (Accel, String) {
+    match kvm_usable() {
+        Ok(()) => (Accel::Kvm, "/dev/kvm opened".to_owned()),
+        Err(reason) => (Accel::Tcg, reason),
+    }
+}
+
+/// Short lower-case reason for an I/O error ("permission denied", "not found"), without the OS error number.
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "not found".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// The guest's network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Network {
+    /// No network device.
+    #[default]
+    None,
+    /// QEMU user networking (slirp: guest 10.0.2.15, gateway 10.0.2.2, DNS 10.0.2.3) with host port forwards.
+    User {
+        /// `hostfwd=` entries, in order.
+        forwards: Vec<PortForward>,
+    },
+    /// A host tap device that the caller created and configured beforehand (`ip tuntap add dev NAME mode tap`).
+    Tap {
+        /// Interface name (1..=15 bytes, no `,` `/` or whitespace).
+        ifname: String,
+    },
+}
+
+/// Network kind as chosen with `--net`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetKind {
+    /// `--net user`.
+    User,
+    /// `--net tap` (needs `--tap NAME`).
+    Tap,
+    /// `--net none`.
+    None,
+}
+
+impl FromStr for NetKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(NetKind::User),
+            "tap" => Ok(NetKind::Tap),
+            "none" => Ok(NetKind::None),
+            _ => Err(ConfigError::NetKind(s.to_owned())),
+        }
+    }
+}
+
+/// Chooses the network for `app` from `--net`, `--port` and `--tap`.
+///
+/// Without `--net`: user networking for the apps in [`NETWORK_APPS`] or when ports are given, a tap when `--tap`
+/// is given, else none. User networking without `--port` gets the app's default forwards (httpd: 8080→80).
+/// Errors: ports without user networking, `--tap` without tap networking, tap networking without `--tap`,
+/// a host port forwarded twice for one protocol, a bad tap name.
+pub fn resolve_network(
+    app: &str,
+    net: Option<NetKind>,
+    ports: &[PortForward],
+    tap: Option<&str>,
+) -> Result<Network, ConfigError> {
+    let default_forwards = NETWORK_APPS.iter().find(|(name, _)| *name == app).map(|(_, fwds)| *fwds);
+    let kind = net.unwrap_or(if tap.is_some() {
+        NetKind::Tap
+    } else if default_forwards.is_some() || !ports.is_empty() {
+        NetKind::User
+    } else {
+        NetKind::None
+    });
+    if kind != NetKind::User && !ports.is_empty() {
+        return Err(ConfigError::PortsNeedUserNet);
+    }
+    if kind != NetKind::Tap && tap.is_some() {
+        return Err(ConfigError::TapNeedsTapNet);
+    }
+    match kind {
+        NetKind::None => Ok(Network::None),
+        NetKind::Tap => {
+            let ifname = tap.ok_or(ConfigError::TapMissing)?;
+            check_tap_name(ifname)?;
+            Ok(Network::Tap { ifname: ifname.to_owned() })
+        }
+        NetKind::User => {
+            let forwards = if ports.is_empty() { default_forwards.unwrap_or(&[]).to_vec() } else { ports.to_vec() };
+            for (i, f) in forwards.iter().enumerate() {
+                if forwards[..i].iter().any(|g| g.protocol == f.protocol && g.host == f.host) {
+                    return Err(ConfigError::DuplicateHostPort(*f));
+                }
+            }
+            Ok(Network::User { forwards })
+        }
+    }
+}
+
+/// Checks a Linux interface name: 1..=15 bytes (IFNAMSIZ 16 with the NUL), no `/`, `,` (QEMU's option separator)
+/// or whitespace.
+fn check_tap_name(name: &str) -> Result<(), ConfigError> {
+    let ok = (1..=15).contains(&name.len()) && !name.chars().any(|c| c == '/' || c == ',' || c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::TapName(name.to_owned()))
+    }
+}
+
+/// One kernel option `key=value` for the part of the kernel command line before `--` (e.g. `loglevel=debug`).
+///
+/// The key is 1+ characters of `[A-Za-z0-9_.-]`; the value is non-empty with no whitespace (the command line is
+/// split on spaces).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelOption {
+    key: String,
+    value: String,
+}
+
+impl KernelOption {
+    /// Builds `key=value`; see the type's rules. Errors: [`ConfigError::KernelOption`].
+    pub fn new(key: &str, value: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &'static str| ConfigError::KernelOption { input: format!("{key}={value}"), why };
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) || key.starts_with('-') {
+            return Err(bad("the key may only use letters, digits, `_`, `.` and `-`, and not start with `-`"));
+        }
+        if value.is_empty() {
+            return Err(bad("the value is empty"));
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("the value contains whitespace or control characters"));
+        }
+        Ok(KernelOption { key: key.to_owned(), value: value.to_owned() })
+    }
+
+    /// The key, e.g. `loglevel`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The value, e.g. `debug`.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Display for KernelOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+impl FromStr for KernelOption {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| ConfigError::KernelOption { input: s.to_owned(), why: "expected key=value" })?;
+        KernelOption::new(key, value)
+    }
+}
+
+/// Parses a memory size for `-m`: a whole number of MiB written `N`, `NM` or `NG` (as QEMU's `-m`, whose default
+/// unit is MiB), between 1 MiB and 1 TiB. Errors: [`ConfigError::Memory`].
+pub fn parse_mem_mib(s: &str) -> Result<u32, ConfigError> {
+    let bad = || ConfigError::Memory(s.to_owned());
+    let (digits, scale) = match s.as_bytes().last() {
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 1u64),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 1024),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let mib = digits.parse::<u64>().map_err(|_| bad())?.checked_mul(scale).ok_or_else(bad)?;
+    match u32::try_from(mib) {
+        Ok(m) if (1..=1024 * 1024).contains(&m) => Ok(m),
+        _ => Err(bad()),
+    }
+}
+
+/// Everything needed for one QEMU run of an image. Build with [`RunOptions::new`] and set fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// The app's ELF (PVH entry), passed as `-kernel`.
+    pub kernel: PathBuf,
+    /// `-M` machine type.
+    pub machine: Machine,
+    /// `-accel`.
+    pub accel: Accel,
+    /// Guest RAM in MiB (`-m`).
+    pub mem_mib: u32,
+    /// Number of vCPUs (`-smp`), 1..=255.
+    pub smp: u16,
+    /// Network device and backend.
+    pub network: Network,
+    /// Kernel options, before `--` on the kernel command line.
+    pub kernel_options: Vec<KernelOption>,
+    /// App arguments, after `--`; each non-empty without whitespace.
+    pub app_args: Vec<String>,
+}
+
+impl RunOptions {
+    /// Defaults of the contract: microvm, 64 MiB, 1 vCPU, no network, no options or arguments.
+    pub fn new(kernel: impl Into<PathBuf>, accel: Accel) -> Self {
+        RunOptions {
+            kernel: kernel.into(),
+            machine: Machine::Microvm,
+            accel,
+            mem_mib: 64,
+            smp: 1,
+            network: Network::None,
+            kernel_options: Vec::new(),
+            app_args: Vec::new(),
+        }
+    }
+
+    /// Checks what the types do not: vCPU count, app arguments, tap name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=255).contains(&self.smp) {
+            return Err(ConfigError::Smp(self.smp));
+        }
+        for arg in &self.app_args {
+            if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::AppArg(arg.clone()));
+            }
+        }
+        if let Network::Tap { ifname } = &self.network {
+            check_tap_name(ifname)?;
+        }
+        Ok(())
+    }
+
+    /// The kernel command line (`-append`): kernel options, then `--` and the app arguments if there are any,
+    /// separated by single spaces, e.g. `loglevel=debug -- a b`. Empty when there is nothing to pass.
+    pub fn kernel_command_line(&self) -> String {
+        let mut words: Vec<String> = self.kernel_options.iter().map(KernelOption::to_string).collect();
+        if !self.app_args.is_empty() {
+            words.push("--".to_owned());
+            words.extend(self.app_args.iter().cloned());
+        }
+        words.join(" ")
+    }
+
+    /// The TCP and UDP forwards of user networking (empty for other networks).
+    pub fn forwards(&self) -> &[PortForward] {
+        match &self.network {
+            Network::User { forwards } => forwards,
+            _ => &[],
+        }
+    }
+}
+
+/// QEMU's arguments (without the program name) for `opts`, in a fixed order. Errors: [`RunOptions::validate`].
+pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
+    opts.validate()?;
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |a: &[&str]| args.extend(a.iter().map(OsString::from));
+    push(&["-M", opts.machine.qemu_machine(), "-accel", opts.accel.name(), "-cpu", "qemu64"]);
+    push(&["-m", &format!("{}M", opts.mem_mib), "-smp", &opts.smp.to_string()]);
+    push(&["-display", "none", "-nodefaults", "-no-reboot"]);
+    push(&["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]);
+    push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    if opts.machine == Machine::Microvm {
+        // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
+        push(&["-global", "virtio-mmio.force-legacy=false"]);
+    }
+    let netdev = match &opts.network {
+        Network::None => None,
+        Network::User { forwards } => {
+            let mut s = "user,id=n0".to_owned();
+            for f in forwards {
+                s.push_str(",hostfwd=");
+                s.push_str(&f.hostfwd());
+            }
+            Some(s)
+        }
+        // No `vhost=on`: there is no /dev/vhost-net on these machines (TESTING.md, "Devices").
+        Network::Tap { ifname } => Some(format!("tap,id=n0,ifname={ifname},script=no,downscript=no")),
+    };
+    if let Some(netdev) = netdev {
+        push(&["-netdev", &netdev, "-device", &format!("{},netdev=n0", opts.machine.virtio_net_device())]);
+    }
+    args.push("-kernel".into());
+    args.push(opts.kernel.clone().into_os_string());
+    let cmdline = opts.kernel_command_line();
+    if !cmdline.is_empty() {
+        args.push("-append".into());
+        args.push(cmdline.into());
+    }
+    Ok(args)
+}
+
+/// A `Command` running [`QEMU_BINARY`] (found on `PATH`) with [`qemu_args`], stdin from `/dev/null`.
+///
+/// stdin is not the terminal, so QEMU leaves the terminal alone and Ctrl-C stops it. The caller chooses stdout
+/// (the guest's serial console) and stderr (QEMU's messages).
+pub fn qemu_command(opts: &RunOptions) -> Result<Command, ConfigError> {
+    let mut cmd = Command::new(QEMU_BINARY);
+    cmd.args(qemu_args(opts)?).stdin(Stdio::null());
+    Ok(cmd)
+}
+
+/// `cmd` as one shell-quoted line, for logs: `qemu-system-x86_64 -M microvm,acpi=off ... -append 'a b'`.
+pub fn shell_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(shell_quote).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_quote(word: &std::ffi::OsStr) -> String {
+    let s = word.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./,:=@%+".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Finds `name` as an executable file in a directory of `PATH`.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+}
+
+/// The QEMU binary on `PATH`, or [`ConfigError::QemuMissing`] whose message gives the install commands.
+pub fn find_qemu() -> Result<PathBuf, ConfigError> {
+    find_in_path(QEMU_BINARY).ok_or(ConfigError::QemuMissing)
+}
+
+/// True when this process runs as root (owner of `/proc/self` is the effective uid).
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    Path::new("/proc/self").metadata().map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// The install commands as printed to a person, one per line; wrapped in `sudo sh -c "..."` when not root.
+pub fn install_instructions() -> String {
+    let root = is_root();
+    let line = |c: &&str| if root { format!("  {c}") } else { format!("  sudo sh -c \"{c}\"") };
+    QEMU_INSTALL_RECIPE.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// Errors in a run's configuration or environment; each message says what to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--machine` is not microvm, q35 or pc.
+    #[error("unknown machine `{0}` (use microvm, q35 or pc)")]
+    Machine(String),
+    /// `--accel` is not kvm or tcg.
+    #[error("unknown accelerator `{0}` (use kvm or tcg)")]
+    Accel(String),
+    /// `--net` is not user, tap or none.
+    #[error("unknown network `{0}` (use user, tap or none)")]
+    NetKind(String),
+    /// `--mem` is not N, NM or NG within 1 MiB..=1 TiB.
+    #[error("memory size `{0}`: expected a whole number of MiB like 64M or 1G (1M..=1024G)")]
+    Memory(String),
+    /// `--smp` outside 1..=255.
+    #[error("vCPU count {0}: expected 1..=255")]
+    Smp(u16),
+    /// A kernel option is malformed.
+    #[error("kernel option `{input}`: {why}")]
+    KernelOption {
+        /// The rejected option.
+        input: String,
+        /// What rule it breaks.
+        why: &'static str,
+    },
+    /// An app argument is empty or has whitespace, which the space-separated kernel command line cannot carry.
+    #[error("app argument {0:?}: arguments must be non-empty and contain no whitespace (the kernel command line is split on spaces)")]
+    AppArg(String),
+    /// `--port` given without user networking.
+    #[error("--port needs user networking (--net user); with a tap the guest is reached at its own address")]
+    PortsNeedUserNet,
+    /// `--tap` given without tap networking.
+    #[error("--tap NAME only applies with --net tap")]
+    TapNeedsTapNet,
+    /// `--net tap` without `--tap`.
+    #[error("--net tap needs --tap NAME (create it first: ip tuntap add dev NAME mode tap; ip link set NAME up)")]
+    TapMissing,
+    /// A tap name Linux or QEMU would refuse.
+    #[error("tap name `{0}`: expected 1 to 15 characters without `/`, `,` or whitespace")]
+    TapName(String),
+    /// Two forwards for the same host port and protocol.
+    #[error("port forward {0}: host port {h} is forwarded twice", h = .0.host)]
+    DuplicateHostPort(PortForward),
+    /// `--accel kvm` but KVM cannot be used.
+    #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
+    KvmUnavailable(String),
+    /// No QEMU on PATH.
+    #[error(
+        "{QEMU_BINARY} not found on PATH; install QEMU 10 from bookworm-backports as root:\n{}",
+        install_instructions()
+    )]
+    QemuMissing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(opts: &RunOptions) -> Vec<String> {
+        qemu_args(opts).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    const COMMON: &str = "-display none -nodefaults -no-reboot -chardev stdio,id=s0,signal=off -serial chardev:s0 \
+                          -device isa-debug-exit,iobase=0xf4,iosize=4";
+
+    #[test]
+    fn microvm_user_net_command() {
+        let mut o = RunOptions::new("/t/httpd", Accel::Kvm);
+        o.network = Network::User { forwards: vec![PortForward::tcp(8080, 80), PortForward::udp(5353, 53)] };
+        o.kernel_options = vec!["loglevel=debug".parse().unwrap()];
+        let mut want = words("-M microvm,acpi=off -accel kvm -cpu qemu64 -m 64M -smp 1");
+        want.extend(words(COMMON));
+        want.extend(words("-global virtio-mmio.force-legacy=false"));
+        want.extend(words("-netdev user,id=n0,hostfwd=tcp::8080-:80,hostfwd=udp::5353-:53"));
+        want.extend(words("-device virtio-net-device,netdev=n0 -kernel /t/httpd -append loglevel=debug"));
+        assert_eq!(args(&o), want);
+    }
+
+    #[test]
+    fn q35_and_pc_use_virtio_pci_and_no_mmio_global() {
+        for (machine, m) in [(Machine::Q35, "q35"), (Machine::Pc, "pc")] {
+            let mut o = RunOptions::new("/t/hello", Accel::Tcg);
+            o.machine = machine;
+            o.mem_mib = 128;
+            o.smp = 2;
+            o.network = Network::Tap { ifname: "zt0".into() };
+            o.app_args = vec!["a".into(), "b".into()];
+            let mut want = words(&format!("-M {m} -accel tcg -cpu qemu64 -m 128M -smp 2"));
+            want.extend(words(COMMON));
+            want.extend(words("-netdev tap,id=n0,ifname=zt0,script=no,downscript=no"));
+            want.extend(words("-device virtio-net-pci,netdev=n0 -kernel /t/hello -append"));
+            want.push("-- a b".into());
+            assert_eq!(args(&o), want, "{m}");
+        }
+    }
+
+    #[test]
+    fn no_network_no_append_when_empty() {
+        let o = RunOptions::new("/t/hello", Accel::Tcg);
+        let a = args(&o);
+        assert!(!a.iter().any(|w| w == "-netdev" || w == "-append"), "{a:?}");
+        assert_eq!(a[a.len() - 2..], ["-kernel".to_owned(), "/t/hello".to_owned()]);
+    }
+
+    #[test]
+    fn kernel_options_go_before_double_dash() {
+        let mut o = RunOptions::new("/k", Accel::Tcg);
+        o.kernel_options = vec!["loglevel=trace".parse().unwrap(), "ip=10.0.2.15/24".parse().unwrap()];
+        o.app_args = vec!["fault=panic".into()];
+        assert_eq!(o.kernel_command_line(), "loglevel=trace ip=10.0.2.15/24 -- fault=panic");
+        o.app_args.clear();
+        assert_eq!(o.kernel_command_line(), "loglevel=trace ip=10.0.2.15/24");
+    }
+
+    #[test]
+    fn rejects_bad_app_args_and_smp() {
+        let mut o = RunOptions::new("/k", Accel::Tcg);
+        o.app_args = vec!["a b".into()];
+        assert_eq!(qemu_args(&o), Err(ConfigError::AppArg("a b".into())));
+        o.app_args = vec![String::new()];
+        assert_eq!(qemu_args(&o), Err(ConfigError::AppArg(String::new())));
+        o.app_args.clear();
+        o.smp = 0;
+        assert_eq!(qemu_args(&o), Err(ConfigError::Smp(0)));
+    }
+
+    #[test]
+    fn kernel_option_rules() {
+        assert_eq!("bogus=1".parse::<KernelOption>().unwrap().to_string(), "bogus=1");
+        assert_eq!("gw=10.0.2.2".parse::<KernelOption>().unwrap().value(), "10.0.2.2");
+        for (bad, why) in [
+            ("bogus", "expected key=value"),
+            ("=1", "the key is empty"),
+            ("a=", "the value is empty"),
+            ("a b=1", "the key may only use letters, digits, `_`, `.` and `-`, and not start with `-`"),
+            ("--=x", "the key may only use letters, digits, `_`, `.` and `-`, and not start with `-`"),
+            ("a=1 2", "the value contains whitespace or control characters"),
+        ] {
+            assert_eq!(bad.parse::<KernelOption>(), Err(ConfigError::KernelOption { input: bad.into(), why }), "{bad}");
+        }
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_mem_mib("64M"), Ok(64));
+        assert_eq!(parse_mem_mib("64"), Ok(64));
+        assert_eq!(parse_mem_mib("2G"), Ok(2048));
+        assert_eq!(parse_mem_mib("1g"), Ok(1024));
+        for bad in ["", "M", "0M", "64K", "-1M", "1.5G", "2048G", "99999999999999999999M", " 64M"] {
+            assert_eq!(parse_mem_mib(bad), Err(ConfigError::Memory(bad.into())), "{bad}");
+        }
+    }
+
+    #[test]
+    fn network_resolution() {
+        let tcp = PortForward::tcp(9000, 80);
+        assert_eq!(resolve_network("hello", None, &[], None), Ok(Network::None));
+        assert_eq!(
+            resolve_network("httpd", None, &[], None),
+            Ok(Network::User { forwards: vec![PortForward::tcp(8080, 80)] })
+        );
+        assert_eq!(resolve_network("httpd", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network("udpecho", None, &[], None), Ok(Network::User { forwards: vec![] }));
+        assert_eq!(resolve_network("hello", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network("httpd", Some(NetKind::None), &[], None), Ok(Network::None));
+        assert_eq!(resolve_network("httpd", None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));
+        assert_eq!(
+            resolve_network("httpd", Some(NetKind::Tap), &[], Some("zt0")),
+            Ok(Network::Tap { ifname: "zt0".into() })
+        );
+    }
+
+    #[test]
+    fn network_resolution_errors() {
+        let tcp = PortForward::tcp(9000, 80);
+        assert_eq!(resolve_network("hello", Some(NetKind::None), &[tcp], None), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[tcp], Some("t")), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[], None), Err(ConfigError::TapMissing));
+        assert_eq!(resolve_network("httpd", Some(NetKind::User), &[], Some("t")), Err(ConfigError::TapNeedsTapNet));
+        assert_eq!(resolve_network("httpd", None, &[], Some("a,b")), Err(ConfigError::TapName("a,b".into())));
+        assert_eq!(
+            resolve_network("httpd", None, &[], Some("sixteen-chars-xx")),
+            Err(ConfigError::TapName("sixteen-chars-xx".into()))
+        );
+        let dup = PortForward::tcp(9000, 81);
+        assert_eq!(resolve_network("httpd", None, &[tcp, dup], None), Err(ConfigError::DuplicateHostPort(dup)));
+        // The same host port may carry TCP and UDP.
+        let udp = PortForward::udp(9000, 80);
+        assert_eq!(resolve_network("httpd", None, &[tcp, udp], None), Ok(Network::User { forwards: vec![tcp, udp] }));
+    }
+
+    #[test]
+    fn machine_and_accel_names() {
+        assert_eq!("q35".parse(), Ok(Machine::Q35));
+        assert_eq!("microvm".parse(), Ok(Machine::Microvm));
+        assert_eq!("virt".parse::<Machine>(), Err(ConfigError::Machine("virt".into())));
+        assert_eq!("kvm".parse(), Ok(Accel::Kvm));
+        assert_eq!("hvf".parse::<Accel>(), Err(ConfigError::Accel("hvf".into())));
+        assert_eq!("tap".parse(), Ok(NetKind::Tap));
+        assert_eq!("bridge".parse::<NetKind>(), Err(ConfigError::NetKind("bridge".into())));
+    }
+
+    #[test]
+    fn shell_line_quotes() {
+        let mut o = RunOptions::new("/t/hello", Accel::Tcg);
+        o.app_args = vec!["a".into(), "it's".into()];
+        let line = shell_line(&qemu_command(&o).unwrap());
+        assert!(line.starts_with("qemu-system-x86_64 -M microvm,acpi=off -accel tcg "), "{line}");
+        assert!(line.ends_with(r"-kernel /t/hello -append '-- a it'\''s'"), "{line}");
+    }
+}

@@ -1,0 +1,99 @@
+//! Platform selection and the hand-over to the app (called by libos after memory and CPU setup).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use libos::bootinfo::BootInfo;
+use libos::cmdline::Cmdline;
+use libos::platform::Platform;
+
+static CMDLINE: spin_once::Once = spin_once::Once::new();
+
+mod spin_once {
+    use core::sync::atomic::{AtomicPtr, Ordering};
+    /// A write-once pointer to the command line.
+    pub struct Once(AtomicPtr<libos::cmdline::Cmdline>);
+    impl Once {
+        pub const fn new() -> Self {
+            Self(AtomicPtr::new(core::ptr::null_mut()))
+        }
+        pub fn set(&self, c: &'static libos::cmdline::Cmdline) {
+            self.0.store(c as *const _ as *mut _, Ordering::Release);
+        }
+        pub fn get(&self) -> Option<&'static libos::cmdline::Cmdline> {
+            // SAFETY: only `set` stores, always a `&'static Cmdline`.
+            unsafe { self.0.load(Ordering::Acquire).as_ref() }
+        }
+    }
+}
+
+pub fn cmdline() -> &'static Cmdline {
+    CMDLINE.get().expect("the command line is parsed before the app runs")
+}
+
+extern "Rust" {
+    fn __zirvium_app_main() -> Pin<Box<dyn Future<Output = u8> + Send>>;
+}
+
+/// The platforms this image can run on, in no particular order; the best `probe` fit wins.
+fn platforms() -> [&'static dyn Platform; 2] {
+    [&platform_kvm::KVM, &platform_kvm::QEMU]
+}
+
+#[no_mangle]
+fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
+    CMDLINE.set(cmdline);
+    let detection = libos::hypervisor::detect(&libos::arch::x86_64::cpu::NativeCpuid);
+    let mut best: Option<(&'static dyn Platform, libos::platform::Fit)> = None;
+    for p in platforms() {
+        if let Some(fit) = p.probe(&detection, boot) {
+            if best.as_ref().is_none_or(|(_, b)| fit.score > b.score) {
+                best = Some((p, fit));
+            }
+        }
+    }
+    let Some((platform, fit)) = best else {
+        libos::console::emergency_print(format_args!("boot error: no platform fits this machine: {detection}\n"));
+        libos::exit(libos::EXIT_BOOT_ERROR);
+    };
+    libos::platform::set_current(platform.name());
+    let brought = match platform.init(&detection, boot, cmdline) {
+        Ok(b) => b,
+        Err(e) => {
+            libos::console::emergency_print(format_args!("boot error: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    };
+    let clock_how = match libos::start::ensure_clock() {
+        Ok(how) => how,
+        Err(e) => {
+            libos::console::emergency_print(format_args!("boot error: clock: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    };
+    libos::arch::x86_64::cpu::enable_interrupts();
+    let mut features: Vec<String> = brought.features;
+    features.push(alloc::format!(
+        "clock {} ({} MHz TSC from {})",
+        libos::time::clock_name(),
+        libos::start::tsc_hz() / 1_000_000,
+        clock_how
+    ));
+    log::info!("platform: {} ({}; features: {})", platform.name(), fit.reason, features.join(", "));
+    libos::start::stamp(3);
+    let nics = libos::dev::take_net();
+    if !nics.is_empty() {
+        if let Err(e) = net::start(nics, cmdline) {
+            libos::console::emergency_print(format_args!("boot error: network: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    }
+    libos::start::stamp(4);
+    // SAFETY: defined by the app through `zirvium::app!`.
+    let main = unsafe { __zirvium_app_main() };
+    let code = libos::task::block_on(main);
+    log::debug!("app exited with status {code}");
+    libos::exit(code)
+}

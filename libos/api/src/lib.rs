@@ -1,0 +1,134 @@
+//! The API Zirvium apps use. An app is a `#![no_std]` binary with one entry:
+//!
+//! ```ignore
+//! #![cfg_attr(target_os = "none", no_std, no_main)]
+//! zirvium::app!(run);
+//! async fn run() -> i32 { zirvium::println!("hi"); 0 }
+//! ```
+//!
+//! At boot this crate detects the hypervisor, picks the platform (KVM/QEMU today; Xen and Hyper-V join
+//! through the same [`libos::platform::Platform`] trait), brings up its clock and devices, starts the network
+//! stack when a NIC exists, then runs the app's async entry on the executor and exits the VM with its status.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub use libos::{exit, print, println};
+
+/// Time: [`time::Instant`], [`time::SystemTime`], [`time::sleep`], [`time::timeout`].
+pub mod time {
+    pub use libos::time::{
+        sleep, sleep_until, timeout, uptime_ns, Duration, Elapsed, Instant, Sleep, SystemTime, UNIX_EPOCH,
+    };
+}
+
+/// Tasks: [`task::spawn`], [`task::JoinHandle`], [`task::yield_now`].
+pub mod task {
+    pub use libos::task::{spawn, stats, yield_now, JoinHandle};
+}
+
+/// Networking: `TcpListener`, `TcpStream`, `UdpSocket`, DNS — see the `net` crate.
+pub mod net {
+    pub use net::*;
+}
+
+/// The environment: app arguments, kernel options, the platform.
+pub mod env {
+    /// The app's arguments (the command-line words after `--`), in order.
+    pub fn args() -> impl Iterator<Item = &'static str> {
+        crate::boot::cmdline().app_args.iter().copied()
+    }
+
+    /// The value of kernel option `key` (`key=value` before `--`).
+    pub fn kernel_option(key: &str) -> Option<&'static str> {
+        crate::boot::cmdline().option(key)
+    }
+
+    /// The platform the image runs on: "kvm", "qemu-tcg", "xen", "hyperv".
+    pub fn platform() -> &'static str {
+        libos::platform::current()
+    }
+
+    /// The boot timeline: `(stamp, µs since the first instruction)` for entry, rust, memory, platform, app.
+    #[cfg(target_os = "none")]
+    pub fn boot_timeline() -> alloc::vec::Vec<(&'static str, u64)> {
+        libos::start::timeline()
+    }
+}
+
+/// What an app's entry may return; turned into the VM's exit status.
+pub trait ExitStatus {
+    /// The guest exit status (0..=127).
+    fn status(self) -> u8;
+}
+
+impl ExitStatus for () {
+    fn status(self) -> u8 {
+        0
+    }
+}
+
+impl ExitStatus for u8 {
+    fn status(self) -> u8 {
+        self.min(127)
+    }
+}
+
+impl ExitStatus for i32 {
+    fn status(self) -> u8 {
+        self.clamp(0, 127) as u8
+    }
+}
+
+impl<E: core::fmt::Display> ExitStatus for Result<(), E> {
+    /// `Err` prints `error: …` and gives status 1.
+    fn status(self) -> u8 {
+        match self {
+            Ok(()) => 0,
+            Err(e) => {
+                println!("error: {e}");
+                1
+            }
+        }
+    }
+}
+
+/// Declares the app's async entry function `$f: async fn() -> impl ExitStatus`. On the host (where apps
+/// cannot run) it generates a `main` that says how to run the image instead.
+#[macro_export]
+macro_rules! app {
+    ($f:path) => {
+        #[cfg(target_os = "none")]
+        #[no_mangle]
+        fn __zirvium_app_main() -> ::core::pin::Pin<$crate::__private::Box<dyn ::core::future::Future<Output = u8> + Send>> {
+            $crate::__private::Box::pin(async { $crate::ExitStatus::status($f().await) })
+        }
+
+        #[cfg(not(target_os = "none"))]
+        fn main() {
+            let _ = $f; // the entry is used only in the image
+            eprintln!(
+                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo run -p images -- run {}`",
+                env!("CARGO_PKG_NAME"),
+                env!("CARGO_PKG_NAME")
+            );
+            std::process::exit(2);
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use alloc::boxed::Box;
+}
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(not(target_os = "none"))]
+mod boot {
+    pub fn cmdline() -> &'static libos::cmdline::Cmdline {
+        static EMPTY: libos::cmdline::Cmdline =
+            libos::cmdline::Cmdline { options: alloc::vec::Vec::new(), virtio_mmio: alloc::vec::Vec::new(), app_args: alloc::vec::Vec::new() };
+        &EMPTY
+    }
+}

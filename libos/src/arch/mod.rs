@@ -1,0 +1,4 @@
+//! Architecture support. Only x86_64 exists; everything here touches hardware and is built only for the
+//! bare target (`target_os = "none"`).
+
+pub mod x86_64;

@@ -1,0 +1,162 @@
+//! Thin, safe wrappers over the instructions libos needs: port I/O, MSRs, CPUID, TSC, interrupt flag, halt.
+//! Source: Intel SDM Vol. 2 (instruction reference).
+
+use core::arch::asm;
+
+/// Reads CPUID `leaf`/`subleaf`; returns `[eax, ebx, ecx, edx]`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// A [`crate::hypervisor::CpuidSource`] over the real instruction.
+pub struct NativeCpuid;
+
+impl crate::hypervisor::CpuidSource for NativeCpuid {
+    fn cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        cpuid(leaf, subleaf)
+    }
+}
+
+/// Reads the time-stamp counter (ticks).
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged-safe and has no memory effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads MSR `msr`. The caller must know the MSR exists (a missing one raises #GP, which the exception
+/// handler reports and exits on).
+pub fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reading an MSR has no memory effects; a bad index faults into the exception handler.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes MSR `msr`.
+///
+/// # Safety
+/// MSR writes change CPU behaviour (paging, interrupts, clocks); the caller must know the effect is sound.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// Writes a byte to an I/O port. Port I/O reaches only devices, never memory.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port I/O does not touch guest memory; devices at these ports are owned by libos.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a 16-bit word to an I/O port.
+pub fn outw(port: u16, v: u16) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a 32-bit word to an I/O port.
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads a 32-bit word from an I/O port.
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads a 16-bit word from an I/O port.
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: as for `outb`.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Whether RFLAGS.IF is set.
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack.
+    unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Sets RFLAGS.IF.
+pub fn enable_interrupts() {
+    // SAFETY: handlers are installed before the first `sti` (see `boot`).
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Clears RFLAGS.IF.
+pub fn disable_interrupts() {
+    // SAFETY: masking interrupts is always sound.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Runs `f` with interrupts masked, restoring the previous state after.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let was = interrupts_enabled();
+    if was {
+        disable_interrupts();
+    }
+    let r = f();
+    if was {
+        enable_interrupts();
+    }
+    r
+}
+
+/// Atomically enables interrupts and halts until the next one (`sti; hlt`: the interrupt shadow of STI
+/// guarantees no wake-up is lost between the check and the halt). Returns with interrupts enabled.
+pub fn enable_interrupts_and_halt() {
+    // SAFETY: handlers are installed; halting is sound.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+}
+
+/// Halts forever with interrupts off.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: masking interrupts and halting is always sound.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Reads CR2 (the faulting linear address of the last page fault).
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading a control register has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3 (page-table root, bytes).
+pub fn cr3() -> u64 {
+    let v: u64;
+    // SAFETY: as for `cr2`.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads the frame pointer of the caller (RBP).
+#[inline(always)]
+pub fn frame_pointer() -> u64 {
+    let v: u64;
+    // SAFETY: reads a register.
+    unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}

@@ -1,0 +1,152 @@
+//! The async executor for one vCPU: tasks are `async-task` runnables in one run queue; wakers (from other
+//! tasks, timers, or interrupt handlers) push them back. When nothing is runnable the CPU arms the timer for
+//! the earliest deadline and halts (`sti; hlt`) — tickless, so an idle guest costs the host ~nothing.
+
+use alloc::collections::VecDeque;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::task::{Context, Poll};
+use spin::Mutex;
+
+type Runnable = async_task::Runnable;
+
+static QUEUE: Mutex<VecDeque<Runnable>> = Mutex::new(VecDeque::new());
+static POLLS: AtomicU64 = AtomicU64::new(0);
+static HALTS: AtomicU64 = AtomicU64::new(0);
+
+fn schedule(r: Runnable) {
+    crate::arch_without_interrupts(|| QUEUE.lock().push_back(r));
+}
+
+fn pop() -> Option<Runnable> {
+    crate::arch_without_interrupts(|| QUEUE.lock().pop_front())
+}
+
+/// Handle to a spawned task, like `std::thread::JoinHandle`: await it for the task's output; dropping it
+/// detaches the task (it keeps running).
+pub struct JoinHandle<T> {
+    task: Option<async_task::Task<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Stops the task at its next await point; returns its output if it had already finished.
+    pub async fn cancel(mut self) -> Option<T> {
+        match self.task.take() {
+            Some(t) => t.cancel().await,
+            None => None,
+        }
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match self.task.as_mut() {
+            Some(t) => Pin::new(t).poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.detach();
+        }
+    }
+}
+
+/// Spawns `fut` as a new task; it first runs at the next executor turn.
+pub fn spawn<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (runnable, task) = async_task::spawn(fut, schedule);
+    runnable.schedule();
+    JoinHandle { task: Some(task) }
+}
+
+/// Executor counters: `(task polls, halts)` since boot.
+pub fn stats() -> (u64, u64) {
+    (POLLS.load(Ordering::Relaxed), HALTS.load(Ordering::Relaxed))
+}
+
+/// Runs the executor until `main` completes, returning its output. Other tasks keep their state but stop
+/// running when this returns.
+pub fn block_on<F>(main: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    static DONE: AtomicBool = AtomicBool::new(false);
+    DONE.store(false, Ordering::Release);
+    let mut handle = spawn(async move {
+        let out = main.await;
+        DONE.store(true, Ordering::Release);
+        out
+    });
+    loop {
+        crate::time::timer::fire_expired(crate::time::uptime_ns());
+        // Run what is runnable now, bounded so timers are checked at least every 64 polls.
+        for _ in 0..64 {
+            let Some(r) = pop() else { break };
+            POLLS.fetch_add(1, Ordering::Relaxed);
+            r.run();
+        }
+        if DONE.load(Ordering::Acquire) {
+            let waker = noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            if let Poll::Ready(v) = Pin::new(&mut handle).poll(&mut cx) {
+                return v;
+            }
+        }
+        idle();
+    }
+}
+
+/// Halts until an interrupt when nothing is runnable and no timer is due; the check and the halt are atomic
+/// with respect to interrupts, so a wake-up between them is never lost.
+fn idle() {
+    crate::arch_disable_interrupts();
+    let empty = QUEUE.lock().is_empty();
+    if !empty {
+        crate::arch_enable_interrupts();
+        return;
+    }
+    match crate::time::timer::next_deadline() {
+        Some(d) if d <= crate::time::uptime_ns() => {
+            crate::arch_enable_interrupts();
+            return;
+        }
+        Some(d) => crate::arch_arm_timer(d),
+        None => crate::arch_disarm_timer(),
+    }
+    HALTS.fetch_add(1, Ordering::Relaxed);
+    crate::arch_enable_interrupts_and_halt();
+}
+
+fn noop_waker() -> core::task::Waker {
+    core::task::Waker::noop().clone()
+}
+
+/// Yields to other runnable tasks once.
+pub async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,141 @@
+//! Timers: futures that complete at a deadline on the monotonic clock. Pending deadlines sit in one ordered
+//! map; the executor fires the expired ones and arms the hardware timer (LAPIC TSC-deadline or one-shot) for
+//! the earliest, so an idle guest takes no timer interrupts at all (tickless).
+
+use super::{Duration, Instant};
+use alloc::collections::BTreeMap;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::{Context, Poll, Waker};
+use spin::Mutex;
+
+static TIMERS: Mutex<BTreeMap<(u64, u64), Waker>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn with_timers<R>(f: impl FnOnce(&mut BTreeMap<(u64, u64), Waker>) -> R) -> R {
+    crate::arch_without_interrupts(|| f(&mut TIMERS.lock()))
+}
+
+/// Earliest pending deadline (ns since boot), if any.
+pub fn next_deadline() -> Option<u64> {
+    with_timers(|t| t.keys().next().map(|k| k.0))
+}
+
+/// Wakes every timer whose deadline is at or before `now_ns`. Returns how many fired.
+pub fn fire_expired(now_ns: u64) -> usize {
+    let mut fired = 0;
+    loop {
+        let w = with_timers(|t| match t.first_key_value() {
+            Some((k, _)) if k.0 <= now_ns => t.pop_first().map(|(_, w)| w),
+            _ => None,
+        });
+        match w {
+            Some(w) => {
+                w.wake();
+                fired += 1;
+            }
+            None => return fired,
+        }
+    }
+}
+
+/// Future returned by [`sleep`] / [`sleep_until`].
+pub struct Sleep {
+    deadline: Instant,
+    key: Option<(u64, u64)>,
+}
+
+/// Completes after `d` (at least; the resolution is the clock source's, typically < 1 µs).
+pub fn sleep(d: Duration) -> Sleep {
+    sleep_until(Instant::now() + d)
+}
+
+/// Completes at `deadline`.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline, key: None }
+}
+
+impl Sleep {
+    /// The deadline.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline (the timer re-arms at the next poll).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.unregister();
+        self.deadline = deadline;
+    }
+
+    fn unregister(&mut self) {
+        if let Some(k) = self.key.take() {
+            with_timers(|t| t.remove(&k));
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.unregister();
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline.as_nanos();
+        let key = *self.key.get_or_insert_with(|| (deadline, NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        with_timers(|t| match t.get_mut(&key) {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            Some(w) => *w = cx.waker().clone(),
+            None => {
+                t.insert(key, cx.waker().clone());
+            }
+        });
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
+
+/// Error of [`timeout`]: the deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+/// Future returned by [`timeout`].
+pub struct Timeout<F> {
+    fut: F,
+    sleep: Sleep,
+}
+
+/// Runs `fut` for at most `d`. Errors: [`Elapsed`] (and `fut` is dropped).
+pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+    Timeout { fut, sleep: sleep(d) }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning: `fut` is never moved out of `self`; `sleep` is Unpin.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        if let Poll::Ready(v) = fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

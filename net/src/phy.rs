@@ -1,0 +1,184 @@
+//! The smoltcp `phy::Device` adapter over a [`NetDevice`]: receive tokens own the device's [`RxFrame`] and
+//! give it back with [`NetDevice::recycle`] once smoltcp has parsed it (no copy besides smoltcp's own into
+//! socket buffers); transmit tokens write straight into the device's slot through [`NetDevice::transmit`].
+
+use alloc::vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libos::dev::{DeviceError, NetDevice, NetInfo, RxFrame};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::ETHERNET_HEADER_LEN;
+
+/// Frame counters of one stack (frames and bytes, Ethernet headers included).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Frames smoltcp produced that the device refused (ring full, too large).
+    pub tx_dropped: AtomicU64,
+    /// Device errors on receive or recycle.
+    pub rx_errors: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// smoltcp capabilities of a NIC: Ethernet, frame MTU = IP MTU + 14, and checksum work smoltcp may skip —
+/// with receive offload the device already verified TCP/UDP checksums, with transmit offload it fills them.
+pub(crate) fn capabilities(info: &NetInfo) -> DeviceCapabilities {
+    let l4 = match (info.offloads.rx_checksum, info.offloads.tx_checksum) {
+        (false, false) => Checksum::Both,
+        (true, false) => Checksum::Tx,
+        (false, true) => Checksum::Rx,
+        (true, true) => Checksum::None,
+    };
+    let mut checksum = ChecksumCapabilities::default();
+    checksum.tcp = l4;
+    checksum.udp = l4;
+    let mut caps = DeviceCapabilities::default();
+    caps.medium = Medium::Ethernet;
+    caps.max_transmission_unit = info.mtu + ETHERNET_HEADER_LEN;
+    caps.max_burst_size = None;
+    caps.checksum = checksum;
+    caps
+}
+
+/// One poll round's view of the device. The `RefCell` lets the receive and transmit tokens smoltcp holds
+/// at the same time (a reply is sent from inside the receive closure) reach the device one after the other.
+pub(crate) struct Phy<'d> {
+    dev: RefCell<&'d mut dyn NetDevice>,
+    caps: DeviceCapabilities,
+    counters: &'d Counters,
+    /// First fatal device error (protocol/I/O) seen this round.
+    error: RefCell<Option<DeviceError>>,
+}
+
+impl<'d> Phy<'d> {
+    pub(crate) fn new(dev: &'d mut dyn NetDevice, caps: DeviceCapabilities, counters: &'d Counters) -> Self {
+        Self { dev: RefCell::new(dev), caps, counters, error: RefCell::new(None) }
+    }
+
+    /// The first fatal device error of this round, if any.
+    pub(crate) fn take_error(&self) -> Option<DeviceError> {
+        self.error.borrow_mut().take()
+    }
+
+    fn record(&self, e: DeviceError) {
+        add(&self.counters.rx_errors, 1);
+        let mut slot = self.error.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+/// Receive token: owns the frame until smoltcp has consumed it.
+pub(crate) struct RxToken<'p, 'd> {
+    phy: &'p Phy<'d>,
+    frame: RxFrame,
+}
+
+/// Transmit token: one frame into the device's transmit ring.
+pub(crate) struct TxToken<'p, 'd> {
+    phy: &'p Phy<'d>,
+}
+
+impl<'d> phy::Device for Phy<'d> {
+    type RxToken<'a>
+        = RxToken<'a, 'd>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxToken<'a, 'd>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let dev = self.dev.get_mut();
+        // smoltcp may answer a frame at once (ARP reply, RST); with the transmit ring full, leave received
+        // frames in the ring until a completion frees a slot (the device wakes the net task then).
+        if !dev.can_transmit() {
+            return None;
+        }
+        match dev.receive() {
+            Ok(Some(frame)) => {
+                add(&self.counters.rx_frames, 1);
+                add(&self.counters.rx_bytes, frame.len as u64);
+                let this: &Self = self;
+                Some((RxToken { phy: this, frame }, TxToken { phy: this }))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.record(e);
+                None
+            }
+        }
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        if self.dev.get_mut().can_transmit() {
+            Some(TxToken { phy: self })
+        } else {
+            None
+        }
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+impl phy::RxToken for RxToken<'_, '_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let RxToken { phy, frame } = self;
+        // A frame whose offset/len lie outside its buffer is the device's bug: drop it, but still recycle.
+        let r = match frame.buf.get(frame.offset..frame.offset.saturating_add(frame.len)) {
+            Some(bytes) => f(bytes),
+            None => f(&[]),
+        };
+        if let Err(e) = phy.dev.borrow_mut().recycle(frame) {
+            phy.record(e);
+        }
+        r
+    }
+}
+
+impl phy::TxToken for TxToken<'_, '_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        let res = self.phy.dev.borrow_mut().transmit(len, &mut |buf| {
+            if let Some(f) = f.take() {
+                out = Some(f(buf));
+            }
+        });
+        match res {
+            Ok(()) => {
+                add(&self.phy.counters.tx_frames, 1);
+                add(&self.phy.counters.tx_bytes, len as u64);
+            }
+            Err(e) => {
+                add(&self.phy.counters.tx_dropped, 1);
+                log::debug!("frame of {len} bytes dropped: {e}");
+            }
+        }
+        match (out, f) {
+            (Some(r), _) => r,
+            // The device refused the frame without calling `fill`: smoltcp still has to build it (its
+            // state advances as if sent; TCP retransmits), so give it a scratch buffer.
+            (None, Some(f)) => f(&mut vec![0u8; len]),
+            // `out` is None only while `f` was never taken: `fill` sets `out` whenever it takes `f`.
+            (None, None) => unreachable!("transmit closure taken without a result"),
+        }
+    }
+}

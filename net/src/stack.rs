@@ -1,0 +1,729 @@
+//! One network stack instance: a smoltcp `Interface` (Ethernet, RFC 894) over one [`NetDevice`], its
+//! `SocketSet`, IPv4 setup (static, or DHCPv4 per RFC 2131), the net task that polls it, and the reaper that
+//! removes sockets the app has dropped once their close handshake (RFC 9293 §3.6) is over.
+
+use crate::config::{Config, IpSetup};
+use crate::error::{Error, Result};
+use crate::phy::{capabilities, Counters, Phy};
+use crate::{arp, Ipv4Config, Ipv4State, NetStats};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::{poll_fn, Future};
+use core::ops::Bound;
+use core::net::Ipv4Addr;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+use libos::dev::{DeviceError, NetDevice};
+use libos::time::{Instant, Sleep};
+use smoltcp::iface::{Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::{dhcpv4, dns, tcp, udp};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+use spin::Mutex;
+
+/// First port of the dynamic/ephemeral range (RFC 6335 §6).
+pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
+const EPHEMERAL_COUNT: u32 = 65536 - EPHEMERAL_FIRST as u32;
+/// An orphan whose reset could not be sent within this long after the abort is removed anyway.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// A dropped UDP socket keeps its queued datagrams at most this long.
+const UDP_DRAIN: Duration = Duration::from_secs(2);
+
+pub(crate) fn smol_now(now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(i64::try_from(now.as_nanos() / 1000).unwrap_or(i64::MAX))
+}
+
+/// The TCP sockets behind one `TcpListener`.
+pub(crate) struct Listener {
+    /// Sockets in LISTEN, each ready to take one SYN.
+    pub listening: Vec<SocketHandle>,
+    /// Sockets that left LISTEN (SYN-RECEIVED, ESTABLISHED, ...) and wait for `accept`, oldest first.
+    pub pending: Vec<SocketHandle>,
+    /// How many LISTEN sockets to keep.
+    pub backlog: usize,
+    /// The accepting task, registered on every socket created for this listener.
+    pub waker: Option<Waker>,
+}
+
+#[derive(Clone, Copy)]
+enum OrphanKind {
+    /// A TCP socket; `port` is the ephemeral port to release on removal.
+    Tcp { port: Option<u16> },
+    /// A UDP socket bound to `port`.
+    Udp { port: u16 },
+}
+
+/// A socket the app no longer holds; removed by the reaper once it is done.
+struct Orphan {
+    handle: SocketHandle,
+    kind: OrphanKind,
+    deadline: Instant,
+    aborted: bool,
+}
+
+/// The state behind the stack's lock.
+pub(crate) struct Inner {
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    pub device: Box<dyn NetDevice>,
+    caps: DeviceCapabilities,
+    dhcp: Option<SocketHandle>,
+    pub dns: SocketHandle,
+    pub ipv4: Option<Ipv4Config>,
+    pub state: Ipv4State,
+    pub listeners: BTreeMap<u16, Listener>,
+    /// Local ports held by connections made with `connect` (and listeners bound to port 0).
+    pub tcp_ports: BTreeSet<u16>,
+    pub udp_ports: BTreeSet<u16>,
+    next_port: u32,
+    orphans: Vec<Orphan>,
+    pub tcp_sockets: usize,
+    pub udp_sockets: usize,
+    /// Address to announce with a gratuitous ARP at the next round.
+    garp: Option<Ipv4Addr>,
+    config_waiters: Vec<Waker>,
+    device_waker: Option<Waker>,
+    failed: Option<DeviceError>,
+}
+
+/// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
+/// setups build their own with [`Stack::new`] and drive it with [`Stack::run`].
+pub struct Stack {
+    inner: Mutex<Inner>,
+    net_waker: Mutex<Option<Waker>>,
+    counters: Counters,
+    pub(crate) config: Config,
+    nic: String,
+    mac: [u8; 6],
+    pub(crate) ip_mtu: usize,
+    pub(crate) tcp_connections: AtomicUsize,
+    polls: AtomicU64,
+}
+
+/// Outcome of one poll round.
+pub(crate) struct Round {
+    /// When smoltcp next needs a poll (`None`: only on a wake-up).
+    delay: Option<Duration>,
+    /// Whether frames moved in this round.
+    progressed: bool,
+}
+
+fn mix_seed(mut x: u64) -> u64 {
+    // splitmix64 finaliser: spreads uptime and MAC bits over the whole seed.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn mac_string(mac: [u8; 6]) -> String {
+    alloc::format!("{}", EthernetAddress(mac))
+}
+
+impl Stack {
+    /// Builds a stack on `device` with IPv4 from `setup` and the tunables `config`. Nothing is sent until
+    /// the net task ([`Stack::run`]) polls it. Errors: [`Error::InvalidConfig`] for a bad `config`, a
+    /// non-unicast MAC or an MTU outside 576..=9216 bytes (RFC 791 minimum, jumbo maximum).
+    pub fn new(mut device: Box<dyn NetDevice>, setup: IpSetup, config: Config) -> Result<Arc<Stack>> {
+        config.validate()?;
+        let info = device.info().clone();
+        if !EthernetAddress(info.mac).is_unicast() {
+            return Err(Error::InvalidConfig {
+                key: "mac",
+                value: mac_string(info.mac),
+                expected: "a unicast MAC address from the device",
+            });
+        }
+        if !(576..=9216).contains(&info.mtu) {
+            return Err(Error::InvalidConfig {
+                key: "mtu",
+                value: alloc::format!("{}", info.mtu),
+                expected: "an IP MTU of 576..=9216 bytes from the device",
+            });
+        }
+        let caps = capabilities(&info);
+        let counters = Counters::default();
+        let now = Instant::now();
+        let mac_bits = info.mac.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        let mut iface_config = smoltcp::iface::Config::new(HardwareAddress::Ethernet(EthernetAddress(info.mac)));
+        let seed = mix_seed(now.as_nanos() ^ mac_bits.rotate_left(17));
+        iface_config.random_seed = seed;
+        let iface = {
+            let mut phy = Phy::new(&mut *device, caps.clone(), &counters);
+            Interface::new(iface_config, &mut phy, smol_now(now))
+        };
+        let mut sockets = SocketSet::new(Vec::new());
+        let queries: Vec<Option<dns::DnsQuery>> = (0..config.dns_queries).map(|_| None).collect();
+        let dns = sockets.add(dns::Socket::new(&[], queries));
+        let mut inner = Inner {
+            iface,
+            sockets,
+            device,
+            caps,
+            dhcp: None,
+            dns,
+            ipv4: None,
+            state: Ipv4State::DhcpDiscovering,
+            listeners: BTreeMap::new(),
+            tcp_ports: BTreeSet::new(),
+            udp_ports: BTreeSet::new(),
+            next_port: (seed >> 32) as u32 % EPHEMERAL_COUNT,
+            orphans: Vec::new(),
+            tcp_sockets: 0,
+            udp_sockets: 0,
+            garp: None,
+            config_waiters: Vec::new(),
+            device_waker: None,
+            failed: None,
+        };
+        let offloads = match (info.offloads.rx_checksum, info.offloads.tx_checksum) {
+            (false, false) => "none",
+            (true, false) => "rx checksum",
+            (false, true) => "tx checksum",
+            (true, true) => "rx+tx checksum",
+        };
+        log::info!("net: {} MAC {} MTU {} offloads: {offloads}", info.name, mac_string(info.mac), info.mtu);
+        match setup {
+            IpSetup::Static(s) => {
+                let cfg = Ipv4Config {
+                    address: s.address,
+                    prefix_len: s.prefix_len,
+                    gateway: s.gateway,
+                    dns_servers: s.dns.into_iter().collect(),
+                };
+                log::info!("static IPv4 {cfg}");
+                inner.apply_ipv4(Some(cfg));
+                inner.state = Ipv4State::Static;
+                inner.garp = Some(s.address);
+            }
+            IpSetup::Dhcp => {
+                inner.dhcp = Some(inner.sockets.add(dhcpv4::Socket::new()));
+                log::info!("DHCP: discovering");
+            }
+        }
+        Ok(Arc::new(Stack {
+            inner: Mutex::new(inner),
+            net_waker: Mutex::new(None),
+            counters,
+            config,
+            nic: info.name,
+            mac: info.mac,
+            ip_mtu: info.mtu,
+            tcp_connections: AtomicUsize::new(0),
+            polls: AtomicU64::new(0),
+        }))
+    }
+
+    /// The tunables this stack was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs `f` on the locked stack state.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock())
+    }
+
+    /// Wakes the net task (the app queued data, read data that opens the window, or closed a socket).
+    pub(crate) fn notify(&self) {
+        if let Some(w) = self.net_waker.lock().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// The net task: polls the interface, flushes the device once per round, then sleeps until the device
+    /// interrupts, an app operation needs a poll, or smoltcp's next timer (`poll_delay`) is due. Returns
+    /// only on a fatal device error ([`Error::Io`]). Spawn it once per stack.
+    pub async fn run(self: Arc<Self>) -> Result<()> {
+        loop {
+            let round = poll_fn(|cx| Poll::Ready(self.round(Some(cx.waker())))).await?;
+            match round.delay {
+                Some(d) if d.is_zero() && round.progressed => libos::task::yield_now().await,
+                // Due now but nothing moved (e.g. transmit ring full): wait for the device or 1 ms, so a
+                // stuck timer never turns into a busy loop.
+                Some(d) if d.is_zero() => woken_or_after(Some(Duration::from_millis(1))).await,
+                d => woken_or_after(d).await,
+            }
+        }
+    }
+
+    /// One poll round without a task context (for callers that drive the stack themselves). Returns when
+    /// smoltcp next needs a poll. Errors: [`Error::Io`] after a fatal device error.
+    pub fn poll(&self) -> Result<Option<Duration>> {
+        self.round(None).map(|r| r.delay)
+    }
+
+    fn round(&self, waker: Option<&Waker>) -> Result<Round> {
+        if let Some(w) = waker {
+            let mut slot = self.net_waker.lock();
+            if !slot.as_ref().is_some_and(|s| s.will_wake(w)) {
+                *slot = Some(w.clone());
+            }
+        }
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if let Some(e) = &inner.failed {
+            return Err(Error::Io(e.clone()));
+        }
+        if let Some(w) = waker {
+            if !inner.device_waker.as_ref().is_some_and(|s| s.will_wake(w)) {
+                inner.device.set_waker(w);
+                inner.device_waker = Some(w.clone());
+            }
+        }
+        let frames = || {
+            self.counters.rx_frames.load(Ordering::Relaxed) + self.counters.tx_frames.load(Ordering::Relaxed)
+        };
+        let before = frames();
+        let now = Instant::now();
+        let ts = smol_now(now);
+        let mut fatal = inner.poll_interface(ts, &self.counters, &self.config);
+        inner.poll_dhcp();
+        inner.send_gratuitous_arp(self.mac, &self.counters);
+        let reap_at = inner.reap(now, &self.config);
+        if let Err(e) = inner.device.flush() {
+            fatal.get_or_insert(e);
+        }
+        if let Some(e) = fatal {
+            match e {
+                DeviceError::Protocol { .. } | DeviceError::Io { .. } => {
+                    log::error!("net: {e}; the network stack stops");
+                    inner.failed = Some(e.clone());
+                    return Err(Error::Io(e));
+                }
+                DeviceError::Busy { .. } | DeviceError::TooLarge { .. } => log::debug!("net: {e}"),
+            }
+        }
+        let mut delay = inner.iface.poll_delay(ts, &inner.sockets).map(Duration::from);
+        // Orphans past their close deadline are reset by the reaper, which only runs in a round.
+        if let Some(at) = reap_at {
+            let d = at.saturating_duration_since(now);
+            delay = Some(delay.map_or(d, |x| x.min(d)));
+        }
+        Ok(Round { delay, progressed: frames() != before })
+    }
+
+    /// Counters and state for monitoring (e.g. httpd's /health).
+    pub fn stats(&self) -> NetStats {
+        let c = &self.counters;
+        let (tcp_sockets, udp_sockets, tcp_listeners, ipv4_state, ipv4) = self.with(|i| {
+            (i.tcp_sockets, i.udp_sockets, i.listeners.len(), i.state, i.ipv4.clone())
+        });
+        NetStats {
+            nic: self.nic.clone(),
+            rx_frames: c.rx_frames.load(Ordering::Relaxed),
+            rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
+            tx_frames: c.tx_frames.load(Ordering::Relaxed),
+            tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
+            tx_dropped: c.tx_dropped.load(Ordering::Relaxed),
+            rx_errors: c.rx_errors.load(Ordering::Relaxed),
+            polls: self.polls.load(Ordering::Relaxed),
+            tcp_sockets,
+            tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
+            tcp_listeners,
+            udp_sockets,
+            ipv4_state,
+            ipv4,
+        }
+    }
+
+    /// The IPv4 configuration in effect, if any (none while DHCP is discovering).
+    pub fn ipv4_config(&self) -> Option<Ipv4Config> {
+        self.with(|i| i.ipv4.clone())
+    }
+
+    /// Waits until the interface has an IPv4 address (at once with a static setup) and returns it.
+    pub async fn wait_configured(&self) -> Ipv4Config {
+        poll_fn(|cx| {
+            self.with(|i| match &i.ipv4 {
+                Some(c) => Poll::Ready(c.clone()),
+                None => {
+                    if !i.config_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        i.config_waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// Completes when the task is woken (any wake: device, app, timer) or after `d`.
+fn woken_or_after(d: Option<Duration>) -> WokenOrAfter {
+    WokenOrAfter { polled: false, sleep: d.map(libos::time::sleep) }
+}
+
+struct WokenOrAfter {
+    polled: bool,
+    sleep: Option<Sleep>,
+}
+
+impl Future for WokenOrAfter {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // A task is polled again only after a wake, so the second poll means someone woke us.
+        if self.polled {
+            return Poll::Ready(());
+        }
+        self.polled = true;
+        match self.sleep.as_mut().map(|s| Pin::new(s).poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl Inner {
+    /// The TCP socket behind `h`. Handles held by the crate always name live TCP sockets.
+    pub(crate) fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// The UDP socket behind `h`.
+    pub(crate) fn udp(&mut self, h: SocketHandle) -> &mut udp::Socket<'static> {
+        self.sockets.get_mut::<udp::Socket>(h)
+    }
+
+    /// The DNS socket.
+    pub(crate) fn dns_socket(&mut self) -> &mut dns::Socket<'static> {
+        self.sockets.get_mut::<dns::Socket>(self.dns)
+    }
+
+    fn app_sockets(&self) -> usize {
+        self.tcp_sockets + self.udp_sockets
+    }
+
+    /// Errors with [`Error::TooManySockets`] when no further TCP/UDP socket may be created.
+    pub(crate) fn check_limit(&self, config: &Config) -> Result<()> {
+        if self.app_sockets() >= config.max_sockets {
+            Err(Error::TooManySockets { limit: config.max_sockets })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Adds a TCP socket with the configured buffers. The caller checked the limit.
+    pub(crate) fn add_tcp(&mut self, config: &Config) -> SocketHandle {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]),
+        );
+        s.set_timeout(Some(config.tcp_timeout.into()));
+        self.tcp_sockets += 1;
+        self.sockets.add(s)
+    }
+
+    /// Adds a UDP socket with the configured buffers. The caller checked the limit.
+    pub(crate) fn add_udp(&mut self, config: &Config) -> SocketHandle {
+        let meta = || vec![udp::PacketMetadata::EMPTY; config.udp_packets];
+        let s = udp::Socket::new(
+            udp::PacketBuffer::new(meta(), vec![0u8; config.udp_rx_buffer]),
+            udp::PacketBuffer::new(meta(), vec![0u8; config.udp_tx_buffer]),
+        );
+        self.udp_sockets += 1;
+        self.sockets.add(s)
+    }
+
+    pub(crate) fn remove_tcp(&mut self, h: SocketHandle) {
+        self.sockets.remove(h);
+        self.tcp_sockets -= 1;
+    }
+
+    /// A free ephemeral port (RFC 6335 §6) for TCP, not used by a connection or a listener.
+    pub(crate) fn ephemeral_tcp_port(&mut self) -> Result<u16> {
+        let (used, listeners) = (&self.tcp_ports, &self.listeners);
+        let port = take_port(&mut self.next_port, |p| used.contains(&p) || listeners.contains_key(&p))?;
+        self.tcp_ports.insert(port);
+        Ok(port)
+    }
+
+    /// A free ephemeral port for UDP.
+    pub(crate) fn ephemeral_udp_port(&mut self) -> Result<u16> {
+        let used = &self.udp_ports;
+        take_port(&mut self.next_port, |p| used.contains(&p))
+    }
+
+    /// Hands a socket the app dropped to the reaper. From here on it acknowledges at once (no delayed
+    /// ACK), so the ACK of the peer's FIN leaves in the same round and TIME-WAIT can be cut short.
+    pub(crate) fn orphan_tcp(&mut self, h: SocketHandle, port: Option<u16>, now: Instant, config: &Config) {
+        self.tcp(h).set_ack_delay(None);
+        self.orphans.push(Orphan {
+            handle: h,
+            kind: OrphanKind::Tcp { port },
+            deadline: now + config.close_timeout,
+            aborted: false,
+        });
+    }
+
+    /// Hands a dropped UDP socket to the reaper (it goes once its queued datagrams are sent).
+    pub(crate) fn orphan_udp(&mut self, h: SocketHandle, port: u16, now: Instant) {
+        self.orphans.push(Orphan { handle: h, kind: OrphanKind::Udp { port }, deadline: now + UDP_DRAIN, aborted: false });
+    }
+
+    /// Creates listening sockets for `port` until the listener has its backlog (or the limit is hit), after
+    /// moving sockets that left LISTEN to the pending list.
+    pub(crate) fn top_up(&mut self, port: u16, config: &Config) {
+        let Some(l) = self.listeners.get_mut(&port) else { return };
+        let mut i = 0;
+        while i < l.listening.len() {
+            let h = l.listening[i];
+            if self.sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen {
+                i += 1;
+            } else {
+                l.listening.swap_remove(i);
+                l.pending.push(h);
+            }
+        }
+        let missing = l.backlog.saturating_sub(l.listening.len());
+        let waker = l.waker.clone();
+        for _ in 0..missing {
+            if self.check_limit(config).is_err() {
+                break;
+            }
+            let h = self.add_tcp(config);
+            let s = self.tcp(h);
+            if let Err(e) = s.listen(IpListenEndpoint { addr: None, port }) {
+                // Only fails for port 0 or an open socket; neither can happen for a fresh socket here.
+                log::warn!("net: listen on port {port}: {e}");
+                self.remove_tcp(h);
+                break;
+            }
+            if let Some(w) = &waker {
+                s.register_recv_waker(w);
+            }
+            if let Some(l) = self.listeners.get_mut(&port) {
+                l.listening.push(h);
+            }
+        }
+    }
+
+    /// The listening port after `port` (the first with `None`).
+    fn next_listener(&self, port: Option<u16>) -> Option<u16> {
+        let from = port.map_or(Bound::Unbounded, Bound::Excluded);
+        self.listeners.range((from, Bound::Unbounded)).next().map(|(p, _)| *p)
+    }
+
+    fn top_up_all(&mut self, config: &Config) {
+        let mut port = self.next_listener(None);
+        while let Some(p) = port {
+            self.top_up(p, config);
+            port = self.next_listener(Some(p));
+        }
+    }
+
+    /// Ingress frame by frame (topping listeners up after each, so a burst of SYNs finds listening
+    /// sockets), then egress until smoltcp has nothing more to send. Returns the first fatal device error.
+    fn poll_interface(
+        &mut self,
+        ts: smoltcp::time::Instant,
+        counters: &Counters,
+        config: &Config,
+    ) -> Option<DeviceError> {
+        self.iface.poll_maintenance(ts);
+        let mut error = None;
+        loop {
+            let r = {
+                let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters);
+                let r = self.iface.poll_ingress_single(ts, &mut phy, &mut self.sockets);
+                error = error.or(phy.take_error());
+                r
+            };
+            match r {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => {
+                    if !self.listeners.is_empty() {
+                        self.top_up_all(config);
+                    }
+                }
+            }
+        }
+        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters);
+        while self.iface.poll_egress(ts, &mut phy, &mut self.sockets) != PollResult::None {}
+        error.or(phy.take_error())
+    }
+
+    /// Applies a DHCP event: a new lease configures the interface (and is announced), a lost one clears it.
+    fn poll_dhcp(&mut self) {
+        let Some(h) = self.dhcp else { return };
+        let event = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+            None => return,
+            Some(dhcpv4::Event::Configured(c)) => Some(Ipv4Config {
+                address: c.address.address(),
+                prefix_len: c.address.prefix_len(),
+                gateway: c.router,
+                dns_servers: c.dns_servers.iter().copied().collect(),
+            }),
+            Some(dhcpv4::Event::Deconfigured) => None,
+        };
+        match event {
+            Some(cfg) => {
+                log::info!("DHCP lease {cfg}");
+                self.garp = Some(cfg.address);
+                self.apply_ipv4(Some(cfg));
+                self.state = Ipv4State::DhcpBound;
+            }
+            None => {
+                log::warn!("DHCP lease lost; discovering again");
+                self.apply_ipv4(None);
+                self.state = Ipv4State::DhcpDiscovering;
+            }
+        }
+    }
+
+    fn apply_ipv4(&mut self, cfg: Option<Ipv4Config>) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.clear();
+            if let Some(c) = &cfg {
+                // Cannot fail: the list was just cleared and holds at least one address.
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(c.address), c.prefix_len));
+            }
+        });
+        let routes = self.iface.routes_mut();
+        routes.remove_default_ipv4_route();
+        if let Some(gw) = cfg.as_ref().and_then(|c| c.gateway) {
+            if let Err(e) = routes.add_default_ipv4_route(gw) {
+                log::warn!("net: default route via {gw}: {e:?}");
+            }
+        }
+        let servers: Vec<IpAddress> =
+            cfg.iter().flat_map(|c| c.dns_servers.iter().map(|a| IpAddress::Ipv4(*a))).collect();
+        self.dns_socket().update_servers(&servers);
+        if cfg.is_some() {
+            self.config_waiters.drain(..).for_each(Waker::wake);
+        }
+        self.ipv4 = cfg;
+    }
+
+    fn send_gratuitous_arp(&mut self, mac: [u8; 6], counters: &Counters) {
+        let Some(ip) = self.garp else { return };
+        if !self.device.can_transmit() {
+            return;
+        }
+        let len = arp::GRATUITOUS_ARP_LEN;
+        match self.device.transmit(len, &mut |buf| arp::emit_gratuitous_arp(buf, mac, ip)) {
+            Ok(()) => {
+                counters.tx_frames.fetch_add(1, Ordering::Relaxed);
+                counters.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
+                log::debug!("net: gratuitous ARP for {ip}");
+                self.garp = None;
+            }
+            Err(DeviceError::Busy { .. }) => {}
+            Err(e) => {
+                log::warn!("net: gratuitous ARP for {ip} not sent: {e}");
+                self.garp = None;
+            }
+        }
+    }
+
+    /// Removes orphans whose close is complete (TIME-WAIT is cut short: the app has gone, and the buffers
+    /// are worth more than absorbing a stray retransmitted FIN), resets those past their deadline, and
+    /// reclaims listener sockets that died before `accept`.
+    fn reap(&mut self, now: Instant, config: &Config) -> Option<Instant> {
+        // An orphan's final ACK goes out in the egress just before this (orphans ACK at once, see
+        // `orphan_tcp`), unless the transmit ring filled up: then keep TIME-WAIT sockets one more round.
+        let acks_sent = self.device.can_transmit();
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while i < self.orphans.len() {
+            let o = &mut self.orphans[i];
+            let h = o.handle;
+            let done = match o.kind {
+                OrphanKind::Tcp { .. } => {
+                    let s = self.sockets.get_mut::<tcp::Socket>(h);
+                    match s.state() {
+                        // Closed with no endpoint: the RST (if any) went out.
+                        tcp::State::Closed if s.remote_endpoint().is_none() => true,
+                        // Its RST is still queued (no ARP entry for the peer, ring full): a little longer.
+                        tcp::State::Closed => {
+                            if !o.aborted {
+                                o.aborted = true;
+                                o.deadline = now;
+                            }
+                            now >= o.deadline + ABORT_GRACE
+                        }
+                        tcp::State::TimeWait => acks_sent,
+                        tcp::State::Listen => true,
+                        _ if now >= o.deadline && !o.aborted => {
+                            log::debug!("net: connection to {:?} not closed in time; resetting", s.remote_endpoint());
+                            s.abort();
+                            o.aborted = true;
+                            false
+                        }
+                        _ => now >= o.deadline + ABORT_GRACE,
+                    }
+                }
+                OrphanKind::Udp { .. } => self.sockets.get::<udp::Socket>(h).send_queue() == 0 || now >= o.deadline,
+            };
+            if !done {
+                let due = if o.aborted { o.deadline + ABORT_GRACE } else { o.deadline };
+                next = Some(next.map_or(due, |n| n.min(due)));
+                i += 1;
+                continue;
+            }
+            let o = self.orphans.swap_remove(i);
+            self.sockets.remove(o.handle);
+            match o.kind {
+                OrphanKind::Tcp { port } => {
+                    self.tcp_sockets -= 1;
+                    if let Some(p) = port {
+                        self.tcp_ports.remove(&p);
+                    }
+                }
+                OrphanKind::Udp { port } => {
+                    self.udp_sockets -= 1;
+                    self.udp_ports.remove(&port);
+                }
+            }
+        }
+        let mut port = self.next_listener(None);
+        while let Some(p) = port {
+            self.reap_pending(p);
+            self.top_up(p, config);
+            port = self.next_listener(Some(p));
+        }
+        next
+    }
+
+    /// Drops pending sockets of `port` that closed before `accept` (reset, handshake timeout) and returns
+    /// those a RST flipped back to LISTEN to the listening list.
+    pub(crate) fn reap_pending(&mut self, port: u16) {
+        let Some(l) = self.listeners.get_mut(&port) else { return };
+        let mut dead = Vec::new();
+        let sockets = &self.sockets;
+        l.pending.retain(|h| match sockets.get::<tcp::Socket>(*h).state() {
+            tcp::State::Closed | tcp::State::TimeWait => {
+                dead.push(*h);
+                false
+            }
+            tcp::State::Listen => {
+                l.listening.push(*h);
+                false
+            }
+            _ => true,
+        });
+        for h in dead {
+            self.remove_tcp(h);
+        }
+    }
+}
+
+/// Takes the next port of the ephemeral range after `cursor` for which `used` is false.
+fn take_port(cursor: &mut u32, used: impl Fn(u16) -> bool) -> Result<u16> {
+    for _ in 0..EPHEMERAL_COUNT {
+        *cursor = (*cursor + 1) % EPHEMERAL_COUNT;
+        // Fits: cursor < EPHEMERAL_COUNT, so EPHEMERAL_FIRST + cursor ≤ 65535.
+        let port = EPHEMERAL_FIRST + *cursor as u16;
+        if !used(port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::EphemeralPortsExhausted)
+}

@@ -1,0 +1,414 @@
+//! TCP (RFC 9293) sockets with std-like async methods: [`TcpListener`] keeps a backlog of smoltcp sockets in
+//! LISTEN on its port, [`TcpStream`] is one connection. Dropping a stream closes it gracefully (FIN after
+//! the queued data); the stack reclaims the socket once the close handshake is over.
+
+use crate::error::{Error, Result};
+use crate::stack::{Listener, Stack};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::future::poll_fn;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll};
+use libos::time::Instant;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, RecvError, State};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// A TCP socket listening on a port, like `std::net::TcpListener`.
+pub struct TcpListener {
+    stack: Arc<Stack>,
+    port: u16,
+    ephemeral: bool,
+}
+
+impl TcpListener {
+    /// Listens on `port` (0: an ephemeral port, see [`TcpListener::local_addr`]) of every local address of
+    /// the kernel's stack, with [`crate::Config::backlog`] listening sockets. Errors:
+    /// [`Error::NotStarted`], and those of [`TcpListener::bind_with_backlog_on`].
+    pub fn bind(port: u16) -> Result<TcpListener> {
+        Self::bind_on(&crate::stack()?, port)
+    }
+
+    /// [`TcpListener::bind`] with `backlog` listening sockets: that many SYNs are answered at once while
+    /// the app has not accepted yet (the stack tops them up after each received frame and each accept).
+    pub fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener> {
+        Self::bind_with_backlog_on(&crate::stack()?, port, backlog)
+    }
+
+    /// [`TcpListener::bind`] on `stack`.
+    pub fn bind_on(stack: &Arc<Stack>, port: u16) -> Result<TcpListener> {
+        Self::bind_with_backlog_on(stack, port, stack.config.backlog)
+    }
+
+    /// [`TcpListener::bind_with_backlog`] on `stack`. Errors: [`Error::AddrInUse`] when another listener
+    /// or a connection holds `port`, [`Error::TooManySockets`] when not even one listening socket fits
+    /// under [`crate::Config::max_sockets`], [`Error::InvalidConfig`] for a zero backlog,
+    /// [`Error::EphemeralPortsExhausted`] for port 0 with all ephemeral ports taken.
+    pub fn bind_with_backlog_on(stack: &Arc<Stack>, port: u16, backlog: usize) -> Result<TcpListener> {
+        if backlog == 0 {
+            return Err(Error::InvalidConfig { key: "backlog", value: "0".into(), expected: "at least 1" });
+        }
+        let cfg = &stack.config;
+        let (port, ephemeral) = stack.with(|i| -> Result<(u16, bool)> {
+            i.check_limit(cfg)?;
+            let (port, ephemeral) = if port == 0 {
+                (i.ephemeral_tcp_port()?, true)
+            } else if i.listeners.contains_key(&port) || i.tcp_ports.contains(&port) {
+                return Err(Error::AddrInUse(port));
+            } else {
+                (port, false)
+            };
+            i.listeners.insert(port, Listener { listening: Vec::new(), pending: Vec::new(), backlog, waker: None });
+            i.top_up(port, cfg);
+            Ok((port, ephemeral))
+        })?;
+        Ok(TcpListener { stack: stack.clone(), port, ephemeral })
+    }
+
+    /// The port listened on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The local address: the interface's IPv4 address (0.0.0.0 while it has none) and the port.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        let ip = self.stack.ipv4_config().map_or(Ipv4Addr::UNSPECIFIED, |c| c.address);
+        Ok(SocketAddr::new(IpAddr::V4(ip), self.port))
+    }
+
+    /// Waits for the next established connection and returns it with the peer's address. One task should
+    /// accept on a listener at a time (the last one to wait is the one woken). Errors:
+    /// [`Error::TooManySockets`] when the socket limit leaves this listener with no socket at all to take
+    /// a SYN (retry later; the stack refills the backlog as sockets are reclaimed).
+    pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
+        let cfg = &self.stack.config;
+        self.stack.with(|i| {
+            i.reap_pending(self.port);
+            let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
+            let sockets = &mut i.sockets;
+            let ready = l.pending.iter().position(|h| {
+                matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait)
+            });
+            if let Some(pos) = ready {
+                let h = l.pending.remove(pos);
+                i.top_up(self.port, cfg);
+                let stream = TcpStream::new(&self.stack, i.tcp(h), h, None);
+                let peer = stream.peer;
+                return Poll::Ready(Ok((stream, peer)));
+            }
+            i.top_up(self.port, cfg);
+            let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
+            if l.listening.is_empty() && l.pending.is_empty() {
+                return Poll::Ready(Err(Error::TooManySockets { limit: cfg.max_sockets }));
+            }
+            for h in l.listening.iter().chain(l.pending.iter()) {
+                i.sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(cx.waker());
+            }
+            if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                l.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let cfg = &self.stack.config;
+        self.stack.with(|i| {
+            let Some(l) = i.listeners.remove(&self.port) else { return };
+            for h in l.listening {
+                i.remove_tcp(h);
+            }
+            // Connections nobody accepted: reset them and let the reaper take the sockets.
+            for h in l.pending {
+                i.tcp(h).abort();
+                i.orphan_tcp(h, None, now, cfg);
+            }
+            if self.ephemeral {
+                i.tcp_ports.remove(&self.port);
+            }
+        });
+        self.stack.notify();
+    }
+}
+
+fn socket_addr(e: Option<IpEndpoint>) -> SocketAddr {
+    e.map_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), SocketAddr::from)
+}
+
+/// A TCP connection, like `std::net::TcpStream` with async methods. Methods take `&self`, so a reader and
+/// a writer task may share it (e.g. in an `Arc`); one task per direction.
+pub struct TcpStream {
+    stack: Arc<Stack>,
+    handle: SocketHandle,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// Ephemeral port to release when the socket is reclaimed (connections made with `connect`).
+    port: Option<u16>,
+    shut: AtomicBool,
+}
+
+impl TcpStream {
+    fn new(stack: &Arc<Stack>, s: &tcp::Socket<'static>, handle: SocketHandle, port: Option<u16>) -> TcpStream {
+        stack.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        TcpStream {
+            stack: stack.clone(),
+            handle,
+            local: socket_addr(s.local_endpoint()),
+            peer: socket_addr(s.remote_endpoint()),
+            port,
+            shut: AtomicBool::new(false),
+        }
+    }
+
+    /// Connects to `addr` through the kernel's stack from an ephemeral port (49152..=65535). Errors:
+    /// [`Error::NotStarted`], and those of [`TcpStream::connect_on`].
+    pub async fn connect(addr: impl Into<SocketAddr>) -> Result<TcpStream> {
+        Self::connect_on(&crate::stack()?, addr).await
+    }
+
+    /// [`TcpStream::connect`] on `stack`. Errors: [`Error::Unsupported`] for IPv6 or a broadcast/multicast
+    /// address, [`Error::InvalidPort`] for port 0, [`Error::NoRoute`] while the interface has no address,
+    /// [`Error::TooManySockets`], [`Error::EphemeralPortsExhausted`], [`Error::ConnectionRefused`] (RST),
+    /// [`Error::TimedOut`] after [`crate::Config::connect_timeout`].
+    pub async fn connect_on(stack: &Arc<Stack>, addr: impl Into<SocketAddr>) -> Result<TcpStream> {
+        let addr = addr.into();
+        let SocketAddr::V4(v4) = addr else { return Err(Error::Unsupported("IPv6")) };
+        if v4.port() == 0 {
+            return Err(Error::InvalidPort(0));
+        }
+        let ip = *v4.ip();
+        if ip.is_broadcast() || ip.is_multicast() {
+            return Err(Error::Unsupported("TCP to a broadcast or multicast address"));
+        }
+        let cfg = &stack.config;
+        let stream = stack.with(|i| -> Result<TcpStream> {
+            i.check_limit(cfg)?;
+            if i.ipv4.is_none() {
+                return Err(Error::NoRoute);
+            }
+            let port = i.ephemeral_tcp_port()?;
+            let h = i.add_tcp(cfg);
+            let remote = IpEndpoint::new(IpAddress::Ipv4(ip), v4.port());
+            let s = i.sockets.get_mut::<tcp::Socket>(h);
+            // The connect deadline is ours (below): smoltcp's timer only starts once the SYN is sent.
+            s.set_timeout(None);
+            if let Err(e) = s.connect(i.iface.context(), remote, port) {
+                log::debug!("net: connect to {addr}: {e}");
+                i.remove_tcp(h);
+                i.tcp_ports.remove(&port);
+                return Err(Error::NoRoute);
+            }
+            Ok(TcpStream::new(stack, i.tcp(h), h, Some(port)))
+        })?;
+        stack.notify();
+        let established = poll_fn(|cx| stream.poll_established(cx));
+        match libos::time::timeout(cfg.connect_timeout, established).await {
+            Ok(Ok(())) => {
+                stack.with(|i| i.tcp(stream.handle).set_timeout(Some(cfg.tcp_timeout.into())));
+                Ok(stream)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::TimedOut),
+        }
+    }
+
+    fn poll_established(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            match s.state() {
+                State::SynSent | State::SynReceived => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                State::Closed => Poll::Ready(Err(Error::ConnectionRefused)),
+                State::Listen => Poll::Ready(Err(Error::NotConnected)),
+                _ => Poll::Ready(Ok(())),
+            }
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        Ok(self.peer)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    /// Disables (true) or enables (false) Nagle's algorithm (RFC 9293 §3.7.4): with it off, small writes
+    /// go out at once instead of waiting for the previous segment's ACK.
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
+        self.stack.with(|i| i.tcp(self.handle).set_nagle_enabled(!nodelay));
+        Ok(())
+    }
+
+    /// Whether Nagle's algorithm is off.
+    pub fn nodelay(&self) -> Result<bool> {
+        Ok(self.stack.with(|i| !i.tcp(self.handle).nagle_enabled()))
+    }
+
+    /// Reads received bytes into `buf`; returns how many (≥ 1), or 0 at end of stream (the peer sent FIN)
+    /// or for an empty `buf`. Errors: [`Error::ConnectionReset`] (RST or retransmission timeout),
+    /// [`Error::NotConnected`].
+    pub async fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
+        let mut window_opened = false;
+        let r = self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            let (queued, capacity) = (s.recv_queue(), s.recv_capacity());
+            match s.recv_slice(buf) {
+                Ok(0) => {
+                    s.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+                Ok(n) => {
+                    // The advertised window was at most half the buffer: the net task should tell the peer
+                    // it grew (smoltcp sends the update when polled). Otherwise the next ACK carries it.
+                    window_opened = queued * 2 >= capacity;
+                    Poll::Ready(Ok(n))
+                }
+                Err(RecvError::Finished) => Poll::Ready(Ok(0)),
+                Err(RecvError::InvalidState) => Poll::Ready(match s.state() {
+                    State::Listen | State::SynSent | State::SynReceived => Err(Error::NotConnected),
+                    _ if self.shut.load(Ordering::Relaxed) => Ok(0),
+                    _ => Err(Error::ConnectionReset),
+                }),
+            }
+        });
+        if window_opened {
+            self.stack.notify();
+        }
+        r
+    }
+
+    /// Queues bytes of `buf` for sending; returns how many (≥ 1 unless `buf` is empty), waiting while the
+    /// send buffer is full. Errors: [`Error::BrokenPipe`] after [`TcpStream::shutdown`],
+    /// [`Error::ConnectionReset`], [`Error::NotConnected`].
+    pub async fn write(&self, buf: &[u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        poll_fn(|cx| self.poll_write(cx, buf)).await
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
+        let r = self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            if !s.may_send() {
+                return Poll::Ready(Err(match s.state() {
+                    _ if self.shut.load(Ordering::Relaxed) => Error::BrokenPipe,
+                    State::Listen | State::SynSent | State::SynReceived => Error::NotConnected,
+                    _ => Error::ConnectionReset,
+                }));
+            }
+            match s.send_slice(buf) {
+                Ok(0) => {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                Ok(n) => Poll::Ready(Ok(n)),
+                // may_send() was just checked: the state allows sending.
+                Err(_) => Poll::Ready(Err(Error::ConnectionReset)),
+            }
+        });
+        if r.is_ready() {
+            self.stack.notify();
+        }
+        r
+    }
+
+    /// Writes all of `buf`. Errors: as [`TcpStream::write`]; on error some bytes may have been queued.
+    pub async fn write_all(&self, mut buf: &[u8]) -> Result<()> {
+        while !buf.is_empty() {
+            let n = self.write(buf).await?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// Waits until the peer has acknowledged everything written so far (the send buffer is empty).
+    /// Errors: [`Error::ConnectionReset`] when the connection died with data unacknowledged.
+    pub async fn flush(&self) -> Result<()> {
+        poll_fn(|cx| {
+            self.stack.with(|i| {
+                let s = i.tcp(self.handle);
+                if s.send_queue() == 0 {
+                    Poll::Ready(Ok(()))
+                } else if s.state() == State::Closed {
+                    Poll::Ready(Err(Error::ConnectionReset))
+                } else {
+                    s.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            })
+        })
+        .await
+    }
+
+    /// Closes the sending half gracefully: the FIN follows the queued data; waits until the peer has
+    /// acknowledged it (or the connection ended). Reading still works until the peer's FIN. Errors: none
+    /// beyond a dead connection, which counts as shut down.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shut.store(true, Ordering::Relaxed);
+        self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            s.close();
+            // The peer's FIN is acknowledged at once, so a dropped socket need not linger for it.
+            s.set_ack_delay(None);
+        });
+        self.stack.notify();
+        poll_fn(|cx| {
+            self.stack.with(|i| {
+                let s = i.tcp(self.handle);
+                match s.state() {
+                    State::FinWait2 | State::TimeWait | State::Closed | State::Listen => Poll::Ready(Ok(())),
+                    _ => {
+                        s.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// Resets the connection at once (RST, RFC 9293 §3.5.2), dropping unsent and unread data.
+    pub fn abort(self) {
+        self.stack.with(|i| i.tcp(self.handle).abort());
+        // Drop hands the now CLOSED socket to the reaper, which removes it once the RST is out.
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let cfg = &self.stack.config;
+        self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            match s.state() {
+                State::Established | State::CloseWait | State::SynReceived => s.close(),
+                State::SynSent => s.abort(),
+                _ => {}
+            }
+            i.orphan_tcp(self.handle, self.port, now, cfg);
+        });
+        self.stack.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+        self.stack.notify();
+    }
+}

@@ -1,0 +1,315 @@
+//! TCP between two stacks: echo, many connections, backlog refill, limits, errors, idle behaviour.
+
+use super::{addr_a, eventually, pattern, run, Net};
+use crate::{Config, Error, TcpListener, TcpStream};
+use libos::dev::NetOffloads;
+use libos::task::spawn;
+use libos::time::{sleep, Duration};
+use std::sync::Arc;
+
+/// Accepts forever, echoing each connection until EOF, then closing.
+fn echo_server(listener: TcpListener) -> libos::task::JoinHandle<()> {
+    spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.expect("accept");
+            spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    })
+}
+
+/// Sends `data` on one task while reading the echo on this one; returns what came back (until EOF).
+async fn echo_roundtrip(stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let stream = Arc::new(stream);
+    let writer = {
+        let s = stream.clone();
+        spawn(async move {
+            s.write_all(&data).await.expect("write_all");
+            s.flush().await.expect("flush");
+            s.shutdown().await.expect("shutdown");
+        })
+    };
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 3000];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    writer.await;
+    got
+}
+
+fn echo_1mib(offloads: NetOffloads) {
+    run(async move {
+        let net = Net::with(
+            Config::default(),
+            super::static_ip(1, None),
+            Config::default(),
+            super::static_ip(2, None),
+            offloads,
+        );
+        let listener = TcpListener::bind_on(&net.a, 7).unwrap();
+        let server = echo_server(listener);
+        let stream = TcpStream::connect_on(&net.b, addr_a(7)).await.unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), addr_a(7));
+        let local = stream.local_addr().unwrap();
+        assert_eq!(local.ip(), std::net::Ipv4Addr::new(10, 0, 0, 2));
+        assert!(local.port() >= 49152, "{local}");
+        let data = pattern(1 << 20, 42);
+        let got = echo_roundtrip(stream, data.clone()).await;
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "echoed bytes differ");
+        let (a, b) = (net.a.clone(), net.b.clone());
+        // The server keeps its backlog of listening sockets; everything else is reclaimed.
+        let backlog = a.config().backlog;
+        assert!(
+            eventually(10, || a.stats().tcp_sockets == backlog && b.stats().tcp_sockets == 0).await,
+            "sockets left: a {:?} b {:?}",
+            a.stats(),
+            b.stats()
+        );
+        assert_eq!(b.stats().tcp_connections, 0);
+        net.assert_frames_recycled();
+        let _ = server.cancel().await;
+        assert!(eventually(5, || a.stats().tcp_sockets == 0).await, "listener sockets left: {:?}", a.stats());
+        net.stop().await;
+    })
+}
+
+#[test]
+fn echo_1mib_byte_for_byte() {
+    echo_1mib(NetOffloads::default());
+}
+
+#[test]
+fn echo_1mib_with_checksum_offload() {
+    echo_1mib(NetOffloads { rx_checksum: true, tx_checksum: true });
+}
+
+#[test]
+fn two_hundred_concurrent_connections_all_reclaimed() {
+    run(async {
+        let net = Net::new(Config::default(), Config::default());
+        let server = echo_server(TcpListener::bind_on(&net.a, 8080).unwrap());
+        let clients: Vec<_> = (0..200u32)
+            .map(|i| {
+                let b = net.b.clone();
+                spawn(async move {
+                    let s = TcpStream::connect_on(&b, addr_a(8080)).await.expect("connect");
+                    let data = pattern(1000 + i as usize, i);
+                    assert_eq!(echo_roundtrip(s, data.clone()).await, data);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await;
+        }
+        let (a, b) = (net.a.clone(), net.b.clone());
+        assert!(
+            eventually(10, || a.stats().tcp_sockets == 8 && b.stats().tcp_sockets == 0).await,
+            "a {:?} b {:?}",
+            a.stats(),
+            b.stats()
+        );
+        assert_eq!(a.stats().tcp_connections, 0);
+        net.assert_frames_recycled();
+        let _ = server.cancel().await;
+        net.stop().await;
+    })
+}
+
+#[test]
+fn sequential_connections_do_not_leak() {
+    run(async {
+        let net = Net::new(Config::default(), Config::default());
+        let server = echo_server(TcpListener::bind_on(&net.a, 9).unwrap());
+        let mut ports = std::collections::HashSet::new();
+        for i in 0..300u32 {
+            let s = TcpStream::connect_on(&net.b, addr_a(9)).await.expect("connect");
+            ports.insert(s.local_addr().unwrap().port());
+            let data = pattern(64, i);
+            assert_eq!(echo_roundtrip(s, data.clone()).await, data);
+        }
+        // Each connect took a fresh ephemeral port while earlier ones were still closing.
+        assert!(ports.len() > 1);
+        let (a, b) = (net.a.clone(), net.b.clone());
+        assert!(
+            eventually(10, || a.stats().tcp_sockets == 8 && b.stats().tcp_sockets == 0).await,
+            "a {:?} b {:?}",
+            a.stats(),
+            b.stats()
+        );
+        let _ = server.cancel().await;
+        net.stop().await;
+    })
+}
+
+#[test]
+fn backlog_refills_and_takes_a_burst_of_syns() {
+    run(async {
+        let net = Net::new(Config::default(), Config::default());
+        let listener = TcpListener::bind_with_backlog_on(&net.a, 80, 2).unwrap();
+        assert_eq!(net.a.stats().tcp_sockets, 2);
+        // Ten SYNs before the app accepts anything: the stack tops the two listening sockets up after
+        // every frame, so all ten connect.
+        let clients: Vec<_> = (0..10)
+            .map(|_| {
+                let b = net.b.clone();
+                spawn(async move { TcpStream::connect_on(&b, addr_a(80)).await.expect("connect") })
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for c in clients {
+            streams.push(c.await);
+        }
+        let mut peers = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let (s, peer) = listener.accept().await.expect("accept");
+            assert_eq!(s.peer_addr().unwrap(), peer);
+            peers.insert(peer);
+            streams.push(s);
+        }
+        assert_eq!(peers.len(), 10);
+        // Ten accepted + the backlog of two listening sockets again.
+        assert_eq!(net.a.stats().tcp_sockets, 12);
+        assert_eq!(net.a.stats().tcp_connections, 10);
+        drop(streams);
+        let a = net.a.clone();
+        assert!(eventually(10, || a.stats().tcp_sockets == 2).await, "{:?}", a.stats());
+        drop(listener);
+        assert_eq!(net.a.stats().tcp_sockets, 0);
+        assert_eq!(net.a.stats().tcp_listeners, 0);
+        net.stop().await;
+    })
+}
+
+#[test]
+fn over_the_socket_limit_is_an_error_not_a_panic() {
+    run(async {
+        let small = Config { max_sockets: 2, backlog: 2, ..Config::default() };
+        let client = Config { max_sockets: 3, backlog: 1, ..Config::default() };
+        let net = Net::new(small, client);
+        let limit_a = Err::<(), _>(Error::TooManySockets { limit: 2 });
+        let listener = TcpListener::bind_on(&net.a, 80).unwrap();
+        assert_eq!(TcpListener::bind_on(&net.a, 81).map(|_| ()), limit_a);
+        assert_eq!(crate::UdpSocket::bind_on(&net.a, 53).map(|_| ()), limit_a);
+
+        // The client: three connections fit, the fourth does not.
+        let c1 = TcpStream::connect_on(&net.b, addr_a(80)).await.unwrap();
+        let c2 = TcpStream::connect_on(&net.b, addr_a(80)).await.unwrap();
+        let (s1, _) = listener.accept().await.unwrap();
+        let (s2, _) = listener.accept().await.unwrap();
+        // Both of the server's sockets are connections now: nothing can take a SYN.
+        assert_eq!(listener.accept().await.map(|_| ()), limit_a);
+        let c3 = TcpStream::connect_on(&net.b, addr_a(80)).await;
+        assert_eq!(c3.map(|_| ()), Err(Error::ConnectionRefused));
+        let b = net.b.clone();
+        assert!(eventually(10, || b.stats().tcp_sockets == 2).await, "{:?}", b.stats());
+        let udp = crate::UdpSocket::bind_on(&net.b, 0).unwrap();
+        let c4 = TcpStream::connect_on(&net.b, addr_a(80)).await;
+        assert_eq!(c4.map(|_| ()), Err(Error::TooManySockets { limit: 3 }));
+        drop(udp);
+
+        // Closing one connection on both sides frees a socket; the listener refills and accepts again.
+        drop((s1, c1));
+        let a = net.a.clone();
+        assert!(eventually(10, || a.stats().tcp_sockets == 2).await, "{:?}", a.stats());
+        assert!(eventually(10, || b.stats().tcp_sockets == 1 && b.stats().udp_sockets == 0).await);
+        let c6 = spawn({
+            let b = net.b.clone();
+            async move { TcpStream::connect_on(&b, addr_a(80)).await }
+        });
+        let (s3, _) = listener.accept().await.unwrap();
+        let c6 = c6.await.unwrap();
+        drop((s2, s3, c2, c6));
+        net.stop().await;
+    })
+}
+
+#[test]
+fn refused_reset_and_timeout_are_reported() {
+    run(async {
+        let client = Config { connect_timeout: Duration::from_millis(300), ..Config::default() };
+        let net = Net::new(Config::default(), client);
+        // No listener on the port: RST.
+        assert_eq!(TcpStream::connect_on(&net.b, addr_a(1234)).await.map(|_| ()), Err(Error::ConnectionRefused));
+        // Nobody at 10.0.0.99: no ARP reply, no SYN-ACK.
+        let nobody: std::net::SocketAddr = (std::net::Ipv4Addr::new(10, 0, 0, 99), 80).into();
+        assert_eq!(TcpStream::connect_on(&net.b, nobody).await.map(|_| ()), Err(Error::TimedOut));
+        assert_eq!(
+            TcpStream::connect_on(&net.b, "[::1]:80".parse::<std::net::SocketAddr>().unwrap()).await.map(|_| ()),
+            Err(Error::Unsupported("IPv6"))
+        );
+        assert_eq!(TcpStream::connect_on(&net.b, addr_a(0)).await.map(|_| ()), Err(Error::InvalidPort(0)));
+
+        // An abort reaches the peer as a reset.
+        let listener = TcpListener::bind_on(&net.a, 80).unwrap();
+        assert_eq!(TcpListener::bind_on(&net.a, 80).map(|_| ()), Err(Error::AddrInUse(80)));
+        let c = TcpStream::connect_on(&net.b, addr_a(80)).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        c.write_all(b"hi").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).await.unwrap(), 2);
+        c.abort();
+        assert_eq!(s.read(&mut buf).await, Err(Error::ConnectionReset));
+        assert_eq!(s.write(b"x").await, Err(Error::ConnectionReset));
+        drop(s);
+
+        // Write after shutdown is a broken pipe; the peer sees EOF.
+        let c = TcpStream::connect_on(&net.b, addr_a(80)).await.unwrap();
+        let (s, _) = listener.accept().await.unwrap();
+        c.set_nodelay(true).unwrap();
+        assert!(c.nodelay().unwrap());
+        c.shutdown().await.unwrap();
+        assert_eq!(c.write(b"x").await, Err(Error::BrokenPipe));
+        assert_eq!(s.read(&mut buf).await, Ok(0));
+        s.write_all(b"bye").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(c.read(&mut buf).await, Ok(3));
+        assert_eq!(&buf[..3], b"bye");
+        assert_eq!(c.read(&mut buf).await, Ok(0));
+        drop((c, s, listener));
+        let (a, b) = (net.a.clone(), net.b.clone());
+        assert!(
+            eventually(10, || a.stats().tcp_sockets == 0 && b.stats().tcp_sockets == 0).await,
+            "a {:?} b {:?}",
+            a.stats(),
+            b.stats()
+        );
+        net.stop().await;
+    })
+}
+
+#[test]
+fn idle_stack_sleeps() {
+    run(async {
+        let net = Net::new(Config::default(), Config::default());
+        let _listener = TcpListener::bind_on(&net.a, 80).unwrap();
+        let c = TcpStream::connect_on(&net.b, addr_a(80)).await.unwrap();
+        let (_s, _) = _listener.accept().await.unwrap();
+        c.write_all(b"x").await.unwrap();
+        // Let delayed ACKs and the like settle, then count poll rounds over an idle 300 ms.
+        sleep(Duration::from_millis(100)).await;
+        let before = net.a.stats().polls + net.b.stats().polls;
+        sleep(Duration::from_millis(300)).await;
+        let after = net.a.stats().polls + net.b.stats().polls;
+        assert!(after - before <= 2, "{} poll rounds while idle", after - before);
+        drop((c, _s));
+        net.stop().await;
+    })
+}

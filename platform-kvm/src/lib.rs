@@ -1,0 +1,66 @@
+//! Zirvium on KVM and plain QEMU (TCG): kvmclock when KVM offers it, and virtio devices over PCI
+//! (port-I/O or ECAM configuration space, MSI-X) and MMIO (microvm). This file is the one place that says
+//! what the platform brings up.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod kvmclock;
+#[cfg(target_os = "none")]
+pub mod virtio;
+
+use alloc::format;
+use libos::bootinfo::BootInfo;
+use libos::cmdline::Cmdline;
+use libos::hypervisor::{Detection, HypervisorKind};
+use libos::platform::{Brought, Fit, Platform, PlatformError};
+
+/// The KVM/QEMU platform. Two instances: [`KVM`] (KVM's signature found) and [`QEMU`] (the generic
+/// fallback when no known hypervisor is found, e.g. QEMU TCG: virtio devices work the same there).
+pub struct Kvm {
+    generic: bool,
+}
+
+/// KVM proper.
+pub static KVM: Kvm = Kvm { generic: false };
+/// Generic QEMU (TCG or an unknown hypervisor): same devices, no kvmclock.
+pub static QEMU: Kvm = Kvm { generic: true };
+
+impl Platform for Kvm {
+    fn name(&self) -> &'static str {
+        if self.generic {
+            "qemu-tcg"
+        } else {
+            "kvm"
+        }
+    }
+
+    /// KVM's signature scores 100; the generic instance fits anything with score 10 (50 for QEMU's own TCG
+    /// signature).
+    fn probe(&self, d: &Detection, _boot: &BootInfo) -> Option<Fit> {
+        if !self.generic {
+            let f = d.find(HypervisorKind::Kvm)?;
+            return Some(Fit { score: 100, reason: format!("signature \"KVMKVMKVM\" at leaf {:#x}", f.base_leaf) });
+        }
+        if let Some(f) = d.find(HypervisorKind::QemuTcg) {
+            return Some(Fit { score: 50, reason: format!("signature \"TCGTCGTCGTCG\" at leaf {:#x}", f.base_leaf) });
+        }
+        let why = if d.hypervisor_bit { "hypervisor bit set, no known signature" } else { "no hypervisor bit" };
+        Some(Fit { score: 10, reason: format!("no KVM signature ({why}): generic virtio platform") })
+    }
+
+    fn init(&self, d: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError> {
+        let mut brought = Brought::default();
+        #[cfg(target_os = "none")]
+        {
+            if let Some(what) = kvmclock::init(d).filter(|_| !self.generic) {
+                brought.features.push(what);
+            }
+            brought.features.extend(virtio::init(boot, cmdline)?);
+        }
+        #[cfg(not(target_os = "none"))]
+        let _ = (d, boot, cmdline);
+        Ok(brought)
+    }
+}

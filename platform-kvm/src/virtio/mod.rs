@@ -1,0 +1,57 @@
+//! Virtio devices on KVM/QEMU: virtio-mmio windows from the command line (microvm, Firecracker) and
+//! virtio-pci functions found by PCI enumeration (pc, q35), driven through `virtio-drivers` transports and
+//! virtqueues with our own virtio-net driver on top. Source: virtio 1.2 §4.1 (virtio over PCI), §4.2
+//! (virtio over MMIO), §5.1 (network device).
+//!
+//! Pure parts (argument, ACPI, capability and BAR parsing, buffer bookkeeping, the net driver itself) build
+//! and are unit-tested on the host; the hardware edge (HAL, configuration space, interrupts) only for the
+//! bare target.
+
+pub mod acpi;
+pub mod bars;
+pub mod caps;
+pub mod irq;
+pub mod mmio_arg;
+pub mod net;
+pub mod pool;
+
+#[cfg(target_os = "none")]
+mod hal;
+#[cfg(target_os = "none")]
+mod mmio;
+#[cfg(target_os = "none")]
+mod pci;
+
+#[cfg(target_os = "none")]
+pub use init::init;
+
+/// Logs the one line per NIC: what [`net::VirtioNet::describe`] says, plus transport and interrupt mode.
+#[cfg(target_os = "none")]
+fn log_nic<H: virtio_drivers::Hal, T: virtio_drivers::transport::Transport, const QS: usize>(
+    dev: &net::VirtioNet<H, T, QS>,
+    transport: &str,
+    irq: &str,
+) {
+    log::info!("{} transport {transport} irq {irq}", dev.describe());
+}
+
+#[cfg(target_os = "none")]
+mod init {
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use libos::bootinfo::BootInfo;
+    use libos::cmdline::Cmdline;
+    use libos::platform::PlatformError;
+
+    /// Brings up every virtio device: the virtio-mmio windows named on the command line, then virtio-pci
+    /// functions on the PCI bus (if there is one). NICs are registered with `libos::dev::register_net`.
+    /// Returns feature strings for the boot log (e.g. "virtio-mmio", "virtio-pci (MSI-X)").
+    /// Errors: a malformed `virtio_mmio.device=` token. A device that fails to start is logged and
+    /// skipped, so one broken device does not stop the boot.
+    pub fn init(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
+        let mut features = Vec::new();
+        features.extend(super::mmio::init(cmdline)?);
+        features.extend(super::pci::init(boot));
+        Ok(features)
+    }
+}

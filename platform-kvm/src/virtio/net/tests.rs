@@ -1,0 +1,488 @@
+//! The driver against a mock virtio-net device written from the spec: a fake `Transport` that records
+//! registers, and a device side that reads the descriptor table and available ring and writes the used
+//! ring (virtio 1.2 §2.7), in host memory that the test HAL shares by identity.
+
+use super::*;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+use virtio_drivers::transport::{DeviceType, InterruptStatus};
+use virtio_drivers::{PhysAddr, PAGE_SIZE};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+const QS: usize = 8;
+
+/// Identity HAL over the host heap.
+struct TestHal;
+
+// SAFETY: zeroed page-aligned allocations freed with the same layout; buffers shared by address.
+unsafe impl Hal for TestHal {
+    fn dma_alloc(pages: usize, _d: virtio_drivers::BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: non-zero size.
+        let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
+        (p.as_ptr() as PhysAddr, p)
+    }
+    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
+        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: allocated in `dma_alloc` with this layout.
+        unsafe { std::alloc::dealloc(vaddr.as_ptr(), layout) };
+        0
+    }
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        NonNull::new(paddr as *mut u8).unwrap()
+    }
+    unsafe fn share(buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) -> PhysAddr {
+        buffer.as_ptr() as *mut u8 as PhysAddr
+    }
+    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) {}
+}
+
+#[derive(Default, Clone, Copy)]
+struct Queue {
+    size: u32,
+    desc: u64,
+    driver: u64,
+    device: u64,
+    ready: bool,
+    /// Device's next index into the available ring.
+    last_avail: u16,
+}
+
+#[derive(Default)]
+struct Device {
+    device_features: u64,
+    driver_features: u64,
+    status: u32,
+    refuse_features: bool,
+    queue_max: u32,
+    queues: [Queue; 2],
+    config: [u8; 12],
+    notifies: [u32; 2],
+    isr: u32,
+    acks: u32,
+}
+
+#[derive(Clone)]
+struct FakeTransport(Arc<Mutex<Device>>);
+
+impl Transport for FakeTransport {
+    fn device_type(&self) -> DeviceType {
+        DeviceType::Network
+    }
+    fn read_device_features(&mut self) -> u64 {
+        self.0.lock().unwrap().device_features
+    }
+    fn write_driver_features(&mut self, f: u64) {
+        self.0.lock().unwrap().driver_features = f;
+    }
+    fn max_queue_size(&mut self, _queue: u16) -> u32 {
+        self.0.lock().unwrap().queue_max
+    }
+    fn notify(&mut self, queue: u16) {
+        self.0.lock().unwrap().notifies[usize::from(queue)] += 1;
+    }
+    fn get_status(&self) -> DeviceStatus {
+        DeviceStatus::from_bits_truncate(self.0.lock().unwrap().status)
+    }
+    fn set_status(&mut self, status: DeviceStatus) {
+        let mut d = self.0.lock().unwrap();
+        let mut s = status.bits();
+        if d.refuse_features {
+            s &= !DeviceStatus::FEATURES_OK.bits();
+        }
+        d.status = s;
+    }
+    fn set_guest_page_size(&mut self, _size: u32) {}
+    fn requires_legacy_layout(&self) -> bool {
+        false
+    }
+    fn queue_set(&mut self, queue: u16, size: u32, desc: PhysAddr, driver: PhysAddr, device: PhysAddr) {
+        let q = &mut self.0.lock().unwrap().queues[usize::from(queue)];
+        *q = Queue { size, desc, driver, device, ready: true, last_avail: 0 };
+    }
+    fn queue_unset(&mut self, queue: u16) {
+        self.0.lock().unwrap().queues[usize::from(queue)].ready = false;
+    }
+    fn queue_used(&mut self, queue: u16) -> bool {
+        self.0.lock().unwrap().queues[usize::from(queue)].ready
+    }
+    fn ack_interrupt(&mut self) -> InterruptStatus {
+        let mut d = self.0.lock().unwrap();
+        d.acks += 1;
+        InterruptStatus::from_bits_truncate(core::mem::take(&mut d.isr))
+    }
+    fn read_config_generation(&self) -> u32 {
+        0
+    }
+    fn read_config_space<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, VirtioError> {
+        let d = self.0.lock().unwrap();
+        let mut v = T::new_zeroed();
+        let n = core::mem::size_of::<T>();
+        v.as_mut_bytes().copy_from_slice(d.config.get(offset..offset + n).ok_or(VirtioError::ConfigSpaceTooSmall)?);
+        Ok(v)
+    }
+    fn write_config_space<T: IntoBytes + Immutable>(&mut self, _offset: usize, _value: T) -> Result<(), VirtioError> {
+        Err(VirtioError::Unsupported)
+    }
+}
+
+// Device-side ring access. SAFETY (for all helpers): the addresses come from `queue_set`, i.e. rings the
+// driver allocated through `TestHal` (host heap, identity "physical" addresses) and keeps alive while the
+// test runs; descriptor addresses point at buffers the driver lent and keeps alive until it pops them.
+fn rd16(a: u64) -> u16 {
+    // SAFETY: see above.
+    unsafe { core::ptr::read_volatile(a as *const u16) }
+}
+fn wr16(a: u64, v: u16) {
+    // SAFETY: see above.
+    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
+}
+fn wr32(a: u64, v: u32) {
+    // SAFETY: see above.
+    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
+}
+
+/// A descriptor the device took from the available ring.
+#[derive(Debug)]
+struct Taken {
+    head: u16,
+    addr: u64,
+    len: u32,
+    flags: u16,
+}
+
+impl FakeTransport {
+    fn q(&self, queue: u16) -> Queue {
+        self.0.lock().unwrap().queues[usize::from(queue)]
+    }
+
+    /// Takes the next available descriptor chain head of `queue` (§2.7.6, §2.7.13.2).
+    fn take_avail(&self, queue: u16) -> Option<Taken> {
+        let mut d = self.0.lock().unwrap();
+        let q = &mut d.queues[usize::from(queue)];
+        if rd16(q.driver + 2) == q.last_avail {
+            return None;
+        }
+        let slot = u64::from(q.last_avail % q.size as u16);
+        let head = rd16(q.driver + 4 + 2 * slot);
+        q.last_avail = q.last_avail.wrapping_add(1);
+        let da = q.desc + 16 * u64::from(head);
+        // SAFETY: see the ring helpers above.
+        let (addr, len) = unsafe { (core::ptr::read_volatile(da as *const u64), core::ptr::read_volatile((da + 8) as *const u32)) };
+        Some(Taken { head, addr, len, flags: rd16(da + 12) })
+    }
+
+    /// Puts `(id, len)` on the used ring of `queue` (§2.7.8).
+    fn push_used(&self, queue: u16, id: u32, len: u32) {
+        let q = self.q(queue);
+        let idx = rd16(q.device + 2);
+        let slot = u64::from(idx % q.size as u16);
+        wr32(q.device + 4 + 8 * slot, id);
+        wr32(q.device + 8 + 8 * slot, len);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        wr16(q.device + 2, idx.wrapping_add(1));
+    }
+
+    /// Writes `bytes` into a device-writable buffer.
+    fn write_buf(&self, t: &Taken, bytes: &[u8]) {
+        assert!(bytes.len() <= t.len as usize);
+        // SAFETY: see the ring helpers above; the length is checked against the descriptor.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), t.addr as *mut u8, bytes.len()) };
+    }
+
+    fn read_buf(&self, t: &Taken) -> Vec<u8> {
+        let mut v = vec![0; t.len as usize];
+        // SAFETY: see the ring helpers above.
+        unsafe { core::ptr::copy_nonoverlapping(t.addr as *const u8, v.as_mut_ptr(), v.len()) };
+        v
+    }
+
+    fn set_used_flags(&self, queue: u16, flags: u16) {
+        wr16(self.q(queue).device, flags);
+    }
+
+    fn avail_flags(&self, queue: u16) -> u16 {
+        rd16(self.q(queue).driver)
+    }
+
+    fn notifies(&self) -> [u32; 2] {
+        self.0.lock().unwrap().notifies
+    }
+}
+
+const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+fn device(features: u64) -> FakeTransport {
+    let mut config = [0u8; 12];
+    config[..6].copy_from_slice(&MAC);
+    config[6] = 1; // link up
+    config[10..12].copy_from_slice(&1500u16.to_le_bytes());
+    FakeTransport(Arc::new(Mutex::new(Device { device_features: features, queue_max: 256, config, ..Default::default() })))
+}
+
+/// What QEMU's virtio-net offers (user networking): more than the driver takes.
+const QEMU_FEATURES: u64 = F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF | F_CTRL_VQ | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC;
+
+type Net = VirtioNet<TestHal, FakeTransport, QS>;
+
+fn start(t: &FakeTransport, ack: IrqAck) -> Result<Net, NetInitError> {
+    let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
+    let mut calls = 0;
+    let r = Net::new(t.clone(), "virtio-net@test".into(), slot, ack, &mut || {
+        calls += 1;
+        Ok(())
+    });
+    if r.is_ok() {
+        assert_eq!(calls, 1, "interrupt setup runs once");
+    }
+    r
+}
+
+#[test]
+fn init_negotiates_posts_and_reports() {
+    let t = device(QEMU_FEATURES);
+    let dev = start(&t, IrqAck::None).unwrap();
+    {
+        let d = t.0.lock().unwrap();
+        assert_eq!(d.driver_features, F_VERSION_1 | F_MAC | F_STATUS);
+        assert!(DeviceStatus::from_bits_truncate(d.status).contains(DeviceStatus::DRIVER_OK));
+        assert_eq!(d.notifies, [1, 0], "receive queue kicked once after DRIVER_OK");
+    }
+    assert_eq!(dev.info().mac, MAC);
+    assert_eq!(dev.info().mtu, 1500);
+    assert_eq!(dev.info().offloads, NetOffloads::default());
+    assert_eq!(
+        dev.describe(),
+        "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,STATUS,VERSION_1"
+    );
+    let mut n = 0;
+    while let Some(b) = t.take_avail(QUEUE_RECEIVE) {
+        assert_eq!(b.len as usize, 12 + 1500 + 18);
+        assert_eq!(b.flags, 2, "VIRTQ_DESC_F_WRITE, single descriptor");
+        n += 1;
+    }
+    assert_eq!(n, QS);
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 1, "transmit interrupts off until the queue fills");
+}
+
+#[test]
+fn receive_lends_and_recycle_reposts() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert!(dev.receive().unwrap().is_none());
+    let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+    let mut pkt = vec![0u8; 12];
+    pkt.extend_from_slice(b"\xff\xff\xff\xff\xff\xffframe-bytes");
+    t.write_buf(&b, &pkt);
+    t.push_used(QUEUE_RECEIVE, u32::from(b.head), pkt.len() as u32);
+    let f = dev.receive().unwrap().unwrap();
+    assert_eq!(f.frame(), &pkt[12..]);
+    assert_eq!((f.offset, f.token), (12, u32::from(b.head)));
+    assert!(dev.receive().unwrap().is_none());
+    dev.recycle(f).unwrap();
+    dev.flush().unwrap();
+    assert_eq!(t.notifies(), [2, 0], "one kick for the recycled buffer");
+    dev.flush().unwrap();
+    assert_eq!(t.notifies(), [2, 0], "nothing new, no kick");
+    // Drain the 7 still-posted buffers, then the recycled one comes round again.
+    for _ in 0..QS - 1 {
+        t.take_avail(QUEUE_RECEIVE).unwrap();
+    }
+    let again = t.take_avail(QUEUE_RECEIVE).unwrap();
+    assert_eq!(again.addr, b.addr, "the same buffer, no copy");
+}
+
+#[test]
+fn empty_frames_are_reposted_not_returned() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+    t.push_used(QUEUE_RECEIVE, u32::from(b.head), 12);
+    assert!(dev.receive().unwrap().is_none());
+    for _ in 0..QS - 1 {
+        t.take_avail(QUEUE_RECEIVE).unwrap();
+    }
+    assert_eq!(t.take_avail(QUEUE_RECEIVE).map(|x| x.addr), Some(b.addr));
+}
+
+#[test]
+fn hostile_used_length_is_a_protocol_error() {
+    for bad_len in [12 + 1500 + 18 + 1, u32::MAX as usize, 5] {
+        let t = device(QEMU_FEATURES);
+        let mut dev = start(&t, IrqAck::None).unwrap();
+        let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+        t.push_used(QUEUE_RECEIVE, u32::from(b.head), bad_len as u32);
+        let e = dev.receive().err().unwrap();
+        let DeviceError::Protocol { device, detail } = &e else { panic!("{e:?}") };
+        assert_eq!(device, "virtio-net@test");
+        assert!(detail.starts_with("receiveq1: used length"), "{detail}");
+        assert_eq!(dev.receive().err(), Some(e.clone()), "the device stays broken");
+        assert!(!dev.can_transmit());
+        assert_eq!(dev.flush(), Err(e));
+    }
+}
+
+#[test]
+fn hostile_used_id_is_a_protocol_error() {
+    for id in [QS as u32, 0xffff, 0x8000] {
+        let t = device(QEMU_FEATURES);
+        let mut dev = start(&t, IrqAck::None).unwrap();
+        t.push_used(QUEUE_RECEIVE, id, 100);
+        let e = dev.receive().err().unwrap();
+        assert!(matches!(&e, DeviceError::Protocol { detail, .. } if detail.contains("did not lend")), "{id}: {e}");
+    }
+    // A transmit completion for a descriptor that was never queued.
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    t.push_used(QUEUE_TRANSMIT, 3, 0);
+    let e = dev.flush().err().unwrap();
+    assert!(matches!(&e, DeviceError::Protocol { detail, .. } if detail.starts_with("transmitq1:")), "{e}");
+}
+
+#[test]
+fn transmit_batches_one_notification_per_flush() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    for i in 0..3u8 {
+        assert!(dev.can_transmit());
+        dev.transmit(60 + usize::from(i), &mut |b| b.fill(i)).unwrap();
+    }
+    assert_eq!(t.notifies()[1], 0, "no kick before flush");
+    dev.flush().unwrap();
+    assert_eq!(t.notifies()[1], 1, "one kick for three frames");
+    for i in 0..3u8 {
+        let d = t.take_avail(QUEUE_TRANSMIT).unwrap();
+        let bytes = t.read_buf(&d);
+        assert_eq!(bytes.len(), 12 + 60 + usize::from(i));
+        assert_eq!(&bytes[..12], &[0; 12], "virtio_net_hdr: no offload, GSO_NONE");
+        assert!(bytes[12..].iter().all(|&x| x == i));
+        assert_eq!(d.flags, 0, "device-readable, single descriptor");
+        t.push_used(QUEUE_TRANSMIT, u32::from(d.head), 0);
+    }
+    // Device suppresses notifications: queued frames are not kicked.
+    t.set_used_flags(QUEUE_TRANSMIT, 1);
+    dev.transmit(60, &mut |b| b.fill(9)).unwrap();
+    dev.flush().unwrap();
+    assert_eq!(t.notifies()[1], 1);
+}
+
+#[test]
+fn full_transmit_queue_is_busy_until_a_completion() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    for _ in 0..QS {
+        dev.transmit(60, &mut |b| b.fill(1)).unwrap();
+    }
+    assert!(!dev.can_transmit());
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 0, "transmit interrupts on while full");
+    assert_eq!(dev.transmit(60, &mut |_| {}), Err(DeviceError::Busy { device: "virtio-net@test".into() }));
+    let d = t.take_avail(QUEUE_TRANSMIT).unwrap();
+    t.push_used(QUEUE_TRANSMIT, u32::from(d.head), 0);
+    assert!(dev.can_transmit());
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 1, "and off again once there is room");
+    dev.transmit(60, &mut |_| {}).unwrap();
+}
+
+#[test]
+fn oversized_frames_are_refused() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert_eq!(
+        dev.transmit(1519, &mut |_| {}),
+        Err(DeviceError::TooLarge { device: "virtio-net@test".into(), len: 1519, max: 1518 })
+    );
+    dev.transmit(1518, &mut |_| {}).unwrap();
+}
+
+#[test]
+fn edge_triggered_ack_before_the_last_look() {
+    let t = device(QEMU_FEATURES);
+    let mut dev = start(&t, IrqAck::Task).unwrap();
+    t.0.lock().unwrap().isr = 1;
+    assert!(dev.receive().unwrap().is_none());
+    assert_eq!((t.0.lock().unwrap().acks, t.0.lock().unwrap().isr), (1, 0));
+    let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+    t.write_buf(&b, &[0; 80]);
+    t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
+    let f = dev.receive().unwrap().unwrap();
+    assert_eq!(t.0.lock().unwrap().acks, 1, "no register access while frames are waiting");
+    assert_eq!(f.len, 68);
+    assert!(dev.receive().unwrap().is_none());
+    assert_eq!(t.0.lock().unwrap().acks, 2);
+    let t2 = device(QEMU_FEATURES);
+    let mut msix = start(&t2, IrqAck::None).unwrap();
+    assert!(msix.receive().unwrap().is_none());
+    assert_eq!(t2.0.lock().unwrap().acks, 0, "MSI-X needs no acknowledgement");
+}
+
+#[test]
+fn legacy_device_uses_the_10_byte_header() {
+    let t = device(F_MAC | F_STATUS);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert_eq!(t.0.lock().unwrap().driver_features, F_MAC | F_STATUS);
+    let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+    assert_eq!(b.len as usize, 10 + 1500 + 18);
+    t.write_buf(&b, &[7; 70]);
+    t.push_used(QUEUE_RECEIVE, u32::from(b.head), 70);
+    let f = dev.receive().unwrap().unwrap();
+    assert_eq!((f.offset, f.len), (10, 60));
+    dev.transmit(60, &mut |x| x.fill(3)).unwrap();
+    dev.flush().unwrap();
+    assert_eq!(t.read_buf(&t.take_avail(QUEUE_TRANSMIT).unwrap()).len(), 70);
+}
+
+#[test]
+fn init_errors() {
+    let t = device(QEMU_FEATURES);
+    t.0.lock().unwrap().refuse_features = true;
+    let e = start(&t, IrqAck::None).err().unwrap();
+    assert_eq!(e, NetInitError::FeaturesRejected { device: "virtio-net@test".into(), features: F_VERSION_1 | F_MAC | F_STATUS });
+    assert!(e.to_string().contains("MAC,STATUS,VERSION_1"));
+    assert!(DeviceStatus::from_bits_truncate(t.0.lock().unwrap().status).contains(DeviceStatus::FAILED));
+    let t = device(QEMU_FEATURES);
+    t.0.lock().unwrap().queue_max = 4;
+    let e = start(&t, IrqAck::None).err().unwrap();
+    assert_eq!(e, NetInitError::QueueTooSmall { device: "virtio-net@test".into(), queue: 0, max: 4, need: QS });
+    let t = device(QEMU_FEATURES);
+    let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
+    let e = Net::new(t.clone(), "n".into(), slot, IrqAck::None, &mut || Err("no vector".into())).err().unwrap();
+    assert_eq!(e.to_string(), "n: interrupt setup: no vector");
+    assert_eq!(t.0.lock().unwrap().status, 0, "reset on the way out");
+}
+
+#[test]
+fn mtu_from_config_sizes_buffers() {
+    let t = device(QEMU_FEATURES | F_MTU);
+    t.0.lock().unwrap().config[10..12].copy_from_slice(&9000u16.to_le_bytes());
+    let dev = start(&t, IrqAck::None).unwrap();
+    assert_eq!(dev.info().mtu, 9000);
+    assert_eq!(t.take_avail(QUEUE_RECEIVE).unwrap().len as usize, 12 + 9000 + 18);
+}
+
+#[test]
+fn feature_name_list() {
+    assert_eq!(feature_names(0), "");
+    assert_eq!(feature_names(F_CSUM | F_VERSION_1 | (1 << 40)), "CSUM,VERSION_1,bit40");
+    assert_eq!(header_len(F_VERSION_1), 12);
+    assert_eq!(header_len(F_MRG_RXBUF), 12);
+    assert_eq!(header_len(F_MAC), 10);
+}
+
+#[test]
+fn waker_goes_to_the_irq_slot() {
+    use std::task::Wake;
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let t = device(QEMU_FEATURES);
+    let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
+    let mut dev = Net::new(t, "n".into(), slot, IrqAck::None, &mut || Ok(())).unwrap();
+    let flag = Arc::new(Flag(Default::default()));
+    dev.set_waker(&Waker::from(flag.clone()));
+    slot.wake();
+    assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+}

@@ -1,0 +1,740 @@
+//! Test harness for booting Zirvium images under QEMU: build once per test binary, boot with the exact
+//! `images run` command line ([`images::qemu_command`]), capture the serial console, wait for lines and for the
+//! exit status (QEMU `isa-debug-exit`, see [`images::exit`]) with hard timeouts.
+//!
+//! ```no_run
+//! use zirvium_tests::{Accel, Protocol, Vm, VmError};
+//! # fn main() -> Result<(), VmError> {
+//! let vm = Vm::builder("httpd_serves", "httpd", Accel::Tcg).forward(Protocol::Tcp, 80).boot()?;
+//! vm.wait_for("listening")?;
+//! let port = vm.host_port(Protocol::Tcp, 80)?; // connect to 127.0.0.1:port
+//! # Ok(()) }
+//! ```
+//!
+//! At most [`MAX_VMS`] QEMUs run at once per test binary (the machine has 2 cores); each VM logs its console to
+//! `target/test-logs/<test binary>/<name>.log`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
+use images::{Network, Profile, RunOptions};
+
+/// Default hard timeout for [`Vm::wait_for`] and [`Vm::wait_exit`]: 60 s (TCG on a busy 2-core machine is slow).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most QEMU processes one test binary runs at the same time.
+pub const MAX_VMS: usize = 2;
+
+/// Bytes of console kept at the end of an error message; the whole console is in the log file.
+const CONSOLE_TAIL: usize = 16 * 1024;
+
+/// Writes `zirvium-tests: MSG` to the process's stderr directly, so it shows even when libtest captures output
+/// (capture only covers `print!`/`eprint!`).
+pub fn note(msg: impl fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "zirvium-tests: {msg}");
+}
+
+/// Whether `accel` can be used here. When it cannot, prints `SKIP <test>: ...` with the reason via [`note`] and
+/// returns false, so the skip is never silent.
+pub fn accel_usable(test: &str, accel: Accel) -> bool {
+    match accel {
+        Accel::Tcg => true,
+        Accel::Kvm => match images::qemu::kvm_usable() {
+            Ok(()) => true,
+            Err(reason) => {
+                note(format_args!("SKIP {test}: KVM unavailable ({reason})"));
+                false
+            }
+        },
+    }
+}
+
+/// Failures of a VM test. `Debug` prints the same text as `Display`, so a test returning `Result<(), VmError>`
+/// fails with a readable message that includes the console.
+pub enum VmError {
+    /// The image did not build.
+    Build {
+        /// The app.
+        app: String,
+        /// The build error's text.
+        message: String,
+    },
+    /// The run options are invalid or the environment cannot run them (e.g. KVM requested but unavailable).
+    Config(ConfigError),
+    /// A host-side operation failed (QEMU spawn, log file, port probe).
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The VM name is already used in this test binary (log files would collide).
+    DuplicateName(String),
+    /// The VM name is not `[A-Za-z0-9_.-]+` (it names a file).
+    InvalidName(String),
+    /// No forward was requested for that guest port.
+    NoForward {
+        /// The VM.
+        name: String,
+        /// TCP or UDP.
+        protocol: Protocol,
+        /// The guest port asked for.
+        guest: u16,
+    },
+    /// A check against the VM's behaviour failed; carries the console.
+    Failed {
+        /// The VM.
+        name: String,
+        /// What was expected and what happened.
+        what: String,
+        /// The end of the serial console and QEMU's stderr.
+        console: String,
+        /// The full log.
+        log: PathBuf,
+    },
+}
+
+impl fmt::Display for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmError::Build { app, message } => write!(f, "building {app} failed: {message}"),
+            VmError::Config(e) => write!(f, "{e}"),
+            VmError::Io { what, source } => write!(f, "{what}: {source}"),
+            VmError::DuplicateName(n) => {
+                write!(f, "VM name `{n}` used twice in this test binary; names must be unique")
+            }
+            VmError::InvalidName(n) => {
+                write!(f, "VM name `{n}`: use letters, digits, `_`, `.` and `-` (it names the log file)")
+            }
+            VmError::NoForward { name, protocol, guest } => {
+                write!(f, "VM {name}: no {protocol} forward to guest port {guest} was requested (use .forward())")
+            }
+            VmError::Failed { name, what, console, log } => {
+                write!(f, "VM {name}: {what}\n--- console (full log: {}) ---\n{console}\n--- end ---", log.display())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for VmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for VmError {}
+
+impl From<ConfigError> for VmError {
+    fn from(e: ConfigError) -> Self {
+        VmError::Config(e)
+    }
+}
+
+/// Locks `m`, ignoring poisoning: a panicking test thread must not hide the console from the others.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Builds `app` (release, `x86_64-unknown-none`) once per test binary and returns its ELF; later calls (and
+/// failures) are answered from the first build.
+pub fn image(app: &str) -> Result<PathBuf, VmError> {
+    static BUILDS: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+    // Held across the build: one cargo at a time, and nobody builds the same app twice.
+    let mut builds = lock(BUILDS.get_or_init(Default::default));
+    let result = builds.entry(app.to_owned()).or_insert_with(|| {
+        note(format_args!("building {app} (release, {})", images::KERNEL_TARGET));
+        images::build_app(app, Profile::Release).map(|img| img.path).map_err(|e| e.to_string())
+    });
+    result.clone().map_err(|message| VmError::Build { app: app.to_owned(), message })
+}
+
+/// A free host port for `protocol`: binds port 0 on all addresses (as QEMU's `hostfwd` does) and never returns
+/// the same port twice in one process. Another process may still take it before QEMU binds it.
+pub fn free_port(protocol: Protocol) -> Result<u16, VmError> {
+    static GIVEN: OnceLock<Mutex<HashSet<(Protocol, u16)>>> = OnceLock::new();
+    let io = |source| VmError::Io { what: format!("finding a free {protocol} port"), source };
+    for _ in 0..64 {
+        let port = match protocol {
+            Protocol::Tcp => TcpListener::bind(("0.0.0.0", 0)).and_then(|l| l.local_addr()).map_err(io)?.port(),
+            Protocol::Udp => UdpSocket::bind(("0.0.0.0", 0)).and_then(|s| s.local_addr()).map_err(io)?.port(),
+        };
+        if lock(GIVEN.get_or_init(Default::default)).insert((protocol, port)) {
+            return Ok(port);
+        }
+    }
+    Err(io(std::io::Error::other("the kernel kept returning ports already handed out")))
+}
+
+/// Counting semaphore limiting concurrent QEMUs to [`MAX_VMS`].
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots { used: Mutex::new(0), freed: Condvar::new() };
+
+/// One of the [`MAX_VMS`] slots; released on drop.
+struct Permit;
+
+impl Permit {
+    fn acquire() -> Permit {
+        let mut used = lock(&SLOTS.used);
+        while *used >= MAX_VMS {
+            used = SLOTS.freed.wait(used).unwrap_or_else(PoisonError::into_inner);
+        }
+        *used += 1;
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        *lock(&SLOTS.used) -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// Requested network of a [`VmBuilder`]; host ports are picked at boot.
+#[derive(Clone, Debug)]
+enum NetRequest {
+    None,
+    User(Vec<(Protocol, u16)>),
+    Tap(String),
+}
+
+/// Configuration of a VM before boot; see [`Vm::builder`]. Defaults are the contract's: microvm, 64 MiB,
+/// 1 vCPU, no network, timeouts [`DEFAULT_TIMEOUT`].
+#[derive(Clone, Debug)]
+pub struct VmBuilder {
+    name: String,
+    app: String,
+    accel: Accel,
+    machine: Machine,
+    mem_mib: u32,
+    smp: u16,
+    net: NetRequest,
+    kernel_options: Vec<(String, String)>,
+    app_args: Vec<String>,
+    timeout: Duration,
+}
+
+impl VmBuilder {
+    /// QEMU machine (`-M`).
+    pub fn machine(mut self, machine: Machine) -> Self {
+        self.machine = machine;
+        self
+    }
+
+    /// Guest RAM in MiB (`-m`).
+    pub fn mem_mib(mut self, mib: u32) -> Self {
+        self.mem_mib = mib;
+        self
+    }
+
+    /// vCPU count (`-smp`), 1..=255.
+    pub fn smp(mut self, cpus: u16) -> Self {
+        self.smp = cpus;
+        self
+    }
+
+    /// Adds kernel option `key=value` (before `--`); checked at [`VmBuilder::boot`].
+    pub fn kernel_option(mut self, key: &str, value: &str) -> Self {
+        self.kernel_options.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Appends app arguments (after `--`); each must be non-empty without whitespace.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.app_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// User networking (slirp; guest 10.0.2.15) with no forwards yet.
+    pub fn user_net(mut self) -> Self {
+        if !matches!(self.net, NetRequest::User(_)) {
+            self.net = NetRequest::User(Vec::new());
+        }
+        self
+    }
+
+    /// User networking plus a forward from a free host port (picked at boot, see [`Vm::host_port`]) to
+    /// `guest_port`.
+    pub fn forward(mut self, protocol: Protocol, guest_port: u16) -> Self {
+        self = self.user_net();
+        if let NetRequest::User(fwds) = &mut self.net {
+            fwds.push((protocol, guest_port));
+        }
+        self
+    }
+
+    /// Tap networking on host interface `ifname`, which the test created and configured beforehand.
+    pub fn tap(mut self, ifname: &str) -> Self {
+        self.net = NetRequest::Tap(ifname.to_owned());
+        self
+    }
+
+    /// Default timeout of this VM's waits (instead of [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Builds the app (once per test binary), waits for a free VM slot, and starts QEMU.
+    ///
+    /// Prints (unconditionally, via [`note`]) the VM's name, app, machine and accelerator. Errors: build
+    /// failure, invalid options, KVM requested but unavailable, name reused, QEMU or log file failures.
+    pub fn boot(self) -> Result<Vm, VmError> {
+        claim_name(&self.name)?;
+        if self.accel == Accel::Kvm {
+            images::qemu::kvm_usable().map_err(ConfigError::KvmUnavailable)?;
+        }
+        let kernel = image(&self.app)?;
+        let mut opts = RunOptions::new(kernel, self.accel);
+        opts.machine = self.machine;
+        opts.mem_mib = self.mem_mib;
+        opts.smp = self.smp;
+        opts.network = match &self.net {
+            NetRequest::None => Network::None,
+            NetRequest::Tap(ifname) => Network::Tap { ifname: ifname.clone() },
+            NetRequest::User(reqs) => {
+                let mut forwards = Vec::new();
+                for &(protocol, guest) in reqs {
+                    forwards.push(PortForward { protocol, host: free_port(protocol)?, guest });
+                }
+                Network::User { forwards }
+            }
+        };
+        for (k, v) in &self.kernel_options {
+            opts.kernel_options.push(KernelOption::new(k, v)?);
+        }
+        opts.app_args = self.app_args.clone();
+        let mut cmd = images::qemu_command(&opts)?;
+        let command_line = images::qemu::shell_line(&cmd);
+
+        let log_path = log_dir().join(format!("{}.log", self.name));
+        let io = |what: String| move |source| VmError::Io { what, source };
+        std::fs::create_dir_all(log_dir()).map_err(io(format!("creating {}", log_dir().display())))?;
+        let mut log = File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
+        writeln!(log, "# {command_line}").map_err(io(format!("writing {}", log_path.display())))?;
+
+        let permit = Permit::acquire();
+        note(format_args!(
+            "{}: booting {} on {} under {} (log {})",
+            self.name,
+            self.app,
+            self.machine,
+            self.accel,
+            log_path.display()
+        ));
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(io(format!("starting {command_line}")))?;
+        let console = Arc::new(Console::default());
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let console = Arc::clone(&console);
+            readers.push(std::thread::spawn(move || console.pump(out, log)));
+        }
+        if let Some(mut err) = child.stderr.take() {
+            let stderr = Arc::clone(&stderr);
+            readers.push(std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = err.read_to_end(&mut buf);
+                lock(&stderr).extend_from_slice(&buf);
+            }));
+        }
+        Ok(Vm {
+            name: self.name,
+            accel: self.accel,
+            machine: self.machine,
+            timeout: self.timeout,
+            forwards: opts.forwards().to_vec(),
+            command_line,
+            log_path,
+            console,
+            stderr,
+            run: Mutex::new(Run { child: Some(child), readers, outcome: None, permit: Some(permit) }),
+        })
+    }
+}
+
+/// Reserves `name` for this test binary (log file names must not collide).
+fn claim_name(name: &str) -> Result<(), VmError> {
+    static NAMES: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !valid {
+        return Err(VmError::InvalidName(name.to_owned()));
+    }
+    if !lock(NAMES.get_or_init(Default::default)).insert(name.to_owned()) {
+        return Err(VmError::DuplicateName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// `target/test-logs/<test binary name without its hash>`.
+fn log_dir() -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_deref().and_then(Path::file_stem).map(|s| s.to_string_lossy().into_owned());
+    let stem = stem.unwrap_or_else(|| "tests".to_owned());
+    // cargo names test binaries `<name>-<16 hex digits>`.
+    let name = match stem.rsplit_once('-') {
+        Some((base, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => base.to_owned(),
+        _ => stem,
+    };
+    images::cargo::target_dir().join("test-logs").join(name)
+}
+
+/// The serial console as it arrives, shared between the reader thread and waiters.
+#[derive(Default)]
+struct Console {
+    state: Mutex<ConsoleState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ConsoleState {
+    bytes: Vec<u8>,
+    /// QEMU closed its stdout (it exited).
+    closed: bool,
+}
+
+impl Console {
+    /// Reader thread: copies QEMU's stdout into the buffer and the log file until EOF.
+    fn pump(&self, mut out: impl Read, mut log: File) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = out.read(&mut buf).unwrap_or(0);
+            if n > 0 {
+                let _ = log.write_all(&buf[..n]);
+            }
+            let mut st = lock(&self.state);
+            if n == 0 {
+                st.closed = true;
+            } else {
+                st.bytes.extend_from_slice(&buf[..n]);
+            }
+            self.changed.notify_all();
+            if n == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// Process state of a VM, behind one lock.
+struct Run {
+    child: Option<Child>,
+    readers: Vec<JoinHandle<()>>,
+    outcome: Option<Outcome>,
+    permit: Option<Permit>,
+}
+
+/// A booted VM. Dropping it kills QEMU if it still runs. All methods take `&self`, so a test may share it.
+pub struct Vm {
+    name: String,
+    accel: Accel,
+    machine: Machine,
+    timeout: Duration,
+    forwards: Vec<PortForward>,
+    command_line: String,
+    log_path: PathBuf,
+    console: Arc<Console>,
+    /// QEMU's stderr, complete once the process is reaped.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    run: Mutex<Run>,
+}
+
+impl Vm {
+    /// A builder for VM `name` (unique per test binary; names the log file) running app `app` under `accel`.
+    pub fn builder(name: &str, app: &str, accel: Accel) -> VmBuilder {
+        VmBuilder {
+            name: name.to_owned(),
+            app: app.to_owned(),
+            accel,
+            machine: Machine::Microvm,
+            mem_mib: 64,
+            smp: 1,
+            net: NetRequest::None,
+            kernel_options: Vec::new(),
+            app_args: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The VM's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The accelerator it runs under.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// Its machine type.
+    pub fn machine(&self) -> Machine {
+        self.machine
+    }
+
+    /// The QEMU command line, shell-quoted.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
+    }
+
+    /// The log file with the command line, the console and, after exit, QEMU's stderr and the outcome.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// All forwards with their host ports.
+    pub fn forwards(&self) -> &[PortForward] {
+        &self.forwards
+    }
+
+    /// Host port forwarded to guest port `guest` for `protocol`. Errors: no such forward was requested.
+    pub fn host_port(&self, protocol: Protocol, guest: u16) -> Result<u16, VmError> {
+        self.forwards
+            .iter()
+            .find(|f| f.protocol == protocol && f.guest == guest)
+            .map(|f| f.host)
+            .ok_or(VmError::NoForward { name: self.name.clone(), protocol, guest })
+    }
+
+    /// The console so far (lossy UTF-8).
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.console.state).bytes).into_owned()
+    }
+
+    /// Waits up to the VM's timeout for a complete console line containing `needle`; returns the first such line
+    /// (without the line end). See [`Vm::wait_for_within`].
+    pub fn wait_for(&self, needle: &str) -> Result<String, VmError> {
+        self.wait_for_within(needle, self.timeout)
+    }
+
+    /// Waits up to `timeout` for a complete console line containing `needle`, searching from the start of the
+    /// console. Errors: timeout (QEMU is killed) or QEMU exited first; both carry the console.
+    pub fn wait_for_within(&self, needle: &str, timeout: Duration) -> Result<String, VmError> {
+        let deadline = Instant::now() + timeout;
+        let mut scanned = 0;
+        let mut st = lock(&self.console.state);
+        loop {
+            // Only complete lines, so the caller sees all of the line it waited for.
+            let complete = st.bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let end = if st.closed { st.bytes.len() } else { complete };
+            if let Some(line) = find_line(&st.bytes[scanned..end], needle) {
+                return Ok(line);
+            }
+            scanned = scanned.max(end);
+            if st.closed {
+                drop(st);
+                let outcome = self.wait_exit_within(Duration::from_secs(5)).map(|o| o.to_string());
+                let how = outcome.unwrap_or_else(|e| e.to_string());
+                return Err(self.failed(format!("QEMU stopped ({how}) before a line containing {needle:?}")));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                drop(st);
+                self.kill();
+                return Err(self.failed(format!("no line containing {needle:?} within {timeout:?}; QEMU killed")));
+            }
+            st = self.console.changed.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Waits up to the VM's timeout for QEMU to exit; see [`Vm::wait_exit_within`].
+    pub fn wait_exit(&self) -> Result<Outcome, VmError> {
+        self.wait_exit_within(self.timeout)
+    }
+
+    /// Waits up to `timeout` for QEMU to exit and returns how it ended. On timeout QEMU is killed and the error
+    /// carries the console.
+    pub fn wait_exit_within(&self, timeout: Duration) -> Result<Outcome, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let mut run = lock(&self.run);
+                if let Some(outcome) = run.outcome {
+                    return Ok(outcome);
+                }
+                // `child` is `None` only after `reap`, which sets `outcome`: handled above.
+                if let Some(child) = run.child.as_mut() {
+                    let waited = child.try_wait();
+                    match waited {
+                        Ok(Some(status)) => return Ok(self.reap(&mut run, status, "")),
+                        Ok(None) => {}
+                        Err(e) => return Err(VmError::Io { what: format!("waiting for VM {}", self.name), source: e }),
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(self.failed(format!("QEMU did not exit within {timeout:?}; killed")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for exit (VM timeout) and checks the guest exit status is `status`; else the error carries the
+    /// console.
+    pub fn expect_exit(&self, status: u8) -> Result<(), VmError> {
+        let outcome = self.wait_exit()?;
+        if outcome == Outcome::Guest(status) {
+            Ok(())
+        } else {
+            Err(self.failed(format!("expected guest exit status {status}, got: {outcome}")))
+        }
+    }
+
+    /// Succeeds when `condition` holds, else fails with `what` and the console.
+    pub fn ensure(&self, condition: bool, what: impl fmt::Display) -> Result<(), VmError> {
+        if condition {
+            Ok(())
+        } else {
+            Err(self.failed(what.to_string()))
+        }
+    }
+
+    /// The first complete console line containing `needle`, without waiting; else fails with the console.
+    pub fn line_with(&self, needle: &str) -> Result<String, VmError> {
+        let line = find_line(&lock(&self.console.state).bytes, needle);
+        line.ok_or_else(|| self.failed(format!("no console line contains {needle:?}")))
+    }
+
+    /// Kills QEMU (by its own pid) if it still runs and reaps it; returns how it ended.
+    pub fn kill(&self) -> Option<Outcome> {
+        let mut run = lock(&self.run);
+        if run.outcome.is_none() {
+            let child = run.child.as_mut()?;
+            let _ = child.kill();
+            let status = child.wait().ok()?;
+            return Some(self.reap(&mut run, status, "killed by the test harness: "));
+        }
+        run.outcome
+    }
+
+    /// Joins the readers, records the outcome, appends stderr and outcome to the log, frees the VM slot.
+    fn reap(&self, run: &mut Run, status: std::process::ExitStatus, why: &str) -> Outcome {
+        run.child = None;
+        for r in run.readers.drain(..) {
+            let _ = r.join();
+        }
+        let stderr = String::from_utf8_lossy(&lock(&self.stderr)).into_owned();
+        let outcome = Outcome::from_status(status, &stderr);
+        run.outcome = Some(outcome);
+        run.permit = None;
+        if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&self.log_path) {
+            let _ = write!(log, "\n--- qemu stderr ---\n{stderr}--- {why}{outcome} ({status}) ---\n");
+        }
+        outcome
+    }
+
+    /// A [`VmError::Failed`] with `what`, the end of the console and QEMU's stderr so far.
+    fn failed(&self, what: String) -> VmError {
+        let mut console = self.console();
+        if console.len() > CONSOLE_TAIL {
+            let mut cut = console.len() - CONSOLE_TAIL;
+            while !console.is_char_boundary(cut) {
+                cut += 1;
+            }
+            console = format!("[... {cut} bytes ...]{}", &console[cut..]);
+        }
+        let stderr = String::from_utf8_lossy(&lock(&self.stderr)).into_owned();
+        if !stderr.trim().is_empty() {
+            console.push_str("\n--- qemu stderr ---\n");
+            console.push_str(stderr.trim_end());
+        }
+        VmError::Failed { name: self.name.clone(), what, console, log: self.log_path.clone() }
+    }
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("name", &self.name)
+            .field("accel", &self.accel)
+            .field("machine", &self.machine)
+            .field("command_line", &self.command_line)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The first line of `bytes` containing `needle`, lossy UTF-8, without `\r\n`.
+fn find_line(bytes: &[u8], needle: &str) -> Option<String> {
+    bytes
+        .split(|&b| b == b'\n')
+        .find(|line| line.windows(needle.len().max(1)).any(|w| w == needle.as_bytes()))
+        .map(|line| String::from_utf8_lossy(line).trim_end_matches('\r').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_line_returns_whole_line() {
+        let console = b"[ 0.1 INFO libos] boot\r\n[ 0.2 INFO libos] platform: kvm (x)\r\nhello\n";
+        assert_eq!(find_line(console, "platform: ").as_deref(), Some("[ 0.2 INFO libos] platform: kvm (x)"));
+        assert_eq!(find_line(console, "hello").as_deref(), Some("hello"));
+        assert_eq!(find_line(console, "absent"), None);
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let a = free_port(Protocol::Tcp).unwrap();
+        let b = free_port(Protocol::Tcp).unwrap();
+        let u = free_port(Protocol::Udp).unwrap();
+        assert!(a != 0 && b != 0 && u != 0);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn names_are_unique_and_safe() {
+        assert!(claim_name("unit-name_1").is_ok());
+        assert!(matches!(claim_name("unit-name_1"), Err(VmError::DuplicateName(_))));
+        assert!(matches!(claim_name("../etc"), Err(VmError::InvalidName(_))));
+        assert!(matches!(claim_name(""), Err(VmError::InvalidName(_))));
+    }
+
+    #[test]
+    fn builder_collects_forwards() {
+        let b = Vm::builder("b", "httpd", Accel::Tcg).forward(Protocol::Tcp, 80).forward(Protocol::Udp, 7);
+        match b.net {
+            NetRequest::User(f) => assert_eq!(f, [(Protocol::Tcp, 80), (Protocol::Udp, 7)]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn semaphore_limits_slots() {
+        let permits: Vec<Permit> = (0..MAX_VMS).map(|_| Permit::acquire()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let p = Permit::acquire();
+            let _ = tx.send(());
+            drop(p);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "a third slot was granted");
+        drop(permits);
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok(), "slot not granted after release");
+        waiter.join().unwrap();
+    }
+}
