@@ -364,7 +364,7 @@ mod tests {
         let cases: [(&[&str], ConfigError); 3] = [
             (&["run", "hello", "--net", "none", "--port", "1:2"], ConfigError::PortsNeedUserNet),
             (&["run", "httpd", "--net", "tap"], ConfigError::TapMissing),
-            (&["run", "hello", "--", "a b"], ConfigError::AppArg("a b".into())),
+            (&["run", "hello", "--", "a\"b"], ConfigError::AppArg("a\"b".into())),
         ];
         for (args, want) in cases {
             assert_eq!(run_args(args).options(Accel::Tcg), Err(want), "{args:?}");

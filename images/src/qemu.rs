@@ -27,8 +27,10 @@ pub const QEMU_INSTALL_RECIPE: [&str; 3] = [
 ];
 
 /// Apps that get user networking by default, with the TCP forwards they get when no `--port` is given.
-pub const NETWORK_APPS: [(&str, &[PortForward]); 2] =
-    [("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]), ("udpecho", &[])];
+pub const NETWORK_APPS: [(&str, &[PortForward]); 2] = [
+    ("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
+    ("udpecho", &[PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }]),
+];
 
 /// QEMU machine type (`-M`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -367,7 +369,7 @@ impl RunOptions {
             return Err(ConfigError::Smp(self.smp));
         }
         for arg in &self.app_args {
-            if arg.is_empty() || arg.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if arg.is_empty() || arg.contains('"') || arg.chars().any(|c| c.is_control()) {
                 return Err(ConfigError::AppArg(arg.clone()));
             }
         }
@@ -383,7 +385,8 @@ impl RunOptions {
         let mut words: Vec<String> = self.kernel_options.iter().map(KernelOption::to_string).collect();
         if !self.app_args.is_empty() {
             words.push("--".to_owned());
-            words.extend(self.app_args.iter().cloned());
+            // The guest splits on spaces; a word with spaces travels in double quotes (libos `cmdline.rs`).
+            words.extend(self.app_args.iter().map(|a| if a.contains(' ') { format!("\"{a}\"") } else { a.clone() }));
         }
         words.join(" ")
     }
@@ -515,8 +518,8 @@ pub enum ConfigError {
         /// What rule it breaks.
         why: &'static str,
     },
-    /// An app argument is empty or has whitespace, which the space-separated kernel command line cannot carry.
-    #[error("app argument {0:?}: arguments must be non-empty and contain no whitespace (the kernel command line is split on spaces)")]
+    /// An app argument is empty or has a `"` or control character, which the kernel command line cannot carry.
+    #[error("app argument {0:?}: arguments must be non-empty, without `\"` or control characters (words with spaces are quoted for the kernel command line)")]
     AppArg(String),
     /// `--port` given without user networking.
     #[error("--port needs user networking (--net user); with a tap the guest is reached at its own address")]
@@ -611,8 +614,10 @@ mod tests {
     #[test]
     fn rejects_bad_app_args_and_smp() {
         let mut o = RunOptions::new("/k", Accel::Tcg);
-        o.app_args = vec!["a b".into()];
-        assert_eq!(qemu_args(&o), Err(ConfigError::AppArg("a b".into())));
+        o.app_args = vec!["a\"b".into()];
+        assert_eq!(qemu_args(&o), Err(ConfigError::AppArg("a\"b".into())));
+        o.app_args = vec!["message=a b".into()];
+        assert_eq!(o.kernel_command_line(), "-- \"message=a b\"");
         o.app_args = vec![String::new()];
         assert_eq!(qemu_args(&o), Err(ConfigError::AppArg(String::new())));
         o.app_args.clear();
@@ -656,7 +661,10 @@ mod tests {
             Ok(Network::User { forwards: vec![PortForward::tcp(8080, 80)] })
         );
         assert_eq!(resolve_network("httpd", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
-        assert_eq!(resolve_network("udpecho", None, &[], None), Ok(Network::User { forwards: vec![] }));
+        assert_eq!(
+            resolve_network("udpecho", None, &[], None),
+            Ok(Network::User { forwards: vec![PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }] })
+        );
         assert_eq!(resolve_network("hello", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
         assert_eq!(resolve_network("httpd", Some(NetKind::None), &[], None), Ok(Network::None));
         assert_eq!(resolve_network("httpd", None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));

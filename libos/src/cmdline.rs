@@ -152,10 +152,8 @@ mod tests {
 
     #[test]
     fn splits_kernel_options_app_args_and_virtio_mmio() {
-        let c = Cmdline::parse(
-            "loglevel=debug ip=10.0.2.15/24 -- a \"b c\" x=1 virtio_mmio.device=512@0xfeb00e00:12",
-        )
-        .unwrap();
+        let c = Cmdline::parse("loglevel=debug ip=10.0.2.15/24 -- a \"b c\" x=1 virtio_mmio.device=512@0xfeb00e00:12")
+            .unwrap();
         assert_eq!(c.options, vec![("loglevel", "debug"), ("ip", "10.0.2.15/24")]);
         assert_eq!(c.app_args, vec!["a", "b c", "x=1"]);
         assert_eq!(c.virtio_mmio, vec!["512@0xfeb00e00:12"]);

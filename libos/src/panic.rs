@@ -3,10 +3,11 @@
 
 /// Prints `rbp`-chain return addresses, numbered from `first`, at most 32, stopping at a null, misaligned or
 /// non-increasing frame pointer (so a corrupt chain cannot loop or fault).
+#[cfg_attr(not(target_os = "none"), allow(unused_mut))]
 pub fn print_backtrace(mut rbp: u64, first: usize) {
     #[cfg(target_os = "none")]
     for i in first..first + 32 {
-        if rbp == 0 || rbp % 8 != 0 || rbp < 0x1000 || rbp > 0x0000_7fff_ffff_ffff {
+        if !rbp.is_multiple_of(8) || !(0x1000..=0x0000_7fff_ffff_ffff).contains(&rbp) {
             break;
         }
         // SAFETY: rbp is non-null, aligned and below the canonical hole; frames were laid out by the compiler

@@ -82,13 +82,12 @@ impl crate::time::ClockSource for TscClock {
     }
 }
 
-/// Determines the TSC frequency when no platform did (CPUID 0x15/0x16, hypervisor leaf 0x4000_0010, else a
-/// 10 ms PIT measurement) and installs the TSC clock if no clock is installed yet. Returns how the frequency
-/// was found. Errors: no way to know the TSC frequency.
-pub fn ensure_clock() -> Result<&'static str, &'static str> {
+/// Determines the TSC frequency when no platform did (the hypervisor timing leaf 0x4000_0010 from `timing`,
+/// CPUID 0x15, else a 10 ms PIT measurement) and installs the TSC clock if no clock is installed yet. Returns
+/// how the frequency was found. Errors: no way to know the TSC frequency.
+pub fn ensure_clock(timing: Option<crate::hypervisor::TimingInfo>) -> Result<&'static str, &'static str> {
     let mut how = "platform";
     if TSC_HZ.load(Ordering::Relaxed) == 0 {
-        let timing = crate::hypervisor::detect(&cpu::NativeCpuid).timing();
         let (hz, src) = crate::time::tsc::frequency_from_cpuid(&cpu::NativeCpuid, timing)
             .map(|f| (f.hz, "cpuid"))
             .or_else(|| {
@@ -101,7 +100,8 @@ pub fn ensure_clock() -> Result<&'static str, &'static str> {
     }
     if crate::time::clock_name() == "none" {
         static CLOCK: spin::Once<TscClock> = spin::Once::new();
-        let scale = crate::time::tsc::TscScale::new(TSC_HZ.load(Ordering::Relaxed)).map_err(|_| "implausible TSC frequency")?;
+        let scale =
+            crate::time::tsc::TscScale::new(TSC_HZ.load(Ordering::Relaxed)).map_err(|_| "implausible TSC frequency")?;
         let c = CLOCK.call_once(|| TscClock { scale });
         crate::time::set_clock(c);
         // Count uptime from the first instruction.
@@ -141,7 +141,7 @@ fn read_start_info(paddr: u32) -> BootInfo {
     let mut map = [(0u64, 0u64, 0u32); crate::bootinfo::MAX_REGIONS + 1];
     let mut n = 0;
     for e in reader.memmap().iter().take(map.len()) {
-        map[n] = (e.addr, e.size, e.ty as u32);
+        map[n] = (e.addr, e.size, e.ty);
         n += 1;
     }
     let mut mods = [(0u64, 0u64, None); crate::bootinfo::MAX_MODULES + 1];
@@ -186,7 +186,8 @@ extern "C" fn libos_boot_main(start_info: u32) -> ! {
     }
     let free = FreeRanges::new(boot, &res[..r]).unwrap_or_else(|e| boot_error("memory map", &e));
     let mut frames = FrameAllocator::new(free);
-    let guards = [paging::boot_stack_guard(), gdt::ist_guard_pages()[0], gdt::ist_guard_pages()[1], gdt::ist_guard_pages()[2]];
+    let guards =
+        [paging::boot_stack_guard(), gdt::ist_guard_pages()[0], gdt::ist_guard_pages()[1], gdt::ist_guard_pages()[2]];
     for g in guards {
         mem::add_guard_page(g);
     }

@@ -4,9 +4,7 @@
 //! first request arrives.
 
 use core::net::Ipv4Addr;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-};
+use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr};
 
 /// Length of the announcement frame (bytes): 14-byte Ethernet header + 28-byte ARP packet.
 pub(crate) const GRATUITOUS_ARP_LEN: usize = 14 + 28;

@@ -40,6 +40,9 @@ pub struct Config {
     pub close_timeout: Duration,
     /// DNS lookups that may run at once. Default 4.
     pub dns_queries: usize,
+    /// New TCP sockets start with Nagle's algorithm off (as after `set_nodelay(true)`). Default false, as
+    /// in std; servers writing whole responses at once may prefer true.
+    pub tcp_nodelay: bool,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(30),
             dns_queries: 4,
+            tcp_nodelay: false,
         }
     }
 }

@@ -97,7 +97,9 @@ impl fmt::Display for Error {
             Self::NotStarted => f.write_str("network stack not started (no NIC, or net::start failed)"),
             Self::AlreadyStarted => f.write_str("network stack already started; configure it before net::start"),
             Self::NoNic => f.write_str("no network device found (QEMU: add -device virtio-net-...,netdev=...)"),
-            Self::InvalidConfig { key, value, expected } => write!(f, "network option {key}={value}: expected {expected}"),
+            Self::InvalidConfig { key, value, expected } => {
+                write!(f, "network option {key}={value}: expected {expected}")
+            }
             Self::AddrInUse(p) => write!(f, "port {p} is already in use"),
             Self::TooManySockets { limit } => {
                 write!(f, "socket limit of {limit} reached; close connections or raise Config::max_sockets")

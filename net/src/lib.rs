@@ -154,7 +154,7 @@ pub fn start(nics: Vec<Box<dyn NetDevice>>, cmdline: &Cmdline) -> Result<()> {
     let mut nics = nics.into_iter();
     let nic = nics.next().ok_or(Error::NoNic)?;
     for other in nics {
-        log::warn!("net: ignoring {} (one NIC per stack for now)", other.info().name);
+        log::warn!("ignoring {} (one NIC per stack for now)", other.info().name);
     }
     let cfg = CONFIG.lock().clone().unwrap_or_default();
     let stack = Stack::new(nic, setup, cfg)?;

@@ -2,13 +2,34 @@
 //! give it back with [`NetDevice::recycle`] once smoltcp has parsed it (no copy besides smoltcp's own into
 //! socket buffers); transmit tokens write straight into the device's slot through [`NetDevice::transmit`].
 
+use alloc::collections::VecDeque;
 use alloc::vec;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos::dev::{DeviceError, NetDevice, NetInfo, RxFrame};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use smoltcp::wire::ETHERNET_HEADER_LEN;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, ETHERNET_HEADER_LEN};
+
+/// Most frames held back while DHCP has not bound an address.
+pub(crate) const MAX_HELD: usize = 16;
+
+/// A received frame held back until the interface has an address, with when it arrived (ns since boot).
+pub(crate) struct Held {
+    pub frame: RxFrame,
+    pub at_ns: u64,
+}
+
+/// Whether `frame` is a unicast IPv4 TCP segment for us. Before the DHCP lease such a segment (slirp
+/// forwards a SYN as soon as the DHCP DISCOVER told it our MAC) cannot be matched to our address; it is
+/// held and handed to smoltcp once the lease is bound instead of being dropped.
+fn worth_holding(frame: &[u8], mac: &[u8; 6]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return false };
+    if eth.dst_addr().as_bytes() != mac || eth.ethertype() != EthernetProtocol::Ipv4 {
+        return false;
+    }
+    Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| ip.next_header() == IpProtocol::Tcp)
+}
 
 /// Frame counters of one stack (frames and bytes, Ethernet headers included).
 #[derive(Default)]
@@ -55,11 +76,21 @@ pub(crate) struct Phy<'d> {
     counters: &'d Counters,
     /// First fatal device error (protocol/I/O) seen this round.
     error: RefCell<Option<DeviceError>>,
+    /// Frames held back before the DHCP lease; see [`worth_holding`].
+    held: &'d mut VecDeque<Held>,
+    /// `Some((our MAC, now))` while frames should be held, `None` once they should be released.
+    hold: Option<([u8; 6], u64)>,
 }
 
 impl<'d> Phy<'d> {
-    pub(crate) fn new(dev: &'d mut dyn NetDevice, caps: DeviceCapabilities, counters: &'d Counters) -> Self {
-        Self { dev: RefCell::new(dev), caps, counters, error: RefCell::new(None) }
+    pub(crate) fn new(
+        dev: &'d mut dyn NetDevice,
+        caps: DeviceCapabilities,
+        counters: &'d Counters,
+        held: &'d mut VecDeque<Held>,
+        hold: Option<([u8; 6], u64)>,
+    ) -> Self {
+        Self { dev: RefCell::new(dev), caps, counters, error: RefCell::new(None), held, hold }
     }
 
     /// The first fatal device error of this round, if any.
@@ -104,19 +135,35 @@ impl<'d> phy::Device for Phy<'d> {
         if !dev.can_transmit() {
             return None;
         }
-        match dev.receive() {
-            Ok(Some(frame)) => {
-                add(&self.counters.rx_frames, 1);
-                add(&self.counters.rx_bytes, frame.len as u64);
-                let this: &Self = self;
-                Some((RxToken { phy: this, frame }, TxToken { phy: this }))
-            }
-            Ok(None) => None,
-            Err(e) => {
-                self.record(e);
-                None
-            }
-        }
+        let frame = match self.hold {
+            None => self.held.pop_front().map(|h| h.frame),
+            Some(_) => None,
+        };
+        let frame = match frame {
+            Some(f) => f,
+            None => loop {
+                match self.dev.get_mut().receive() {
+                    Ok(Some(frame)) => {
+                        add(&self.counters.rx_frames, 1);
+                        add(&self.counters.rx_bytes, frame.len as u64);
+                        if let Some((mac, now)) = self.hold {
+                            if self.held.len() < MAX_HELD && worth_holding(frame.frame(), &mac) {
+                                self.held.push_back(Held { frame, at_ns: now });
+                                continue;
+                            }
+                        }
+                        break frame;
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        self.record(e);
+                        return None;
+                    }
+                }
+            },
+        };
+        let this: &Self = self;
+        Some((RxToken { phy: this, frame }, TxToken { phy: this }))
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {

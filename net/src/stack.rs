@@ -4,17 +4,17 @@
 
 use crate::config::{Config, IpSetup};
 use crate::error::{Error, Result};
-use crate::phy::{capabilities, Counters, Phy};
+use crate::phy::{capabilities, Counters, Held, Phy};
 use crate::{arp, Ipv4Config, Ipv4State, NetStats};
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
-use core::ops::Bound;
 use core::net::Ipv4Addr;
+use core::ops::Bound;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
@@ -32,6 +32,8 @@ pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
 const EPHEMERAL_COUNT: u32 = 65536 - EPHEMERAL_FIRST as u32;
 /// An orphan whose reset could not be sent within this long after the abort is removed anyway.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// TCP frames that arrive before the DHCP lease are held this long at most.
+const HOLD_FOR: Duration = Duration::from_secs(3);
 /// A dropped UDP socket keeps its queued datagrams at most this long.
 const UDP_DRAIN: Duration = Duration::from_secs(2);
 
@@ -90,6 +92,9 @@ pub(crate) struct Inner {
     config_waiters: Vec<Waker>,
     device_waker: Option<Waker>,
     failed: Option<DeviceError>,
+    /// TCP frames that arrived before the DHCP lease (see `phy::worth_holding`).
+    held: VecDeque<Held>,
+    mac: [u8; 6],
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -122,7 +127,8 @@ fn mix_seed(mut x: u64) -> u64 {
 }
 
 fn mac_string(mac: [u8; 6]) -> String {
-    alloc::format!("{}", EthernetAddress(mac))
+    let [a, b, c, d, e, f] = mac;
+    alloc::format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
 impl Stack {
@@ -154,7 +160,8 @@ impl Stack {
         let seed = mix_seed(now.as_nanos() ^ mac_bits.rotate_left(17));
         iface_config.random_seed = seed;
         let iface = {
-            let mut phy = Phy::new(&mut *device, caps.clone(), &counters);
+            let mut held = VecDeque::new();
+            let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None);
             Interface::new(iface_config, &mut phy, smol_now(now))
         };
         let mut sockets = SocketSet::new(Vec::new());
@@ -180,6 +187,8 @@ impl Stack {
             config_waiters: Vec::new(),
             device_waker: None,
             failed: None,
+            held: VecDeque::new(),
+            mac: info.mac,
         };
         let offloads = match (info.offloads.rx_checksum, info.offloads.tx_checksum) {
             (false, false) => "none",
@@ -187,7 +196,7 @@ impl Stack {
             (false, true) => "tx checksum",
             (true, true) => "rx+tx checksum",
         };
-        log::info!("net: {} MAC {} MTU {} offloads: {offloads}", info.name, mac_string(info.mac), info.mtu);
+        log::info!("using {} MAC {} MTU {} offloads: {offloads}", info.name, mac_string(info.mac), info.mtu);
         match setup {
             IpSetup::Static(s) => {
                 let cfg = Ipv4Config {
@@ -277,13 +286,13 @@ impl Stack {
                 inner.device_waker = Some(w.clone());
             }
         }
-        let frames = || {
-            self.counters.rx_frames.load(Ordering::Relaxed) + self.counters.tx_frames.load(Ordering::Relaxed)
-        };
+        let frames =
+            || self.counters.rx_frames.load(Ordering::Relaxed) + self.counters.tx_frames.load(Ordering::Relaxed);
         let before = frames();
         let now = Instant::now();
         let ts = smol_now(now);
-        let mut fatal = inner.poll_interface(ts, &self.counters, &self.config);
+        inner.expire_held(now);
+        let mut fatal = inner.poll_interface(ts, now, &self.counters, &self.config);
         inner.poll_dhcp();
         inner.send_gratuitous_arp(self.mac, &self.counters);
         let reap_at = inner.reap(now, &self.config);
@@ -293,16 +302,21 @@ impl Stack {
         if let Some(e) = fatal {
             match e {
                 DeviceError::Protocol { .. } | DeviceError::Io { .. } => {
-                    log::error!("net: {e}; the network stack stops");
+                    log::error!("{e}; the network stack stops");
                     inner.failed = Some(e.clone());
                     return Err(Error::Io(e));
                 }
-                DeviceError::Busy { .. } | DeviceError::TooLarge { .. } => log::debug!("net: {e}"),
+                DeviceError::Busy { .. } | DeviceError::TooLarge { .. } => log::debug!("{e}"),
             }
         }
         let mut delay = inner.iface.poll_delay(ts, &inner.sockets).map(Duration::from);
-        // Orphans past their close deadline are reset by the reaper, which only runs in a round.
-        if let Some(at) = reap_at {
+        // Orphans past their close deadline are reset by the reaper, which only runs in a round; held
+        // frames are released in the round after the lease, or expire.
+        let held_at = inner.held.front().map(|h| match inner.ipv4 {
+            Some(_) => now,
+            None => Instant::from_nanos(h.at_ns) + HOLD_FOR,
+        });
+        for at in [reap_at, held_at].into_iter().flatten() {
             let d = at.saturating_duration_since(now);
             delay = Some(delay.map_or(d, |x| x.min(d)));
         }
@@ -312,9 +326,8 @@ impl Stack {
     /// Counters and state for monitoring (e.g. httpd's /health).
     pub fn stats(&self) -> NetStats {
         let c = &self.counters;
-        let (tcp_sockets, udp_sockets, tcp_listeners, ipv4_state, ipv4) = self.with(|i| {
-            (i.tcp_sockets, i.udp_sockets, i.listeners.len(), i.state, i.ipv4.clone())
-        });
+        let (tcp_sockets, udp_sockets, tcp_listeners, ipv4_state, ipv4) =
+            self.with(|i| (i.tcp_sockets, i.udp_sockets, i.listeners.len(), i.state, i.ipv4.clone()));
         NetStats {
             nic: self.nic.clone(),
             rx_frames: c.rx_frames.load(Ordering::Relaxed),
@@ -416,6 +429,7 @@ impl Inner {
             tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]),
         );
         s.set_timeout(Some(config.tcp_timeout.into()));
+        s.set_nagle_enabled(!config.tcp_nodelay);
         self.tcp_sockets += 1;
         self.sockets.add(s)
     }
@@ -464,7 +478,12 @@ impl Inner {
 
     /// Hands a dropped UDP socket to the reaper (it goes once its queued datagrams are sent).
     pub(crate) fn orphan_udp(&mut self, h: SocketHandle, port: u16, now: Instant) {
-        self.orphans.push(Orphan { handle: h, kind: OrphanKind::Udp { port }, deadline: now + UDP_DRAIN, aborted: false });
+        self.orphans.push(Orphan {
+            handle: h,
+            kind: OrphanKind::Udp { port },
+            deadline: now + UDP_DRAIN,
+            aborted: false,
+        });
     }
 
     /// Creates listening sockets for `port` until the listener has its backlog (or the limit is hit), after
@@ -491,7 +510,7 @@ impl Inner {
             let s = self.tcp(h);
             if let Err(e) = s.listen(IpListenEndpoint { addr: None, port }) {
                 // Only fails for port 0 or an open socket; neither can happen for a fresh socket here.
-                log::warn!("net: listen on port {port}: {e}");
+                log::warn!("listen on port {port}: {e}");
                 self.remove_tcp(h);
                 break;
             }
@@ -523,14 +542,16 @@ impl Inner {
     fn poll_interface(
         &mut self,
         ts: smoltcp::time::Instant,
+        now: Instant,
         counters: &Counters,
         config: &Config,
     ) -> Option<DeviceError> {
         self.iface.poll_maintenance(ts);
+        let hold = (self.dhcp.is_some() && self.ipv4.is_none()).then_some((self.mac, now.as_nanos()));
         let mut error = None;
         loop {
             let r = {
-                let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters);
+                let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
                 let r = self.iface.poll_ingress_single(ts, &mut phy, &mut self.sockets);
                 error = error.or(phy.take_error());
                 r
@@ -545,9 +566,23 @@ impl Inner {
                 }
             }
         }
-        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters);
+        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
         while self.iface.poll_egress(ts, &mut phy, &mut self.sockets) != PollResult::None {}
         error.or(phy.take_error())
+    }
+
+    /// Gives frames held for longer than [`HOLD_FOR`] back to the device (no lease came in time).
+    fn expire_held(&mut self, now: Instant) {
+        while let Some(h) = self.held.front() {
+            if now.as_nanos().saturating_sub(h.at_ns) < HOLD_FOR.as_nanos() as u64 {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                if let Err(e) = self.device.recycle(h.frame) {
+                    log::warn!("{e}");
+                }
+            }
+        }
     }
 
     /// Applies a DHCP event: a new lease configures the interface (and is announced), a lost one clears it.
@@ -570,6 +605,8 @@ impl Inner {
                 self.apply_ipv4(Some(cfg));
                 self.state = Ipv4State::DhcpBound;
             }
+            // smoltcp also reports "deconfigured" once at start; only a bound lease can be lost.
+            None if self.state != Ipv4State::DhcpBound => {}
             None => {
                 log::warn!("DHCP lease lost; discovering again");
                 self.apply_ipv4(None);
@@ -590,7 +627,7 @@ impl Inner {
         routes.remove_default_ipv4_route();
         if let Some(gw) = cfg.as_ref().and_then(|c| c.gateway) {
             if let Err(e) = routes.add_default_ipv4_route(gw) {
-                log::warn!("net: default route via {gw}: {e:?}");
+                log::warn!("default route via {gw}: {e:?}");
             }
         }
         let servers: Vec<IpAddress> =
@@ -612,12 +649,12 @@ impl Inner {
             Ok(()) => {
                 counters.tx_frames.fetch_add(1, Ordering::Relaxed);
                 counters.tx_bytes.fetch_add(len as u64, Ordering::Relaxed);
-                log::debug!("net: gratuitous ARP for {ip}");
+                log::debug!("gratuitous ARP for {ip}");
                 self.garp = None;
             }
             Err(DeviceError::Busy { .. }) => {}
             Err(e) => {
-                log::warn!("net: gratuitous ARP for {ip} not sent: {e}");
+                log::warn!("gratuitous ARP for {ip} not sent: {e}");
                 self.garp = None;
             }
         }
@@ -652,7 +689,7 @@ impl Inner {
                         tcp::State::TimeWait => acks_sent,
                         tcp::State::Listen => true,
                         _ if now >= o.deadline && !o.aborted => {
-                            log::debug!("net: connection to {:?} not closed in time; resetting", s.remote_endpoint());
+                            log::debug!("connection to {:?} not closed in time; resetting", s.remote_endpoint());
                             s.abort();
                             o.aborted = true;
                             false

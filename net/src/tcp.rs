@@ -91,9 +91,10 @@ impl TcpListener {
             i.reap_pending(self.port);
             let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
             let sockets = &mut i.sockets;
-            let ready = l.pending.iter().position(|h| {
-                matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait)
-            });
+            let ready = l
+                .pending
+                .iter()
+                .position(|h| matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait));
             if let Some(pos) = ready {
                 let h = l.pending.remove(pos);
                 i.top_up(self.port, cfg);
@@ -201,7 +202,7 @@ impl TcpStream {
             // The connect deadline is ours (below): smoltcp's timer only starts once the SYN is sent.
             s.set_timeout(None);
             if let Err(e) = s.connect(i.iface.context(), remote, port) {
-                log::debug!("net: connect to {addr}: {e}");
+                log::debug!("connect to {addr}: {e}");
                 i.remove_tcp(h);
                 i.tcp_ports.remove(&port);
                 return Err(Error::NoRoute);

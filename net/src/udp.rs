@@ -39,7 +39,7 @@ impl UdpSocket {
             let h = i.add_udp(cfg);
             // Cannot fail: the port is non-zero and the socket fresh.
             if let Err(e) = i.udp(h).bind(port) {
-                log::warn!("net: UDP bind {port}: {e}");
+                log::warn!("UDP bind {port}: {e}");
             }
             i.udp_ports.insert(port);
             Ok((h, port))

@@ -74,7 +74,8 @@ pub fn init(d: &Detection) -> Option<String> {
     if !kvm.features.contains(libos::hypervisor::KvmFeatures::CLOCKSOURCE2) {
         return None;
     }
-    let time_msr = pvclock::kvm_system_time_msr_value(libos::mem::dma::virt_to_phys(SHARED.time.get() as usize)).ok()?;
+    let time_msr =
+        pvclock::kvm_system_time_msr_value(libos::mem::dma::virt_to_phys(SHARED.time.get() as usize)).ok()?;
     let wall_msr = pvclock::kvm_wall_clock_msr_value(libos::mem::dma::virt_to_phys(SHARED.wall.get() as usize)).ok()?;
     // SAFETY: both structures are identity-mapped kernel memory owned by this module for the VM's lifetime.
     unsafe {

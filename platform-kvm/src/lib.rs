@@ -51,6 +51,7 @@ impl Platform for Kvm {
     }
 
     fn init(&self, d: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError> {
+        #[cfg_attr(not(target_os = "none"), allow(unused_mut))]
         let mut brought = Brought::default();
         #[cfg(target_os = "none")]
         {

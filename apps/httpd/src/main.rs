@@ -5,6 +5,8 @@
 //! - `port=80` TCP port to listen on;
 //! - `message=TEXT` the root page's message (quote it: `message="hello there"`);
 //! - `max_connections=1024` concurrent connections; more are accepted and closed at once;
+//! - `backlog=128` listening sockets kept ready: smoltcp has no SYN queue, so a burst of more simultaneous
+//!   connection attempts than this within one network poll is refused with RST;
 //! - `idle_timeout_ms=30000` a connection with no complete request for this long is closed (408 if a request
 //!   was half received).
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -28,6 +30,7 @@ struct Settings {
     port: u16,
     message: String,
     max_connections: u64,
+    backlog: usize,
     idle_timeout: Duration,
     http: http::Config,
 }
@@ -47,6 +50,7 @@ fn parse_args<'a>(args: impl Iterator<Item = &'a str>) -> Result<Settings, ArgEr
         port: 80,
         message: String::from("Hello from a Zirvium appliance."),
         max_connections: 1024,
+        backlog: 128,
         idle_timeout: Duration::from_secs(30),
         http: http::Config::default(),
     };
@@ -54,14 +58,17 @@ fn parse_args<'a>(args: impl Iterator<Item = &'a str>) -> Result<Settings, ArgEr
         let (k, v) = a.split_once('=').ok_or_else(|| ArgError(alloc::format!("argument `{a}` is not key=value")))?;
         let num = |v: &str| v.parse::<u64>().map_err(|_| ArgError(alloc::format!("{k}={v}: expected a number")));
         match k {
-            "port" => s.port = u16::try_from(num(v)?).map_err(|_| ArgError(alloc::format!("port={v}: out of range")))?,
+            "port" => {
+                s.port = u16::try_from(num(v)?).map_err(|_| ArgError(alloc::format!("port={v}: out of range")))?
+            }
             "message" => s.message = String::from(v),
             "max_connections" => s.max_connections = num(v)?.max(1),
+            "backlog" => s.backlog = usize::try_from(num(v)?.max(1)).unwrap_or(usize::MAX),
             "idle_timeout_ms" => s.idle_timeout = Duration::from_millis(num(v)?.max(1)),
             "max_body_bytes" => s.http.max_body_bytes = num(v)?,
             _ => {
                 return Err(ArgError(alloc::format!(
-                    "unknown argument `{k}` (known: port, message, max_connections, idle_timeout_ms, max_body_bytes)"
+                    "unknown argument `{k}` (known: port, message, max_connections, backlog, idle_timeout_ms, max_body_bytes)"
                 )))
             }
         }
@@ -74,8 +81,10 @@ static OPEN: AtomicU64 = AtomicU64::new(0);
 static FIRST_RESPONSE: AtomicU64 = AtomicU64::new(0);
 
 async fn run() -> Result<(), ArgError> {
-    let settings: &'static Settings = alloc::boxed::Box::leak(alloc::boxed::Box::new(parse_args(zirvium::env::args())?));
-    let listener = TcpListener::bind(settings.port).map_err(|e| ArgError(alloc::format!("bind port {}: {e}", settings.port)))?;
+    let settings: &'static Settings =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(parse_args(zirvium::env::args())?));
+    let listener =
+        TcpListener::bind(settings.port).map_err(|e| ArgError(alloc::format!("bind port {}: {e}", settings.port)))?;
     log::info!("httpd listening on port {} (max {} connections)", settings.port, settings.max_connections);
     zirvium::println!("listening on port {}", settings.port);
     loop {
@@ -113,8 +122,10 @@ async fn serve(mut stream: TcpStream, s: &'static Settings) {
             Ok(Ok(n)) => n,
             Ok(Err(_)) => return,
             Err(_) => {
-                // Idle timeout: answer 408 if a request was half received, then close.
-                let _ = conn.timeout();
+                // Idle timeout: answer 408 if a request was half received (else just close).
+                if !conn.is_idle() {
+                    let _ = conn.timeout();
+                }
                 let _ = write_out(&mut conn, &mut stream, &mut tx).await;
                 let _ = stream.shutdown().await;
                 return;
@@ -149,7 +160,11 @@ async fn serve(mut stream: TcpStream, s: &'static Settings) {
     }
 }
 
-async fn write_out(conn: &mut http::Connection, stream: &mut TcpStream, tx: &mut [u8]) -> Result<(), zirvium::net::Error> {
+async fn write_out(
+    conn: &mut http::Connection,
+    stream: &mut TcpStream,
+    tx: &mut [u8],
+) -> Result<(), zirvium::net::Error> {
     let mut wrote = false;
     while conn.has_output() {
         let m = conn.poll_output(tx);
@@ -161,7 +176,11 @@ async fn write_out(conn: &mut http::Connection, stream: &mut TcpStream, tx: &mut
         {
             let t = zirvium::env::boot_timeline();
             let parts: alloc::vec::Vec<String> = t.iter().map(|(n, us)| alloc::format!("{n} {us} us")).collect();
-            log::info!("first response at {} us after entry; boot timeline: {}", Instant::now().as_nanos() / 1000, parts.join(", "));
+            log::info!(
+                "first response at {} us after entry; boot timeline: {}",
+                Instant::now().as_nanos() / 1000,
+                parts.join(", ")
+            );
         }
     }
     Ok(())

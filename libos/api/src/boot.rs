@@ -66,7 +66,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
-    let clock_how = match libos::start::ensure_clock() {
+    let clock_how = match libos::start::ensure_clock(detection.timing()) {
         Ok(how) => how,
         Err(e) => {
             libos::console::emergency_print(format_args!("boot error: clock: {e}\n"));

@@ -100,7 +100,8 @@ macro_rules! app {
     ($f:path) => {
         #[cfg(target_os = "none")]
         #[no_mangle]
-        fn __zirvium_app_main() -> ::core::pin::Pin<$crate::__private::Box<dyn ::core::future::Future<Output = u8> + Send>> {
+        fn __zirvium_app_main(
+        ) -> ::core::pin::Pin<$crate::__private::Box<dyn ::core::future::Future<Output = u8> + Send>> {
             $crate::__private::Box::pin(async { $crate::ExitStatus::status($f().await) })
         }
 
@@ -127,8 +128,11 @@ mod boot;
 #[cfg(not(target_os = "none"))]
 mod boot {
     pub fn cmdline() -> &'static libos::cmdline::Cmdline {
-        static EMPTY: libos::cmdline::Cmdline =
-            libos::cmdline::Cmdline { options: alloc::vec::Vec::new(), virtio_mmio: alloc::vec::Vec::new(), app_args: alloc::vec::Vec::new() };
+        static EMPTY: libos::cmdline::Cmdline = libos::cmdline::Cmdline {
+            options: alloc::vec::Vec::new(),
+            virtio_mmio: alloc::vec::Vec::new(),
+            app_args: alloc::vec::Vec::new(),
+        };
         &EMPTY
     }
 }

@@ -112,17 +112,10 @@ pub fn init(boot: &BootInfo, frames: &mut FrameAllocator, guards: &[u64]) -> Res
     let nx = if nx_supported { 1u64 << 63 } else { 0 };
     NX.store(nx, Ordering::Relaxed);
     let img = image_layout();
-    let ram_top = boot
-        .regions()
-        .iter()
-        .filter(|r| r.kind == RegionKind::Ram)
-        .map(|r| r.end())
-        .max()
-        .unwrap_or(0);
+    let ram_top = boot.regions().iter().filter(|r| r.kind == RegionKind::Ram).map(|r| r.end()).max().unwrap_or(0);
     let top = ram_top.max(4 * GIB).div_ceil(GIB) * GIB;
-    let is_ram = |a: u64| {
-        boot.regions().iter().any(|r| r.kind == RegionKind::Ram && a < r.end() && a + TWO_MIB > r.start)
-    };
+    let is_ram =
+        |a: u64| boot.regions().iter().any(|r| r.kind == RegionKind::Ram && a < r.end() && a + TWO_MIB > r.start);
     let pml4 = new_table(None).ok_or(oom)?;
     let mut addr = 0;
     while addr < top {

@@ -158,7 +158,14 @@ impl fmt::Display for SystemTime {
         let secs = self.0 / 1_000_000_000;
         let (y, m, d) = civil_from_days((secs / 86400) as i64);
         let s = secs % 86400;
-        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z", s / 3600, (s / 60) % 60, s % 60, self.0 % 1_000_000_000)
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+            s / 3600,
+            (s / 60) % 60,
+            s % 60,
+            self.0 % 1_000_000_000
+        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! Link-up behaviour driven frame by frame against a raw peer: the gratuitous ARP of a static setup, the
-//! receive-buffer recycle path, and a DHCP exchange (RFC 2131 §3.1) with a test server.
+//! receive-buffer recycle path, a DHCP exchange (RFC 2131 §3.1) with a test server, and a SYN that
+//! arrives before the lease.
 
 use super::pipe::{pair, RawPeer};
 use crate::arp::parse_gratuitous_arp;
@@ -7,8 +8,9 @@ use crate::{Config, IpSetup, Ipv4Config, Ipv4State, Stack};
 use libos::dev::NetOffloads;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
+    ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress,
+    EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber, UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
 };
 use std::net::Ipv4Addr;
 
@@ -155,4 +157,114 @@ fn dhcp_lease_configures_the_interface_and_is_announced() {
     assert_eq!(stack.ipv4_config(), Some(expected.clone()));
     assert_eq!(stack.stats().ipv4_state, Ipv4State::DhcpBound);
     assert_eq!(stack.stats().ipv4, Some(expected));
+}
+
+/// A TCP SYN from the server's address to `LEASE`:80 at `mac`, as slirp forwards a host connection.
+fn syn_to_lease(mac: [u8; 6]) -> Vec<u8> {
+    let caps = ChecksumCapabilities::default();
+    let tcp = TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip_repr = Ipv4Repr {
+        src_addr: SERVER,
+        dst_addr: LEASE,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0u8; 14 + 20 + tcp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(SERVER_MAC),
+        dst_addr: EthernetAddress(mac),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip_repr.emit(&mut ip, &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(ip.payload_mut()), &SERVER.into(), &LEASE.into(), &caps);
+    out
+}
+
+/// The server's ARP reply if `frame` asks for `SERVER`.
+fn arp_reply(frame: &[u8]) -> Option<Vec<u8>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return None;
+    }
+    let ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } =
+        ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?
+    else {
+        return None;
+    };
+    if operation != ArpOperation::Request || target_protocol_addr != SERVER {
+        return None;
+    }
+    let reply = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(SERVER_MAC),
+        source_protocol_addr: SERVER,
+        target_hardware_addr: source_hardware_addr,
+        target_protocol_addr: source_protocol_addr,
+    };
+    let mut out = vec![0u8; 14 + reply.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(SERVER_MAC),
+        dst_addr: source_hardware_addr,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    reply.emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    Some(out)
+}
+
+fn is_syn_ack_to_40000(frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return false };
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return false };
+    let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else { return false };
+    ip.next_header() == IpProtocol::Tcp && tcp.dst_port() == 40000 && tcp.syn() && tcp.ack()
+}
+
+#[test]
+fn a_syn_that_races_the_dhcp_lease_is_answered_after_it() {
+    super::clock();
+    let (nic, server_nic, pipe) = pair(NetOffloads::default());
+    let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x01];
+    let stack = Stack::new(Box::new(nic), IpSetup::Dhcp, Config::default()).unwrap();
+    let _listener = crate::TcpListener::bind_on(&stack, 80).unwrap();
+    let mut server = RawPeer { nic: server_nic };
+    let (mut syn_sent, mut syn_ack) = (false, false);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !syn_ack && std::time::Instant::now() < end {
+        stack.poll().unwrap();
+        while let Some(f) = server.recv() {
+            syn_ack |= is_syn_ack_to_40000(&f);
+            // Like slirp: the DISCOVER taught it our MAC, so the queued SYN goes out before the OFFER.
+            if !syn_sent {
+                server.send(&syn_to_lease(mac));
+                syn_sent = true;
+                stack.poll().unwrap();
+                assert!(stack.ipv4_config().is_none(), "the SYN arrived before the lease");
+            }
+            if let Some(r) = dhcp_reply(&f).or_else(|| arp_reply(&f)) {
+                server.send(&r);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(syn_ack, "the held SYN was answered once the lease was bound");
+    let c = pipe.counters(0);
+    assert_eq!(c.received, c.recycled, "{c:?}");
 }

@@ -25,8 +25,13 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
 fn resolve_through_the_configured_server() {
     run(async {
         let dns = Some(Ipv4Addr::new(10, 0, 0, 1));
-        let net =
-            Net::with(Config::default(), static_ip(1, None), Config::default(), static_ip(2, dns), NetOffloads::default());
+        let net = Net::with(
+            Config::default(),
+            static_ip(1, None),
+            Config::default(),
+            static_ip(2, dns),
+            NetOffloads::default(),
+        );
         let server = UdpSocket::bind_on(&net.a, 53).unwrap();
         let task = spawn(async move {
             let mut buf = [0u8; 512];

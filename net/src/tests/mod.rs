@@ -130,3 +130,12 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+#[test]
+fn handles_can_move_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Stack>();
+    send_sync::<crate::TcpListener>();
+    send_sync::<crate::TcpStream>();
+    send_sync::<crate::UdpSocket>();
+}

@@ -145,16 +145,6 @@ impl NetDevice for PipeNic {
         let mut s = self.pipe.lock();
         let sent = !self.tx_queue.is_empty();
         for f in self.tx_queue.drain(..) {
-            if std::env::var("PIPE_TRACE").is_ok() {
-                use smoltcp::wire::*;
-                if let Ok(e) = EthernetFrame::new_checked(&f[..]) {
-                    if let Ok(ip) = Ipv4Packet::new_checked(e.payload()) {
-                        if let Ok(t) = TcpPacket::new_checked(ip.payload()) {
-                            eprintln!("{:>9} side{} {}->{} syn{} fin{} rst{} seq {} ack {} win {} len {}", libos::time::uptime_ns()/1000, self.side, t.src_port(), t.dst_port(), t.syn() as u8, t.fin() as u8, t.rst() as u8, t.seq_number().0, t.ack_number().0, t.window_len(), t.payload().len());
-                        }
-                    }
-                }
-            }
             s.counters[self.side].transmitted += 1;
             if s.wire[peer].len() >= WIRE_CAPACITY {
                 s.counters[self.side].wire_dropped += 1;

@@ -134,12 +134,12 @@ fn two_hundred_concurrent_connections_all_reclaimed() {
 }
 
 #[test]
-fn sequential_connections_do_not_leak() {
+fn ten_thousand_sequential_connections_do_not_leak() {
     run(async {
         let net = Net::new(Config::default(), Config::default());
         let server = echo_server(TcpListener::bind_on(&net.a, 9).unwrap());
         let mut ports = std::collections::HashSet::new();
-        for i in 0..300u32 {
+        for i in 0..10_000u32 {
             let s = TcpStream::connect_on(&net.b, addr_a(9)).await.expect("connect");
             ports.insert(s.local_addr().unwrap().port());
             let data = pattern(64, i);
@@ -154,6 +154,9 @@ fn sequential_connections_do_not_leak() {
             a.stats(),
             b.stats()
         );
+        // No ephemeral port stays reserved, and the socket slots were reused rather than grown.
+        assert_eq!(b.with(|i| i.tcp_ports.len()), 0);
+        assert_eq!(b.with(|i| i.sockets.iter().count()), 1, "only the DNS socket is left");
         let _ = server.cancel().await;
         net.stop().await;
     })

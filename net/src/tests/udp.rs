@@ -34,10 +34,7 @@ fn udp_echo() {
         let mut small = [0u8; 8];
         assert_eq!(client.recv_from(&mut small).await.unwrap().0, 8);
         assert_eq!(&small, b"truncate");
-        assert_eq!(
-            client.send_to(&[0u8; 1473], addr_a(7)).await,
-            Err(Error::MessageTooLarge { len: 1473, max: 1472 })
-        );
+        assert_eq!(client.send_to(&[0u8; 1473], addr_a(7)).await, Err(Error::MessageTooLarge { len: 1473, max: 1472 }));
         assert_eq!(client.send_to(b"x", addr_a(0)).await, Err(Error::InvalidPort(0)));
         let _ = echo.cancel().await;
         drop(client);

@@ -133,7 +133,10 @@ mod tests {
             assert_eq!(parse(t), Err(MmioArgError::Shape { token: t.into() }), "{t}");
         }
         let e = parse("512@0xzz:5").unwrap_err();
-        assert_eq!(e, MmioArgError::BadNumber { token: "512@0xzz:5".into(), field: "base address", text: "0xzz".into() });
+        assert_eq!(
+            e,
+            MmioArgError::BadNumber { token: "512@0xzz:5".into(), field: "base address", text: "0xzz".into() }
+        );
         assert!(e.to_string().contains("512@0xzz:5"));
         assert!(matches!(parse("5Q@0x1000:5"), Err(MmioArgError::BadNumber { field: "size", .. })));
         assert!(matches!(parse("512@0x1000:4294967296"), Err(MmioArgError::BadNumber { field: "irq", .. })));

@@ -367,7 +367,8 @@ fn enable_msix(
     let table = bar + u64::from(m.table_offset);
     let head = cfg.read_word(df, cap_offset);
     let control = (head >> 16) as u16;
-    let set_control = |cfg: &mut ConfigSpace, c: u16| cfg.write_word(df, cap_offset, (head & 0xffff) | (u32::from(c) << 16));
+    let set_control =
+        |cfg: &mut ConfigSpace, c: u16| cfg.write_word(df, cap_offset, (head & 0xffff) | (u32::from(c) << 16));
     set_control(cfg, control | caps::MSIX_ENABLE | caps::MSIX_FUNCTION_MASK);
     let (address, data) = apic::msi_message(vector);
     for i in 0..m.table_size {

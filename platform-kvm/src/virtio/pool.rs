@@ -105,13 +105,7 @@ pub struct TxPool {
 impl TxPool {
     /// A pool for a queue of `queue_size` descriptors, with buffers of `buf_len` bytes.
     pub fn new(queue_size: usize, buf_len: usize) -> Self {
-        Self {
-            buffers: Vec::new(),
-            free: Vec::new(),
-            capacity: queue_size,
-            buf_len,
-            lent: InFlight::new(queue_size),
-        }
+        Self { buffers: Vec::new(), free: Vec::new(), capacity: queue_size, buf_len, lent: InFlight::new(queue_size) }
     }
 
     /// Size of each buffer (bytes).

@@ -40,8 +40,7 @@ struct IstStack {
 
 // In the never-cleared `.stack` section, like the boot stack: untouched pages cost nothing at boot.
 #[link_section = ".stack"]
-static mut IST_STACKS: [IstStack; 3] =
-    [const { IstStack { guard: [0; 4096], stack: [0; IST_STACK_BYTES] } }; 3];
+static mut IST_STACKS: [IstStack; 3] = [const { IstStack { guard: [0; 4096], stack: [0; IST_STACK_BYTES] } }; 3];
 static mut TSS: Tss = Tss {
     _reserved0: 0,
     rsp: [0; 3],

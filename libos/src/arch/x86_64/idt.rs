@@ -139,8 +139,7 @@ pub fn init() {
     // SAFETY: single-threaded boot; `libos_trap_stubs` is a 256-entry table emitted above.
     unsafe {
         let idt = &raw mut IDT;
-        for v in 0..256 {
-            let handler = libos_trap_stubs[v];
+        for (v, &handler) in libos_trap_stubs.iter().enumerate() {
             let ist: u8 = match v {
                 8 => gdt::IST_DOUBLE_FAULT,
                 2 => gdt::IST_NMI,
@@ -276,10 +275,7 @@ fn exception(frame: &TrapFrame) -> ! {
         "  R8 ={:016x} R9 ={:016x} R10={:016x} R11={:016x}\n  R12={:016x} R13={:016x} R14={:016x} R15={:016x}\n",
         frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
     ));
-    p(format_args!(
-        "  CS={:04x} SS={:04x} RFLAGS={:016x} CR3={:016x}\n",
-        frame.cs, frame.ss, frame.rflags, cpu::cr3()
-    ));
+    p(format_args!("  CS={:04x} SS={:04x} RFLAGS={:016x} CR3={:016x}\n", frame.cs, frame.ss, frame.rflags, cpu::cr3()));
     p(format_args!("backtrace:\n  0: 0x{:016x}\n", frame.rip));
     crate::panic::print_backtrace(frame.rbp, 1);
     crate::exit(crate::EXIT_EXCEPTION);

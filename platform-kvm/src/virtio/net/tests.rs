@@ -169,7 +169,8 @@ impl FakeTransport {
         q.last_avail = q.last_avail.wrapping_add(1);
         let da = q.desc + 16 * u64::from(head);
         // SAFETY: see the ring helpers above.
-        let (addr, len) = unsafe { (core::ptr::read_volatile(da as *const u64), core::ptr::read_volatile((da + 8) as *const u32)) };
+        let (addr, len) =
+            unsafe { (core::ptr::read_volatile(da as *const u64), core::ptr::read_volatile((da + 8) as *const u32)) };
         Some(Taken { head, addr, len, flags: rd16(da + 12) })
     }
 
@@ -218,11 +219,17 @@ fn device(features: u64) -> FakeTransport {
     config[..6].copy_from_slice(&MAC);
     config[6] = 1; // link up
     config[10..12].copy_from_slice(&1500u16.to_le_bytes());
-    FakeTransport(Arc::new(Mutex::new(Device { device_features: features, queue_max: 256, config, ..Default::default() })))
+    FakeTransport(Arc::new(Mutex::new(Device {
+        device_features: features,
+        queue_max: 256,
+        config,
+        ..Default::default()
+    })))
 }
 
 /// What QEMU's virtio-net offers (user networking): more than the driver takes.
-const QEMU_FEATURES: u64 = F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF | F_CTRL_VQ | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC;
+const QEMU_FEATURES: u64 =
+    F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF | F_CTRL_VQ | F_RING_EVENT_IDX | F_RING_INDIRECT_DESC;
 
 type Net = VirtioNet<TestHal, FakeTransport, QS>;
 
@@ -252,10 +259,7 @@ fn init_negotiates_posts_and_reports() {
     assert_eq!(dev.info().mac, MAC);
     assert_eq!(dev.info().mtu, 1500);
     assert_eq!(dev.info().offloads, NetOffloads::default());
-    assert_eq!(
-        dev.describe(),
-        "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,STATUS,VERSION_1"
-    );
+    assert_eq!(dev.describe(), "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,STATUS,VERSION_1");
     let mut n = 0;
     while let Some(b) = t.take_avail(QUEUE_RECEIVE) {
         assert_eq!(b.len as usize, 12 + 1500 + 18);
@@ -401,7 +405,11 @@ fn edge_triggered_ack_before_the_last_look() {
     let mut dev = start(&t, IrqAck::Task).unwrap();
     t.0.lock().unwrap().isr = 1;
     assert!(dev.receive().unwrap().is_none());
-    assert_eq!((t.0.lock().unwrap().acks, t.0.lock().unwrap().isr), (1, 0));
+    let (acks, isr) = {
+        let d = t.0.lock().unwrap();
+        (d.acks, d.isr)
+    };
+    assert_eq!((acks, isr), (1, 0), "acknowledged (InterruptStatus -> InterruptACK) on the empty ring");
     let b = t.take_avail(QUEUE_RECEIVE).unwrap();
     t.write_buf(&b, &[0; 80]);
     t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
@@ -437,7 +445,10 @@ fn init_errors() {
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().refuse_features = true;
     let e = start(&t, IrqAck::None).err().unwrap();
-    assert_eq!(e, NetInitError::FeaturesRejected { device: "virtio-net@test".into(), features: F_VERSION_1 | F_MAC | F_STATUS });
+    assert_eq!(
+        e,
+        NetInitError::FeaturesRejected { device: "virtio-net@test".into(), features: F_VERSION_1 | F_MAC | F_STATUS }
+    );
     assert!(e.to_string().contains("MAC,STATUS,VERSION_1"));
     assert!(DeviceStatus::from_bits_truncate(t.0.lock().unwrap().status).contains(DeviceStatus::FAILED));
     let t = device(QEMU_FEATURES);

@@ -1,0 +1,1029 @@
+#!/usr/bin/env python3
+"""bench.py - Zirvium httpd versus Linux 6.1 + busybox httpd under QEMU: boot time, load, size, memory, idle CPU.
+
+usage: python3 tests/bench/bench.py [--quick] [--out DIR] [--machine auto|q35|microvm] [--no-kvm]
+
+Run as root from anywhere (paths are taken relative to this file's repository). Steps:
+  1. build the Zirvium httpd image (`cargo run -q -p images -- build httpd`);
+  2. build a Linux guest from Debian bookworm packages (linux-image-6.1.0-*-amd64, busybox-static), cached under
+     target/bench-cache/, with an initramfs that serves the same `/` bytes as Zirvium with `busybox httpd`;
+  3. for Zirvium/KVM (when /dev/kvm opens), Zirvium/TCG and Linux/TCG, each on the same QEMU command line shape,
+     boot N times on a fresh tap (10.77.0.1 host, 10.77.0.2 guest) and measure QEMU start -> first HTTP 200, the
+     guest's own boot timeline (Zirvium), wrk load, QEMU RSS after load, idle host CPU; then bisect the smallest
+     `-m` that still serves `/`;
+  4. print one table with Zirvium/Linux ratios (both TCG) and write it as Markdown and JSON into --out.
+
+Every wait is bounded by a timeout; every QEMU started here is stopped by its PID and every tap created here is
+deleted, in `finally` blocks. Python 3.11 standard library only. See tests/bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import gzip
+import hashlib
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+QEMU = "qemu-system-x86_64"
+HOST_IP, GUEST_IP, PREFIX = "10.77.0.1", "10.77.0.2", 24
+USER_GUEST_IP, USER_GW = "10.0.2.15", "10.0.2.2"
+TAP_PREFIX = "zbtap"
+# Dependency order (TESTING.md "Baselines"); virtio_mmio only matters on microvm.
+LINUX_MODULES = [
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_mmio",
+    "failover",
+    "net_failover",
+    "virtio_net",
+]
+LINUX_MARKER = "zbench: linux httpd ready"
+TIMELINE_RE = re.compile(r"first response at (\d+) us after entry; boot timeline: (.*)$")
+T0 = time.monotonic()
+
+# Everything started here, so `cleanup()` can stop it on any exit path.
+LIVE_QEMU: set[subprocess.Popen] = set()
+LIVE_TAPS: set[str] = set()
+
+
+class BenchError(Exception):
+    """A failure that ends the benchmark, with a message a person can act on."""
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], timeout: float, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `cmd` with captured text output, bounded by `timeout` seconds."""
+    try:
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from e
+    except FileNotFoundError as e:
+        raise BenchError(f"`{cmd[0]}` not found on PATH") from e
+    if check and p.returncode != 0:
+        raise BenchError(f"`{' '.join(cmd)}` failed ({p.returncode}):\n{(p.stderr or p.stdout).strip()[-3000:]}")
+    return p
+
+
+def shell_line(argv: list[str]) -> str:
+    plain = re.compile(r"^[A-Za-z0-9_\-./,:=@%+]+$")
+    return " ".join(a if plain.match(a) else "'" + a.replace("'", "'\\''") + "'" for a in argv)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def build_zirvium() -> Path:
+    """Step 1: `cargo run -q -p images -- build httpd`; returns the ELF path it prints."""
+    log("building the Zirvium httpd image: cargo run -q -p images -- build httpd")
+    p = run(["cargo", "run", "-q", "-p", "images", "--", "build", "httpd"], timeout=1800, cwd=REPO)
+    for line in reversed(p.stdout.splitlines()):
+        m = re.match(r"^(/\S+) \((\d+) bytes", line.strip())
+        if m and Path(m.group(1)).is_file():
+            log(f"  {line.strip()}")
+            return Path(m.group(1))
+    raise BenchError(f"`images build httpd` printed no ELF path; its output was:\n{p.stdout}{p.stderr}")
+
+
+def resolve_kernel_package() -> str:
+    """The package `linux-image-amd64` depends on in the configured suites, e.g. linux-image-6.1.0-56-amd64."""
+    for attempt in range(2):
+        p = run(["apt-cache", "depends", "linux-image-amd64"], timeout=60, check=False)
+        m = re.search(r"Depends:\s+(linux-image-6\.1\.0-\d+-amd64)\b", p.stdout)
+        if m:
+            return m.group(1)
+        if attempt == 0:
+            log("  apt-cache knows no linux-image-amd64 for 6.1; running apt-get update")
+            run(["apt-get", "update"], timeout=600, check=False)
+    raise BenchError(
+        "could not resolve linux-image-amd64 to a linux-image-6.1.0-*-amd64 package (bookworm); "
+        "check /etc/apt/sources.list.d and run apt-get update"
+    )
+
+
+def fetch_package(pkg: str, dest: Path, want: list[str]) -> str:
+    """Downloads `pkg` with `apt-get download` into a temp dir, extracts it with `dpkg-deb -x` and copies the
+    extracted paths matching the glob patterns in `want` into `dest` (flattened). Returns the package version.
+    Cached: does nothing when `dest/VERSION` exists."""
+    stamp = dest / "VERSION"
+    if stamp.is_file():
+        return stamp.read_text().strip()
+    log(f"  downloading {pkg} (apt-get download) into a temp dir")
+    with tempfile.TemporaryDirectory(prefix="zbench-deb-") as tmp:
+        run(["apt-get", "download", pkg], timeout=900, cwd=Path(tmp))
+        debs = list(Path(tmp).glob("*.deb"))
+        if len(debs) != 1:
+            raise BenchError(f"apt-get download {pkg} left {len(debs)} .deb files in {tmp}")
+        version = run(["dpkg-deb", "-f", str(debs[0]), "Version"], timeout=60).stdout.strip()
+        root = Path(tmp) / "root"
+        run(["dpkg-deb", "-x", str(debs[0]), str(root)], timeout=600)
+        staging = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for pattern in want:
+            hits = sorted(root.glob(pattern))
+            for h in hits:
+                shutil.copy2(h, staging / h.name)
+        (staging / "VERSION").write_text(version + "\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)
+    return version
+
+
+@dataclass
+class LinuxParts:
+    package: str
+    version: str
+    vmlinuz: Path
+    config: Path
+    modules: dict[str, Path]  # name -> .ko present as a loadable module
+    builtin: list[str]  # names built into the kernel
+    busybox: Path
+    busybox_version: str
+    mmio_cmdline: bool  # CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y
+
+
+def prepare_linux(cache: Path) -> LinuxParts:
+    """Step 2a: the Debian kernel, its virtio modules and busybox-static, cached under `cache`."""
+    pkg = resolve_kernel_package()
+    log(f"Linux guest: {pkg} + busybox-static (cache {cache})")
+    kdir = cache / pkg
+    kver = fetch_package(
+        pkg,
+        kdir,
+        ["boot/vmlinuz-*", "boot/config-*", "lib/modules/*/modules.builtin"]
+        + [f"lib/modules/*/kernel/**/{m}.ko*" for m in LINUX_MODULES],
+    )
+    bdir = cache / "busybox-static"
+    bver = fetch_package("busybox-static", bdir, ["bin/busybox"])
+    vmlinuz = next(kdir.glob("vmlinuz-*"), None)
+    config = next(kdir.glob("config-*"), None)
+    if vmlinuz is None or config is None:
+        raise BenchError(f"{kdir} lacks vmlinuz-* or config-*; delete it to download again")
+    builtin_text = (kdir / "modules.builtin").read_text() if (kdir / "modules.builtin").exists() else ""
+    builtin_names = {Path(x).name.split(".ko")[0].replace("-", "_") for x in builtin_text.split()}
+    modules = {}
+    for m in LINUX_MODULES:
+        ko = next((p for p in kdir.glob(f"{m}.ko*")), None)
+        if ko is not None:
+            if ko.suffix != ".ko":
+                raise BenchError(f"{ko.name} is compressed; this script loads plain .ko files with busybox insmod")
+            modules[m] = ko
+    builtin = [m for m in LINUX_MODULES if m in builtin_names]
+    missing = [m for m in LINUX_MODULES if m not in modules and m not in builtin]
+    log(f"  kernel {kver}: modules {', '.join(modules)}; built in: {', '.join(builtin) or 'none'}"
+        + (f"; absent: {', '.join(missing)}" if missing else ""))
+    mmio = "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y" in config.read_text()
+    return LinuxParts(pkg, kver, vmlinuz, config, modules, builtin, bdir / "busybox", bver, mmio)
+
+
+class Cpio:
+    """Writer of a cpio "newc" archive (the initramfs format, Linux Documentation/driver-api/early-userspace/
+    buffer-format.rst): 110-byte ASCII header, NUL-terminated name, data, each padded to 4 bytes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), nlink: int = 1):
+        nb = name.encode() + b"\0"
+        fields = [self.ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(nb), 0]
+        self.ino += 1
+        self.out += b"070701" + b"".join(b"%08X" % f for f in fields) + nb
+        self.out += b"\0" * (-len(self.out) % 4)
+        self.out += data
+        self.out += b"\0" * (-len(self.out) % 4)
+
+    def dir(self, name: str) -> None:
+        self._entry(name, 0o040755, nlink=2)
+
+    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
+        self._entry(name, 0o100000 | perm, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, 0o120777, target.encode())
+
+    def chardev(self, name: str, major: int, minor: int) -> None:
+        self._entry(name, 0o020600, rdev=(major, minor))
+
+    def finish(self) -> bytes:
+        self.ino = 0
+        self._entry("TRAILER!!!", 0)
+        return bytes(self.out)
+
+
+INIT_SCRIPT = r"""#!/bin/sh
+# zbench /init: mount, load the virtio modules, static address from zb_ip=/zb_gw= on the kernel command line,
+# then busybox httpd in the foreground as PID 1.
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+IP=; GW=; MMIO=
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+    zb_ip=*) IP="${w#zb_ip=}" ;;
+    zb_gw=*) GW="${w#zb_gw=}" ;;
+    virtio_mmio.device=*) MMIO="$MMIO ${w#virtio_mmio.}" ;;
+  esac
+done
+for m in @MODULES@; do
+  f=/lib/modules/$m.ko
+  [ -f "$f" ] || continue
+  if [ "$m" = virtio_mmio ]; then insmod "$f" $MMIO; else insmod "$f"; fi || echo "zbench: insmod $m failed"
+done
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+ip link set lo up
+ip addr add "$IP" dev eth0
+ip link set eth0 up
+ip route add default via "$GW"
+echo "@MARKER@ on ${IP%/*}"
+exec httpd -f -p 80 -h /www
+"""
+
+
+def build_initramfs(parts: LinuxParts, page: bytes, dest: Path) -> Path:
+    """Step 2b: initramfs (cpio newc, gzip) with busybox, the loadable virtio modules, /init and /www/index.html
+    holding `page`."""
+    c = Cpio()
+    for d in ["bin", "dev", "proc", "sys", "tmp", "www", "lib", "lib/modules", "etc"]:
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.chardev("dev/null", 1, 3)
+    c.file("bin/busybox", parts.busybox.read_bytes(), 0o755)
+    c.symlink("bin/sh", "busybox")
+    for name, ko in parts.modules.items():
+        c.file(f"lib/modules/{name}.ko", ko.read_bytes())
+    init = INIT_SCRIPT.replace("@MODULES@", " ".join(parts.modules)).replace("@MARKER@", LINUX_MARKER)
+    c.file("init", init.encode(), 0o755)
+    c.file("www/index.html", page)
+    data = gzip.compress(c.finish(), compresslevel=9, mtime=0)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Network
+
+
+class Network:
+    """A fresh tap per boot (10.77.0.1/24 on the host, guest 10.77.0.2) or, when tap is unavailable, QEMU user
+    networking with a host port forward to guest port 80."""
+
+    def __init__(self, force_user: bool) -> None:
+        self.kind = "user" if force_user else "tap"
+        self.why = "--user-net given" if force_user else ""
+        if not force_user:
+            reason = self._tap_unavailable()
+            if reason:
+                self.kind, self.why = "user", reason
+        if self.kind == "tap":
+            taken = run(["ip", "-o", "-4", "addr", "show", "to", f"{HOST_IP}/{PREFIX}"], timeout=10).stdout.strip()
+            if taken:
+                raise BenchError(
+                    f"{HOST_IP}/{PREFIX} is already on a host interface (another benchmark or a leftover tap?):\n"
+                    f"{taken}\nremove it (ip link del NAME) or wait for the other run to finish"
+                )
+            self.why = f"tap: host {HOST_IP}/{PREFIX}, guest {GUEST_IP}, one fresh tap per boot"
+        else:
+            self.why = f"user networking (slirp, port forward) because {self.why}; slower than tap"
+
+    @staticmethod
+    def _tap_unavailable() -> str:
+        if os.geteuid() != 0:
+            return "not running as root"
+        if not os.path.exists("/dev/net/tun"):
+            return "/dev/net/tun is missing"
+        if shutil.which("ip") is None:
+            return "the `ip` command is missing"
+        name = f"{TAP_PREFIX}probe{os.getpid() % 1000}"
+        p = subprocess.run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], capture_output=True, text=True)
+        if p.returncode != 0:
+            return f"`ip tuntap add` failed: {p.stderr.strip()}"
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+        return ""
+
+    def attach(self) -> "Attachment":
+        if self.kind == "user":
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            return Attachment(
+                netdev=f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80",
+                host="127.0.0.1",
+                port=port,
+                zirvium_opts=[],  # DHCP from slirp
+                linux_opts=[f"zb_ip={USER_GUEST_IP}/24", f"zb_gw={USER_GW}"],
+                tap=None,
+            )
+        existing = set(os.listdir("/sys/class/net"))
+        name = next(f"{TAP_PREFIX}{i}" for i in range(1000) if f"{TAP_PREFIX}{i}" not in existing)
+        LIVE_TAPS.add(name)
+        try:
+            run(["ip", "tuntap", "add", "dev", name, "mode", "tap"], timeout=10)
+            # No IPv6 on the tap: the host's router solicitations and MLD reports would wake an idle guest.
+            write_sysctl(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "1")
+            # ARP retries every 10 ms instead of 1 s, so a guest that comes up is found within the poll interval.
+            write_sysctl(f"/proc/sys/net/ipv4/neigh/{name}/retrans_time_ms", "10")
+            run(["ip", "addr", "add", f"{HOST_IP}/{PREFIX}", "dev", name], timeout=10)
+            run(["ip", "link", "set", name, "up"], timeout=10)
+        except BaseException:
+            delete_tap(name)
+            raise
+        return Attachment(
+            netdev=f"tap,id=n0,ifname={name},script=no,downscript=no",
+            host=GUEST_IP,
+            port=80,
+            zirvium_opts=[f"ip={GUEST_IP}/{PREFIX}", f"gw={HOST_IP}"],
+            linux_opts=[f"zb_ip={GUEST_IP}/{PREFIX}", f"zb_gw={HOST_IP}"],
+            tap=name,
+        )
+
+
+@dataclass
+class Attachment:
+    netdev: str
+    host: str
+    port: int
+    zirvium_opts: list[str]
+    linux_opts: list[str]
+    tap: str | None
+
+    def release(self) -> None:
+        if self.tap:
+            delete_tap(self.tap)
+
+
+def write_sysctl(path: str, value: str) -> None:
+    try:
+        Path(path).write_text(value)
+    except OSError as e:
+        log(f"  note: could not set {path}={value}: {e}")
+
+
+def delete_tap(name: str) -> None:
+    subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+    LIVE_TAPS.discard(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def parse_response(buf: bytes, eof: bool) -> tuple[int, bytes] | None:
+    """(status, body) once `buf` holds a complete HTTP/1.x response (Content-Length or EOF), else None."""
+    head_end = buf.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    head = buf[:head_end].decode("latin-1")
+    m = re.match(r"HTTP/1\.[01] (\d{3})", head)
+    if not m:
+        return (0, b"") if eof else None
+    body = buf[head_end + 4 :]
+    cl = re.search(r"(?im)^content-length:\s*(\d+)\s*$", head)
+    if cl and len(body) >= int(cl.group(1)):
+        return int(m.group(1)), body[: int(cl.group(1))]
+    return (int(m.group(1)), body) if eof else None
+
+
+def wait_first_200(host: str, port: int, deadline: float, alive, interval: float = 0.01,
+                   attempt_timeout: float = 0.5) -> tuple[float, bytes] | None:
+    """Starts a fresh `GET / HTTP/1.0` every `interval` s (each attempt lives `attempt_timeout` s, so a SYN lost
+    while the guest boots never delays the next try) until one gets a complete 200 response. Returns
+    (time.monotonic() at that response, body), or None at `deadline` or when `alive()` turns false."""
+    req = f"GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: zbench\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    attempts: dict[socket.socket, dict] = {}
+
+    def drop(s: socket.socket) -> None:
+        try:
+            sel.unregister(s)
+        except (KeyError, ValueError):
+            pass
+        s.close()
+        attempts.pop(s, None)
+
+    next_try = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline or not alive():
+                return None
+            if now >= next_try:
+                next_try = now + interval
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                rc = s.connect_ex((host, port))
+                if rc in (0, errno.EINPROGRESS):
+                    attempts[s] = {"start": now, "sent": False, "buf": b""}
+                    sel.register(s, selectors.EVENT_WRITE)
+                else:
+                    s.close()
+            for s in [s for s, a in attempts.items() if now - a["start"] > attempt_timeout]:
+                drop(s)
+            wait = max(0.0, min(next_try, deadline) - time.monotonic())
+            for key, _ in sel.select(timeout=wait) if attempts else []:
+                s = key.fileobj
+                a = attempts.get(s)
+                if a is None:
+                    continue
+                try:
+                    if not a["sent"]:
+                        if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+                            drop(s)
+                            continue
+                        s.sendall(req)
+                        a["sent"] = True
+                        sel.modify(s, selectors.EVENT_READ)
+                        continue
+                    data = s.recv(65536)
+                except OSError:
+                    drop(s)
+                    continue
+                a["buf"] += data
+                r = parse_response(a["buf"], eof=not data)
+                if r is not None and r[0] == 200:
+                    return time.monotonic(), r[1]
+                if r is not None or not data:
+                    drop(s)
+            if not attempts:
+                time.sleep(max(0.0, min(next_try, deadline) - time.monotonic()))
+    finally:
+        for s in list(attempts):
+            drop(s)
+        sel.close()
+
+
+def http_get(host: str, port: int, timeout: float = 5.0) -> tuple[int, bytes] | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            buf = b""
+            while True:
+                d = s.recv(65536)
+                buf += d
+                r = parse_response(buf, eof=not d)
+                if r is not None:
+                    return r
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# QEMU
+
+
+@dataclass
+class Config:
+    key: str  # zirvium-kvm, zirvium-tcg, linux-tcg
+    label: str  # Zirvium/KVM ...
+    os: str  # zirvium | linux
+    accel: str  # kvm | tcg
+    machine: str  # microvm | q35
+    kernel: Path
+    initrd: Path | None = None
+    boot_timeout: float = 60.0
+    notes: list[str] = field(default_factory=list)
+
+    def argv(self, mem_mib: int, att: Attachment) -> list[str]:
+        """The QEMU command: the flags of `images run` (images/src/qemu.rs `qemu_args`) for both guests; only
+        -kernel/-initrd/-append differ."""
+        a = [QEMU, "-M", "microvm,acpi=off" if self.machine == "microvm" else self.machine]
+        a += ["-accel", self.accel, "-cpu", "qemu64", "-m", f"{mem_mib}M", "-smp", "1"]
+        a += ["-display", "none", "-nodefaults", "-no-reboot"]
+        a += ["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
+        a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+        if self.machine == "microvm":
+            a += ["-global", "virtio-mmio.force-legacy=false"]
+        dev = "virtio-net-device" if self.machine == "microvm" else "virtio-net-pci"
+        a += ["-netdev", att.netdev, "-device", f"{dev},netdev=n0", "-kernel", str(self.kernel)]
+        if self.os == "zirvium":
+            append = " ".join(att.zirvium_opts)
+        else:
+            a += ["-initrd", str(self.initrd)]
+            # panic=-1: a kernel panic (e.g. out of memory) reboots, and -no-reboot turns that into QEMU exiting.
+            append = " ".join(["console=ttyS0", "quiet", "panic=-1"] + att.linux_opts)
+        if append:
+            a += ["-append", append]
+        return a
+
+
+class Guest:
+    """One QEMU process with its serial console captured line by line (timestamps from QEMU's start)."""
+
+    def __init__(self, cfg: Config, mem_mib: int, net: Network, log_path: Path | None) -> None:
+        self.cfg, self.mem, self.net, self.log_path = cfg, mem_mib, net, log_path
+        self.lines: list[tuple[float, str]] = []
+        self.stderr = b""
+        self.proc: subprocess.Popen | None = None
+        self.att: Attachment | None = None
+        self.t0 = 0.0
+        self.argv: list[str] = []
+
+    def __enter__(self) -> "Guest":
+        self.att = self.net.attach()
+        try:
+            self.argv = self.cfg.argv(self.mem, self.att)
+            self.t0 = time.monotonic()
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE)
+            LIVE_QEMU.add(self.proc)
+        except BaseException:
+            self.att.release()
+            raise
+        self.readers = [threading.Thread(target=self._read_serial, daemon=True),
+                        threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self.readers:
+            t.start()
+        return self
+
+    def _read_serial(self) -> None:
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.lines.append((time.monotonic() - self.t0, raw.decode(errors="replace").rstrip()))
+
+    def _read_stderr(self) -> None:
+        self.stderr = self.proc.stderr.read()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float) -> tuple[float, bytes] | None:
+        """(seconds from QEMU start to the first complete HTTP 200 for `/`, body) or None."""
+        r = wait_first_200(self.att.host, self.att.port, self.t0 + timeout, self.alive)
+        return (r[0] - self.t0, r[1]) if r else None
+
+    def serial_find(self, pattern: re.Pattern | str) -> tuple[float, re.Match] | None:
+        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+        for t, line in list(self.lines):
+            m = rx.search(line)
+            if m:
+                return t, m
+        return None
+
+    def url(self) -> str:
+        return f"http://{self.att.host}:{self.att.port}/" if self.att.port != 80 else f"http://{self.att.host}/"
+
+    def __exit__(self, *exc) -> None:
+        try:
+            stop_process(self.proc)
+            for t in self.readers:
+                t.join(3)
+            if self.log_path:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "w") as f:
+                    f.write(f"# {shell_line(self.argv)}\n")
+                    f.writelines(f"{t:9.3f} {line}\n" for t, line in self.lines)
+                    f.write("--- qemu stderr ---\n" + self.stderr.decode(errors="replace"))
+                    f.write(f"--- qemu exit status {self.proc.returncode} ---\n")
+        finally:
+            self.att.release()
+
+
+def stop_process(p: subprocess.Popen | None) -> None:
+    """Stops one process we started, by its PID: SIGTERM, then SIGKILL after 3 s."""
+    if p is None:
+        return
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(3)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+    LIVE_QEMU.discard(p)
+
+
+def proc_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of `pid` in seconds (proc(5), fields 14 and 15 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def to_ms(s: str) -> float | None:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)] if m else None
+
+
+def run_wrk(url: str, duration_s: int) -> dict:
+    """`wrk -t1 -c32 -dNs --latency URL`: req/s, p50/p99 latency (ms), errors (socket errors + non-2xx/3xx)."""
+    cmd = ["wrk", "-t1", "-c32", f"-d{duration_s}s", "--latency", url]
+    p = run(cmd, timeout=duration_s + 60, check=False)
+    out = p.stdout + p.stderr
+    grab = lambda rx: (m.group(1) if (m := re.search(rx, out, re.M)) else None)  # noqa: E731
+    rps = grab(r"Requests/sec:\s+([\d.]+)")
+    errors = 0
+    if (se := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)):
+        errors += sum(int(x) for x in se.groups())
+    if (nx := grab(r"Non-2xx or 3xx responses:\s+(\d+)")):
+        errors += int(nx)
+    return {
+        "cmd": shell_line(cmd),
+        "rps": float(rps) if rps else None,
+        "p50_ms": to_ms(grab(r"^\s+50%\s+(\S+)") or ""),
+        "p99_ms": to_ms(grab(r"^\s+99%\s+(\S+)") or ""),
+        "requests": int(r) if (r := grab(r"^\s+(\d+) requests in")) else None,
+        "errors": errors,
+        "exit": p.returncode,
+        "raw": out,
+    }
+
+
+def parse_timeline(line_match: re.Match) -> dict:
+    parts = {}
+    for part in line_match.group(2).split(","):
+        m = re.match(r"\s*(\w+) (\d+) us", part)
+        if m:
+            parts[m.group(1)] = int(m.group(2))
+    return {"first_response_us": int(line_match.group(1)), "stamps_us": parts, "line": line_match.group(0)}
+
+
+def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs: Path) -> dict:
+    """One boot at 256 MiB: time to first 200, Zirvium's timeline, idle CPU (if `idle`), wrk, RSS after load."""
+    r: dict = {"run": i + 1}
+    with Guest(cfg, 256, net, logs / f"{cfg.key}-run{i + 1}.log") as g:
+        ready = g.wait_ready(cfg.boot_timeout)
+        r["qemu_cmd"] = shell_line(g.argv)
+        if ready is None:
+            r["error"] = ("QEMU exited with status " + str(g.proc.returncode)) if not g.alive() else (
+                f"no HTTP 200 within {cfg.boot_timeout:.0f} s")
+            log(f"  {cfg.label} run {i + 1}: FAILED: {r['error']} (log {logs / f'{cfg.key}-run{i + 1}.log'})")
+            return r
+        r["ready_s"], r["body"] = ready
+        first_line = g.lines[0][0] if g.lines else None
+        r["first_serial_s"] = first_line
+        if cfg.os == "linux":
+            hit = g.serial_find(re.escape(LINUX_MARKER))
+            r["marker_s"] = hit[0] if hit else None
+        pid = g.proc.pid
+        if idle:
+            time.sleep(1.0)  # let boot-time work (log flushes, timers) settle
+            c0, t0 = proc_cpu_s(pid), time.monotonic()
+            time.sleep(5.0)
+            c1, t1 = proc_cpu_s(pid), time.monotonic()
+            if c0 is not None and c1 is not None and g.alive():
+                r["idle_cpu_pct"] = 100.0 * (c1 - c0) / (t1 - t0)
+        w = run_wrk(g.url(), wrk_s)
+        r["wrk"] = {k: v for k, v in w.items() if k != "raw"}
+        r["wrk_raw"] = w["raw"]
+        r["rss_after_load_kib"] = proc_rss_kib(pid) if g.alive() else None
+        r["alive_after_load"] = g.alive()
+        if cfg.os == "zirvium":
+            deadline = time.monotonic() + 2.0
+            while (hit := g.serial_find(TIMELINE_RE)) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r["timeline"] = parse_timeline(hit[1]) if hit else None
+    msg = f"  {cfg.label} run {i + 1}: first 200 at {r['ready_s']:.3f} s"
+    if "idle_cpu_pct" in r:
+        msg += f", idle CPU {r['idle_cpu_pct']:.2f} %"
+    w = r["wrk"]
+    msg += f", wrk {w['rps'] or 0:.0f} req/s p50 {w['p50_ms']} ms p99 {w['p99_ms']} ms errors {w['errors']}"
+    msg += f", RSS {(r['rss_after_load_kib'] or 0) / 1024:.1f} MiB"
+    if not r["alive_after_load"]:
+        msg += " (QEMU DIED during load)"
+    log(msg)
+    return r
+
+
+def serves_at(cfg: Config, net: Network, mib: int, timeout: float, logs: Path) -> bool:
+    with Guest(cfg, mib, net, logs / f"{cfg.key}-mem{mib}.log") as g:
+        ok = g.wait_ready(timeout) is not None
+    log(f"  {cfg.label} -m {mib}M: {'serves' if ok else 'fails'}")
+    return ok
+
+
+def min_memory(cfg: Config, net: Network, timeout: float, logs: Path, lo: int = 2, hi: int = 256) -> int | None:
+    """Smallest `-m` (MiB) in lo..=hi that serves `/`, by bisection (assumes: serves at m => serves above m).
+    `hi` is known to serve from the measured runs."""
+    lo_known_fail = False
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if serves_at(cfg, net, mid, timeout, logs):
+            hi = mid
+        else:
+            lo, lo_known_fail = mid, True
+    if not lo_known_fail and serves_at(cfg, net, lo, timeout, logs):
+        return lo
+    return hi
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def med(vals):
+    v = [x for x in vals if x is not None]
+    return statistics.median(v) if v else None
+
+
+def summarize(cfg: Config, runs: list[dict], size: dict, min_mem, notes) -> dict:
+    ok = [r for r in runs if "ready_s" in r]
+    tl = [r["timeline"] for r in ok if r.get("timeline")]
+    s = {
+        "label": cfg.label,
+        "machine": cfg.machine,
+        "accel": cfg.accel,
+        "runs": len(runs),
+        "ok_runs": len(ok),
+        "ready_s": med([r["ready_s"] for r in ok]),
+        "ready_s_all": [round(r["ready_s"], 4) for r in ok],
+        "rps": med([r["wrk"]["rps"] for r in ok]),
+        "rps_all": [r["wrk"]["rps"] for r in ok],
+        "p50_ms": med([r["wrk"]["p50_ms"] for r in ok]),
+        "p99_ms": med([r["wrk"]["p99_ms"] for r in ok]),
+        "wrk_errors": sum(r["wrk"]["errors"] or 0 for r in ok),
+        "rss_after_load_kib": med([r["rss_after_load_kib"] for r in ok]),
+        "idle_cpu_pct": med([r.get("idle_cpu_pct") for r in ok]),
+        "size": size,
+        "min_mem_mib": min_mem,
+        "qemu_cmd": runs[0].get("qemu_cmd") if runs else None,
+        "notes": notes,
+        "per_run": [{k: v for k, v in r.items() if k not in ("body", "wrk_raw")} for r in runs],
+    }
+    if tl:
+        s["timeline"] = {
+            "first_response_us": med([t["first_response_us"] for t in tl]),
+            "stamps_us": {k: med([t["stamps_us"].get(k) for t in tl]) for k in tl[0]["stamps_us"]},
+            "example_line": tl[0]["line"],
+        }
+    return s
+
+
+def fmt_ratio(z, lnx, higher_better: bool, better: str, worse: str) -> str:
+    if z is None or lnx is None:
+        return "—"
+    if z == lnx:
+        return "same"
+    if z == 0 or lnx == 0:
+        return f"{better} (0 vs {lnx:g})" if (z < lnx) != higher_better else f"{worse} ({z:g} vs 0)"
+    r = z / lnx if higher_better else lnx / z
+    return f"{r:.1f}x {better}" if r >= 1 else f"{1 / r:.1f}x {worse}"
+
+
+def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[list[str]]]:
+    cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg") if k in results]
+    head = ["Metric"] + [results[k]["label"] for k in cols] + ["Zirvium/Linux (both TCG)"]
+    z, lx = results.get("zirvium-tcg"), results.get("linux-tcg")
+
+    def row(name, key, fmt, ratio=None):
+        cells = [name]
+        for k in cols:
+            v = key(results[k]) if callable(key) else results[k].get(key)
+            cells.append(fmt(v) if v is not None else "—")
+        if ratio and z and lx:
+            zv = key(z) if callable(key) else z.get(key)
+            lv = key(lx) if callable(key) else lx.get(key)
+            cells.append(fmt_ratio(zv, lv, *ratio))
+        else:
+            cells.append("")
+        return cells
+
+    rows = [
+        row(f"QEMU start → first HTTP 200 (median of {runs})", "ready_s", lambda v: f"{v:.3f} s",
+            (False, "faster", "slower")),
+        row("Guest boot timeline (Zirvium, µs after entry)", lambda s: s.get("timeline"),
+            lambda t: "rust {rust} / memory {memory} / platform {platform} / app {app}; 1st resp {fr}".format(
+                fr=t["first_response_us"], **{k: t["stamps_us"].get(k, "?") for k in
+                                              ("rust", "memory", "platform", "app")})),
+        row(f"wrk -t1 -c32 -d{wrk_s}s: req/s", "rps", lambda v: f"{v:,.0f}", (True, "faster", "slower")),
+        row("wrk latency p50", "p50_ms", lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
+        row("wrk latency p99", "p99_ms", lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
+        row("wrk errors (all runs)", "wrk_errors", lambda v: f"{v}"),
+        row("Image size", lambda s: s["size"]["total"], lambda v: f"{v:,} B", (False, "smaller", "larger")),
+        row("Smallest -m that serves /", "min_mem_mib", lambda v: f"{v} MiB", (False, "smaller", "larger")),
+        row("QEMU RSS after load", "rss_after_load_kib", lambda v: f"{v / 1024:.1f} MiB",
+            (False, "smaller", "larger")),
+        row("Idle host CPU (5 s, no traffic)", "idle_cpu_pct", lambda v: f"{v:.2f} % of a core",
+            (False, "less", "more")),
+    ]
+    return head, rows
+
+
+def render_text(head, rows) -> str:
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def render_md(head, rows) -> str:
+    esc = lambda c: c.replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(esc(c) for c in head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def kvm_status() -> tuple[bool, str]:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+    except OSError as e:
+        return False, f"/dev/kvm: {e.strerror}"
+    return True, "/dev/kvm opened"
+
+
+def choose_machine(requested: str, parts: LinuxParts) -> tuple[str, str]:
+    if requested == "microvm":
+        return "microvm", "--machine microvm"
+    if requested == "q35":
+        return "q35", "--machine q35"
+    if parts.mmio_cmdline:
+        return "microvm", "Linux has CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y, so both boot on microvm,acpi=off"
+    return "q35", (
+        f"{parts.package} lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so on microvm,acpi=off it cannot find the "
+        "virtio-mmio NIC that QEMU lists as virtio_mmio.device= on the command line; both guests therefore boot "
+        "on q35 (SeaBIOS) with virtio-net-pci"
+    )
+
+
+def cleanup() -> None:
+    for p in list(LIVE_QEMU):
+        stop_process(p)
+    for t in list(LIVE_TAPS):
+        delete_tap(t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 boots per configuration and wrk -d3s (default 5, 10s)")
+    ap.add_argument("--out", default=str(REPO / "target" / "bench"), help="results directory [target/bench]")
+    ap.add_argument("--machine", choices=["auto", "q35", "microvm"], default="auto",
+                    help="QEMU machine for all guests [auto: microvm if Linux can use it, else q35]")
+    ap.add_argument("--no-kvm", action="store_true", help="skip the Zirvium/KVM configuration")
+    ap.add_argument("--user-net", action="store_true", help="use QEMU user networking instead of a tap")
+    ap.add_argument("--skip-mem", action="store_true", help="skip the smallest -m search")
+    a = ap.parse_args()
+
+    runs, wrk_s = (2, 3) if a.quick else (5, 10)
+    out = Path(a.out).resolve()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cache = REPO / "target" / "bench-cache"
+    for tool in (QEMU, "wrk", "apt-get", "apt-cache", "dpkg-deb", "cargo"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"`{tool}` not found on PATH (QEMU: see TESTING.md; wrk: apt-get install wrk)")
+    started = time.time()
+
+    elf = build_zirvium()
+    parts = prepare_linux(cache)
+    machine, machine_why = choose_machine(a.machine, parts)
+    kvm_ok, kvm_why = kvm_status()
+    net = Network(a.user_net)
+    log(f"machine: {machine} ({machine_why})")
+    log(f"network: {net.why}")
+    log(f"KVM: {kvm_why}")
+    notes = [
+        f"Machine: `{machine}` for every guest — {machine_why}.",
+        f"Network: {net.why}.",
+        "Common QEMU flags: `-cpu qemu64 -m 256M -smp 1 -display none -nodefaults -no-reboot`, serial on stdio, "
+        "`isa-debug-exit`, virtio-net (as `images run`); only -kernel/-initrd/-append differ.",
+    ]
+    lin_kvm = "Linux/KVM is not measured: this machine's nested KVM (kvm_pvm) fails with \"emulation failure\" on " \
+              "SSE/xgetbv/cmpxchg16b, which Linux uses (TESTING.md), so Linux runs only under TCG."
+    if not Path("/sys/module/kvm_pvm").exists():
+        lin_kvm = "Linux/KVM is not measured: the comparison is made under TCG with the same command line for both."
+    notes.append(lin_kvm)
+    log(lin_kvm)
+
+    zirvium_size = elf.stat().st_size
+    configs = []
+    if kvm_ok and not a.no_kvm:
+        configs.append(Config("zirvium-kvm", "Zirvium/KVM", "zirvium", "kvm", machine, elf, boot_timeout=60))
+    elif not kvm_ok:
+        notes.append(f"Zirvium/KVM is not measured: {kvm_why}.")
+    configs.append(Config("zirvium-tcg", "Zirvium/TCG", "zirvium", "tcg", machine, elf, boot_timeout=60))
+    linux_cfg = Config("linux-tcg", "Linux/TCG", "linux", "tcg", machine, parts.vmlinuz,
+                       initrd=cache / "linux-initramfs.cpio.gz", boot_timeout=180)
+    configs.append(linux_cfg)
+
+    results: dict = {}
+    page: bytes | None = None
+    for cfg in configs:
+        if cfg.os == "linux":
+            if page is None:
+                raise BenchError("Zirvium never served `/`, so there is no page for the Linux guest to serve")
+            build_initramfs(parts, page, cfg.initrd)
+            log(f"initramfs {cfg.initrd} ({cfg.initrd.stat().st_size:,} B) serves the {len(page)}-byte page "
+                f"Zirvium/TCG returned for `/`")
+            size = {"vmlinuz": parts.vmlinuz.stat().st_size, "initramfs": cfg.initrd.stat().st_size}
+            size["total"] = size["vmlinuz"] + size["initramfs"]
+        else:
+            size = {"elf": zirvium_size, "total": zirvium_size}
+        log(f"== {cfg.label}: {runs} boots, wrk -d{wrk_s}s")
+        cfg_runs = []
+        for i in range(runs):
+            r = measure_run(cfg, net, i, wrk_s, idle=(i == 0), logs=logs)
+            cfg_runs.append(r)
+            if i == 0 and "qemu_cmd" in r:
+                log(f"  command: {r['qemu_cmd']}")
+            if cfg.key == "zirvium-tcg" and page is None and r.get("body"):
+                page = r["body"]
+        cfg_notes = []
+        if cfg.os == "linux" and page is not None:
+            bodies = {r["body"] for r in cfg_runs if "body" in r}
+            same = bodies == {page}
+            cfg_notes.append("`/` body identical to Zirvium's" if same else "`/` body DIFFERS from Zirvium's")
+            log(f"  {cfg_notes[-1]}")
+        ok_times = [r["ready_s"] for r in cfg_runs if "ready_s" in r]
+        min_mem = None
+        if not ok_times:
+            log(f"  {cfg.label}: no boot served `/`; skipping its memory search")
+        elif not a.skip_mem:
+            probe_timeout = min(120.0, max(10.0, 3 * max(ok_times) + 5))
+            log(f"== {cfg.label}: smallest -m that serves / (2..256 MiB, {probe_timeout:.0f} s per probe)")
+            min_mem = min_memory(cfg, net, probe_timeout, logs)
+        results[cfg.key] = summarize(cfg, cfg_runs, size, min_mem, cfg_notes)
+        if cfg.os == "linux":
+            results[cfg.key]["linux"] = {"package": parts.package, "version": parts.version,
+                                         "busybox": parts.busybox_version,
+                                         "modules_loaded": list(parts.modules), "builtin": parts.builtin}
+
+    head, rows = build_table(results, runs, wrk_s)
+    text = render_text(head, rows)
+    elapsed = time.time() - started
+    print()
+    print(text)
+    print()
+    for n in notes:
+        print("- " + n.replace("`", ""))
+    for k, s in results.items():
+        print(f"- {s['label']} QEMU command: {s['qemu_cmd']}")
+        for n in s["notes"]:
+            print(f"- {s['label']}: {n.replace('`', '')}")
+    print(f"- total time {elapsed:.0f} s; results in {out}/results.md and results.json; serial logs in {logs}/")
+
+    md = [f"# Zirvium httpd vs Linux + busybox httpd ({'--quick' if a.quick else 'full'} run)", "",
+          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} host cores, QEMU "
+          + run([QEMU, "--version"], timeout=10).stdout.splitlines()[0] + ".", "", render_md(head, rows), ""]
+    md += ["- " + n for n in notes]
+    for k, s in results.items():
+        md.append(f"- {s['label']}: `{s['qemu_cmd']}`")
+        md += [f"- {s['label']}: {n}" for n in s["notes"]]
+        if s.get("timeline"):
+            md.append(f"- {s['label']} serial (run 1): `{s['timeline']['example_line']}`")
+    md.append(f"- Linux guest: {parts.package} {parts.version}, busybox-static {parts.busybox_version}, "
+              f"modules insmod-ed: {', '.join(parts.modules)}; built in: {', '.join(parts.builtin) or 'none'}.")
+    md.append(f"- Total run time {elapsed:.0f} s. See tests/bench/README.md for what each figure means.")
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"mode": "quick" if a.quick else "full", "runs": runs, "wrk_seconds": wrk_s, "machine": machine,
+         "network": net.kind, "notes": notes, "elapsed_s": round(elapsed, 1), "results": results},
+        indent=1, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    # SIGTERM/SIGHUP end like Ctrl-C, so the finally block below stops QEMU and deletes taps.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda n, _f: sys.exit(128 + n))
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        cleanup()
