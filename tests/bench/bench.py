@@ -411,10 +411,12 @@ def parse_response(buf: bytes, eof: bool) -> tuple[int, bytes] | None:
 
 
 def wait_first_200(host: str, port: int, deadline: float, alive, interval: float = 0.01,
-                   attempt_timeout: float = 0.5) -> tuple[float, bytes] | None:
-    """Starts a fresh `GET / HTTP/1.0` every `interval` s (each attempt lives `attempt_timeout` s, so a SYN lost
-    while the guest boots never delays the next try) until one gets a complete 200 response. Returns
-    (time.monotonic() at that response, body), or None at `deadline` or when `alive()` turns false."""
+                   attempt_timeout: float = 1.0, max_inflight: int = 8) -> tuple[float, bytes] | None:
+    """Starts a fresh `GET / HTTP/1.0` every `interval` s until one gets a complete 200 response. Each attempt
+    lives at most `attempt_timeout` s, so a SYN lost while the guest boots never delays the next try; at most
+    `max_inflight` attempts are open at once, so a slow guest is not buried under SYNs (a refused or unreachable
+    attempt ends at once and does not count). Returns (time.monotonic() at that response, body), or None at
+    `deadline` or when `alive()` turns false."""
     req = f"GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: zbench\r\n\r\n".encode()
     sel = selectors.DefaultSelector()
     attempts: dict[socket.socket, dict] = {}
@@ -433,7 +435,7 @@ def wait_first_200(host: str, port: int, deadline: float, alive, interval: float
             now = time.monotonic()
             if now >= deadline or not alive():
                 return None
-            if now >= next_try:
+            if now >= next_try and len(attempts) < max_inflight:
                 next_try = now + interval
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
@@ -639,6 +641,22 @@ def proc_cpu_s(pid: int) -> float | None:
         return None
 
 
+def proc_sched_s(pid: int) -> float | None:
+    """CPU time of all threads of `pid` in seconds at nanosecond resolution: the sum of the first field of
+    /proc/PID/task/*/schedstat (Linux Documentation/scheduler/sched-stats.rst)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, IndexError, ValueError):
+                pass  # a thread that ended meanwhile
+    except OSError:
+        return None
+    return total / 1e9
+
+
 def to_ms(s: str) -> float | None:
     m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", s)
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)] if m else None
@@ -697,11 +715,13 @@ def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs:
         pid = g.proc.pid
         if idle:
             time.sleep(1.0)  # let boot-time work (log flushes, timers) settle
-            c0, t0 = proc_cpu_s(pid), time.monotonic()
+            c0, s0, t0 = proc_cpu_s(pid), proc_sched_s(pid), time.monotonic()
             time.sleep(5.0)
-            c1, t1 = proc_cpu_s(pid), time.monotonic()
+            c1, s1, t1 = proc_cpu_s(pid), proc_sched_s(pid), time.monotonic()
             if c0 is not None and c1 is not None and g.alive():
                 r["idle_cpu_pct"] = 100.0 * (c1 - c0) / (t1 - t0)
+            if s0 is not None and s1 is not None and g.alive():
+                r["idle_cpu_sched_pct"] = 100.0 * (s1 - s0) / (t1 - t0)
         w = run_wrk(g.url(), wrk_s)
         r["wrk"] = {k: v for k, v in w.items() if k != "raw"}
         r["wrk_raw"] = w["raw"]
@@ -714,7 +734,7 @@ def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs:
             r["timeline"] = parse_timeline(hit[1]) if hit else None
     msg = f"  {cfg.label} run {i + 1}: first 200 at {r['ready_s']:.3f} s"
     if "idle_cpu_pct" in r:
-        msg += f", idle CPU {r['idle_cpu_pct']:.2f} %"
+        msg += f", idle CPU {r['idle_cpu_pct']:.2f} % (schedstat {r.get('idle_cpu_sched_pct', -1):.3f} %)"
     w = r["wrk"]
     msg += f", wrk {w['rps'] or 0:.0f} req/s p50 {w['p50_ms']} ms p99 {w['p99_ms']} ms errors {w['errors']}"
     msg += f", RSS {(r['rss_after_load_kib'] or 0) / 1024:.1f} MiB"
@@ -770,9 +790,10 @@ def summarize(cfg: Config, runs: list[dict], size: dict, min_mem, notes) -> dict
         "rps_all": [r["wrk"]["rps"] for r in ok],
         "p50_ms": med([r["wrk"]["p50_ms"] for r in ok]),
         "p99_ms": med([r["wrk"]["p99_ms"] for r in ok]),
-        "wrk_errors": sum(r["wrk"]["errors"] or 0 for r in ok),
+        "wrk_errors": sum(r["wrk"]["errors"] or 0 for r in ok) if ok else None,
         "rss_after_load_kib": med([r["rss_after_load_kib"] for r in ok]),
         "idle_cpu_pct": med([r.get("idle_cpu_pct") for r in ok]),
+        "idle_cpu_sched_pct": med([r.get("idle_cpu_sched_pct") for r in ok]),
         "size": size,
         "min_mem_mib": min_mem,
         "qemu_cmd": runs[0].get("qemu_cmd") if runs else None,
@@ -781,8 +802,8 @@ def summarize(cfg: Config, runs: list[dict], size: dict, min_mem, notes) -> dict
     }
     if tl:
         s["timeline"] = {
-            "first_response_us": med([t["first_response_us"] for t in tl]),
-            "stamps_us": {k: med([t["stamps_us"].get(k) for t in tl]) for k in tl[0]["stamps_us"]},
+            "first_response_us": round(med([t["first_response_us"] for t in tl])),
+            "stamps_us": {k: round(med([t["stamps_us"].get(k) for t in tl])) for k in tl[0]["stamps_us"]},
             "example_line": tl[0]["line"],
         }
     return s
@@ -794,46 +815,57 @@ def fmt_ratio(z, lnx, higher_better: bool, better: str, worse: str) -> str:
     if z == lnx:
         return "same"
     if z == 0 or lnx == 0:
-        return f"{better} (0 vs {lnx:g})" if (z < lnx) != higher_better else f"{worse} ({z:g} vs 0)"
+        return f"{better} ({z:.3g} vs {lnx:.3g})" if (z < lnx) != higher_better else f"{worse} ({z:.3g} vs {lnx:.3g})"
     r = z / lnx if higher_better else lnx / z
     return f"{r:.1f}x {better}" if r >= 1 else f"{1 / r:.1f}x {worse}"
 
 
 def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table; the last column compares Zirvium/TCG with Linux/TCG."""
     cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg") if k in results]
     head = ["Metric"] + [results[k]["label"] for k in cols] + ["Zirvium/Linux (both TCG)"]
     z, lx = results.get("zirvium-tcg"), results.get("linux-tcg")
 
-    def row(name, key, fmt, ratio=None):
-        cells = [name]
-        for k in cols:
-            v = key(results[k]) if callable(key) else results[k].get(key)
-            cells.append(fmt(v) if v is not None else "—")
-        if ratio and z and lx:
-            zv = key(z) if callable(key) else z.get(key)
-            lv = key(lx) if callable(key) else lx.get(key)
-            cells.append(fmt_ratio(zv, lv, *ratio))
-        else:
-            cells.append("")
+    def row(name, value, fmt, ratio=None, ratio_value=None):
+        """`value(summary)` -> shown with `fmt`; `ratio` = (higher_better, better, worse) compares
+        `ratio_value(summary)` (default `value`)."""
+        cells = [name] + [fmt(v) if (v := value(results[k])) is not None else "—" for k in cols]
+        rv = ratio_value or value
+        cells.append(fmt_ratio(rv(z), rv(lx), *ratio) if ratio and z and lx else "")
         return cells
 
+    def timeline(t):
+        st = t["stamps_us"]
+        return "rust {} / memory {} / platform {} / app {}; first response {}".format(
+            *(st.get(k, "?") for k in ("rust", "memory", "platform", "app")), t["first_response_us"])
+
+    def size(d):
+        parts = " + ".join(f"{k} {v:,}" for k, v in d.items() if k != "total")
+        return f"{d['total']:,} B" + (f" ({parts})" if len(d) > 2 else "")
+
+    def idle(s):
+        if s.get("idle_cpu_pct") is None:
+            return None
+        sched = s.get("idle_cpu_sched_pct")
+        return f"{s['idle_cpu_pct']:.2f} %" + (f" (schedstat {sched:.3f} %)" if sched is not None else "")
+
+    def idle_value(s):
+        return s.get("idle_cpu_sched_pct") if s.get("idle_cpu_sched_pct") is not None else s.get("idle_cpu_pct")
+
+    g = lambda key: (lambda s: s.get(key))  # noqa: E731
     rows = [
-        row(f"QEMU start → first HTTP 200 (median of {runs})", "ready_s", lambda v: f"{v:.3f} s",
+        row(f"QEMU start → first HTTP 200 (median of {runs})", g("ready_s"), lambda v: f"{v:.3f} s",
             (False, "faster", "slower")),
-        row("Guest boot timeline (Zirvium, µs after entry)", lambda s: s.get("timeline"),
-            lambda t: "rust {rust} / memory {memory} / platform {platform} / app {app}; 1st resp {fr}".format(
-                fr=t["first_response_us"], **{k: t["stamps_us"].get(k, "?") for k in
-                                              ("rust", "memory", "platform", "app")})),
-        row(f"wrk -t1 -c32 -d{wrk_s}s: req/s", "rps", lambda v: f"{v:,.0f}", (True, "faster", "slower")),
-        row("wrk latency p50", "p50_ms", lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
-        row("wrk latency p99", "p99_ms", lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
-        row("wrk errors (all runs)", "wrk_errors", lambda v: f"{v}"),
-        row("Image size", lambda s: s["size"]["total"], lambda v: f"{v:,} B", (False, "smaller", "larger")),
-        row("Smallest -m that serves /", "min_mem_mib", lambda v: f"{v} MiB", (False, "smaller", "larger")),
-        row("QEMU RSS after load", "rss_after_load_kib", lambda v: f"{v / 1024:.1f} MiB",
+        row("Guest boot timeline (Zirvium, µs after entry)", g("timeline"), timeline),
+        row(f"wrk -t1 -c32 -d{wrk_s}s: req/s", g("rps"), lambda v: f"{v:,.0f}", (True, "faster", "slower")),
+        row("wrk latency p50", g("p50_ms"), lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
+        row("wrk latency p99", g("p99_ms"), lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
+        row("wrk errors (sum over runs)", g("wrk_errors"), str),
+        row("Image size", g("size"), size, (False, "smaller", "larger"), lambda s: s["size"]["total"]),
+        row("Smallest -m that serves /", g("min_mem_mib"), lambda v: f"{v} MiB", (False, "smaller", "larger")),
+        row("QEMU RSS after load", g("rss_after_load_kib"), lambda v: f"{v / 1024:.1f} MiB",
             (False, "smaller", "larger")),
-        row("Idle host CPU (5 s, no traffic)", "idle_cpu_pct", lambda v: f"{v:.2f} % of a core",
-            (False, "less", "more")),
+        row("Idle host CPU, % of one core (5 s)", idle, str, (False, "less", "more"), idle_value),
     ]
     return head, rows
 
@@ -929,10 +961,10 @@ def main() -> int:
     zirvium_size = elf.stat().st_size
     configs = []
     if kvm_ok and not a.no_kvm:
-        configs.append(Config("zirvium-kvm", "Zirvium/KVM", "zirvium", "kvm", machine, elf, boot_timeout=60))
+        configs.append(Config("zirvium-kvm", "Zirvium/KVM", "zirvium", "kvm", machine, elf, boot_timeout=30))
     elif not kvm_ok:
         notes.append(f"Zirvium/KVM is not measured: {kvm_why}.")
-    configs.append(Config("zirvium-tcg", "Zirvium/TCG", "zirvium", "tcg", machine, elf, boot_timeout=60))
+    configs.append(Config("zirvium-tcg", "Zirvium/TCG", "zirvium", "tcg", machine, elf, boot_timeout=30))
     linux_cfg = Config("linux-tcg", "Linux/TCG", "linux", "tcg", machine, parts.vmlinuz,
                        initrd=cache / "linux-initramfs.cpio.gz", boot_timeout=180)
     configs.append(linux_cfg)

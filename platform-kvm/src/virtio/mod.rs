@@ -10,6 +10,7 @@
 pub mod acpi;
 pub mod bars;
 pub mod caps;
+pub mod csum;
 pub mod irq;
 pub mod mmio_arg;
 pub mod net;
@@ -24,6 +25,20 @@ mod pci;
 
 #[cfg(target_os = "none")]
 pub use init::init;
+
+/// The usual short name of a virtio device type ("virtio-net", "virtio-blk", ...), for logs.
+pub fn virtio_name(t: virtio_drivers::transport::DeviceType) -> alloc::string::String {
+    use virtio_drivers::transport::DeviceType;
+    match t {
+        DeviceType::Network => "virtio-net".into(),
+        DeviceType::Block => "virtio-blk".into(),
+        DeviceType::Console => "virtio-console".into(),
+        DeviceType::EntropySource => "virtio-rng".into(),
+        DeviceType::MemoryBalloon | DeviceType::MemoryBallooning => "virtio-balloon".into(),
+        DeviceType::Socket => "virtio-vsock".into(),
+        other => alloc::format!("virtio-{other:?}").to_lowercase(),
+    }
+}
 
 /// Logs the one line per NIC: what [`net::VirtioNet::describe`] says, plus transport and interrupt mode.
 #[cfg(target_os = "none")]
@@ -51,7 +66,7 @@ mod init {
     pub fn init(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
         let mut features = Vec::new();
         features.extend(super::mmio::init(cmdline)?);
-        features.extend(super::pci::init(boot));
+        features.extend(super::pci::init(boot, cmdline.virtio_mmio.is_empty()));
         Ok(features)
     }
 }

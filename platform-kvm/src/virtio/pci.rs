@@ -24,6 +24,7 @@ use super::caps::{self, MsixCap, VirtioPciCap};
 use super::hal::VirtioHal;
 use super::irq::{self, IrqSlot};
 use super::net::{IrqAck, VirtioNet};
+use super::virtio_name;
 
 const FOUR_GIB: u64 = 1 << 32;
 const CONFIG_ADDRESS: u16 = 0xCF8;
@@ -116,15 +117,22 @@ impl PhysRead for LowMemory {
     }
 }
 
-/// The ECAM window for segment 0 / bus 0 from the ACPI tables, if any.
-fn find_ecam(boot: &BootInfo) -> Option<EcamWindow> {
+/// The ECAM window for segment 0 / bus 0 from the ACPI tables, if any. Without an RSDP from the loader the
+/// BIOS area is scanned, unless `scan` is false.
+fn find_ecam(boot: &BootInfo, scan: bool) -> Option<EcamWindow> {
     let mem = LowMemory;
     let rsdp = boot.rsdp.or_else(|| {
+        if !scan {
+            return None;
+        }
         let area = mem.read(acpi::BIOS_AREA_START, (acpi::BIOS_AREA_END - acpi::BIOS_AREA_START) as usize)?;
         acpi::find_rsdp_in(&area, acpi::BIOS_AREA_START)
     })?;
     match acpi::ecam_windows(&mem, rsdp) {
-        Ok(ws) => ws.into_iter().find(|w| w.segment == 0 && w.start_bus == 0 && w.base + (1 << 20) <= FOUR_GIB),
+        Ok(ws) => {
+            log::debug!("pci: RSDP at {rsdp:#x}, MCFG windows {ws:x?}");
+            ws.into_iter().find(|w| w.segment == 0 && w.start_bus == 0 && w.base + (1 << 20) <= FOUR_GIB)
+        }
         Err(e) => {
             log::warn!("pci: {e}; using port I/O configuration access");
             None
@@ -151,16 +159,6 @@ fn class_name(info: &DeviceFunctionInfo) -> &'static str {
         (0x06, _) => "bridge",
         (0x0c, 0x05) => "SMBus controller",
         _ => "device",
-    }
-}
-
-fn virtio_name(t: DeviceType) -> String {
-    match t {
-        DeviceType::Network => String::from("virtio-net"),
-        DeviceType::Block => String::from("virtio-blk"),
-        DeviceType::Console => String::from("virtio-console"),
-        DeviceType::EntropySource => String::from("virtio-rng"),
-        other => format!("virtio-{other:?}").to_lowercase(),
     }
 }
 
@@ -383,8 +381,9 @@ fn enable_msix(
 }
 
 /// Routes the function's INTx pin through the I/O APIC (level, active low). The GSI is the Interrupt Line
-/// the firmware wrote: right on pc (i440FX/PIIX routes PIRQs to ISA IRQs = GSIs 0..15). On q35 the ICH9
-/// drives PIRQs into GSIs 16..23 and only ACPI `_PRT` says which; MSI-X is the path there.
+/// SeaBIOS wrote (the PIRQ's ISA IRQ): right on pc (PIIX routes PIRQs to ISA IRQs = GSIs 0..15) and, as
+/// measured, on QEMU 10's q35 too; in general q35's ICH9 PIRQs are GSIs 16..23 named only by ACPI `_PRT`
+/// (AML), which we do not interpret — MSI-X is the normal path there.
 fn route_intx(cfg: &ConfigSpace, df: DeviceFunction, slot: &IrqSlot, vector: u8, isr: u64) -> Result<u32, String> {
     let r = cfg.read_word(df, 0x3c);
     let (line, pin) = (r & 0xff, (r >> 8) & 0xff);
@@ -434,8 +433,8 @@ fn start_net(
                 return Ok(());
             }
             log::warn!("{name}: device refused MSI-X vector 0 (read back VIRTIO_MSI_NO_VECTOR); using INTx");
-            let head = cfg.read_word(df, layout.msix.map_or(0, |(o, _)| o));
             if let Some((off, _)) = layout.msix {
+                let head = cfg.read_word(df, off);
                 cfg.write_word(df, off, head & !(u32::from(caps::MSIX_ENABLE) << 16));
             }
         }
@@ -452,15 +451,20 @@ fn start_net(
 }
 
 /// Enumerates PCI and starts virtio devices. Returns `"virtio-pci (MSI-X)"` / `"virtio-pci (INTx)"` when
-/// a NIC started; nothing when there is no PCI bus (microvm).
-pub fn init(boot: &BootInfo) -> Vec<String> {
-    let port = ConfigSpace { ecam: None };
-    // Every PC chipset has a host bridge at 00:00.0; microvm has no PCI and reads all ones.
-    if port.read_word(DeviceFunction { bus: 0, device: 0, function: 0 }, 0) & 0xffff == 0xffff {
+/// a NIC started; nothing when there is no PCI bus (microvm). `acpi_scan`: whether to look for an RSDP in
+/// the BIOS area when the loader gave none (false when the command line names virtio-mmio devices: QEMU
+/// does that only with `acpi=off`).
+pub fn init(boot: &BootInfo, acpi_scan: bool) -> Vec<String> {
+    let host_bridge = DeviceFunction { bus: 0, device: 0, function: 0 };
+    // Every PC chipset has a host bridge at 00:00.0 answering port I/O; microvm reads all ones.
+    let port_bus = ConfigSpace { ecam: None }.read_word(host_bridge, 0) & 0xffff != 0xffff;
+    // ECAM first (one access per register instead of two); a PCIe host without port I/O (microvm with
+    // pcie=on) is found only this way.
+    let ecam = if port_bus || acpi_scan || boot.rsdp.is_some() { find_ecam(boot, acpi_scan) } else { None };
+    let mut cfg = ConfigSpace { ecam };
+    if ecam.is_none() && !port_bus {
         return Vec::new();
     }
-    let ecam = find_ecam(boot);
-    let mut cfg = ConfigSpace { ecam };
     match ecam {
         Some(w) => log::info!("pci: ECAM at {:#x} (buses {}..={}) from ACPI MCFG", w.base, w.start_bus, w.end_bus),
         None => log::info!("pci: port I/O configuration access (0xCF8/0xCFC)"),

@@ -258,7 +258,7 @@ fn init_negotiates_posts_and_reports() {
     }
     assert_eq!(dev.info().mac, MAC);
     assert_eq!(dev.info().mtu, 1500);
-    assert_eq!(dev.info().offloads, NetOffloads::default());
+    assert_eq!(dev.info().offloads, NetOffloads::default(), "no CSUM offered (user networking)");
     assert_eq!(dev.describe(), "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,STATUS,VERSION_1");
     let mut n = 0;
     while let Some(b) = t.take_avail(QUEUE_RECEIVE) {
@@ -496,4 +496,51 @@ fn waker_goes_to_the_irq_slot() {
     dev.set_waker(&Waker::from(flag.clone()));
     slot.wake();
     assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[test]
+fn receive_ring_grows_with_traffic() {
+    const BIG: usize = 128;
+    let t = device(QEMU_FEATURES);
+    let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
+    let mut dev =
+        VirtioNet::<TestHal, FakeTransport, BIG>::new(t.clone(), "n".into(), slot, IrqAck::None, &mut || Ok(()))
+            .unwrap();
+    let mut posted = Vec::new();
+    while let Some(b) = t.take_avail(QUEUE_RECEIVE) {
+        posted.push(b);
+    }
+    assert_eq!(posted.len(), RX_INITIAL, "only the initial buffers are allocated at start");
+    for b in posted.iter().take(3) {
+        t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
+        let f = dev.receive().unwrap().unwrap();
+        dev.recycle(f).unwrap();
+    }
+    let mut more = 0;
+    while t.take_avail(QUEUE_RECEIVE).is_some() {
+        more += 1;
+    }
+    assert_eq!(more, 3 + 3, "one new buffer per frame received, plus the three recycled");
+}
+
+#[test]
+fn transmit_checksum_offload_when_offered() {
+    let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert_eq!(t.0.lock().unwrap().driver_features, F_VERSION_1 | F_MAC | F_STATUS | F_CSUM);
+    assert_eq!(dev.info().offloads, NetOffloads { rx_checksum: false, tx_checksum: true });
+    // Ethernet + IPv4 (20) + UDP (8) + 4 bytes payload, UDP checksum left 0 by the stack.
+    let mut frame = vec![0xffu8; 12];
+    frame.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2]);
+    frame.extend_from_slice(&[0, 68, 0, 67, 0, 12, 0, 0, 1, 2, 3, 4]);
+    dev.transmit(frame.len(), &mut |b| b.copy_from_slice(&frame)).unwrap();
+    let arp = [0u8; 42];
+    dev.transmit(arp.len(), &mut |b| b.copy_from_slice(&arp)).unwrap();
+    let udp = t.read_buf(&t.take_avail(QUEUE_TRANSMIT).unwrap());
+    assert_eq!(udp[0], 1, "VIRTIO_NET_HDR_F_NEEDS_CSUM");
+    assert_eq!(u16::from_le_bytes([udp[6], udp[7]]), 34, "csum_start after Ethernet + IPv4");
+    assert_eq!(u16::from_le_bytes([udp[8], udp[9]]), 6, "csum_offset of the UDP checksum");
+    assert_ne!(&udp[12 + 40..12 + 42], &[0, 0], "pseudo-header sum stored in the field");
+    let other = t.read_buf(&t.take_avail(QUEUE_TRANSMIT).unwrap());
+    assert_eq!(&other[..12], &[0; 12], "non-IP frames go without offload");
 }
