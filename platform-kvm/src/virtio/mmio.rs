@@ -58,11 +58,8 @@ fn start(slot: MmioSlot) -> Result<bool, String> {
         MmioVersion::Modern => "v2",
     };
     if transport.device_type() != DeviceType::Network {
-        log::info!(
-            "virtio-mmio@{:#x}: {:?} device ({version}), no driver: skipped",
-            slot.base,
-            transport.device_type()
-        );
+        let what = super::virtio_name(transport.device_type());
+        log::info!("virtio-mmio@{:#x}: {what} ({version}), no driver: skipped", slot.base);
         return Ok(false);
     }
     let name = format!("virtio-net@mmio:{:#x}", slot.base);

@@ -544,3 +544,11 @@ fn transmit_checksum_offload_when_offered() {
     let other = t.read_buf(&t.take_avail(QUEUE_TRANSMIT).unwrap());
     assert_eq!(&other[..12], &[0; 12], "non-IP frames go without offload");
 }
+
+#[test]
+fn device_type_names() {
+    use crate::virtio::virtio_name;
+    assert_eq!(virtio_name(DeviceType::Network), "virtio-net");
+    assert_eq!(virtio_name(DeviceType::EntropySource), "virtio-rng");
+    assert_eq!(virtio_name(DeviceType::GPU), "virtio-gpu");
+}
