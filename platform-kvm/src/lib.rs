@@ -7,7 +7,6 @@ extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod kvmclock;
-#[cfg(target_os = "none")]
 pub mod virtio;
 
 use alloc::format;
