@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import errno
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -1027,7 +1026,7 @@ def main() -> int:
     print(f"- total time {elapsed:.0f} s; results in {out}/results.md and results.json; serial logs in {logs}/")
 
     md = [f"# Zirvium httpd vs Linux + busybox httpd ({'--quick' if a.quick else 'full'} run)", "",
-          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} host cores, QEMU "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} host cores, "
           + run([QEMU, "--version"], timeout=10).stdout.splitlines()[0] + ".", "", render_md(head, rows), ""]
     md += ["- " + n for n in notes]
     for k, s in results.items():
