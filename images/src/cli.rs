@@ -69,6 +69,13 @@ pub struct RunArgs {
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
     #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
     pub kernel_opts: Vec<KernelOption>,
+    /// Attach a raw disk image as a virtio-blk device; repeatable (the guest mounts the first at /data).
+    #[arg(long = "disk", value_name = "FILE")]
+    pub disks: Vec<std::path::PathBuf>,
+    /// Pass a tar archive as the boot module, mounted read-only at / by the guest
+    /// [default: target/initrd/APP.tar when `images build --initrd DIR` made one].
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<std::path::PathBuf>,
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -88,6 +95,8 @@ impl RunArgs {
         opts.network = qemu::resolve_network(&self.app, self.net, &self.ports, self.tap.as_deref())?;
         opts.kernel_options = self.kernel_opts.clone();
         opts.app_args = self.app_args.clone();
+        opts.disks = self.disks.clone();
+        opts.initrd = self.initrd.clone();
         opts.validate()?;
         Ok(opts)
     }

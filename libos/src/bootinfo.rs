@@ -68,6 +68,18 @@ pub struct Module {
     pub cmdline: Option<&'static str>,
 }
 
+impl Module {
+    /// The module's bytes (e.g. an initrd archive), `len` bytes from `start`.
+    ///
+    /// Guest only: boot maps all RAM 1:1 and keeps module ranges out of the frame allocator, so the range is
+    /// mapped, readable and never reused for the life of the VM.
+    #[cfg(target_os = "none")]
+    pub fn bytes(&self) -> &'static [u8] {
+        // SAFETY: see above — identity-mapped RAM reserved for the module, never written by us.
+        unsafe { core::slice::from_raw_parts(self.start as *const u8, self.len as usize) }
+    }
+}
+
 /// Which entry point the image was started through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootProtocol {

@@ -1,11 +1,15 @@
 //! Device traits that platforms implement and `net`/`fs` consume without knowing the platform, and the
 //! registry platforms fill at boot. A NIC is a [`NetDevice`] whether it is virtio-net (virtio 1.2 §5.1),
-//! Xen netfront (`xen/include/public/io/netif.h`) or Hyper-V netvsc (NVSP + RNDIS).
+//! Xen netfront (`xen/include/public/io/netif.h`) or Hyper-V netvsc (NVSP + RNDIS); a disk is a [`BlockDevice`]
+//! whether it is virtio-blk (virtio 1.2 §5.2), Xen blkfront (`xen/include/public/io/blkif.h`) or Hyper-V storvsc.
 
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
 use core::task::Waker;
 use spin::Mutex;
 
@@ -103,11 +107,115 @@ pub trait NetDevice: Send {
     fn set_waker(&mut self, waker: &Waker);
 }
 
+/// Errors a block device reports; each names the device, and those about a request name its first sector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockError {
+    /// The request reaches past the end of the device: `count` sectors from `sector`, capacity in sectors.
+    OutOfRange { device: String, sector: u64, count: u64, capacity: u64 },
+    /// The buffer length (bytes) is not a non-zero multiple of the sector size.
+    Misaligned { device: String, len: usize, sector_size: u32 },
+    /// The device is read-only (virtio `VIRTIO_BLK_F_RO`, a read-only Xen vbd, ...).
+    ReadOnly { device: String },
+    /// The device completed the request with an error status (virtio `VIRTIO_BLK_S_IOERR`, blkif
+    /// `BLKIF_RSP_ERROR`, a SCSI check condition).
+    Io { device: String, sector: u64, detail: String },
+    /// The device does not support the request (e.g. a discard).
+    Unsupported { device: String, what: &'static str },
+    /// The device or its backend broke the protocol (bad ring index, id or length); the device is unusable.
+    Protocol { device: String, detail: String },
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { device, sector, count, capacity } => {
+                write!(f, "{device}: {count} sectors at sector {sector} exceed capacity of {capacity} sectors")
+            }
+            Self::Misaligned { device, len, sector_size } => {
+                write!(f, "{device}: buffer of {len} bytes is not a multiple of the {sector_size}-byte sector")
+            }
+            Self::ReadOnly { device } => write!(f, "{device}: device is read-only"),
+            Self::Io { device, sector, detail } => write!(f, "{device}: I/O error at sector {sector}: {detail}"),
+            Self::Unsupported { device, what } => write!(f, "{device}: {what} not supported"),
+            Self::Protocol { device, detail } => write!(f, "{device}: protocol violation: {detail}"),
+        }
+    }
+}
+
+/// What a disk is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// Name for logs and errors, e.g. "virtio-blk@pci:00:02.0".
+    pub name: String,
+    /// Logical sector size (bytes): the unit of `sector` numbers and buffer lengths, e.g. 512.
+    pub sector_size: u32,
+    /// Capacity (sectors of `sector_size` bytes).
+    pub capacity: u64,
+    /// Writes are refused with [`BlockError::ReadOnly`].
+    pub read_only: bool,
+    /// The device has a volatile write cache that [`BlockDevice::flush`] empties (virtio `VIRTIO_BLK_F_FLUSH`,
+    /// blkif `feature-flush-cache`). When false, a completed write is already durable and `flush` is a no-op.
+    pub flush: bool,
+    /// Largest single request (bytes); larger requests are split by the driver.
+    pub max_transfer: usize,
+}
+
+impl BlockInfo {
+    /// Capacity in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.capacity * self.sector_size as u64
+    }
+
+    /// Checks a request of `len` bytes at `sector` against size and alignment; the check every driver makes
+    /// before touching its ring.
+    ///
+    /// # Errors
+    /// [`BlockError::Misaligned`] unless `len` is a non-zero multiple of the sector size;
+    /// [`BlockError::OutOfRange`] when the request ends past the capacity.
+    pub fn check(&self, sector: u64, len: usize) -> Result<(), BlockError> {
+        let ss = self.sector_size as usize;
+        if len == 0 || ss == 0 || len % ss != 0 {
+            return Err(BlockError::Misaligned { device: self.name.clone(), len, sector_size: self.sector_size });
+        }
+        let count = (len / ss) as u64;
+        if sector.checked_add(count).is_none_or(|end| end > self.capacity) {
+            return Err(BlockError::OutOfRange { device: self.name.clone(), sector, count, capacity: self.capacity });
+        }
+        Ok(())
+    }
+}
+
+/// The future a [`BlockDevice`] request returns.
+pub type BlockFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BlockError>> + Send + 'a>>;
+
+/// A disk. Requests take `&self` so several can be in flight at once from different tasks; each future
+/// completes when the device has completed the request (interrupt-driven, never by busy polling).
+pub trait BlockDevice: Send + Sync {
+    /// Identity, geometry and capabilities.
+    fn info(&self) -> &BlockInfo;
+
+    /// Reads `buf.len() / sector_size` sectors starting at `sector` into `buf`.
+    /// Errors: [`BlockError::Misaligned`], [`BlockError::OutOfRange`], [`BlockError::Io`], [`BlockError::Protocol`].
+    fn read<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> BlockFuture<'a>;
+
+    /// Writes `buf` to the sectors starting at `sector`. Completion means the device accepted the data; it is
+    /// durable only after a following [`flush`](Self::flush) completes (when [`BlockInfo::flush`] is set).
+    /// Errors: as for `read`, plus [`BlockError::ReadOnly`].
+    fn write<'a>(&'a self, sector: u64, buf: &'a [u8]) -> BlockFuture<'a>;
+
+    /// Empties the device's volatile write cache (virtio `VIRTIO_BLK_T_FLUSH`, blkif
+    /// `BLKIF_OP_FLUSH_DISKCACHE`, SCSI SYNCHRONIZE CACHE): every write completed before this call is durable
+    /// when the future completes. Errors: [`BlockError::Io`], [`BlockError::Protocol`].
+    fn flush(&self) -> BlockFuture<'_>;
+}
+
 /// Devices found at boot. Platforms push; `net`/`fs` take.
 #[derive(Default)]
 pub struct Devices {
     /// NICs in discovery order.
     pub net: Vec<Box<dyn NetDevice>>,
+    /// Disks in discovery order.
+    pub block: Vec<Arc<dyn BlockDevice>>,
 }
 
 static DEVICES: Mutex<Option<Devices>> = Mutex::new(None);
@@ -120,4 +228,48 @@ pub fn register_net(dev: Box<dyn NetDevice>) {
 /// Takes all registered NICs (each can be owned by one stack only).
 pub fn take_net() -> Vec<Box<dyn NetDevice>> {
     DEVICES.lock().as_mut().map(|d| core::mem::take(&mut d.net)).unwrap_or_default()
+}
+
+/// Adds a disk to the registry.
+pub fn register_block(dev: Arc<dyn BlockDevice>) {
+    DEVICES.lock().get_or_insert_with(Devices::default).block.push(dev);
+}
+
+/// The registered disks in discovery order (shared handles; the registry keeps its own).
+pub fn block_devices() -> Vec<Arc<dyn BlockDevice>> {
+    DEVICES.lock().as_ref().map(|d| d.block.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> BlockInfo {
+        BlockInfo {
+            name: "disk".into(),
+            sector_size: 512,
+            capacity: 100,
+            read_only: false,
+            flush: true,
+            max_transfer: 65536,
+        }
+    }
+
+    #[test]
+    fn check_accepts_whole_sectors_inside_the_disk() {
+        assert_eq!(info().check(0, 512), Ok(()));
+        assert_eq!(info().check(99, 512), Ok(()));
+        assert_eq!(info().check(0, 512 * 100), Ok(()));
+        assert_eq!(info().bytes(), 51200);
+    }
+
+    #[test]
+    fn check_rejects_partial_sectors_and_overruns() {
+        assert!(matches!(info().check(0, 0), Err(BlockError::Misaligned { len: 0, .. })));
+        assert!(matches!(info().check(0, 511), Err(BlockError::Misaligned { .. })));
+        assert!(matches!(info().check(100, 512), Err(BlockError::OutOfRange { sector: 100, count: 1, .. })));
+        assert!(matches!(info().check(u64::MAX, 512), Err(BlockError::OutOfRange { .. })));
+        let e = info().check(99, 1024).unwrap_err();
+        assert_eq!(e.to_string(), "disk: 2 sectors at sector 99 exceed capacity of 100 sectors");
+    }
 }

@@ -19,6 +19,7 @@ pub mod hypervisor;
 pub mod mem;
 pub mod panic;
 pub mod platform;
+pub mod shutdown;
 #[cfg(target_os = "none")]
 pub mod start;
 pub mod task;

@@ -11,6 +11,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use pvh::start_info::reader::StartInfoReader;
 
 static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
+
+/// What the boot protocol told us (memory map, modules, command line), once boot has read it; `None` before
+/// that and in host tests.
+pub fn boot_info() -> Option<&'static BootInfo> {
+    BOOT_INFO.get()
+}
 static CMDLINE: spin::Once<Cmdline> = spin::Once::new();
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 

@@ -225,9 +225,23 @@ pub struct VmBuilder {
     kernel_options: Vec<(String, String)>,
     app_args: Vec<String>,
     timeout: Duration,
+    disks: Vec<PathBuf>,
+    initrd: Option<PathBuf>,
 }
 
 impl VmBuilder {
+    /// Attaches a raw disk image as a virtio-blk device (in call order).
+    pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.disks.push(path.into());
+        self
+    }
+
+    /// Passes a boot module (`-initrd`), e.g. a tar archive mounted at `/`.
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {
+        self.initrd = Some(path.into());
+        self
+    }
+
     /// QEMU machine (`-M`).
     pub fn machine(mut self, machine: Machine) -> Self {
         self.machine = machine;
@@ -321,6 +335,8 @@ impl VmBuilder {
             opts.kernel_options.push(KernelOption::new(k, v)?);
         }
         opts.app_args = self.app_args.clone();
+        opts.disks = self.disks.clone();
+        opts.initrd = self.initrd.clone();
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::qemu::shell_line(&cmd);
 
@@ -471,6 +487,8 @@ impl Vm {
             kernel_options: Vec::new(),
             app_args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            disks: Vec::new(),
+            initrd: None,
         }
     }
 

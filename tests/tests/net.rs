@@ -103,7 +103,10 @@ fn httpd_suite(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError
     let vm = Vm::builder(test, "httpd", accel)
         .machine(machine)
         .forward(Protocol::Tcp, 80)
-        .args(["message=integration test"])
+        // Under the nested KVM opening 64 connections one by one can take longer than httpd's default 30 s idle
+        // timeout, which would (correctly) close the first ones while they wait for the rest; idle reclaim has
+        // its own test.
+        .args(["message=integration test", "idle_timeout_ms=600000"])
         .boot()?;
     let port = vm.host_port(Protocol::Tcp, 80)?;
     wait_serving(&vm, port)?;
@@ -149,6 +152,7 @@ fn httpd_suite(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError
     // simultaneous connects overflows its listen backlog, before the guest sees a SYN.
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(64));
     let mut handles = Vec::new();
+    let opening = Instant::now();
     for i in 0..64 {
         let mut c = io(&vm, &format!("connection {i}"), connect(port))?;
         let barrier = barrier.clone();
@@ -164,6 +168,7 @@ fn httpd_suite(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError
             Ok(statuses)
         }));
     }
+    eprintln!("{test}: 64 connections opened in {:.1} s", opening.elapsed().as_secs_f64());
     let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
     let ok = results.iter().filter(|r| matches!(r, Ok(v) if v.iter().all(|&s| s == 200))).count();
     vm.ensure(ok == 64, format_args!("{ok}/64 parallel connections got 5 x 200: {results:?}"))?;

@@ -111,6 +111,52 @@ where
     }
 }
 
+/// Runs `fut` to completion from synchronous code (e.g. a filesystem library calling a [`BlockDevice`]
+/// from inside a task), halting (`sti; hlt`) between polls until the device interrupt wakes it. Other tasks do
+/// not run meanwhile; their wake-ups queue and run when the caller returns to the executor.
+///
+/// [`BlockDevice`]: crate::dev::BlockDevice
+pub fn wait<F: Future>(fut: F) -> F::Output {
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::Release);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    let waker = core::task::Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = core::pin::pin!(fut);
+    loop {
+        if flag.0.swap(false, Ordering::AcqRel) {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+            continue;
+        }
+        crate::time::timer::fire_expired(crate::time::uptime_ns());
+        crate::arch_disable_interrupts();
+        if flag.0.load(Ordering::Acquire) {
+            crate::arch_enable_interrupts();
+            continue;
+        }
+        match crate::time::timer::next_deadline() {
+            Some(d) if d <= crate::time::uptime_ns() => {
+                crate::arch_enable_interrupts();
+                continue;
+            }
+            Some(d) => crate::arch_arm_timer(d),
+            None => crate::arch_disarm_timer(),
+        }
+        crate::arch_enable_interrupts_and_halt();
+    }
+}
+
 /// Halts until an interrupt when nothing is runnable and no timer is due; the check and the halt are atomic
 /// with respect to interrupts, so a wake-up between them is never lost.
 fn idle() {
