@@ -34,10 +34,36 @@ pub enum Cmd {
         /// Build with the dev profile instead of --release.
         #[arg(long)]
         debug: bool,
+        /// Also pack DIR as the app's initrd (ustar, mounted read-only at / in the guest) at
+        /// target/initrd/APP.tar, which `images run APP` then passes as the boot module.
+        #[arg(long, value_name = "DIR")]
+        initrd: Option<std::path::PathBuf>,
     },
+    /// Disk images for the guest's /data mount.
+    #[command(subcommand)]
+    Disk(DiskCmd),
     /// Build apps/<APP> (release) and boot it under QEMU; the serial console goes to stdout and the exit status
     /// is the guest's.
     Run(RunArgs),
+}
+
+/// `images disk` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DiskCmd {
+    /// Create a raw disk image with a FAT file system (FAT32 from ~33 MiB up), optionally filled from DIR.
+    Create {
+        /// The disk image to write.
+        file: std::path::PathBuf,
+        /// Size: bytes or K/M/G, e.g. 64M.
+        #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::disk::parse_size)]
+        size: u64,
+        /// Copy this directory's tree into the new file system.
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Options of `images run`.
@@ -72,9 +98,9 @@ pub struct RunArgs {
     /// Attach a raw disk image as a virtio-blk device; repeatable (the guest mounts the first at /data).
     #[arg(long = "disk", value_name = "FILE")]
     pub disks: Vec<std::path::PathBuf>,
-    /// Pass a tar archive as the boot module, mounted read-only at / by the guest
-    /// [default: target/initrd/APP.tar when `images build --initrd DIR` made one].
-    #[arg(long, value_name = "FILE")]
+    /// Pass a ustar archive, or a directory packed into one, as the boot module, mounted read-only at / by the
+    /// guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<std::path::PathBuf>,
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -96,7 +122,7 @@ impl RunArgs {
         opts.kernel_options = self.kernel_opts.clone();
         opts.app_args = self.app_args.clone();
         opts.disks = self.disks.clone();
-        opts.initrd = self.initrd.clone();
+        opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
         opts.validate()?;
         Ok(opts)
     }
@@ -119,6 +145,12 @@ pub enum Error {
         /// Its status.
         status: String,
     },
+    /// `images disk create` failed (exit 1).
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
+    /// Packing an initrd failed (exit 1).
+    #[error(transparent)]
+    Initrd(#[from] crate::initrd::InitrdError),
     /// QEMU could not be started or waited for (exit 125).
     #[error("QEMU: {0}")]
     Qemu(std::io::Error),
@@ -129,7 +161,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Install { .. } => 2,
-            Error::Build(_) => 1,
+            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
         }
     }
@@ -139,9 +171,29 @@ impl Error {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Build { app, debug } => {
-            build_app(&app, if debug { Profile::Debug } else { Profile::Release }).map_err(Error::from).map(|img| {
+        Cmd::Build { app, debug, initrd } => build_app(&app, if debug { Profile::Debug } else { Profile::Release })
+            .map_err(Error::from)
+            .and_then(|img| {
                 println!("{}", img.summary());
+                if let Some(dir) = initrd {
+                    let out = crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"));
+                    let s = crate::initrd::pack(&dir, &out)?;
+                    println!("{}: initrd, {} files, {} directories, {} bytes", out.display(), s.files, s.dirs, s.bytes);
+                }
+                Ok(0)
+            }),
+        Cmd::Disk(DiskCmd::Create { file, size, from, force }) => {
+            crate::disk::create(&file, size, from.as_deref(), force).map_err(Error::from).map(|s| {
+                println!(
+                    "{}: {} MiB {}, {} files and {} directories copied ({} bytes), {} bytes free",
+                    file.display(),
+                    s.size >> 20,
+                    s.fat_type,
+                    s.files,
+                    s.dirs,
+                    s.bytes,
+                    s.free
+                );
                 0
             })
         }
@@ -171,6 +223,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     eprintln!("images: accel {accel} ({why})");
     let mut opts = args.options(accel)?;
     opts.kernel = image.path;
+    opts.initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
+    if let Some(initrd) = &opts.initrd {
+        eprintln!("images: initrd {}", initrd.display());
+    }
     for f in opts.forwards() {
         match f.protocol {
             Protocol::Tcp => eprintln!("images: open http://localhost:{}/", f.host),
@@ -232,6 +288,21 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     Ok(outcome.exit_code())
 }
 
+/// The boot module for `app`: `given` as is when it is a file; packed to target/initrd/APP.tar when it is a
+/// directory; else the app's own apps/APP/initrd/ directory, packed, when it exists. Errors: packing.
+pub fn resolve_initrd(app: &str, given: Option<&std::path::Path>) -> Result<Option<std::path::PathBuf>, Error> {
+    let own = crate::cargo::workspace_root().join("apps").join(app).join("initrd");
+    let dir = match given {
+        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
+        Some(p) => p.to_owned(),
+        None if own.is_dir() => own,
+        None => return Ok(None),
+    };
+    let out = crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"));
+    crate::initrd::pack(&dir, &out)?;
+    Ok(Some(out))
+}
+
 /// The accelerator and why: the requested one (KVM only if `/dev/kvm` opens) or the detected one.
 fn choose_accel(requested: Option<Accel>) -> Result<(Accel, String), ConfigError> {
     match requested {
@@ -279,9 +350,25 @@ mod tests {
     }
 
     #[test]
+    fn disk_create_subcommand() {
+        match parse(&["disk", "create", "d.img", "--size", "32M", "--from", "site"]).unwrap().command {
+            Cmd::Disk(DiskCmd::Create { file, size, from, force }) => {
+                assert_eq!(
+                    (file.to_str(), size, from.as_deref().and_then(|p| p.to_str()), force),
+                    (Some("d.img"), 32 << 20, Some("site"), false)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["disk", "create", "d.img", "--size", "3X"]).is_err());
+    }
+
+    #[test]
     fn build_subcommand() {
         match parse(&["build", "hello", "--debug"]).unwrap().command {
-            Cmd::Build { app, debug } => assert_eq!((app.as_str(), debug), ("hello", true)),
+            Cmd::Build { app, debug, initrd } => {
+                assert_eq!((app.as_str(), debug, initrd), ("hello", true, None))
+            }
             other => panic!("{other:?}"),
         }
         match parse(&["build", "httpd"]).unwrap().command {

@@ -6,8 +6,10 @@
 
 pub mod cargo;
 pub mod cli;
+pub mod disk;
 pub mod exit;
 pub mod forward;
+pub mod initrd;
 pub mod qemu;
 
 pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TARGET};
