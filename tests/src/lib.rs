@@ -25,6 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
 use images::{Network, Profile, RunOptions};
 
@@ -236,7 +238,8 @@ impl VmBuilder {
         self
     }
 
-    /// Passes a boot module (`-initrd`), e.g. a tar archive mounted at `/`.
+    /// Passes a boot module (`-initrd`): a ustar archive mounted at `/`, or a directory packed into one
+    /// (`<log dir>/<name>.tar`) at boot.
     pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {
         self.initrd = Some(path.into());
         self
@@ -336,7 +339,17 @@ impl VmBuilder {
         }
         opts.app_args = self.app_args.clone();
         opts.disks = self.disks.clone();
-        opts.initrd = self.initrd.clone();
+        opts.initrd = match &self.initrd {
+            Some(dir) if dir.is_dir() => {
+                let out = log_dir().join(format!("{}.tar", self.name));
+                images::initrd::pack(dir, &out).map_err(|e| VmError::Io {
+                    what: format!("packing {} into {}", dir.display(), out.display()),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                Some(out)
+            }
+            other => other.clone(),
+        };
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::qemu::shell_line(&cmd);
 

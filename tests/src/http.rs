@@ -1,0 +1,96 @@
+//! A minimal HTTP/1.1 client for the integration tests (RFC 9112): one request per connection
+//! (`Connection: close`), responses framed by `Content-Length` as Zirvium's servers always send them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code, e.g. 200.
+    pub status: u16,
+    /// Header fields in order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Content (empty for HEAD).
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first field named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The content as text (lossy UTF-8), for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends `method path` with `headers` and `body` (a `Content-Length` is added when `body` is non-empty or the
+/// method is PUT/POST) to 127.0.0.1:`port` and reads the response. Timeout: 60 s per read/write.
+/// Errors: connection failures, timeouts, a malformed or truncated response.
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "PUT" || method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut w = &s;
+    w.write_all(head.as_bytes())?;
+    w.write_all(body)?;
+    let mut r = BufReader::new(&s);
+    read_response(&mut r, method == "HEAD")
+}
+
+/// `GET path`.
+pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    request(port, "GET", path, &[], &[])
+}
+
+/// Reads one `Content-Length`-framed response from `r`.
+pub fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> std::io::Result<Response> {
+    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(bad("connection closed before a status line".into()));
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("connection closed inside the header section".into()));
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header line {l:?}")))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let len: usize = match headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+        Some((_, v)) => v.parse().map_err(|_| bad(format!("bad Content-Length {v:?}")))?,
+        None => 0,
+    };
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    r.read_exact(&mut body)?;
+    Ok(Response { status, headers, body })
+}
