@@ -176,11 +176,24 @@ pub fn build_command(app: &str, profile: Profile) -> Command {
     cmd
 }
 
-/// Builds `app` (after [`ensure_target`]) and returns its ELF. cargo's progress and diagnostics go to stderr.
+/// Builds `app` (after [`ensure_target`]) without an embedded initrd and returns its ELF. cargo's progress and
+/// diagnostics go to stderr.
 pub fn build_app(app: &str, profile: Profile) -> Result<Image, BuildError> {
+    build_app_with_initrd(app, profile, None)
+}
+
+/// Builds `app` with the ustar archive `initrd` embedded in the image (mounted read-only at `/` by the guest;
+/// passed to the build as `ZIRVIUM_INITRD`, read by the `zirvium` crate's build script), or none.
+/// Errors: as [`build_app`].
+pub fn build_app_with_initrd(app: &str, profile: Profile, initrd: Option<&Path>) -> Result<Image, BuildError> {
     check_app_name(app)?;
     ensure_target()?;
     let mut cmd = build_command(app, profile);
+    let initrd = match initrd {
+        Some(p) => std::path::absolute(p).map_err(|source| BuildError::Image { path: p.to_owned(), source })?,
+        None => PathBuf::new(),
+    };
+    cmd.env("ZIRVIUM_INITRD", &initrd);
     let command = crate::qemu::shell_line(&cmd);
     cmd.arg("--message-format=json-render-diagnostics").stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;

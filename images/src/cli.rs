@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::cargo::{build_app, BuildError, Profile};
+use crate::cargo::{build_app_with_initrd, BuildError, Profile};
 use crate::exit::{Outcome, TIMEOUT_EXIT};
 use crate::forward::{PortForward, Protocol};
 use crate::qemu::{self, Accel, ConfigError, KernelOption, Machine, NetKind, RunOptions};
@@ -34,8 +34,8 @@ pub enum Cmd {
         /// Build with the dev profile instead of --release.
         #[arg(long)]
         debug: bool,
-        /// Also pack DIR as the app's initrd (ustar, mounted read-only at / in the guest) at
-        /// target/initrd/APP.tar, which `images run APP` then passes as the boot module.
+        /// Pack DIR as the app's initrd (ustar at target/initrd/APP.tar) and embed it in the image; the guest
+        /// mounts it read-only at /.
         #[arg(long, value_name = "DIR")]
         initrd: Option<std::path::PathBuf>,
     },
@@ -45,6 +45,8 @@ pub enum Cmd {
     /// Build apps/<APP> (release) and boot it under QEMU; the serial console goes to stdout and the exit status
     /// is the guest's.
     Run(RunArgs),
+    /// Build apps/<APP> (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
+    XlConfig(crate::xen::run::XlConfigArgs),
 }
 
 /// `images disk` subcommands.
@@ -71,6 +73,10 @@ pub enum DiskCmd {
 pub struct RunArgs {
     /// The app's package name, e.g. hello or httpd.
     pub app: String,
+    /// Boot under QEMU directly, or as a Xen PVH domU: with `xl` on PATH (a dom0) through xl, else on a Xen
+    /// 4.17 host nested under QEMU TCG (downloaded from Debian on first use).
+    #[arg(long, value_name = "qemu|xen", default_value = "qemu")]
+    pub hypervisor: crate::xen::run::Hypervisor,
     /// QEMU machine.
     #[arg(long, value_name = "microvm|q35|pc", default_value = "microvm")]
     pub machine: Machine,
@@ -98,8 +104,8 @@ pub struct RunArgs {
     /// Attach a raw disk image as a virtio-blk device; repeatable (the guest mounts the first at /data).
     #[arg(long = "disk", value_name = "FILE")]
     pub disks: Vec<std::path::PathBuf>,
-    /// Pass a ustar archive, or a directory packed into one, as the boot module, mounted read-only at / by the
-    /// guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    /// Embed a ustar archive, or a directory packed into one, in the image as its initrd, mounted read-only at /
+    /// by the guest [default: the app's own apps/APP/initrd/ directory when it has one].
     #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<std::path::PathBuf>,
     /// Stop QEMU after this many seconds and exit 124.
@@ -154,6 +160,9 @@ pub enum Error {
     /// QEMU could not be started or waited for (exit 125).
     #[error("QEMU: {0}")]
     Qemu(std::io::Error),
+    /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
+    #[error(transparent)]
+    Xen(#[from] crate::xen::Error),
 }
 
 impl Error {
@@ -163,6 +172,7 @@ impl Error {
             Error::Config(_) | Error::Install { .. } => 2,
             Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
+            Error::Xen(e) => e.exit_code(),
         }
     }
 }
@@ -171,17 +181,21 @@ impl Error {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Build { app, debug, initrd } => build_app(&app, if debug { Profile::Debug } else { Profile::Release })
-            .map_err(Error::from)
-            .and_then(|img| {
-                println!("{}", img.summary());
-                if let Some(dir) = initrd {
+        Cmd::Build { app, debug, initrd } => (|| {
+            let profile = if debug { Profile::Debug } else { Profile::Release };
+            let tar = match initrd {
+                Some(dir) => {
                     let out = crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"));
                     let s = crate::initrd::pack(&dir, &out)?;
                     println!("{}: initrd, {} files, {} directories, {} bytes", out.display(), s.files, s.dirs, s.bytes);
+                    Some(out)
                 }
-                Ok(0)
-            }),
+                None => None,
+            };
+            let img = build_app_with_initrd(&app, profile, tar.as_deref())?;
+            println!("{}{}", img.summary(), if tar.is_some() { " with the initrd embedded" } else { "" });
+            Ok(0)
+        })(),
         Cmd::Disk(DiskCmd::Create { file, size, from, force }) => {
             crate::disk::create(&file, size, from.as_deref(), force).map_err(Error::from).map(|s| {
                 println!(
@@ -198,6 +212,7 @@ pub fn main() -> ExitCode {
             })
         }
         Cmd::Run(args) => run(&args),
+        Cmd::XlConfig(args) => crate::xen::run::xl_config(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -210,6 +225,9 @@ pub fn main() -> ExitCode {
 
 /// `images run`: checks the options and QEMU, builds, boots, and returns the exit code.
 pub fn run(args: &RunArgs) -> Result<u8, Error> {
+    if args.hypervisor == crate::xen::run::Hypervisor::Xen {
+        return crate::xen::run::run(args);
+    }
     // Option errors first, before a build that may take minutes.
     args.options(Accel::Tcg)?;
     let qemu_bin = match qemu::find_qemu() {
@@ -218,15 +236,17 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         Err(missing) => return Err(missing.into()),
     };
     let (accel, why) = choose_accel(args.accel)?;
-    let image = build_app(&args.app, Profile::Release)?;
+    let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
+    let image = build_app_with_initrd(&args.app, Profile::Release, initrd.as_deref())?;
     eprintln!("images: built {}", image.summary());
+    if let Some(initrd) = &initrd {
+        eprintln!("images: initrd {} embedded in the image", initrd.display());
+    }
     eprintln!("images: accel {accel} ({why})");
     let mut opts = args.options(accel)?;
     opts.kernel = image.path;
-    opts.initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
-    if let Some(initrd) = &opts.initrd {
-        eprintln!("images: initrd {}", initrd.display());
-    }
+    // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
+    opts.initrd = None;
     for f in opts.forwards() {
         match f.protocol {
             Protocol::Tcp => eprintln!("images: open http://localhost:{}/", f.host),

@@ -11,6 +11,7 @@ pub mod exit;
 pub mod forward;
 pub mod initrd;
 pub mod qemu;
+pub mod xen;
 
 pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TARGET};
 pub use exit::Outcome;

@@ -27,8 +27,9 @@ pub const QEMU_INSTALL_RECIPE: [&str; 3] = [
 ];
 
 /// Apps that get user networking by default, with the TCP forwards they get when no `--port` is given.
-pub const NETWORK_APPS: [(&str, &[PortForward]); 2] = [
+pub const NETWORK_APPS: [(&str, &[PortForward]); 3] = [
     ("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
+    ("kv", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
     ("udpecho", &[PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }]),
 ];
 

@@ -1,6 +1,8 @@
-//! Console and logging: every byte goes to the console sinks (COM1 16550 at boot; a platform may add one, e.g.
-//! the Xen PV console), `log` records get a boot timestamp, and `print!`/`println!` serve apps.
-//! Source: `log` crate facade; 16550 UART through the `uart_16550` crate (PC COM1 at I/O port 0x3F8).
+//! Console and logging: every byte goes to the console sinks (COM1 16550 at boot, Xen's debug port 0xE9 when
+//! CPUID shows Xen; a platform may add one with [`add_sink`], e.g. the Xen PV console), `log` records get a boot
+//! timestamp, and `print!`/`println!` serve apps.
+//! Source: `log` crate facade; 16550 UART through the `uart_16550` crate (PC COM1 at I/O port 0x3F8); Xen
+//! `xen/arch/x86/hvm/hvm.c` (`hvm_print_line`: HVM/PVH guests' writes to port 0xE9, logged per line as `(dN)`).
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -142,9 +144,30 @@ pub mod serial {
         }
     }
 
-    /// Initialises COM1 (I/O port 0x3F8, 115200 8N1) and adds it as a console sink. Silently skipped when
-    /// the UART is absent (the loopback check fails): output then only reaches other sinks.
+    /// Xen's debug console: each byte written to I/O port 0xE9 by an HVM/PVH guest goes to Xen's log.
+    fn xen_debug_sink(s: &str) {
+        for b in s.bytes() {
+            crate::arch::x86_64::cpu::outb(0xe9, b);
+        }
+    }
+
+    /// Whether CPUID names Xen at leaf 0x4000_0000 or 0x4000_0100 (the latter with viridian). Source: Xen
+    /// `arch-x86/cpuid.h` (signature "XenVMMXenVMM" in EBX, ECX, EDX).
+    fn xen_present() -> bool {
+        use crate::arch::x86_64::cpu::cpuid;
+        cpuid(1, 0)[2] & crate::hypervisor::CPUID1_ECX_HYPERVISOR != 0
+            && [0x4000_0000, 0x4000_0100]
+                .iter()
+                .any(|&leaf| cpuid(leaf, 0)[1..] == [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e])
+    }
+
+    /// Adds port 0xE9 as a sink when running under Xen (a PVH domU has no COM1), then initialises COM1
+    /// (I/O port 0x3F8, 115200 8N1) and adds it as a console sink. COM1 is silently skipped when the UART is
+    /// absent (the loopback check fails): output then only reaches other sinks.
     pub fn init() {
+        if xen_present() {
+            super::add_sink(xen_debug_sink);
+        }
         // SAFETY: 0x3F8 is the PC COM1 port block; libos is its only user.
         let Ok(mut uart) = (unsafe { Uart16550::new_port(0x3f8) }) else { return };
         if uart.init(Config::default()).is_err() {

@@ -174,7 +174,7 @@ impl BlockInfo {
     /// [`BlockError::OutOfRange`] when the request ends past the capacity.
     pub fn check(&self, sector: u64, len: usize) -> Result<(), BlockError> {
         let ss = self.sector_size as usize;
-        if len == 0 || ss == 0 || len % ss != 0 {
+        if len == 0 || ss == 0 || !len.is_multiple_of(ss) {
             return Err(BlockError::Misaligned { device: self.name.clone(), len, sector_size: self.sector_size });
         }
         let count = (len / ss) as u64;

@@ -152,9 +152,23 @@ fn read_start_info(paddr: u32) -> BootInfo {
     }
     let mut mods = [(0u64, 0u64, None); crate::bootinfo::MAX_MODULES + 1];
     let mut m = 0;
-    for md in reader.modlist().take(mods.len()) {
-        let r = md.raw();
-        mods[m] = (r.paddr, r.size, md.cmdline().map(|c| c.to_bytes()));
+    // The module list is read by hand: QEMU's microvm firmware (qboot) places it only 4-byte aligned, and the
+    // `pvh` reader yields nothing for a misaligned list. Entry layout: `hvm_modlist_entry` (paddr, size,
+    // cmdline_paddr, reserved; u64 each), xen/include/public/arch-x86/hvm/start_info.h.
+    let count = (raw.nr_modules as usize).min(mods.len());
+    for i in 0..count {
+        let entry = (raw.modlist_paddr as usize).wrapping_add(i * 32) as *const u64;
+        // SAFETY: the loader describes `nr_modules` entries at `modlist_paddr`, identity mapped; read_unaligned
+        // because the list may sit on any 4-byte boundary.
+        let (paddr, size, cmdline) =
+            unsafe { (entry.read_unaligned(), entry.add(1).read_unaligned(), entry.add(2).read_unaligned()) };
+        // qboot leaves `cmdline_paddr` uninitialised: only follow it into RAM the memory map describes.
+        let in_ram = map[..n].iter().any(|&(a, len, ty)| ty == 1 && cmdline >= a && cmdline < a.saturating_add(len));
+        let cmdline = (cmdline != 0 && in_ram).then(|| {
+            // SAFETY: a NUL-terminated string the loader placed in identity-mapped memory.
+            unsafe { core::ffi::CStr::from_ptr(cmdline as usize as *const core::ffi::c_char) }.to_bytes()
+        });
+        mods[m] = (paddr, size, cmdline);
         m += 1;
     }
     let si = PvhStartInfo {

@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 client for the integration tests (RFC 9112): one request per connection
 //! (`Connection: close`), responses framed by `Content-Length` as Zirvium's servers always send them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod xen;
 
 pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
 use images::{Network, Profile, RunOptions};
@@ -149,12 +150,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Builds `app` (release, `x86_64-unknown-none`) once per test binary and returns its ELF; later calls (and
 /// failures) are answered from the first build.
 pub fn image(app: &str) -> Result<PathBuf, VmError> {
-    static BUILDS: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
-    // Held across the build: one cargo at a time, and nobody builds the same app twice.
+    image_with_initrd(app, None)
+}
+
+/// Builds `app` with the ustar archive `initrd` embedded (or none) once per test binary and returns a private
+/// copy of the ELF (`target/test-images/<binary>/<app>-<n>.elf`): builds with and without an initrd write the
+/// same cargo artifact, so VMs must not boot that path directly.
+pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, VmError> {
+    type Builds = HashMap<(String, Option<PathBuf>), Result<PathBuf, String>>;
+    static BUILDS: OnceLock<Mutex<Builds>> = OnceLock::new();
+    // Held across the build: one cargo at a time, and nobody builds the same image twice.
     let mut builds = lock(BUILDS.get_or_init(Default::default));
-    let result = builds.entry(app.to_owned()).or_insert_with(|| {
-        note(format_args!("building {app} (release, {})", images::KERNEL_TARGET));
-        images::build_app(app, Profile::Release).map(|img| img.path).map_err(|e| e.to_string())
+    let n = builds.len();
+    let result = builds.entry((app.to_owned(), initrd.map(Path::to_owned))).or_insert_with(|| {
+        let with = initrd.map(|p| format!(" with initrd {}", p.display())).unwrap_or_default();
+        note(format_args!("building {app} (release, {}){with}", images::KERNEL_TARGET));
+        let img = images::cargo::build_app_with_initrd(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
+        let dir = log_dir().join("images");
+        let copy = dir.join(format!("{app}-{n}.elf"));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::copy(&img.path, &copy))
+            .map_err(|e| format!("copying {} to {}: {e}", img.path.display(), copy.display()))?;
+        Ok(copy)
     });
     result.clone().map_err(|message| VmError::Build { app: app.to_owned(), message })
 }
@@ -238,8 +255,8 @@ impl VmBuilder {
         self
     }
 
-    /// Passes a boot module (`-initrd`): a ustar archive mounted at `/`, or a directory packed into one
-    /// (`<log dir>/<name>.tar`) at boot.
+    /// Embeds an initrd in the image (mounted read-only at `/`): a ustar archive, or a directory packed into
+    /// one (`<log dir>/<name>.tar`) at boot — what `images run --initrd` does.
     pub fn initrd(mut self, path: impl Into<PathBuf>) -> Self {
         self.initrd = Some(path.into());
         self
@@ -318,7 +335,19 @@ impl VmBuilder {
         if self.accel == Accel::Kvm {
             images::qemu::kvm_usable().map_err(ConfigError::KvmUnavailable)?;
         }
-        let kernel = image(&self.app)?;
+        // A directory is packed into a ustar archive first; the archive is embedded in the image.
+        let initrd = match &self.initrd {
+            Some(dir) if dir.is_dir() => {
+                let out = log_dir().join(format!("{}.tar", self.name));
+                images::initrd::pack(dir, &out).map_err(|e| VmError::Io {
+                    what: format!("packing {} into {}", dir.display(), out.display()),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                Some(out)
+            }
+            other => other.clone(),
+        };
+        let kernel = image_with_initrd(&self.app, initrd.as_deref())?;
         let mut opts = RunOptions::new(kernel, self.accel);
         opts.machine = self.machine;
         opts.mem_mib = self.mem_mib;
@@ -339,17 +368,7 @@ impl VmBuilder {
         }
         opts.app_args = self.app_args.clone();
         opts.disks = self.disks.clone();
-        opts.initrd = match &self.initrd {
-            Some(dir) if dir.is_dir() => {
-                let out = log_dir().join(format!("{}.tar", self.name));
-                images::initrd::pack(dir, &out).map_err(|e| VmError::Io {
-                    what: format!("packing {} into {}", dir.display(), out.display()),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-                Some(out)
-            }
-            other => other.clone(),
-        };
+        opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::qemu::shell_line(&cmd);
 

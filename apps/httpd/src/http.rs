@@ -5,7 +5,7 @@
 //! [`Connection::receive`] and writes out whatever [`Connection::poll_output`] puts into its buffer:
 //!
 //! ```text
-//! let mut conn = Connection::new(&config);
+//! let mut conn = Connection::with_handler(&config, &app);  // or Connection::new(&config): built-in routes only
 //! loop {
 //!     let n = socket.read(&mut rx).await;          // n == 0 (FIN): conn.receive_eof()
 //!     let mut off = 0;
@@ -26,31 +26,40 @@
 //! Behaviour:
 //! - Requests are parsed with `httparse` into at most [`MAX_HEADER_FIELDS`] header fields; more is 431. The request
 //!   head must fit in [`Config::max_header_bytes`]: a longer request-line is 414, a longer field section is 431.
-//! - Methods: GET and HEAD on every route. A method RFC 9110 §9 defines (POST, PUT, DELETE, ...) or PATCH on a
-//!   known route is 405 with `Allow: GET, HEAD`; a well-formed method nobody defines (including lower-case `get`,
-//!   methods are case-sensitive) is 501 (RFC 9110 §9.1); a method that is not a token is 400.
-//! - Routes: `/` HTML page, `/health` JSON, `/bytes/N` N bytes where byte i is `(i % 251) as u8` (a prime period
-//!   so that shifted or dropped bytes show up), any other path 404. The query string is ignored for routing.
+//! - Methods: GET and HEAD on the built-in routes. A method RFC 9110 §9 defines (POST, PUT, DELETE, ...) or PATCH
+//!   on a built-in route is 405 with `Allow: GET, HEAD` (a handler decides for its routes); a well-formed method
+//!   nobody defines (including lower-case `get`, methods are case-sensitive) is 501 (RFC 9110 §9.1); a method that
+//!   is not a token is 400.
+//! - Built-in routes: `/` HTML page, `/health` JSON, `/bytes/N` N bytes where byte i is `(i % 251) as u8` (a prime
+//!   period so that shifted or dropped bytes show up). The query string is ignored for routing. Any other path
+//!   goes to the app's [`Handler`] (404 without one): [`Handler::check`] sees the head and may answer at once,
+//!   else the body is buffered (at most [`Config::max_body_bytes`]) and [`Handler::respond`] answers with a
+//!   [`Response`]: status, content type, extra header fields, and content in memory or streamed from a
+//!   [`Source`] (a file) while it is written.
 //! - Message body framing (RFC 9112 §6.3): `Content-Length` (identical repeated values are accepted, differing ones
-//!   are 400) or `Transfer-Encoding: chunked`, which is decoded strictly (CRLF line endings, RFC 9112 §7.1) and
-//!   discarded, trailer fields included. Both headers together is 400 (request smuggling defence); a transfer coding
+//!   are 400) or `Transfer-Encoding: chunked`, which is decoded strictly (CRLF line endings, RFC 9112 §7.1);
+//!   trailer fields are dropped. Both headers together is 400 (request smuggling defence); a transfer coding
 //!   other than chunked is 501; chunked not last is 400; Transfer-Encoding in HTTP/1.0 is 400. A body larger than
-//!   [`Config::max_body_bytes`] is 413. Bodies are read and dropped: no route takes one.
+//!   [`Config::max_body_bytes`] is 413. Bodies of built-in routes are read and dropped; a handler's is buffered
+//!   (503 if memory runs out, and the connection stays usable).
 //! - `Expect: 100-continue` on a request with a body gets an interim `100 Continue` before the body is read
 //!   (RFC 9110 §10.1.1); any other expectation is 417.
 //! - Persistence (RFC 9112 §9.3): HTTP/1.1 keeps the connection open unless `Connection: close`; HTTP/1.0 closes
 //!   unless `Connection: keep-alive` (then the response says `Connection: keep-alive`). Pipelined requests are
 //!   answered in order. After every error response ([`Error`]: 400, 408, 413, 414, 417, 431, 501, 505) the
 //!   connection closes and says `Connection: close`; 404 and 405 keep it open.
-//! - Every response is HTTP/1.1 with `Server: zirvium`, `Content-Type` and `Content-Length`; no `Date` (the
-//!   server has no trustworthy clock, RFC 9110 §6.6.1). HEAD answers carry the same header fields as GET and no
-//!   content (RFC 9110 §9.3.2).
-//! - Memory per connection is bounded: at most `max_header_bytes` of a partial request head are buffered, bodies
-//!   are never buffered, at most [`Config::max_pending_responses`] responses are queued, and `/bytes/N` content is
-//!   generated while it is written, so a 64 MiB response costs no more than a small one.
+//! - Every response is HTTP/1.1 with `Server: zirvium`, `Content-Type` and `Content-Length` (neither on 204,
+//!   RFC 9110 §8.6); no `Date` (the server has no trustworthy clock, RFC 9110 §6.6.1). HEAD answers carry the
+//!   same header fields as GET and no content (RFC 9110 §9.3.2).
+//! - Memory per connection is bounded: at most `max_header_bytes` of a partial request head are buffered, a
+//!   body only for a handler and at most `max_body_bytes`, at most [`Config::max_pending_responses`] responses
+//!   are queued, and `/bytes/N` and [`Content::Stream`] content is produced while it is written, so a 64 MiB
+//!   response costs no more than a small one.
 
 #![forbid(unsafe_code)]
 
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -221,7 +230,8 @@ impl Error {
         self.status().code()
     }
 
-    fn status(&self) -> Status {
+    /// The response status this error is answered with (RFC 9110 §15).
+    pub fn status(&self) -> Status {
         match self {
             Error::Syntax(_)
             | Error::MissingHost
@@ -234,16 +244,16 @@ impl Error {
             | Error::ChunkedNotFinal
             | Error::InvalidChunk { .. }
             | Error::InvalidBytesLength { .. }
-            | Error::BytesLengthTooLarge { .. } => Status::BadRequest,
-            Error::UnsupportedVersion => Status::HttpVersionNotSupported,
-            Error::RequestLineTooLong { .. } => Status::UriTooLong,
+            | Error::BytesLengthTooLarge { .. } => Status::BAD_REQUEST,
+            Error::UnsupportedVersion => Status::HTTP_VERSION_NOT_SUPPORTED,
+            Error::RequestLineTooLong { .. } => Status::URI_TOO_LONG,
             Error::HeaderSectionTooLarge { .. } | Error::TooManyHeaderFields { .. } => {
-                Status::RequestHeaderFieldsTooLarge
+                Status::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Error::UnknownMethod | Error::UnsupportedTransferCoding => Status::NotImplemented,
-            Error::BodyTooLarge { .. } => Status::ContentTooLarge,
-            Error::UnsupportedExpectation => Status::ExpectationFailed,
-            Error::Timeout => Status::RequestTimeout,
+            Error::UnknownMethod | Error::UnsupportedTransferCoding => Status::NOT_IMPLEMENTED,
+            Error::BodyTooLarge { .. } => Status::CONTENT_TOO_LARGE,
+            Error::UnsupportedExpectation => Status::EXPECTATION_FAILED,
+            Error::Timeout => Status::REQUEST_TIMEOUT,
         }
     }
 }
@@ -299,56 +309,110 @@ impl fmt::Display for Error {
     }
 }
 
-/// Response status codes this server sends (RFC 9110 §15, RFC 6585 §5 for 431).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Status {
-    Continue,
-    Ok,
-    BadRequest,
-    NotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    ContentTooLarge,
-    UriTooLong,
-    ExpectationFailed,
-    RequestHeaderFieldsTooLarge,
-    NotImplemented,
-    HttpVersionNotSupported,
-}
+/// A response status code (RFC 9110 §15), 100..=599, with the reason phrases of the codes this crate names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Status(u16);
 
 impl Status {
-    fn code(self) -> u16 {
-        match self {
-            Status::Continue => 100,
-            Status::Ok => 200,
-            Status::BadRequest => 400,
-            Status::NotFound => 404,
-            Status::MethodNotAllowed => 405,
-            Status::RequestTimeout => 408,
-            Status::ContentTooLarge => 413,
-            Status::UriTooLong => 414,
-            Status::ExpectationFailed => 417,
-            Status::RequestHeaderFieldsTooLarge => 431,
-            Status::NotImplemented => 501,
-            Status::HttpVersionNotSupported => 505,
+    /// 100 Continue (RFC 9110 §15.2.1).
+    pub const CONTINUE: Status = Status(100);
+    /// 200 OK (RFC 9110 §15.3.1).
+    pub const OK: Status = Status(200);
+    /// 201 Created (RFC 9110 §15.3.2).
+    pub const CREATED: Status = Status(201);
+    /// 204 No Content (RFC 9110 §15.3.5): sent without `Content-Type`, `Content-Length` or content.
+    pub const NO_CONTENT: Status = Status(204);
+    /// 206 Partial Content (RFC 9110 §15.3.7).
+    pub const PARTIAL_CONTENT: Status = Status(206);
+    /// 301 Moved Permanently (RFC 9110 §15.4.2).
+    pub const MOVED_PERMANENTLY: Status = Status(301);
+    /// 400 Bad Request (RFC 9110 §15.5.1).
+    pub const BAD_REQUEST: Status = Status(400);
+    /// 403 Forbidden (RFC 9110 §15.5.4).
+    pub const FORBIDDEN: Status = Status(403);
+    /// 404 Not Found (RFC 9110 §15.5.5).
+    pub const NOT_FOUND: Status = Status(404);
+    /// 405 Method Not Allowed (RFC 9110 §15.5.6); send `Allow` with it.
+    pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    /// 408 Request Timeout (RFC 9110 §15.5.9).
+    pub const REQUEST_TIMEOUT: Status = Status(408);
+    /// 409 Conflict (RFC 9110 §15.5.10).
+    pub const CONFLICT: Status = Status(409);
+    /// 413 Content Too Large (RFC 9110 §15.5.14).
+    pub const CONTENT_TOO_LARGE: Status = Status(413);
+    /// 414 URI Too Long (RFC 9110 §15.5.15).
+    pub const URI_TOO_LONG: Status = Status(414);
+    /// 416 Range Not Satisfiable (RFC 9110 §15.5.17); send `Content-Range: bytes */LENGTH` with it.
+    pub const RANGE_NOT_SATISFIABLE: Status = Status(416);
+    /// 417 Expectation Failed (RFC 9110 §15.5.18).
+    pub const EXPECTATION_FAILED: Status = Status(417);
+    /// 431 Request Header Fields Too Large (RFC 6585 §5).
+    pub const REQUEST_HEADER_FIELDS_TOO_LARGE: Status = Status(431);
+    /// 500 Internal Server Error (RFC 9110 §15.6.1).
+    pub const INTERNAL_SERVER_ERROR: Status = Status(500);
+    /// 501 Not Implemented (RFC 9110 §15.6.2).
+    pub const NOT_IMPLEMENTED: Status = Status(501);
+    /// 503 Service Unavailable (RFC 9110 §15.6.4).
+    pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    /// 505 HTTP Version Not Supported (RFC 9110 §15.6.6).
+    pub const HTTP_VERSION_NOT_SUPPORTED: Status = Status(505);
+    /// 507 Insufficient Storage (RFC 4918 §11.5).
+    pub const INSUFFICIENT_STORAGE: Status = Status(507);
+
+    /// The status with this three-digit code; `None` outside 100..=599 (RFC 9110 §15).
+    pub const fn from_code(code: u16) -> Option<Status> {
+        if code >= 100 && code <= 599 {
+            Some(Status(code))
+        } else {
+            None
         }
     }
 
-    fn reason(self) -> &'static str {
-        match self {
-            Status::Continue => "Continue",
-            Status::Ok => "OK",
-            Status::BadRequest => "Bad Request",
-            Status::NotFound => "Not Found",
-            Status::MethodNotAllowed => "Method Not Allowed",
-            Status::RequestTimeout => "Request Timeout",
-            Status::ContentTooLarge => "Content Too Large",
-            Status::UriTooLong => "URI Too Long",
-            Status::ExpectationFailed => "Expectation Failed",
-            Status::RequestHeaderFieldsTooLarge => "Request Header Fields Too Large",
-            Status::NotImplemented => "Not Implemented",
-            Status::HttpVersionNotSupported => "HTTP Version Not Supported",
+    /// The three-digit code.
+    pub const fn code(self) -> u16 {
+        self.0
+    }
+
+    /// The reason phrase (RFC 9110 §15); empty for codes this crate does not name (RFC 9112 §4 allows that).
+    pub fn reason(self) -> &'static str {
+        match self.0 {
+            100 => "Continue",
+            200 => "OK",
+            201 => "Created",
+            204 => "No Content",
+            206 => "Partial Content",
+            301 => "Moved Permanently",
+            304 => "Not Modified",
+            400 => "Bad Request",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            409 => "Conflict",
+            413 => "Content Too Large",
+            414 => "URI Too Long",
+            416 => "Range Not Satisfiable",
+            417 => "Expectation Failed",
+            431 => "Request Header Fields Too Large",
+            500 => "Internal Server Error",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            505 => "HTTP Version Not Supported",
+            507 => "Insufficient Storage",
+            _ => "",
         }
+    }
+
+    /// Whether a response with this status carries no content and no `Content-Length`: 1xx, 204 (RFC 9110 §8.6)
+    /// and 304 (RFC 9110 §15.4.5).
+    fn without_content(self) -> bool {
+        self.0 < 200 || self.0 == 204 || self.0 == 304
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.0, self.reason())
     }
 }
 
@@ -364,15 +428,32 @@ enum Persistence {
 }
 
 /// The answer chosen for a parsed request head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Reply {
     Root,
     Health,
     Bytes(u64),
-    NotFound,
     MethodNotAllowed,
     /// `OPTIONS *`: server-wide capabilities (RFC 9110 §9.3.7).
     Options,
+    /// A route the connection does not own: the app's [`Handler`] answers (404 without one).
+    App(Box<AppHead>),
+}
+
+/// The parts of a request head a [`Handler`] sees, kept until the body has been read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AppHead {
+    method: String,
+    path: String,
+    query: Option<String>,
+    /// Header fields in the order received: name as sent, raw value.
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl AppHead {
+    fn request<'a>(&'a self, body: &'a [u8]) -> Request<'a> {
+        Request { method: &self.method, path: &self.path, query: self.query.as_deref(), headers: &self.headers, body }
+    }
 }
 
 /// Message body framing of a request (RFC 9112 §6.3).
@@ -385,15 +466,18 @@ enum BodyFraming {
 }
 
 impl BodyFraming {
-    /// Discards body bytes from `input`; returns bytes taken and whether the body is complete.
-    fn consume(&mut self, input: &[u8], config: &Config) -> Result<(usize, bool), Error> {
+    /// Takes body bytes from `input`, handing the content (chunk data, without framing) to `sink`; returns bytes
+    /// taken and whether the body is complete.
+    fn consume(&mut self, input: &[u8], config: &Config, sink: impl FnMut(&[u8])) -> Result<(usize, bool), Error> {
         match self {
             BodyFraming::Length { remaining } => {
+                let mut sink = sink;
                 let n = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
                 *remaining -= n as u64;
+                sink(&input[..n]);
                 Ok((n, *remaining == 0))
             }
-            BodyFraming::Chunked(decoder) => decoder.consume(input, config),
+            BodyFraming::Chunked(decoder) => decoder.consume(input, config, sink),
         }
     }
 }
@@ -423,8 +507,8 @@ enum ChunkState {
     EndLf,
 }
 
-/// Streaming decoder that validates and drops a chunked body (RFC 9112 §7.1). Line endings must be CRLF: bare LF
-/// is rejected because lenient chunk parsing is what request smuggling exploits.
+/// Streaming decoder that validates a chunked body and yields its chunk data (RFC 9112 §7.1). Line endings must
+/// be CRLF: bare LF is rejected because lenient chunk parsing is what request smuggling exploits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct ChunkedDecoder {
     state: ChunkState,
@@ -455,13 +539,15 @@ impl ChunkedDecoder {
         }
     }
 
-    /// Consumes chunked-body bytes; returns bytes taken and whether the last chunk and trailer section ended.
-    fn consume(&mut self, input: &[u8], config: &Config) -> Result<(usize, bool), Error> {
+    /// Consumes chunked-body bytes, handing chunk data to `sink`; returns bytes taken and whether the last chunk
+    /// and trailer section ended. Trailer fields are validated and dropped.
+    fn consume(&mut self, input: &[u8], config: &Config, mut sink: impl FnMut(&[u8])) -> Result<(usize, bool), Error> {
         let bad = |reason| Err(Error::InvalidChunk { reason });
         let mut i = 0;
         while i < input.len() {
             if self.state == ChunkState::Data {
                 let n = usize::try_from(self.remaining).map_or(input.len() - i, |r| r.min(input.len() - i));
+                sink(&input[i..i + n]);
                 i += n;
                 self.remaining -= n as u64;
                 if self.remaining == 0 {
@@ -562,7 +648,7 @@ impl ChunkedDecoder {
 
 /// A parsed request head, reduced to what the answer needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Request {
+struct Head {
     /// The method was HEAD: answer without content (RFC 9110 §9.3.2).
     head_only: bool,
     persistence: Persistence,
@@ -600,7 +686,7 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses the request head at the start of `buf`. `Ok(None)`: incomplete, wait for more bytes.
 /// `Ok(Some((len, request)))`: the head is `buf[..len]`.
-fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(usize, Request)>, Rejection> {
+fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(usize, Head)>, Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADER_FIELDS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -706,7 +792,10 @@ fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(usize, Request)>
         }
     };
 
-    let reply = choose_reply(method, target, config).map_err(reject)?;
+    let mut reply = choose_reply(method, target, config).map_err(reject)?;
+    if let Reply::App(app) = &mut reply {
+        app.headers = req.headers.iter().map(|field| (String::from(field.name), field.value.to_vec())).collect();
+    }
     let persistence = if close || (http10 && !keep_alive) {
         Persistence::Close
     } else if http10 {
@@ -715,11 +804,11 @@ fn parse_request(buf: &[u8], config: &Config) -> Result<Option<(usize, Request)>
         Persistence::KeepAlive
     };
     let expect_continue = expect_continue && body.is_some();
-    Ok(Some((len, Request { head_only, persistence, body, expect_continue, reply })))
+    Ok(Some((len, Head { head_only, persistence, body, expect_continue, reply })))
 }
 
 /// `1*DIGIT` as a number; values beyond u64 saturate (they are far over any limit). `None` if not digits.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -746,15 +835,13 @@ fn oversized_head(buf: &[u8], limit: usize) -> Error {
     }
 }
 
-/// Routes the request-target (RFC 9112 §3.2) for `method`.
-fn choose_reply(method: &str, target: &str, config: &Config) -> Result<Reply, Error> {
-    if target == "*" {
-        return if method == "OPTIONS" { Ok(Reply::Options) } else { Err(Error::InvalidTarget) };
-    }
-    let path = if target.starts_with('/') {
+/// Splits a request-target (RFC 9112 §3.2) into its path and query. origin-form is taken as it is; for
+/// absolute-form (RFC 9112 §3.2.2, which a server MUST accept) the path after the authority, `/` when empty.
+/// Errors: [`Error::InvalidTarget`] for anything else (authority-form, `*`, ...).
+fn split_target(target: &str) -> Result<(&str, Option<&str>), Error> {
+    let origin = if target.starts_with('/') {
         target
     } else {
-        // absolute-form (RFC 9112 §3.2.2): a server MUST accept it; route on its path.
         let bytes = target.as_bytes();
         let scheme_len = if bytes.len() >= 7 && bytes[..7].eq_ignore_ascii_case(b"http://") {
             7
@@ -765,17 +852,37 @@ fn choose_reply(method: &str, target: &str, config: &Config) -> Result<Reply, Er
         };
         let rest = &target[scheme_len..];
         match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
-            _ => "/",
+            Some(i) => &rest[i..],
+            None => "/",
         }
     };
-    let path = path.split('?').next().unwrap_or(path);
+    Ok(match origin.split_once('?') {
+        Some(("", query)) => ("/", Some(query)),
+        Some((path, query)) => (path, Some(query)),
+        None => (origin, None),
+    })
+}
+
+/// Routes the request-target (RFC 9112 §3.2) for `method`: the built-in routes `/`, `/health` and `/bytes/N`,
+/// else [`Reply::App`]. The query string is ignored for routing.
+fn choose_reply(method: &str, target: &str, config: &Config) -> Result<Reply, Error> {
+    if target == "*" {
+        return if method == "OPTIONS" { Ok(Reply::Options) } else { Err(Error::InvalidTarget) };
+    }
+    let (path, query) = split_target(target)?;
     let length = match path {
         "/" => None,
         "/health" => None,
         _ => match path.strip_prefix("/bytes/") {
             Some(n) => Some(n),
-            None => return Ok(Reply::NotFound),
+            None => {
+                return Ok(Reply::App(Box::new(AppHead {
+                    method: String::from(method),
+                    path: String::from(path),
+                    query: query.map(String::from),
+                    headers: Vec::new(),
+                })))
+            }
         },
     };
     if method != "GET" && method != "HEAD" {
@@ -821,55 +928,241 @@ fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Response content: bytes in memory, or `/bytes/N`'s pattern generated while it is written.
-enum Content {
+/// A [`Source`] could not produce the content it announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceError {
+    /// What failed, e.g. the filesystem's error text.
+    pub detail: String,
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// Response content produced while it is written, a buffer at a time, so a large file or `/bytes/N` never sits
+/// in memory whole.
+pub trait Source: Send {
+    /// Fills the start of `buf` with the next content bytes and returns how many (`1..=buf.len()` while content
+    /// remains; `buf` is never empty). Returning 0 or an error before the announced length was produced aborts
+    /// the response: the connection closes ([`Connection::take_content_error`] says why).
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError>;
+}
+
+/// The `/bytes/N` content: byte i is `(i % 251) as u8`, generated on the fly.
+struct Pattern {
+    offset: u64,
+}
+
+impl Source for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+        fill_pattern(buf, self.offset);
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+}
+
+/// Response content: bytes in memory, or `len` bytes streamed from a [`Source`].
+pub enum Content {
+    /// Content held in memory.
     Bytes(Vec<u8>),
-    Pattern(u64),
+    /// `len` bytes (the `Content-Length`) read from `source` while the response is written.
+    Stream {
+        /// Content length, bytes.
+        len: u64,
+        /// Where the bytes come from.
+        source: Box<dyn Source>,
+    },
 }
 
 impl Content {
-    fn len(&self) -> u64 {
+    /// Content length, bytes.
+    pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(bytes) => bytes.len() as u64,
-            Content::Pattern(len) => *len,
+            Content::Stream { len, .. } => *len,
+        }
+    }
+
+    /// Whether the content is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+            Content::Stream { len, .. } => write!(f, "Stream({len} bytes)"),
         }
     }
 }
 
-/// One queued response: `data` (status line, header fields, and small content), then `pattern_len` bytes of the
-/// `/bytes/N` pattern.
+/// A request for a route the connection does not own (anything but `/`, `/health` and `/bytes/N`), as a
+/// [`Handler`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The method, case-sensitive (RFC 9110 §9.1), one RFC 9110 §9 defines or PATCH (others are 501 before a
+    /// handler sees them).
+    pub method: &'a str,
+    /// The request-target's path as sent (still percent-encoded, RFC 3986 §2.1), starting with `/`; for
+    /// absolute-form the path after the authority (RFC 9112 §3.2.2).
+    pub path: &'a str,
+    /// The query after `?` (RFC 3986 §3.4), if any.
+    pub query: Option<&'a str>,
+    /// Header fields in the order received: name as sent, raw value (RFC 9110 §5).
+    pub headers: &'a [(String, Vec<u8>)],
+    /// The complete request content, framing removed (empty without a body, and in [`Handler::check`]).
+    pub body: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The value of the first header field named `name` (compared case-insensitively, RFC 9110 §5.1),
+    /// whitespace-trimmed.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim_ascii())
+    }
+
+    /// How many header fields are named `name` (case-insensitively).
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count()
+    }
+}
+
+/// A handler's answer. The connection adds `Server`, `Content-Length` and `Connection` itself, and drops the
+/// content for HEAD (RFC 9110 §9.3.2) and for 1xx/204/304 (which carry no `Content-Type` or `Content-Length`).
 #[derive(Debug)]
+pub struct Response {
+    /// Status code; a handler answers with 200..=599 (1xx is the connection's own business).
+    pub status: Status,
+    /// `Content-Type` value (RFC 9110 §8.3), e.g. `text/plain; charset=utf-8`.
+    pub content_type: Cow<'static, str>,
+    /// More header fields, in order: a token name (RFC 9110 §5.1) and a value without control characters
+    /// other than HTAB (RFC 9110 §5.5). `Content-Length`, `Content-Type`, `Transfer-Encoding`, `Connection` and
+    /// `Server` are set by the connection and may not appear here. A response breaking these rules is replaced
+    /// by 500 Internal Server Error.
+    pub headers: Vec<(Cow<'static, str>, String)>,
+    /// The content.
+    pub content: Content,
+}
+
+impl Response {
+    /// A response with `content` of type `content_type` and no extra header fields.
+    pub fn new(status: Status, content_type: impl Into<Cow<'static, str>>, content: Content) -> Response {
+        Response { status, content_type: content_type.into(), headers: Vec::new(), content }
+    }
+
+    /// A response whose content is `text` as `text/plain; charset=utf-8`.
+    pub fn text(status: Status, text: impl Into<String>) -> Response {
+        Response::new(status, TEXT, Content::Bytes(text.into().into_bytes()))
+    }
+
+    /// A response without content, e.g. 204 No Content.
+    pub fn empty(status: Status) -> Response {
+        Response::new(status, TEXT, Content::Bytes(Vec::new()))
+    }
+
+    /// Adds header field `name: value`.
+    pub fn with_header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// An app's answers for the routes the connection does not own. The connection calls it synchronously from
+/// [`Connection::receive`], in request order; it is shared by all connections (`&self`, `Sync`).
+pub trait Handler: Sync {
+    /// Looks at a request head before its body is read (`request.body` is empty). `Some(response)` answers at
+    /// once: the body is then read and dropped, or, when the client waits for `100 Continue`, not read at all
+    /// and the connection closes after the response (RFC 9110 §10.1.1). `None` (the default): the body is
+    /// buffered, up to [`Config::max_body_bytes`] (413 beyond), and [`Handler::respond`] answers.
+    fn check(&self, request: &Request<'_>) -> Option<Response> {
+        let _ = request;
+        None
+    }
+
+    /// Answers a request whose body (if any) has been read completely into `request.body`.
+    fn respond(&self, request: &Request<'_>) -> Response;
+}
+
+/// Response content that failed while it was written: the connection stopped writing and closes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentError {
+    /// Content bytes written before the failure.
+    pub sent: u64,
+    /// Content length announced in `Content-Length`, bytes.
+    pub len: u64,
+    /// Why: the source's error, or "content ended early".
+    pub source: SourceError,
+}
+
+impl fmt::Display for ContentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "response content failed after {} of {} bytes: {}", self.sent, self.len, self.source)
+    }
+}
+
+/// Streamed content of a queued response.
+struct Stream {
+    source: Box<dyn Source>,
+    len: u64,
+    sent: u64,
+}
+
+/// One queued response: `data` (status line, header fields, and in-memory content), then `stream`.
 struct Output {
     data: Vec<u8>,
     data_sent: usize,
-    pattern_len: u64,
-    pattern_sent: u64,
+    stream: Option<Stream>,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("data", &self.data.len())
+            .field("data_sent", &self.data_sent)
+            .field("stream", &self.stream.as_ref().map(|s| (s.sent, s.len)))
+            .finish()
+    }
+}
+
+/// Methods the built-in routes support, as sent in `Allow` (RFC 9110 §10.2.1).
+const ALLOW_FIELD: [(&str, &str); 1] = [("Allow", ALLOW)];
+
+/// Whether `name` is a field name a handler may send: a token (RFC 9110 §5.6.2) that the connection does not set.
+fn valid_field_name(name: &str) -> bool {
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let reserved = ["content-length", "content-type", "transfer-encoding", "connection", "server"];
+    token && !reserved.iter().any(|r| name.eq_ignore_ascii_case(r))
+}
+
+/// Whether `value` is a field value (RFC 9110 §5.5): no control characters but HTAB, no leading or trailing
+/// whitespace.
+fn valid_field_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) && value.trim_ascii() == value
 }
 
 impl Output {
     /// Serialises a response (RFC 9112 §4 status-line, §5 field lines). `head_only` drops the content but keeps
-    /// its `Content-Length` (RFC 9110 §8.6).
+    /// its `Content-Length` (RFC 9110 §8.6); 1xx/204/304 have neither content nor `Content-Type`/`Content-Length`.
     fn new(
         status: Status,
         content_type: &str,
+        extra: &[(&str, &str)],
         content: Content,
         head_only: bool,
         persistence: Persistence,
-        allow: bool,
     ) -> Output {
         let mut head = String::with_capacity(192);
         // fmt::Write for String never fails.
-        let _ = write!(
-            head,
-            "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
-            status.code(),
-            status.reason(),
-            content.len()
-        );
-        if allow {
-            head.push_str("Allow: ");
-            head.push_str(ALLOW);
-            head.push_str("\r\n");
+        let _ = write!(head, "HTTP/1.1 {} {}\r\nServer: {SERVER}\r\n", status.code(), status.reason());
+        if !status.without_content() {
+            let _ = write!(head, "Content-Type: {content_type}\r\nContent-Length: {}\r\n", content.len());
+        }
+        for (name, value) in extra {
+            let _ = write!(head, "{name}: {value}\r\n");
         }
         match persistence {
             Persistence::KeepAlive => {}
@@ -878,45 +1171,91 @@ impl Output {
         }
         head.push_str("\r\n");
         let mut data = head.into_bytes();
-        let mut pattern_len = 0;
-        if !head_only {
+        let mut stream = None;
+        if !head_only && !status.without_content() {
             match content {
                 Content::Bytes(bytes) => data.extend_from_slice(&bytes),
-                Content::Pattern(len) => pattern_len = len,
+                Content::Stream { len, source } => stream = Some(Stream { source, len, sent: 0 }),
             }
         }
-        Output { data, data_sent: 0, pattern_len, pattern_sent: 0 }
+        Output { data, data_sent: 0, stream }
+    }
+
+    /// A handler's response, checked (see [`Response`]); a response breaking the rules becomes 500.
+    fn from_response(response: Response, head_only: bool, persistence: Persistence) -> Output {
+        let Response { status, content_type, headers, content } = response;
+        let problem = if status.code() < 200 {
+            Some(format!("status {} is not a final status", status.code()))
+        } else if !valid_field_value(&content_type) {
+            Some(format!("Content-Type {content_type:?} is not a valid field value"))
+        } else {
+            headers.iter().find_map(|(name, value)| {
+                if !valid_field_name(name) {
+                    Some(format!("header field name {name:?} is not allowed"))
+                } else if !valid_field_value(value) {
+                    Some(format!("header field {name} has an invalid value {value:?}"))
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some(problem) = problem {
+            log::error!("http: handler response replaced by 500: {problem}");
+            // The details (which may hold request data) go to the log only.
+            let text = String::from("internal server error: the app produced an invalid response (see the log)\n");
+            return Output::new(
+                Status::INTERNAL_SERVER_ERROR,
+                TEXT,
+                &[],
+                Content::Bytes(text.into_bytes()),
+                head_only,
+                persistence,
+            );
+        }
+        let extra: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_ref(), v.as_str())).collect();
+        Output::new(status, &content_type, &extra, content, head_only, persistence)
     }
 
     /// `100 Continue` (RFC 9110 §15.2.1): a status-line and no fields.
     fn interim_continue() -> Output {
-        let status = Status::Continue;
+        let status = Status::CONTINUE;
         let data = format!("HTTP/1.1 {} {}\r\n\r\n", status.code(), status.reason()).into_bytes();
-        Output { data, data_sent: 0, pattern_len: 0, pattern_sent: 0 }
+        Output { data, data_sent: 0, stream: None }
     }
 
     /// The error response for `error`: a one-line plain-text reason and `Connection: close`.
     fn error(error: &Error, head_only: bool) -> Output {
         let text = format!("{error}\n").into_bytes();
-        Output::new(error.status(), TEXT, Content::Bytes(text), head_only, Persistence::Close, false)
+        Output::new(error.status(), TEXT, &[], Content::Bytes(text), head_only, Persistence::Close)
     }
 
     fn is_done(&self) -> bool {
-        self.data_sent == self.data.len() && self.pattern_sent == self.pattern_len
+        self.data_sent == self.data.len() && self.stream.as_ref().is_none_or(|s| s.sent == s.len)
     }
 
-    /// Copies the next bytes into `out`; returns how many.
-    fn write(&mut self, out: &mut [u8]) -> usize {
+    /// Copies the next bytes into `out`; returns how many, or how many and the content's failure.
+    fn write(&mut self, out: &mut [u8]) -> Result<usize, (usize, ContentError)> {
         let data = &self.data[self.data_sent..];
         let n = data.len().min(out.len());
         out[..n].copy_from_slice(&data[..n]);
         self.data_sent += n;
+        let Some(stream) = &mut self.stream else { return Ok(n) };
         let out = &mut out[n..];
-        let left = self.pattern_len - self.pattern_sent;
+        let left = stream.len - stream.sent;
         let m = usize::try_from(left).map_or(out.len(), |left| left.min(out.len()));
-        fill_pattern(&mut out[..m], self.pattern_sent);
-        self.pattern_sent += m as u64;
-        n + m
+        if m == 0 {
+            return Ok(n);
+        }
+        let failure = match stream.source.read(&mut out[..m]) {
+            Ok(got) if got > 0 && got <= m => {
+                stream.sent += got as u64;
+                return Ok(n + got);
+            }
+            Ok(0) => SourceError { detail: String::from("content ended early") },
+            Ok(got) => SourceError { detail: format!("source returned {got} bytes for a {m}-byte buffer") },
+            Err(e) => e,
+        };
+        Err((n, ContentError { sent: stream.sent, len: stream.len, source: failure }))
     }
 }
 
@@ -935,42 +1274,126 @@ fn fill_pattern(out: &mut [u8], offset: u64) {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// What answers a request once its body has been read.
+enum Pending<'h> {
+    /// A response built from the head alone; the body is read and dropped.
+    Ready(Output),
+    /// `handler` answers once the body is buffered.
+    App(Box<AppHead>, &'h dyn Handler),
+}
+
+impl fmt::Debug for Pending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pending::Ready(output) => f.debug_tuple("Ready").field(output).finish(),
+            Pending::App(app, _) => f.debug_tuple("App").field(app).finish(),
+        }
+    }
+}
+
+/// A request body being buffered for a [`Handler`], at most [`Config::max_body_bytes`] (the framing enforces
+/// that). Allocation failure drops the buffer and answers 503 when the body ends: the server keeps serving.
+#[derive(Debug, Default)]
+struct BodyBuffer {
+    data: Vec<u8>,
+    out_of_memory: bool,
+}
+
+impl BodyBuffer {
+    /// A buffer with room for `hint` bytes when the allocator has them.
+    fn with_hint(hint: u64) -> BodyBuffer {
+        let mut buffer = BodyBuffer::default();
+        if let Ok(hint) = usize::try_from(hint) {
+            buffer.out_of_memory = buffer.data.try_reserve_exact(hint).is_err();
+        }
+        buffer
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.out_of_memory {
+            return;
+        }
+        if self.data.try_reserve(bytes.len()).is_err() {
+            self.out_of_memory = true;
+            self.data = Vec::new();
+            return;
+        }
+        self.data.extend_from_slice(bytes);
+    }
+}
+
 /// Where the connection is between requests.
 #[derive(Debug)]
-enum State {
+enum State<'h> {
     /// Waiting for (the rest of) a request head; a partial one sits in `Connection::input`.
     Head,
-    /// Reading and dropping a request body; `response` is queued when it ends.
-    Body { framing: BodyFraming, response: Output, close: bool, head_only: bool },
+    /// Reading a request body: dropped for [`Pending::Ready`], buffered in `buffer` for [`Pending::App`].
+    Body { framing: BodyFraming, pending: Pending<'h>, buffer: BodyBuffer, persistence: Persistence, head_only: bool },
     /// No more requests will be read; queued output is still written.
     Closed,
 }
 
 /// One HTTP/1.1 server connection, sans I/O (see the module docs for the driving loop).
-#[derive(Debug)]
-pub struct Connection {
+pub struct Connection<'h> {
     config: Config,
-    state: State,
-    /// A partial request head, `< config.max_header_bytes` bytes. Nothing else is ever buffered.
+    state: State<'h>,
+    /// A partial request head, `< config.max_header_bytes` bytes. Besides this only a [`Handler`]'s request
+    /// body is ever buffered.
     input: Vec<u8>,
     /// Responses in the order their requests arrived (RFC 9112 §9.3.2).
     output: VecDeque<Output>,
+    /// Answers the routes the connection does not own; `None`: they are 404.
+    handler: Option<&'h dyn Handler>,
+    /// Why streamed content stopped, until [`Connection::take_content_error`].
+    content_error: Option<ContentError>,
 }
 
-impl Connection {
-    /// A new connection that waits for its first request. `config`'s limits are copied; zero limits act as 1.
-    pub fn new(config: &Config) -> Connection {
+impl fmt::Debug for Connection<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("config", &self.config)
+            .field("state", &self.state)
+            .field("input", &self.input.len())
+            .field("output", &self.output)
+            .field("handler", &self.handler.is_some())
+            .finish()
+    }
+}
+
+impl Connection<'static> {
+    /// A new connection that waits for its first request and answers only the built-in routes (other paths are
+    /// 404). `config`'s limits are copied; zero limits act as 1.
+    pub fn new(config: &Config) -> Connection<'static> {
+        Connection::build(config, None)
+    }
+}
+
+impl<'h> Connection<'h> {
+    /// A new connection whose routes other than `/`, `/health` and `/bytes/N` are answered by `handler`.
+    pub fn with_handler(config: &Config, handler: &'h dyn Handler) -> Connection<'h> {
+        Connection::build(config, Some(handler))
+    }
+
+    fn build(config: &Config, handler: Option<&'h dyn Handler>) -> Connection<'h> {
         let mut config = *config;
         config.max_header_bytes = config.max_header_bytes.max(1);
         config.max_pending_responses = config.max_pending_responses.max(1);
-        Connection { config, state: State::Head, input: Vec::new(), output: VecDeque::new() }
+        Connection {
+            config,
+            state: State::Head,
+            input: Vec::new(),
+            output: VecDeque::new(),
+            handler,
+            content_error: None,
+        }
     }
 
     /// Takes bytes received from the peer, parses the requests in them and queues their responses, in order.
     /// Returns how many bytes were taken (see [`Received::consumed`]: fewer than `data.len()` only when the
     /// response queue is full), how many requests were answered, and the error answered, if any. Protocol errors
     /// are answered with an error response, after which the connection closes ([`Connection::wants_close`]);
-    /// bytes arriving after that are taken and dropped. `ctx` supplies what `/` and `/health` show.
+    /// bytes arriving after that are taken and dropped. `ctx` supplies what `/` and `/health` show. The
+    /// [`Handler`] is called from here.
     pub fn receive(&mut self, data: &[u8], ctx: &Context<'_>) -> Received {
         let mut rx = Received::default();
         let limit = self.config.max_header_bytes;
@@ -984,18 +1407,26 @@ impl Connection {
                     return rx;
                 }
                 _ if rest.is_empty() => return rx,
-                State::Body { framing, .. } => match framing.consume(rest, &self.config) {
-                    Ok((n, done)) => {
-                        rx.consumed += n;
-                        if done {
-                            self.finish_body(&mut rx);
+                State::Body { framing, pending, buffer, .. } => {
+                    let keep = matches!(pending, Pending::App(..));
+                    let sink = |bytes: &[u8]| {
+                        if keep {
+                            buffer.push(bytes)
+                        }
+                    };
+                    match framing.consume(rest, &self.config, sink) {
+                        Ok((n, done)) => {
+                            rx.consumed += n;
+                            if done {
+                                self.finish_body(&mut rx);
+                            }
+                        }
+                        Err(error) => {
+                            let head_only = matches!(self.state, State::Body { head_only: true, .. });
+                            self.fail(error, head_only, &mut rx);
                         }
                     }
-                    Err(error) => {
-                        let head_only = matches!(self.state, State::Body { head_only: true, .. });
-                        self.fail(error, head_only, &mut rx);
-                    }
-                },
+                }
                 State::Head => {
                     if self.output.len() >= self.config.max_pending_responses {
                         return rx;
@@ -1011,11 +1442,11 @@ impl Connection {
                         parse_request(&self.input, &self.config)
                     };
                     match parsed {
-                        Ok(Some((len, request))) => {
+                        Ok(Some((len, head))) => {
                             // len > buffered: the buffered bytes alone were an incomplete head.
                             rx.consumed += len.saturating_sub(buffered);
                             self.input.clear();
-                            self.start(request, ctx, &mut rx);
+                            self.start(head, ctx, &mut rx);
                         }
                         Ok(None) if buffered + take >= limit => {
                             let error = if buffered == 0 {
@@ -1039,17 +1470,35 @@ impl Connection {
     }
 
     /// Fills `buf` with the next response bytes to send; returns how many (`<= buf.len()`, 0 when nothing is
-    /// queued). Responses follow one another without gaps; `/bytes/N` content is generated here, a buffer at a time.
+    /// queued). Responses follow one another without gaps; streamed content ([`Content::Stream`], `/bytes/N`)
+    /// is read here, a buffer at a time. If a [`Source`] fails, what it produced so far is returned, the rest of
+    /// the queue is dropped and the connection closes: the client sees a response shorter than its
+    /// `Content-Length` ([`Connection::take_content_error`] says why).
     pub fn poll_output(&mut self, buf: &mut [u8]) -> usize {
         let mut written = 0;
         while written < buf.len() {
             let Some(front) = self.output.front_mut() else { break };
-            written += front.write(&mut buf[written..]);
-            if front.is_done() {
+            match front.write(&mut buf[written..]) {
+                Ok(n) => written += n,
+                Err((n, error)) => {
+                    written += n;
+                    self.output.clear();
+                    self.input.clear();
+                    self.state = State::Closed;
+                    self.content_error = Some(error);
+                    break;
+                }
+            }
+            if self.output.front().is_some_and(Output::is_done) {
                 self.output.pop_front();
             }
         }
         written
+    }
+
+    /// Why the connection stopped writing a response's content (a [`Source`] failed), once; for the log.
+    pub fn take_content_error(&mut self) -> Option<ContentError> {
+        self.content_error.take()
     }
 
     /// True while response bytes are queued for [`Connection::poll_output`].
@@ -1058,7 +1507,8 @@ impl Connection {
     }
 
     /// True once the connection must close: no more requests will be read (error, `Connection: close`, HTTP/1.0
-    /// without keep-alive, end of input, timeout) and all queued output has been taken by `poll_output`.
+    /// without keep-alive, end of input, timeout, failed content) and all queued output has been taken by
+    /// `poll_output`.
     pub fn wants_close(&self) -> bool {
         matches!(self.state, State::Closed) && self.output.is_empty()
     }
@@ -1104,54 +1554,92 @@ impl Connection {
         rx.error = Some(error);
     }
 
-    /// Begins answering a parsed request: the response is built now and queued once its body (if any) is read.
-    fn start(&mut self, request: Request, ctx: &Context<'_>, rx: &mut Received) {
-        let persistence = request.persistence;
-        let head_only = request.head_only;
-        let response = match request.reply {
-            Reply::Root => {
-                Output::new(Status::Ok, "text/html; charset=utf-8", root_page(ctx), head_only, persistence, false)
-            }
+    /// Begins answering a parsed request: a built-in response is built now, a handler's once the body is read;
+    /// either is queued when the body (if any) has been read.
+    fn start(&mut self, head: Head, ctx: &Context<'_>, rx: &mut Received) {
+        let Head { head_only, persistence, body, expect_continue, reply } = head;
+        let ready = |status, content_type, extra: &[(&str, &str)], content| {
+            Pending::Ready(Output::new(status, content_type, extra, content, head_only, persistence))
+        };
+        let pending = match reply {
+            Reply::Root => ready(Status::OK, "text/html; charset=utf-8", &[], root_page(ctx)),
             Reply::Health => {
-                let body = health_json(ctx, ctx.requests.saturating_add(rx.requests).saturating_add(1));
-                Output::new(Status::Ok, "application/json", body, head_only, persistence, false)
+                let json = health_json(ctx, ctx.requests.saturating_add(rx.requests).saturating_add(1));
+                ready(Status::OK, "application/json", &[], json)
             }
             Reply::Bytes(n) => {
-                Output::new(Status::Ok, "application/octet-stream", Content::Pattern(n), head_only, persistence, false)
-            }
-            Reply::NotFound => {
-                let text = b"not found: the routes are /, /health and /bytes/N\n".to_vec();
-                Output::new(Status::NotFound, TEXT, Content::Bytes(text), head_only, persistence, false)
+                let content = Content::Stream { len: n, source: Box::new(Pattern { offset: 0 }) };
+                ready(Status::OK, "application/octet-stream", &[], content)
             }
             Reply::MethodNotAllowed => {
                 let text = b"method not allowed: this resource supports GET and HEAD\n".to_vec();
-                Output::new(Status::MethodNotAllowed, TEXT, Content::Bytes(text), head_only, persistence, true)
+                ready(Status::METHOD_NOT_ALLOWED, TEXT, &ALLOW_FIELD, Content::Bytes(text))
             }
-            Reply::Options => Output::new(Status::Ok, TEXT, Content::Bytes(Vec::new()), head_only, persistence, true),
+            Reply::Options => ready(Status::OK, TEXT, &ALLOW_FIELD, Content::Bytes(Vec::new())),
+            Reply::App(app) => match self.handler {
+                None => {
+                    let text = b"not found: the routes are /, /health and /bytes/N\n".to_vec();
+                    ready(Status::NOT_FOUND, TEXT, &[], Content::Bytes(text))
+                }
+                Some(handler) => match handler.check(&app.request(&[])) {
+                    Some(response) if expect_continue => {
+                        // RFC 9110 §10.1.1: the client has not sent the body yet; answer now and close rather
+                        // than read a body that may never come.
+                        let output = Output::from_response(response, head_only, Persistence::Close);
+                        self.finish(output, Persistence::Close, rx);
+                        return;
+                    }
+                    Some(response) => Pending::Ready(Output::from_response(response, head_only, persistence)),
+                    None => Pending::App(app, handler),
+                },
+            },
         };
-        let close = persistence == Persistence::Close;
-        match request.body {
-            None => self.finish(response, close, rx),
+        match body {
+            None => {
+                let output = Self::complete(pending, BodyBuffer::default(), head_only, persistence);
+                self.finish(output, persistence, rx);
+            }
             Some(framing) => {
-                if request.expect_continue {
+                if expect_continue {
                     self.output.push_back(Output::interim_continue());
                 }
-                self.state = State::Body { framing, response, close, head_only };
+                let buffer = match (&pending, &framing) {
+                    (Pending::App(..), BodyFraming::Length { remaining }) => BodyBuffer::with_hint(*remaining),
+                    _ => BodyBuffer::default(),
+                };
+                self.state = State::Body { framing, pending, buffer, persistence, head_only };
+            }
+        }
+    }
+
+    /// The response for `pending` once its body is in `buffer`: the handler is called here.
+    fn complete(pending: Pending<'_>, buffer: BodyBuffer, head_only: bool, persistence: Persistence) -> Output {
+        match pending {
+            Pending::Ready(output) => output,
+            Pending::App(..) if buffer.out_of_memory => {
+                let text = b"service unavailable: no memory to buffer the request body; retry later\n".to_vec();
+                Output::new(Status::SERVICE_UNAVAILABLE, TEXT, &[], Content::Bytes(text), head_only, persistence)
+            }
+            Pending::App(app, handler) => {
+                Output::from_response(handler.respond(&app.request(&buffer.data)), head_only, persistence)
             }
         }
     }
 
     /// The body being read has ended: queue its response.
     fn finish_body(&mut self, rx: &mut Received) {
-        if let State::Body { response, close, .. } = core::mem::replace(&mut self.state, State::Head) {
-            self.finish(response, close, rx);
+        if let State::Body { pending, buffer, persistence, head_only, .. } =
+            core::mem::replace(&mut self.state, State::Head)
+        {
+            let output = Self::complete(pending, buffer, head_only, persistence);
+            self.finish(output, persistence, rx);
         }
     }
 
-    fn finish(&mut self, response: Output, close: bool, rx: &mut Received) {
+    fn finish(&mut self, response: Output, persistence: Persistence, rx: &mut Received) {
         self.output.push_back(response);
         rx.requests += 1;
-        self.state = if close { State::Closed } else { State::Head };
+        self.state = if persistence == Persistence::Close { State::Closed } else { State::Head };
     }
 }
 
@@ -1180,15 +1668,16 @@ fn health_json(ctx: &Context<'_>, requests: u64) -> Content {
     Content::Bytes(json.into_bytes())
 }
 
+/// Test helpers shared with the other modules' tests: drive a connection, parse its output.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::string::ToString;
     use alloc::vec;
 
     const MESSAGE: &str = "Hello <from> Zirvium & friends";
 
-    fn ctx(requests: u64) -> Context<'static> {
+    pub(crate) fn ctx(requests: u64) -> Context<'static> {
         Context { platform: "kvm", root_message: MESSAGE, uptime_ms: 1234, requests, connections: 7 }
     }
 
@@ -1201,7 +1690,7 @@ mod tests {
         closed: bool,
     }
 
-    fn drain(conn: &mut Connection, buf: &mut [u8], out: &mut Vec<u8>) {
+    pub(crate) fn drain(conn: &mut Connection, buf: &mut [u8], out: &mut Vec<u8>) {
         loop {
             let n = conn.poll_output(buf);
             assert!(n <= buf.len(), "poll_output wrote {n} bytes into a {}-byte buffer", buf.len());
@@ -1252,24 +1741,24 @@ mod tests {
     }
 
     #[derive(Debug)]
-    struct Response {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
+    pub(crate) struct Response {
+        pub(crate) status: u16,
+        pub(crate) headers: Vec<(String, String)>,
+        pub(crate) body: Vec<u8>,
     }
 
     impl Response {
-        fn header(&self, name: &str) -> Option<&str> {
+        pub(crate) fn header(&self, name: &str) -> Option<&str> {
             self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
         }
 
-        fn text(&self) -> &str {
+        pub(crate) fn text(&self) -> &str {
             core::str::from_utf8(&self.body).expect("text body")
         }
     }
 
     /// Splits `out` into responses. `head[i]` says whether final response i answers HEAD (no content).
-    fn parse_responses(mut out: &[u8], head: &[bool]) -> Vec<Response> {
+    pub(crate) fn parse_responses(mut out: &[u8], head: &[bool]) -> Vec<Response> {
         let mut responses = Vec::new();
         while !out.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; 16];
@@ -1287,7 +1776,10 @@ mod tests {
                 .collect();
             out = &out[len..];
             let mut response = Response { status, headers, body: Vec::new() };
-            if status >= 200 {
+            if status == 204 || status == 304 {
+                assert_eq!(response.header("content-length"), None, "RFC 9110 §8.6: no Content-Length on {status}");
+                assert_eq!(response.header("server"), Some("zirvium"));
+            } else if status >= 200 {
                 let length: usize = response.header("content-length").expect("Content-Length").parse().unwrap();
                 let is_head = head.get(responses.iter().filter(|r: &&Response| r.status >= 200).count());
                 if !is_head.copied().unwrap_or(false) {
@@ -1302,7 +1794,7 @@ mod tests {
         responses
     }
 
-    fn get(path: &str) -> String {
+    pub(crate) fn get(path: &str) -> String {
         format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")
     }
 
@@ -1412,7 +1904,7 @@ mod tests {
         conn.receive(get(&format!("/bytes/{n}")).as_bytes(), &ctx(0));
         let queued = conn.output.front().expect("response queued");
         assert!(queued.data.len() < 256, "head only in memory, got {} bytes", queued.data.len());
-        assert_eq!(queued.pattern_len, n);
+        assert_eq!(queued.stream.as_ref().map(|s| s.len), Some(n));
         let mut buf = vec![0u8; 16 * 1024];
         let mut head = Vec::new();
         let mut offset = 0u64;
@@ -2031,6 +2523,334 @@ mod tests {
             let pieces: Vec<usize> = (0..5).map(|_| 1 + rng.below(20)).collect();
             assert_eq!(run_with(&config, &input, &pieces, 1 + rng.below(40)), whole, "input {input:?}");
             assert_eq!(run_with(&config, &input, &[1], 1), whole, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn status_codes_and_reasons() {
+        assert_eq!(Status::from_code(99), None);
+        assert_eq!(Status::from_code(600), None);
+        assert_eq!(Status::from_code(507), Some(Status::INSUFFICIENT_STORAGE));
+        assert_eq!(Status::INSUFFICIENT_STORAGE.to_string(), "507 Insufficient Storage");
+        assert_eq!(Status::from_code(299).map(|s| s.reason()), Some(""));
+        assert!(Status::NO_CONTENT.without_content() && Status::CONTINUE.without_content());
+        assert!(!Status::OK.without_content());
+    }
+
+    /// What `respond` saw: method, path, query, header names, body.
+    type Seen = (String, String, Option<String>, Vec<String>, Vec<u8>);
+
+    /// A handler for the tests: records what it sees and answers by path.
+    #[derive(Default)]
+    struct TestApp {
+        /// One entry per `respond` call.
+        seen: std::sync::Mutex<Vec<Seen>>,
+        checks: std::sync::atomic::AtomicUsize,
+        /// Largest buffer a streamed source was asked to fill.
+        largest_read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    /// `/stream/N` content: the `/bytes/N` pattern, recording the largest read.
+    struct Counted {
+        offset: u64,
+        largest: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Source for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+            self.largest.fetch_max(buf.len(), std::sync::atomic::Ordering::Relaxed);
+            fill_pattern(buf, self.offset);
+            self.offset += buf.len() as u64;
+            Ok(buf.len())
+        }
+    }
+
+    /// Gives `good` bytes of `b'x'`, then fails (or ends, with `fail: false`).
+    struct Breaks {
+        good: usize,
+        fail: bool,
+    }
+
+    impl Source for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+            if self.good == 0 {
+                return if self.fail { Err(SourceError { detail: "disk on fire".into() }) } else { Ok(0) };
+            }
+            let n = buf.len().min(self.good);
+            buf[..n].fill(b'x');
+            self.good -= n;
+            Ok(n)
+        }
+    }
+
+    impl Handler for TestApp {
+        fn check(&self, request: &Request<'_>) -> Option<super::Response> {
+            self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert!(request.body.is_empty(), "check sees no body");
+            (request.path == "/early").then(|| super::Response::text(Status::BAD_REQUEST, "refused early\n"))
+        }
+
+        fn respond(&self, request: &Request<'_>) -> super::Response {
+            let names = request.headers.iter().map(|(n, _)| n.clone()).collect();
+            self.seen.lock().unwrap().push((
+                request.method.into(),
+                request.path.into(),
+                request.query.map(String::from),
+                names,
+                request.body.to_vec(),
+            ));
+            if let Some(n) = request.path.strip_prefix("/stream/") {
+                let largest = self.largest_read.clone();
+                let len = n.parse().unwrap();
+                let source = Box::new(Counted { offset: 0, largest });
+                return super::Response::new(Status::OK, "application/octet-stream", Content::Stream { len, source });
+            }
+            match request.path {
+                "/echo" => {
+                    super::Response::new(Status::CREATED, "application/x-echo", Content::Bytes(request.body.to_vec()))
+                        .with_header("X-Method", request.method)
+                        .with_header("X-Host", String::from_utf8_lossy(request.header("host").unwrap_or(b"?")))
+                }
+                "/empty" => super::Response::empty(Status::NO_CONTENT).with_header("X-Done", "yes"),
+                "/storage" => super::Response::text(Status::INSUFFICIENT_STORAGE, "full\n"),
+                "/bad-value" => super::Response::text(Status::OK, "x").with_header("X-Bad", "a\r\nInjected: yes"),
+                "/bad-name" => super::Response::text(Status::OK, "x").with_header("Bad Name", "v"),
+                "/reserved" => super::Response::text(Status::OK, "x").with_header("content-length", "1"),
+                "/bad-type" => super::Response::new(Status::OK, "text/html\n", Content::Bytes(Vec::new())),
+                "/interim" => super::Response::empty(Status::CONTINUE),
+                "/fail" => super::Response::new(
+                    Status::OK,
+                    "application/octet-stream",
+                    Content::Stream { len: 10_000, source: Box::new(Breaks { good: 3000, fail: true }) },
+                ),
+                "/short" => super::Response::new(
+                    Status::OK,
+                    "application/octet-stream",
+                    Content::Stream { len: 100, source: Box::new(Breaks { good: 50, fail: false }) },
+                ),
+                _ => super::Response::text(Status::NOT_FOUND, "no such thing\n"),
+            }
+        }
+    }
+
+    fn run_app(app: &TestApp, config: &Config, input: &[u8], pieces: &[usize], out_len: usize) -> Run {
+        let mut conn = Connection::with_handler(config, app);
+        let mut run = Run::default();
+        drive(&mut conn, input, pieces, out_len, &mut run);
+        run
+    }
+
+    fn app_exchange(app: &TestApp, input: &[u8]) -> (Vec<Response>, Run) {
+        let run = run_app(app, &Config::default(), input, &[usize::MAX], 4096);
+        (parse_responses(&run.out, &[]), run)
+    }
+
+    #[test]
+    fn handler_gets_method_path_query_headers_and_whole_body() {
+        let app = TestApp::default();
+        let mut input =
+            b"PUT /echo?x=1&y HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 11\r\n\r\nhello world".to_vec();
+        input.extend_from_slice(b"POST http://example.com/echo HTTP/1.1\r\nHost: example.com\r\n");
+        input.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n2\r\nde\r\n0\r\nT: x\r\n\r\n");
+        input.extend_from_slice(get("/echo").as_bytes());
+        let (responses, run) = app_exchange(&app, &input);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [201, 201, 201]);
+        assert_eq!(responses[0].body, b"hello world");
+        assert_eq!(responses[0].header("content-type"), Some("application/x-echo"));
+        assert_eq!(responses[0].header("x-method"), Some("PUT"));
+        assert_eq!(responses[0].header("x-host"), Some("h"));
+        assert_eq!(responses[1].body, b"abcde", "chunk data without framing or trailers");
+        assert_eq!(responses[2].body, b"");
+        assert_eq!(responses[2].header("x-method"), Some("GET"));
+        let seen = app.seen.lock().unwrap();
+        assert_eq!(seen[0].2.as_deref(), Some("x=1&y"));
+        assert_eq!(seen[0].3, ["Host", "X-A", "Content-Length"]);
+        assert_eq!((seen[1].0.as_str(), seen[1].1.as_str(), seen[1].2.as_deref()), ("POST", "/echo", None));
+        assert_eq!((run.requests, run.closed), (3, false));
+        // However the input is split, the handler sees the same bodies and the output is the same.
+        let app2 = TestApp::default();
+        assert_eq!(run_app(&app2, &Config::default(), &input, &[1], 3), run);
+        assert_eq!(*app2.seen.lock().unwrap(), *seen);
+    }
+
+    #[test]
+    fn built_in_routes_win_over_the_handler() {
+        let app = TestApp::default();
+        let input = format!("{}{}{}POST / HTTP/1.1\r\nHost: x\r\n\r\n", get("/"), get("/health"), get("/bytes/3"));
+        let (responses, _) = app_exchange(&app, input.as_bytes());
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 200, 405]);
+        assert_eq!(responses[2].body, pattern(3));
+        assert!(app.seen.lock().unwrap().is_empty());
+        assert_eq!(app.checks.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // Other paths go to the handler, including ones that only look like built-in routes.
+        for path in ["/nope", "/health/", "/bytes", "//"] {
+            let (responses, _) = app_exchange(&app, get(path).as_bytes());
+            assert_eq!((responses[0].status, responses[0].text()), (404, "no such thing\n"), "{path}");
+        }
+    }
+
+    #[test]
+    fn handler_body_over_the_limit_is_413_and_never_reaches_it() {
+        let app = TestApp::default();
+        let config = Config { max_body_bytes: 10, ..Config::default() };
+        let input = b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world";
+        let run = run_app(&app, &config, input, &[usize::MAX], 64);
+        assert_eq!(parse_responses(&run.out, &[])[0].status, 413);
+        assert_eq!(run.errors, vec![Error::BodyTooLarge { limit: 10 }]);
+        let input = b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+        let run = run_app(&app, &config, input, &[3], 64);
+        assert_eq!(run.errors, vec![Error::BodyTooLarge { limit: 10 }]);
+        assert!(app.seen.lock().unwrap().is_empty());
+        // Exactly the limit is accepted.
+        let input = b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhelloworld";
+        let run = run_app(&app, &config, input, &[usize::MAX], 64);
+        assert_eq!(parse_responses(&run.out, &[])[0].body, b"helloworld");
+    }
+
+    #[test]
+    fn handler_check_answers_before_the_body() {
+        let app = TestApp::default();
+        let mut input = b"PUT /early HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+        input.extend_from_slice(get("/echo").as_bytes());
+        let (responses, run) = app_exchange(&app, &input);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [400, 201]);
+        assert_eq!(responses[0].text(), "refused early\n");
+        assert!(!run.closed, "the body was read and dropped; the connection goes on");
+        assert_eq!(app.seen.lock().unwrap().len(), 1, "respond only for /echo");
+
+        // A client waiting for 100 Continue gets the final answer instead, and the connection closes.
+        let input = b"PUT /early HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+        let (responses, run) = app_exchange(&app, input);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [400]);
+        assert_eq!(responses[0].header("connection"), Some("close"));
+        assert!(run.closed);
+        // Without an early answer, 100 Continue comes first.
+        let input = b"PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok";
+        let (responses, _) = app_exchange(&app, input);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [100, 201]);
+        assert_eq!(responses[1].body, b"ok");
+    }
+
+    #[test]
+    fn handler_responses_get_framing_and_persistence_from_the_connection() {
+        let app = TestApp::default();
+        let input = format!(
+            "{}{}HEAD /stream/300 HTTP/1.1\r\nHost: x\r\n\r\nGET /storage HTTP/1.0\r\n\r\n",
+            get("/empty"),
+            get("/missing")
+        );
+        let run = run_app(&app, &Config::default(), input.as_bytes(), &[usize::MAX], 64);
+        let responses = parse_responses(&run.out, &[false, false, true]);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [204, 404, 200, 507]);
+        assert_eq!(responses[0].header("content-type"), None);
+        assert_eq!(responses[0].header("x-done"), Some("yes"));
+        assert_eq!(responses[2].header("content-length"), Some("300"), "HEAD keeps the length");
+        assert!(responses[2].body.is_empty());
+        assert_eq!(responses[3].header("connection"), Some("close"), "HTTP/1.0 without keep-alive");
+        assert!(run.out.starts_with(b"HTTP/1.1 204 No Content\r\nServer: zirvium\r\nX-Done: yes\r\n\r\nHTTP/1.1 404"));
+        assert!(run.closed);
+    }
+
+    #[test]
+    fn invalid_handler_responses_become_500() {
+        let app = TestApp::default();
+        for path in ["/bad-value", "/bad-name", "/reserved", "/bad-type", "/interim"] {
+            let (responses, run) = app_exchange(&app, get(path).as_bytes());
+            assert_eq!(responses.len(), 1, "{path}");
+            assert_eq!(responses[0].status, 500, "{path}");
+            assert!(responses[0].text().contains("invalid"), "{path}: {}", responses[0].text());
+            assert!(!String::from_utf8_lossy(&run.out).contains("Injected"));
+            assert!(!run.closed);
+        }
+    }
+
+    #[test]
+    fn streamed_content_is_read_a_buffer_at_a_time() {
+        let app = TestApp::default();
+        let n = 1 << 20;
+        let mut conn = Connection::with_handler(&Config::default(), &app);
+        conn.receive(get(&format!("/stream/{n}")).as_bytes(), &ctx(0));
+        let queued = conn.output.front().expect("response queued");
+        assert!(queued.data.len() < 256, "only the head is in memory");
+        let mut out = Vec::new();
+        drain(&mut conn, &mut [0u8; 4096], &mut out);
+        let responses = parse_responses(&out, &[]);
+        assert!(responses[0].body == pattern(n));
+        assert!(app.largest_read.load(std::sync::atomic::Ordering::Relaxed) <= 4096);
+        assert!(conn.is_idle());
+    }
+
+    #[test]
+    fn failing_content_stops_the_response_and_closes() {
+        let app = TestApp::default();
+        for (path, sent, len, detail) in
+            [("/fail", 3000, 10_000, "disk on fire"), ("/short", 50, 100, "content ended early")]
+        {
+            let mut conn = Connection::with_handler(&Config::default(), &app);
+            let input = format!("{}{}", get(path), get("/echo"));
+            conn.receive(input.as_bytes(), &ctx(0));
+            let mut out = Vec::new();
+            drain(&mut conn, &mut [0u8; 1000], &mut out);
+            let head = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            assert_eq!(out.len() - head, sent, "{path}: the good part is sent, nothing after it");
+            assert!(conn.wants_close(), "{path}");
+            let error = conn.take_content_error().expect("the failure is reported");
+            assert_eq!((error.sent, error.len, error.source.detail.as_str()), (sent as u64, len, detail));
+            assert!(error.to_string().contains(detail));
+            assert_eq!(conn.take_content_error(), None);
+        }
+    }
+
+    #[test]
+    fn body_buffer_out_of_memory_is_503_and_keeps_serving() {
+        let mut buffer = BodyBuffer::with_hint(1 << 62);
+        assert!(buffer.out_of_memory, "no allocator has 4 EiB");
+        buffer.push(b"dropped");
+        assert!(buffer.data.is_empty());
+        let app = TestApp::default();
+        let head = AppHead { method: "PUT".into(), path: "/echo".into(), query: None, headers: Vec::new() };
+        let pending = Pending::App(Box::new(head), &app);
+        let mut output = Connection::complete(pending, buffer, false, Persistence::KeepAlive);
+        let mut out = vec![0u8; 512];
+        let n = output.write(&mut out).unwrap();
+        let responses = parse_responses(&out[..n], &[]);
+        assert_eq!(responses[0].status, 503);
+        assert_eq!(responses[0].header("connection"), None);
+        assert!(app.seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn fuzz_random_input_with_a_handler_ignores_splits() {
+        const FRAGMENTS: [&[u8]; 14] = [
+            b"GET ",
+            b"PUT ",
+            b"HEAD ",
+            b"/echo",
+            b"/early",
+            b"/stream/700",
+            b"/empty",
+            b" HTTP/1.1\r\nHost: x\r\n",
+            b"Content-Length: 3\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Expect: 100-continue\r\n",
+            b"\r\n",
+            b"3\r\nabc\r\n0\r\n\r\n",
+            b"xyz",
+        ];
+        let mut rng = XorShift(0x1234_5678_9abc_def1);
+        let config = Config { max_header_bytes: 256, max_body_bytes: 64, ..Config::default() };
+        for _ in 0..500 {
+            let mut input = Vec::new();
+            for _ in 0..rng.below(40) {
+                input.extend_from_slice(FRAGMENTS[rng.below(FRAGMENTS.len())]);
+            }
+            let app = TestApp::default();
+            let whole = run_app(&app, &config, &input, &[usize::MAX], 1 + rng.below(300));
+            let pieces: Vec<usize> = (0..5).map(|_| 1 + rng.below(20)).collect();
+            let app2 = TestApp::default();
+            assert_eq!(run_app(&app2, &config, &input, &pieces, 1 + rng.below(40)), whole, "input {input:?}");
+            assert_eq!(*app2.seen.lock().unwrap(), *app.seen.lock().unwrap());
         }
     }
 

@@ -11,6 +11,9 @@ use libos::platform::Platform;
 
 static CMDLINE: spin_once::Once = spin_once::Once::new();
 
+/// The initrd embedded by `images build/run --initrd` (`ZIRVIUM_INITRD` at build time), or empty.
+static EMBEDDED_INITRD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/initrd.tar"));
+
 mod spin_once {
     use core::sync::atomic::{AtomicPtr, Ordering};
     /// A write-once pointer to the command line.
@@ -35,16 +38,21 @@ pub fn cmdline() -> &'static Cmdline {
 
 extern "Rust" {
     fn __zirvium_app_main() -> Pin<Box<dyn Future<Output = u8> + Send>>;
+    fn __zirvium_app_name() -> &'static str;
 }
 
 /// The platforms this image can run on, in no particular order; the best `probe` fit wins.
-fn platforms() -> [&'static dyn Platform; 2] {
-    [&platform_kvm::KVM, &platform_kvm::QEMU]
+fn platforms() -> [&'static dyn Platform; 4] {
+    [&platform_kvm::KVM, &platform_kvm::QEMU, &platform_xen::XEN, &platform_hyperv::HYPERV]
 }
 
 #[no_mangle]
 fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     CMDLINE.set(cmdline);
+    // SAFETY: defined by the app through `zirvium::app!`.
+    let app_name = unsafe { __zirvium_app_name() };
+    // Hyper-V's KVP integration service reports it to the host.
+    platform_hyperv::set_app_name(app_name);
     let detection = libos::hypervisor::detect(&libos::arch::x86_64::cpu::NativeCpuid);
     let mut best: Option<(&'static dyn Platform, libos::platform::Fit)> = None;
     for p in platforms() {
@@ -90,10 +98,21 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     }
+    // A boot module wins; else the archive `images` embedded at build time (see build.rs), if any.
+    let initrd = libos::start::boot_info()
+        .and_then(|b| b.modules().first())
+        .map(|m| m.bytes())
+        .or((!EMBEDDED_INITRD.is_empty()).then_some(EMBEDDED_INITRD));
+    if let Err(e) = ::fs::mount_boot(initrd, libos::dev::block_devices()) {
+        libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
+        libos::exit(libos::EXIT_BOOT_ERROR);
+    }
     libos::start::stamp(4);
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);
     log::debug!("app exited with status {code}");
+    // Write back and mark file systems clean (FAT's dirty bit) so the disk needs no fsck after a normal exit.
+    ::fs::unmount_all();
     libos::exit(code)
 }

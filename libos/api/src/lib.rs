@@ -32,6 +32,13 @@ pub mod net {
     pub use net::*;
 }
 
+/// Devices registered at boot: disks ([`dev::block_devices`], [`dev::BlockDevice`]) and NICs.
+pub use libos::dev;
+
+/// Files: `File`, `OpenOptions`, `read_dir`, `read`/`write`, ... over `/` (initrd), `/tmp` (ramfs) and `/data`
+/// (FAT on the first disk) — see the `fs` crate.
+pub mod fs;
+
 /// The environment: app arguments, kernel options, the platform.
 pub mod env {
     /// The app's arguments (the command-line words after `--`), in order.
@@ -103,6 +110,12 @@ macro_rules! app {
         fn __zirvium_app_main(
         ) -> ::core::pin::Pin<$crate::__private::Box<dyn ::core::future::Future<Output = u8> + Send>> {
             $crate::__private::Box::pin(async { $crate::ExitStatus::status($f().await) })
+        }
+
+        #[cfg(target_os = "none")]
+        #[no_mangle]
+        fn __zirvium_app_name() -> &'static str {
+            env!("CARGO_PKG_NAME")
         }
 
         #[cfg(not(target_os = "none"))]

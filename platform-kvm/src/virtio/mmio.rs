@@ -14,12 +14,13 @@ use libos::platform::PlatformError;
 use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::{DeviceType, Transport};
 
+use super::blk::VirtioBlk;
 use super::hal::VirtioHal;
 use super::irq;
 use super::mmio_arg::{self, MmioSlot};
 use super::net::{IrqAck, VirtioNet};
 
-/// Starts every device on the command line. Returns `["virtio-mmio"]` when at least one NIC started.
+/// Starts every device on the command line. Returns `["virtio-mmio"]` when at least one NIC or disk started.
 /// Errors: a malformed token (boot error: the command line is wrong). Devices that fail are logged.
 pub fn init(cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
     let slots = cmdline
@@ -39,7 +40,8 @@ pub fn init(cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
     Ok(if started > 0 { alloc::vec![String::from("virtio-mmio")] } else { Vec::new() })
 }
 
-/// Starts the device in `slot`; `Ok(false)` for an empty slot or a device type without a driver.
+/// Starts the device in `slot` (virtio-net or virtio-blk); `Ok(false)` for an empty slot or a device type
+/// without a driver.
 fn start(slot: MmioSlot) -> Result<bool, String> {
     // microvm's windows sit in the 32-bit MMIO hole, identity mapped uncached by libos; others are mapped.
     libos::mem::paging::map_mmio(slot.base & !0xfff, (slot.base & 0xfff) + slot.size).map_err(|e| format!("{e}"))?;
@@ -57,19 +59,28 @@ fn start(slot: MmioSlot) -> Result<bool, String> {
         MmioVersion::Legacy => "v1 legacy",
         MmioVersion::Modern => "v2",
     };
-    if transport.device_type() != DeviceType::Network {
-        let what = super::virtio_name(transport.device_type());
+    let kind = transport.device_type();
+    if !matches!(kind, DeviceType::Network | DeviceType::Block) {
+        let what = super::virtio_name(kind);
         log::info!("virtio-mmio@{:#x}: {what} ({version}), no driver: skipped", slot.base);
         return Ok(false);
     }
-    let name = format!("virtio-net@mmio:{:#x}", slot.base);
+    let name = format!("{}@mmio:{:#x}", super::virtio_name(kind), slot.base);
     let slot_irq = irq::claim().ok_or("no free interrupt slot")?;
     let vector = idt::allocate_vector(irq::handler).map_err(|e| format!("{e}"))?;
     slot_irq.bind(vector, 0);
     let mut route = || ioapic::route(slot.gsi, vector, ioapic::Trigger::Edge).map_err(|e| format!("{e}"));
+    let irq_mode = format!("gsi {} edge -> vector {vector:#x}", slot.gsi);
+    if kind == DeviceType::Block {
+        let dev = VirtioBlk::<VirtioHal, _, 256>::new(transport, name, slot_irq, IrqAck::Task, &mut route)
+            .map_err(|e| format!("{e}"))?;
+        log::info!("{} transport {version} irq {irq_mode}", dev.describe());
+        libos::dev::register_block(dev);
+        return Ok(true);
+    }
     let dev = VirtioNet::<VirtioHal, _, 256>::new(transport, name, slot_irq, IrqAck::Task, &mut route)
         .map_err(|e| format!("{e}"))?;
-    super::log_nic(&dev, version, &format!("gsi {} edge -> vector {vector:#x}", slot.gsi));
+    super::log_nic(&dev, version, &irq_mode);
     libos::dev::register_net(Box::new(dev));
     Ok(true)
 }

@@ -1,14 +1,15 @@
 //! Virtio devices on KVM/QEMU: virtio-mmio windows from the command line (microvm, Firecracker) and
 //! virtio-pci functions found by PCI enumeration (pc, q35), driven through `virtio-drivers` transports and
-//! virtqueues with our own virtio-net driver on top. Source: virtio 1.2 §4.1 (virtio over PCI), §4.2
-//! (virtio over MMIO), §5.1 (network device).
+//! virtqueues with our own virtio-net and virtio-blk drivers on top. Source: virtio 1.2 §4.1 (virtio over
+//! PCI), §4.2 (virtio over MMIO), §5.1 (network device), §5.2 (block device).
 //!
-//! Pure parts (argument, ACPI, capability and BAR parsing, buffer bookkeeping, the net driver itself) build
+//! Pure parts (argument, ACPI, capability and BAR parsing, buffer bookkeeping, the drivers themselves) build
 //! and are unit-tested on the host; the hardware edge (HAL, configuration space, interrupts) only for the
 //! bare target.
 
 pub mod acpi;
 pub mod bars;
+pub mod blk;
 pub mod caps;
 pub mod csum;
 pub mod irq;
@@ -59,14 +60,20 @@ mod init {
     use libos::platform::PlatformError;
 
     /// Brings up every virtio device: the virtio-mmio windows named on the command line, then virtio-pci
-    /// functions on the PCI bus (if there is one). NICs are registered with `libos::dev::register_net`.
-    /// Returns feature strings for the boot log (e.g. "virtio-mmio", "virtio-pci (MSI-X)").
+    /// functions on the PCI bus (if there is one). NICs are registered with `libos::dev::register_net`, disks
+    /// with `libos::dev::register_block`. Returns feature strings for the boot log (e.g. "virtio-mmio",
+    /// "virtio-pci (MSI-X)", "virtio-blk (1 disk)").
     /// Errors: a malformed `virtio_mmio.device=` token. A device that fails to start is logged and
     /// skipped, so one broken device does not stop the boot.
     pub fn init(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
         let mut features = Vec::new();
+        let disks_before = libos::dev::block_devices().len();
         features.extend(super::mmio::init(cmdline)?);
         features.extend(super::pci::init(boot, cmdline.virtio_mmio.is_empty()));
+        let disks = libos::dev::block_devices().len() - disks_before;
+        if disks > 0 {
+            features.push(alloc::format!("virtio-blk ({disks} disk{})", if disks == 1 { "" } else { "s" }));
+        }
         Ok(features)
     }
 }

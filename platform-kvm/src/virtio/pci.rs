@@ -20,6 +20,7 @@ use virtio_drivers::transport::DeviceType;
 
 use super::acpi::{self, EcamWindow, PhysRead};
 use super::bars::{MmioWindow, WINDOW_END, WINDOW_START};
+use super::blk::VirtioBlk;
 use super::caps::{self, MsixCap, VirtioPciCap};
 use super::hal::VirtioHal;
 use super::irq::{self, IrqSlot};
@@ -395,20 +396,25 @@ fn route_intx(cfg: &ConfigSpace, df: DeviceFunction, slot: &IrqSlot, vector: u8,
     Ok(line)
 }
 
-/// Starts a virtio-net function. Returns the interrupt mode for the feature list.
-fn start_net(
+/// Starts a virtio-net or virtio-blk function (`kind`). Returns the interrupt mode for the feature list.
+fn start_device(
     root: &mut PciRoot<ConfigSpace>,
     cfg: &mut ConfigSpace,
     df: DeviceFunction,
+    kind: DeviceType,
     transitional: bool,
 ) -> Result<&'static str, String> {
     let layout = read_layout(root, cfg, df)?;
     let transport = PciTransport::new::<VirtioHal, _>(root, df).map_err(|e| format!("{e}"))?;
-    let name = format!("virtio-net@pci:{df}");
+    let name = format!("{}@pci:{df}", virtio_name(kind));
+    let queues: &[u16] = match kind {
+        DeviceType::Block => &[super::blk::QUEUE_REQUEST],
+        _ => &[super::net::QUEUE_RECEIVE, super::net::QUEUE_TRANSMIT],
+    };
     let slot = irq::claim().ok_or("no free interrupt slot")?;
     let vector = idt::allocate_vector(irq::handler).map_err(|e| format!("{e}"))?;
     let mut mode = String::new();
-    let mut kind = "INTx";
+    let mut irq_kind = "INTx";
     let mut msix_ok = false;
     if let Some((off, m)) = layout.msix {
         match enable_msix(root, cfg, df, off, &m, vector) {
@@ -421,7 +427,7 @@ fn start_net(
         if msix_ok {
             write16(layout.common + u64::from(caps::COMMON_CONFIG_MSIX_VECTOR), 0);
             let mut accepted = read16(layout.common + u64::from(caps::COMMON_CONFIG_MSIX_VECTOR)) == 0;
-            for q in [super::net::QUEUE_RECEIVE, super::net::QUEUE_TRANSMIT] {
+            for &q in queues {
                 write16(layout.common + u64::from(caps::COMMON_QUEUE_SELECT), q);
                 write16(layout.common + u64::from(caps::COMMON_QUEUE_MSIX_VECTOR), 0);
                 accepted &= read16(layout.common + u64::from(caps::COMMON_QUEUE_MSIX_VECTOR)) == 0;
@@ -429,7 +435,7 @@ fn start_net(
             if accepted {
                 slot.bind(vector, 0);
                 mode = format!("MSI-X entry 0 -> vector {vector:#x}");
-                kind = "MSI-X";
+                irq_kind = "MSI-X";
                 return Ok(());
             }
             log::warn!("{name}: device refused MSI-X vector 0 (read back VIRTIO_MSI_NO_VECTOR); using INTx");
@@ -442,18 +448,25 @@ fn start_net(
         mode = format!("INTx gsi {gsi} level -> vector {vector:#x}");
         Ok(())
     };
+    let transport_kind = if transitional { "transitional" } else { "modern" };
+    if kind == DeviceType::Block {
+        let dev = VirtioBlk::<VirtioHal, _, 256>::new(transport, name.clone(), slot, IrqAck::None, &mut setup)
+            .map_err(|e| format!("{e}"))?;
+        log::info!("{} transport {transport_kind} irq {mode}", dev.describe());
+        libos::dev::register_block(dev);
+        return Ok(irq_kind);
+    }
     let dev = VirtioNet::<VirtioHal, _, 256>::new(transport, name.clone(), slot, IrqAck::None, &mut setup)
         .map_err(|e| format!("{e}"))?;
-    let transport_kind = if transitional { "transitional" } else { "modern" };
     super::log_nic(&dev, transport_kind, &mode);
     libos::dev::register_net(Box::new(dev));
-    Ok(kind)
+    Ok(irq_kind)
 }
 
 /// Enumerates PCI and starts virtio devices. Returns `"virtio-pci (MSI-X)"` / `"virtio-pci (INTx)"` when
-/// a NIC started; nothing when there is no PCI bus (microvm). `acpi_scan`: whether to look for an RSDP in
-/// the BIOS area when the loader gave none (false when the command line names virtio-mmio devices: QEMU
-/// does that only with `acpi=off`).
+/// a NIC or disk started; nothing when there is no PCI bus (microvm). `acpi_scan`: whether to look for an
+/// RSDP in the BIOS area when the loader gave none (false when the command line names virtio-mmio devices:
+/// QEMU does that only with `acpi=off`).
 pub fn init(boot: &BootInfo, acpi_scan: bool) -> Vec<String> {
     let host_bridge = DeviceFunction { bus: 0, device: 0, function: 0 };
     // Every PC chipset has a host bridge at 00:00.0 answering port I/O; microvm reads all ones.
@@ -479,12 +492,12 @@ pub fn init(boot: &BootInfo, acpi_scan: bool) -> Vec<String> {
         let name = virtio_name(t);
         let (_, command) = root.get_status_command(f.df);
         root.set_command(f.df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
-        if t != DeviceType::Network {
+        if !matches!(t, DeviceType::Network | DeviceType::Block) {
             log::info!("pci {} {name}: no driver, skipped", f.df);
             continue;
         }
         let transitional = f.info.device_id < 0x1040;
-        match start_net(&mut root, &mut cfg, f.df, transitional) {
+        match start_device(&mut root, &mut cfg, f.df, t, transitional) {
             Ok(kind) => modes.push(kind),
             Err(e) => log::error!("pci {} {name}: {e}", f.df),
         }

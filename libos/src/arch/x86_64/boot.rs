@@ -30,6 +30,8 @@ global_asm!(
 pvh_start32:
     cli
     cld
+    /* PVH leaves esp undefined (Xen starts it at 0; QEMU's option ROM has a stack): the far return below needs one. */
+    mov esp, offset __boot_stack_top
     mov esi, ebx                      /* hvm_start_info paddr, kept in esi */
     rdtsc
     mov [BOOT_TSC_ENTRY], eax

@@ -1,0 +1,321 @@
+//! A sector cache that turns a [`BlockDevice`] (whole sectors, async requests) into the byte-addressed,
+//! synchronous storage a FAT library reads and writes (rust-fatfs `IoBase`/`Read`/`Write`/`Seek`).
+//!
+//! - Partial sectors go through the cache: read-modify-write, the sector stays dirty in memory.
+//! - Runs of whole sectors bypass it (one device request each), overlaying/refreshing cached copies so the
+//!   cache never holds stale data.
+//! - A miss reads ahead [`READ_AHEAD`] sectors (FAT tables and directories are read entry by entry).
+//! - [`SectorCache::write_back`] writes dirty sectors in ascending order, contiguous runs in one request;
+//!   [`SectorCache::sync`] adds a device cache flush ([`BlockDevice::flush`], e.g. virtio `VIRTIO_BLK_T_FLUSH`).
+//! - When full, the least recently used sector is evicted (written back first when dirty).
+//!
+//! Device requests run to completion from synchronous code with [`libos::task::wait`].
+
+use crate::error::Error;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use libos::dev::{BlockDevice, BlockError};
+use spin::Mutex;
+
+/// Sectors read on a cache miss (fewer near the end of the device).
+pub const READ_AHEAD: u64 = 8;
+
+/// Default cache size (bytes of sector data).
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024;
+
+/// Why a storage access failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// The device failed the request starting at `sector`.
+    Device { sector: u64, error: BlockError },
+    /// A read ended before the buffer was full (past the end of the device).
+    UnexpectedEof,
+    /// A write could not store any byte (past the end of the device).
+    WriteZero,
+}
+
+impl fatfs::IoError for StorageError {
+    fn is_interrupted(&self) -> bool {
+        false
+    }
+
+    fn new_unexpected_eof_error() -> Self {
+        Self::UnexpectedEof
+    }
+
+    fn new_write_zero_error() -> Self {
+        Self::WriteZero
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Device { sector, error } => Error::from_block(&error, sector),
+            StorageError::UnexpectedEof => Error::Corrupt(String::from("a structure reaches past the end of the disk")),
+            StorageError::WriteZero => Error::Corrupt(String::from("a write reaches past the end of the disk")),
+        }
+    }
+}
+
+struct Slot {
+    data: Box<[u8]>,
+    dirty: bool,
+    /// Last use (a tick of the cache's clock), for LRU eviction.
+    used: u64,
+}
+
+/// Counters of device requests (for logs and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Read requests sent to the device.
+    pub reads: u64,
+    /// Write requests sent to the device.
+    pub writes: u64,
+    /// Flush requests sent to the device.
+    pub flushes: u64,
+}
+
+/// The cache over one device.
+pub struct SectorCache {
+    dev: Arc<dyn BlockDevice>,
+    /// Sector size (bytes).
+    ss: usize,
+    /// Device size (bytes).
+    size: u64,
+    slots: BTreeMap<u64, Slot>,
+    max_slots: usize,
+    tick: u64,
+    stats: CacheStats,
+}
+
+impl SectorCache {
+    /// A cache of about `bytes` bytes (at least 16 sectors) over `dev`.
+    pub fn new(dev: Arc<dyn BlockDevice>, bytes: usize) -> Self {
+        let info = dev.info();
+        let ss = info.sector_size.max(1) as usize;
+        let size = info.bytes();
+        Self {
+            dev,
+            ss,
+            size,
+            slots: BTreeMap::new(),
+            max_slots: (bytes / ss).max(16),
+            tick: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Device size (bytes).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Request counters so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    fn dev_read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.stats.reads += 1;
+        libos::task::wait(self.dev.read(sector, buf)).map_err(|error| StorageError::Device { sector, error })
+    }
+
+    fn dev_write(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError> {
+        self.stats.writes += 1;
+        libos::task::wait(self.dev.write(sector, buf)).map_err(|error| StorageError::Device { sector, error })
+    }
+
+    fn evict_one(&mut self) -> Result<(), StorageError> {
+        let Some((&victim, slot)) = self.slots.iter().min_by_key(|(_, s)| s.used) else {
+            return Ok(());
+        };
+        if slot.dirty {
+            let data = slot.data.clone();
+            self.dev_write(victim, &data)?;
+        }
+        self.slots.remove(&victim);
+        Ok(())
+    }
+
+    /// The cached sector `sector`, read (with read-ahead) on a miss.
+    fn slot(&mut self, sector: u64) -> Result<&mut Slot, StorageError> {
+        self.tick += 1;
+        if !self.slots.contains_key(&sector) {
+            let total = self.size / self.ss as u64;
+            let count = READ_AHEAD.min(total.saturating_sub(sector)).max(1);
+            // Evict before reading: a dirty victim inside the read-ahead range is then written first, so the
+            // read returns its current contents.
+            while self.slots.len() + count as usize > self.max_slots && !self.slots.is_empty() {
+                self.evict_one()?;
+            }
+            let mut buf = vec![0u8; count as usize * self.ss];
+            self.dev_read(sector, &mut buf)?;
+            for (i, chunk) in buf.chunks_exact(self.ss).enumerate() {
+                // Sectors already cached may be dirty and newer than the device: keep them.
+                self.slots.entry(sector + i as u64).or_insert_with(|| Slot {
+                    data: chunk.into(),
+                    dirty: false,
+                    used: 0,
+                });
+            }
+        }
+        let tick = self.tick;
+        // Inserted just above when it was missing.
+        let slot = self.slots.get_mut(&sector).ok_or(StorageError::UnexpectedEof)?;
+        slot.used = tick;
+        Ok(slot)
+    }
+
+    /// Reads up to `buf.len()` bytes at byte `pos`; fewer at the end of the device (0 past it).
+    pub fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let len = (buf.len() as u64).min(self.size.saturating_sub(pos)) as usize;
+        let ss = self.ss;
+        let mut done = 0;
+        while done < len {
+            let p = pos + done as u64;
+            let sector = p / ss as u64;
+            let off = (p % ss as u64) as usize;
+            let left = len - done;
+            if off == 0 && left >= ss {
+                let n = left / ss;
+                let out = &mut buf[done..done + n * ss];
+                self.dev_read(sector, out)?;
+                for (&s, slot) in self.slots.range(sector..sector + n as u64) {
+                    let at = (s - sector) as usize * ss;
+                    out[at..at + ss].copy_from_slice(&slot.data);
+                }
+                done += n * ss;
+            } else {
+                let chunk = (ss - off).min(left);
+                let slot = self.slot(sector)?;
+                buf[done..done + chunk].copy_from_slice(&slot.data[off..off + chunk]);
+                done += chunk;
+            }
+        }
+        Ok(len)
+    }
+
+    /// Writes up to `buf.len()` bytes at byte `pos`; fewer at the end of the device (0 past it). Partial
+    /// sectors stay dirty in the cache until [`write_back`](Self::write_back); whole sectors go to the device.
+    pub fn write_at(&mut self, pos: u64, buf: &[u8]) -> Result<usize, StorageError> {
+        let len = (buf.len() as u64).min(self.size.saturating_sub(pos)) as usize;
+        let ss = self.ss;
+        let mut done = 0;
+        while done < len {
+            let p = pos + done as u64;
+            let sector = p / ss as u64;
+            let off = (p % ss as u64) as usize;
+            let left = len - done;
+            if off == 0 && left >= ss {
+                let n = left / ss;
+                let src = &buf[done..done + n * ss];
+                self.dev_write(sector, src)?;
+                for (&s, slot) in self.slots.range_mut(sector..sector + n as u64) {
+                    let at = (s - sector) as usize * ss;
+                    slot.data.copy_from_slice(&src[at..at + ss]);
+                    slot.dirty = false;
+                }
+                done += n * ss;
+            } else {
+                let chunk = (ss - off).min(left);
+                let slot = self.slot(sector)?;
+                slot.data[off..off + chunk].copy_from_slice(&buf[done..done + chunk]);
+                slot.dirty = true;
+                done += chunk;
+            }
+        }
+        Ok(len)
+    }
+
+    /// Writes every dirty sector to the device (ascending, contiguous runs as one request). After it, a
+    /// completed write is in the device; it is durable after [`sync`](Self::sync).
+    pub fn write_back(&mut self) -> Result<(), StorageError> {
+        let dirty: Vec<u64> = self.slots.iter().filter(|(_, s)| s.dirty).map(|(&n, _)| n).collect();
+        let max_run = (self.dev.info().max_transfer / self.ss).max(1);
+        let mut i = 0;
+        while i < dirty.len() {
+            let mut j = i + 1;
+            while j < dirty.len() && dirty[j] == dirty[j - 1] + 1 && j - i < max_run {
+                j += 1;
+            }
+            let mut buf = Vec::with_capacity((j - i) * self.ss);
+            for s in &dirty[i..j] {
+                if let Some(slot) = self.slots.get(s) {
+                    buf.extend_from_slice(&slot.data);
+                }
+            }
+            self.dev_write(dirty[i], &buf)?;
+            for s in &dirty[i..j] {
+                if let Some(slot) = self.slots.get_mut(s) {
+                    slot.dirty = false;
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// [`write_back`](Self::write_back), then a device cache flush: returns when everything written so far is
+    /// durable.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.write_back()?;
+        self.stats.flushes += 1;
+        libos::task::wait(self.dev.flush()).map_err(|error| StorageError::Device { sector: 0, error })
+    }
+}
+
+/// The storage object the FAT library owns: a byte position over a shared [`SectorCache`].
+pub struct Storage {
+    cache: Arc<Mutex<SectorCache>>,
+    pos: u64,
+}
+
+impl Storage {
+    /// Storage at byte 0 of `cache`.
+    pub fn new(cache: Arc<Mutex<SectorCache>>) -> Self {
+        Self { cache, pos: 0 }
+    }
+}
+
+impl fatfs::IoBase for Storage {
+    type Error = StorageError;
+}
+
+impl fatfs::Read for Storage {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, StorageError> {
+        let n = self.cache.lock().read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl fatfs::Write for Storage {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, StorageError> {
+        let n = self.cache.lock().write_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Writes dirty sectors back (no device flush: that is [`SectorCache::sync`]'s job).
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.cache.lock().write_back()
+    }
+}
+
+impl fatfs::Seek for Storage {
+    fn seek(&mut self, pos: fatfs::SeekFrom) -> Result<u64, StorageError> {
+        let size = self.cache.lock().size();
+        let new = match pos {
+            fatfs::SeekFrom::Start(n) => Some(n),
+            fatfs::SeekFrom::End(d) => size.checked_add_signed(d),
+            fatfs::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = new.ok_or(StorageError::UnexpectedEof)?;
+        Ok(self.pos)
+    }
+}

@@ -1,0 +1,540 @@
+//! `images run <app> --hypervisor xen` and `images xl-config <app>`.
+//!
+//! On a Xen dom0 (`xl` on `PATH`) `run` writes the xl config to `target/xen/<domain>.cfg` and runs
+//! `xl create -F -c` with the console attached; elsewhere it boots the nested host ([`super::nested`]) with the
+//! app as its domU. Either way the domU's console (and, nested, its port 0xe9 lines) goes to stdout, progress to
+//! stderr, and the exit code is the domU's ([`super::status`]). The nested serial console is kept whole in
+//! `target/xen-host/logs/<domain>.log`; its last lines are printed when something below the domU fails.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::console::{self, Event, Line};
+use super::status::{parse_exit_status, DomainEnd, DOMAIN_FAILED_EXIT};
+use super::{host, nested, xl, Dom0Kind, Domu, Error};
+use crate::cargo::{build_app, Profile};
+use crate::cli::{Error as CliError, RunArgs};
+use crate::exit::TIMEOUT_EXIT;
+use crate::forward::{PortForward, Protocol};
+use crate::qemu::{self, Accel, KernelOption, Machine, NetKind, Network};
+
+/// Which hypervisor `images run` boots the app under (`--hypervisor`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Hypervisor {
+    /// QEMU (KVM or TCG) directly: the default.
+    #[default]
+    Qemu,
+    /// Xen: as a PVH domU, on this dom0 or on the nested Xen host.
+    Xen,
+}
+
+impl FromStr for Hypervisor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "qemu" => Ok(Hypervisor::Qemu),
+            "xen" => Ok(Hypervisor::Xen),
+            _ => Err(format!("unknown hypervisor `{s}` (use qemu or xen)")),
+        }
+    }
+}
+
+impl fmt::Display for Hypervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hypervisor::Qemu => "qemu",
+            Hypervisor::Xen => "xen",
+        })
+    }
+}
+
+/// Options of `images xl-config`.
+#[derive(Debug, Args)]
+pub struct XlConfigArgs {
+    /// The app's package name, e.g. hello or httpd (built first, release).
+    pub app: String,
+    /// Guest RAM, in MiB (64 or 64M) or GiB (1G).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = qemu::parse_mem_mib)]
+    pub mem: u32,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub smp: u16,
+    /// Give the domU a vif on this dom0 bridge [default: xenbr0 for httpd and udpecho, else no vif].
+    #[arg(long, value_name = "BRIDGE")]
+    pub bridge: Option<String>,
+    /// No vif, even for network apps.
+    #[arg(long, conflicts_with = "bridge")]
+    pub no_network: bool,
+    /// A raw disk image for blkfront (xvda, xvdb, ... in order); repeatable.
+    #[arg(long = "disk", value_name = "FILE")]
+    pub disks: Vec<PathBuf>,
+    /// A boot module (xl `ramdisk`), e.g. a tar archive the guest mounts at /.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
+    #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
+    pub kernel_opts: Vec<KernelOption>,
+    /// Arguments for the app, after `--`.
+    #[arg(last = true, value_name = "APP ARGS")]
+    pub app_args: Vec<String>,
+}
+
+/// `images xl-config`: builds the app and prints its xl config for this machine as dom0 (absolute paths).
+pub fn xl_config(args: &XlConfigArgs) -> Result<u8, CliError> {
+    let mut opts = qemu::RunOptions::new("", Accel::Tcg);
+    opts.kernel_options = args.kernel_opts.clone();
+    opts.app_args = args.app_args.clone();
+    opts.disks = args.disks.clone();
+    opts.initrd = args.initrd.clone();
+    opts.validate()?;
+    let default_bridge = qemu::NETWORK_APPS.iter().any(|(a, _)| *a == args.app).then(|| xl::DEFAULT_BRIDGE.to_owned());
+    let bridge = if args.no_network { None } else { args.bridge.clone().or(default_bridge) };
+    let image = build_app(&args.app, Profile::Release)?;
+    eprintln!("images: built {}", image.summary());
+    let domu = Domu {
+        app: args.app.clone(),
+        kernel: image.path,
+        memory_mib: args.mem,
+        vcpus: args.smp,
+        cmdline: opts.kernel_command_line(),
+        bridge,
+        ramdisk: opts.initrd.clone(),
+        disks: opts.disks.clone(),
+    };
+    print!("{}", domu.config(Dom0Kind::Local).and_then(|c| c.render()).map_err(Error::from)?);
+    Ok(0)
+}
+
+/// Checks the `images run` options that do not apply under Xen and returns the domU (kernel path empty until
+/// the build) with the host ports to forward to it.
+pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
+    if args.accel == Some(Accel::Kvm) {
+        return Err(Error::Options(
+            "--accel kvm: the nested Xen host runs under TCG (Xen cannot boot under this machine's nested KVM); drop --accel"
+                .into(),
+        ));
+    }
+    if args.machine != Machine::Microvm {
+        return Err(Error::Options(format!(
+            "--machine {}: with --hypervisor xen the app is a PVH domU and the nested host is always `pc`; drop --machine",
+            args.machine
+        )));
+    }
+    if args.net == Some(NetKind::Tap) || args.tap.is_some() {
+        return Err(Error::Options(
+            "--net tap: with --hypervisor xen the domU's vif is on dom0's bridge xenbr0; use --net user with --port"
+                .into(),
+        ));
+    }
+    let opts = args.options(Accel::Tcg)?;
+    let (bridge, forwards) = match &opts.network {
+        Network::None => (None, Vec::new()),
+        Network::User { forwards } => (Some(xl::DEFAULT_BRIDGE.to_owned()), forwards.clone()),
+        // Refused above; resolve_network only returns a tap for --net tap or --tap.
+        Network::Tap { .. } => return Err(Error::Options("--net tap is not available with --hypervisor xen".into())),
+    };
+    let domu = Domu {
+        app: args.app.clone(),
+        kernel: PathBuf::new(),
+        memory_mib: args.mem,
+        vcpus: args.smp,
+        cmdline: opts.kernel_command_line(),
+        bridge,
+        ramdisk: opts.initrd.clone(),
+        disks: opts.disks.clone(),
+    };
+    xl::check_name(&domu.name())?;
+    Ok((domu, forwards))
+}
+
+/// `images run --hypervisor xen`: see the module docs. Returns the exit code.
+pub fn run(args: &RunArgs) -> Result<u8, CliError> {
+    let (mut domu, forwards) = domu_for(args)?;
+    let local = qemu::find_in_path("xl").is_some();
+    if local && !args.ports.is_empty() {
+        return Err(Error::Options(
+            "--port: on a Xen dom0 the domU is reached at its own address on the bridge, not through forwards; drop --port".into(),
+        )
+        .into());
+    }
+    if !local {
+        qemu::find_qemu()?;
+    }
+    let image = build_app(&args.app, Profile::Release)?;
+    eprintln!("images: built {}", image.summary());
+    domu.kernel = image.path;
+    domu.ramdisk = crate::cli::resolve_initrd(&args.app, args.initrd.as_deref())?;
+    if let Some(initrd) = &domu.ramdisk {
+        eprintln!("images: initrd {}", initrd.display());
+    }
+    let deadline = args.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+    let code = if local { run_local(&domu, deadline)? } else { run_nested(&domu, &forwards, deadline)? };
+    Ok(code)
+}
+
+/// On a dom0: `xl create -F -c CONFIG`, console on stdout (scanned for `exit status N`), xl's messages on stderr
+/// (scanned for the shutdown reason).
+fn run_local(domu: &Domu, deadline: Option<Instant>) -> Result<u8, Error> {
+    let dir = crate::cargo::target_dir().join("xen");
+    let path = dir.join(format!("{}.cfg", domu.name()));
+    let io = |what, path: &PathBuf| {
+        let path = path.clone();
+        move |source| Error::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    std::fs::write(&path, domu.config(Dom0Kind::Local)?.render()?).map_err(io("writing", &path))?;
+    eprintln!("images: xl create -F -c {} (the console detaches with Ctrl-])", path.display());
+    let mut child = Command::new("xl")
+        .args(["create", "-F", "-c"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { what: "xl", source })?;
+    let (tx, rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || forward_lines(out, &mut std::io::stdout(), |l| tx.send(("con", l)))));
+    }
+    if let Some(err) = child.stderr.take() {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || forward_lines(err, &mut std::io::stderr(), |l| tx.send(("xl", l)))));
+    }
+    drop(tx);
+    let mut end = DomainEnd::default();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(("con", line)) => end.printed = parse_exit_status(&line).or(end.printed),
+            Ok((_, line)) => {
+                if let Some(Event::Shutdown { reason, .. }) = console::xl_event(&line) {
+                    end.reason = Some(reason);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    eprintln!("images: timeout; destroying {}", domu.name());
+                    let _ = Command::new("xl").args(["destroy", &domu.name()]).status();
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(TIMEOUT_EXIT);
+                }
+            }
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child.wait().map_err(|source| Error::Spawn { what: "xl", source })?;
+    if !status.success() && end.reason.is_none() {
+        eprintln!("images: xl create failed ({status})");
+        return Ok(DOMAIN_FAILED_EXIT);
+    }
+    eprintln!("images: {end}");
+    Ok(end.exit_code())
+}
+
+/// Copies `from` to `to` as it arrives and hands each complete line (lossy UTF-8, no line end) to `line`.
+fn forward_lines<E>(mut from: impl Read, to: &mut impl Write, mut line: impl FnMut(String) -> Result<(), E>) {
+    let mut buf = [0u8; 4096];
+    let mut pending = Vec::new();
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let _ = to.write_all(&buf[..n]).and_then(|_| to.flush());
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let l: Vec<u8> = pending.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&l).trim_end_matches(['\n', '\r']).to_owned();
+            if line(text).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The domU's output, each line shown once: a Zirvium guest may write every line to port 0xe9 and to its PV
+/// console, and Xen splits long 0xe9 lines (its line buffer is short). Port 0xe9 lines arrive first (Xen prints
+/// them at once; the console goes through xenconsoled's log) and are shown as they come; a PV console line is
+/// shown unless it repeats remembered 0xe9 output, whole or as consecutive pieces.
+#[derive(Debug, Default)]
+pub struct GuestLines {
+    recent: VecDeque<String>,
+}
+
+impl GuestLines {
+    /// Port 0xe9 lines remembered for matching.
+    const REMEMBERED: usize = 512;
+
+    /// A port 0xe9 line: always shown, remembered.
+    pub fn debug(&mut self, text: &str) -> bool {
+        if self.recent.len() == Self::REMEMBERED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(text.to_owned());
+        true
+    }
+
+    /// A PV console line: whether to show it (false when it repeats remembered port 0xe9 output, which is then
+    /// forgotten up to there).
+    pub fn console(&mut self, text: &str) -> bool {
+        for i in 0..self.recent.len() {
+            if !text.starts_with(self.recent[i].as_str()) {
+                continue;
+            }
+            let mut joined = String::new();
+            let mut j = i;
+            while j < self.recent.len() && joined.len() < text.len() {
+                joined.push_str(&self.recent[j]);
+                j += 1;
+            }
+            if joined == text {
+                self.recent.drain(..j);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// How many of the last console lines to print when something below the domU fails.
+const FAILURE_TAIL: usize = 40;
+
+/// Nested: prepares the host (first run: downloads), boots Xen + dom0 under QEMU, shows the domU's output.
+fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) -> Result<u8, Error> {
+    let dir = host::default_dir();
+    let host = host::prepare(&dir, &mut |m| eprintln!("images: xen host: {m}"))?;
+    let prepared = super::prepare_nested(&host, domu, forwards, false)?;
+    let logs = dir.join("logs");
+    let log_path = logs.join(format!("{}.log", prepared.name));
+    let io = |what, path: &PathBuf| {
+        let path = path.clone();
+        move |source| Error::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&logs).map_err(io("creating", &logs))?;
+    let mut log = File::create(&log_path).map_err(io("creating", &log_path))?;
+    let mut cmd = nested::qemu_command(&prepared.options)?;
+    let line = qemu::shell_line(&cmd);
+    let _ = writeln!(log, "# {line}\n# xl config:\n{}", prepared.config.lines().map(|l| format!("#   {l}\n")).collect::<String>());
+    eprintln!("images: {line}");
+    eprintln!(
+        "images: booting Xen 4.17 + dom0 under QEMU TCG; {} starts as a PVH domU in a minute or more (full console: {})",
+        prepared.name,
+        log_path.display()
+    );
+    for f in forwards {
+        match f.protocol {
+            Protocol::Tcp => eprintln!("images: http://localhost:{}/ reaches the domU's port {} once it has its DHCP lease", f.host, f.guest),
+            Protocol::Udp => eprintln!("images: udp localhost:{} -> domU port {}", f.host, f.guest),
+        }
+    }
+    let started = Instant::now();
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        if let Some(out) = out {
+            forward_lines(out, &mut std::io::sink(), |l| tx.send(l));
+        }
+    });
+    let err = child.stderr.take();
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut err) = err {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    });
+
+    let mut end = DomainEnd::default();
+    let mut domid = None;
+    let mut ended = false;
+    let mut shown = GuestLines::default();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let secs = |t: Instant| t.elapsed().as_secs_f64();
+    loop {
+        let line = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!("images: timeout after {:.0} s; QEMU stopped (console: {})", secs(started), log_path.display());
+                    return Ok(TIMEOUT_EXIT);
+                }
+                continue;
+            }
+        };
+        let _ = writeln!(log, "{line}");
+        if tail.len() == FAILURE_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line.clone());
+        match console::classify(&line) {
+            Line::GuestDebug { domid: d, text } if domid.is_none_or(|id| id == d) => {
+                if shown.debug(text) {
+                    println!("{text}");
+                }
+                end.printed = parse_exit_status(text).or(end.printed);
+            }
+            Line::GuestConsole(text) => {
+                if shown.console(text) {
+                    println!("{text}");
+                }
+                end.printed = parse_exit_status(text).or(end.printed);
+            }
+            Line::Event(Event::Dom0Ready) => eprintln!("images: dom0 ready after {:.0} s", secs(started)),
+            Line::Event(Event::Created { domid: d }) => {
+                domid = Some(d);
+                eprintln!("images: Xen runs {} as domain {d} after {:.0} s", prepared.name, secs(started));
+            }
+            Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
+            Line::Event(Event::XlExited { rc }) if rc != 0 => eprintln!("images: xl create failed (exit code {rc})"),
+            Line::Event(Event::Problem(p)) => eprintln!("images: dom0: {p}"),
+            Line::Event(Event::Ended) => ended = true,
+            Line::Xl(text) if is_problem(text) => eprintln!("images: xl: {text}"),
+            _ => {}
+        }
+    }
+    let _ = reader.join();
+    let status = child.wait().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
+    let stderr = err_reader.join().unwrap_or_default();
+    let _ = write!(log, "--- qemu stderr ---\n{stderr}--- {status} ---\n");
+    if !ended {
+        eprintln!(
+            "images: Xen/dom0 stopped ({status}) before {} ended; last console lines (all in {}):",
+            prepared.name,
+            log_path.display()
+        );
+        for l in &tail {
+            eprintln!("  {l}");
+        }
+        if !stderr.trim().is_empty() {
+            eprintln!("images: QEMU's stderr:\n{}", stderr.trim_end());
+        }
+        return Ok(DOMAIN_FAILED_EXIT);
+    }
+    eprintln!("images: {end} after {:.0} s", secs(started));
+    Ok(end.exit_code())
+}
+
+/// Whether an xl or libxl message reports a problem (their routine messages are not shown).
+fn is_problem(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    ["error", "fail", "warn", "unable", "cannot", "invalid"].iter().any(|w| t.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Cmd};
+    use clap::Parser;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match Cli::try_parse_from(std::iter::once("images").chain(args.iter().copied())).unwrap().command {
+            Cmd::Run(r) => r,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hypervisor_option() {
+        assert_eq!(run_args(&["run", "hello"]).hypervisor, Hypervisor::Qemu);
+        assert_eq!(run_args(&["run", "hello", "--hypervisor", "xen"]).hypervisor, Hypervisor::Xen);
+        let err = Cli::try_parse_from(["images", "run", "hello", "--hypervisor", "kvm"]).unwrap_err();
+        assert!(err.to_string().contains("unknown hypervisor `kvm` (use qemu or xen)"), "{err}");
+        assert_eq!(Hypervisor::Xen.to_string(), "xen");
+    }
+
+    #[test]
+    fn httpd_gets_a_vif_and_the_default_forward() {
+        let (domu, forwards) = domu_for(&run_args(&["run", "httpd", "--hypervisor", "xen", "--", "a"])).unwrap();
+        assert_eq!(domu.name(), "zirvium-httpd");
+        assert_eq!(domu.bridge.as_deref(), Some("xenbr0"));
+        assert_eq!(domu.cmdline, "-- a");
+        assert_eq!(forwards, [PortForward::tcp(8080, 80)]);
+        let (domu, forwards) = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--mem", "32M"])).unwrap();
+        assert_eq!((domu.bridge, domu.memory_mib, forwards.len()), (None, 32, 0));
+    }
+
+    #[test]
+    fn refuses_options_that_do_not_apply() {
+        for (args, needle) in [
+            (&["run", "hello", "--hypervisor", "xen", "--accel", "kvm"][..], "--accel kvm"),
+            (&["run", "hello", "--hypervisor", "xen", "--machine", "q35"], "--machine q35"),
+            (&["run", "httpd", "--hypervisor", "xen", "--net", "tap", "--tap", "t0"], "--net tap"),
+        ] {
+            let err = domu_for(&run_args(args)).unwrap_err();
+            assert!(err.to_string().contains(needle), "{args:?}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        let err = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn xl_config_subcommand() {
+        let cli = Cli::try_parse_from(["images", "xl-config", "httpd", "--mem", "128M", "--disk", "d.img", "--", "x"]);
+        match cli.unwrap().command {
+            Cmd::XlConfig(a) => {
+                assert_eq!((a.app.as_str(), a.mem, a.smp), ("httpd", 128, 1));
+                assert_eq!(a.disks, [PathBuf::from("d.img")]);
+                assert_eq!(a.app_args, ["x"]);
+                assert!(!a.no_network && a.bridge.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["images", "xl-config", "httpd", "--bridge", "br1", "--no-network"]).is_err());
+    }
+
+    #[test]
+    fn guest_lines_are_shown_once() {
+        let mut g = GuestLines::default();
+        assert!(g.debug("[ 0.0 INFO libos] booted"));
+        assert!(g.debug("platform: xen (..., p"));
+        assert!(g.debug("v console)"));
+        assert!(g.debug("hello"));
+        // Split by Xen on 0xe9, whole on the PV console: shown once.
+        assert!(!g.console("platform: xen (..., pv console)"));
+        assert!(!g.console("hello"));
+        // Only on the PV console: shown.
+        assert!(g.console("console only"));
+        // Repeated text later is new output.
+        assert!(g.console("hello"));
+        assert!(g.debug("again"));
+        assert!(!g.console("again"));
+    }
+
+    #[test]
+    fn xl_problems() {
+        assert!(is_problem("libxl: error: libxl_create.c:1234: cannot make domain: -3"));
+        assert!(!is_problem("Action for shutdown reason code 0 is destroy"));
+        assert!(!is_problem("Parsing config from /images/domu.cfg"));
+    }
+
+    #[test]
+    fn forward_lines_copies_and_splits() {
+        let mut copy = Vec::new();
+        let mut lines = Vec::new();
+        forward_lines(&b"a\r\nb\npartial"[..], &mut copy, |l| {
+            lines.push(l);
+            Ok::<(), ()>(())
+        });
+        assert_eq!(copy, b"a\r\nb\npartial");
+        assert_eq!(lines, ["a", "b"]);
+    }
+}

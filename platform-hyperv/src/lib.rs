@@ -1,0 +1,285 @@
+//! Zirvium on Hyper-V and Azure: the TLFS enlightenments (guest OS identity, hypercall page, reference TSC page
+//! clock, SynIC), VMBus, the synthetic NIC (netvsc) and SCSI disk (storvsc), and the heartbeat, shutdown, time
+//! sync and KVP integration services. This file is the one place that says what the platform brings up.
+//!
+//! Everything but [`hw`] is safe, sans-I/O protocol code over [`hv::HwAccess`] (MSRs, hypercalls) and
+//! [`mem::Dma`] (shared pages), host-tested against recorded values and, in the `hyperv` test target, against a
+//! host model that plays the Hyper-V host.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod bringup;
+pub mod hv;
+#[cfg(target_os = "none")]
+pub mod hw;
+pub mod ic;
+pub mod mem;
+pub mod netvsc;
+pub mod storvsc;
+pub mod sync;
+pub mod vmbus;
+
+use alloc::format;
+use alloc::string::String;
+use libos::bootinfo::BootInfo;
+use libos::cmdline::Cmdline;
+use libos::hypervisor::{Detection, HypervisorKind, HYPERV_INTERFACE_TLFS};
+use libos::platform::{Brought, Fit, Platform, PlatformError};
+
+/// The Hyper-V platform.
+pub struct HyperV;
+
+/// The platform instance for the boot-time list.
+pub static HYPERV: HyperV = HyperV;
+
+static APP_NAME: spin::Once<&'static str> = spin::Once::new();
+
+/// Sets the application name KVP reports (first call wins; default "zirvium").
+pub fn set_app_name(name: &'static str) {
+    APP_NAME.call_once(|| name);
+}
+
+/// The application name KVP reports.
+pub fn app_name() -> &'static str {
+    APP_NAME.get().copied().unwrap_or("zirvium")
+}
+
+/// How well Hyper-V fits, from the CPUID detection and the number of virtio devices present. `"Microsoft Hv"` with
+/// the `"Hv#1"` interface scores 100. KVM can present Hyper-V's leaves at 0x4000_0000 and its own at 0x4000_0100;
+/// then the devices decide: with virtio devices present Hyper-V scores 60 (below KVM's 100, so KVM drives them),
+/// without any it scores 120 (the devices must be on VMBus). `None` without a TLFS Hyper-V range.
+pub fn choose(d: &Detection, virtio_devices: usize) -> Option<Fit> {
+    let f = d.find(HypervisorKind::HyperV)?;
+    let hv = f.hyperv()?;
+    if hv.interface != HYPERV_INTERFACE_TLFS {
+        return None;
+    }
+    let base = format!("signature \"Microsoft Hv\" interface \"Hv#1\" at leaf {:#x}", f.base_leaf);
+    match d.find(HypervisorKind::Kvm) {
+        None => Some(Fit { score: 100, reason: base }),
+        Some(k) if virtio_devices > 0 => Some(Fit {
+            score: 60,
+            reason: format!(
+                "{base}; KVM at leaf {:#x} with {virtio_devices} virtio devices: the virtio devices are used (kvm)",
+                k.base_leaf
+            ),
+        }),
+        Some(k) => Some(Fit {
+            score: 120,
+            reason: format!("{base}; KVM also at leaf {:#x} but no virtio devices: using VMBus devices", k.base_leaf),
+        }),
+    }
+}
+
+/// Counts virtio devices: `virtio_mmio.device=` tokens on the command line (microvm) and, on the bare target,
+/// virtio functions on PCI bus 0.
+fn virtio_devices(boot: &BootInfo) -> usize {
+    let mmio = boot.cmdline.split_ascii_whitespace().filter(|t| t.starts_with("virtio_mmio.device=")).count();
+    #[cfg(target_os = "none")]
+    return mmio + hw::virtio_pci_functions();
+    #[cfg(not(target_os = "none"))]
+    mmio
+}
+
+impl Platform for HyperV {
+    fn name(&self) -> &'static str {
+        "hyperv"
+    }
+
+    fn probe(&self, d: &Detection, boot: &BootInfo) -> Option<Fit> {
+        d.find(HypervisorKind::HyperV)?;
+        choose(d, virtio_devices(boot))
+    }
+
+    fn init(&self, d: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError> {
+        let _ = (boot, cmdline);
+        #[cfg(target_os = "none")]
+        return native::init(d);
+        #[cfg(not(target_os = "none"))]
+        {
+            let _ = d;
+            Err(PlatformError {
+                platform: "hyperv",
+                detail: String::from("the Hyper-V platform only runs on the bare target"),
+            })
+        }
+    }
+}
+
+/// The IPv4 configuration of the kernel's network stack, for KVP.
+pub fn kernel_ip_report() -> Option<ic::IpReport> {
+    let s = net::stats();
+    let c = s.ipv4?;
+    let mask = if c.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(c.prefix_len.min(32))) };
+    Some(ic::IpReport {
+        address: format!("{}", c.address),
+        netmask: format!("{}", core::net::Ipv4Addr::from(mask)),
+        gateway: c.gateway.map(|g| format!("{g}")).unwrap_or_default(),
+        dns: c.dns_servers.iter().map(|d| format!("{d}")).collect::<alloc::vec::Vec<_>>().join(","),
+        dhcp: s.ipv4_state == net::Ipv4State::DhcpBound,
+    })
+}
+
+#[cfg(target_os = "none")]
+mod native {
+    //! Bring-up on a real Hyper-V host.
+
+    use super::*;
+    use crate::hv::{self, Enlightenments, ReferenceClock};
+    use crate::mem::Dma;
+    use crate::vmbus::InterruptLine;
+    use alloc::boxed::Box;
+    use alloc::string::ToString;
+    use alloc::sync::Arc;
+    use libos::arch::x86_64::cpu::NativeCpuid;
+
+    static LINE: spin::Once<Arc<InterruptLine>> = spin::Once::new();
+    static CLOCK: spin::Once<&'static ReferenceClock> = spin::Once::new();
+
+    fn sint_handler(_vector: u8) {
+        if let Some(l) = LINE.get() {
+            l.raise();
+        }
+    }
+
+    fn err(detail: String) -> PlatformError {
+        PlatformError { platform: "hyperv", detail }
+    }
+
+    pub fn init(d: &Detection) -> Result<Brought, PlatformError> {
+        let f = d.find(HypervisorKind::HyperV).ok_or_else(|| err(String::from("no Hyper-V CPUID range")))?;
+        let en =
+            Enlightenments::from_cpuid(f, &NativeCpuid).ok_or_else(|| err(String::from("no TLFS feature leaves")))?;
+        log::info!("hyper-v: {}", hv::describe(&en));
+        let hw: Arc<dyn hv::HwAccess> = Arc::new(crate::hw::NativeHw);
+        let dma: Arc<dyn Dma> = Arc::new(crate::hw::NativeDma);
+        let mut brought = Brought::default();
+        let version = env!("CARGO_PKG_VERSION");
+        let mut parts = version.split('.').map(|p| p.parse::<u8>().unwrap_or(0));
+        let id = hv::guest_os_id(parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        hv::enable_hypercalls(&*hw, &en, id, crate::hw::hypercall_page_gpa()).map_err(|e| err(e.to_string()))?;
+        brought.features.push(String::from("hypercall page"));
+
+        if let Some(kind) = en.clock_kind() {
+            let page =
+                if kind == hv::ClockKind::TscPage { Some(dma.alloc(1).map_err(|e| err(e.to_string()))?) } else { None };
+            let (clock, used) = ReferenceClock::new(hw.clone(), kind, page).map_err(|e| err(e.to_string()))?;
+            let hz = hv::tsc_frequency(&*hw, &en).or_else(|| clock.tsc_page().and_then(|p| p.tsc_hz()));
+            let clock: &'static ReferenceClock = Box::leak(Box::new(clock));
+            if let Some(hz) = hz {
+                libos::start::set_tsc_hz(hz);
+            }
+            libos::time::set_clock(clock);
+            CLOCK.call_once(|| clock);
+            brought.features.push(format!("{} clock ({:?})", libos::time::ClockSource::name(clock), used));
+        }
+        if en.has(libos::hypervisor::HvPartitionPrivileges::ACCESS_SYNTHETIC_TIMER_REGS) {
+            // libos arms the LAPIC timer; stimer0 (hv::arm_stimer0) stays available for a libos timer hook.
+            brought.features.push(String::from("stimer0 available (LAPIC timer in use)"));
+        }
+
+        let line = LINE.call_once(InterruptLine::new).clone();
+        let vector = libos::arch::x86_64::idt::allocate_vector(sint_handler).map_err(|e| err(e.to_string()))?;
+        let cfg = crate::bringup::Config::default();
+        let devs = match libos::task::wait(crate::bringup::bring_up(hw.clone(), dma, &en, &line, vector, &cfg)) {
+            Ok(d) => d,
+            // KVM with Hyper-V enlightenments usually has no VMBus server: keep the enlightened clock, no devices.
+            Err(e) if d.find(HypervisorKind::Kvm).is_some() => {
+                log::warn!("hyper-v: no VMBus under KVM ({e}); continuing without VMBus devices");
+                brought.features.push(String::from("no VMBus"));
+                return Ok(brought);
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
+        brought.features.push(format!("SynIC SINT2 vector {vector:#x}"));
+        brought.features.extend(devs.features.iter().cloned());
+        for n in devs.nics {
+            libos::dev::register_net(Box::new(n));
+        }
+        for disk in devs.disks {
+            libos::dev::register_block(disk);
+        }
+        let ctx = ic::Context {
+            app_name: String::from(app_name()),
+            os_version: String::from(version),
+            ip: Arc::new(kernel_ip_report),
+            on_shutdown: Arc::new(|r| match r {
+                ic::ShutdownRequest::Reboot => libos::shutdown::request(libos::shutdown::ShutdownKind::Reboot),
+                _ => libos::shutdown::request(libos::shutdown::ShutdownKind::Poweroff),
+            }),
+            reference_time: CLOCK.get().map(|c| {
+                let c: &'static ReferenceClock = c;
+                Arc::new(move || c.now_100ns()) as Arc<dyn Fn() -> u64 + Send + Sync>
+            }),
+            on_time: Arc::new(|unix_ns, sync| {
+                if sync || libos::time::SystemTime::now().is_none() {
+                    libos::time::set_wall_clock(unix_ns, libos::time::uptime_ns());
+                }
+            }),
+        };
+        crate::bringup::spawn_services(&devs.bus, devs.ics, &ctx);
+        Ok(brought)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libos::hypervisor::{detect, RecordedCpuid};
+
+    fn sig(s: &[u8; 12]) -> [u32; 3] {
+        [
+            u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+            u32::from_le_bytes([s[4], s[5], s[6], s[7]]),
+            u32::from_le_bytes([s[8], s[9], s[10], s[11]]),
+        ]
+    }
+
+    fn leaves(with_kvm: bool) -> alloc::vec::Vec<(u32, u32, [u32; 4])> {
+        let hv = sig(b"Microsoft Hv");
+        let mut v = alloc::vec![
+            (1, 0, [0, 0, 1 << 31, 0]),
+            (0x4000_0000, 0, [0x4000_000b, hv[0], hv[1], hv[2]]),
+            (0x4000_0001, 0, [u32::from_le_bytes(*b"Hv#1"), 0, 0, 0]),
+            (0x4000_0003, 0, [0xae7f, 0x3b8030, 0, 0]),
+        ];
+        if with_kvm {
+            let k = sig(b"KVMKVMKVM\0\0\0");
+            v.push((0x4000_0100, 0, [0x4000_0101, k[0], k[1], k[2]]));
+        }
+        v
+    }
+
+    #[test]
+    fn hyperv_alone_wins_with_its_signature() {
+        let l = leaves(false);
+        let d = detect(&RecordedCpuid { leaves: &l });
+        let fit = choose(&d, 0).unwrap();
+        assert_eq!(fit.score, 100);
+        assert!(fit.reason.contains("\"Microsoft Hv\""), "{}", fit.reason);
+    }
+
+    #[test]
+    fn kvm_with_hyperv_leaves_is_decided_by_the_devices() {
+        let l = leaves(true);
+        let d = detect(&RecordedCpuid { leaves: &l });
+        let with_virtio = choose(&d, 2).unwrap();
+        assert!(with_virtio.score < 100, "KVM (100) must win when virtio devices exist");
+        assert!(with_virtio.reason.contains("2 virtio devices"), "{}", with_virtio.reason);
+        let without = choose(&d, 0).unwrap();
+        assert!(without.score > 100, "Hyper-V must win without virtio devices");
+        assert!(without.reason.contains("no virtio devices"), "{}", without.reason);
+    }
+
+    #[test]
+    fn no_tlfs_interface_no_fit() {
+        let mut l = leaves(false);
+        l[2].2[0] = u32::from_le_bytes(*b"Hv#0");
+        let d = detect(&RecordedCpuid { leaves: &l });
+        assert!(choose(&d, 0).is_none());
+        let d = detect(&RecordedCpuid { leaves: &[] });
+        assert!(choose(&d, 0).is_none());
+        assert_eq!(HYPERV.name(), "hyperv");
+    }
+}

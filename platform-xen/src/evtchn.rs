@@ -1,0 +1,317 @@
+//! Event channels, 2-level ABI: the pending and mask bitmaps in the shared-info page, the per-vCPU selector
+//! word and upcall flag, the scan an upcall performs, and the per-port wake-up slots that connect a port to
+//! the tasks waiting on it. Sending, allocating and unmasking through Xen go through [`EventChannelOps`], so
+//! drivers and their tests do not depend on hypercalls.
+//! Source: Xen `xen/include/public/xen.h` (`struct shared_info`: `evtchn_pending`, `evtchn_mask`;
+//! `struct vcpu_info`: `evtchn_upcall_pending`, `evtchn_pending_sel` and the order in which a guest clears
+//! them), `event_channel.h` (`EVTCHNOP_*`, `EVTCHN_2L_NR_CHANNELS`).
+#![forbid(unsafe_code)]
+
+use crate::abi::{shared_info as si, XenErrno, EVTCHN_2L_NR_CHANNELS};
+use crate::shared::SharedPage;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::task::Waker;
+use spin::Mutex;
+
+/// An event-channel port number.
+pub type Port = u32;
+
+/// What drivers need from Xen's event-channel operations (`EVTCHNOP_*`). The guest implements it with
+/// hypercalls; tests with a backend peer.
+pub trait EventChannelOps: Send + Sync {
+    /// `EVTCHNOP_send`: notify the remote end of `port`.
+    fn send(&self, port: Port) -> Result<(), XenErrno>;
+    /// `EVTCHNOP_alloc_unbound`: a fresh port that domain `remote` may bind.
+    fn alloc_unbound(&self, remote: u16) -> Result<Port, XenErrno>;
+    /// `EVTCHNOP_close`.
+    fn close(&self, port: Port) -> Result<(), XenErrno>;
+}
+
+fn bit_pos(port: Port) -> Option<(usize, u64)> {
+    (port < EVTCHN_2L_NR_CHANNELS).then(|| ((port / 64) as usize * 8, 1u64 << (port % 64)))
+}
+
+/// Sets the mask bit of every port (done once at boot, before the upcall is enabled: nothing arrives for ports
+/// nobody listens to).
+pub fn mask_all(shared: &SharedPage) {
+    for w in 0..64 {
+        shared.u64_at(si::EVTCHN_MASK + w * 8).store(u64::MAX, Ordering::SeqCst);
+    }
+}
+
+/// Sets `port`'s mask bit. Ports outside the 2-level range are ignored.
+pub fn mask(shared: &SharedPage, port: Port) {
+    if let Some((off, bit)) = bit_pos(port) {
+        shared.u64_at(si::EVTCHN_MASK + off).fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// Clears `port`'s mask bit. Returns whether the port is pending: then the edge was lost while masked and the
+/// caller must re-raise it (`EVTCHNOP_unmask`) or handle it directly.
+pub fn unmask(shared: &SharedPage, port: Port) -> bool {
+    let Some((off, bit)) = bit_pos(port) else { return false };
+    shared.u64_at(si::EVTCHN_MASK + off).fetch_and(!bit, Ordering::SeqCst);
+    shared.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0
+}
+
+/// Whether `port` is pending.
+pub fn is_pending(shared: &SharedPage, port: Port) -> bool {
+    bit_pos(port).is_some_and(|(off, bit)| shared.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0)
+}
+
+/// The upcall scan for `vcpu`: clears `evtchn_upcall_pending` *before* looking (so an event arriving during the
+/// scan raises a new upcall), takes the selector word, and for each selected word clears and reports every
+/// pending, unmasked port in ascending order. Returns how many ports were reported.
+pub fn scan(shared: &SharedPage, vcpu: usize, mut handle: impl FnMut(Port)) -> usize {
+    let vi = vcpu * si::VCPU_INFO_SIZE;
+    let mut n = 0;
+    loop {
+        shared.u8_at(vi + si::VCPU_UPCALL_PENDING).store(0, Ordering::SeqCst);
+        let mut sel = shared.u64_at(vi + si::VCPU_PENDING_SEL).swap(0, Ordering::SeqCst);
+        if sel == 0 {
+            return n;
+        }
+        while sel != 0 {
+            let word = sel.trailing_zeros() as usize;
+            sel &= sel - 1;
+            let pending = shared.u64_at(si::EVTCHN_PENDING + word * 8);
+            let mask = shared.u64_at(si::EVTCHN_MASK + word * 8).load(Ordering::SeqCst);
+            let mut bits = pending.load(Ordering::SeqCst) & !mask;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                // Clear before handling: a new event during the handler sets it again.
+                pending.fetch_and(!(1u64 << b), Ordering::SeqCst);
+                handle(word as u32 * 64 + b);
+                n += 1;
+            }
+        }
+    }
+}
+
+/// Most ports with wake-up slots at once (xenstore, console, and two per NIC/disk with room to spare).
+pub const MAX_SLOTS: usize = 32;
+
+const FREE: u32 = u32::MAX;
+
+/// The tasks to wake when a port fires: one persistent waker (a device's driver task, set once and kept) and
+/// one-shot waiters (futures waiting for one event, e.g. a xenstore reply).
+pub struct PortSlot {
+    port: AtomicU32,
+    persistent: Mutex<Option<Waker>>,
+    waiters: Mutex<Vec<Waker>>,
+    /// An event arrived when nobody waited.
+    pending: AtomicBool,
+    count: AtomicU64,
+}
+
+impl PortSlot {
+    const fn new() -> Self {
+        Self {
+            port: AtomicU32::new(FREE),
+            persistent: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// The port this slot serves.
+    pub fn port(&self) -> Port {
+        self.port.load(Ordering::Acquire)
+    }
+
+    /// Events delivered since the slot was bound.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Sets the persistent waker (replacing the previous one); wakes it at once if an event arrived unseen.
+    pub fn set_waker(&self, waker: &Waker) {
+        critical(|| {
+            let mut w = self.persistent.lock();
+            if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
+                *w = Some(waker.clone());
+            }
+        });
+        if self.pending.swap(false, Ordering::AcqRel) {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Adds a one-shot waiter, woken (and dropped) at the next event. Register *before* checking the
+    /// condition you wait for, so an event in between is not lost.
+    pub fn add_waiter(&self, waker: &Waker) {
+        critical(|| {
+            let mut w = self.waiters.lock();
+            if !w.iter().any(|x| x.will_wake(waker)) {
+                w.push(waker.clone());
+            }
+        });
+    }
+
+    /// Delivers one event: wakes the persistent waker and every waiter (called from the upcall handler).
+    pub fn fire(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let waiters = critical(|| core::mem::take(&mut *self.waiters.lock()));
+        let persistent = critical(|| self.persistent.lock().clone());
+        if waiters.is_empty() && persistent.is_none() {
+            self.pending.store(true, Ordering::Release);
+        }
+        for w in waiters {
+            w.wake();
+        }
+        if let Some(w) = persistent {
+            w.wake();
+        }
+    }
+}
+
+/// Runs `f` with interrupts masked on the guest, so the upcall handler never finds a slot lock held by the
+/// task it interrupted.
+fn critical<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_os = "none")]
+    return libos::arch::x86_64::cpu::without_interrupts(f);
+    #[cfg(not(target_os = "none"))]
+    f()
+}
+
+static SLOTS: [PortSlot; MAX_SLOTS] = [const { PortSlot::new() }; MAX_SLOTS];
+
+/// Error of [`bind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindError {
+    /// All [`MAX_SLOTS`] slots are taken.
+    NoSlot {
+        /// The port that could not be bound.
+        port: Port,
+    },
+    /// The port is outside the 2-level ABI's range.
+    BadPort {
+        /// The port.
+        port: Port,
+    },
+}
+
+impl core::fmt::Display for BindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSlot { port } => write!(f, "event channel {port}: all {MAX_SLOTS} wake-up slots are in use"),
+            Self::BadPort { port } => {
+                write!(f, "event channel {port} is outside the 2-level range 0..{EVTCHN_2L_NR_CHANNELS}")
+            }
+        }
+    }
+}
+
+/// The wake-up slot for `port`, claiming a free one when the port has none yet. Errors: [`BindError`].
+pub fn bind(port: Port) -> Result<&'static PortSlot, BindError> {
+    if port >= EVTCHN_2L_NR_CHANNELS {
+        return Err(BindError::BadPort { port });
+    }
+    if let Some(s) = slot(port) {
+        return Ok(s);
+    }
+    SLOTS
+        .iter()
+        .find(|s| s.port.compare_exchange(FREE, port, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        .ok_or(BindError::NoSlot { port })
+}
+
+/// The slot bound to `port`, if any.
+pub fn slot(port: Port) -> Option<&'static PortSlot> {
+    SLOTS.iter().find(|s| s.port() == port)
+}
+
+/// Wakes whoever waits on `port` (upcall dispatch). Returns false for a port nobody bound.
+pub fn dispatch(port: Port) -> bool {
+    match slot(port) {
+        Some(s) => {
+            s.fire();
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    use std::vec;
+
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// What Xen does to raise `port` for vCPU 0 (`evtchn_2l_set_pending`).
+    fn raise(p: &SharedPage, port: Port) {
+        let (off, bit) = bit_pos(port).expect("port");
+        let was = p.u64_at(si::EVTCHN_PENDING + off).fetch_or(bit, Ordering::SeqCst) & bit != 0;
+        let masked = p.u64_at(si::EVTCHN_MASK + off).load(Ordering::SeqCst) & bit != 0;
+        if !was && !masked {
+            p.u64_at(si::VCPU_PENDING_SEL).fetch_or(1 << (port / 64), Ordering::SeqCst);
+            p.u8_at(si::VCPU_UPCALL_PENDING).store(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn scan_reports_unmasked_pending_ports_once() {
+        let p = SharedPage::new().expect("page");
+        mask_all(&p);
+        for port in [3, 64, 4095, 100] {
+            assert!(!unmask(&p, port));
+        }
+        for port in [4095, 3, 100, 64, 5] {
+            raise(&p, port);
+        }
+        let mut seen = vec![];
+        assert_eq!(scan(&p, 0, |port| seen.push(port)), 4);
+        assert_eq!(seen, [3, 64, 100, 4095]);
+        assert_eq!(p.u8_at(0).load(Ordering::SeqCst), 0, "upcall flag cleared");
+        assert!(!is_pending(&p, 3) && is_pending(&p, 5), "masked port 5 stays pending");
+        // Nothing new: nothing reported.
+        assert_eq!(scan(&p, 0, |_| panic!("no event")), 0);
+        // Unmasking the pending port tells the caller to re-raise it.
+        assert!(unmask(&p, 5));
+        // Out-of-range ports are ignored, never index outside the bitmaps.
+        mask(&p, 4096);
+        assert!(!unmask(&p, u32::MAX));
+        assert!(!is_pending(&p, 99_999));
+    }
+
+    #[test]
+    fn selector_bits_without_pending_ports_are_harmless() {
+        // A hostile or stale selector: words with nothing pending report nothing.
+        let p = SharedPage::new().expect("page");
+        p.u64_at(si::VCPU_PENDING_SEL).store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(scan(&p, 0, |_| panic!("no event")), 0);
+    }
+
+    #[test]
+    fn slots_wake_persistent_and_one_shot_waiters() {
+        let slot = bind(4000).expect("slot");
+        assert_eq!(bind(4000).map(|s| s as *const _), Ok(slot as *const _), "same port, same slot");
+        assert_eq!(bind(5000).err(), Some(BindError::BadPort { port: 5000 }));
+        // An event before anyone waits is remembered for the persistent waker.
+        assert!(dispatch(4000));
+        let persistent = Arc::new(Count(Default::default()));
+        slot.set_waker(&Waker::from(persistent.clone()));
+        assert_eq!(persistent.0.load(Ordering::SeqCst), 1);
+        let once = Arc::new(Count(Default::default()));
+        slot.add_waiter(&Waker::from(once.clone()));
+        slot.add_waiter(&Waker::from(once.clone()));
+        assert!(dispatch(4000));
+        assert!(dispatch(4000));
+        assert_eq!(once.0.load(Ordering::SeqCst), 1, "one-shot waiters are woken once");
+        assert_eq!(persistent.0.load(Ordering::SeqCst), 3);
+        assert_eq!(slot.count(), 3);
+        assert!(!dispatch(4001));
+    }
+}

@@ -1,0 +1,650 @@
+//! netfront: a Xen virtual NIC (`vif`) as a [`NetDevice`]. One TX and one RX ring of 256 slots on one event
+//! channel; every ring slot owns one page, granted once for the device's lifetime (read-only for TX, writable
+//! for RX: `request-rx-copy`, the backend copies frames in). Frames are copied out of RX pages into private
+//! buffers before anyone looks at them, and every response field is checked first (no double fetch); a bad
+//! response breaks the device with a [`DeviceError::Protocol`] naming device, ring and value.
+//! Source: Xen `xen/include/public/io/netif.h` (`netif_tx_request`, `netif_tx_response`, `netif_rx_request`,
+//! `netif_rx_response`, `netif_extra_info`, `NETTXF_*`, `NETRXF_*`, `NETIF_RSP_*`, xenstore keys
+//! `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy`, `feature-rx-notify`, `feature-sg`,
+//! `feature-no-csum-offload`, `mac`), `io/ring.h`.
+#![forbid(unsafe_code)]
+
+use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::gnttab::{GrantError, GrantRef, GrantTable};
+use crate::ring::{ring_size, FrontRing};
+use crate::shared::{SharedPage, PAGE_SIZE};
+use crate::xenbus::{feature, Flavour, Frontend, Step, XenbusError};
+use crate::xenstore::{XenStore, XsError};
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::task::Waker;
+use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+
+/// TX ring slot size (`netif_tx_request`, 12 bytes; the response is smaller).
+pub const TX_SLOT: usize = 12;
+/// RX ring slot size (`netif_rx_request` / `netif_rx_response`, 8 bytes).
+pub const RX_SLOT: usize = 8;
+/// Slots per ring (256 for both).
+pub const RING_SLOTS: usize = ring_size(TX_SLOT) as usize;
+const _: () = assert!(ring_size(RX_SLOT) as usize == RING_SLOTS);
+
+/// `NETTXF_more_data`: the packet continues in the next request.
+pub const NETTXF_MORE_DATA: u16 = 1 << 2;
+/// `NETRXF_data_validated`: the checksum was verified (or the packet was generated locally).
+pub const NETRXF_DATA_VALIDATED: u16 = 1 << 0;
+/// `NETRXF_csum_blank`: the checksum field holds only the pseudo-header sum.
+pub const NETRXF_CSUM_BLANK: u16 = 1 << 1;
+/// `NETRXF_more_data`: the packet continues in the next response.
+pub const NETRXF_MORE_DATA: u16 = 1 << 2;
+/// `NETRXF_extra_info`: a `netif_extra_info` follows in the next slot.
+pub const NETRXF_EXTRA_INFO: u16 = 1 << 3;
+/// `XEN_NETIF_EXTRA_FLAG_MORE`: another extra follows.
+pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1;
+/// `NETIF_RSP_NULL`: the response to an auxiliary (extra-info) request.
+pub const NETIF_RSP_NULL: i16 = 1;
+/// `NETIF_RSP_OKAY`.
+pub const NETIF_RSP_OKAY: i16 = 0;
+
+/// IP MTU (bytes); `mtu` is not negotiated here.
+pub const MTU: usize = 1500;
+/// Largest Ethernet frame sent: MTU + 14-byte header + one 802.1Q tag.
+pub const MAX_FRAME: usize = MTU + 18;
+/// Largest packet accepted from the backend across `more_data` fragments (`XEN_NETIF_MAX_TX_SIZE`).
+pub const MAX_RX_PACKET: usize = 0xffff;
+
+/// `struct netif_tx_request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxRequest {
+    /// Grant of the page holding the data.
+    pub gref: GrantRef,
+    /// Offset of the data in the page.
+    pub offset: u16,
+    /// `NETTXF_*`.
+    pub flags: u16,
+    /// Echoed in the response.
+    pub id: u16,
+    /// Packet size (first fragment: the whole packet).
+    pub size: u16,
+}
+
+impl TxRequest {
+    /// The 12-byte wire form.
+    pub fn emit(&self) -> [u8; TX_SLOT] {
+        let mut b = [0u8; TX_SLOT];
+        b[0..4].copy_from_slice(&self.gref.to_le_bytes());
+        b[4..6].copy_from_slice(&self.offset.to_le_bytes());
+        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
+        b[8..10].copy_from_slice(&self.id.to_le_bytes());
+        b[10..12].copy_from_slice(&self.size.to_le_bytes());
+        b
+    }
+
+    /// Parses the wire form (used by backend peers).
+    pub fn parse(b: &[u8; TX_SLOT]) -> Self {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        Self {
+            gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            offset: u16_at(4),
+            flags: u16_at(6),
+            id: u16_at(8),
+            size: u16_at(10),
+        }
+    }
+}
+
+/// `struct netif_tx_response` (in a 12-byte slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxResponse {
+    /// The request's id.
+    pub id: u16,
+    /// `NETIF_RSP_*`.
+    pub status: i16,
+}
+
+impl TxResponse {
+    /// Parses a slot copied out of the ring.
+    pub fn parse(b: &[u8; TX_SLOT]) -> Self {
+        Self { id: u16::from_le_bytes([b[0], b[1]]), status: i16::from_le_bytes([b[2], b[3]]) }
+    }
+    /// The wire form (backend peers).
+    pub fn emit(&self) -> [u8; TX_SLOT] {
+        let mut b = [0u8; TX_SLOT];
+        b[0..2].copy_from_slice(&self.id.to_le_bytes());
+        b[2..4].copy_from_slice(&self.status.to_le_bytes());
+        b
+    }
+}
+
+/// `struct netif_rx_request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxRequest {
+    /// Echoed in the response.
+    pub id: u16,
+    /// Grant of the (writable) page to receive into.
+    pub gref: GrantRef,
+}
+
+impl RxRequest {
+    /// The 8-byte wire form.
+    pub fn emit(&self) -> [u8; RX_SLOT] {
+        let mut b = [0u8; RX_SLOT];
+        b[0..2].copy_from_slice(&self.id.to_le_bytes());
+        b[4..8].copy_from_slice(&self.gref.to_le_bytes());
+        b
+    }
+    /// Parses the wire form (backend peers).
+    pub fn parse(b: &[u8; RX_SLOT]) -> Self {
+        Self { id: u16::from_le_bytes([b[0], b[1]]), gref: u32::from_le_bytes([b[4], b[5], b[6], b[7]]) }
+    }
+}
+
+/// `struct netif_rx_response`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxResponse {
+    /// The request's id.
+    pub id: u16,
+    /// Offset of the data in the page.
+    pub offset: u16,
+    /// `NETRXF_*`.
+    pub flags: u16,
+    /// Negative: `NETIF_RSP_*` error; otherwise the fragment's length in bytes.
+    pub status: i16,
+}
+
+impl RxResponse {
+    /// Parses a slot copied out of the ring.
+    pub fn parse(b: &[u8; RX_SLOT]) -> Self {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        Self { id: u16_at(0), offset: u16_at(2), flags: u16_at(4), status: u16_at(6) as i16 }
+    }
+    /// The wire form (backend peers).
+    pub fn emit(&self) -> [u8; RX_SLOT] {
+        let mut b = [0u8; RX_SLOT];
+        b[0..2].copy_from_slice(&self.id.to_le_bytes());
+        b[2..4].copy_from_slice(&self.offset.to_le_bytes());
+        b[4..6].copy_from_slice(&self.flags.to_le_bytes());
+        b[6..8].copy_from_slice(&self.status.to_le_bytes());
+        b
+    }
+}
+
+/// Why a netfront could not be brought up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetfrontError {
+    /// Xenstore or xenbus handshake failure.
+    Xenbus(XenbusError),
+    /// Granting a page failed.
+    Grant(GrantError),
+    /// Out of memory for rings or buffers.
+    NoMemory,
+    /// The `mac` node is not six colon-separated hex bytes.
+    BadMac(String),
+    /// The backend lacks a feature we need.
+    MissingFeature(&'static str),
+    /// Event channel setup failed.
+    Event(String),
+}
+
+impl From<XsError> for NetfrontError {
+    fn from(e: XsError) -> Self {
+        Self::Xenbus(XenbusError::Store(e))
+    }
+}
+impl From<XenbusError> for NetfrontError {
+    fn from(e: XenbusError) -> Self {
+        Self::Xenbus(e)
+    }
+}
+impl From<GrantError> for NetfrontError {
+    fn from(e: GrantError) -> Self {
+        Self::Grant(e)
+    }
+}
+
+impl fmt::Display for NetfrontError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Xenbus(e) => write!(f, "{e}"),
+            Self::Grant(e) => write!(f, "{e}"),
+            Self::NoMemory => f.write_str("out of memory for rings and buffers"),
+            Self::BadMac(v) => write!(f, "mac {v:?} is not six colon-separated hex bytes"),
+            Self::MissingFeature(what) => write!(f, "backend does not offer {what}"),
+            Self::Event(e) => write!(f, "event channel: {e}"),
+        }
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], NetfrontError> {
+    let bad = || NetfrontError::BadMac(String::from(s));
+    let mut mac = [0u8; 6];
+    let mut parts = s.trim().split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+struct Buf {
+    page: Arc<SharedPage>,
+    gref: GrantRef,
+}
+
+/// The rings and granted buffers of one vif, before the backend connects.
+pub struct NetRings {
+    tx: FrontRing<TX_SLOT>,
+    rx: FrontRing<RX_SLOT>,
+    tx_ring_ref: GrantRef,
+    rx_ring_ref: GrantRef,
+    tx_bufs: Vec<Buf>,
+    rx_bufs: Vec<Buf>,
+}
+
+impl NetRings {
+    /// Allocates both rings and one page per slot, and grants them all to `backend` (buffers read-only for TX,
+    /// writable for RX). Errors: [`NetfrontError::NoMemory`], [`NetfrontError::Grant`].
+    pub fn new(grants: &GrantTable, backend: u16) -> Result<Self, NetfrontError> {
+        let page = || SharedPage::new().map(Arc::new).map_err(|_| NetfrontError::NoMemory);
+        let tx = FrontRing::new(page()?);
+        let rx = FrontRing::new(page()?);
+        let tx_ring_ref = grants.grant(backend, tx.page().clone(), false)?;
+        let rx_ring_ref = grants.grant(backend, rx.page().clone(), false)?;
+        let mut tx_bufs = Vec::with_capacity(RING_SLOTS);
+        let mut rx_bufs = Vec::with_capacity(RING_SLOTS);
+        for _ in 0..RING_SLOTS {
+            let p = page()?;
+            tx_bufs.push(Buf { gref: grants.grant(backend, p.clone(), true)?, page: p });
+            let p = page()?;
+            rx_bufs.push(Buf { gref: grants.grant(backend, p.clone(), false)?, page: p });
+        }
+        Ok(Self { tx, rx, tx_ring_ref, rx_ring_ref, tx_bufs, rx_bufs })
+    }
+
+    /// The front-end nodes to publish (`io/netif.h`): ring grants, the event channel, receive by copy, RX
+    /// notifications, scatter-gather receive, and no checksum offload (frames arrive with full checksums).
+    pub fn xenstore_pairs(&self, port: Port) -> Vec<(&'static str, String)> {
+        vec![
+            ("tx-ring-ref", format!("{}", self.tx_ring_ref)),
+            ("rx-ring-ref", format!("{}", self.rx_ring_ref)),
+            ("event-channel", format!("{port}")),
+            ("request-rx-copy", String::from("1")),
+            ("feature-rx-notify", String::from("1")),
+            ("feature-sg", String::from("1")),
+            ("feature-no-csum-offload", String::from("1")),
+        ]
+    }
+}
+
+/// Counters for diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames handed to the stack.
+    pub rx_frames: u64,
+    /// Responses with an error status or oversize packets dropped.
+    pub rx_dropped: u64,
+    /// Frames queued for transmission.
+    pub tx_frames: u64,
+    /// TX responses with an error status.
+    pub tx_errors: u64,
+    /// Event-channel notifications sent.
+    pub notifies: u64,
+}
+
+/// A connected vif.
+pub struct Netfront {
+    info: NetInfo,
+    tx: FrontRing<TX_SLOT>,
+    rx: FrontRing<RX_SLOT>,
+    tx_bufs: Vec<Buf>,
+    rx_bufs: Vec<Buf>,
+    /// TX ids (= TX buffer index) not in flight.
+    tx_free: Vec<u16>,
+    tx_in_flight: Vec<bool>,
+    /// Fragments of a packet spread over `more_data` responses.
+    partial: Option<Vec<u8>>,
+    /// Discarding the rest of an oversize packet.
+    dropping: bool,
+    /// Recycled frame buffers.
+    pool: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    events: Arc<dyn EventChannelOps>,
+    port: Port,
+    slot: Option<&'static PortSlot>,
+    stats: NetStats,
+    broken: Option<DeviceError>,
+}
+
+/// Frame buffers kept for reuse.
+const POOL_MAX: usize = 64;
+
+impl Netfront {
+    /// A connected device over `rings`, notifying the backend on `port` through `events`; `slot` is the port's
+    /// wake-up slot (`None` in tests). Posts every RX buffer and notifies the backend. Errors: the notification
+    /// failed.
+    pub fn start(
+        name: String,
+        mac: [u8; 6],
+        rings: NetRings,
+        events: Arc<dyn EventChannelOps>,
+        port: Port,
+        slot: Option<&'static PortSlot>,
+    ) -> Result<Self, DeviceError> {
+        let NetRings { tx, rx, tx_bufs, rx_bufs, .. } = rings;
+        let mut dev = Self {
+            info: NetInfo { name, mac, mtu: MTU, offloads: NetOffloads::default() },
+            tx,
+            rx,
+            tx_bufs,
+            rx_bufs,
+            tx_free: (0..RING_SLOTS as u16).rev().collect(),
+            tx_in_flight: vec![false; RING_SLOTS],
+            partial: None,
+            dropping: false,
+            pool: Vec::new(),
+            scratch: Vec::with_capacity(MAX_FRAME),
+            events,
+            port,
+            slot,
+            stats: NetStats::default(),
+            broken: None,
+        };
+        dev.flush()?;
+        Ok(dev)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    fn fail(&mut self, ring: &str, detail: String) -> DeviceError {
+        let e = DeviceError::Protocol { device: self.info.name.clone(), detail: format!("{ring} ring: {detail}") };
+        log::error!("{e}; device disabled");
+        self.broken = Some(e.clone());
+        e
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        match &self.broken {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// The next RX response slot, copied out; `Ok(None)` when none is published (after re-arming `rsp_event`).
+    fn next_rx_slot(&mut self) -> Result<Option<(u32, [u8; RX_SLOT])>, DeviceError> {
+        loop {
+            let cons = self.rx.rsp_cons();
+            match self.rx.next_response() {
+                Ok(Some(raw)) => return Ok(Some((cons, raw))),
+                Ok(None) => match self.rx.final_check_for_responses() {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(None),
+                    Err(e) => return Err(self.fail("rx", format!("{e}"))),
+                },
+                Err(e) => return Err(self.fail("rx", format!("{e}"))),
+            }
+        }
+    }
+
+    /// Skips the `netif_extra_info` slots following a response with `NETRXF_extra_info` (their buffers are
+    /// simply posted again). The backend publishes a packet's slots together, so a missing one is an error.
+    fn skip_extras(&mut self) -> Result<(), DeviceError> {
+        for _ in 0..RING_SLOTS {
+            let Some((_, raw)) = self.next_rx_slot()? else {
+                return Err(self.fail("rx", String::from("extra-info slot announced but not published")));
+            };
+            if raw[1] & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
+                return Ok(());
+            }
+        }
+        Err(self.fail("rx", String::from("endless chain of extra-info slots")))
+    }
+
+    /// Reclaims TX slots the backend has completed.
+    fn reclaim_tx(&mut self) -> Result<(), DeviceError> {
+        loop {
+            let raw = match self.tx.next_response() {
+                Ok(Some(raw)) => raw,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail("tx", format!("{e}"))),
+            };
+            let r = TxResponse::parse(&raw);
+            let id = usize::from(r.id);
+            if id >= RING_SLOTS || !self.tx_in_flight[id] {
+                return Err(self.fail("tx", format!("response for id {} which is not in flight", r.id)));
+            }
+            if r.status == NETIF_RSP_NULL || r.status > NETIF_RSP_NULL {
+                return Err(self.fail("tx", format!("status {} for a data request (id {})", r.status, r.id)));
+            }
+            if r.status < NETIF_RSP_OKAY {
+                self.stats.tx_errors += 1;
+            }
+            self.tx_in_flight[id] = false;
+            self.tx_free.push(r.id);
+        }
+    }
+}
+
+impl NetDevice for Netfront {
+    fn info(&self) -> &NetInfo {
+        &self.info
+    }
+
+    fn receive(&mut self) -> Result<Option<RxFrame>, DeviceError> {
+        self.check()?;
+        loop {
+            let Some((cons, raw)) = self.next_rx_slot()? else { return Ok(None) };
+            let rsp = RxResponse::parse(&raw);
+            // Buffer i is posted at ring indices congruent to i (see `flush`), with id i.
+            let idx = cons as usize % RING_SLOTS;
+            if usize::from(rsp.id) != idx {
+                return Err(self.fail("rx", format!("response id {} in slot {cons} (request id was {idx})", rsp.id)));
+            }
+            if rsp.flags & NETRXF_EXTRA_INFO != 0 {
+                self.skip_extras()?;
+            }
+            let more = rsp.flags & NETRXF_MORE_DATA != 0;
+            if rsp.status < 0 {
+                self.stats.rx_dropped += 1;
+                self.partial = None;
+                self.dropping = more;
+                continue;
+            }
+            let (off, len) = (usize::from(rsp.offset), rsp.status as usize);
+            if off + len > PAGE_SIZE {
+                return Err(self.fail("rx", format!("fragment at offset {off} of {len} bytes crosses the page end")));
+            }
+            let mut buf = match self.partial.take() {
+                Some(b) => b,
+                None => {
+                    let mut b = self.pool.pop().unwrap_or_default();
+                    b.clear();
+                    b
+                }
+            };
+            if self.dropping || buf.len() + len > MAX_RX_PACKET {
+                self.dropping = more;
+                if !more {
+                    self.stats.rx_dropped += 1;
+                }
+                buf.clear();
+                if self.pool.len() < POOL_MAX {
+                    self.pool.push(buf);
+                }
+                continue;
+            }
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            self.rx_bufs[idx].page.read(off, &mut buf[start..]);
+            if more {
+                self.partial = Some(buf);
+                continue;
+            }
+            if buf.is_empty() {
+                self.stats.rx_dropped += 1;
+                continue;
+            }
+            self.stats.rx_frames += 1;
+            let len = buf.len();
+            if self.stats.rx_frames <= 40 {
+                log::debug!("{}: frame {} of {len} bytes (flags {:#x}) type {:02x}{:02x} slot {cons}", self.info.name, self.stats.rx_frames, rsp.flags, buf[12], buf[13]);
+            }
+            return Ok(Some(RxFrame { buf, offset: 0, len, token: 0 }));
+        }
+    }
+
+    fn recycle(&mut self, frame: RxFrame) -> Result<(), DeviceError> {
+        if self.pool.len() < POOL_MAX {
+            self.pool.push(frame.buf);
+        }
+        Ok(())
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        if self.broken.is_some() || self.reclaim_tx().is_err() {
+            return false;
+        }
+        !self.tx_free.is_empty() && self.tx.free_requests() > 0
+    }
+
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), DeviceError> {
+        self.check()?;
+        if len == 0 || len > MAX_FRAME {
+            return Err(DeviceError::TooLarge { device: self.info.name.clone(), len, max: MAX_FRAME });
+        }
+        self.reclaim_tx()?;
+        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
+            return Err(DeviceError::Busy { device: self.info.name.clone() });
+        }
+        let mut scratch = core::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.resize(len, 0);
+        fill(&mut scratch);
+        // Checked non-empty just above.
+        let id = self.tx_free.pop().unwrap_or(0);
+        let buf = &self.tx_bufs[usize::from(id)];
+        buf.page.write(0, &scratch);
+        let req = TxRequest { gref: buf.gref, offset: 0, flags: 0, id, size: len as u16 };
+        self.scratch = scratch;
+        // A free slot was checked above, so queueing cannot fail.
+        self.tx.queue_request(&req.emit());
+        self.tx_in_flight[usize::from(id)] = true;
+        self.stats.tx_frames += 1;
+        Ok(())
+    }
+
+    /// Reclaims TX completions, posts an RX buffer into every free RX slot (buffer i always at ring indices
+    /// ≡ i mod 256: a slot is free exactly when the buffer's previous use was consumed), publishes both rings
+    /// and notifies the backend once if either ring asks for it (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`).
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.check()?;
+        self.reclaim_tx()?;
+        while self.rx.free_requests() > 0 {
+            let idx = self.rx.req_prod_pvt() as usize % RING_SLOTS;
+            let req = RxRequest { id: idx as u16, gref: self.rx_bufs[idx].gref };
+            self.rx.queue_request(&req.emit());
+        }
+        let had_tx = self.tx.has_unpushed();
+        let notify_rx = self.rx.push_requests();
+        let notify_tx = self.tx.push_requests();
+        if had_tx && self.stats.tx_frames <= 40 {
+            log::debug!("{}: tx pushed up to {}, notify {notify_tx}, {:?}", self.info.name, self.tx.req_prod_pvt(), self.stats);
+        }
+        if self.tx.outstanding() > 0 {
+            // Ask for an event at the next TX completion so a full ring drains without polling.
+            match self.tx.final_check_for_responses() {
+                Ok(true) => self.reclaim_tx()?,
+                Ok(false) => {}
+                Err(e) => return Err(self.fail("tx", format!("{e}"))),
+            }
+        }
+        if notify_rx || notify_tx {
+            self.stats.notifies += 1;
+            if self.stats.notifies <= 4 {
+                log::debug!("{}: notify {} (rx {notify_rx}, tx {notify_tx}), {:?}", self.info.name, self.stats.notifies, self.stats);
+            }
+            self.events.send(self.port).map_err(|e| DeviceError::Io {
+                device: self.info.name.clone(),
+                detail: format!("EVTCHNOP_send on port {}: {e}", self.port),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn set_waker(&mut self, waker: &Waker) {
+        if let Some(s) = self.slot {
+            s.set_waker(waker);
+        }
+    }
+}
+
+/// Connects the vif at `device/vif/<id>`: waits for the backend to initialise, sets up rings, buffers and an
+/// event channel (`listen` binds it to a wake-up slot), publishes the front-end nodes, waits for the backend to
+/// connect and starts the device. Errors: [`NetfrontError`].
+pub async fn connect(
+    xs: &XenStore,
+    grants: &GrantTable,
+    events: Arc<dyn EventChannelOps>,
+    id: &str,
+    listen: &dyn Fn(Port) -> Result<Option<&'static PortSlot>, String>,
+) -> Result<Netfront, NetfrontError> {
+    let path = format!("device/vif/{id}");
+    let mut fe = Frontend::open(xs, &path, Flavour::Net).await?;
+    let mac = parse_mac(&fe.node("mac").await?)?;
+    loop {
+        if fe.next_step().await? == Step::Publish {
+            break;
+        }
+    }
+    if !feature(fe.backend_node("feature-rx-copy").await?.as_deref()) {
+        return Err(NetfrontError::MissingFeature("feature-rx-copy"));
+    }
+    let rings = NetRings::new(grants, fe.backend_id)?;
+    let port = events.alloc_unbound(fe.backend_id).map_err(|e| NetfrontError::Event(format!("{e}")))?;
+    let slot = listen(port).map_err(NetfrontError::Event)?;
+    fe.publish(&rings.xenstore_pairs(port)).await?;
+    loop {
+        if fe.next_step().await? == Step::Connected {
+            break;
+        }
+    }
+    let sg = feature(fe.backend_node("feature-sg").await?.as_deref());
+    let name = format!("xen-vif{id}");
+    log::info!(
+        "{name}: mac {}, backend {} (domain {}), event channel {port}, rings {}+{} slots, backend features: rx-copy{}",
+        MacText(mac),
+        fe.backend,
+        fe.backend_id,
+        RING_SLOTS,
+        RING_SLOTS,
+        if sg { ", sg" } else { "" }
+    );
+    fe.finish().await?;
+    Netfront::start(name, mac, rings, events, port, slot)
+        .map_err(|e| NetfrontError::Event(format!("{e}")))
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub struct MacText(pub [u8; 6]);
+
+impl fmt::Display for MacText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+#[cfg(test)]
+mod tests;
