@@ -18,6 +18,7 @@ use crate::http::{self, Connection, Handler};
 use alloc::string::String;
 use alloc::vec;
 use core::fmt;
+use core::future::Future;
 use core::sync::atomic::{AtomicU64, Ordering};
 use zirvium::net::{TcpListener, TcpStream};
 use zirvium::time::{timeout, Duration, Instant};
@@ -117,7 +118,8 @@ static OPEN: AtomicU64 = AtomicU64::new(0);
 static FIRST_RESPONSE: AtomicU64 = AtomicU64::new(0);
 
 /// Listens on `settings.port` and serves every connection with `handler` for the routes the HTTP core does not
-/// own; prints `APP listening on port N` once ready. Returns only when the port cannot be bound.
+/// own; prints `APP listening on port N` once ready. Returns `Ok` after a graceful shutdown requested by the host
+/// ([`zirvium::shutdown`]: open connections get up to 5 s), `Err` when the port cannot be bound.
 pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Handler) -> Result<(), ArgError> {
     let settings: &'static Settings = alloc::boxed::Box::leak(alloc::boxed::Box::new(settings));
     let listener = TcpListener::bind(settings.port)
@@ -125,7 +127,26 @@ pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Ha
     log::info!("{app} listening on port {} (max {} connections)", settings.port, settings.max_connections);
     zirvium::println!("{app} listening on port {}", settings.port);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        // The next connection, unless the host asks the VM to shut down first.
+        let accepted = {
+            let mut accept = core::pin::pin!(listener.accept());
+            let mut stop = core::pin::pin!(zirvium::shutdown::requested());
+            core::future::poll_fn(|cx| {
+                if let core::task::Poll::Ready(kind) = stop.as_mut().poll(cx) {
+                    return core::task::Poll::Ready(Err(kind));
+                }
+                accept.as_mut().poll(cx).map(Ok)
+            })
+            .await
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(kind) => {
+                drain(app, kind).await;
+                return Ok(());
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 log::warn!("accept: {e}");
@@ -144,6 +165,20 @@ pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Ha
             OPEN.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// How long a graceful shutdown waits for open connections to finish (they are idle or mid-response).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a host shutdown request: stops accepting and waits up to [`DRAIN_TIMEOUT`] for open connections.
+async fn drain(app: &str, kind: zirvium::shutdown::ShutdownKind) {
+    let open = OPEN.load(Ordering::Relaxed);
+    log::info!("{app}: {kind:?} requested by the host; waiting up to 5 s for {open} open connections");
+    let deadline = zirvium::time::Instant::now() + DRAIN_TIMEOUT;
+    while OPEN.load(Ordering::Relaxed) > 0 && zirvium::time::Instant::now() < deadline {
+        zirvium::time::sleep(Duration::from_millis(20)).await;
+    }
+    zirvium::println!("{app}: shut down gracefully ({kind:?})");
 }
 
 /// Drives one connection until it closes.

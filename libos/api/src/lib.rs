@@ -32,6 +32,10 @@ pub mod net {
     pub use net::*;
 }
 
+/// Graceful shutdown requests from the host (Xen `xl shutdown`, Hyper-V's shutdown integration service):
+/// await [`shutdown::requested`] and return from the app's main to end the VM.
+pub use libos::shutdown;
+
 /// Devices registered at boot: disks ([`dev::block_devices`], [`dev::BlockDevice`]) and NICs.
 pub use libos::dev;
 
