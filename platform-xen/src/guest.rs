@@ -9,16 +9,16 @@ use crate::gnttab::GrantTable;
 use crate::shared::SharedPage;
 use crate::xenstore::ring::XsRing;
 use crate::xenstore::XenStore;
-use crate::{clock, hypercall, netfront, pvconsole::ConsoleRing, xenbus};
+use crate::{blkfront, clock, hypercall, netfront, pvconsole::ConsoleRing, xenbus};
 use alloc::boxed::Box;
-use alloc::sync::Arc;
-use libos::time::Duration;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::hypervisor::{Detection, HypervisorKind};
+use libos::time::Duration;
 
 static SHARED_INFO: spin::Once<&'static SharedPage> = spin::Once::new();
 
@@ -37,13 +37,9 @@ impl EventChannelOps for Hypercalls {
     }
 }
 
-
 /// The libos interrupt handler on the callback vector: scans vCPU 0's pending ports and wakes their slots.
 /// Xen injects this vector directly (no LAPIC in-service bit), so libos's EOI after it is a no-op.
-static UPCALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 fn upcall(_vector: u8) {
-    UPCALLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     if let Some(page) = SHARED_INFO.get() {
         evtchn::scan(page, 0, |port| {
             evtchn::dispatch(port);
@@ -103,8 +99,7 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
         return Err(String::from("Xen does not offer XENFEAT_hvm_callback_vector; no way to receive events"));
     }
     evtchn::mask_all(page);
-    let vector =
-        libos::arch::x86_64::idt::allocate_vector(upcall).map_err(|e| format!("event upcall vector: {e}"))?;
+    let vector = libos::arch::x86_64::idt::allocate_vector(upcall).map_err(|e| format!("event upcall vector: {e}"))?;
     hypercall::hvm_set_param(hvm_param::CALLBACK_IRQ, abi::callback_via_vector(vector))
         .map_err(|e| format!("HVM_PARAM_CALLBACK_IRQ: {e}"))?;
     out.push(format!("event channels (2-level, vector {vector:#x})"));
@@ -112,10 +107,9 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
     // PV console as a log sink (xenconsoled shows it with `xl console` and logs it).
     let con_pfn = hypercall::hvm_get_param(hvm_param::CONSOLE_PFN).unwrap_or(0);
     let con_port = hypercall::hvm_get_param(hvm_param::CONSOLE_EVTCHN).unwrap_or(0);
-    if con_pfn != 0 && con_port != 0 && con_port < u64::from(abi::EVTCHN_2L_NR_CHANNELS) {
-        if console_init(con_pfn, con_port as u32) {
-            out.push(String::from("pv console"));
-        }
+    let con_ok = con_pfn != 0 && con_port != 0 && con_port < u64::from(abi::EVTCHN_2L_NR_CHANNELS);
+    if con_ok && console_init(con_pfn, con_port as u32) {
+        out.push(String::from("pv console"));
     }
 
     let grants = grant_table()?;
@@ -129,7 +123,7 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
     let listen_some = |port: Port| listen(port).map(Some);
     let vifs = libos::task::wait(xenbus::discover(xs, "vif")).map_err(|e| format!("{e}"))?;
     for id in vifs {
-        let fut = netfront::connect(xs, &grants, events.clone(), &id, &listen_some);
+        let fut = netfront::connect(xs, grants, events.clone(), &id, &listen_some);
         match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
             Ok(Ok(dev)) => {
                 out.push(format!("netfront vif/{id}"));
@@ -139,28 +133,24 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
             Err(_) => log::error!("xen: vif/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
         }
     }
+    let vbds = libos::task::wait(xenbus::discover(xs, "vbd")).map_err(|e| format!("{e}"))?;
+    for id in vbds {
+        let fut = blkfront::connect(xs, grants, events.clone(), &id, &listen_some);
+        match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
+            Ok(Ok(dev)) => {
+                out.push(format!("blkfront vbd/{id}"));
+                libos::dev::register_block(Arc::new(dev));
+            }
+            Ok(Err(e)) => log::error!("xen: vbd/{id}: {e}"),
+            Err(_) => log::error!("xen: vbd/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
+        }
+    }
     libos::task::spawn(async move {
         if let Err(e) = xenbus::control_loop(xs).await {
             log::error!("xen: control/shutdown watch stopped: {e}");
         }
     });
     out.push(String::from("control/shutdown watch"));
-    libos::task::spawn(async move {
-        loop {
-            libos::time::sleep(Duration::from_secs(3)).await;
-            let page = SHARED_INFO.get().unwrap();
-            let counts: Vec<(u32, u64)> = (0..8).filter_map(|p| evtchn::slot(p).map(|s| (p, s.count()))).collect();
-            log::debug!(
-                "diag: upcalls {} slots {:?} pending0 {:#x} mask0 {:#x} upcall_pending {} sel {:#x}",
-                UPCALLS.load(core::sync::atomic::Ordering::Relaxed),
-                counts,
-                page.u64_at(abi::shared_info::EVTCHN_PENDING).load(core::sync::atomic::Ordering::Relaxed),
-                page.u64_at(abi::shared_info::EVTCHN_MASK).load(core::sync::atomic::Ordering::Relaxed),
-                page.u8_at(0).load(core::sync::atomic::Ordering::Relaxed),
-                page.u64_at(8).load(core::sync::atomic::Ordering::Relaxed),
-            );
-        }
-    });
     Ok(out)
 }
 
@@ -170,8 +160,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Grant-table frames mapped at boot (512 entries each; netfront needs 514, blkfront a few hundred).
 const GRANT_FRAMES: u32 = 8;
 
+static GRANTS: spin::Once<GrantTable> = spin::Once::new();
+
 /// Maps the grant table: `GNTTABOP_query_size`, then `XENMAPSPACE_grant_table` frame by frame onto heap pages.
-fn grant_table() -> Result<Arc<GrantTable>, String> {
+/// The table lives for the rest of the run: its frames now belong to Xen and must never go back to the heap.
+fn grant_table() -> Result<&'static GrantTable, String> {
+    if let Some(t) = GRANTS.get() {
+        return Ok(t);
+    }
     let (_, max) = hypercall::gnttab_query_size().map_err(|e| format!("GNTTABOP_query_size: {e}"))?;
     let mut frames = Vec::new();
     for i in 0..max.clamp(1, GRANT_FRAMES) {
@@ -180,7 +176,7 @@ fn grant_table() -> Result<Arc<GrantTable>, String> {
             .map_err(|e| format!("XENMEM_add_to_physmap(grant_table, {i}): {e}"))?;
         frames.push(page);
     }
-    Ok(Arc::new(GrantTable::new(frames)))
+    Ok(GRANTS.call_once(|| GrantTable::new(frames)))
 }
 
 static XENSTORE: spin::Once<XenStore> = spin::Once::new();
@@ -188,8 +184,7 @@ static XENSTORE: spin::Once<XenStore> = spin::Once::new();
 /// Connects to xenstore through the ring page and event channel the toolstack gave us (`None` without one).
 fn xenstore() -> Result<Option<&'static XenStore>, String> {
     let pfn = hypercall::hvm_get_param(hvm_param::STORE_PFN).map_err(|e| format!("HVM_PARAM_STORE_PFN: {e}"))?;
-    let port =
-        hypercall::hvm_get_param(hvm_param::STORE_EVTCHN).map_err(|e| format!("HVM_PARAM_STORE_EVTCHN: {e}"))?;
+    let port = hypercall::hvm_get_param(hvm_param::STORE_EVTCHN).map_err(|e| format!("HVM_PARAM_STORE_EVTCHN: {e}"))?;
     if pfn == 0 {
         return Ok(None);
     }

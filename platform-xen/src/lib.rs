@@ -11,14 +11,15 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod blkfront;
 pub mod clock;
 pub mod evtchn;
 pub mod gnttab;
-pub mod netfront;
 #[cfg(target_os = "none")]
 mod guest;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod netfront;
 pub mod pvconsole;
 pub mod ring;
 pub mod shared;
@@ -64,7 +65,10 @@ impl Platform for Xen {
         #[cfg(not(target_os = "none"))]
         {
             let _ = (d, boot, cmdline);
-            Err(PlatformError { platform: "xen", detail: alloc::string::String::from("Xen runs on the bare target only") })
+            Err(PlatformError {
+                platform: "xen",
+                detail: alloc::string::String::from("Xen runs on the bare target only"),
+            })
         }
     }
 }

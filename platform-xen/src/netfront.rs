@@ -425,7 +425,7 @@ impl Netfront {
             if id >= RING_SLOTS || !self.tx_in_flight[id] {
                 return Err(self.fail("tx", format!("response for id {} which is not in flight", r.id)));
             }
-            if r.status == NETIF_RSP_NULL || r.status > NETIF_RSP_NULL {
+            if r.status >= NETIF_RSP_NULL {
                 return Err(self.fail("tx", format!("status {} for a data request (id {})", r.status, r.id)));
             }
             if r.status < NETIF_RSP_OKAY {
@@ -498,9 +498,6 @@ impl NetDevice for Netfront {
             }
             self.stats.rx_frames += 1;
             let len = buf.len();
-            if self.stats.rx_frames <= 40 {
-                log::debug!("{}: frame {} of {len} bytes (flags {:#x}) type {:02x}{:02x} slot {cons}", self.info.name, self.stats.rx_frames, rsp.flags, buf[12], buf[13]);
-            }
             return Ok(Some(RxFrame { buf, offset: 0, len, token: 0 }));
         }
     }
@@ -556,12 +553,8 @@ impl NetDevice for Netfront {
             let req = RxRequest { id: idx as u16, gref: self.rx_bufs[idx].gref };
             self.rx.queue_request(&req.emit());
         }
-        let had_tx = self.tx.has_unpushed();
         let notify_rx = self.rx.push_requests();
         let notify_tx = self.tx.push_requests();
-        if had_tx && self.stats.tx_frames <= 40 {
-            log::debug!("{}: tx pushed up to {}, notify {notify_tx}, {:?}", self.info.name, self.tx.req_prod_pvt(), self.stats);
-        }
         if self.tx.outstanding() > 0 {
             // Ask for an event at the next TX completion so a full ring drains without polling.
             match self.tx.final_check_for_responses() {
@@ -572,9 +565,6 @@ impl NetDevice for Netfront {
         }
         if notify_rx || notify_tx {
             self.stats.notifies += 1;
-            if self.stats.notifies <= 4 {
-                log::debug!("{}: notify {} (rx {notify_rx}, tx {notify_tx}), {:?}", self.info.name, self.stats.notifies, self.stats);
-            }
             self.events.send(self.port).map_err(|e| DeviceError::Io {
                 device: self.info.name.clone(),
                 detail: format!("EVTCHNOP_send on port {}: {e}", self.port),
@@ -632,8 +622,7 @@ pub async fn connect(
         if sg { ", sg" } else { "" }
     );
     fe.finish().await?;
-    Netfront::start(name, mac, rings, events, port, slot)
-        .map_err(|e| NetfrontError::Event(format!("{e}")))
+    Netfront::start(name, mac, rings, events, port, slot).map_err(|e| NetfrontError::Event(format!("{e}")))
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.

@@ -273,7 +273,7 @@ mod tests {
         back.queue_response(&[8; 8]);
         assert!(back.push_responses(), "front asked for the next response");
         assert_eq!(front.final_check_for_responses(), Ok(true));
-        assert_eq!(front.outstanding(), 2, "request 5 and the unconsumed response");
+        assert_eq!(front.outstanding(), 2, "three requests pushed, one response consumed");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl SharedPage {
     /// Pointer to byte `off` of a `size`-byte, `size`-aligned field. Offsets are computed by this crate from
     /// validated values; one out of range is a bug in the caller, reported like a slice index out of range.
     fn field(&self, off: usize, size: usize) -> *mut u8 {
-        assert!(off % size == 0 && off + size <= PAGE_SIZE, "shared page field {off}+{size} out of range");
+        assert!(off.is_multiple_of(size) && off + size <= PAGE_SIZE, "shared page field {off}+{size} out of range");
         // SAFETY: in bounds of the page, checked above.
         unsafe { self.ptr.as_ptr().add(off) }
     }

@@ -192,7 +192,12 @@ pub const MAX_TX_RETRIES: u32 = 16;
 
 /// Writes every `(key, value)` under `base` and then `base/state = state` in one transaction, retrying on
 /// `EAGAIN`. Errors: xenstore errors, [`XenbusError::TooManyRetries`].
-pub async fn publish(xs: &XenStore, base: &str, pairs: &[(&str, String)], state: XenbusState) -> Result<(), XenbusError> {
+pub async fn publish(
+    xs: &XenStore,
+    base: &str,
+    pairs: &[(&str, String)],
+    state: XenbusState,
+) -> Result<(), XenbusError> {
     for _ in 0..MAX_TX_RETRIES {
         let tx = xs.transaction_start().await?;
         let r: Result<(), XsError> = async {

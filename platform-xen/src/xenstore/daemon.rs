@@ -110,7 +110,12 @@ fn fire(st: &mut State, path: &str) {
         .map(|(_, t)| t.clone())
         .collect();
     for token in hits {
-        let m = Message { msg_type: MsgType::WatchEvent as u32, req_id: 0, tx_id: 0, payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat() };
+        let m = Message {
+            msg_type: MsgType::WatchEvent as u32,
+            req_id: 0,
+            tx_id: 0,
+            payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat(),
+        };
         let mut b = Vec::new();
         m.emit(&mut b);
         st.out.extend(b);
@@ -200,7 +205,12 @@ fn handle(st: &mut State, m: Message) {
             let token = strings.get(1).cloned().unwrap_or_default();
             st.watches.push((path.clone(), token.clone()));
             reply(st, &m, m.msg_type, b"OK\0");
-            let ev = Message { msg_type: MsgType::WatchEvent as u32, req_id: 0, tx_id: 0, payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat() };
+            let ev = Message {
+                msg_type: MsgType::WatchEvent as u32,
+                req_id: 0,
+                tx_id: 0,
+                payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat(),
+            };
             let mut b = Vec::new();
             ev.emit(&mut b);
             st.out.extend(b);

@@ -181,7 +181,13 @@ pub struct Message {
 impl Message {
     /// A request of `msg_type` built from NUL-terminated `strings` followed by raw `tail` bytes (the value of an
     /// `XS_WRITE`). Errors: [`WireError::PayloadTooLong`].
-    pub fn request(msg_type: MsgType, req_id: u32, tx_id: u32, strings: &[&str], tail: &[u8]) -> Result<Self, WireError> {
+    pub fn request(
+        msg_type: MsgType,
+        req_id: u32,
+        tx_id: u32,
+        strings: &[&str],
+        tail: &[u8],
+    ) -> Result<Self, WireError> {
         let len = strings.iter().map(|s| s.len() + 1).sum::<usize>() + tail.len();
         if len > PAYLOAD_MAX {
             return Err(WireError::PayloadTooLong { len: len as u32 });
@@ -206,7 +212,12 @@ impl Message {
         if bytes.len() < total {
             return Ok(None);
         }
-        let m = Self { msg_type: h.msg_type(), req_id: h.req_id(), tx_id: h.tx_id(), payload: bytes[HEADER_LEN..total].to_vec() };
+        let m = Self {
+            msg_type: h.msg_type(),
+            req_id: h.req_id(),
+            tx_id: h.tx_id(),
+            payload: bytes[HEADER_LEN..total].to_vec(),
+        };
         Ok(Some((m, total)))
     }
 
