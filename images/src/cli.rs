@@ -101,9 +101,10 @@ pub struct RunArgs {
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
     #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
     pub kernel_opts: Vec<KernelOption>,
-    /// Attach a raw disk image as a virtio-blk device; repeatable (the guest mounts the first at /data).
-    #[arg(long = "disk", value_name = "FILE")]
-    pub disks: Vec<std::path::PathBuf>,
+    /// Attach a raw disk image as a virtio-blk device, read-only with the suffix `:ro`; repeatable (the guest
+    /// mounts the first at /data).
+    #[arg(long = "disk", value_name = "FILE[:ro]")]
+    pub disks: Vec<qemu::DiskSpec>,
     /// Embed a ustar archive, or a directory packed into one, in the image as its initrd, mounted read-only at /
     /// by the guest [default: the app's own apps/APP/initrd/ directory when it has one].
     #[arg(long, value_name = "FILE|DIR")]
@@ -127,7 +128,9 @@ impl RunArgs {
         opts.network = qemu::resolve_network(&self.app, self.net, &self.ports, self.tap.as_deref())?;
         opts.kernel_options = self.kernel_opts.clone();
         opts.app_args = self.app_args.clone();
-        opts.disks = self.disks.clone();
+        for disk in &self.disks {
+            opts.push_disk(disk);
+        }
         opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
         opts.validate()?;
         Ok(opts)
@@ -381,6 +384,17 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["disk", "create", "d.img", "--size", "3X"]).is_err());
+    }
+
+    #[test]
+    fn run_disks_read_only_suffix() {
+        let r = run_args(&["run", "kv", "--disk", "a.img", "--disk", "b.img:ro"]);
+        let spec = |p: &str, read_only| qemu::DiskSpec { path: p.into(), read_only };
+        assert_eq!(r.disks, [spec("a.img", false), spec("b.img", true)]);
+        let e = parse(&["run", "kv", "--disk", ":ro"]).unwrap_err();
+        assert!(e.to_string().contains("expected FILE, FILE:ro or FILE:rw"), "{e}");
+        // The options check the files; a missing one is named.
+        assert_eq!(r.options(Accel::Tcg), Err(ConfigError::NoFile("a.img".into())));
     }
 
     #[test]

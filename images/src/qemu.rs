@@ -4,6 +4,7 @@
 //! The command line is fixed by the project contract (BRIEF, "Contracts already fixed by the lead"); changing an
 //! argument here changes it for `images run` and for every test at once.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::OpenOptions;
@@ -336,6 +337,34 @@ pub fn parse_mem_mib(s: &str) -> Result<u32, ConfigError> {
     }
 }
 
+/// One `--disk FILE[:ro|:rw]` argument: a raw image and whether the guest may write it. The suffix `:ro`
+/// attaches the image read-only; `:rw` (the default) read-write, and lets a file whose name ends in `:ro` be
+/// given as `NAME:ro:rw`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSpec {
+    /// The raw image file.
+    pub path: PathBuf,
+    /// Attach with `readonly=on`.
+    pub read_only: bool,
+}
+
+impl FromStr for DiskSpec {
+    type Err = ConfigError;
+
+    /// Errors: an empty file name.
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let (path, read_only) = match (s.strip_suffix(":ro"), s.strip_suffix(":rw")) {
+            (Some(p), _) => (p, true),
+            (_, Some(p)) => (p, false),
+            _ => (s, false),
+        };
+        if path.is_empty() {
+            return Err(ConfigError::DiskSpec(s.to_owned()));
+        }
+        Ok(DiskSpec { path: path.into(), read_only })
+    }
+}
+
 /// Everything needed for one QEMU run of an image. Build with [`RunOptions::new`] and set fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOptions {
@@ -359,6 +388,10 @@ pub struct RunOptions {
     /// otherwise), in order; QEMU's default write-back cache, so the guest sees a volatile write cache and
     /// must flush (virtio 1.2 §5.2.6.2, `VIRTIO_BLK_F_FLUSH`).
     pub disks: Vec<PathBuf>,
+    /// Indices into `disks` of the images attached read-only: `readonly=on` on the `-drive`, so QEMU opens the
+    /// file read-only and the device offers `VIRTIO_BLK_F_RO` (virtio 1.2 §5.2.3). Add with
+    /// [`RunOptions::push_disk`].
+    pub read_only_disks: BTreeSet<usize>,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
     pub initrd: Option<PathBuf>,
 }
@@ -376,8 +409,17 @@ impl RunOptions {
             kernel_options: Vec::new(),
             app_args: Vec::new(),
             disks: Vec::new(),
+            read_only_disks: BTreeSet::new(),
             initrd: None,
         }
+    }
+
+    /// Attaches `disk` after the disks already there (the guest mounts the first at /data).
+    pub fn push_disk(&mut self, disk: &DiskSpec) {
+        if disk.read_only {
+            self.read_only_disks.insert(self.disks.len());
+        }
+        self.disks.push(disk.path.clone());
     }
 
     /// Checks what the types do not: vCPU count, app arguments, tap name.
@@ -394,6 +436,9 @@ impl RunOptions {
             if !path.is_file() {
                 return Err(ConfigError::NoFile(path.clone()));
             }
+        }
+        if let Some(&index) = self.read_only_disks.iter().find(|&&i| i >= self.disks.len()) {
+            return Err(ConfigError::ReadOnlyIndex { index, disks: self.disks.len() });
         }
         if let Network::Tap { ifname } = &self.network {
             check_tap_name(ifname)?;
@@ -456,6 +501,9 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         // QEMU's option syntax escapes a comma in a value by doubling it.
         let mut file = OsString::from(format!("if=none,id=d{i},format=raw,file="));
         file.push(disk.as_os_str().to_string_lossy().replace(',', ",,"));
+        if opts.read_only_disks.contains(&i) {
+            file.push(",readonly=on");
+        }
         args.push("-drive".into());
         args.push(file);
         args.push("-device".into());
@@ -542,9 +590,20 @@ pub enum ConfigError {
     /// `--mem` is not N, NM or NG within 1 MiB..=1 TiB.
     #[error("memory size `{0}`: expected a whole number of MiB like 64M or 1G (1M..=1024G)")]
     Memory(String),
+    /// A `--disk` argument without a file name.
+    #[error("--disk `{0}`: expected FILE, FILE:ro or FILE:rw")]
+    DiskSpec(String),
     /// A `--disk` or `--initrd` file does not exist.
     #[error("{0}: no such file (create a disk with `images disk create`)")]
     NoFile(PathBuf),
+    /// `read_only_disks` names a disk that `disks` does not have.
+    #[error("read-only disk index {index}: only {disks} disks attached")]
+    ReadOnlyIndex {
+        /// The index given.
+        index: usize,
+        /// How many disks there are.
+        disks: usize,
+    },
     /// `--smp` outside 1..=255.
     #[error("vCPU count {0}: expected 1..=255")]
     Smp(u16),
@@ -749,5 +808,44 @@ mod tests {
         let line = shell_line(&qemu_command(&o).unwrap());
         assert!(line.starts_with("qemu-system-x86_64 -M microvm,acpi=off -accel tcg "), "{line}");
         assert!(line.ends_with(r"-kernel /t/hello -append '-- a it'\''s'"), "{line}");
+    }
+
+    #[test]
+    fn disk_specs() {
+        let spec = |s: &str| s.parse::<DiskSpec>();
+        assert_eq!(spec("d.img"), Ok(DiskSpec { path: "d.img".into(), read_only: false }));
+        assert_eq!(spec("d.img:ro"), Ok(DiskSpec { path: "d.img".into(), read_only: true }));
+        assert_eq!(spec("/a:b/d.img:rw"), Ok(DiskSpec { path: "/a:b/d.img".into(), read_only: false }));
+        assert_eq!(spec("x:ro:rw"), Ok(DiskSpec { path: "x:ro".into(), read_only: false }));
+        assert_eq!(spec(":ro"), Err(ConfigError::DiskSpec(":ro".into())));
+        assert_eq!(spec(""), Err(ConfigError::DiskSpec("".into())));
+        assert_eq!(ConfigError::DiskSpec(":ro".into()).to_string(), "--disk `:ro`: expected FILE, FILE:ro or FILE:rw");
+    }
+
+    #[test]
+    fn read_only_disks_get_readonly_on() {
+        let dir = std::env::temp_dir().join(format!("images-qemu-ro-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.img"), dir.join("b,c.img"));
+        std::fs::write(&a, [0u8; 512]).unwrap();
+        std::fs::write(&b, [0u8; 512]).unwrap();
+        let mut o = RunOptions::new("/t/kv", Accel::Tcg);
+        o.push_disk(&DiskSpec { path: a.clone(), read_only: false });
+        o.push_disk(&DiskSpec { path: b.clone(), read_only: true });
+        assert_eq!(o.read_only_disks, BTreeSet::from([1]));
+        let line = args(&o).join(" ");
+        let (a, b) = (a.display(), b.display().to_string().replace(',', ",,"));
+        assert!(
+            line.contains(&format!(
+                "-drive if=none,id=d0,format=raw,file={a} -device virtio-blk-device,drive=d0 \
+                 -drive if=none,id=d1,format=raw,file={b},readonly=on -device virtio-blk-device,drive=d1 "
+            )),
+            "{line}"
+        );
+        o.machine = Machine::Q35;
+        assert!(args(&o).join(" ").contains(",readonly=on -device virtio-blk-pci,drive=d1"));
+        o.read_only_disks.insert(2);
+        assert_eq!(qemu_args(&o), Err(ConfigError::ReadOnlyIndex { index: 2, disks: 2 }));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

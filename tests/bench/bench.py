@@ -43,18 +43,10 @@ QEMU = "qemu-system-x86_64"
 HOST_IP, GUEST_IP, PREFIX = "10.77.0.1", "10.77.0.2", 24
 USER_GUEST_IP, USER_GW = "10.0.2.15", "10.0.2.2"
 TAP_PREFIX = "zbtap"
-# Dependency order (TESTING.md "Baselines"); virtio_mmio only matters on microvm.
-LINUX_MODULES = [
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "virtio_mmio",
-    "failover",
-    "net_failover",
-    "virtio_net",
-]
+# Dependency order (TESTING.md "Baselines"); virtio_mmio only matters on microvm. The transports come first for
+# every device driver.
+VIRTIO_MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_mmio"]
+LINUX_MODULES = VIRTIO_MODULES + ["failover", "net_failover", "virtio_net"]
 LINUX_MARKER = "zbench: linux httpd ready"
 TIMELINE_RE = re.compile(r"first response at (\d+) us after entry; boot timeline: (.*)$")
 T0 = time.monotonic()
@@ -94,16 +86,16 @@ def shell_line(argv: list[str]) -> str:
 # Images
 
 
-def build_zirvium() -> Path:
-    """Step 1: `cargo run -q -p images -- build httpd`; returns the ELF path it prints."""
-    log("building the Zirvium httpd image: cargo run -q -p images -- build httpd")
-    p = run(["cargo", "run", "-q", "-p", "images", "--", "build", "httpd"], timeout=1800, cwd=REPO)
+def build_zirvium(app: str = "httpd") -> Path:
+    """Step 1: `cargo run -q -p images -- build APP`; returns the ELF path it prints."""
+    log(f"building the Zirvium {app} image: cargo run -q -p images -- build {app}")
+    p = run(["cargo", "run", "-q", "-p", "images", "--", "build", app], timeout=1800, cwd=REPO)
     for line in reversed(p.stdout.splitlines()):
         m = re.match(r"^(/\S+) \((\d+) bytes", line.strip())
         if m and Path(m.group(1)).is_file():
             log(f"  {line.strip()}")
             return Path(m.group(1))
-    raise BenchError(f"`images build httpd` printed no ELF path; its output was:\n{p.stdout}{p.stderr}")
+    raise BenchError(f"`images build {app}` printed no ELF path; its output was:\n{p.stdout}{p.stderr}")
 
 
 def resolve_kernel_package() -> str:
@@ -164,16 +156,18 @@ class LinuxParts:
     mmio_cmdline: bool  # CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y
 
 
-def prepare_linux(cache: Path) -> LinuxParts:
-    """Step 2a: the Debian kernel, its virtio modules and busybox-static, cached under `cache`."""
+def prepare_linux(cache: Path, wanted: list[str] = LINUX_MODULES, variant: str = "") -> LinuxParts:
+    """Step 2a: the Debian kernel, the modules named in `wanted` (in load order; default the virtio-net set) and
+    busybox-static, cached under `cache` (the kernel parts in `<package><variant>/`, one directory per module
+    set, since the cache keeps only the modules asked for)."""
     pkg = resolve_kernel_package()
     log(f"Linux guest: {pkg} + busybox-static (cache {cache})")
-    kdir = cache / pkg
+    kdir = cache / f"{pkg}{variant}"
     kver = fetch_package(
         pkg,
         kdir,
         ["boot/vmlinuz-*", "boot/config-*", "lib/modules/*/modules.builtin"]
-        + [f"lib/modules/*/kernel/**/{m}.ko*" for m in LINUX_MODULES],
+        + [f"lib/modules/*/kernel/**/{m}.ko*" for m in wanted],
     )
     bdir = cache / "busybox-static"
     bver = fetch_package("busybox-static", bdir, ["bin/busybox"])
@@ -184,14 +178,14 @@ def prepare_linux(cache: Path) -> LinuxParts:
     builtin_text = (kdir / "modules.builtin").read_text() if (kdir / "modules.builtin").exists() else ""
     builtin_names = {Path(x).name.split(".ko")[0].replace("-", "_") for x in builtin_text.split()}
     modules = {}
-    for m in LINUX_MODULES:
+    for m in wanted:
         ko = next((p for p in kdir.glob(f"{m}.ko*")), None)
         if ko is not None:
             if ko.suffix != ".ko":
                 raise BenchError(f"{ko.name} is compressed; this script loads plain .ko files with busybox insmod")
             modules[m] = ko
-    builtin = [m for m in LINUX_MODULES if m in builtin_names]
-    missing = [m for m in LINUX_MODULES if m not in modules and m not in builtin]
+    builtin = [m for m in wanted if m in builtin_names]
+    missing = [m for m in wanted if m not in modules and m not in builtin]
     log(f"  kernel {kver}: modules {', '.join(modules)}; built in: {', '.join(builtin) or 'none'}"
         + (f"; absent: {', '.join(missing)}" if missing else ""))
     mmio = "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y" in config.read_text()
@@ -233,27 +227,30 @@ class Cpio:
         return bytes(self.out)
 
 
-INIT_SCRIPT = r"""#!/bin/sh
-# zbench /init: mount, load the virtio modules, static address from zb_ip=/zb_gw= on the kernel command line,
-# then busybox httpd in the foreground as PID 1.
-/bin/busybox --install -s /bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-IP=; GW=; MMIO=
-for w in $(cat /proc/cmdline); do
-  case "$w" in
-    zb_ip=*) IP="${w#zb_ip=}" ;;
-    zb_gw=*) GW="${w#zb_gw=}" ;;
-    virtio_mmio.device=*) MMIO="$MMIO ${w#virtio_mmio.}" ;;
-  esac
-done
-for m in @MODULES@; do
-  f=/lib/modules/$m.ko
-  [ -f "$f" ] || continue
-  if [ "$m" = virtio_mmio ]; then insmod "$f" $MMIO; else insmod "$f"; fi || echo "zbench: insmod $m failed"
-done
-i=0
+def init_script(comment: str, variables: str, cases: list[str], body: str) -> str:
+    """An initramfs /init for busybox: `comment` (shell comment lines), busybox applets installed, proc, sysfs and
+    devtmpfs mounted; the shell assignments `variables` (plus `MMIO=`); each kernel command line word matched
+    against the shell case arms `cases`, and `virtio_mmio.device=` words gathered in $MMIO; the modules
+    `@MODULES@` (replaced by the caller) insmod-ed in order from /lib/modules, virtio_mmio with $MMIO; then
+    `body`."""
+    arms = "".join(f"    {c}\n" for c in cases)
+    return (
+        f"#!/bin/sh\n{comment}\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\n"
+        "mount -t sysfs sysfs /sys\nmount -t devtmpfs devtmpfs /dev 2>/dev/null\n"
+        f"{variables} MMIO=\nfor w in $(cat /proc/cmdline); do\n  case \"$w\" in\n{arms}"
+        '    virtio_mmio.device=*) MMIO="$MMIO ${w#virtio_mmio.}" ;;\n  esac\ndone\n'
+        "for m in @MODULES@; do\n  f=/lib/modules/$m.ko\n  [ -f \"$f\" ] || continue\n"
+        '  if [ "$m" = virtio_mmio ]; then insmod "$f" $MMIO; else insmod "$f"; fi || echo "zbench: insmod $m failed"\n'
+        f"done\n{body}"
+    )
+
+
+INIT_SCRIPT = init_script(
+    "# zbench /init: mount, load the virtio modules, static address from zb_ip=/zb_gw= on the kernel command line,\n"
+    "# then busybox httpd in the foreground as PID 1.",
+    "IP=; GW=;",
+    ['zb_ip=*) IP="${w#zb_ip=}" ;;', 'zb_gw=*) GW="${w#zb_gw=}" ;;'],
+    r"""i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
 ip link set lo up
 ip addr add "$IP" dev eth0
@@ -261,14 +258,15 @@ ip link set eth0 up
 ip route add default via "$GW"
 echo "@MARKER@ on ${IP%/*}"
 exec httpd -f -p 80 -h /www
-"""
+""",
+)
 
 
-def build_initramfs(parts: LinuxParts, page: bytes, dest: Path) -> Path:
-    """Step 2b: initramfs (cpio newc, gzip) with busybox, the loadable virtio modules, /init and /www/index.html
-    holding `page`."""
+def initramfs_base(parts: LinuxParts, dirs: list[str]) -> Cpio:
+    """The common part of an initramfs: the directories `dirs` (which must include bin, dev, lib and lib/modules),
+    /dev/console, /dev/null, busybox (with /bin/sh) and the loadable modules as /lib/modules/NAME.ko."""
     c = Cpio()
-    for d in ["bin", "dev", "proc", "sys", "tmp", "www", "lib", "lib/modules", "etc"]:
+    for d in dirs:
         c.dir(d)
     c.chardev("dev/console", 5, 1)
     c.chardev("dev/null", 1, 3)
@@ -276,13 +274,25 @@ def build_initramfs(parts: LinuxParts, page: bytes, dest: Path) -> Path:
     c.symlink("bin/sh", "busybox")
     for name, ko in parts.modules.items():
         c.file(f"lib/modules/{name}.ko", ko.read_bytes())
-    init = INIT_SCRIPT.replace("@MODULES@", " ".join(parts.modules)).replace("@MARKER@", LINUX_MARKER)
-    c.file("init", init.encode(), 0o755)
-    c.file("www/index.html", page)
+    return c
+
+
+def write_initramfs(c: Cpio, dest: Path) -> Path:
+    """Finishes `c` and writes it gzip-compressed to `dest`."""
     data = gzip.compress(c.finish(), compresslevel=9, mtime=0)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
     return dest
+
+
+def build_initramfs(parts: LinuxParts, page: bytes, dest: Path) -> Path:
+    """Step 2b: initramfs (cpio newc, gzip) with busybox, the loadable virtio modules, /init and /www/index.html
+    holding `page`."""
+    c = initramfs_base(parts, ["bin", "dev", "proc", "sys", "tmp", "www", "lib", "lib/modules", "etc"])
+    init = INIT_SCRIPT.replace("@MODULES@", " ".join(parts.modules)).replace("@MARKER@", LINUX_MARKER)
+    c.file("init", init.encode(), 0o755)
+    c.file("www/index.html", page)
+    return write_initramfs(c, dest)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -499,6 +509,20 @@ def http_get(host: str, port: int, timeout: float = 5.0) -> tuple[int, bytes] | 
 # QEMU
 
 
+def qemu_common(machine: str, accel: str, mem_mib: int) -> list[str]:
+    """QEMU and the flags of `images run` (images/src/qemu.rs `qemu_args`) before any device: machine
+    (microvm without ACPI, with the modern virtio-mmio transport), accelerator, qemu64, RAM, 1 vCPU, no
+    display or default devices, serial on stdio, isa-debug-exit."""
+    a = [QEMU, "-M", "microvm,acpi=off" if machine == "microvm" else machine]
+    a += ["-accel", accel, "-cpu", "qemu64", "-m", f"{mem_mib}M", "-smp", "1"]
+    a += ["-display", "none", "-nodefaults", "-no-reboot"]
+    a += ["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
+    a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
+    if machine == "microvm":
+        a += ["-global", "virtio-mmio.force-legacy=false"]
+    return a
+
+
 @dataclass
 class Config:
     key: str  # zirvium-kvm, zirvium-tcg, linux-tcg
@@ -514,13 +538,7 @@ class Config:
     def argv(self, mem_mib: int, att: Attachment) -> list[str]:
         """The QEMU command: the flags of `images run` (images/src/qemu.rs `qemu_args`) for both guests; only
         -kernel/-initrd/-append differ."""
-        a = [QEMU, "-M", "microvm,acpi=off" if self.machine == "microvm" else self.machine]
-        a += ["-accel", self.accel, "-cpu", "qemu64", "-m", f"{mem_mib}M", "-smp", "1"]
-        a += ["-display", "none", "-nodefaults", "-no-reboot"]
-        a += ["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
-        a += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]
-        if self.machine == "microvm":
-            a += ["-global", "virtio-mmio.force-legacy=false"]
+        a = qemu_common(self.machine, self.accel, mem_mib)
         dev = "virtio-net-device" if self.machine == "microvm" else "virtio-net-pci"
         a += ["-netdev", att.netdev, "-device", f"{dev},netdev=n0", "-kernel", str(self.kernel)]
         if self.os == "zirvium":
@@ -876,6 +894,22 @@ def render_text(head, rows) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def print_report(head, rows, notes: list[str]) -> None:
+    """Prints the table and the notes (without Markdown backquotes) to stdout."""
+    print()
+    print(render_text(head, rows))
+    print()
+    for n in notes:
+        print("- " + n.replace("`", ""))
+
+
+def markdown_report(title: str, head, rows, notes: list[str]) -> list[str]:
+    """The lines of a results.md: title, date, host cores and QEMU version, the table, the notes as a list."""
+    md = [f"# {title}", "", f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} host cores, "
+          + run([QEMU, "--version"], timeout=10).stdout.splitlines()[0] + ".", "", render_md(head, rows), ""]
+    return md + ["- " + n for n in notes]
+
+
 def render_md(head, rows) -> str:
     esc = lambda c: c.replace("|", "\\|")  # noqa: E731
     out = ["| " + " | ".join(esc(c) for c in head) + " |", "|" + "---|" * len(head)]
@@ -1012,23 +1046,16 @@ def main() -> int:
                                          "modules_loaded": list(parts.modules), "builtin": parts.builtin}
 
     head, rows = build_table(results, runs, wrk_s)
-    text = render_text(head, rows)
     elapsed = time.time() - started
-    print()
-    print(text)
-    print()
-    for n in notes:
-        print("- " + n.replace("`", ""))
+    print_report(head, rows, notes)
     for k, s in results.items():
         print(f"- {s['label']} QEMU command: {s['qemu_cmd']}")
         for n in s["notes"]:
             print(f"- {s['label']}: {n.replace('`', '')}")
     print(f"- total time {elapsed:.0f} s; results in {out}/results.md and results.json; serial logs in {logs}/")
 
-    md = [f"# Zirvium httpd vs Linux + busybox httpd ({'--quick' if a.quick else 'full'} run)", "",
-          f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} host cores, "
-          + run([QEMU, "--version"], timeout=10).stdout.splitlines()[0] + ".", "", render_md(head, rows), ""]
-    md += ["- " + n for n in notes]
+    md = markdown_report(f"Zirvium httpd vs Linux + busybox httpd ({'--quick' if a.quick else 'full'} run)", head,
+                         rows, notes)
     for k, s in results.items():
         md.append(f"- {s['label']}: `{s['qemu_cmd']}`")
         md += [f"- {s['label']}: {n}" for n in s["notes"]]
@@ -1045,17 +1072,23 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    # SIGTERM/SIGHUP end like Ctrl-C, so the finally block below stops QEMU and deletes taps.
+def run_main(main_fn, prog: str) -> None:
+    """Runs `main_fn` as the program `prog` and exits with its status: a BenchError is printed as
+    `PROG: error: ...` (status 1), Ctrl-C as `PROG: interrupted` (130). SIGTERM/SIGHUP end like Ctrl-C, so the
+    finally block stops every QEMU and deletes every tap started here."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda n, _f: sys.exit(128 + n))
     try:
-        sys.exit(main())
+        sys.exit(main_fn())
     except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     finally:
         cleanup()
+
+
+if __name__ == "__main__":
+    run_main(main, "bench")

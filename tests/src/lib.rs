@@ -244,14 +244,21 @@ pub struct VmBuilder {
     kernel_options: Vec<(String, String)>,
     app_args: Vec<String>,
     timeout: Duration,
-    disks: Vec<PathBuf>,
+    disks: Vec<images::qemu::DiskSpec>,
     initrd: Option<PathBuf>,
 }
 
 impl VmBuilder {
     /// Attaches a raw disk image as a virtio-blk device (in call order).
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
-        self.disks.push(path.into());
+        self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: false });
+        self
+    }
+
+    /// Attaches a raw disk image read-only (`readonly=on`: the device offers `VIRTIO_BLK_F_RO`), in call order
+    /// with [`VmBuilder::disk`] — what `images run --disk FILE:ro` does.
+    pub fn disk_read_only(mut self, path: impl Into<PathBuf>) -> Self {
+        self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: true });
         self
     }
 
@@ -367,7 +374,9 @@ impl VmBuilder {
             opts.kernel_options.push(KernelOption::new(k, v)?);
         }
         opts.app_args = self.app_args.clone();
-        opts.disks = self.disks.clone();
+        for disk in &self.disks {
+            opts.push_disk(disk);
+        }
         opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::qemu::shell_line(&cmd);

@@ -240,3 +240,30 @@ fn kv_disk_full_is_507_tcg() -> Result<(), VmError> {
     vm.kill();
     fsck(&disk).map_err(|e| VmError::Io { what: e, source: std::io::Error::other("fsck") })
 }
+
+/// kv on a FAT disk attached read-only (`images run kv --disk FILE:ro`): `/data` is mounted read-only, kv
+/// refuses to start with an error naming `/data` as read-only and exits with status 1; the image is unchanged.
+#[test]
+fn kv_refuses_a_read_only_disk_tcg() -> Result<(), VmError> {
+    let dir = workdir("kv_read_only");
+    let disk = fresh_disk(&dir, 8 << 20);
+    let before = std::fs::read(&disk).expect("reading the fresh disk image");
+    let vm = Vm::builder("kv_read_only", "kv", Accel::Tcg)
+        .forward(Protocol::Tcp, 80)
+        .disk_read_only(&disk)
+        .timeout(Duration::from_secs(60))
+        .boot()?;
+    let line = vm.wait_for("virtio-blk@mmio:")?;
+    vm.ensure(line.contains(" read-only "), format_args!("bring-up line {line:?} should say read-only"))?;
+    let mounts = vm.wait_for("fs: ")?;
+    vm.ensure(
+        mounts.contains("/data fat") && mounts.contains("read-only"),
+        format_args!("mount line {mounts:?} should show /data as a read-only FAT mount"),
+    )?;
+    vm.wait_for("kv: /data is read-only")?;
+    vm.expect_exit(1)?;
+    vm.ensure(!vm.console().contains("kv listening"), "kv started listening on a read-only /data")?;
+    let after = std::fs::read(&disk).expect("reading the disk image after the run");
+    vm.ensure(after == before, "the read-only disk image changed")?;
+    fsck(&disk).map_err(|e| VmError::Io { what: e, source: std::io::Error::other("fsck") })
+}

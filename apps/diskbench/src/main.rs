@@ -1,5 +1,7 @@
-//! `diskbench`: checks and measures the first disk (`zirvium::dev::block_devices()`, e.g. virtio-blk).
+//! `diskbench`: checks and measures the first disk (`zirvium::dev::block_devices()`, e.g. virtio-blk), on the
+//! raw device (`mode=raw`, the default) or through the VFS on its FAT filesystem at `/data` (`mode=vfs`).
 //!
+//! `mode=raw`:
 //! 1. Writes a pattern over a region of `mb=N` MiB (default 8) starting 1 MiB into the disk, flushes, reads it
 //!    back and compares byte for byte: prints `verify ok: N bytes`, or the first mismatch and exits 1.
 //! 2. Reads one sector past the end and expects `BlockError::OutOfRange` (exit 1 otherwise).
@@ -10,7 +12,19 @@
 //! The pattern (the contract the integration test checks in the disk image): the 8-byte little-endian word at
 //! absolute disk offset `8·w` is `(w + 1) · 0x9E37_79B9_7F4A_7C15` (wrapping), so every word differs and a
 //! sector written to the wrong place is caught. A read-only disk skips the writes (a write must be refused with
-//! `BlockError::ReadOnly`) and measures reads only. Exit 0 on success, 1 on any failure, 2 for bad arguments.
+//! `BlockError::ReadOnly`) and measures reads only.
+//!
+//! `mode=vfs` (the disk must carry FAT, e.g. from `images disk create`, mounted read-write at `/data`):
+//! 1. Creates [`VFS_FILE`] with `zirvium::fs`, writes `mb=N` MiB of the pattern (word at file offset `8·w` is
+//!    `(w + 1) · K`) in [`SEQ_CHUNK`] writes, then `sync_all` (data, metadata and a device flush): the timed
+//!    sequential write, file creation and cluster allocation included.
+//! 2. Reads the file back and compares (`verify ok: N bytes (vfs)`), then reads it again timed (sequential read).
+//! 3. Random 4 KiB reads at 4 KiB-aligned file offsets (seek + read) for `rand-ms=N` ms, one at a time: a VFS
+//!    disk operation blocks every task, so more tasks would only take turns (`qd=` is refused in this mode).
+//! 4. Prints `diskbench: vfs seq-write X MB/s seq-read Y MB/s rand-read-4k Z IOPS (qd 1)`. The file stays.
+//!
+//! Large whole-sector transfers bypass the filesystem's sector cache (`fs::cache`), so neither mode measures a
+//! data cache. Exit 0 on success, 1 on any failure, 2 for bad arguments.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
 
@@ -23,6 +37,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::time::Duration;
 use zirvium::dev::{BlockDevice, BlockError};
+use zirvium::fs::{self, File, SeekFrom};
 use zirvium::println;
 use zirvium::time::Instant;
 
@@ -37,34 +52,65 @@ pub const SEQ_CHUNK: usize = 1 << 20;
 pub const RAND_IO: usize = 4096;
 /// The pattern's multiplier (the 64-bit golden ratio, odd, so consecutive words never repeat).
 pub const PATTERN_K: u64 = 0x9E37_79B9_7F4A_7C15;
+/// The file `mode=vfs` writes and reads.
+pub const VFS_FILE: &str = "/data/diskbench.bin";
+/// Default random-read tasks in flight (`mode=raw`).
+pub const DEFAULT_QD: usize = 8;
+
+/// What diskbench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The first disk's sectors, through `BlockDevice`.
+    Raw,
+    /// A file on `/data` (FAT on the first disk), through `zirvium::fs`.
+    Vfs,
+}
 
 /// The app's arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Args {
-    /// Region size (MiB).
+    /// Raw device or file through the VFS.
+    pub mode: Mode,
+    /// Region (or file) size (MiB).
     pub mb: u64,
-    /// Random-read tasks in flight.
+    /// Random-read tasks in flight (1 in [`Mode::Vfs`]).
     pub qd: usize,
     /// Random-read duration (ms).
     pub rand_ms: u64,
 }
 
 impl Args {
-    /// Parses `mb=N`, `qd=N`, `rand-ms=N`. Errors: the text to print for an unknown argument or a bad value.
+    /// Parses `mode=raw|vfs`, `mb=N`, `qd=N`, `rand-ms=N`. Errors: the text to print for an unknown argument,
+    /// a bad value, or `qd=` with `mode=vfs`.
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
-        let mut a = Args { mb: 8, qd: 8, rand_ms: 1000 };
+        let mut a = Args { mode: Mode::Raw, mb: 8, qd: DEFAULT_QD, rand_ms: 1000 };
+        let mut qd_given = false;
         for arg in args {
             let bad = |what: &str| format!("diskbench: `{arg}`: expected {what}");
             match arg.split_once('=') {
+                Some(("mode", "raw")) => a.mode = Mode::Raw,
+                Some(("mode", "vfs")) => a.mode = Mode::Vfs,
+                Some(("mode", _)) => return Err(bad("mode=raw or mode=vfs")),
                 Some(("mb", v)) => a.mb = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad("mb=N, N >= 1"))?,
                 Some(("qd", v)) => {
-                    a.qd = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad("qd=N, 1..=64"))?
+                    a.qd = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| bad("qd=N, 1..=64"))?;
+                    qd_given = true;
                 }
                 Some(("rand-ms", v)) => {
                     a.rand_ms = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| bad("rand-ms=N, N >= 1"))?
                 }
-                _ => return Err(format!("diskbench: unknown argument `{arg}` (known: mb=N qd=N rand-ms=N)")),
+                _ => {
+                    return Err(format!(
+                        "diskbench: unknown argument `{arg}` (known: mode=raw|vfs mb=N qd=N rand-ms=N)"
+                    ))
+                }
             }
+        }
+        if a.mode == Mode::Vfs {
+            if qd_given {
+                return Err("diskbench: qd=N applies to mode=raw only (the VFS serves one request at a time)".into());
+            }
+            a.qd = 1;
         }
         Ok(a)
     }
@@ -78,23 +124,36 @@ pub fn fill_pattern(at: u64, buf: &mut [u8]) {
     }
 }
 
-/// The first byte where `got` differs from the pattern at absolute offset `at`: `(offset, expected, got)`.
-pub fn first_mismatch(at: u64, got: &[u8]) -> Option<(u64, u8, u8)> {
+/// A byte that is not the pattern: `(offset, expected, got)`.
+pub type Mismatch = (u64, u8, u8);
+
+/// The first byte where `got` differs from the pattern at absolute offset `at`.
+pub fn first_mismatch(at: u64, got: &[u8]) -> Option<Mismatch> {
     let mut want = vec![0u8; got.len()];
     fill_pattern(at, &mut want);
     want.iter().zip(got).position(|(w, g)| w != g).map(|i| (at + i as u64, want[i], got[i]))
 }
 
-/// `bytes` over `elapsed` in MB/s (10^6 bytes per second) with one decimal, e.g. "123.4".
+/// `bytes` over `elapsed` in MB/s (10^6 bytes per second), rounded down: one decimal from 1 MB/s ("123.4"),
+/// three below ("0.031"), so slow configurations still show a figure.
 pub fn mb_per_s(bytes: u64, elapsed: Duration) -> String {
     let ns = elapsed.as_nanos().max(1);
-    let tenths = u128::from(bytes) * 10_000 / ns;
-    format!("{}.{}", tenths / 10, tenths % 10)
+    let thousandths = u128::from(bytes) * 1_000_000 / ns;
+    if thousandths >= 1000 {
+        format!("{}.{}", thousandths / 1000, thousandths % 1000 / 100)
+    } else {
+        format!("0.{thousandths:03}")
+    }
 }
 
-/// `ops` over `elapsed` per second, rounded down.
-pub fn per_second(ops: u64, elapsed: Duration) -> u64 {
-    (u128::from(ops) * 1_000_000_000 / elapsed.as_nanos().max(1)) as u64
+/// `ops` over `elapsed` per second as text, rounded down, with one decimal below 100 ("7.5").
+pub fn per_second_text(ops: u64, elapsed: Duration) -> String {
+    let tenths = (u128::from(ops) * 10_000_000_000 / elapsed.as_nanos().max(1)) as u64;
+    if tenths >= 1000 {
+        format!("{}", tenths / 10)
+    } else {
+        format!("{}.{}", tenths / 10, tenths % 10)
+    }
 }
 
 /// xorshift64 (Marsaglia 2003): a few random block numbers without a crate.
@@ -152,7 +211,7 @@ impl Bench {
 
     /// Reads the region in [`SEQ_CHUNK`] requests; with `verify`, compares each with the pattern and returns
     /// the first mismatch. Returns the time spent in the requests.
-    async fn read_region(&self, verify: bool) -> Result<(Duration, Option<(u64, u8, u8)>), BlockError> {
+    async fn read_region(&self, verify: bool) -> Result<(Duration, Option<Mismatch>), BlockError> {
         let mut buf = vec![0u8; SEQ_CHUNK];
         let mut busy = Duration::ZERO;
         let mut off = 0;
@@ -215,7 +274,11 @@ async fn run() -> i32 {
             return 2;
         }
     };
-    match bench(args).await {
+    let result = match args.mode {
+        Mode::Raw => bench(args).await,
+        Mode::Vfs => bench_vfs(args),
+    };
+    match result {
         Ok(()) => 0,
         Err(e) => {
             println!("diskbench: {e}");
@@ -292,8 +355,121 @@ async fn bench(args: Args) -> Result<(), String> {
     println!(
         "diskbench: seq-write {write} MB/s seq-read {read} MB/s rand-read-{}k {} IOPS (qd {})",
         io / 1024,
-        per_second(ops, t),
+        per_second_text(ops, t),
         args.qd
+    );
+    Ok(())
+}
+
+/// Checks that `/data` is a writable directory. Errors: what to attach.
+fn check_data() -> Result<(), String> {
+    let how = "attach a FAT disk: `images disk create FILE --size 64M`, then `images run diskbench --disk FILE`";
+    match fs::metadata("/data") {
+        Ok(m) if m.is_dir() && !m.read_only() => Ok(()),
+        Ok(_) => Err(format!("mode=vfs needs a writable /data, but it is read-only; {how}")),
+        Err(fs::Error::NotFound) => Err(format!("mode=vfs: /data is not mounted (no disk, or no FAT on it); {how}")),
+        Err(e) => Err(format!("mode=vfs: /data: {e}")),
+    }
+}
+
+/// Creates [`VFS_FILE`] and writes `len` bytes of the pattern in [`SEQ_CHUNK`] writes, then `sync_all`.
+/// Returns the time spent in the file calls (pattern generation excluded).
+fn vfs_write(len: u64) -> Result<Duration, fs::Error> {
+    let mut buf = vec![0u8; SEQ_CHUNK];
+    let t = Instant::now();
+    let mut file = File::create(VFS_FILE)?;
+    let mut busy = t.elapsed();
+    let mut off = 0;
+    while off < len {
+        let n = SEQ_CHUNK.min((len - off) as usize);
+        fill_pattern(off, &mut buf[..n]);
+        let t = Instant::now();
+        file.write_all(&buf[..n])?;
+        busy += t.elapsed();
+        off += n as u64;
+    }
+    let t = Instant::now();
+    file.sync_all()?;
+    Ok(busy + t.elapsed())
+}
+
+/// Reads [`VFS_FILE`] from the start in [`SEQ_CHUNK`] reads; with `verify`, returns the first byte that is not
+/// the pattern. Errors also when the file is not `len` bytes long. Returns the time spent in the file calls.
+fn vfs_read(len: u64, verify: bool) -> Result<(Duration, Option<Mismatch>), String> {
+    let mut buf = vec![0u8; SEQ_CHUNK];
+    let t = Instant::now();
+    let mut file = File::open(VFS_FILE).map_err(|e| format!("opening {VFS_FILE}: {e}"))?;
+    let size = file.metadata().map_err(|e| format!("{VFS_FILE}: {e}"))?.len();
+    if size != len {
+        return Err(format!("{VFS_FILE} is {size} bytes, expected {len}"));
+    }
+    let mut busy = t.elapsed();
+    let mut off = 0;
+    while off < len {
+        let n = SEQ_CHUNK.min((len - off) as usize);
+        let t = Instant::now();
+        file.read_exact(&mut buf[..n]).map_err(|e| format!("reading {VFS_FILE} at {off}: {e}"))?;
+        busy += t.elapsed();
+        if verify {
+            if let Some(m) = first_mismatch(off, &buf[..n]) {
+                return Ok((busy, Some(m)));
+            }
+        }
+        off += n as u64;
+    }
+    Ok((busy, None))
+}
+
+/// Random `io`-byte reads at `io`-aligned offsets of [`VFS_FILE`] (`len` bytes) for `ms` ms, one at a time;
+/// each read's first word is checked against the pattern. Returns (reads, elapsed, mismatches).
+fn vfs_random_reads(len: u64, io: usize, ms: u64) -> Result<(u64, Duration, u64), fs::Error> {
+    let blocks = len / io as u64;
+    let mut file = File::open(VFS_FILE)?;
+    let mut rng = XorShift::new(0x2545_F491_4F6C_DD1D);
+    let mut buf = vec![0u8; io];
+    let (mut done, mut bad) = (0u64, 0u64);
+    let start = Instant::now();
+    let deadline = start.checked_add(Duration::from_millis(ms)).unwrap_or(start);
+    while Instant::now() < deadline {
+        let at = rng.below(blocks) * io as u64;
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut buf)?;
+        if first_mismatch(at, &buf[..8]).is_some() {
+            bad += 1;
+        }
+        done += 1;
+    }
+    Ok((done, start.elapsed(), bad))
+}
+
+/// `mode=vfs`: see the module docs.
+fn bench_vfs(args: Args) -> Result<(), String> {
+    check_data()?;
+    let len = args.mb << 20;
+    if len < RAND_IO as u64 {
+        return Err(format!("mode=vfs: a {len}-byte file is smaller than one {RAND_IO}-byte random read"));
+    }
+    println!("diskbench: vfs file {VFS_FILE} length {len} bytes");
+    let write = vfs_write(len).map_err(|e| format!("writing {VFS_FILE}: {e}"))?;
+    let (_, mismatch) = vfs_read(len, true)?;
+    if let Some((at, want, got)) = mismatch {
+        return Err(format!(
+            "verify failed: first mismatch in {VFS_FILE} at byte offset {at}: expected {want:#04x}, got {got:#04x}"
+        ));
+    }
+    println!("verify ok: {len} bytes (vfs)");
+    let (read, _) = vfs_read(len, false)?;
+    let (ops, t, bad) =
+        vfs_random_reads(len, RAND_IO, args.rand_ms).map_err(|e| format!("random reads of {VFS_FILE}: {e}"))?;
+    if bad > 0 {
+        return Err(format!("{bad} of {ops} random reads of {VFS_FILE} returned data that is not the pattern"));
+    }
+    println!(
+        "diskbench: vfs seq-write {} MB/s seq-read {} MB/s rand-read-{}k {} IOPS (qd 1)",
+        mb_per_s(len, write),
+        mb_per_s(len, read),
+        RAND_IO / 1024,
+        per_second_text(ops, t)
     );
     Ok(())
 }
@@ -304,11 +480,18 @@ mod tests {
 
     #[test]
     fn args_defaults_and_errors() {
-        assert_eq!(Args::parse([]), Ok(Args { mb: 8, qd: 8, rand_ms: 1000 }));
-        assert_eq!(Args::parse(["mb=2", "qd=4", "rand-ms=50"]), Ok(Args { mb: 2, qd: 4, rand_ms: 50 }));
+        assert_eq!(Args::parse([]), Ok(Args { mode: Mode::Raw, mb: 8, qd: 8, rand_ms: 1000 }));
+        assert_eq!(
+            Args::parse(["mb=2", "qd=4", "rand-ms=50"]),
+            Ok(Args { mode: Mode::Raw, mb: 2, qd: 4, rand_ms: 50 })
+        );
         assert_eq!(Args::parse(["mb=0"]), Err("diskbench: `mb=0`: expected mb=N, N >= 1".into()));
         assert!(Args::parse(["qd=65"]).is_err());
         assert!(Args::parse(["size=1"]).unwrap_err().contains("unknown argument `size=1`"));
+        assert_eq!(Args::parse(["mode=vfs", "mb=32"]), Ok(Args { mode: Mode::Vfs, mb: 32, qd: 1, rand_ms: 1000 }));
+        assert_eq!(Args::parse(["mode=vfs", "mode=raw"]).map(|a| (a.mode, a.qd)), Ok((Mode::Raw, 8)));
+        assert_eq!(Args::parse(["mode=ext4"]), Err("diskbench: `mode=ext4`: expected mode=raw or mode=vfs".into()));
+        assert!(Args::parse(["mode=vfs", "qd=4"]).unwrap_err().contains("applies to mode=raw only"));
     }
 
     #[test]
@@ -328,8 +511,13 @@ mod tests {
     #[test]
     fn rates() {
         assert_eq!(mb_per_s(8 << 20, Duration::from_millis(100)), "83.8");
-        assert_eq!(per_second(500, Duration::from_millis(250)), 2000);
-        assert_eq!(per_second(1, Duration::ZERO), 1_000_000_000);
+        assert_eq!(per_second_text(1, Duration::ZERO), "1000000000");
+        assert_eq!(mb_per_s(1_000_000, Duration::from_secs(1)), "1.0");
+        assert_eq!(mb_per_s(31_500, Duration::from_secs(1)), "0.031");
+        assert_eq!(mb_per_s(0, Duration::from_secs(1)), "0.000");
+        assert_eq!(per_second_text(500, Duration::from_millis(250)), "2000");
+        assert_eq!(per_second_text(2, Duration::from_secs(3)), "0.6");
+        assert_eq!(per_second_text(999, Duration::from_secs(10)), "99.9");
         let mut r = XorShift::new(0);
         assert!((0..100).map(|_| r.below(10)).all(|x| x < 10));
     }

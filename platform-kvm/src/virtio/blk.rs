@@ -31,7 +31,7 @@ use virtio_drivers::{Error as VirtioError, Hal};
 
 pub use geometry::{feature_names, Geometry, GeometryError, RawConfig};
 
-use super::irq::IrqSlot;
+use super::irq::{critical, IrqSlot};
 use super::net::{IrqAck, F_VERSION_1};
 use super::pool::InFlight;
 
@@ -419,14 +419,6 @@ impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> Wake for 
             dev.interrupt();
         }
     }
-}
-
-/// Runs `f` with interrupts masked: the interrupt handler (same CPU) takes the device lock too.
-fn critical<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_os = "none")]
-    return libos::arch::x86_64::cpu::without_interrupts(f);
-    #[cfg(not(target_os = "none"))]
-    f()
 }
 
 impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk<H, T, QS> {

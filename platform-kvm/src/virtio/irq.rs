@@ -92,9 +92,9 @@ pub fn claim() -> Option<&'static IrqSlot> {
     SLOTS.iter().find(|s| s.claimed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok())
 }
 
-/// Runs `f` with interrupts masked: the task side must not hold a slot's lock when the handler (same CPU)
-/// wants it.
-fn critical<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f` with interrupts masked: the task side must not hold a lock (a slot's, a device's) that the
+/// interrupt handler on the same CPU takes too.
+pub(crate) fn critical<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_os = "none")]
     return libos::arch::x86_64::cpu::without_interrupts(f);
     #[cfg(not(target_os = "none"))]
@@ -119,29 +119,20 @@ pub fn handler(vector: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use std::task::Wake;
-
-    struct Count(AtomicU64);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::virtio::testing::counter;
 
     #[test]
     fn wakes_registered_waker_and_remembers_early_interrupts() {
         let s = IrqSlot::new();
         s.wake(); // before any waker
-        let c = Arc::new(Count(AtomicU64::new(0)));
-        let w = Waker::from(c.clone());
+        let (c, w) = counter();
         s.set_waker(&w);
-        assert_eq!(c.0.load(Ordering::SeqCst), 1, "the early interrupt is delivered on registration");
+        assert_eq!(c.get(), 1, "the early interrupt is delivered on registration");
         s.set_waker(&w);
-        assert_eq!(c.0.load(Ordering::SeqCst), 1, "only once");
+        assert_eq!(c.get(), 1, "only once");
         s.wake();
         s.wake();
-        assert_eq!(c.0.load(Ordering::SeqCst), 3);
+        assert_eq!(c.get(), 3);
         assert_eq!(s.count(), 3);
         s.bind(0x31, 0);
         assert_eq!(s.vector(), 0x31);

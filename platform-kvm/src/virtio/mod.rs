@@ -16,6 +16,8 @@ pub mod irq;
 pub mod mmio_arg;
 pub mod net;
 pub mod pool;
+#[cfg(test)]
+mod testing;
 
 #[cfg(target_os = "none")]
 mod hal;
@@ -39,6 +41,17 @@ pub fn virtio_name(t: virtio_drivers::transport::DeviceType) -> alloc::string::S
         DeviceType::Socket => "virtio-vsock".into(),
         other => alloc::format!("virtio-{other:?}").to_lowercase(),
     }
+}
+
+/// Names of the feature bits in `bits` that `table` knows, comma-separated from bit 0 up; unknown bits as
+/// `bitN` (e.g. "SEG_MAX,BLK_SIZE,FLUSH,VERSION_1,bit40"). `table` pairs each bit mask with its name from the
+/// device's feature-bit section (virtio 1.2 §5.1.3, §5.2.3) or the reserved bits (§6).
+pub fn feature_list(bits: u64, table: &[(u64, &str)]) -> alloc::string::String {
+    let name = |i: u32| match table.iter().find(|(b, _)| *b == 1 << i) {
+        Some((_, n)) => alloc::string::String::from(*n),
+        None => alloc::format!("bit{i}"),
+    };
+    (0..64).filter(|i| bits & (1 << i) != 0).map(name).collect::<alloc::vec::Vec<_>>().join(",")
 }
 
 /// Logs the one line per NIC: what [`net::VirtioNet::describe`] says, plus transport and interrupt mode.

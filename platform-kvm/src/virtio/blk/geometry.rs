@@ -128,21 +128,7 @@ const FEATURE_NAMES: &[(u64, &str)] = &[
 
 /// Names of the known virtio-blk feature bits in `bits`, comma-separated (unknown bits as `bitN`).
 pub fn feature_names(bits: u64) -> String {
-    let mut out = String::new();
-    for i in 0..64 {
-        let bit = 1u64 << i;
-        if bits & bit == 0 {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        match FEATURE_NAMES.iter().find(|(b, _)| *b == bit) {
-            Some((_, n)) => out.push_str(n),
-            None => out.push_str(&format!("bit{i}")),
-        }
-    }
-    out
+    crate::virtio::feature_list(bits, FEATURE_NAMES)
 }
 
 /// `bytes` in the largest binary unit that gives at least 1, with one decimal unless exact:

@@ -1,173 +1,27 @@
-//! The driver against a mock virtio-blk device written from the spec: a fake `Transport` that records
-//! registers, and a device side that walks descriptor chains from the available ring, serves them against an
-//! in-memory disk and writes the used ring (virtio 1.2 §2.7, §5.2.6), in host memory that the test HAL shares by
-//! identity. Interrupts are simulated by waking the device's `IrqSlot`, as the libos handler does.
+//! The driver against a mock virtio-blk device written from the spec: the shared [`MockTransport`] records
+//! registers, and a device side here serves the descriptor chains it takes from the available ring against an
+//! in-memory disk and writes the used ring (virtio 1.2 §2.7, §5.2.6), in host memory that the test HAL shares
+//! by identity. Interrupts are simulated by waking the device's `IrqSlot`, as the libos handler does.
 
 use super::*;
-use core::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex as StdMutex;
-use virtio_drivers::transport::{DeviceType, InterruptStatus};
-use virtio_drivers::{PhysAddr, PAGE_SIZE};
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+use crate::virtio::net::{F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
+use crate::virtio::testing::VIRTQ_DESC_F_WRITE;
+use crate::virtio::testing::{counter, le32, le64, read_mem, write_mem, Desc, MockTransport, TestHal};
+use virtio_drivers::transport::DeviceType;
 
 const QS: usize = 16;
 const DISK_SECTORS: u64 = 256;
 
-/// Identity HAL over the host heap.
-struct TestHal;
-
-// SAFETY: zeroed page-aligned allocations freed with the same layout; buffers shared by address.
-unsafe impl Hal for TestHal {
-    fn dma_alloc(pages: usize, _d: virtio_drivers::BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: non-zero size.
-        let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-        (p.as_ptr() as PhysAddr, p)
-    }
-    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
-        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: allocated in `dma_alloc` with this layout.
-        unsafe { std::alloc::dealloc(vaddr.as_ptr(), layout) };
-        0
-    }
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(paddr as *mut u8).unwrap()
-    }
-    unsafe fn share(buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) -> PhysAddr {
-        buffer.as_ptr() as *mut u8 as PhysAddr
-    }
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) {}
-}
-
-#[derive(Default, Clone, Copy)]
-struct Queue {
-    size: u32,
-    desc: u64,
-    driver: u64,
-    device: u64,
-    ready: bool,
-    /// Device's next index into the available ring.
-    last_avail: u16,
-}
-
+/// The device side's backing store.
 #[derive(Default)]
-struct Device {
-    device_features: u64,
-    driver_features: u64,
-    status: u32,
-    refuse_features: bool,
-    queue_max: u32,
-    queue: Queue,
-    config: [u8; 32],
-    notifies: u32,
-    isr: u32,
-    acks: u32,
-    /// Backing store, `DISK_SECTORS` × 512 bytes.
-    disk: Vec<u8>,
+struct Disk {
+    /// `DISK_SECTORS` × 512 bytes.
+    data: Vec<u8>,
+    /// `VIRTIO_BLK_T_FLUSH` requests served.
     flushes: u32,
 }
 
-#[derive(Clone)]
-struct FakeTransport(Arc<StdMutex<Device>>);
-
-impl Transport for FakeTransport {
-    fn device_type(&self) -> DeviceType {
-        DeviceType::Block
-    }
-    fn read_device_features(&mut self) -> u64 {
-        self.0.lock().unwrap().device_features
-    }
-    fn write_driver_features(&mut self, f: u64) {
-        self.0.lock().unwrap().driver_features = f;
-    }
-    fn max_queue_size(&mut self, _queue: u16) -> u32 {
-        self.0.lock().unwrap().queue_max
-    }
-    fn notify(&mut self, queue: u16) {
-        assert_eq!(queue, QUEUE_REQUEST);
-        self.0.lock().unwrap().notifies += 1;
-    }
-    fn get_status(&self) -> DeviceStatus {
-        DeviceStatus::from_bits_truncate(self.0.lock().unwrap().status)
-    }
-    fn set_status(&mut self, status: DeviceStatus) {
-        let mut d = self.0.lock().unwrap();
-        let mut s = status.bits();
-        if d.refuse_features {
-            s &= !DeviceStatus::FEATURES_OK.bits();
-        }
-        d.status = s;
-    }
-    fn set_guest_page_size(&mut self, _size: u32) {}
-    fn requires_legacy_layout(&self) -> bool {
-        false
-    }
-    fn queue_set(&mut self, queue: u16, size: u32, desc: PhysAddr, driver: PhysAddr, device: PhysAddr) {
-        assert_eq!(queue, QUEUE_REQUEST);
-        self.0.lock().unwrap().queue = Queue { size, desc, driver, device, ready: true, last_avail: 0 };
-    }
-    fn queue_unset(&mut self, _queue: u16) {
-        self.0.lock().unwrap().queue.ready = false;
-    }
-    fn queue_used(&mut self, _queue: u16) -> bool {
-        self.0.lock().unwrap().queue.ready
-    }
-    fn ack_interrupt(&mut self) -> InterruptStatus {
-        let mut d = self.0.lock().unwrap();
-        d.acks += 1;
-        InterruptStatus::from_bits_truncate(core::mem::take(&mut d.isr))
-    }
-    fn read_config_generation(&self) -> u32 {
-        0
-    }
-    fn read_config_space<C: FromBytes + IntoBytes>(&self, offset: usize) -> Result<C, VirtioError> {
-        let d = self.0.lock().unwrap();
-        let mut v = C::new_zeroed();
-        let n = core::mem::size_of::<C>();
-        v.as_mut_bytes().copy_from_slice(d.config.get(offset..offset + n).ok_or(VirtioError::ConfigSpaceTooSmall)?);
-        Ok(v)
-    }
-    fn write_config_space<C: IntoBytes + Immutable>(&mut self, _offset: usize, _value: C) -> Result<(), VirtioError> {
-        Err(VirtioError::Unsupported)
-    }
-}
-
-// Device-side ring access. SAFETY (for all helpers): the addresses come from `queue_set`, i.e. rings the
-// driver allocated through `TestHal` (host heap, identity "physical" addresses) and keeps alive while the
-// test runs; descriptor addresses point at slot buffers the driver owns until it pops the chain.
-fn rd16(a: u64) -> u16 {
-    // SAFETY: see above.
-    unsafe { core::ptr::read_volatile(a as *const u16) }
-}
-fn wr16(a: u64, v: u16) {
-    // SAFETY: see above.
-    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
-}
-fn wr32(a: u64, v: u32) {
-    // SAFETY: see above.
-    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-}
-fn read_mem(addr: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0; len];
-    // SAFETY: see above; `len` is the descriptor's length.
-    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, v.as_mut_ptr(), len) };
-    v
-}
-fn write_mem(addr: u64, bytes: &[u8]) {
-    // SAFETY: see above; callers check the length against the descriptor.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
-}
-
-const VIRTQ_DESC_F_NEXT: u16 = 1;
-const VIRTQ_DESC_F_WRITE: u16 = 2;
-
-#[derive(Debug, Clone, Copy)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-}
+type FakeTransport = MockTransport<Disk>;
 
 /// A request chain the device took from the available ring, decoded.
 #[derive(Debug, Clone)]
@@ -186,39 +40,21 @@ impl Chain {
 }
 
 impl FakeTransport {
-    /// Takes the next available chain (§2.7.6, §2.7.13.2), walking `next` links (§2.7.5).
+    /// Takes the next available request chain and checks its shape (§5.2.6): a device-readable header, a
+    /// device-writable status byte last.
     fn take(&self) -> Option<Chain> {
-        let mut d = self.0.lock().unwrap();
-        let q = &mut d.queue;
-        if rd16(q.driver + 2) == q.last_avail {
-            return None;
-        }
-        let head = rd16(q.driver + 4 + 2 * u64::from(q.last_avail % q.size as u16));
-        q.last_avail = q.last_avail.wrapping_add(1);
-        let mut descs = Vec::new();
-        let mut i = head;
-        loop {
-            let da = q.desc + 16 * u64::from(i);
-            let desc =
-                Desc { addr: read_mem(da, 8).read_u64(), len: read_mem(da + 8, 4).read_u32(), flags: rd16(da + 12) };
-            descs.push(desc);
-            assert!(descs.len() <= q.size as usize, "descriptor loop");
-            if desc.flags & VIRTQ_DESC_F_NEXT == 0 {
-                break;
-            }
-            i = rd16(da + 14);
-        }
+        let (head, descs) = self.take_chain(QUEUE_REQUEST)?;
         let hdr = read_mem(descs[0].addr, descs[0].len as usize);
         assert_eq!(hdr.len(), HEADER_LEN);
         assert_eq!(descs[0].flags & VIRTQ_DESC_F_WRITE, 0, "header is device-readable");
         let last = descs.last().unwrap();
         assert_eq!((last.len, last.flags & VIRTQ_DESC_F_WRITE), (1, VIRTQ_DESC_F_WRITE), "status byte last");
-        Some(Chain { head, descs, req_type: hdr[0..4].read_u32(), sector: hdr[8..16].read_u64() })
+        Some(Chain { head, descs, req_type: le32(&hdr[0..4]), sector: le64(&hdr[8..16]) })
     }
 
     /// Serves `c` against the disk with `status` and returns the used length the spec asks for.
     fn serve(&self, c: &Chain, status: u8) -> u32 {
-        let mut d = self.0.lock().unwrap();
+        let disk = &mut self.0.lock().unwrap().ext;
         let mut at = c.sector as usize * 512;
         let data = &c.descs[1..c.descs.len() - 1];
         let mut written = 1u32;
@@ -227,7 +63,7 @@ impl FakeTransport {
                 T_IN => {
                     for x in data {
                         assert_eq!(x.flags & VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_WRITE, "read data is device-writable");
-                        write_mem(x.addr, &d.disk[at..at + x.len as usize]);
+                        write_mem(x.addr, &disk.data[at..at + x.len as usize]);
                         at += x.len as usize;
                         written += x.len;
                     }
@@ -236,13 +72,13 @@ impl FakeTransport {
                     for x in data {
                         assert_eq!(x.flags & VIRTQ_DESC_F_WRITE, 0, "write data is device-readable");
                         let bytes = read_mem(x.addr, x.len as usize);
-                        d.disk[at..at + bytes.len()].copy_from_slice(&bytes);
+                        disk.data[at..at + bytes.len()].copy_from_slice(&bytes);
                         at += x.len as usize;
                     }
                 }
                 T_FLUSH => {
                     assert!(data.is_empty(), "a flush carries no data");
-                    d.flushes += 1;
+                    disk.flushes += 1;
                 }
                 other => panic!("unexpected request type {other}"),
             }
@@ -251,58 +87,19 @@ impl FakeTransport {
         written
     }
 
-    /// Puts `(id, len)` on the used ring (§2.7.8) and raises the interrupt status.
-    fn push_used(&self, id: u32, len: u32) {
-        let q = self.0.lock().unwrap().queue;
-        let idx = rd16(q.device + 2);
-        let slot = u64::from(idx % q.size as u16);
-        wr32(q.device + 4 + 8 * slot, id);
-        wr32(q.device + 8 + 8 * slot, len);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        wr16(q.device + 2, idx.wrapping_add(1));
-        self.0.lock().unwrap().isr |= 1;
-    }
-
     /// Takes and serves every available chain with status OK, in order; returns them.
     fn serve_all(&self) -> Vec<Chain> {
         let mut out = Vec::new();
         while let Some(c) = self.take() {
             let len = self.serve(&c, S_OK);
-            self.push_used(u32::from(c.head), len);
+            self.push_used(QUEUE_REQUEST, u32::from(c.head), len);
             out.push(c);
         }
         out
     }
 
-    fn status(&self) -> DeviceStatus {
-        DeviceStatus::from_bits_truncate(self.0.lock().unwrap().status)
-    }
-
     fn disk(&self, at: usize, len: usize) -> Vec<u8> {
-        self.0.lock().unwrap().disk[at..at + len].to_vec()
-    }
-}
-
-trait ReadLe {
-    fn read_u32(&self) -> u32;
-    fn read_u64(&self) -> u64;
-}
-
-impl ReadLe for [u8] {
-    fn read_u32(&self) -> u32 {
-        u32::from_le_bytes(self[..4].try_into().unwrap())
-    }
-    fn read_u64(&self) -> u64 {
-        u64::from_le_bytes(self[..8].try_into().unwrap())
-    }
-}
-
-impl ReadLe for Vec<u8> {
-    fn read_u32(&self) -> u32 {
-        self[..].read_u32()
-    }
-    fn read_u64(&self) -> u64 {
-        self[..].read_u64()
+        self.0.lock().unwrap().ext.data[at..at + len].to_vec()
     }
 }
 
@@ -320,20 +117,13 @@ const QEMU_FEATURES: u64 = F_VERSION_1
     | F_RING_INDIRECT_DESC
     | F_RING_EVENT_IDX;
 
-use crate::virtio::net::{F_RING_EVENT_IDX, F_RING_INDIRECT_DESC};
-
 fn device(features: u64) -> FakeTransport {
-    let mut config = [0u8; 32];
+    let mut config = vec![0u8; 32];
     config[0..8].copy_from_slice(&DISK_SECTORS.to_le_bytes());
     config[12..16].copy_from_slice(&(QS as u32 - 2).to_le_bytes());
     config[20..24].copy_from_slice(&512u32.to_le_bytes());
-    FakeTransport(Arc::new(StdMutex::new(Device {
-        device_features: features,
-        queue_max: 256,
-        config,
-        disk: (0..DISK_SECTORS as usize * 512).map(|i| (i / 512) as u8 ^ (i % 251) as u8).collect(),
-        ..Default::default()
-    })))
+    let data = (0..DISK_SECTORS as usize * 512).map(|i| (i / 512) as u8 ^ (i % 251) as u8).collect();
+    MockTransport::new(DeviceType::Block, 1, features, config, Disk { data, flushes: 0 })
 }
 
 type Blk = VirtioBlk<TestHal, FakeTransport, QS>;
@@ -358,27 +148,8 @@ fn start(t: &FakeTransport) -> Started {
     start_with(t, IrqAck::None).unwrap()
 }
 
-/// Counts wake-ups.
-struct Count(AtomicUsize);
-
-impl Wake for Count {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn counter() -> (Arc<Count>, Waker) {
-    let c = Arc::new(Count(AtomicUsize::new(0)));
-    let w = Waker::from(c.clone());
-    (c, w)
-}
-
 fn poll(f: &mut BlockFuture<'_>, w: &Waker) -> Poll<Result<(), BlockError>> {
     f.as_mut().poll(&mut Context::from_waker(w))
-}
-
-fn woken(c: &Count) -> usize {
-    c.0.load(Ordering::SeqCst)
 }
 
 /// Polls `f` to completion: the device serves what is available, an interrupt arrives, `f` must have been
@@ -386,13 +157,13 @@ fn woken(c: &Count) -> usize {
 fn complete(t: &FakeTransport, irq: &IrqSlot, mut f: BlockFuture<'_>) -> Result<(), BlockError> {
     let (c, w) = counter();
     for _ in 0..64 {
-        let before = woken(&c);
+        let before = c.get();
         if let Poll::Ready(r) = poll(&mut f, &w) {
             return r;
         }
         t.serve_all();
         irq.wake();
-        assert!(woken(&c) > before, "the interrupt woke the request");
+        assert!(c.get() > before, "the interrupt woke the request");
     }
     panic!("request did not complete");
 }
@@ -409,7 +180,7 @@ fn init_negotiates_and_reports() {
         let d = t.0.lock().unwrap();
         assert_eq!(d.driver_features, F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH);
         assert!(DeviceStatus::from_bits_truncate(d.status).contains(DeviceStatus::DRIVER_OK));
-        assert_eq!(d.notifies, 0);
+        assert_eq!(d.notifies, [0]);
     }
     let i = s.dev.info();
     assert_eq!((i.sector_size, i.capacity, i.read_only, i.flush), (512, DISK_SECTORS, false, true));
@@ -431,20 +202,20 @@ fn write_flush_read_round_trip_is_interrupt_driven() {
     let (c, w) = counter();
     let mut f = s.dev.write(8, &data);
     assert!(poll(&mut f, &w).is_pending());
-    assert_eq!(t.0.lock().unwrap().notifies, 1, "one notification for the chain");
+    assert_eq!(t.notifies()[0], 1, "one notification for the chain");
     let chains = t.serve_all();
     assert_eq!(chains.len(), 1);
     assert_eq!((chains[0].req_type, chains[0].sector, chains[0].data_len()), (T_OUT, 8, 4096));
     assert_eq!(chains[0].descs.len(), 3, "header, data, status");
-    assert_eq!(woken(&c), 0, "nothing wakes the request before the interrupt");
+    assert_eq!(c.get(), 0, "nothing wakes the request before the interrupt");
     s.irq.wake();
-    assert_eq!(woken(&c), 1, "the interrupt handler completed the chain and woke the request");
+    assert_eq!(c.get(), 1, "the interrupt handler completed the chain and woke the request");
     assert_eq!(poll(&mut f, &w), Poll::Ready(Ok(())));
     drop(f);
     assert_eq!(t.disk(8 * 512, 4096), data);
 
     complete(&t, s.irq, s.dev.flush()).unwrap();
-    assert_eq!(t.0.lock().unwrap().flushes, 1, "VIRTIO_BLK_T_FLUSH sent");
+    assert_eq!(t.0.lock().unwrap().ext.flushes, 1, "VIRTIO_BLK_T_FLUSH sent");
 
     let mut back = vec![0u8; 4096];
     complete(&t, s.irq, s.dev.read(8, &mut back)).unwrap();
@@ -474,16 +245,16 @@ fn several_requests_in_flight_complete_out_of_order() {
     // Complete the second one first, then the rest in reverse.
     for c in [&chains[1], &chains[3], &chains[2], &chains[0]] {
         let len = t.serve(c, S_OK);
-        t.push_used(u32::from(c.head), len);
+        t.push_used(QUEUE_REQUEST, u32::from(c.head), len);
         if c.head == chains[1].head {
             s.irq.wake();
-            assert_eq!(woken(&counters[1].0), 1, "only the completed request is woken");
-            assert_eq!(woken(&counters[0].0) + woken(&counters[2].0) + woken(&counters[3].0), 0);
+            assert_eq!(counters[1].0.get(), 1, "only the completed request is woken");
+            assert_eq!(counters[0].0.get() + counters[2].0.get() + counters[3].0.get(), 0);
         }
     }
     s.irq.wake();
     for (f, (c, w)) in futs.iter_mut().zip(&counters) {
-        assert_eq!(woken(c), 1);
+        assert_eq!(c.get(), 1);
         assert_eq!(poll(f, w), Poll::Ready(Ok(())));
     }
     drop(futs);
@@ -505,21 +276,21 @@ fn large_requests_are_split_at_size_max() {
     let mut rounds = Vec::new();
     let mut sectors = Vec::new();
     loop {
-        let before = t.0.lock().unwrap().notifies;
+        let before = t.notifies()[0];
         if let Poll::Ready(r) = poll(&mut f, &w) {
             r.unwrap();
             break;
         }
-        assert_eq!(t.0.lock().unwrap().notifies, before + 1, "one notification per batch of chains");
+        assert_eq!(t.notifies()[0], before + 1, "one notification per batch of chains");
         let served = t.serve_all();
         rounds.push(served.len());
         for ch in &served {
             assert_eq!((ch.req_type, ch.data_len()), (T_OUT, 8192));
             sectors.push(ch.sector);
         }
-        let woke = woken(&c);
+        let woke = c.get();
         s.irq.wake();
-        assert!(woken(&c) > woke, "each batch completes by interrupt");
+        assert!(c.get() > woke, "each batch completes by interrupt");
     }
     drop(f);
     assert_eq!(rounds, [3, 3], "chains submitted together, at most half the slots per request");
@@ -565,7 +336,7 @@ fn logical_sectors_of_4k_are_converted_to_512_byte_units() {
     let c = t.take().unwrap();
     assert_eq!((c.sector, c.data_len()), (24, 4096), "logical sector 3 of 4 KiB is virtio sector 24");
     let len = t.serve(&c, S_OK);
-    t.push_used(u32::from(c.head), len);
+    t.push_used(QUEUE_REQUEST, u32::from(c.head), len);
     s.irq.wake();
     assert_eq!(poll(&mut f, &w), Poll::Ready(Ok(())));
     drop(f);
@@ -597,7 +368,7 @@ fn flush_is_a_no_op_without_the_feature() {
     let (_, w) = counter();
     assert_eq!(poll(&mut s.dev.flush(), &w), Poll::Ready(Ok(())));
     assert!(t.take().is_none());
-    assert_eq!(t.0.lock().unwrap().notifies, 0);
+    assert_eq!(t.notifies()[0], 0);
 }
 
 #[test]
@@ -610,7 +381,7 @@ fn error_statuses_name_device_and_sector() {
     assert!(poll(&mut f, &w).is_pending());
     let c = t.take().unwrap();
     let len = t.serve(&c, S_IOERR);
-    t.push_used(u32::from(c.head), len);
+    t.push_used(QUEUE_REQUEST, u32::from(c.head), len);
     s.irq.wake();
     let Poll::Ready(Err(e)) = poll(&mut f, &w) else { panic!("expected an error") };
     drop(f);
@@ -623,7 +394,7 @@ fn error_statuses_name_device_and_sector() {
     assert!(poll(&mut f, &w).is_pending());
     let c = t.take().unwrap();
     t.serve(&c, S_UNSUPP);
-    t.push_used(u32::from(c.head), 1);
+    t.push_used(QUEUE_REQUEST, u32::from(c.head), 1);
     s.irq.wake();
     assert_eq!(
         poll(&mut f, &w),
@@ -661,9 +432,9 @@ fn hostile_used_id_is_a_protocol_error() {
         let mut buf = [0u8; 512];
         let (mut f, chain) = pending_read(&t, &s, &mut buf, &w);
         assert_ne!(u32::from(chain.head), id);
-        t.push_used(id, 513);
+        t.push_used(QUEUE_REQUEST, id, 513);
         s.irq.wake();
-        assert_eq!(woken(&c), 1, "the waiting request is woken to see the failure");
+        assert_eq!(c.get(), 1, "the waiting request is woken to see the failure");
         let Poll::Ready(Err(e)) = poll(&mut f, &w) else { panic!("id {id}: expected an error") };
         drop(f);
         assert_broken(&t, &s, &e, "did not lend");
@@ -679,7 +450,7 @@ fn hostile_used_length_is_a_protocol_error() {
         let mut buf = [0u8; 512];
         let (mut f, chain) = pending_read(&t, &s, &mut buf, &w);
         t.serve(&chain, S_OK);
-        t.push_used(u32::from(chain.head), len);
+        t.push_used(QUEUE_REQUEST, u32::from(chain.head), len);
         s.irq.wake();
         let Poll::Ready(Err(e)) = poll(&mut f, &w) else { panic!("len {len}: expected an error") };
         drop(f);
@@ -691,7 +462,7 @@ fn hostile_used_length_is_a_protocol_error() {
     let (_, w) = counter();
     let mut buf = [0u8; 512];
     let (mut f, chain) = pending_read(&t, &s, &mut buf, &w);
-    t.push_used(u32::from(chain.head), 513);
+    t.push_used(QUEUE_REQUEST, u32::from(chain.head), 513);
     s.irq.wake();
     let Poll::Ready(Err(e)) = poll(&mut f, &w) else { panic!("expected an error") };
     drop(f);
@@ -720,10 +491,10 @@ fn a_dropped_request_frees_its_slot_on_completion() {
     // The device still owns the dropped request's chain; it completes later and frees the slot.
     let served = t.serve_all();
     assert_eq!(served.len(), slots);
-    let before = woken(&c);
+    let before = c.get();
     s.irq.wake();
-    assert!(woken(&waiter_c) >= 1, "a freed slot wakes the waiting request");
-    assert_eq!(woken(&c) - before, slots - 1, "the dropped request is not woken");
+    assert!(waiter_c.get() >= 1, "a freed slot wakes the waiting request");
+    assert_eq!(c.get() - before, slots - 1, "the dropped request is not woken");
     assert!(poll(&mut waiter, &waiter_w).is_pending());
     assert_eq!(t.serve_all().len(), 1);
     s.irq.wake();
@@ -741,7 +512,7 @@ fn edge_triggered_interrupts_are_acknowledged_by_the_handler() {
     let (_, w) = counter();
     let (mut f, chain) = pending_read(&t, &s, &mut buf, &w);
     let len = t.serve(&chain, S_OK);
-    t.push_used(u32::from(chain.head), len);
+    t.push_used(QUEUE_REQUEST, u32::from(chain.head), len);
     s.irq.wake();
     let (acks, isr) = {
         let d = t.0.lock().unwrap();

@@ -1,149 +1,17 @@
-//! The driver against a mock virtio-net device written from the spec: a fake `Transport` that records
-//! registers, and a device side that reads the descriptor table and available ring and writes the used
+//! The driver against a mock virtio-net device written from the spec: the shared [`MockTransport`] records
+//! registers and plays the device side, reading the descriptor table and available ring and writing the used
 //! ring (virtio 1.2 §2.7), in host memory that the test HAL shares by identity.
 
 use super::*;
+use crate::virtio::testing::{counter, read_mem, write_mem, MockTransport, TestHal};
 use alloc::boxed::Box;
-use core::ptr::NonNull;
-use std::sync::{Arc, Mutex};
-use virtio_drivers::transport::{DeviceType, InterruptStatus};
-use virtio_drivers::{PhysAddr, PAGE_SIZE};
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+use virtio_drivers::transport::DeviceType;
 
 const QS: usize = 8;
 
-/// Identity HAL over the host heap.
-struct TestHal;
+type FakeTransport = MockTransport<()>;
 
-// SAFETY: zeroed page-aligned allocations freed with the same layout; buffers shared by address.
-unsafe impl Hal for TestHal {
-    fn dma_alloc(pages: usize, _d: virtio_drivers::BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: non-zero size.
-        let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).unwrap();
-        (p.as_ptr() as PhysAddr, p)
-    }
-    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
-        let layout = std::alloc::Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).unwrap();
-        // SAFETY: allocated in `dma_alloc` with this layout.
-        unsafe { std::alloc::dealloc(vaddr.as_ptr(), layout) };
-        0
-    }
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(paddr as *mut u8).unwrap()
-    }
-    unsafe fn share(buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) -> PhysAddr {
-        buffer.as_ptr() as *mut u8 as PhysAddr
-    }
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _d: virtio_drivers::BufferDirection) {}
-}
-
-#[derive(Default, Clone, Copy)]
-struct Queue {
-    size: u32,
-    desc: u64,
-    driver: u64,
-    device: u64,
-    ready: bool,
-    /// Device's next index into the available ring.
-    last_avail: u16,
-}
-
-#[derive(Default)]
-struct Device {
-    device_features: u64,
-    driver_features: u64,
-    status: u32,
-    refuse_features: bool,
-    queue_max: u32,
-    queues: [Queue; 2],
-    config: [u8; 12],
-    notifies: [u32; 2],
-    isr: u32,
-    acks: u32,
-}
-
-#[derive(Clone)]
-struct FakeTransport(Arc<Mutex<Device>>);
-
-impl Transport for FakeTransport {
-    fn device_type(&self) -> DeviceType {
-        DeviceType::Network
-    }
-    fn read_device_features(&mut self) -> u64 {
-        self.0.lock().unwrap().device_features
-    }
-    fn write_driver_features(&mut self, f: u64) {
-        self.0.lock().unwrap().driver_features = f;
-    }
-    fn max_queue_size(&mut self, _queue: u16) -> u32 {
-        self.0.lock().unwrap().queue_max
-    }
-    fn notify(&mut self, queue: u16) {
-        self.0.lock().unwrap().notifies[usize::from(queue)] += 1;
-    }
-    fn get_status(&self) -> DeviceStatus {
-        DeviceStatus::from_bits_truncate(self.0.lock().unwrap().status)
-    }
-    fn set_status(&mut self, status: DeviceStatus) {
-        let mut d = self.0.lock().unwrap();
-        let mut s = status.bits();
-        if d.refuse_features {
-            s &= !DeviceStatus::FEATURES_OK.bits();
-        }
-        d.status = s;
-    }
-    fn set_guest_page_size(&mut self, _size: u32) {}
-    fn requires_legacy_layout(&self) -> bool {
-        false
-    }
-    fn queue_set(&mut self, queue: u16, size: u32, desc: PhysAddr, driver: PhysAddr, device: PhysAddr) {
-        let q = &mut self.0.lock().unwrap().queues[usize::from(queue)];
-        *q = Queue { size, desc, driver, device, ready: true, last_avail: 0 };
-    }
-    fn queue_unset(&mut self, queue: u16) {
-        self.0.lock().unwrap().queues[usize::from(queue)].ready = false;
-    }
-    fn queue_used(&mut self, queue: u16) -> bool {
-        self.0.lock().unwrap().queues[usize::from(queue)].ready
-    }
-    fn ack_interrupt(&mut self) -> InterruptStatus {
-        let mut d = self.0.lock().unwrap();
-        d.acks += 1;
-        InterruptStatus::from_bits_truncate(core::mem::take(&mut d.isr))
-    }
-    fn read_config_generation(&self) -> u32 {
-        0
-    }
-    fn read_config_space<T: FromBytes + IntoBytes>(&self, offset: usize) -> Result<T, VirtioError> {
-        let d = self.0.lock().unwrap();
-        let mut v = T::new_zeroed();
-        let n = core::mem::size_of::<T>();
-        v.as_mut_bytes().copy_from_slice(d.config.get(offset..offset + n).ok_or(VirtioError::ConfigSpaceTooSmall)?);
-        Ok(v)
-    }
-    fn write_config_space<T: IntoBytes + Immutable>(&mut self, _offset: usize, _value: T) -> Result<(), VirtioError> {
-        Err(VirtioError::Unsupported)
-    }
-}
-
-// Device-side ring access. SAFETY (for all helpers): the addresses come from `queue_set`, i.e. rings the
-// driver allocated through `TestHal` (host heap, identity "physical" addresses) and keeps alive while the
-// test runs; descriptor addresses point at buffers the driver lent and keeps alive until it pops them.
-fn rd16(a: u64) -> u16 {
-    // SAFETY: see above.
-    unsafe { core::ptr::read_volatile(a as *const u16) }
-}
-fn wr16(a: u64, v: u16) {
-    // SAFETY: see above.
-    unsafe { core::ptr::write_volatile(a as *mut u16, v) }
-}
-fn wr32(a: u64, v: u32) {
-    // SAFETY: see above.
-    unsafe { core::ptr::write_volatile(a as *mut u32, v) }
-}
-
-/// A descriptor the device took from the available ring.
+/// A single-descriptor chain the device took from the available ring.
 #[derive(Debug)]
 struct Taken {
     head: u16,
@@ -153,78 +21,31 @@ struct Taken {
 }
 
 impl FakeTransport {
-    fn q(&self, queue: u16) -> Queue {
-        self.0.lock().unwrap().queues[usize::from(queue)]
-    }
-
-    /// Takes the next available descriptor chain head of `queue` (§2.7.6, §2.7.13.2).
+    /// Takes the next available chain of `queue` (§2.7.6, §2.7.13.2): its head descriptor.
     fn take_avail(&self, queue: u16) -> Option<Taken> {
-        let mut d = self.0.lock().unwrap();
-        let q = &mut d.queues[usize::from(queue)];
-        if rd16(q.driver + 2) == q.last_avail {
-            return None;
-        }
-        let slot = u64::from(q.last_avail % q.size as u16);
-        let head = rd16(q.driver + 4 + 2 * slot);
-        q.last_avail = q.last_avail.wrapping_add(1);
-        let da = q.desc + 16 * u64::from(head);
-        // SAFETY: see the ring helpers above.
-        let (addr, len) =
-            unsafe { (core::ptr::read_volatile(da as *const u64), core::ptr::read_volatile((da + 8) as *const u32)) };
-        Some(Taken { head, addr, len, flags: rd16(da + 12) })
-    }
-
-    /// Puts `(id, len)` on the used ring of `queue` (§2.7.8).
-    fn push_used(&self, queue: u16, id: u32, len: u32) {
-        let q = self.q(queue);
-        let idx = rd16(q.device + 2);
-        let slot = u64::from(idx % q.size as u16);
-        wr32(q.device + 4 + 8 * slot, id);
-        wr32(q.device + 8 + 8 * slot, len);
-        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        wr16(q.device + 2, idx.wrapping_add(1));
+        let (head, descs) = self.take_chain(queue)?;
+        Some(Taken { head, addr: descs[0].addr, len: descs[0].len, flags: descs[0].flags })
     }
 
     /// Writes `bytes` into a device-writable buffer.
     fn write_buf(&self, t: &Taken, bytes: &[u8]) {
         assert!(bytes.len() <= t.len as usize);
-        // SAFETY: see the ring helpers above; the length is checked against the descriptor.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), t.addr as *mut u8, bytes.len()) };
+        write_mem(t.addr, bytes);
     }
 
     fn read_buf(&self, t: &Taken) -> Vec<u8> {
-        let mut v = vec![0; t.len as usize];
-        // SAFETY: see the ring helpers above.
-        unsafe { core::ptr::copy_nonoverlapping(t.addr as *const u8, v.as_mut_ptr(), v.len()) };
-        v
-    }
-
-    fn set_used_flags(&self, queue: u16, flags: u16) {
-        wr16(self.q(queue).device, flags);
-    }
-
-    fn avail_flags(&self, queue: u16) -> u16 {
-        rd16(self.q(queue).driver)
-    }
-
-    fn notifies(&self) -> [u32; 2] {
-        self.0.lock().unwrap().notifies
+        read_mem(t.addr, t.len as usize)
     }
 }
 
 const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
 fn device(features: u64) -> FakeTransport {
-    let mut config = [0u8; 12];
+    let mut config = vec![0u8; 12];
     config[..6].copy_from_slice(&MAC);
     config[6] = 1; // link up
     config[10..12].copy_from_slice(&1500u16.to_le_bytes());
-    FakeTransport(Arc::new(Mutex::new(Device {
-        device_features: features,
-        queue_max: 256,
-        config,
-        ..Default::default()
-    })))
+    MockTransport::new(DeviceType::Network, 2, features, config, ())
 }
 
 /// What QEMU's virtio-net offers (user networking): more than the driver takes.
@@ -482,20 +303,13 @@ fn feature_name_list() {
 
 #[test]
 fn waker_goes_to_the_irq_slot() {
-    use std::task::Wake;
-    struct Flag(std::sync::atomic::AtomicBool);
-    impl Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
     let t = device(QEMU_FEATURES);
     let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
     let mut dev = Net::new(t, "n".into(), slot, IrqAck::None, &mut || Ok(())).unwrap();
-    let flag = Arc::new(Flag(Default::default()));
-    dev.set_waker(&Waker::from(flag.clone()));
+    let (c, w) = counter();
+    dev.set_waker(&w);
     slot.wake();
-    assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(c.get(), 1);
 }
 
 #[test]
