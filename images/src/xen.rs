@@ -179,7 +179,7 @@ impl Drop for NestedRun {
 }
 
 /// Prepares a nested run of `domu` on `host`: renders its config, writes the per-run initramfs under
-/// `<cache>/runs/`, and returns the QEMU options with `forwards` to the domU. With `control` dom0 takes shell
+/// `<work>/runs/`, and returns the QEMU options with `forwards` to the domU. With `control` dom0 takes shell
 /// commands on its console (the test harness); else it powers off when the domU ends.
 pub fn prepare_nested(
     host: &XenHost,
@@ -189,14 +189,10 @@ pub fn prepare_nested(
 ) -> Result<NestedRun, Error> {
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let config = domu.config(Dom0Kind::Nested)?.render()?;
-    let runs = host.dir.join("runs");
+    let runs = host.work.join("runs");
     std::fs::create_dir_all(&runs).map_err(|source| Error::Io { what: "creating", path: runs.clone(), source })?;
-    let initrd = runs.join(format!(
-        "{}-{}-{}.cpio",
-        domu.name(),
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::Relaxed)
-    ));
+    let initrd =
+        runs.join(format!("{}-{}-{}.cpio", domu.name(), std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed)));
     let files = dom0::RunFiles {
         name: domu.name(),
         kernel: domu.kernel.clone(),

@@ -161,11 +161,17 @@ mod tests {
 
     #[test]
     fn guest_output() {
-        assert_eq!(classify("(d1) hello from Zirvium on xen\r"), Line::GuestDebug { domid: 1, text: "hello from Zirvium on xen" });
+        assert_eq!(
+            classify("(d1) hello from Zirvium on xen\r"),
+            Line::GuestDebug { domid: 1, text: "hello from Zirvium on xen" }
+        );
         assert_eq!(classify("(d12) "), Line::GuestDebug { domid: 12, text: "" });
         assert_eq!(classify("(d0) x"), Line::Other("(d0) x"));
         assert_eq!(classify("(dx) x"), Line::Other("(dx) x"));
-        assert_eq!(classify("domU| [ 0.1 INFO libos] platform: xen\r"), Line::GuestConsole("[ 0.1 INFO libos] platform: xen"));
+        assert_eq!(
+            classify("domU| [ 0.1 INFO libos] platform: xen\r"),
+            Line::GuestConsole("[ 0.1 INFO libos] platform: xen")
+        );
         assert_eq!(classify("(XEN) Xen version 4.17"), Line::Other("(XEN) Xen version 4.17"));
     }
 
@@ -183,9 +189,18 @@ mod tests {
             classify("xl| Domain 3 has shut down, reason code 3 0x3"),
             Line::Event(Event::Shutdown { domid: 3, reason: ShutdownReason::Crash })
         );
-        assert_eq!(classify("xl| Parsing config from /images/domu.cfg"), Line::Xl("Parsing config from /images/domu.cfg"));
-        assert_eq!(classify("xl| Domain x has shut down, reason code 0 0x0"), Line::Xl("Domain x has shut down, reason code 0 0x0"));
-        assert_eq!(classify("xl| Domain 1 has shut down, reason code 300 0x12c"), Line::Xl("Domain 1 has shut down, reason code 300 0x12c"));
+        assert_eq!(
+            classify("xl| Parsing config from /images/domu.cfg"),
+            Line::Xl("Parsing config from /images/domu.cfg")
+        );
+        assert_eq!(
+            classify("xl| Domain x has shut down, reason code 0 0x0"),
+            Line::Xl("Domain x has shut down, reason code 0 0x0")
+        );
+        assert_eq!(
+            classify("xl| Domain 1 has shut down, reason code 300 0x12c"),
+            Line::Xl("Domain 1 has shut down, reason code 300 0x12c")
+        );
     }
 
     #[test]
@@ -202,6 +217,9 @@ mod tests {
         assert_eq!(ev("images-xen: command x rc=1"), Event::Note("command x rc=1".into()));
         assert_eq!(ev("images-xen: dom0 powering off at 9 s"), Event::PoweringOff);
         assert_eq!(ev("images-xen: warning: insmod tun failed"), Event::Problem("warning: insmod tun failed".into()));
-        assert_eq!(ev("images-xen: creating zirvium-hello at 5.3 s"), Event::Note("creating zirvium-hello at 5.3 s".into()));
+        assert_eq!(
+            ev("images-xen: creating zirvium-hello at 5.3 s"),
+            Event::Note("creating zirvium-hello at 5.3 s".into())
+        );
     }
 }

@@ -413,12 +413,8 @@ pub fn run_archive(files: &RunFiles) -> Archive {
         a.file(super::NESTED_RAMDISK.trim_start_matches('/'), ramdisk.clone(), 0o644);
     }
     // Shell assignments: the values are a checked domain name, a flag and an address, none with a quote.
-    let conf = format!(
-        "NAME='{}'\nCONTROL={}\nDOM0_ADDRESS='{}'\n",
-        files.name,
-        u8::from(files.control),
-        files.dom0_address
-    );
+    let conf =
+        format!("NAME='{}'\nCONTROL={}\nDOM0_ADDRESS='{}'\n", files.name, u8::from(files.control), files.dom0_address);
     a.data("etc/images/run.conf", conf, 0o644);
     a
 }

@@ -1,9 +1,10 @@
 //! The Xen host of the nested harness, built from Debian bookworm packages: Xen 4.17 (`xen-hypervisor-4.17-amd64`),
 //! a Linux 6.1 dom0 kernel, the `xl` toolstack, xenstored/xenconsoled, busybox and the libraries they link.
 //!
-//! Packages are fetched with `apt-get download` and unpacked with `dpkg -x` into a cache directory (default
-//! `target/xen-host/`); nothing is installed on the host. The cache is reused while its `ready` manifest matches
-//! [`PACKAGES`] and [`CACHE_FORMAT`]; a lock file keeps two processes from filling it at once.
+//! Packages are fetched with `apt-get download` into a cache directory (default `target/xen-host/cache/`, ~110 MB
+//! with the `.deb`s) and unpacked with `dpkg -x` into a scratch tree that is removed once Xen, the dom0 kernel and
+//! dom0's base initramfs are out of it; nothing is installed on the host. The cache is reused while its `ready`
+//! manifest matches [`PACKAGES`], [`dom0::MODULES`] and [`CACHE_FORMAT`].
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -44,8 +45,9 @@ pub const PACKAGES: [&str; 26] = [
     "libuuid1",
 ];
 
-/// Version of the cache layout; a change rebuilds caches made by older code.
-pub const CACHE_FORMAT: u32 = 1;
+/// Version of the cache layout and of [`dom0::base_archive`]'s contents; bump it when either changes, so caches
+/// made by older code are rebuilt ([`dom0::MODULES`] is in the manifest by itself).
+pub const CACHE_FORMAT: u32 = 2;
 
 /// Xen's file inside `xen-hypervisor-4.17-amd64`: a gzip-compressed Multiboot1 ELF.
 const XEN_GZ: &str = "boot/xen-4.17-amd64.gz";
@@ -53,16 +55,17 @@ const XEN_GZ: &str = "boot/xen-4.17-amd64.gz";
 /// A prepared Xen host: the files QEMU boots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XenHost {
-    /// The cache directory.
+    /// The cache directory (`<work>/cache`).
     pub dir: PathBuf,
+    /// The work directory given to [`prepare`]: per-run initramfs files go to `<work>/runs`, logs to
+    /// `<work>/logs`.
+    pub work: PathBuf,
     /// Xen, uncompressed (Multiboot1 ELF; QEMU's `-kernel`).
     pub xen: PathBuf,
     /// dom0's Linux kernel (first Multiboot module).
     pub vmlinuz: PathBuf,
     /// Its release, e.g. `6.1.0-56-amd64` (the modules' directory).
     pub kernel_release: String,
-    /// The packages, unpacked.
-    pub root: PathBuf,
     /// The dom0 initramfs without the per-run files (newc cpio; see [`dom0::base_archive`]).
     pub base_initrd: PathBuf,
 }
@@ -111,51 +114,108 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> H
     move |source| HostError::Io { what, path: path.to_path_buf(), source }
 }
 
-/// The default cache directory: `<target>/xen-host`.
+/// The default work directory: `<target>/xen-host` (cache in `cache/`, per-run files in `runs/`, logs in `logs/`).
 pub fn default_dir() -> PathBuf {
     crate::cargo::target_dir().join("xen-host")
 }
 
-/// The manifest a complete cache holds in `ready`: format, packages, kernel package.
+/// The manifest a complete cache holds in `ready`: format, packages, dom0 modules, kernel package.
 fn manifest(kernel_package: &str) -> String {
-    format!("format {CACHE_FORMAT}\npackages {}\nkernel {kernel_package}\n", PACKAGES.join(" "))
+    format!(
+        "format {CACHE_FORMAT}\npackages {}\nmodules {}\nkernel {kernel_package}\n",
+        PACKAGES.join(" "),
+        dom0::MODULES.join(" ")
+    )
 }
 
-/// Returns the host in `dir`, fetching and unpacking the packages first unless a complete cache is there.
-/// `progress` receives one line per step (`fetching 28 packages`, ...). Errors: see [`HostError`].
-pub fn prepare(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<XenHost, HostError> {
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let lock_path = dir.join("lock");
-    let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
-    // Held until return: a second `images` or test process waits here, then finds the cache ready.
-    lock.lock().map_err(io_err("locking", &lock_path))?;
-    let ready = dir.join("ready");
-    if let Ok(text) = fs::read_to_string(&ready) {
-        if let Some(kernel) = text.lines().find_map(|l| l.strip_prefix("kernel ")) {
-            if text == manifest(kernel) {
-                return host_in(dir);
+/// Returns the host cached in `work/cache`, fetching and unpacking the packages first unless a complete cache is
+/// there. `progress` receives one line per step. Errors: see [`HostError`].
+///
+/// A new cache is filled in a private `cache.tmp-PID` directory and renamed into place, so a process that is
+/// killed leaves no half-filled cache, and two processes filling it at once both end up with a complete one.
+pub fn prepare(work: &Path, progress: &mut dyn FnMut(&str)) -> Result<XenHost, HostError> {
+    let cache = work.join("cache");
+    if let Some(host) = ready(&cache, work) {
+        return Ok(host);
+    }
+    fs::create_dir_all(work).map_err(io_err("creating", work))?;
+    remove_stale_tmp(work);
+    let tmp = work.join(format!("cache.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_err("removing", &tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io_err("creating", &tmp))?;
+    if let Err(e) = fill(&tmp, progress) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if cache.exists() {
+        if let Some(host) = ready(&cache, work) {
+            // Another process finished first.
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(host);
+        }
+        let old = work.join(format!("cache.old-{}", std::process::id()));
+        fs::rename(&cache, &old).map_err(io_err("moving away the outdated", &cache))?;
+        let _ = fs::remove_dir_all(&old);
+    }
+    if let Err(e) = fs::rename(&tmp, &cache) {
+        let _ = fs::remove_dir_all(&tmp);
+        return ready(&cache, work).ok_or(HostError::Io { what: "moving the new cache to", path: cache, source: e });
+    }
+    host_in(&cache, work)
+}
+
+/// The host in `cache` if its manifest matches this code's.
+fn ready(cache: &Path, work: &Path) -> Option<XenHost> {
+    let text = fs::read_to_string(cache.join("ready")).ok()?;
+    let kernel = text.lines().find_map(|l| l.strip_prefix("kernel "))?;
+    (text == manifest(kernel)).then(|| host_in(cache, work).ok()).flatten()
+}
+
+/// Removes `cache.tmp-PID` and `cache.old-PID` directories whose process is gone (killed while filling).
+fn remove_stale_tmp(work: &Path) {
+    let Ok(entries) = fs::read_dir(work) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("cache.tmp-").or_else(|| name.strip_prefix("cache.old-"));
+        if let Some(pid) = pid {
+            if !Path::new("/proc").join(pid).exists() {
+                let _ = fs::remove_dir_all(entry.path());
             }
         }
     }
-    let _ = fs::remove_file(&ready);
+}
+
+/// Downloads and unpacks the packages into the empty directory `dir`, writes the host files and `ready`.
+fn fill(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), HostError> {
     for tool in ["apt-get", "apt-cache", "dpkg"] {
         if crate::qemu::find_in_path(tool).is_none() {
             return Err(HostError::NoApt(tool));
         }
     }
-    let kernel = newest_kernel_package(progress)?;
+    let mut kernel = newest_kernel_package(progress)?;
     let debs = dir.join("debs");
     let root = dir.join("root");
     for d in [&debs, &root] {
-        if d.exists() {
-            fs::remove_dir_all(d).map_err(io_err("removing", d))?;
-        }
         fs::create_dir_all(d).map_err(io_err("creating", d))?;
     }
     progress(&format!("downloading {} Debian packages and {kernel} into {}", PACKAGES.len(), debs.display()));
-    let mut download = Command::new("apt-get");
-    download.args(["download", "-q"]).args(PACKAGES).arg(&kernel).current_dir(&debs);
-    run(&mut download)?;
+    let download = |kernel: &str| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["download", "-q"]).args(PACKAGES).arg(kernel).current_dir(&debs);
+        run(&mut cmd)
+    };
+    if let Err(e) = download(&kernel) {
+        // Stale lists name versions the mirror no longer has: refresh them once.
+        if !crate::qemu::is_root() {
+            return Err(e);
+        }
+        progress(&format!("{e}\nrunning apt-get update and trying again"));
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        kernel = newest_kernel_package(progress)?;
+        download(&kernel)?;
+    }
     let mut unpacked = 0;
     for entry in fs::read_dir(&debs).map_err(io_err("reading", &debs))? {
         let path = entry.map_err(io_err("reading", &debs))?.path();
@@ -164,7 +224,7 @@ pub fn prepare(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<XenHost, Ho
             unpacked += 1;
         }
     }
-    progress(&format!("unpacked {unpacked} packages into {}", root.display()));
+    progress(&format!("unpacked {unpacked} packages"));
     let xen_gz = root.join(XEN_GZ);
     let gz = File::open(&xen_gz).map_err(io_err("opening", &xen_gz))?;
     let xen = dir.join("xen.elf");
@@ -180,20 +240,22 @@ pub fn prepare(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<XenHost, Ho
     let mut file = io::BufWriter::new(File::create(&base).map_err(io_err("creating", &base))?);
     archive.write(&mut file)?;
     file.flush().map_err(io_err("writing", &base))?;
-    fs::write(&ready, manifest(&kernel)).map_err(io_err("writing", &ready))?;
-    host_in(dir)
+    // Everything needed is in the archive now; the unpacked tree is ~450 MB (the kernel's modules).
+    fs::remove_dir_all(&root).map_err(io_err("removing", &root))?;
+    let ready = dir.join("ready");
+    fs::write(&ready, manifest(&kernel)).map_err(io_err("writing", &ready))
 }
 
-/// The host files of a complete cache in `dir`.
-fn host_in(dir: &Path) -> Result<XenHost, HostError> {
+/// The host files of a complete cache in `dir`, whose runs go under `work`.
+fn host_in(dir: &Path, work: &Path) -> Result<XenHost, HostError> {
     let release_file = dir.join("kernel-release");
     let kernel_release = fs::read_to_string(&release_file).map_err(io_err("reading", &release_file))?;
     let host = XenHost {
         dir: dir.to_path_buf(),
+        work: work.to_path_buf(),
         xen: dir.join("xen.elf"),
         vmlinuz: dir.join("vmlinuz"),
         kernel_release: kernel_release.trim().to_owned(),
-        root: dir.join("root"),
         base_initrd: dir.join("dom0-base.cpio"),
     };
     for f in [&host.xen, &host.vmlinuz, &host.base_initrd] {
@@ -291,6 +353,7 @@ mod tests {
         let m = manifest("linux-image-6.1.0-56-amd64");
         assert!(m.starts_with(&format!("format {CACHE_FORMAT}\npackages xen-hypervisor-4.17-amd64 ")), "{m}");
         assert!(m.ends_with("\nkernel linux-image-6.1.0-56-amd64\n"), "{m}");
+        assert!(m.contains("\nmodules xen-privcmd xenfs "), "{m}");
     }
 
     #[test]
@@ -298,7 +361,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("images-xen-host-test-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("kernel-release"), "6.1.0-1-amd64\n").unwrap();
-        match host_in(&dir) {
+        match host_in(&dir, &dir) {
             Err(HostError::Missing(file, d)) => {
                 assert_eq!((file, d.clone()), (dir.join("xen.elf"), dir.clone()));
             }

@@ -78,8 +78,9 @@ pub struct XlConfigArgs {
     /// A raw disk image for blkfront (xvda, xvdb, ... in order); repeatable.
     #[arg(long = "disk", value_name = "FILE")]
     pub disks: Vec<PathBuf>,
-    /// A boot module (xl `ramdisk`), e.g. a tar archive the guest mounts at /.
-    #[arg(long, value_name = "FILE")]
+    /// A boot module (xl `ramdisk`): a ustar archive, or a directory packed into one, mounted read-only at / by
+    /// the guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<PathBuf>,
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
     #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
@@ -95,10 +96,12 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<u8, CliError> {
     opts.kernel_options = args.kernel_opts.clone();
     opts.app_args = args.app_args.clone();
     opts.disks = args.disks.clone();
-    opts.initrd = args.initrd.clone();
     opts.validate()?;
     let default_bridge = qemu::NETWORK_APPS.iter().any(|(a, _)| *a == args.app).then(|| xl::DEFAULT_BRIDGE.to_owned());
     let bridge = if args.no_network { None } else { args.bridge.clone().or(default_bridge) };
+    if let Some(missing) = args.initrd.as_ref().filter(|p| !p.exists()) {
+        return Err(qemu::ConfigError::NoFile(missing.clone()).into());
+    }
     let image = build_app(&args.app, Profile::Release)?;
     eprintln!("images: built {}", image.summary());
     let domu = Domu {
@@ -108,7 +111,8 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<u8, CliError> {
         vcpus: args.smp,
         cmdline: opts.kernel_command_line(),
         bridge,
-        ramdisk: opts.initrd.clone(),
+        // As `images run`: a directory is packed into a tar, and apps/APP/initrd/ is the default.
+        ramdisk: crate::cli::resolve_initrd(&args.app, args.initrd.as_deref())?,
         disks: opts.disks.clone(),
     };
     print!("{}", domu.config(Dom0Kind::Local).and_then(|c| c.render()).map_err(Error::from)?);
@@ -314,10 +318,9 @@ const FAILURE_TAIL: usize = 40;
 
 /// Nested: prepares the host (first run: downloads), boots Xen + dom0 under QEMU, shows the domU's output.
 fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) -> Result<u8, Error> {
-    let dir = host::default_dir();
-    let host = host::prepare(&dir, &mut |m| eprintln!("images: xen host: {m}"))?;
+    let host = host::prepare(&host::default_dir(), &mut |m| eprintln!("images: xen host: {m}"))?;
     let prepared = super::prepare_nested(&host, domu, forwards, false)?;
-    let logs = dir.join("logs");
+    let logs = host.work.join("logs");
     let log_path = logs.join(format!("{}.log", prepared.name));
     let io = |what, path: &PathBuf| {
         let path = path.clone();
@@ -327,7 +330,11 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
     let mut log = File::create(&log_path).map_err(io("creating", &log_path))?;
     let mut cmd = nested::qemu_command(&prepared.options)?;
     let line = qemu::shell_line(&cmd);
-    let _ = writeln!(log, "# {line}\n# xl config:\n{}", prepared.config.lines().map(|l| format!("#   {l}\n")).collect::<String>());
+    let _ = writeln!(
+        log,
+        "# {line}\n# xl config:\n{}",
+        prepared.config.lines().map(|l| format!("#   {l}\n")).collect::<String>()
+    );
     eprintln!("images: {line}");
     eprintln!(
         "images: booting Xen 4.17 + dom0 under QEMU TCG; {} starts as a PVH domU in a minute or more (full console: {})",
@@ -336,7 +343,10 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
     );
     for f in forwards {
         match f.protocol {
-            Protocol::Tcp => eprintln!("images: http://localhost:{}/ reaches the domU's port {} once it has its DHCP lease", f.host, f.guest),
+            Protocol::Tcp => eprintln!(
+                "images: http://localhost:{}/ reaches the domU's port {} once it has its DHCP lease",
+                f.host, f.guest
+            ),
             Protocol::Udp => eprintln!("images: udp localhost:{} -> domU port {}", f.host, f.guest),
         }
     }
@@ -373,7 +383,11 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     let _ = child.kill();
                     let _ = child.wait();
-                    eprintln!("images: timeout after {:.0} s; QEMU stopped (console: {})", secs(started), log_path.display());
+                    eprintln!(
+                        "images: timeout after {:.0} s; QEMU stopped (console: {})",
+                        secs(started),
+                        log_path.display()
+                    );
                     return Ok(TIMEOUT_EXIT);
                 }
                 continue;
@@ -482,7 +496,8 @@ mod tests {
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
-        let err = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
+        let err =
+            domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 
