@@ -2,12 +2,21 @@
 //! synchronous storage a FAT library reads and writes (rust-fatfs `IoBase`/`Read`/`Write`/`Seek`).
 //!
 //! - Partial sectors go through the cache: read-modify-write, the sector stays dirty in memory.
-//! - Runs of whole sectors bypass it (one device request each), overlaying/refreshing cached copies so the
-//!   cache never holds stale data.
-//! - A miss reads ahead [`READ_AHEAD`] sectors (FAT tables and directories are read entry by entry).
-//! - [`SectorCache::write_back`] writes dirty sectors in ascending order, contiguous runs in one request;
-//!   [`SectorCache::sync`] adds a device cache flush ([`BlockDevice::flush`], e.g. virtio `VIRTIO_BLK_T_FLUSH`).
+//! - Runs of whole sectors bypass the per-sector slots, overlaying/refreshing cached copies so the cache never
+//!   holds stale data. A FAT library moves file data one cluster (often 512 B–4 KiB) per call, so:
+//!   - whole-sector writes that continue the previous one are gathered into one write-behind run of up to
+//!     [`WRITE_BEHIND_MAX`] bytes, sent as one request when it is full, when something else needs the device,
+//!     and at [`SectorCache::write_back`];
+//!   - whole-sector reads that continue the previous one are served from a read-ahead window that doubles on
+//!     each sequential refill, from [`READ_AHEAD`] sectors up to [`READ_AHEAD_MAX`] bytes.
+//! - A slot miss reads ahead [`READ_AHEAD`] sectors (FAT tables and directories are read entry by entry).
+//! - [`SectorCache::write_back`] writes the write-behind run, then dirty sectors in ascending order, contiguous
+//!   runs in one request; [`SectorCache::sync`] adds a device cache flush ([`BlockDevice::flush`], e.g. virtio
+//!   `VIRTIO_BLK_T_FLUSH`).
 //! - When full, the least recently used sector is evicted (written back first when dirty).
+//! - Ordering: the write-behind run is older than any dirty slot of the same sector (a whole-sector write
+//!   refreshes the slot and marks it clean), so it goes to the device before any slot write and before any
+//!   device read.
 //!
 //! Device requests run to completion from synchronous code with [`libos::task::wait`].
 
@@ -23,6 +32,13 @@ use spin::Mutex;
 
 /// Sectors read on a cache miss (fewer near the end of the device).
 pub const READ_AHEAD: u64 = 8;
+
+/// Largest read-ahead window for sequential whole-sector reads (bytes).
+pub const READ_AHEAD_MAX: usize = 128 * 1024;
+
+/// Largest write-behind run of contiguous whole-sector writes (bytes); the driver splits it into requests of
+/// at most `BlockInfo::max_transfer`.
+pub const WRITE_BEHIND_MAX: usize = 1024 * 1024;
 
 /// Default cache size (bytes of sector data).
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024;
@@ -91,6 +107,14 @@ pub struct SectorCache {
     max_slots: usize,
     tick: u64,
     stats: CacheStats,
+    /// Write-behind run: whole sectors written but not yet sent, starting at `.0`.
+    pending: Option<(u64, Vec<u8>)>,
+    /// Read-ahead window: device contents (plus later whole-sector writes) starting at sector `.0`.
+    window: Option<(u64, Vec<u8>)>,
+    /// Sector after the last whole-sector read (sequential detection).
+    next_read: u64,
+    /// Size of the next read-ahead refill (sectors).
+    ahead: u64,
 }
 
 impl SectorCache {
@@ -107,6 +131,10 @@ impl SectorCache {
             max_slots: (bytes / ss).max(16),
             tick: 0,
             stats: CacheStats::default(),
+            pending: None,
+            window: None,
+            next_read: u64::MAX,
+            ahead: READ_AHEAD,
         }
     }
 
@@ -130,12 +158,103 @@ impl SectorCache {
         libos::task::wait(self.dev.write(sector, buf)).map_err(|error| StorageError::Device { sector, error })
     }
 
+    /// Sends the write-behind run (see the module's ordering note).
+    fn send_pending(&mut self) -> Result<(), StorageError> {
+        match self.pending.take() {
+            Some((sector, data)) => self.dev_write(sector, &data),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies whole sectors `buf` at `sector` into the overlapping part of the read-ahead window, so it always
+    /// holds the newest contents.
+    fn patch_window(&mut self, sector: u64, buf: &[u8]) {
+        let ss = self.ss;
+        if let Some((w, data)) = &mut self.window {
+            let (ws, we) = (*w, *w + (data.len() / ss) as u64);
+            let (from, to) = (sector.max(ws), (sector + (buf.len() / ss) as u64).min(we));
+            if from < to {
+                let (src, dst) = ((from - sector) as usize * ss, (from - ws) as usize * ss);
+                let len = (to - from) as usize * ss;
+                data[dst..dst + len].copy_from_slice(&buf[src..src + len]);
+            }
+        }
+    }
+
+    /// Whole sectors `buf` at `sector`: refreshes cached copies and the read-ahead window, then joins the
+    /// write-behind run (or starts a new one after sending the old).
+    fn write_sectors(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError> {
+        let ss = self.ss;
+        let n = (buf.len() / ss) as u64;
+        for (&s, slot) in self.slots.range_mut(sector..sector + n) {
+            let at = (s - sector) as usize * ss;
+            slot.data.copy_from_slice(&buf[at..at + ss]);
+            slot.dirty = false;
+        }
+        self.patch_window(sector, buf);
+        if let Some((p, data)) = &mut self.pending {
+            if *p + (data.len() / ss) as u64 == sector && data.len() + buf.len() <= WRITE_BEHIND_MAX {
+                data.extend_from_slice(buf);
+                return Ok(());
+            }
+        }
+        self.send_pending()?;
+        if buf.len() >= WRITE_BEHIND_MAX {
+            return self.dev_write(sector, buf);
+        }
+        let mut data = Vec::with_capacity(WRITE_BEHIND_MAX);
+        data.extend_from_slice(buf);
+        self.pending = Some((sector, data));
+        Ok(())
+    }
+
+    /// Whole sectors at `sector` into `out`: from the read-ahead window when it holds them, refilling it when
+    /// the read continues the previous one, else one device request; cached sectors are overlaid (they may be
+    /// dirty).
+    fn read_sectors(&mut self, sector: u64, out: &mut [u8]) -> Result<(), StorageError> {
+        let ss = self.ss;
+        let n = (out.len() / ss) as u64;
+        let sequential = sector == self.next_read;
+        self.next_read = sector + n;
+        let total = self.size / ss as u64;
+        let in_window = |w: &Option<(u64, Vec<u8>)>| {
+            w.as_ref().is_some_and(|(ws, d)| sector >= *ws && sector + n <= *ws + (d.len() / ss) as u64)
+        };
+        if !in_window(&self.window) && sequential && out.len() < READ_AHEAD_MAX {
+            self.send_pending()?;
+            self.ahead = (self.ahead * 2).min((READ_AHEAD_MAX / ss) as u64).max(n);
+            let count = self.ahead.min(total.saturating_sub(sector)).max(n);
+            let mut data = self.window.take().map(|(_, d)| d).unwrap_or_default();
+            data.resize(count as usize * ss, 0);
+            self.dev_read(sector, &mut data)?;
+            self.window = Some((sector, data));
+        } else if !sequential {
+            self.ahead = READ_AHEAD;
+        }
+        match &self.window {
+            Some((ws, data)) if in_window(&self.window) => {
+                let at = (sector - ws) as usize * ss;
+                out.copy_from_slice(&data[at..at + out.len()]);
+            }
+            _ => {
+                self.send_pending()?;
+                self.dev_read(sector, out)?;
+            }
+        }
+        for (&s, slot) in self.slots.range(sector..sector + n) {
+            let at = (s - sector) as usize * ss;
+            out[at..at + ss].copy_from_slice(&slot.data);
+        }
+        Ok(())
+    }
+
     fn evict_one(&mut self) -> Result<(), StorageError> {
         let Some((&victim, slot)) = self.slots.iter().min_by_key(|(_, s)| s.used) else {
             return Ok(());
         };
         if slot.dirty {
             let data = slot.data.clone();
+            self.send_pending()?;
             self.dev_write(victim, &data)?;
         }
         self.slots.remove(&victim);
@@ -154,6 +273,7 @@ impl SectorCache {
                 self.evict_one()?;
             }
             let mut buf = vec![0u8; count as usize * self.ss];
+            self.send_pending()?;
             self.dev_read(sector, &mut buf)?;
             for (i, chunk) in buf.chunks_exact(self.ss).enumerate() {
                 // Sectors already cached may be dirty and newer than the device: keep them.
@@ -183,12 +303,7 @@ impl SectorCache {
             let left = len - done;
             if off == 0 && left >= ss {
                 let n = left / ss;
-                let out = &mut buf[done..done + n * ss];
-                self.dev_read(sector, out)?;
-                for (&s, slot) in self.slots.range(sector..sector + n as u64) {
-                    let at = (s - sector) as usize * ss;
-                    out[at..at + ss].copy_from_slice(&slot.data);
-                }
+                self.read_sectors(sector, &mut buf[done..done + n * ss])?;
                 done += n * ss;
             } else {
                 let chunk = (ss - off).min(left);
@@ -201,7 +316,8 @@ impl SectorCache {
     }
 
     /// Writes up to `buf.len()` bytes at byte `pos`; fewer at the end of the device (0 past it). Partial
-    /// sectors stay dirty in the cache until [`write_back`](Self::write_back); whole sectors go to the device.
+    /// sectors stay dirty in the cache, whole sectors in the write-behind run, until
+    /// [`write_back`](Self::write_back).
     pub fn write_at(&mut self, pos: u64, buf: &[u8]) -> Result<usize, StorageError> {
         let len = (buf.len() as u64).min(self.size.saturating_sub(pos)) as usize;
         let ss = self.ss;
@@ -213,19 +329,19 @@ impl SectorCache {
             let left = len - done;
             if off == 0 && left >= ss {
                 let n = left / ss;
-                let src = &buf[done..done + n * ss];
-                self.dev_write(sector, src)?;
-                for (&s, slot) in self.slots.range_mut(sector..sector + n as u64) {
-                    let at = (s - sector) as usize * ss;
-                    slot.data.copy_from_slice(&src[at..at + ss]);
-                    slot.dirty = false;
-                }
+                self.write_sectors(sector, &buf[done..done + n * ss])?;
                 done += n * ss;
             } else {
                 let chunk = (ss - off).min(left);
+                let windowed =
+                    self.window.as_ref().is_some_and(|(ws, d)| sector >= *ws && sector < ws + (d.len() / ss) as u64);
                 let slot = self.slot(sector)?;
                 slot.data[off..off + chunk].copy_from_slice(&buf[done..done + chunk]);
                 slot.dirty = true;
+                if windowed {
+                    let data = slot.data.clone();
+                    self.patch_window(sector, &data);
+                }
                 done += chunk;
             }
         }
@@ -235,6 +351,7 @@ impl SectorCache {
     /// Writes every dirty sector to the device (ascending, contiguous runs as one request). After it, a
     /// completed write is in the device; it is durable after [`sync`](Self::sync).
     pub fn write_back(&mut self) -> Result<(), StorageError> {
+        self.send_pending()?;
         let dirty: Vec<u64> = self.slots.iter().filter(|(_, s)| s.dirty).map(|(&n, _)| n).collect();
         let max_run = (self.dev.info().max_transfer / self.ss).max(1);
         let mut i = 0;

@@ -33,6 +33,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use fatfs::{Read as _, Seek as _, Write as _};
 use libos::dev::BlockDevice;
 use spin::Mutex;
@@ -122,6 +123,29 @@ struct Inner {
     open: Mutex<OpenTable>,
     /// The cache's device-write count when the volume was last marked clean (see [`Inner::sync`]).
     clean_at: Mutex<u64>,
+    /// Bumped by every operation that may change the volume; an [`Extents`] map is valid only for the
+    /// generation it was built in.
+    generation: AtomicU64,
+}
+
+/// Where an open file's bytes are on the device, built once per [`Inner::generation`] so reads and seeks
+/// neither resolve the path nor walk the cluster chain (FAT spec §4) again.
+struct Extents {
+    generation: u64,
+    /// File size (bytes).
+    size: u64,
+    /// Contiguous runs `(file offset, device byte offset, length)`, ascending by file offset, covering
+    /// `0..size`.
+    runs: Vec<(u64, u64, u64)>,
+}
+
+impl Extents {
+    /// The device offset of file byte `offset` and how many bytes from there are contiguous on the device.
+    fn locate(&self, offset: u64) -> Option<(u64, u64)> {
+        let i = self.runs.partition_point(|&(start, _, _)| start <= offset).checked_sub(1)?;
+        let (start, dev, len) = self.runs[i];
+        (offset < start + len).then(|| (dev + (offset - start), start + len - offset))
+    }
 }
 
 /// Mount options: our clock, no access-date updates (a read must not write).
@@ -157,6 +181,7 @@ impl FatFs {
                 fat_type,
                 open: Mutex::new(OpenTable::default()),
                 clean_at: Mutex::new(0),
+                generation: AtomicU64::new(0),
             }),
         })
     }
@@ -211,6 +236,7 @@ impl Inner {
     /// point). The first error wins.
     fn with_fs<R>(&self, f: impl FnOnce(&Self, &Fs) -> Result<R>) -> Result<R> {
         let guard = self.fs.lock();
+        self.generation.fetch_add(1, Ordering::Relaxed);
         let fs = guard.as_ref().ok_or(Error::InvalidInput("the FAT filesystem was unmounted"))?;
         let r = f(self, fs);
         let wb = self.cache.lock().write_back();
@@ -373,7 +399,7 @@ impl Inner {
         let id = t.next;
         t.next += 1;
         t.files.insert(id, Some(String::from(path)));
-        Box::new(FatHandle { inner: self.clone(), id })
+        Box::new(FatHandle { inner: self.clone(), id, extents: None })
     }
 }
 
@@ -553,6 +579,8 @@ impl FileSystem for FatFs {
 struct FatHandle {
     inner: Arc<Inner>,
     id: u64,
+    /// Where the file's bytes are, for [`FileHandle::read_at`].
+    extents: Option<Extents>,
 }
 
 impl Drop for FatHandle {
@@ -562,25 +590,51 @@ impl Drop for FatHandle {
 }
 
 impl FileHandle for FatHandle {
+    /// Reads through the file's [`Extents`] (rebuilt when the volume changed since): one cache request per
+    /// contiguous run instead of one per cluster. Reads never change the volume (no access dates).
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let path = self.inner.path_of(self.id)?;
-        self.inner.with_fs(|me, fs| {
+        let guard = self.inner.fs.lock();
+        let fs = guard.as_ref().ok_or(Error::InvalidInput("the FAT filesystem was unmounted"))?;
+        let me = &*self.inner;
+        let generation = me.generation.load(Ordering::Relaxed);
+        if self.extents.as_ref().is_none_or(|x| x.generation != generation) {
+            self.extents = None;
             let mut f = me.file(fs, &path)?;
             let size = u64::from(f.size().unwrap_or(0));
-            if offset >= size || buf.is_empty() {
-                return Ok(0);
-            }
-            f.seek(fatfs::SeekFrom::Start(offset)).map_err(|e| me.conv(e))?;
-            let want = buf.len().min((size - offset) as usize);
-            let mut done = 0;
-            while done < want {
-                match f.read(&mut buf[done..want]).map_err(|e| me.conv(e))? {
-                    0 => break,
-                    n => done += n,
+            let mut runs: Vec<(u64, u64, u64)> = Vec::new();
+            let mut at = 0;
+            for x in f.extents() {
+                let x = x.map_err(|e| me.conv(e))?;
+                let len = u64::from(x.size);
+                match runs.last_mut() {
+                    Some((_, dev, l)) if *dev + *l == x.offset => *l += len,
+                    _ => runs.push((at, x.offset, len)),
                 }
+                at += len;
             }
-            Ok(done)
-        })
+            if at < size {
+                return Err(Error::Corrupt(format!("{}: {path}: cluster chain shorter than the file", me.device)));
+            }
+            self.extents = Some(Extents { generation, size, runs });
+        }
+        // Set just above when it was missing or stale.
+        let x = self.extents.as_ref().ok_or(Error::NotFound)?;
+        if offset >= x.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min((x.size - offset) as usize);
+        let mut done = 0;
+        let mut cache = me.cache.lock();
+        while done < want {
+            let Some((dev, run)) = x.locate(offset + done as u64) else { break };
+            let n = (want - done).min(run as usize);
+            match cache.read_at(dev, &mut buf[done..done + n])? {
+                0 => break,
+                k => done += k,
+            }
+        }
+        Ok(done)
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<usize> {

@@ -885,3 +885,136 @@ fn boot_mounts_initrd_ramfs_and_fat() {
         "filesystem corrupt: initrd: entry \"../x\" (header at byte 0): \"..\" components are not allowed"
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Sector cache: write-behind runs and read-ahead windows against a plain byte model.
+
+/// A deterministic pseudo-random sequence (64-bit LCG, Knuth MMIX constants).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn cache_coalesces_sequential_whole_sector_writes() {
+    let disk = MemDisk::new(1 << 20);
+    let mut cache = cache::SectorCache::new(disk.clone(), 64 * 1024);
+    let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    // One cluster-sized (1 KiB) write at a time, as the FAT library does.
+    for (i, c) in data.chunks(1024).enumerate() {
+        assert_eq!(cache.write_at(4096 + i as u64 * 1024, c).unwrap(), 1024);
+    }
+    assert_eq!(disk.writes.load(Ordering::Relaxed), 0, "held in the write-behind run");
+    cache.write_back().unwrap();
+    assert_eq!(cache.stats().writes, 1, "one run of 256 KiB");
+    assert_eq!(&disk.current.lock()[4096..4096 + data.len()], &data[..]);
+    // Sequential reads of 1 KiB: the read-ahead window grows, so far fewer device reads than calls.
+    let mut back = vec![0u8; data.len()];
+    for (i, c) in back.chunks_mut(1024).enumerate() {
+        assert_eq!(cache.read_at(4096 + i as u64 * 1024, c).unwrap(), 1024);
+    }
+    assert_eq!(back, data);
+    assert!(cache.stats().reads < 16, "{:?}", cache.stats());
+}
+
+#[test]
+fn cache_matches_a_byte_model_under_mixed_access() {
+    const SIZE: usize = 256 * 1024;
+    let disk = MemDisk::new(SIZE);
+    // 16 slots: evictions of dirty sectors happen all the time.
+    let mut cache = cache::SectorCache::new(disk.clone(), 8 * 1024);
+    let mut model = vec![0u8; SIZE];
+    let mut rng = Lcg(7);
+    let mut seq = 0u64;
+    for round in 0..4000 {
+        // Mostly runs that continue the previous access (read-ahead and write-behind), some random, some
+        // partial sectors (the slot path), some large.
+        let pos = match rng.below(4) {
+            0 => rng.below(SIZE as u64),
+            1 => rng.below(SIZE as u64 / 512) * 512,
+            _ => seq,
+        };
+        let len = match rng.below(5) {
+            0 => 1 + rng.below(700) as usize,
+            1 => 64 * 1024,
+            _ => 512 * (1 + rng.below(4) as usize),
+        };
+        let len = len.min(SIZE - pos as usize);
+        seq = (pos + len as u64) % SIZE as u64;
+        let at = pos as usize;
+        if rng.below(2) == 0 {
+            let buf: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            assert_eq!(cache.write_at(pos, &buf).unwrap(), len);
+            model[at..at + len].copy_from_slice(&buf);
+        } else {
+            let mut buf = vec![0u8; len];
+            assert_eq!(cache.read_at(pos, &mut buf).unwrap(), len);
+            assert!(buf == model[at..at + len], "round {round}: read of {len} bytes at {pos} differs");
+        }
+        if rng.below(50) == 0 {
+            cache.write_back().unwrap();
+            assert!(*disk.current.lock() == model, "round {round}: device differs after write_back");
+        }
+    }
+    cache.sync().unwrap();
+    assert!(*disk.durable.lock() == model);
+}
+
+#[test]
+fn fat_reads_see_writes_through_other_handles() {
+    let disk = formatted(4 << 20);
+    let vfs = fat_vfs(&disk);
+    let a: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    write_file(&vfs, "/data/f", &a).unwrap();
+    let mut reader = vfs.open("/data/f", opts().read(true)).unwrap();
+    let mut got = vec![0u8; a.len()];
+    reader.read_exact(&mut got).unwrap();
+    assert_eq!(got, a);
+    // Overwrite the middle and grow the file through another handle; the reader's extent map is stale.
+    let mut writer = vfs.open("/data/f", opts().write(true)).unwrap();
+    writer.seek(SeekFrom::Start(100_000)).unwrap();
+    writer.write_all(&[9u8; 250_000]).unwrap();
+    let mut want = a.clone();
+    want.truncate(100_000);
+    want.extend_from_slice(&[9u8; 250_000]);
+    reader.seek(SeekFrom::Start(0)).unwrap();
+    let mut got = vec![0u8; want.len() + 10];
+    let mut n = 0;
+    while let Ok(k @ 1..) = reader.read(&mut got[n..]) {
+        n += k;
+    }
+    assert_eq!(&got[..n], &want[..]);
+    // Shrink: reads stop at the new end.
+    writer.set_len(1000).unwrap();
+    reader.seek(SeekFrom::Start(900)).unwrap();
+    let mut tail = [0u8; 500];
+    assert_eq!(reader.read(&mut tail).unwrap(), 100);
+    assert_eq!(&tail[..100], &want[900..1000]);
+    // Removed: the open reader fails instead of reading freed clusters.
+    drop(writer);
+    vfs.remove_file("/data/f").unwrap();
+    assert_eq!(reader.read(&mut tail), Err(Error::NotFound));
+}
+
+#[test]
+fn cache_evicting_a_dirty_sector_never_loses_to_an_older_write_behind_run() {
+    let disk = MemDisk::new(1 << 20);
+    let mut cache = cache::SectorCache::new(disk.clone(), 8 * 1024); // 16 slots
+    let mut one = [0u8; 1];
+    cache.read_at(0, &mut one).unwrap(); // slots 0..8
+    cache.read_at(8 * 512, &mut one).unwrap(); // slots 8..16: full
+    cache.write_at(0, &[1u8; 512]).unwrap(); // write-behind run, slot 0 refreshed
+    cache.write_at(10, &[2u8]).unwrap(); // slot 0 dirty and newer than the run
+    for s in 1..16u64 {
+        cache.read_at(s * 512, &mut one).unwrap(); // slot 0 becomes the least recently used
+    }
+    cache.read_at(100 * 512, &mut one).unwrap(); // a miss evicts slot 0
+    cache.write_back().unwrap();
+    let mut want = [1u8; 512];
+    want[10] = 2;
+    assert_eq!(&disk.current.lock()[..512], &want[..]);
+}

@@ -165,7 +165,7 @@ def build_linux_initramfs(parts: hb.LinuxParts, zbio: Path, dest: Path) -> Path:
 
 
 def make_disk(path: Path, mode: str) -> Path:
-    """A fresh image: raw mode a sparse file of DISK_BYTES; vfs mode `images disk create --size 128M` (FAT32)."""
+    """A fresh image: raw mode a sparse file of DISK_BYTES; vfs mode `images disk create --size 128M` (FAT16, 16 KiB clusters)."""
     path.unlink(missing_ok=True)
     if mode == "raw":
         with open(path, "wb") as f:
@@ -332,7 +332,7 @@ def main() -> int:
         "`isa-debug-exit`, no NIC, `-drive if=none,id=d0,format=raw,cache=writeback,file=IMG` + "
         f"`{'virtio-blk-device' if a.machine == 'microvm' else 'virtio-blk-pci'},drive=d0`; "
         "only -kernel/-initrd/-append differ. A fresh 128 MiB image per boot (raw: sparse file; FAT: "
-        "`images disk create --size 128M`, FAT32).",
+        "`images disk create --size 128M`, FAT16 with 16 KiB clusters).",
         "Linux/KVM is not measured: this machine's nested KVM fails on SSE/xgetbv/cmpxchg16b, which Linux uses "
         "(TESTING.md), so the ratio compares both systems under TCG.",
     ]
