@@ -12,12 +12,14 @@
 //! a disk cache flush completed; other calls write to the disk when they return but the disk may still cache
 //! the data. A disk operation blocks the calling task and every other task until it completes.
 //!
-//! ```ignore
-//! use zirvium::fs::{self, File, OpenOptions};
-//! let page = fs::read_to_string("/www/index.html")?;
-//! let mut log = OpenOptions::new().append(true).create(true).open("/data/log")?;
-//! log.write_all(b"started\n")?;
-//! log.sync_all()?;
+//! ```no_run
+//! use zirvium::fs::{self, OpenOptions};
+//! fn start() -> Result<(), fs::Error> {
+//!     let _page = fs::read_to_string("/www/index.html")?;
+//!     let mut log = OpenOptions::new().append(true).create(true).open("/data/log")?;
+//!     log.write_all(b"started\n")?;
+//!     log.sync_all()
+//! }
 //! ```
 
 use alloc::string::String;

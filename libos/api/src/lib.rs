@@ -1,14 +1,18 @@
 //! The API Zirvium apps use. An app is a `#![no_std]` binary with one entry:
 //!
-//! ```ignore
-//! #![cfg_attr(target_os = "none", no_std, no_main)]
+//! ```no_run
+//! // In the app's main.rs, also: #![cfg_attr(target_os = "none", no_std, no_main)]
 //! zirvium::app!(run);
-//! async fn run() -> i32 { zirvium::println!("hi"); 0 }
+//! async fn run() -> u8 {
+//!     zirvium::println!("hi");
+//!     0
+//! }
 //! ```
 //!
-//! At boot this crate detects the hypervisor, picks the platform (KVM/QEMU today; Xen and Hyper-V join
-//! through the same [`libos::platform::Platform`] trait), brings up its clock and devices, starts the network
-//! stack when a NIC exists, then runs the app's async entry on the executor and exits the VM with its status.
+//! At boot this crate detects the hypervisor, picks the platform (KVM/QEMU, Xen PVH or Hyper-V, each a
+//! [`libos::platform::Platform`]), brings up its clock and devices, starts the network stack when a NIC exists,
+//! mounts the file systems (initrd at `/`, ramfs at `/tmp`, the first disk's FAT at `/data`), then runs the app's
+//! async entry on the executor and exits the VM with its status.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
