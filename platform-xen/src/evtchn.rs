@@ -47,12 +47,20 @@ pub fn mask(shared: &SharedPage, port: Port) {
     }
 }
 
-/// Clears `port`'s mask bit. Returns whether the port is pending: then the edge was lost while masked and the
-/// caller must re-raise it (`EVTCHNOP_unmask`) or handle it directly.
+/// Clears `port`'s mask bit. Returns true when the port was already pending: Xen did not raise the upcall for
+/// that event (it was masked) and, while the pending bit stays set, raises none for later events either. The
+/// mask bit is then set again and the caller must issue `EVTCHNOP_unmask`, which clears it and raises the
+/// upcall — Xen re-raises only when it finds the mask bit set (`evtchn_2l_unmask`; Linux's
+/// `evtchn_2l_unmask` re-masks for the same reason).
 pub fn unmask(shared: &SharedPage, port: Port) -> bool {
     let Some((off, bit)) = bit_pos(port) else { return false };
-    shared.u64_at(si::EVTCHN_MASK + off).fetch_and(!bit, Ordering::SeqCst);
-    shared.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0
+    let mask = shared.u64_at(si::EVTCHN_MASK + off);
+    mask.fetch_and(!bit, Ordering::SeqCst);
+    if shared.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit == 0 {
+        return false;
+    }
+    mask.fetch_or(bit, Ordering::SeqCst);
+    true
 }
 
 /// Whether `port` is pending.
@@ -259,6 +267,39 @@ mod tests {
             p.u64_at(si::VCPU_PENDING_SEL).fetch_or(1 << (port / 64), Ordering::SeqCst);
             p.u8_at(si::VCPU_UPCALL_PENDING).store(1, Ordering::SeqCst);
         }
+    }
+
+    /// What Xen does for `EVTCHNOP_unmask` (`evtchn_2l_unmask`): raises the upcall only if it clears a set mask
+    /// bit of a pending port.
+    fn xen_unmask(p: &SharedPage, port: Port) {
+        let (off, bit) = bit_pos(port).expect("port");
+        let was_masked = p.u64_at(si::EVTCHN_MASK + off).fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+        let pending = p.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0;
+        if was_masked && pending {
+            let sel = p.u64_at(si::VCPU_PENDING_SEL).fetch_or(1 << (port / 64), Ordering::SeqCst);
+            if sel & (1 << (port / 64)) == 0 {
+                p.u8_at(si::VCPU_UPCALL_PENDING).store(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[test]
+    fn event_pending_while_masked_is_delivered_after_unmask() {
+        let p = SharedPage::new().expect("page");
+        mask_all(&p);
+        // The backend notifies before the port is unmasked: pending, but no upcall.
+        raise(&p, 7);
+        assert_eq!(p.u8_at(si::VCPU_UPCALL_PENDING).load(Ordering::SeqCst), 0);
+        assert!(unmask(&p, 7), "pending: the caller must re-raise");
+        assert!(!unmask(&p, 8), "nothing pending on port 8");
+        xen_unmask(&p, 7);
+        assert_eq!(p.u8_at(si::VCPU_UPCALL_PENDING).load(Ordering::SeqCst), 1, "EVTCHNOP_unmask raised the upcall");
+        let mut seen = vec![];
+        scan(&p, 0, |port| seen.push(port));
+        assert_eq!(seen, [7]);
+        // Later events on the port raise upcalls again (the pending bit no longer swallows them).
+        raise(&p, 7);
+        assert_eq!(scan(&p, 0, |_| {}), 1);
     }
 
     #[test]
