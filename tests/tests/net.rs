@@ -3,68 +3,17 @@
 //! keep-alive, pipelining, 64 parallel connections, a 10 MiB transfer checked byte for byte, malformed requests,
 //! idle-connection reclaim; plus the `udpecho` appliance. The DHCP lease from QEMU's slirp is checked in the log.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+use zirvium_tests::http::{get, read_response};
 use zirvium_tests::{accel_usable, Accel, Machine, Protocol, Vm, VmError};
-
-/// One parsed HTTP/1.1 response.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
 
 fn connect(port: u16) -> std::io::Result<BufReader<TcpStream>> {
     let s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
     Ok(BufReader::new(s))
-}
-
-/// Reads one response (Content-Length framed, as httpd always sends). HEAD responses have no body.
-fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Response> {
-    let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(bad("connection closed before a status line".into()));
-    }
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').ok_or_else(|| bad(format!("bad header {l:?}")))?;
-        headers.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| bad("no Content-Length".into()))?;
-    let mut body = vec![0; if head { 0 } else { len }];
-    r.read_exact(&mut body)?;
-    Ok(Response { status, headers, body })
-}
-
-fn get(port: u16, path: &str) -> std::io::Result<Response> {
-    let mut c = connect(port)?;
-    write!(c.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
-    read_response(&mut c, false)
 }
 
 /// Waits for the lease and the listener, then polls until the first request is answered (slirp may take a
