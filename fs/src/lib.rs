@@ -16,6 +16,8 @@ pub mod cache;
 pub mod error;
 pub mod fat;
 pub mod initrd;
+#[cfg(any(test, feature = "memdisk"))]
+pub mod memdisk;
 pub mod path;
 pub mod ramfs;
 pub mod tar;

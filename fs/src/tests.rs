@@ -2,115 +2,18 @@
 //! archives built with the `tar` crate or by hand), and FAT over an in-memory block device that models a
 //! volatile write cache (what was not flushed is lost at a simulated power cut).
 
+use crate::memdisk::MemDisk;
 use crate::*;
-use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
+use core::sync::atomic::Ordering;
+use libos::dev::BlockDevice;
 use spin::Mutex;
 
-// ---------------------------------------------------------------------------------------------------------
-// An in-memory disk with a volatile write cache.
-
-struct MemDisk {
-    info: BlockInfo,
-    /// What reads see: every completed write.
-    current: Mutex<Vec<u8>>,
-    /// What survives a power cut: the contents at the last completed flush.
-    durable: Mutex<Vec<u8>>,
-    flushes: AtomicU64,
-    writes: AtomicU64,
-    /// Fail every request with an I/O error.
-    broken: AtomicBool,
-}
-
-impl MemDisk {
-    fn new(bytes: usize) -> Arc<Self> {
-        Self::from_image(vec![0; bytes], false)
-    }
-
-    fn from_image(image: Vec<u8>, read_only: bool) -> Arc<Self> {
-        let info = BlockInfo {
-            name: "memdisk0".into(),
-            sector_size: 512,
-            capacity: image.len() as u64 / 512,
-            read_only,
-            flush: true,
-            max_transfer: 64 * 1024,
-        };
-        Arc::new(Self {
-            info,
-            durable: Mutex::new(image.clone()),
-            current: Mutex::new(image),
-            flushes: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            broken: AtomicBool::new(false),
-        })
-    }
-
-    /// A new disk holding what survived a power cut of this one.
-    fn after_power_cut(&self) -> Arc<Self> {
-        Self::from_image(self.durable.lock().clone(), false)
-    }
-
-    fn io_error(&self, sector: u64) -> BlockError {
-        BlockError::Io { device: self.info.name.clone(), sector, detail: "medium error".into() }
-    }
-}
-
-impl BlockDevice for MemDisk {
-    fn info(&self) -> &BlockInfo {
-        &self.info
-    }
-
-    fn read<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> BlockFuture<'a> {
-        Box::pin(async move {
-            self.info.check(sector, buf.len())?;
-            if self.broken.load(Ordering::Relaxed) {
-                return Err(self.io_error(sector));
-            }
-            let at = sector as usize * 512;
-            buf.copy_from_slice(&self.current.lock()[at..at + buf.len()]);
-            Ok(())
-        })
-    }
-
-    fn write<'a>(&'a self, sector: u64, buf: &'a [u8]) -> BlockFuture<'a> {
-        Box::pin(async move {
-            self.info.check(sector, buf.len())?;
-            if self.info.read_only {
-                return Err(BlockError::ReadOnly { device: self.info.name.clone() });
-            }
-            if self.broken.load(Ordering::Relaxed) {
-                return Err(self.io_error(sector));
-            }
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            let at = sector as usize * 512;
-            self.current.lock()[at..at + buf.len()].copy_from_slice(buf);
-            Ok(())
-        })
-    }
-
-    fn flush(&self) -> BlockFuture<'_> {
-        Box::pin(async move {
-            if self.broken.load(Ordering::Relaxed) {
-                return Err(self.io_error(0));
-            }
-            self.flushes.fetch_add(1, Ordering::Relaxed);
-            let now = self.current.lock().clone();
-            *self.durable.lock() = now;
-            Ok(())
-        })
-    }
-}
-
 fn formatted(bytes: usize) -> Arc<MemDisk> {
-    let d = MemDisk::new(bytes);
-    FatFs::format(d.clone()).unwrap();
-    d
+    MemDisk::formatted(bytes)
 }
 
 fn fat_vfs(disk: &Arc<MemDisk>) -> Vfs {

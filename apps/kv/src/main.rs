@@ -145,96 +145,14 @@ async fn run() -> Result<(), ArgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::fs::memdisk::MemDisk;
     use alloc::sync::Arc;
     use httpd::http::{Content, Handler, Request, Response, Status};
-    use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Mutex;
 
     /// The tests share the global mount table: one at a time.
     static VFS_LOCK: Mutex<()> = Mutex::new(());
-
-    struct MemDisk {
-        info: BlockInfo,
-        /// What reads see.
-        current: Mutex<Vec<u8>>,
-        /// What survives a power cut: the contents at the last flush.
-        durable: Mutex<Vec<u8>>,
-        /// Writes and flushes left before the power goes (`u64::MAX`: never).
-        budget: AtomicU64,
-        /// Writes done.
-        writes: AtomicU64,
-    }
-
-    impl MemDisk {
-        fn new(image: Vec<u8>) -> Arc<MemDisk> {
-            let info = BlockInfo {
-                name: "memdisk".into(),
-                sector_size: 512,
-                capacity: image.len() as u64 / 512,
-                read_only: false,
-                flush: true,
-                max_transfer: 64 * 1024,
-            };
-            let durable = Mutex::new(image.clone());
-            let budget = AtomicU64::new(u64::MAX);
-            Arc::new(MemDisk { info, current: Mutex::new(image), durable, budget, writes: AtomicU64::new(0) })
-        }
-
-        fn formatted(bytes: usize) -> Arc<MemDisk> {
-            let disk = MemDisk::new(vec![0; bytes]);
-            ::fs::FatFs::format(disk.clone()).unwrap();
-            disk
-        }
-
-        /// Spends one request of the budget; false once the power is gone.
-        fn powered(&self) -> bool {
-            self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_ok()
-        }
-
-        fn power_lost(&self, sector: u64) -> BlockError {
-            BlockError::Io { device: self.info.name.clone(), sector, detail: "power lost".into() }
-        }
-    }
-
-    impl BlockDevice for MemDisk {
-        fn info(&self) -> &BlockInfo {
-            &self.info
-        }
-
-        fn read<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> BlockFuture<'a> {
-            Box::pin(async move {
-                self.info.check(sector, buf.len())?;
-                let at = sector as usize * 512;
-                buf.copy_from_slice(&self.current.lock().unwrap()[at..at + buf.len()]);
-                Ok(())
-            })
-        }
-
-        fn write<'a>(&'a self, sector: u64, buf: &'a [u8]) -> BlockFuture<'a> {
-            Box::pin(async move {
-                self.info.check(sector, buf.len())?;
-                if !self.powered() {
-                    return Err(self.power_lost(sector));
-                }
-                self.writes.fetch_add(1, Ordering::SeqCst);
-                let at = sector as usize * 512;
-                self.current.lock().unwrap()[at..at + buf.len()].copy_from_slice(buf);
-                Ok(())
-            })
-        }
-
-        fn flush(&self) -> BlockFuture<'_> {
-            Box::pin(async move {
-                if !self.powered() {
-                    return Err(self.power_lost(0));
-                }
-                let now = self.current.lock().unwrap().clone();
-                *self.durable.lock().unwrap() = now;
-                Ok(())
-            })
-        }
-    }
 
     /// Runs `f` with `disk`'s FAT mounted at /data, then unmounts it (power restored first so that works).
     fn with_data<T>(disk: &Arc<MemDisk>, f: impl FnOnce() -> T) -> T {
@@ -297,7 +215,7 @@ mod tests {
             assert_eq!(store::keys(&DataDir).unwrap(), ["KEY1", "key1"]);
         });
         // Everything answered is on the disk after a power cut.
-        let after = MemDisk::new(disk.durable.lock().unwrap().clone());
+        let after = disk.after_power_cut();
         with_data(&after, || {
             assert_eq!(get("key1"), Some(value(4, 10)));
             assert_eq!(get("KEY1"), Some(b"three".to_vec()));
@@ -338,9 +256,9 @@ mod tests {
         let old = value(1, 3000);
         let new = value(2, 100_000);
         with_data(&base, || store::put(&DataDir, "k", &old).unwrap());
-        let image = base.durable.lock().unwrap().clone();
+        let image = base.durable.lock().clone();
         // How many block requests a whole PUT takes.
-        let whole = MemDisk::new(image.clone());
+        let whole = MemDisk::from_image(image.clone(), false);
         let requests = with_data(&whole, || {
             let before = whole.budget.load(Ordering::SeqCst);
             whole.budget.store(u64::MAX - 1_000_000, Ordering::SeqCst);
@@ -352,12 +270,12 @@ mod tests {
         assert!(requests > 3, "{requests} requests");
         let mut outcomes = [0usize; 3];
         for cut in 0..=requests {
-            let disk = MemDisk::new(image.clone());
+            let disk = MemDisk::from_image(image.clone(), false);
             let answered = with_data(&disk, || {
                 disk.budget.store(cut, Ordering::SeqCst);
                 store::put(&DataDir, "k", &new).is_ok()
             });
-            let after = MemDisk::new(disk.durable.lock().unwrap().clone());
+            let after = disk.after_power_cut();
             let got = with_data(&after, || {
                 store::recover(&DataDir).unwrap();
                 get("k")
