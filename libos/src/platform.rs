@@ -60,3 +60,16 @@ pub fn set_current(name: &'static str) {
 pub fn current() -> &'static str {
     CURRENT.get().copied().unwrap_or("none")
 }
+
+static APP_NAME: spin::Once<&'static str> = spin::Once::new();
+
+/// Records the app's name (its package name, set by `zirvium::app!` at boot; first call wins), which platforms
+/// report to the host (e.g. Hyper-V's KVP integration service).
+pub fn set_app_name(name: &'static str) {
+    APP_NAME.call_once(|| name);
+}
+
+/// The app's name ("zirvium" before it is set).
+pub fn app_name() -> &'static str {
+    APP_NAME.get().copied().unwrap_or("zirvium")
+}

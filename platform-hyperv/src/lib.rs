@@ -33,18 +33,6 @@ pub struct HyperV;
 /// The platform instance for the boot-time list.
 pub static HYPERV: HyperV = HyperV;
 
-static APP_NAME: spin::Once<&'static str> = spin::Once::new();
-
-/// Sets the application name KVP reports (first call wins; default "zirvium").
-pub fn set_app_name(name: &'static str) {
-    APP_NAME.call_once(|| name);
-}
-
-/// The application name KVP reports.
-pub fn app_name() -> &'static str {
-    APP_NAME.get().copied().unwrap_or("zirvium")
-}
-
 /// How well Hyper-V fits, from the CPUID detection and the number of virtio devices present. `"Microsoft Hv"` with
 /// the `"Hv#1"` interface scores 100. KVM can present Hyper-V's leaves at 0x4000_0000 and its own at 0x4000_0100;
 /// then the devices decide: with virtio devices present Hyper-V scores 60 (below KVM's 100, so KVM drives them),
@@ -201,7 +189,7 @@ mod native {
             libos::dev::register_block(disk);
         }
         let ctx = ic::Context {
-            app_name: String::from(app_name()),
+            app_name: String::from(libos::platform::app_name()),
             os_version: String::from(version),
             ip: Arc::new(kernel_ip_report),
             on_shutdown: Arc::new(|r| match r {

@@ -51,8 +51,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     CMDLINE.set(cmdline);
     // SAFETY: defined by the app through `zirvium::app!`.
     let app_name = unsafe { __zirvium_app_name() };
-    // Hyper-V's KVP integration service reports it to the host.
-    platform_hyperv::set_app_name(app_name);
+    libos::platform::set_app_name(app_name);
     let detection = libos::hypervisor::detect(&libos::arch::x86_64::cpu::NativeCpuid);
     let mut best: Option<(&'static dyn Platform, libos::platform::Fit)> = None;
     for p in platforms() {
