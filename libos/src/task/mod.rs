@@ -140,29 +140,21 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
             continue;
         }
         crate::time::timer::fire_expired(crate::time::uptime_ns());
-        crate::arch_disable_interrupts();
-        if flag.0.load(Ordering::Acquire) {
-            crate::arch_enable_interrupts();
-            continue;
-        }
-        match crate::time::timer::next_deadline() {
-            Some(d) if d <= crate::time::uptime_ns() => {
-                crate::arch_enable_interrupts();
-                continue;
-            }
-            Some(d) => crate::arch_arm_timer(d),
-            None => crate::arch_disarm_timer(),
-        }
-        crate::arch_enable_interrupts_and_halt();
+        halt_unless(|| flag.0.load(Ordering::Acquire));
     }
 }
 
-/// Halts until an interrupt when nothing is runnable and no timer is due; the check and the halt are atomic
-/// with respect to interrupts, so a wake-up between them is never lost.
+/// Halts until an interrupt when nothing is runnable and no timer is due.
 fn idle() {
+    halt_unless(|| !QUEUE.lock().is_empty());
+}
+
+/// Halts (`sti; hlt`) until the next interrupt unless `ready()` holds or a timer is due, arming the timer for the
+/// next deadline first. The check and the halt are atomic with respect to interrupts, so a wake-up between them
+/// is never lost.
+fn halt_unless(ready: impl Fn() -> bool) {
     crate::arch_disable_interrupts();
-    let empty = QUEUE.lock().is_empty();
-    if !empty {
+    if ready() {
         crate::arch_enable_interrupts();
         return;
     }
