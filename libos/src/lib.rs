@@ -16,6 +16,7 @@ pub mod cmdline;
 pub mod console;
 pub mod dev;
 pub mod hypervisor;
+pub mod irq;
 pub mod mem;
 pub mod panic;
 pub mod platform;
@@ -24,6 +25,7 @@ pub mod shutdown;
 pub mod start;
 pub mod task;
 pub mod time;
+pub mod wire;
 
 /// Guest exit status after a panic.
 pub const EXIT_PANIC: u8 = 101;
