@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::qemu::find_in_path;
+use crate::host_tools::find_in_path;
+use crate::shell::shell_line;
 
 /// The bare-metal target all kernel crates and apps build for.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -153,7 +154,7 @@ pub fn ensure_target() -> Result<(), BuildError> {
 
 /// Runs `cmd` in the workspace root and returns its stdout; stderr goes into the error on failure.
 fn run_captured(cmd: &mut Command) -> Result<String, BuildError> {
-    let command = crate::qemu::shell_line(cmd);
+    let command = shell_line(cmd);
     let out = cmd
         .current_dir(workspace_root())
         .stdin(Stdio::null())
@@ -194,7 +195,7 @@ pub fn build_app_with_initrd(app: &str, profile: Profile, initrd: Option<&Path>)
         None => PathBuf::new(),
     };
     cmd.env("ZIRVIUM_INITRD", &initrd);
-    let command = crate::qemu::shell_line(&cmd);
+    let command = shell_line(&cmd);
     cmd.arg("--message-format=json-render-diagnostics").stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
     let mut executable = None;

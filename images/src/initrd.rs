@@ -63,6 +63,18 @@ pub fn pack(dir: &Path, out: &Path) -> Result<InitrdSummary, InitrdError> {
     Ok(summary)
 }
 
+/// Where an app's packed initrd goes: `target/initrd/APP.tar`.
+pub fn app_archive(app: &str) -> PathBuf {
+    crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"))
+}
+
+/// Packs `dir` into [`app_archive`]`(app)` and returns the archive's path and what went in. Errors: [`pack`]'s.
+pub fn pack_for_app(app: &str, dir: &Path) -> Result<(PathBuf, InitrdSummary), InitrdError> {
+    let out = app_archive(app);
+    let summary = pack(dir, &out)?;
+    Ok((out, summary))
+}
+
 fn add_tree<W: std::io::Write>(
     b: &mut tar::Builder<W>,
     dir: &Path,

@@ -118,6 +118,12 @@ pub enum Error {
     /// The app did not build (exit 1).
     #[error(transparent)]
     Build(#[from] crate::cargo::BuildError),
+    /// Packing the domU's initrd failed (exit 1).
+    #[error(transparent)]
+    Initrd(#[from] crate::initrd::InitrdError),
+    /// QEMU, which runs the nested host, is missing and was not installed (exit 2).
+    #[error(transparent)]
+    HostTools(#[from] crate::host_tools::HostToolsError),
     /// QEMU or xl could not be started or waited for (exit 125).
     #[error("{what}: {source}")]
     Spawn {
@@ -154,8 +160,13 @@ impl Error {
     /// The exit code of `images` for this error: 2 for usage and environment, 1 for a failed build, else 125.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Options(_) | Error::Config(_) | Error::Xl(_) | Error::Path(_) | Error::Host(_) => 2,
-            Error::Build(_) => 1,
+            Error::Options(_)
+            | Error::Config(_)
+            | Error::Xl(_)
+            | Error::Path(_)
+            | Error::Host(_)
+            | Error::HostTools(_) => 2,
+            Error::Build(_) | Error::Initrd(_) => 1,
             Error::Spawn { .. } | Error::Dom0(_) | Error::Io { .. } => crate::exit::QEMU_FAILED_EXIT,
         }
     }

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! At most [`MAX_VMS`] QEMUs run at once per test binary (the machine has 2 cores); each VM logs its console to
-//! `target/test-logs/<test binary>/<name>.log`.
+//! `target/test-logs/<test binary>/<name>.log`. Before its first VM a test binary makes sure the host tools the
+//! tests run are there ([`host_tools`]): as root it installs the missing ones, otherwise every VM test fails
+//! with the one command that installs them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -61,9 +63,23 @@ pub fn accel_usable(test: &str, accel: Accel) -> bool {
     }
 }
 
+/// Makes sure the host tools the tests run ([`images::host_tools::TEST_TOOLS`]: QEMU, `fsck.fat`) are installed,
+/// once per test binary: as root missing ones are installed with apt-get ([`images::host_tools::ensure`]; other
+/// test binaries wait on its lock file), otherwise the error names them with the one command that installs them.
+/// Later calls (and failures) are answered from the first.
+pub fn host_tools() -> Result<(), VmError> {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| {
+        images::host_tools::ensure(&images::host_tools::TEST_TOOLS, &mut |m| note(m)).map_err(|e| e.to_string())
+    });
+    checked.clone().map_err(VmError::HostTools)
+}
+
 /// Failures of a VM test. `Debug` prints the same text as `Display`, so a test returning `Result<(), VmError>`
 /// fails with a readable message that includes the console.
 pub enum VmError {
+    /// A host tool the tests run is missing and was not installed; the message has the command that installs it.
+    HostTools(String),
     /// The image did not build.
     Build {
         /// The app.
@@ -109,6 +125,7 @@ pub enum VmError {
 impl fmt::Display for VmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            VmError::HostTools(message) => write!(f, "{message}"),
             VmError::Build { app, message } => write!(f, "building {app} failed: {message}"),
             VmError::Config(e) => write!(f, "{e}"),
             VmError::Io { what, source } => write!(f, "{what}: {source}"),
@@ -333,12 +350,14 @@ impl VmBuilder {
         self
     }
 
-    /// Builds the app (once per test binary), waits for a free VM slot, and starts QEMU.
+    /// Checks the host tools ([`host_tools`], once per test binary), builds the app (once per test binary),
+    /// waits for a free VM slot, and starts QEMU.
     ///
-    /// Prints (unconditionally, via [`note`]) the VM's name, app, machine and accelerator. Errors: build
-    /// failure, invalid options, KVM requested but unavailable, name reused, QEMU or log file failures.
+    /// Prints (unconditionally, via [`note`]) the VM's name, app, machine and accelerator. Errors: a missing host
+    /// tool, build failure, invalid options, KVM requested but unavailable, name reused, QEMU or log file failures.
     pub fn boot(self) -> Result<Vm, VmError> {
         claim_name(&self.name)?;
+        host_tools()?;
         if self.accel == Accel::Kvm {
             images::qemu::kvm_usable().map_err(ConfigError::KvmUnavailable)?;
         }
@@ -379,7 +398,7 @@ impl VmBuilder {
         }
         opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
-        let command_line = images::qemu::shell_line(&cmd);
+        let command_line = images::shell::shell_line(&cmd);
 
         let log_path = log_dir().join(format!("{}.log", self.name));
         let io = |what: String| move |source| VmError::Io { what, source };

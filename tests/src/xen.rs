@@ -111,12 +111,14 @@ impl XenVmBuilder {
         self
     }
 
-    /// Builds the app, prepares the host, waits until no other nested host of this binary runs, starts QEMU.
+    /// Checks the host tools ([`crate::host_tools`]), builds the app, prepares the host, waits until no other
+    /// nested host of this binary runs, starts QEMU.
     pub fn boot(self) -> Result<XenVm, VmError> {
         let valid = !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !valid {
             return Err(VmError::InvalidName(self.name));
         }
+        crate::host_tools()?;
         let kernel = image(&self.app)?;
         let host = xen_host()?;
         // The command line exactly as `images run` writes it (words with spaces quoted).
@@ -146,7 +148,7 @@ impl XenVmBuilder {
             .map_err(|e| VmError::Io { what: "preparing the nested run".into(), source: std::io::Error::other(e) })?;
         let mut cmd = nested::qemu_command(&run.options)
             .map_err(|e| VmError::Io { what: "QEMU command".into(), source: std::io::Error::other(e) })?;
-        let command_line = images::qemu::shell_line(&cmd);
+        let command_line = images::shell::shell_line(&cmd);
         let dir = images::cargo::target_dir().join("test-logs").join("xen");
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let log_path = dir.join(format!("{}.log", self.name));

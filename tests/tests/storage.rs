@@ -26,7 +26,8 @@ fn fresh_disk(dir: &Path, size: u64) -> PathBuf {
 
 /// `fsck.fat -n DISK` must find nothing to fix.
 fn fsck(disk: &Path) -> Result<(), String> {
-    let out = std::process::Command::new("fsck.fat")
+    let out = images::host_tools::FSCK_FAT
+        .command()
         .arg("-n")
         .arg(disk)
         .output()

@@ -157,7 +157,8 @@ fn xen_kv_keeps_data_on_blkfront() -> Result<(), VmError> {
     vm.poweroff()?;
 
     // The file system the guest left is clean (checked before anything on the host opens it).
-    let out = std::process::Command::new("fsck.fat")
+    let out = images::host_tools::FSCK_FAT
+        .command()
         .arg("-n")
         .arg(&disk)
         .output()

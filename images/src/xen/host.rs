@@ -190,7 +190,7 @@ fn remove_stale_tmp(work: &Path) {
 /// Downloads and unpacks the packages into the empty directory `dir`, writes the host files and `ready`.
 fn fill(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), HostError> {
     for tool in ["apt-get", "apt-cache", "dpkg"] {
-        if crate::qemu::find_in_path(tool).is_none() {
+        if crate::host_tools::find_in_path(tool).is_none() {
             return Err(HostError::NoApt(tool));
         }
     }
@@ -208,7 +208,7 @@ fn fill(dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), HostError> {
     };
     if let Err(e) = download(&kernel) {
         // Stale lists name versions the mirror no longer has: refresh them once.
-        if !crate::qemu::is_root() {
+        if !crate::host_tools::is_root() {
             return Err(e);
         }
         progress(&format!("{e}\nrunning apt-get update and trying again"));
@@ -291,7 +291,7 @@ fn newest_kernel_package(progress: &mut dyn FnMut(&str)) -> Result<String, HostE
     if let (Some(kernel), true) = (search()?, has_xen()) {
         return Ok(kernel);
     }
-    if !crate::qemu::is_root() {
+    if !crate::host_tools::is_root() {
         return Err(HostError::NoLists(format!("{} and linux-image-6.1.0-*-amd64", PACKAGES[0])));
     }
     progress("apt has no lists with the Xen packages: running apt-get update");
@@ -318,7 +318,7 @@ pub fn pick_kernel(search_output: &str) -> Option<String> {
 
 /// Runs `cmd` with stdin from /dev/null and returns its stdout; on failure the error has the end of stderr.
 fn run(cmd: &mut Command) -> Result<String, HostError> {
-    let command = crate::qemu::shell_line(cmd);
+    let command = crate::shell::shell_line(cmd);
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| HostError::Command {
         command: command.clone(),
         status: e.to_string(),

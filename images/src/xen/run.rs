@@ -7,12 +7,10 @@
 //! `target/xen-host/logs/<domain>.log`; its last lines are printed when something below the domU fails.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,41 +20,12 @@ use super::console::{self, Event, Line};
 use super::status::{parse_exit_status, DomainEnd, DOMAIN_FAILED_EXIT};
 use super::{host, nested, xl, Dom0Kind, Domu, Error};
 use crate::cargo::{build_app, Profile};
-use crate::cli::{Error as CliError, RunArgs};
 use crate::exit::TIMEOUT_EXIT;
 use crate::forward::{PortForward, Protocol};
+use crate::host_tools::find_in_path;
 use crate::qemu::{self, Accel, KernelOption, Machine, NetKind, Network};
-
-/// Which hypervisor `images run` boots the app under (`--hypervisor`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Hypervisor {
-    /// QEMU (KVM or TCG) directly: the default.
-    #[default]
-    Qemu,
-    /// Xen: as a PVH domU, on this dom0 or on the nested Xen host.
-    Xen,
-}
-
-impl FromStr for Hypervisor {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "qemu" => Ok(Hypervisor::Qemu),
-            "xen" => Ok(Hypervisor::Xen),
-            _ => Err(format!("unknown hypervisor `{s}` (use qemu or xen)")),
-        }
-    }
-}
-
-impl fmt::Display for Hypervisor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Hypervisor::Qemu => "qemu",
-            Hypervisor::Xen => "xen",
-        })
-    }
-}
+use crate::run::{resolve_initrd, RunArgs};
+use crate::shell::shell_line;
 
 /// Options of `images xl-config`.
 #[derive(Debug, Args)]
@@ -90,8 +59,9 @@ pub struct XlConfigArgs {
     pub app_args: Vec<String>,
 }
 
-/// `images xl-config`: builds the app and prints its xl config for this machine as dom0 (absolute paths).
-pub fn xl_config(args: &XlConfigArgs) -> Result<u8, CliError> {
+/// `images xl-config`: builds the app and returns its xl config for this machine as dom0 (absolute paths).
+/// Errors: bad options, a missing initrd or disk, the build, a config xl cannot take.
+pub fn xl_config(args: &XlConfigArgs) -> Result<String, Error> {
     let mut opts = qemu::RunOptions::new("", Accel::Tcg);
     opts.kernel_options = args.kernel_opts.clone();
     opts.app_args = args.app_args.clone();
@@ -112,11 +82,10 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<u8, CliError> {
         cmdline: opts.kernel_command_line(),
         bridge,
         // As `images run`: a directory is packed into a tar, and apps/APP/initrd/ is the default.
-        ramdisk: crate::cli::resolve_initrd(&args.app, args.initrd.as_deref())?,
+        ramdisk: resolve_initrd(&args.app, args.initrd.as_deref())?,
         disks: opts.disks.clone(),
     };
-    print!("{}", domu.config(Dom0Kind::Local).and_then(|c| c.render()).map_err(Error::from)?);
-    Ok(0)
+    Ok(domu.config(Dom0Kind::Local)?.render()?)
 }
 
 /// Checks the `images run` options that do not apply under Xen and returns the domU (kernel path empty until
@@ -161,29 +130,33 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
     Ok((domu, forwards))
 }
 
-/// `images run --hypervisor xen`: see the module docs. Returns the exit code.
-pub fn run(args: &RunArgs) -> Result<u8, CliError> {
+/// `images run --hypervisor xen`: see the module docs. Returns the exit code: the domU's status,
+/// [`TIMEOUT_EXIT`], or [`DOMAIN_FAILED_EXIT`]. Errors: options that do not apply under Xen, QEMU missing (nested;
+/// installed when root), the build, the nested host's preparation, xl or QEMU not starting.
+pub fn run(args: &RunArgs) -> Result<u8, Error> {
     let (mut domu, forwards) = domu_for(args)?;
-    let local = qemu::find_in_path("xl").is_some();
+    let local = find_in_path("xl").is_some();
     if local && !args.ports.is_empty() {
         return Err(Error::Options(
             "--port: on a Xen dom0 the domU is reached at its own address on the bridge, not through forwards; drop --port".into(),
-        )
-        .into());
+        ));
     }
     if !local {
-        qemu::find_qemu()?;
+        qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     }
     let image = build_app(&args.app, Profile::Release)?;
     eprintln!("images: built {}", image.summary());
     domu.kernel = image.path;
-    domu.ramdisk = crate::cli::resolve_initrd(&args.app, args.initrd.as_deref())?;
+    domu.ramdisk = resolve_initrd(&args.app, args.initrd.as_deref())?;
     if let Some(initrd) = &domu.ramdisk {
         eprintln!("images: initrd {}", initrd.display());
     }
     let deadline = args.timeout.map(|s| Instant::now() + Duration::from_secs(s));
-    let code = if local { run_local(&domu, deadline)? } else { run_nested(&domu, &forwards, deadline)? };
-    Ok(code)
+    if local {
+        run_local(&domu, deadline)
+    } else {
+        run_nested(&domu, &forwards, deadline)
+    }
 }
 
 /// On a dom0: `xl create -F -c CONFIG`, console on stdout (scanned for `exit status N`), xl's messages on stderr
@@ -329,7 +302,7 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
     std::fs::create_dir_all(&logs).map_err(io("creating", &logs))?;
     let mut log = File::create(&log_path).map_err(io("creating", &log_path))?;
     let mut cmd = nested::qemu_command(&prepared.options)?;
-    let line = qemu::shell_line(&cmd);
+    let line = shell_line(&cmd);
     let _ = writeln!(
         log,
         "# {line}\n# xl config:\n{}",
@@ -455,23 +428,11 @@ fn is_problem(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Cmd};
-    use clap::Parser;
 
+    /// `images run ARGS`'s options; `args` start with the word `run`, as typed.
     fn run_args(args: &[&str]) -> RunArgs {
-        match Cli::try_parse_from(std::iter::once("images").chain(args.iter().copied())).unwrap().command {
-            Cmd::Run(r) => r,
-            other => panic!("expected run, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn hypervisor_option() {
-        assert_eq!(run_args(&["run", "hello"]).hypervisor, Hypervisor::Qemu);
-        assert_eq!(run_args(&["run", "hello", "--hypervisor", "xen"]).hypervisor, Hypervisor::Xen);
-        let err = Cli::try_parse_from(["images", "run", "hello", "--hypervisor", "kvm"]).unwrap_err();
-        assert!(err.to_string().contains("unknown hypervisor `kvm` (use qemu or xen)"), "{err}");
-        assert_eq!(Hypervisor::Xen.to_string(), "xen");
+        assert_eq!(args[0], "run");
+        crate::run::parse_run_args(&args[1..]).unwrap()
     }
 
     #[test]
@@ -499,21 +460,6 @@ mod tests {
         let err =
             domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
-    }
-
-    #[test]
-    fn xl_config_subcommand() {
-        let cli = Cli::try_parse_from(["images", "xl-config", "httpd", "--mem", "128M", "--disk", "d.img", "--", "x"]);
-        match cli.unwrap().command {
-            Cmd::XlConfig(a) => {
-                assert_eq!((a.app.as_str(), a.mem, a.smp), ("httpd", 128, 1));
-                assert_eq!(a.disks, [PathBuf::from("d.img")]);
-                assert_eq!(a.app_args, ["x"]);
-                assert!(!a.no_network && a.bridge.is_none());
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(Cli::try_parse_from(["images", "xl-config", "httpd", "--bridge", "br1", "--no-network"]).is_err());
     }
 
     #[test]
