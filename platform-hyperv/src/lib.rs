@@ -2,10 +2,13 @@
 //! clock, SynIC), VMBus, the synthetic NIC (netvsc) and SCSI disk (storvsc), and the heartbeat, shutdown, time
 //! sync and KVP integration services. This file is the one place that says what the platform brings up.
 //!
-//! Everything but [`hw`] is safe, sans-I/O protocol code over [`hv::HwAccess`] (MSRs, hypercalls) and
-//! [`mem::Dma`] (shared pages), host-tested against recorded values and, in the `hyperv` test target, against a
-//! host model that plays the Hyper-V host.
+//! Everything but `hw` (bare target only) is safe, sans-I/O protocol code over [`hv::HwAccess`] (MSRs,
+//! hypercalls) and [`mem::Dma`] (shared pages), host-tested against recorded values and, in the `hyperv` test
+//! target, against a host model that plays the Hyper-V host. Interrupt-to-task wake-ups use `libos::irq`
+//! (`critical`, `WakeSlot`); wire formats are checked views over `libos::wire`. The `host-model` feature builds
+//! the host-side models (`mem::host`, `vmbus::ring::host_side`) for test peers.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -17,7 +20,6 @@ pub mod ic;
 pub mod mem;
 pub mod netvsc;
 pub mod storvsc;
-pub mod sync;
 pub mod vmbus;
 
 use alloc::format;
