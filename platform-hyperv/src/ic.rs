@@ -797,6 +797,32 @@ mod tests {
     }
 
     #[test]
+    fn short_messages_are_rejected() {
+        let e = |what, len, need| IcError::Truncated { what, len, need };
+        assert_eq!(header(&[0u8; 27]).unwrap_err(), e("header", 27, 28));
+        assert_eq!(negotiate(&mut [0u8; 35], &HEARTBEAT_VERSIONS).unwrap_err(), e("negotiate", 35, 36));
+        assert_eq!(shutdown_request(&[0u8; 39]).unwrap_err(), e("shutdown", 39, 40));
+        assert_eq!(time_sample(&[0u8; 44], 4 << 16).unwrap_err(), e("timesync v4", 44, 45));
+        assert_eq!(time_sample(&[0u8; 52], 3 << 16).unwrap_err(), e("timesync", 52, 53));
+        let mut b = msg(msgtype::KVPEXCHANGE, 4 + 4 + 100);
+        b[ICMSG_HDR] = kvp_op::ENUMERATE;
+        let c = ctx();
+        assert!(matches!(
+            kvp(&mut b, &c, &mut KvpStore::default()),
+            Err(IcError::Truncated { what: "KVP enumerate", .. })
+        ));
+        b[ICMSG_HDR] = kvp_op::GET_IP_INFO;
+        assert!(matches!(
+            kvp(&mut b, &c, &mut KvpStore::default()),
+            Err(IcError::Truncated { what: "KVP IP info", .. })
+        ));
+        // A hostile version count past the buffer.
+        let mut b = negotiate_msg(&[(3, 0)], &[(3, 0)]);
+        write_u16(&mut b, field::negotiate::ICMSG_VERCNT, 50);
+        assert_eq!(negotiate(&mut b, &HEARTBEAT_VERSIONS), Err(IcError::BadVersionCount { framework: 1, service: 50 }));
+    }
+
+    #[test]
     fn time_samples() {
         let mut b = msg(msgtype::TIMESYNC, 32);
         // 2024-01-01T00:00:00Z = 1704067200 s after the Unix epoch.

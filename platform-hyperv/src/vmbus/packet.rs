@@ -312,8 +312,9 @@ pub fn gpa_direct(trans_id: u64, flags: u16, ranges: &[GpaRange], payload: &[u8]
     build(ty::DATA_USING_GPA_DIRECT, trans_id, flags, &hdr, payload)
 }
 
-/// Builds a `VM_PKT_DATA_USING_XFER_PAGES` packet (what a host sends): set id, ranges as `(byte_offset,
-/// byte_count)`, then `payload`.
+/// Builds a `VM_PKT_DATA_USING_XFER_PAGES` packet (what a host sends, so built for tests and host models only): set
+/// id, ranges as `(byte_offset, byte_count)`, then `payload`.
+#[cfg(any(test, feature = "host-model"))]
 pub fn transfer_pages(trans_id: u64, flags: u16, set: u16, ranges: &[(u32, u32)], payload: &[u8]) -> Option<Vec<u8>> {
     let mut hdr = vec![0u8; field::RANGES - DESC_LEN + ranges.len() * field::XFER_RANGE_LEN];
     let at = |f: Field| f.start - DESC_LEN..f.end - DESC_LEN;
