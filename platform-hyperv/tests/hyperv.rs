@@ -99,7 +99,7 @@ fn bring_up_with_every_vmbus_version() {
         assert_eq!(devs.bus.version(), v, "negotiated {}", version::display(v));
         assert_eq!(host.vmbus_version(), Some(v));
         let expect_conn = if v >= version::WIN10_V5 { hyperv_peer::HOST_MSG_CONN_ID } else { 1 };
-        assert_eq!(devs.bus.message_connection_id(), expect_conn);
+        assert_eq!(devs.bus.message_connection_id().0, expect_conn);
         assert_eq!(devs.nics.len(), 1, "the late NIC offer was waited for (version {})", version::display(v));
         assert_eq!(devs.disks.len(), 1);
         assert_eq!(devs.ics.len(), 4);
@@ -428,7 +428,7 @@ fn a_rescinded_disk_fails_cleanly_and_is_released() {
             BlockError::Protocol { detail, .. } => assert!(detail.contains("rescinded"), "{e}"),
             other => panic!("expected a protocol error, got {other}"),
         }
-        assert!(devs.bus.offers().iter().all(|o| o.child_relid != relid::SCSI), "the offer is gone");
+        assert!(devs.bus.offers().iter().all(|o| o.child_relid.0 != relid::SCSI), "the offer is gone");
         assert_clean(&host);
         host.stop();
     });

@@ -3,6 +3,7 @@
 //! (`HV_NIC_GUID`, `HV_SCSI_GUID`, `HV_SHUTDOWN_GUID`, `HV_TS_GUID`, `HV_HEART_BEAT_GUID`, `HV_KVP_GUID`, ...).
 
 use core::fmt;
+use libos::wire::{read_u16, read_u32};
 
 /// A GUID in its 16-byte wire form.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -30,9 +31,9 @@ impl fmt::Display for Guid {
         write!(
             f,
             "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            u16::from_le_bytes([b[4], b[5]]),
-            u16::from_le_bytes([b[6], b[7]]),
+            read_u32(b, 0..4),
+            read_u16(b, 4..6),
+            read_u16(b, 6..8),
             b[8],
             b[9],
             b[10],
