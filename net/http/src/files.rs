@@ -2,11 +2,12 @@
 //! removal, RFC 3986 §5.2.4), media types by file name extension (IANA media types registry), single byte
 //! ranges (RFC 9110 §14), and [`StaticFiles`], a [`Handler`] serving a read-only [`FileTree`] with them.
 //!
-//! The filesystem is behind [`FileTree`] and [`FileReader`]: the `httpd` binary implements them over
-//! `zirvium::fs`, the tests over a map in memory. A file's content is streamed a buffer at a time
+//! The filesystem is behind [`FileTree`] and [`FileReader`]: `vfs` (feature `vfs`) implements them over the
+//! image's files, the tests over a map in memory. A file's content is streamed a buffer at a time
 //! ([`Content::Stream`]), never read into memory whole.
 
-use crate::http::{parse_decimal, Content, Handler, Request, Response, Source, SourceError, Status};
+use crate::request::parse_decimal;
+use crate::{Content, Handler, Request, Response, Source, SourceError, Status};
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::format;
@@ -35,7 +36,7 @@ impl fmt::Display for Error {
     }
 }
 
-/// An open file: read from a position. Implemented over `zirvium::fs::File` by the glue.
+/// An open file: read from a position. Implemented over the image's files by `vfs::Reader` (feature `vfs`).
 pub trait FileReader: Send {
     /// Moves the read position to `offset` bytes from the start.
     fn seek(&mut self, offset: u64) -> Result<(), SourceError>;
@@ -379,8 +380,8 @@ impl<T: FileTree> Handler for StaticFiles<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::tests::{ctx, drain, get, parse_responses, Response as Parsed};
-    use crate::http::{Config, Connection};
+    use crate::testing::{drain, get, parse_responses, Response as Parsed};
+    use crate::{Config, Connection};
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -485,7 +486,7 @@ mod tests {
     /// Sends `input` to a connection serving `files`; returns the parsed responses and whether it closed.
     fn exchange(files: &StaticFiles<MemTree>, input: &str, head: &[bool]) -> (Vec<Parsed>, bool) {
         let mut conn = Connection::with_handler(&Config::default(), files);
-        let r = conn.receive(input.as_bytes(), &ctx(0));
+        let r = conn.receive(input.as_bytes());
         assert_eq!(r.consumed, input.len());
         let mut out = Vec::new();
         drain(&mut conn, &mut [0u8; 1500], &mut out);
@@ -699,7 +700,7 @@ mod tests {
         let mut files = site();
         files.tree.fail_after = Some(10_000);
         let mut conn = Connection::with_handler(&Config::default(), &files);
-        conn.receive(format!("{}{}", get("/big.bin"), get("/about.html")).as_bytes(), &ctx(0));
+        conn.receive(format!("{}{}", get("/big.bin"), get("/about.html")).as_bytes());
         let mut out = Vec::new();
         drain(&mut conn, &mut [0u8; 4096], &mut out);
         let head = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
