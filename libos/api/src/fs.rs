@@ -25,7 +25,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-pub use ::fs::{DirEntry, Error, FileType, Metadata, ReadDir, SeekFrom};
+pub use ::fs::{human_bytes, DirEntry, Error, FileType, FsStats, Metadata, ReadDir, SeekFrom};
 
 /// Result of a file operation.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -264,6 +264,12 @@ pub fn write(path: impl AsRef<str>, contents: impl AsRef<[u8]>) -> Result<()> {
 /// Writes every mounted filesystem's buffered data to its disk and flushes the disk caches.
 pub fn sync() -> Result<()> {
     vfs().sync_all()
+}
+
+/// Space on the filesystem mounted at or above `path` (bytes: capacity, free; file count where cheap), like
+/// `statvfs(3)`. Errors: [`Error::NotFound`] when nothing is mounted there.
+pub fn stats(path: impl AsRef<str>) -> Result<FsStats> {
+    vfs().stats(path.as_ref())
 }
 
 #[cfg(test)]
