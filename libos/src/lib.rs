@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod bootinfo;
@@ -19,6 +20,7 @@ pub mod hypervisor;
 pub mod irq;
 pub mod mem;
 pub mod panic;
+pub mod pci;
 pub mod platform;
 pub mod shutdown;
 #[cfg(target_os = "none")]
