@@ -90,23 +90,35 @@ pub const CONFIG_ADDRESS: u16 = 0xCF8;
 /// CONFIG_DATA port of configuration mechanism #1.
 pub const CONFIG_DATA: u16 = 0xCFC;
 
-/// The configuration mechanism in use. Stateless apart from the ECAM window, hence `Copy`: every holder
-/// reaches the same configuration space.
+/// The configuration mechanism in use: port I/O, or ECAM through a window the PCI scan found in MCFG and
+/// checked is mapped (only `libos::pci` makes an ECAM one, so every access lands in configuration space).
+/// Stateless apart from the window, hence `Copy`: every holder reaches the same configuration space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigSpace {
-    /// Mechanism #1: 256 bytes per function through CONFIG_ADDRESS/CONFIG_DATA.
-    PortIo,
-    /// ECAM: 4 KiB per function, memory mapped (MCFG window for segment 0).
-    Ecam(EcamWindow),
+pub struct ConfigSpace {
+    ecam: Option<EcamWindow>,
 }
 
 impl ConfigSpace {
+    /// Mechanism #1: 256 bytes per function through CONFIG_ADDRESS/CONFIG_DATA.
+    pub const PORT_IO: Self = Self { ecam: None };
+
+    /// ECAM (4 KiB per function) through `w`, which the caller has checked is identity mapped uncached.
+    #[cfg_attr(not(target_os = "none"), allow(dead_code))] // made by the scan, on the bare target only
+    pub(super) fn ecam(w: EcamWindow) -> Self {
+        Self { ecam: Some(w) }
+    }
+
+    /// The ECAM window, `None` for port I/O.
+    pub fn ecam_window(&self) -> Option<EcamWindow> {
+        self.ecam
+    }
+
     /// Where the dword at `offset` of `bdf` is, or `None` when the mechanism does not reach it (an offset
     /// past 256 bytes through ports or 4 KiB through ECAM, a bus outside the ECAM window).
     pub fn locate(&self, bdf: Bdf, offset: u16) -> Option<Location> {
-        match self {
-            Self::PortIo => port_address(bdf, offset).map(Location::Port),
-            Self::Ecam(w) => ecam_address(w, bdf, offset).map(Location::Memory),
+        match &self.ecam {
+            None => port_address(bdf, offset).map(Location::Port),
+            Some(w) => ecam_address(w, bdf, offset).map(Location::Memory),
         }
     }
 }
@@ -235,8 +247,8 @@ mod tests {
         assert_eq!(ecam_address(&w, bdf(0, 0, 0), 0x1000), None);
         let high = EcamWindow { start_bus: 1, ..w };
         assert_eq!(ecam_address(&high, bdf(0, 0, 0), 0), None, "bus below start_bus");
-        assert_eq!(ConfigSpace::Ecam(w).locate(bdf(0, 1, 0), 4), Some(Location::Memory(0xB000_8004)));
-        assert_eq!(ConfigSpace::PortIo.locate(bdf(0, 1, 0), 4), Some(Location::Port(0x8000_0804)));
+        assert_eq!(ConfigSpace::ecam(w).locate(bdf(0, 1, 0), 4), Some(Location::Memory(0xB000_8004)));
+        assert_eq!(ConfigSpace::PORT_IO.locate(bdf(0, 1, 0), 4), Some(Location::Port(0x8000_0804)));
     }
 
     #[test]

@@ -49,18 +49,18 @@ fn find_ecam(boot: &BootInfo, scan_bios: bool) -> Option<EcamWindow> {
 fn config_space(boot: &BootInfo, scan_bios: bool) -> Option<ConfigSpace> {
     let host_bridge = Bdf::new(0, 0, 0)?;
     // Every PC chipset has a host bridge at 00:00.0 answering port I/O.
-    let port_bus = VendorId(ConfigSpace::PortIo.read(host_bridge, reg::ID) as u16) != VendorId::NONE;
+    let port_bus = VendorId(ConfigSpace::PORT_IO.read(host_bridge, reg::ID) as u16) != VendorId::NONE;
     // ECAM first (one access per register instead of two); a PCIe host without port I/O (microvm with
     // pcie=on) is found only this way.
     let ecam = if port_bus || scan_bios || boot.rsdp.is_some() { find_ecam(boot, scan_bios) } else { None };
     match ecam {
         Some(w) => {
             log::info!("pci: ECAM at {:#x} (buses {}..={}) from ACPI MCFG", w.base, w.start_bus, w.end_bus);
-            Some(ConfigSpace::Ecam(w))
+            Some(ConfigSpace::ecam(w))
         }
         None if port_bus => {
             log::info!("pci: port I/O configuration access (0xCF8/0xCFC)");
-            Some(ConfigSpace::PortIo)
+            Some(ConfigSpace::PORT_IO)
         }
         None => None,
     }
@@ -93,7 +93,7 @@ fn assign_bars(cfg: &mut ConfigSpace, all: &[Function], claimed: &[Function], bo
     for r in boot.regions() {
         window.reserve(r.start, r.len);
     }
-    if let ConfigSpace::Ecam(w) = cfg {
+    if let Some(w) = cfg.ecam_window() {
         window.reserve(w.base, w.size());
     }
     for f in all {

@@ -11,13 +11,26 @@ use libos::irq::WakeSlot;
 /// Most virtio devices with interrupts.
 pub const MAX_SLOTS: usize = 16;
 
+/// The address of a virtio-pci ISR status byte, checked by the virtio-pci driver to lie inside a memory BAR
+/// `libos::pci` decoded and mapped (only that driver makes one), for the handler to read on INTx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrStatus(usize);
+
+impl IsrStatus {
+    /// The ISR status byte at `address`, which the caller has checked lies inside a mapped memory BAR.
+    #[cfg_attr(not(target_os = "none"), allow(dead_code))] // made by the virtio-pci probe, bare target only
+    pub(crate) fn checked(address: usize) -> Self {
+        Self(address)
+    }
+}
+
 /// One device's interrupt state: the task wake-up ([`WakeSlot`]), the vector it is bound to and, for INTx,
 /// the ISR status byte to read.
 pub struct IrqSlot {
     claimed: AtomicBool,
     wake: WakeSlot,
     vector: AtomicU8,
-    /// Address of the virtio-pci ISR status byte (INTx only), 0 = none.
+    /// Address of the virtio-pci ISR status byte (INTx only, from an [`IsrStatus`]), 0 = none.
     isr: AtomicUsize,
 }
 
@@ -32,10 +45,10 @@ impl IrqSlot {
         }
     }
 
-    /// Binds the slot to `vector`; `isr` is the ISR status byte's address to read on each interrupt
-    /// (level-triggered INTx), or 0.
-    pub fn bind(&self, vector: u8, isr: usize) {
-        self.isr.store(isr, Ordering::Release);
+    /// Binds the slot to `vector`; `isr` is the ISR status byte to read on each interrupt (level-triggered
+    /// INTx), or `None`.
+    pub fn bind(&self, vector: u8, isr: Option<IsrStatus>) {
+        self.isr.store(isr.map_or(0, |i| i.0), Ordering::Release);
         self.vector.store(vector, Ordering::Release);
     }
 
@@ -82,8 +95,9 @@ pub fn handler(vector: u8) {
     for s in SLOTS.iter().filter(|s| s.vector() == vector) {
         let isr = s.isr.load(Ordering::Acquire);
         if isr != 0 {
-            // SAFETY: `isr` is the ISR status byte inside a memory BAR that the virtio-pci probe mapped and
-            // validated against the BAR size; reading it only acknowledges the interrupt (virtio 1.2 §4.1.4.5).
+            // SAFETY: `isr` comes from an `IsrStatus`: the ISR status byte inside a memory BAR that the
+            // virtio-pci probe mapped and checked against the BAR size; reading it only acknowledges the
+            // interrupt (virtio 1.2 §4.1.4.5).
             let _ = unsafe { core::ptr::read_volatile(isr as *const u8) };
         }
         s.wake();
@@ -108,7 +122,7 @@ mod tests {
         s.wake();
         assert_eq!(c.get(), 3);
         assert_eq!(s.count(), 3);
-        s.bind(0x31, 0);
+        s.bind(0x31, None);
         assert_eq!(s.vector(), 0x31);
     }
 

@@ -59,7 +59,7 @@ fn start_slot(slot: MmioSlot) -> Result<bool, String> {
     let name = format!("{}@mmio:{:#x}", virtio_name(kind), slot.base);
     let slot_irq = irq::claim().ok_or("no free interrupt slot")?;
     let vector = idt::allocate_vector(irq::handler).map_err(|e| format!("{e}"))?;
-    slot_irq.bind(vector, 0);
+    slot_irq.bind(vector, None);
     let how = format!("{version} (vendor {:#x})", transport.vendor_id());
     crate::virtio::start(transport, name, &how, slot_irq, IrqAck::Task, &mut || {
         ioapic::route(slot.gsi, vector, ioapic::Trigger::Edge).map_err(|e| format!("{e}"))?;

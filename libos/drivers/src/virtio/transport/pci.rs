@@ -47,9 +47,10 @@ pub use probe::DRIVER;
 #[cfg(target_os = "none")]
 mod probe {
     use super::cap::{self, VirtioPciCap};
-    use super::hw::{Cam, CommonCfg, Isr};
+    use super::hw::{self, Cam, CommonCfg};
     use super::{device_type, is_transitional, MATCHES};
     use crate::virtio::hal::VirtioHal;
+    use crate::virtio::irq::IsrStatus;
     use crate::virtio::net::IrqAck;
     use crate::virtio::{blk, irq, net, virtio_name};
     use alloc::format;
@@ -68,11 +69,12 @@ mod probe {
     /// The virtio structures the driver touches itself.
     struct Layout {
         common: CommonCfg,
-        isr: Isr,
+        isr: IsrStatus,
     }
 
-    /// Finds the common configuration and the ISR status byte from the vendor capabilities, each checked to
-    /// lie inside its (mapped) memory BAR.
+    /// Maps the memory BAR of every virtio structure (virtio-drivers' transport then reaches them through the
+    /// identity map) and finds the common configuration and the ISR status byte, each checked to lie inside
+    /// its BAR.
     fn read_layout(dev: &mut Device) -> Result<Layout, String> {
         let mut common = None;
         let mut isr = None;
@@ -83,14 +85,15 @@ mod probe {
             let need = match vc.cfg_type {
                 cap::VIRTIO_PCI_CAP_COMMON_CFG if common.is_none() => cap::COMMON_CFG_LEN,
                 cap::VIRTIO_PCI_CAP_ISR_CFG if isr.is_none() => 1,
+                cap::VIRTIO_PCI_CAP_NOTIFY_CFG | cap::VIRTIO_PCI_CAP_DEVICE_CFG => 0,
                 _ => continue,
             };
             let bar = dev.memory_bar(vc.bar).map_err(|e| e.to_string())?;
             vc.check_fits(need, bar.size()).map_err(|e| format!("virtio structure {}: {e}", vc.cfg_type))?;
-            if vc.cfg_type == cap::VIRTIO_PCI_CAP_COMMON_CFG {
-                common = CommonCfg::new(&bar, vc.offset);
-            } else {
-                isr = Isr::new(&bar, vc.offset);
+            match vc.cfg_type {
+                cap::VIRTIO_PCI_CAP_COMMON_CFG => common = CommonCfg::new(&bar, vc.offset),
+                cap::VIRTIO_PCI_CAP_ISR_CFG => isr = hw::isr(&bar, vc.offset),
+                _ => {}
             }
         }
         Ok(Layout {
@@ -129,14 +132,14 @@ mod probe {
         let mut setup = || -> Result<String, String> {
             if let Some(cap_offset) = msix {
                 if layout.common.set_msix_vectors(queues, 0) {
-                    slot.bind(vector, 0);
+                    slot.bind(vector, None);
                     interrupts = Interrupts::MsiX;
                     return Ok(format!("MSI-X entry 0 -> vector {vector:#x}"));
                 }
                 log::warn!("{name}: device refused MSI-X vector 0 (read back VIRTIO_MSI_NO_VECTOR); using INTx");
                 dev.disable_msix(cap_offset);
             }
-            slot.bind(vector, layout.isr.address());
+            slot.bind(vector, Some(layout.isr));
             let intx = dev.route_intx(vector).map_err(|e| e.to_string())?;
             Ok(format!("INTx gsi {} level -> vector {vector:#x}", intx.line))
         };

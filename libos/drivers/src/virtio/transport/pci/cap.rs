@@ -9,8 +9,12 @@ pub use libos::pci::caps::CapError;
 
 /// `virtio_pci_cap.cfg_type` of the common configuration structure.
 pub const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+/// `virtio_pci_cap.cfg_type` of the notification structure.
+pub const VIRTIO_PCI_CAP_NOTIFY_CFG: u8 = 2;
 /// `virtio_pci_cap.cfg_type` of the ISR status byte.
 pub const VIRTIO_PCI_CAP_ISR_CFG: u8 = 3;
+/// `virtio_pci_cap.cfg_type` of the device-specific configuration.
+pub const VIRTIO_PCI_CAP_DEVICE_CFG: u8 = 4;
 /// `virtio_pci_common_cfg.config_msix_vector` offset (bytes, le16).
 pub const COMMON_CONFIG_MSIX_VECTOR: u32 = 0x10;
 /// `virtio_pci_common_cfg.num_queues` offset (bytes, le16).

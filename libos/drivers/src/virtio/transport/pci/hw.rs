@@ -1,10 +1,11 @@
 //! The virtio-pci driver's hardware edge: virtio-drivers' configuration access over `libos::pci`'s
 //! configuration space ([`Cam`]), and the two virtio structures the driver touches itself — the common
-//! configuration's MSI-X vector registers ([`CommonCfg`]) and the ISR status byte ([`Isr`]), both located inside
+//! configuration's MSI-X vector registers ([`CommonCfg`]) and the ISR status byte ([`isr`]), both located inside
 //! a probed memory BAR. Source: virtio 1.2 §4.1.4.3 (`virtio_pci_common_cfg`), §4.1.4.5 (ISR status),
 //! §4.1.5.1.2 (MSI-X vector configuration).
 
 use super::cap::{self, COMMON_CFG_LEN};
+use crate::virtio::irq::IsrStatus;
 use libos::pci::{Bdf, ConfigAccess, ConfigSpace, MemoryBar};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 
@@ -68,17 +69,7 @@ impl CommonCfg {
     }
 }
 
-/// The ISR status byte at a checked place in a mapped memory BAR.
-pub(super) struct Isr(u64);
-
-impl Isr {
-    /// The byte at `offset` into `bar`; `None` outside it.
-    pub(super) fn new(bar: &MemoryBar, offset: u32) -> Option<Self> {
-        inside(bar, offset, 1).map(Self)
-    }
-
-    /// Its address, for the interrupt slot's handler to read.
-    pub(super) fn address(&self) -> usize {
-        self.0 as usize
-    }
+/// The ISR status byte at `offset` into `bar`; `None` outside it.
+pub(super) fn isr(bar: &MemoryBar, offset: u32) -> Option<IsrStatus> {
+    inside(bar, offset, 1).map(|a| IsrStatus::checked(a as usize))
 }
