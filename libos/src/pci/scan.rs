@@ -50,8 +50,8 @@ fn config_space(boot: &BootInfo, scan_bios: bool) -> Option<ConfigSpace> {
     let host_bridge = Bdf::new(0, 0, 0)?;
     // Every PC chipset has a host bridge at 00:00.0 answering port I/O.
     let port_bus = VendorId(ConfigSpace::PORT_IO.read(host_bridge, reg::ID) as u16) != VendorId::NONE;
-    // ECAM first (one access per register instead of two); a PCIe host without port I/O (microvm with
-    // pcie=on) is found only this way.
+    // ECAM first (one access per register instead of two); a PCIe host bridge without port I/O is found only
+    // this way, when the firmware lists it in MCFG (QEMU's microvm with pcie=on does not).
     let ecam = if port_bus || scan_bios || boot.rsdp.is_some() { find_ecam(boot, scan_bios) } else { None };
     match ecam {
         Some(w) => {
