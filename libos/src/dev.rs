@@ -1,5 +1,5 @@
-//! Device traits that platforms implement and `net`/`fs` consume without knowing the platform, and the
-//! registry platforms fill at boot. A NIC is a [`NetDevice`] whether it is virtio-net (virtio 1.2 §5.1),
+//! Device traits that drivers (the `drivers` crate's and the platforms') implement and `net`/`fs` consume
+//! without knowing the platform, and the registry drivers fill at boot. A NIC is a [`NetDevice`] whether it is virtio-net (virtio 1.2 §5.1),
 //! Xen netfront (`xen/include/public/io/netif.h`) or Hyper-V netvsc (NVSP + RNDIS); a disk is a [`BlockDevice`]
 //! whether it is virtio-blk (virtio 1.2 §5.2), Xen blkfront (`xen/include/public/io/blkif.h`) or Hyper-V storvsc.
 

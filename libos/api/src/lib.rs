@@ -10,7 +10,9 @@
 //! ```
 //!
 //! At boot this crate detects the hypervisor, picks the platform (KVM/QEMU, Xen PVH or Hyper-V, each a
-//! [`libos::platform::Platform`]), brings up its clock and devices, starts the network stack when a NIC exists,
+//! [`libos::platform::Platform`]) and brings up its clock and hypervisor devices, then starts the drivers every
+//! platform shares (virtio-mmio from the command line, PCI functions through `libos::pci`'s driver table), starts
+//! the network stack when a NIC exists,
 //! mounts the file systems (initrd at `/`, ramfs at `/tmp`, the first disk's FAT at `/data`), then runs the app's
 //! async entry on the executor and exits the VM with its status.
 #![cfg_attr(not(test), no_std)]

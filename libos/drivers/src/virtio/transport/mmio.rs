@@ -3,35 +3,26 @@
 //! layouts), interrupt line routed edge-triggered through the I/O APIC. Source: virtio 1.2 §4.2.2 (MMIO
 //! register layout), §4.2.4 (legacy interface).
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use libos::arch::x86_64::{idt, ioapic};
 use libos::cmdline::Cmdline;
-use libos::platform::PlatformError;
 use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
-use virtio_drivers::transport::{DeviceType, Transport};
+use virtio_drivers::transport::Transport;
 
-use super::blk::VirtioBlk;
-use super::hal::VirtioHal;
-use super::irq;
-use super::mmio_arg::{self, MmioSlot};
-use super::net::{IrqAck, VirtioNet};
+use super::mmio_arg::{self, MmioArgError, MmioSlot};
+use crate::virtio::net::IrqAck;
+use crate::virtio::{has_driver, irq, virtio_name};
 
 /// Starts every device on the command line. Returns `["virtio-mmio"]` when at least one NIC or disk started.
-/// Errors: a malformed token (boot error: the command line is wrong). Devices that fail are logged.
-pub fn init(cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
-    let slots = cmdline
-        .virtio_mmio
-        .iter()
-        .map(|t| mmio_arg::parse(t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PlatformError { platform: "kvm", detail: format!("{e}") })?;
+/// Errors: a malformed token (a boot error: the command line is wrong). Devices that fail are logged.
+pub fn start(cmdline: &Cmdline) -> Result<Vec<String>, MmioArgError> {
+    let slots = cmdline.virtio_mmio.iter().map(|t| mmio_arg::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let mut started = 0;
     for slot in slots {
-        match start(slot) {
+        match start_slot(slot) {
             Ok(true) => started += 1,
             Ok(false) => {}
             Err(e) => log::error!("virtio-mmio@{:#x}: {e}", slot.base),
@@ -42,7 +33,7 @@ pub fn init(cmdline: &Cmdline) -> Result<Vec<String>, PlatformError> {
 
 /// Starts the device in `slot` (virtio-net or virtio-blk); `Ok(false)` for an empty slot or a device type
 /// without a driver.
-fn start(slot: MmioSlot) -> Result<bool, String> {
+fn start_slot(slot: MmioSlot) -> Result<bool, String> {
     // microvm's windows sit in the 32-bit MMIO hole, identity mapped uncached by libos; others are mapped.
     libos::mem::paging::map_mmio(slot.base & !0xfff, (slot.base & 0xfff) + slot.size).map_err(|e| format!("{e}"))?;
     let header = NonNull::new(slot.base as usize as *mut VirtIOHeader).ok_or("window at address 0")?;
@@ -60,27 +51,19 @@ fn start(slot: MmioSlot) -> Result<bool, String> {
         MmioVersion::Modern => "v2",
     };
     let kind = transport.device_type();
-    if !matches!(kind, DeviceType::Network | DeviceType::Block) {
-        let what = super::virtio_name(kind);
+    if !has_driver(kind) {
+        let what = virtio_name(kind);
         log::info!("virtio-mmio@{:#x}: {what} ({version}), no driver: skipped", slot.base);
         return Ok(false);
     }
-    let name = format!("{}@mmio:{:#x}", super::virtio_name(kind), slot.base);
+    let name = format!("{}@mmio:{:#x}", virtio_name(kind), slot.base);
     let slot_irq = irq::claim().ok_or("no free interrupt slot")?;
     let vector = idt::allocate_vector(irq::handler).map_err(|e| format!("{e}"))?;
-    slot_irq.bind(vector, 0);
-    let mut route = || ioapic::route(slot.gsi, vector, ioapic::Trigger::Edge).map_err(|e| format!("{e}"));
-    let irq_mode = format!("gsi {} edge -> vector {vector:#x}", slot.gsi);
-    if kind == DeviceType::Block {
-        let dev = VirtioBlk::<VirtioHal, _, 256>::new(transport, name, slot_irq, IrqAck::Task, &mut route)
-            .map_err(|e| format!("{e}"))?;
-        log::info!("{} transport {version} irq {irq_mode}", dev.describe());
-        libos::dev::register_block(dev);
-        return Ok(true);
-    }
-    let dev = VirtioNet::<VirtioHal, _, 256>::new(transport, name, slot_irq, IrqAck::Task, &mut route)
-        .map_err(|e| format!("{e}"))?;
-    super::log_nic(&dev, version, &irq_mode);
-    libos::dev::register_net(Box::new(dev));
+    slot_irq.bind(vector, None);
+    let how = format!("{version} (vendor {:#x})", transport.vendor_id());
+    crate::virtio::start(transport, name, &how, slot_irq, IrqAck::Task, &mut || {
+        ioapic::route(slot.gsi, vector, ioapic::Trigger::Edge).map_err(|e| format!("{e}"))?;
+        Ok(format!("gsi {} edge -> vector {vector:#x}", slot.gsi))
+    })?;
     Ok(true)
 }

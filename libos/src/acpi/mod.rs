@@ -1,11 +1,24 @@
-//! Just enough ACPI to find PCI Express ECAM windows: RSDP (found from the boot info or by scanning the BIOS
-//! area), RSDT/XSDT, and the MCFG table. Source: ACPI 6.5 §5.2.5 (RSDP, checksums), §5.2.6 (system
-//! description table header), §5.2.7/§5.2.8 (RSDT/XSDT); PCI Firmware Specification 3.3 §4.1.2 (MCFG).
-//! Parsing goes through [`PhysRead`], so it is host-tested against fake memory.
-#![forbid(unsafe_code)]
+//! ACPI tables, as far as Zirvium reads them: the RSDP (from the boot info or found in the BIOS area), the root
+//! table (RSDT or XSDT) and MCFG, whose allocations are the PCI Express ECAM windows `libos::pci` uses. Each
+//! structure is a checked view over bytes ([`rsdp`], [`sdt`], [`mcfg`]); the walk from the RSDP to a table goes
+//! through [`PhysRead`], so all of it is host-tested against fake memory.
+//! Source: ACPI 6.5 §5.2.5 (RSDP, checksums), §5.2.6 (system description table header), §5.2.7/§5.2.8
+//! (RSDT/XSDT); PCI Firmware Specification 3.3 §4.1.2 (MCFG).
+
+pub mod mcfg;
+#[cfg(target_os = "none")]
+mod memory;
+pub mod rsdp;
+pub mod sdt;
 
 use alloc::vec::Vec;
 use core::fmt;
+
+pub use mcfg::{parse_mcfg, EcamWindow};
+#[cfg(target_os = "none")]
+pub use memory::LowMemory;
+use rsdp::{Rsdp, RsdpRepr};
+use sdt::{Sdt, SdtRepr, HEADER_LEN};
 
 /// Start of the BIOS read-only area scanned for the RSDP when the loader did not pass one (bytes).
 pub const BIOS_AREA_START: u64 = 0xE0000;
@@ -13,12 +26,24 @@ pub const BIOS_AREA_START: u64 = 0xE0000;
 pub const BIOS_AREA_END: u64 = 0x100000;
 /// Largest ACPI table accepted (bytes); QEMU's are a few KiB.
 const MAX_TABLE_LEN: u32 = 1 << 20;
-const HEADER_LEN: usize = 36;
 
 /// Reads guest-physical memory.
 pub trait PhysRead {
     /// `len` bytes at `paddr`, or `None` when the range is not readable (not mapped, or out of range).
     fn read(&self, paddr: u64, len: usize) -> Option<Vec<u8>>;
+}
+
+/// What is wrong with a structure's bytes, as a view sees them (without knowing where they came from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// The buffer holds `len` bytes, the structure needs `need`.
+    Truncated { len: usize, need: usize },
+    /// The signature is not the one expected.
+    Signature,
+    /// The bytes do not sum to 0 mod 256.
+    Checksum,
+    /// The length field is shorter than the fixed part (or, for a table walk, implausibly large).
+    Length { len: u32 },
 }
 
 /// Why the ACPI tables could not be used.
@@ -34,6 +59,19 @@ pub enum AcpiError {
     Length { what: &'static str, paddr: u64, len: u32 },
 }
 
+impl AcpiError {
+    /// The walk's error for the structure `what` at `paddr` whose bytes are malformed. A truncated structure
+    /// is one whose bytes could not all be read.
+    fn at(what: &'static str, paddr: u64, m: Malformed) -> Self {
+        match m {
+            Malformed::Truncated { .. } => Self::Unreadable { what, paddr },
+            Malformed::Signature => Self::Signature { what, paddr },
+            Malformed::Checksum => Self::Checksum { what, paddr },
+            Malformed::Length { len } => Self::Length { what, paddr, len },
+        }
+    }
+}
+
 impl fmt::Display for AcpiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -45,43 +83,29 @@ impl fmt::Display for AcpiError {
     }
 }
 
-/// One ECAM window from MCFG: configuration space of buses `start_bus..=end_bus` of `segment` at
-/// `base + (bus << 20 | device << 15 | function << 12)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EcamWindow {
-    /// Physical address of bus 0's configuration space (bytes), even when `start_bus` > 0.
-    pub base: u64,
-    /// PCI segment group.
-    pub segment: u16,
-    /// First bus decoded.
-    pub start_bus: u8,
-    /// Last bus decoded.
-    pub end_bus: u8,
-}
-
+/// Whether `bytes` sum to 0 (mod 256), the ACPI checksum rule.
 fn checksum_ok(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)) == 0
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut w = [0; 4];
-    w.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(w)
+/// Sets the checksum byte at `at` so that `bytes` sum to 0 (mod 256).
+fn fill_checksum(bytes: &mut [u8], at: usize) {
+    bytes[at] = 0;
+    let sum = bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+    bytes[at] = 0u8.wrapping_sub(sum);
 }
 
 /// Finds a valid RSDP ("RSD PTR ", 16-byte aligned, ACPI 1.0 checksum good) in `area`, which holds the
 /// bytes at physical address `area_base`. Returns its physical address.
 pub fn find_rsdp_in(area: &[u8], area_base: u64) -> Option<u64> {
     let first = (area_base.next_multiple_of(16) - area_base) as usize;
-    (first..area.len().saturating_sub(19))
+    (first..area.len().saturating_sub(rsdp::V1_LEN - 1))
         .step_by(16)
-        .find(|&i| &area[i..i + 8] == b"RSD PTR " && checksum_ok(&area[i..i + 20]))
+        .find(|&i| {
+            // Only the ACPI 1.0 part is looked at, and it lies inside `area` (the range above).
+            let r = Rsdp::new_unchecked(&area[i..i + rsdp::V1_LEN]);
+            r.signature() == rsdp::SIGNATURE && r.checksum_ok()
+        })
         .map(|i| area_base + i as u64)
 }
 
@@ -94,43 +118,33 @@ enum Root {
 
 fn read_rsdp(mem: &dyn PhysRead, paddr: u64) -> Result<Root, AcpiError> {
     let what = "RSDP";
-    let b = mem.read(paddr, 20).ok_or(AcpiError::Unreadable { what, paddr })?;
-    if &b[..8] != b"RSD PTR " {
-        return Err(AcpiError::Signature { what, paddr });
+    let unreadable = AcpiError::Unreadable { what, paddr };
+    let mut b = mem.read(paddr, rsdp::V1_LEN).ok_or(unreadable.clone())?;
+    // `Revision` lies in the ACPI 1.0 part just read; revision 2 and later have the extended part too.
+    if Rsdp::new_unchecked(&b[..]).revision() >= 2 {
+        b = mem.read(paddr, rsdp::V2_LEN).ok_or(unreadable)?;
     }
-    if !checksum_ok(&b) {
-        return Err(AcpiError::Checksum { what, paddr });
-    }
-    let revision = b[15];
-    if revision >= 2 {
-        let x = mem.read(paddr, 36).ok_or(AcpiError::Unreadable { what, paddr })?;
-        let len = u32_at(&x, 20);
-        if len < 36 {
-            return Err(AcpiError::Length { what, paddr, len });
-        }
-        if !checksum_ok(&x) {
-            return Err(AcpiError::Checksum { what, paddr });
-        }
-        let xsdt = u64_at(&x, 24);
-        if xsdt != 0 {
-            return Ok(Root::Xsdt(xsdt));
-        }
-    }
-    Ok(Root::Rsdt(u64::from(u32_at(&b, 16))))
+    let r = RsdpRepr::parse(&Rsdp::new_unchecked(&b[..])).map_err(|m| AcpiError::at(what, paddr, m))?;
+    Ok(match r.xsdt_address {
+        Some(x) => Root::Xsdt(x),
+        None => Root::Rsdt(u64::from(r.rsdt_address)),
+    })
 }
 
 /// Reads a whole system description table at `paddr`, checking signature, length and checksum.
 fn read_table(mem: &dyn PhysRead, paddr: u64, sig: &[u8; 4], what: &'static str) -> Result<Vec<u8>, AcpiError> {
+    let at = |m| AcpiError::at(what, paddr, m);
     let head = mem.read(paddr, HEADER_LEN).ok_or(AcpiError::Unreadable { what, paddr })?;
-    if &head[..4] != sig {
-        return Err(AcpiError::Signature { what, paddr });
-    }
-    let len = u32_at(&head, 4);
-    if (len as usize) < HEADER_LEN || len > MAX_TABLE_LEN {
+    let h = Sdt::new_checked(&head[..]).map_err(at)?;
+    SdtRepr::parse(&h, sig).map_err(at)?;
+    let len = h.length();
+    if len > MAX_TABLE_LEN {
         return Err(AcpiError::Length { what, paddr, len });
     }
     let t = mem.read(paddr, len as usize).ok_or(AcpiError::Unreadable { what, paddr })?;
-    if !checksum_ok(&t) {
+    let whole = Sdt::new_unchecked(&t[..]);
+    whole.check_whole().map_err(at)?;
+    if !whole.checksum_ok() {
         return Err(AcpiError::Checksum { what, paddr });
     }
     Ok(t)
@@ -139,38 +153,17 @@ fn read_table(mem: &dyn PhysRead, paddr: u64, sig: &[u8; 4], what: &'static str)
 /// Physical address of the first table with signature `sig` listed by the RSDT/XSDT the RSDP at `rsdp`
 /// points to, or `None` when it is not listed. Errors: [`AcpiError`] for a broken RSDP or root table.
 pub fn find_table(mem: &dyn PhysRead, rsdp: u64, sig: &[u8; 4]) -> Result<Option<u64>, AcpiError> {
-    let (entry_len, t) = match read_rsdp(mem, rsdp)? {
-        Root::Rsdt(a) => (4, read_table(mem, a, b"RSDT", "RSDT")?),
-        Root::Xsdt(a) => (8, read_table(mem, a, b"XSDT", "XSDT")?),
+    let (wide, t) = match read_rsdp(mem, rsdp)? {
+        Root::Rsdt(a) => (false, read_table(mem, a, b"RSDT", "RSDT")?),
+        Root::Xsdt(a) => (true, read_table(mem, a, b"XSDT", "XSDT")?),
     };
-    for e in t[HEADER_LEN..].chunks_exact(entry_len) {
-        let addr = if entry_len == 4 { u64::from(u32_at(e, 0)) } else { u64_at(e, 0) };
-        if mem.read(addr, 4).is_some_and(|s| s[..] == sig[..]) {
-            return Ok(Some(addr));
-        }
-    }
-    Ok(None)
-}
-
-/// Parses an MCFG table (its whole bytes, checked by [`read_table`]): 36-byte header, 8 reserved bytes,
-/// then 16-byte allocation entries (base u64, segment u16, start bus u8, end bus u8, reserved u32).
-/// Entries with `end_bus < start_bus` are dropped.
-pub fn parse_mcfg(t: &[u8]) -> Vec<EcamWindow> {
-    t.get(HEADER_LEN + 8..)
-        .unwrap_or(&[])
-        .chunks_exact(16)
-        .map(|e| EcamWindow {
-            base: u64_at(e, 0),
-            segment: u16::from_le_bytes([e[8], e[9]]),
-            start_bus: e[10],
-            end_bus: e[11],
-        })
-        .filter(|w| w.end_bus >= w.start_bus)
-        .collect()
+    let found =
+        Sdt::new_unchecked(&t[..]).entries(wide).find(|&addr| mem.read(addr, 4).is_some_and(|s| s[..] == sig[..]));
+    Ok(found)
 }
 
 /// The ECAM windows MCFG lists, via the RSDP at `rsdp`; empty when there is no MCFG (e.g. QEMU pc, whose
-/// i440FX has no ECAM). Errors: [`AcpiError`].
+/// i440FX has no ECAM, or a Xen PVH guest). Errors: [`AcpiError`].
 pub fn ecam_windows(mem: &dyn PhysRead, rsdp: u64) -> Result<Vec<EcamWindow>, AcpiError> {
     let Some(at) = find_table(mem, rsdp, b"MCFG")? else {
         return Ok(Vec::new());
@@ -195,41 +188,25 @@ mod tests {
         }
     }
 
-    fn fix_checksum(b: &mut [u8], at: usize, range: core::ops::Range<usize>) {
-        b[at] = 0;
-        let s = b[range].iter().fold(0u8, |a, x| a.wrapping_add(*x));
-        b[at] = 0u8.wrapping_sub(s);
-    }
-
     fn table(sig: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut t = vec![0u8; HEADER_LEN];
-        t[..4].copy_from_slice(sig);
         t.extend_from_slice(body);
-        let len = t.len() as u32;
-        t[4..8].copy_from_slice(&len.to_le_bytes());
-        t[8] = 1;
-        let n = t.len();
-        fix_checksum(&mut t, 9, 0..n);
+        SdtRepr { signature: *sig, ..sdt::BOCHS }.emit(&mut t);
         t
     }
 
+    /// A 36-byte RSDP (only the first 20 bytes are meaningful before revision 2).
     fn rsdp(rev: u8, rsdt: u32, xsdt: u64) -> Vec<u8> {
-        let mut r = vec![0u8; 36];
-        r[..8].copy_from_slice(b"RSD PTR ");
-        r[9..15].copy_from_slice(b"BOCHS ");
-        r[15] = rev;
-        r[16..20].copy_from_slice(&rsdt.to_le_bytes());
-        r[20..24].copy_from_slice(&36u32.to_le_bytes());
-        r[24..32].copy_from_slice(&xsdt.to_le_bytes());
-        fix_checksum(&mut r, 8, 0..20);
-        fix_checksum(&mut r, 32, 0..36);
+        let mut r = vec![0u8; rsdp::V2_LEN];
+        let repr = RsdpRepr { revision: rev, oem_id: *b"BOCHS ", rsdt_address: rsdt, xsdt_address: Some(xsdt) };
+        repr.emit(&mut Rsdp::new_unchecked(&mut r[..]));
         r
     }
 
     fn mcfg_q35() -> Vec<u8> {
-        let mut body = vec![0u8; 8];
-        body.extend_from_slice(&0xB000_0000u64.to_le_bytes());
-        body.extend_from_slice(&[0, 0, 0, 0xff, 0, 0, 0, 0]);
+        let mut body = vec![0u8; 8 + mcfg::ALLOCATION_LEN];
+        let w = EcamWindow { base: 0xB000_0000, segment: 0, start_bus: 0, end_bus: 0xff };
+        w.emit(&mut mcfg::Allocation::new_unchecked(&mut body[8..]));
         table(b"MCFG", &body)
     }
 

@@ -1,28 +1,37 @@
 //! Interrupt slots for virtio devices: each device owns one [`IrqSlot`] bound to a libos vector (an MSI-X
-//! message, or an I/O APIC route for INTx / virtio-mmio). The handler only wakes the device's task; for
-//! level-triggered PCI INTx it also reads the virtio ISR status byte, which deasserts the line (virtio 1.2
-//! §4.1.4.5) — without that the interrupt would fire again at once after EOI. All other device work
-//! (edge-triggered virtio-mmio's InterruptACK included) happens on the task side.
+//! message, or an I/O APIC route for INTx / virtio-mmio). The waking is libos's [`WakeSlot`]; what is virtio's
+//! is the bound vector and, for level-triggered PCI INTx, the ISR status byte the handler reads, which
+//! deasserts the line (virtio 1.2 §4.1.4.5) — without that the interrupt would fire again at once after EOI.
+//! All other device work (edge-triggered virtio-mmio's InterruptACK included) happens on the task side.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use core::task::Waker;
-use spin::Mutex;
+use libos::irq::WakeSlot;
 
 /// Most virtio devices with interrupts.
 pub const MAX_SLOTS: usize = 16;
 
-/// One device's interrupt state: the waker of the task that drives it, the vector it is bound to and, for
-/// INTx, the ISR status byte to read.
+/// The address of a virtio-pci ISR status byte, checked by the virtio-pci driver to lie inside a memory BAR
+/// `libos::pci` decoded and mapped (only that driver makes one), for the handler to read on INTx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrStatus(usize);
+
+impl IsrStatus {
+    /// The ISR status byte at `address`, which the caller has checked lies inside a mapped memory BAR.
+    #[cfg_attr(not(target_os = "none"), allow(dead_code))] // made by the virtio-pci probe, bare target only
+    pub(crate) fn checked(address: usize) -> Self {
+        Self(address)
+    }
+}
+
+/// One device's interrupt state: the task wake-up ([`WakeSlot`]), the vector it is bound to and, for INTx,
+/// the ISR status byte to read.
 pub struct IrqSlot {
     claimed: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-    /// An interrupt arrived before any waker was registered.
-    pending: AtomicBool,
+    wake: WakeSlot,
     vector: AtomicU8,
-    /// Address of the virtio-pci ISR status byte (INTx only), 0 = none.
+    /// Address of the virtio-pci ISR status byte (INTx only, from an [`IsrStatus`]), 0 = none.
     isr: AtomicUsize,
-    /// Interrupts seen (for diagnostics).
-    count: AtomicU64,
 }
 
 impl IrqSlot {
@@ -30,18 +39,16 @@ impl IrqSlot {
     pub const fn new() -> Self {
         Self {
             claimed: AtomicBool::new(false),
-            waker: Mutex::new(None),
-            pending: AtomicBool::new(false),
+            wake: WakeSlot::new(),
             vector: AtomicU8::new(0),
             isr: AtomicUsize::new(0),
-            count: AtomicU64::new(0),
         }
     }
 
-    /// Binds the slot to `vector`; `isr` is the ISR status byte's address to read on each interrupt
-    /// (level-triggered INTx), or 0.
-    pub fn bind(&self, vector: u8, isr: usize) {
-        self.isr.store(isr, Ordering::Release);
+    /// Binds the slot to `vector`; `isr` is the ISR status byte to read on each interrupt (level-triggered
+    /// INTx), or `None`.
+    pub fn bind(&self, vector: u8, isr: Option<IsrStatus>) {
+        self.isr.store(isr.map_or(0, |i| i.0), Ordering::Release);
         self.vector.store(vector, Ordering::Release);
     }
 
@@ -52,30 +59,18 @@ impl IrqSlot {
 
     /// Interrupts delivered to this slot since boot.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.wake.events()
     }
 
-    /// Registers the waker to wake on the next interrupt (replacing the previous one). Wakes it at once if
-    /// an interrupt arrived while none was registered.
+    /// Registers the waker to wake on every interrupt (replacing a different previous one). Wakes it at once
+    /// if an interrupt arrived while none was registered.
     pub fn set_waker(&self, waker: &Waker) {
-        critical(|| {
-            let mut w = self.waker.lock();
-            if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                *w = Some(waker.clone());
-            }
-        });
-        if self.pending.swap(false, Ordering::AcqRel) {
-            waker.wake_by_ref();
-        }
+        self.wake.set_waker(waker);
     }
 
     /// Called in interrupt context: wakes the registered task (or remembers the interrupt).
     pub fn wake(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        match self.waker.lock().as_ref() {
-            Some(w) => w.wake_by_ref(),
-            None => self.pending.store(true, Ordering::Release),
-        }
+        self.wake.wake();
     }
 }
 
@@ -92,24 +87,17 @@ pub fn claim() -> Option<&'static IrqSlot> {
     SLOTS.iter().find(|s| s.claimed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok())
 }
 
-/// Runs `f` with interrupts masked: the task side must not hold a lock (a slot's, a device's) that the
-/// interrupt handler on the same CPU takes too.
-pub(crate) fn critical<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_os = "none")]
-    return libos::arch::x86_64::cpu::without_interrupts(f);
-    #[cfg(not(target_os = "none"))]
-    f()
-}
-
 /// The libos interrupt handler for every vector virtio devices use: reads the ISR byte of INTx slots (which
 /// deasserts the level-triggered line) and wakes every slot bound to `vector` (INTx lines may be shared).
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)]
 pub fn handler(vector: u8) {
     for s in SLOTS.iter().filter(|s| s.vector() == vector) {
         let isr = s.isr.load(Ordering::Acquire);
         if isr != 0 {
-            // SAFETY: `isr` is the ISR status byte inside a memory BAR that `pci` mapped and validated
-            // against the BAR size; reading it only acknowledges the interrupt (virtio 1.2 §4.1.4.5).
+            // SAFETY: `isr` comes from an `IsrStatus`: the ISR status byte inside a memory BAR that the
+            // virtio-pci probe mapped and checked against the BAR size; reading it only acknowledges the
+            // interrupt (virtio 1.2 §4.1.4.5).
             let _ = unsafe { core::ptr::read_volatile(isr as *const u8) };
         }
         s.wake();
@@ -134,7 +122,7 @@ mod tests {
         s.wake();
         assert_eq!(c.get(), 3);
         assert_eq!(s.count(), 3);
-        s.bind(0x31, 0);
+        s.bind(0x31, None);
         assert_eq!(s.vector(), 0x31);
     }
 

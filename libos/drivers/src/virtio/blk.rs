@@ -31,9 +31,10 @@ use virtio_drivers::{Error as VirtioError, Hal};
 
 pub use geometry::{feature_names, Geometry, GeometryError, RawConfig};
 
-use super::irq::{critical, IrqSlot};
+use super::irq::IrqSlot;
 use super::net::{IrqAck, F_VERSION_1};
 use super::pool::InFlight;
+use libos::irq::critical;
 
 /// Index of requestq1 (the only queue without `VIRTIO_BLK_F_MQ`).
 pub const QUEUE_REQUEST: u16 = 0;

@@ -15,9 +15,9 @@ pub struct VirtioHal;
 static REGIONS: Mutex<Vec<DmaRegion>> = Mutex::new(Vec::new());
 
 // SAFETY: `dma_alloc` returns zeroed, page-aligned memory owned by REGIONS until `dma_dealloc` (no alias);
-// `mmio_phys_to_virt` returns the identity mapping libos set up for the 32-bit hole and that `pci` adds
-// with `map_mmio` for BARs above 4 GiB before any transport is built; `share` returns the identity
-// physical address of memory the caller keeps alive.
+// `mmio_phys_to_virt` returns the identity mapping libos set up for the 32-bit hole and that the virtio-pci
+// probe adds (`libos::pci::Device::memory_bar`) for every virtio structure's BAR before the transport is
+// built; `share` returns the identity physical address of memory the caller keeps alive.
 unsafe impl Hal for VirtioHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         match DmaRegion::new(pages) {

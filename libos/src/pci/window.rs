@@ -1,5 +1,5 @@
-//! PCI memory BAR placement for BARs the firmware left unassigned: a first-fit allocator over the 32-bit
-//! MMIO window that skips every range already in use (other BARs, RAM, ECAM, the I/O APIC and LAPIC).
+//! Placement of memory BARs the firmware left unassigned: a first-fit allocator over the 32-bit MMIO window
+//! that skips every range already in use (other BARs, RAM, ECAM, the I/O APIC and LAPIC).
 //! Source: PCI Local Bus Specification 3.0 §6.2.5.1 (BARs are naturally aligned powers of two, at least
 //! 16 bytes for memory), QEMU's pc/q35 32-bit PCI hole (below the I/O APIC at 0xFEC0_0000).
 #![forbid(unsafe_code)]
