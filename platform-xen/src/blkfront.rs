@@ -12,7 +12,8 @@
 //! `feature-max-indirect-segments`), `io/protocols.h`, `io/ring.h`.
 #![forbid(unsafe_code)]
 
-use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::abi::DomId;
+use crate::evtchn::{EventChannelOps, EvtchnPort, PortSlot};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -78,12 +79,12 @@ pub struct Segment {
 impl Segment {
     /// The 8-byte wire form.
     pub fn emit(&self) -> [u8; 8] {
-        let g = self.gref.to_le_bytes();
+        let g = self.gref.0.to_le_bytes();
         [g[0], g[1], g[2], g[3], self.first_sect, self.last_sect, 0, 0]
     }
     /// Parses the wire form (backend peers).
     pub fn parse(b: &[u8]) -> Self {
-        Self { gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), first_sect: b[4], last_sect: b[5] }
+        Self { gref: GrantRef(u32::from_le_bytes([b[0], b[1], b[2], b[3]])), first_sect: b[4], last_sect: b[5] }
     }
 }
 
@@ -143,7 +144,7 @@ impl Request {
                 b[16..24].copy_from_slice(&sector.to_le_bytes());
                 b[24..26].copy_from_slice(&handle.to_le_bytes());
                 for (i, g) in indirect_grefs.iter().take(MAX_INDIRECT_PAGES).enumerate() {
-                    b[28 + i * 4..32 + i * 4].copy_from_slice(&g.to_le_bytes());
+                    b[28 + i * 4..32 + i * 4].copy_from_slice(&g.0.to_le_bytes());
                 }
             }
         }
@@ -163,7 +164,7 @@ impl Request {
                 sector: u64_at(16),
                 handle: u16::from_le_bytes([b[24], b[25]]),
                 indirect_grefs: (0..pages)
-                    .map(|i| u32::from_le_bytes([b[28 + i * 4], b[29 + i * 4], b[30 + i * 4], b[31 + i * 4]]))
+                    .map(|i| GrantRef(u32::from_le_bytes([b[28 + i * 4], b[29 + i * 4], b[30 + i * 4], b[31 + i * 4]])))
                     .collect(),
             }
         } else {
@@ -319,14 +320,14 @@ pub struct Blkfront {
     info: BlockInfo,
     core: Mutex<Core>,
     grants: &'static GrantTable,
-    backend: u16,
+    backend: DomId,
     handle: u16,
     /// Ring (512-byte) sectors per logical sector.
     ring_per_sector: u64,
     segments: usize,
     flush_op: Option<u8>,
     events: Arc<dyn EventChannelOps>,
-    port: Port,
+    port: EvtchnPort,
     slot: Option<&'static PortSlot>,
 }
 
@@ -339,7 +340,7 @@ pub struct BlkRing {
 
 impl BlkRing {
     /// Allocates the ring page and grants it (writable) to `backend`.
-    pub fn new(grants: &GrantTable, backend: u16) -> Result<Self, BlkfrontError> {
+    pub fn new(grants: &GrantTable, backend: DomId) -> Result<Self, BlkfrontError> {
         let page = Arc::new(SharedPage::new().map_err(|_| BlkfrontError::NoMemory)?);
         let ring = FrontRing::new(page);
         let gref = grants.grant(backend, ring.page().clone(), false)?;
@@ -352,7 +353,7 @@ impl BlkRing {
     }
 
     /// The front-end nodes to publish (`io/blkif.h`).
-    pub fn xenstore_pairs(&self, port: Port) -> Vec<(&'static str, String)> {
+    pub fn xenstore_pairs(&self, port: EvtchnPort) -> Vec<(&'static str, String)> {
         vec![
             ("ring-ref", format!("{}", self.gref)),
             ("event-channel", format!("{port}")),
@@ -377,9 +378,9 @@ impl Blkfront {
         geometry: Geometry,
         ring: BlkRing,
         grants: &'static GrantTable,
-        backend: u16,
+        backend: DomId,
         events: Arc<dyn EventChannelOps>,
-        port: Port,
+        port: EvtchnPort,
         slot: Option<&'static PortSlot>,
     ) -> Self {
         let segments = geometry.segments_per_request();
@@ -721,7 +722,7 @@ pub async fn connect(
     grants: &'static GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(Port) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static PortSlot>, String>,
 ) -> Result<Blkfront, BlkfrontError> {
     let path = format!("device/vbd/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Block).await?;

@@ -9,7 +9,8 @@
 //! `feature-no-csum-offload`, `mac`), `io/ring.h`.
 #![forbid(unsafe_code)]
 
-use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::abi::DomId;
+use crate::evtchn::{EventChannelOps, EvtchnPort, PortSlot};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -75,7 +76,7 @@ impl TxRequest {
     /// The 12-byte wire form.
     pub fn emit(&self) -> [u8; TX_SLOT] {
         let mut b = [0u8; TX_SLOT];
-        b[0..4].copy_from_slice(&self.gref.to_le_bytes());
+        b[0..4].copy_from_slice(&self.gref.0.to_le_bytes());
         b[4..6].copy_from_slice(&self.offset.to_le_bytes());
         b[6..8].copy_from_slice(&self.flags.to_le_bytes());
         b[8..10].copy_from_slice(&self.id.to_le_bytes());
@@ -87,7 +88,7 @@ impl TxRequest {
     pub fn parse(b: &[u8; TX_SLOT]) -> Self {
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         Self {
-            gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            gref: GrantRef(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             offset: u16_at(4),
             flags: u16_at(6),
             id: u16_at(8),
@@ -133,12 +134,12 @@ impl RxRequest {
     pub fn emit(&self) -> [u8; RX_SLOT] {
         let mut b = [0u8; RX_SLOT];
         b[0..2].copy_from_slice(&self.id.to_le_bytes());
-        b[4..8].copy_from_slice(&self.gref.to_le_bytes());
+        b[4..8].copy_from_slice(&self.gref.0.to_le_bytes());
         b
     }
     /// Parses the wire form (backend peers).
     pub fn parse(b: &[u8; RX_SLOT]) -> Self {
-        Self { id: u16::from_le_bytes([b[0], b[1]]), gref: u32::from_le_bytes([b[4], b[5], b[6], b[7]]) }
+        Self { id: u16::from_le_bytes([b[0], b[1]]), gref: GrantRef(u32::from_le_bytes([b[4], b[5], b[6], b[7]])) }
     }
 }
 
@@ -254,7 +255,7 @@ pub struct NetRings {
 impl NetRings {
     /// Allocates both rings and one page per slot, and grants them all to `backend` (buffers read-only for TX,
     /// writable for RX). Errors: [`NetfrontError::NoMemory`], [`NetfrontError::Grant`].
-    pub fn new(grants: &GrantTable, backend: u16) -> Result<Self, NetfrontError> {
+    pub fn new(grants: &GrantTable, backend: DomId) -> Result<Self, NetfrontError> {
         let page = || SharedPage::new().map(Arc::new).map_err(|_| NetfrontError::NoMemory);
         let tx = FrontRing::new(page()?);
         let rx = FrontRing::new(page()?);
@@ -273,7 +274,7 @@ impl NetRings {
 
     /// The front-end nodes to publish (`io/netif.h`): ring grants, the event channel, receive by copy, RX
     /// notifications, scatter-gather receive, and no checksum offload (frames arrive with full checksums).
-    pub fn xenstore_pairs(&self, port: Port) -> Vec<(&'static str, String)> {
+    pub fn xenstore_pairs(&self, port: EvtchnPort) -> Vec<(&'static str, String)> {
         vec![
             ("tx-ring-ref", format!("{}", self.tx_ring_ref)),
             ("rx-ring-ref", format!("{}", self.rx_ring_ref)),
@@ -319,7 +320,7 @@ pub struct Netfront {
     pool: Vec<Vec<u8>>,
     scratch: Vec<u8>,
     events: Arc<dyn EventChannelOps>,
-    port: Port,
+    port: EvtchnPort,
     slot: Option<&'static PortSlot>,
     stats: NetStats,
     broken: Option<DeviceError>,
@@ -337,7 +338,7 @@ impl Netfront {
         mac: [u8; 6],
         rings: NetRings,
         events: Arc<dyn EventChannelOps>,
-        port: Port,
+        port: EvtchnPort,
         slot: Option<&'static PortSlot>,
     ) -> Result<Self, DeviceError> {
         let NetRings { tx, rx, tx_bufs, rx_bufs, .. } = rings;
@@ -588,7 +589,7 @@ pub async fn connect(
     grants: &GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(Port) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static PortSlot>, String>,
 ) -> Result<Netfront, NetfrontError> {
     let path = format!("device/vif/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Net).await?;

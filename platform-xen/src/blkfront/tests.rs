@@ -84,17 +84,20 @@ impl Blkback {
     }
 }
 
+/// The event channel the tests' backend listens on.
+const PORT: EvtchnPort = EvtchnPort(5);
+
 struct Events(Arc<Blkback>);
 
 impl EventChannelOps for Events {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
+    fn send(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         self.0.serve();
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(5)
+    fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, XenErrno> {
+        Ok(PORT)
     }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
+    fn close(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         Ok(())
     }
 }
@@ -113,10 +116,10 @@ fn geometry(max_indirect: u32) -> Geometry {
 fn setup(g: Geometry) -> (Blkfront, Arc<Blkback>) {
     let grants: &'static GrantTable =
         Box::leak(Box::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect())));
-    let ring = BlkRing::new(grants, 0).expect("ring");
-    let pairs = ring.xenstore_pairs(5);
+    let ring = BlkRing::new(grants, DomId(0)).expect("ring");
+    let pairs = ring.xenstore_pairs(PORT);
     assert_eq!(pairs[2], ("protocol", String::from("x86_64-abi")));
-    let gref: GrantRef = pairs[0].1.parse().expect("ring-ref");
+    let gref = GrantRef(pairs[0].1.parse().expect("ring-ref"));
     let back = Arc::new(Blkback {
         grants,
         ring: Mutex::new(BackRing::new(grants.granted_page(gref).expect("ring granted"))),
@@ -130,9 +133,9 @@ fn setup(g: Geometry) -> (Blkfront, Arc<Blkback>) {
         g,
         ring,
         grants,
-        0,
+        DomId(0),
         Arc::new(Events(back.clone())),
-        5,
+        PORT,
         None,
     );
     (dev, back)
@@ -146,8 +149,8 @@ fn wire_formats_round_trip() {
         id: 7,
         sector: 1 << 40,
         segments: vec![
-            Segment { gref: 9, first_sect: 0, last_sect: 7 },
-            Segment { gref: 10, first_sect: 2, last_sect: 3 },
+            Segment { gref: GrantRef(9), first_sect: 0, last_sect: 7 },
+            Segment { gref: GrantRef(10), first_sect: 2, last_sect: 3 },
         ],
     };
     let b = d.emit();
@@ -160,7 +163,7 @@ fn wire_formats_round_trip() {
         id: 3,
         sector: 8,
         handle: 1,
-        indirect_grefs: vec![77],
+        indirect_grefs: vec![GrantRef(77)],
     };
     let b = i.emit();
     assert_eq!((b[0], b[1], b[2]), (OP_INDIRECT, OP_READ, 32));

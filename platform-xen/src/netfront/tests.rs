@@ -9,18 +9,21 @@ use crate::ring::backend::BackRing;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::vec;
 
+/// The event channel the tests' backend listens on.
+const PORT: EvtchnPort = EvtchnPort(9);
+
 #[derive(Default)]
 struct Kicks(AtomicU32);
 
 impl EventChannelOps for Kicks {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
+    fn send(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(9)
+    fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, XenErrno> {
+        Ok(PORT)
     }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
+    fn close(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         Ok(())
     }
 }
@@ -34,13 +37,13 @@ struct Peer {
 
 fn setup() -> (Netfront, Peer) {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));
-    let rings = NetRings::new(&grants, 0).expect("rings");
-    let pairs = rings.xenstore_pairs(9);
+    let rings = NetRings::new(&grants, DomId(0)).expect("rings");
+    let pairs = rings.xenstore_pairs(PORT);
     let value = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone()).expect("key");
     assert_eq!(value("request-rx-copy"), "1");
     assert_eq!(value("event-channel"), "9");
-    let tx_ref: GrantRef = value("tx-ring-ref").parse().expect("ref");
-    let rx_ref: GrantRef = value("rx-ring-ref").parse().expect("ref");
+    let tx_ref = GrantRef(value("tx-ring-ref").parse().expect("ref"));
+    let rx_ref = GrantRef(value("rx-ring-ref").parse().expect("ref"));
     let peer_page = |r| {
         let (flags, domid, frame) = grants.entry_fields(r).expect("entry");
         assert_eq!((flags, domid), (GTF_PERMIT_ACCESS, 0), "ring pages are writable grants to dom0");
@@ -51,7 +54,7 @@ fn setup() -> (Netfront, Peer) {
     let tx = BackRing::new(peer_page(tx_ref));
     let rx = BackRing::new(peer_page(rx_ref));
     let kicks = Arc::new(Kicks::default());
-    let dev = Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, kicks.clone(), 9, None)
+    let dev = Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, kicks.clone(), PORT, None)
         .expect("start");
     (dev, Peer { grants, tx, rx, kicks })
 }
@@ -116,12 +119,12 @@ fn frame(n: usize, seed: u8) -> Vec<u8> {
 
 #[test]
 fn wire_formats_round_trip() {
-    let t = TxRequest { gref: 0x1234_5678, offset: 2, flags: NETTXF_MORE_DATA, id: 7, size: 1514 };
+    let t = TxRequest { gref: GrantRef(0x1234_5678), offset: 2, flags: NETTXF_MORE_DATA, id: 7, size: 1514 };
     assert_eq!(TxRequest::parse(&t.emit()), t);
     assert_eq!(t.emit()[..4], [0x78, 0x56, 0x34, 0x12]);
     let r = RxResponse { id: 3, offset: 10, flags: NETRXF_MORE_DATA, status: -2 };
     assert_eq!(RxResponse::parse(&r.emit()), r);
-    let q = RxRequest { id: 255, gref: 99 };
+    let q = RxRequest { id: 255, gref: GrantRef(99) };
     assert_eq!(RxRequest::parse(&q.emit()), q);
     assert_eq!(TxResponse::parse(&TxResponse { id: 1, status: -1 }.emit()).status, -1);
     assert_eq!(parse_mac("00:16:3e:0a:0B:ff"), Ok([0, 0x16, 0x3e, 0x0a, 0x0b, 0xff]));

@@ -66,6 +66,20 @@ impl MsgType {
     }
 }
 
+/// A xenstore transaction id (`tx_id` of `struct xsd_sockmsg`): the reply to `XS_TRANSACTION_START`, carried by
+/// every request inside the transaction; [`XBT_NIL`] is "no transaction".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct XsTxId(pub u32);
+
+/// `XBT_NIL`: no transaction.
+pub const XBT_NIL: XsTxId = XsTxId(0);
+
+impl fmt::Display for XsTxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Malformed xenstore data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireError {
@@ -151,9 +165,9 @@ impl<T: AsRef<[u8]>> Header<T> {
     pub fn req_id(&self) -> u32 {
         self.u32_at(field::REQ_ID)
     }
-    /// `tx_id`: the transaction, 0 for none.
-    pub fn tx_id(&self) -> u32 {
-        self.u32_at(field::TX_ID)
+    /// `tx_id`: the transaction, [`XBT_NIL`] for none.
+    pub fn tx_id(&self) -> XsTxId {
+        XsTxId(self.u32_at(field::TX_ID))
     }
     /// `len`: payload bytes following the header.
     pub fn len(&self) -> u32 {
@@ -173,7 +187,7 @@ pub struct Message {
     /// `req_id`.
     pub req_id: u32,
     /// `tx_id`.
-    pub tx_id: u32,
+    pub tx_id: XsTxId,
     /// Payload (at most [`PAYLOAD_MAX`] bytes).
     pub payload: Vec<u8>,
 }
@@ -184,7 +198,7 @@ impl Message {
     pub fn request(
         msg_type: MsgType,
         req_id: u32,
-        tx_id: u32,
+        tx_id: XsTxId,
         strings: &[&str],
         tail: &[u8],
     ) -> Result<Self, WireError> {
@@ -223,7 +237,7 @@ impl Message {
 
     /// Appends the wire form (header + payload) to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        for v in [self.msg_type, self.req_id, self.tx_id, self.payload.len() as u32] {
+        for v in [self.msg_type, self.req_id, self.tx_id.0, self.payload.len() as u32] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.payload);
@@ -301,12 +315,12 @@ mod tests {
 
     #[test]
     fn header_view_and_round_trip() {
-        let m = Message::request(MsgType::Write, 7, 3, &["device/vif/0/state"], b"4").expect("fits");
+        let m = Message::request(MsgType::Write, 7, XsTxId(3), &["device/vif/0/state"], b"4").expect("fits");
         let mut wire = Vec::new();
         m.emit(&mut wire);
         assert_eq!(&wire[..4], &11u32.to_le_bytes());
         let h = Header::new_checked(&wire[..]).expect("header");
-        assert_eq!((h.msg_type(), h.req_id(), h.tx_id(), h.len()), (11, 7, 3, 20));
+        assert_eq!((h.msg_type(), h.req_id(), h.tx_id(), h.len()), (11, 7, XsTxId(3), 20));
         assert!(!h.is_empty());
         let (back, used) = Message::parse(&wire).expect("valid").expect("complete");
         assert_eq!((back, used), (m, wire.len()));
@@ -316,7 +330,7 @@ mod tests {
 
     #[test]
     fn payload_accessors() {
-        let dir = Message { msg_type: 1, req_id: 1, tx_id: 0, payload: b"0\x001\x00".to_vec() };
+        let dir = Message { msg_type: 1, req_id: 1, tx_id: XBT_NIL, payload: b"0\x001\x00".to_vec() };
         assert_eq!(dir.strings(), Ok(vec!["0", "1"]));
         let empty = Message { payload: Vec::new(), ..dir.clone() };
         assert_eq!(empty.strings(), Ok(vec![]));
@@ -340,7 +354,7 @@ mod tests {
             wire.extend_from_slice(&v.to_le_bytes());
         }
         assert_eq!(Message::parse(&wire), Err(WireError::PayloadTooLong { len: 4097 }));
-        assert!(Message::request(MsgType::Write, 0, 0, &["p"], &[0; 4095]).is_err());
+        assert!(Message::request(MsgType::Write, 0, XBT_NIL, &["p"], &[0; 4095]).is_err());
         let e = std::format!("{}", WireError::PayloadTooLong { len: 4097 });
         assert!(e.contains("4097") && e.contains("4096"));
     }
@@ -348,8 +362,8 @@ mod tests {
     #[test]
     fn decoder_reassembles_split_and_joined_messages() {
         let mut wire = Vec::new();
-        Message::request(MsgType::Read, 1, 0, &["a"], b"").expect("fits").emit(&mut wire);
-        Message::request(MsgType::Read, 2, 0, &["bb"], b"").expect("fits").emit(&mut wire);
+        Message::request(MsgType::Read, 1, XBT_NIL, &["a"], b"").expect("fits").emit(&mut wire);
+        Message::request(MsgType::Read, 2, XBT_NIL, &["bb"], b"").expect("fits").emit(&mut wire);
         let mut d = Decoder::new();
         for chunk in wire.chunks(5) {
             d.push(chunk);
