@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use crate::abi::DomId;
-use crate::evtchn::{EventChannelOps, EvtchnPort, PortSlot};
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -28,6 +28,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::task::Poll;
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
+use libos::irq::WakeSlot;
 use spin::Mutex;
 
 /// Ring slot size (`blkif_request`, 112 bytes on x86_64).
@@ -328,7 +329,7 @@ pub struct Blkfront {
     flush_op: Option<u8>,
     events: Arc<dyn EventChannelOps>,
     port: EvtchnPort,
-    slot: Option<&'static PortSlot>,
+    slot: Option<&'static WakeSlot>,
 }
 
 /// The ring of a vbd before the backend connects, and the grant to publish as `ring-ref`.
@@ -381,7 +382,7 @@ impl Blkfront {
         backend: DomId,
         events: Arc<dyn EventChannelOps>,
         port: EvtchnPort,
-        slot: Option<&'static PortSlot>,
+        slot: Option<&'static WakeSlot>,
     ) -> Self {
         let segments = geometry.segments_per_request();
         let flush_op = if geometry.flush_cache {
@@ -491,7 +492,7 @@ impl Blkfront {
         let npages = len.div_ceil(PAGE_SIZE);
         let slot = core::future::poll_fn(|cx| {
             if let Some(s) = self.slot {
-                s.add_waiter(cx.waker());
+                s.register(cx.waker());
             }
             let mut core = self.core.lock();
             if let Some(e) = &core.broken {
@@ -589,7 +590,7 @@ impl Blkfront {
         let mut guard = Abandon(self, slot, false);
         let (status, pages) = core::future::poll_fn(|cx| {
             if let Some(s) = self.slot {
-                s.add_waiter(cx.waker());
+                s.register(cx.waker());
             }
             let mut core = self.core.lock();
             if let Err(e) = self.collect(&mut core) {
@@ -722,7 +723,7 @@ pub async fn connect(
     grants: &'static GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static WakeSlot>, String>,
 ) -> Result<Blkfront, BlkfrontError> {
     let path = format!("device/vbd/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Block).await?;

@@ -1,6 +1,6 @@
 //! Event channels, 2-level ABI: the pending and mask bitmaps in the shared-info page, the per-vCPU selector
-//! word and upcall flag, the scan an upcall performs, and the per-port wake-up slots that connect a port to
-//! the tasks waiting on it. Sending, allocating and unmasking through Xen go through [`EventChannelOps`], so
+//! word and upcall flag, the scan an upcall performs, and the binding of a port to the `libos::irq::WakeSlot`
+//! of the tasks waiting on it. Sending, allocating and unmasking through Xen go through [`EventChannelOps`], so
 //! drivers and their tests do not depend on hypercalls.
 //! Source: Xen `xen/include/public/xen.h` (`struct shared_info`: `evtchn_pending`, `evtchn_mask`;
 //! `struct vcpu_info`: `evtchn_upcall_pending`, `evtchn_pending_sel` and the order in which a guest clears
@@ -9,10 +9,8 @@
 
 use crate::abi::{shared_info as si, DomId, XenErrno, EVTCHN_2L_NR_CHANNELS};
 use crate::shared::SharedPage;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use core::task::Waker;
-use spin::Mutex;
+use core::sync::atomic::{AtomicU32, Ordering};
+use libos::irq::WakeSlot;
 
 pub use crate::abi::EvtchnPort;
 
@@ -103,26 +101,17 @@ pub const MAX_SLOTS: usize = 32;
 
 const FREE: u32 = u32::MAX;
 
-/// The tasks to wake when a port fires: one persistent waker (a device's driver task, set once and kept) and
-/// one-shot waiters (futures waiting for one event, e.g. a xenstore reply).
+/// A port's binding to the tasks it wakes: the port (or free) and the [`WakeSlot`] its upcalls wake. Drivers
+/// hold the `WakeSlot` (persistent waker for a device's task, one-shot waiters for replies); only the binding is
+/// Xen-specific.
 pub struct PortSlot {
     port: AtomicU32,
-    persistent: Mutex<Option<Waker>>,
-    waiters: Mutex<Vec<Waker>>,
-    /// An event arrived when nobody waited.
-    pending: AtomicBool,
-    count: AtomicU64,
+    wake: WakeSlot,
 }
 
 impl PortSlot {
     const fn new() -> Self {
-        Self {
-            port: AtomicU32::new(FREE),
-            persistent: Mutex::new(None),
-            waiters: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            count: AtomicU64::new(0),
-        }
+        Self { port: AtomicU32::new(FREE), wake: WakeSlot::new() }
     }
 
     /// The port this slot serves.
@@ -130,59 +119,10 @@ impl PortSlot {
         EvtchnPort(self.port.load(Ordering::Acquire))
     }
 
-    /// Events delivered since the slot was bound.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+    /// The tasks this port wakes; events delivered since the slot was bound are its [`WakeSlot::events`].
+    pub fn wake_slot(&self) -> &WakeSlot {
+        &self.wake
     }
-
-    /// Sets the persistent waker (replacing the previous one); wakes it at once if an event arrived unseen.
-    pub fn set_waker(&self, waker: &Waker) {
-        critical(|| {
-            let mut w = self.persistent.lock();
-            if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                *w = Some(waker.clone());
-            }
-        });
-        if self.pending.swap(false, Ordering::AcqRel) {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Adds a one-shot waiter, woken (and dropped) at the next event. Register *before* checking the
-    /// condition you wait for, so an event in between is not lost.
-    pub fn add_waiter(&self, waker: &Waker) {
-        critical(|| {
-            let mut w = self.waiters.lock();
-            if !w.iter().any(|x| x.will_wake(waker)) {
-                w.push(waker.clone());
-            }
-        });
-    }
-
-    /// Delivers one event: wakes the persistent waker and every waiter (called from the upcall handler).
-    pub fn fire(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let waiters = critical(|| core::mem::take(&mut *self.waiters.lock()));
-        let persistent = critical(|| self.persistent.lock().clone());
-        if waiters.is_empty() && persistent.is_none() {
-            self.pending.store(true, Ordering::Release);
-        }
-        for w in waiters {
-            w.wake();
-        }
-        if let Some(w) = persistent {
-            w.wake();
-        }
-    }
-}
-
-/// Runs `f` with interrupts masked on the guest, so the upcall handler never finds a slot lock held by the
-/// task it interrupted.
-fn critical<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_os = "none")]
-    return libos::arch::x86_64::cpu::without_interrupts(f);
-    #[cfg(not(target_os = "none"))]
-    f()
 }
 
 static SLOTS: [PortSlot; MAX_SLOTS] = [const { PortSlot::new() }; MAX_SLOTS];
@@ -236,7 +176,7 @@ pub fn slot(port: EvtchnPort) -> Option<&'static PortSlot> {
 pub fn dispatch(port: EvtchnPort) -> bool {
     match slot(port) {
         Some(s) => {
-            s.fire();
+            s.wake.wake();
             true
         }
         None => false,
@@ -249,6 +189,7 @@ mod tests {
     use super::*;
     use alloc::sync::Arc;
     use alloc::task::Wake;
+    use core::task::Waker;
     use std::vec;
     use EvtchnPort as P;
 
@@ -338,8 +279,10 @@ mod tests {
 
     #[test]
     fn slots_wake_persistent_and_one_shot_waiters() {
-        let slot = bind(P(4000)).expect("slot");
-        assert_eq!(bind(P(4000)).map(|s| s as *const _), Ok(slot as *const _), "same port, same slot");
+        let bound = bind(P(4000)).expect("slot");
+        assert_eq!(bound.port(), P(4000));
+        let slot = bound.wake_slot();
+        assert_eq!(bind(P(4000)).map(|s| s as *const _), Ok(bound as *const _), "same port, same slot");
         assert_eq!(bind(P(5000)).err(), Some(BindError::BadPort { port: P(5000) }));
         // An event before anyone waits is remembered for the persistent waker.
         assert!(dispatch(P(4000)));
@@ -347,13 +290,13 @@ mod tests {
         slot.set_waker(&Waker::from(persistent.clone()));
         assert_eq!(persistent.0.load(Ordering::SeqCst), 1);
         let once = Arc::new(Count(Default::default()));
-        slot.add_waiter(&Waker::from(once.clone()));
-        slot.add_waiter(&Waker::from(once.clone()));
+        slot.register(&Waker::from(once.clone()));
+        slot.register(&Waker::from(once.clone()));
         assert!(dispatch(P(4000)));
         assert!(dispatch(P(4000)));
         assert_eq!(once.0.load(Ordering::SeqCst), 1, "one-shot waiters are woken once");
         assert_eq!(persistent.0.load(Ordering::SeqCst), 3);
-        assert_eq!(slot.count(), 3);
+        assert_eq!(slot.events(), 3);
         assert!(!dispatch(P(4001)));
     }
 }

@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::hypervisor::{Detection, HypervisorKind};
+use libos::irq::WakeSlot;
 use libos::time::Duration;
 
 static SHARED_INFO: spin::Once<&'static SharedPage> = spin::Once::new();
@@ -48,8 +49,9 @@ fn upcall(_vector: u8) {
 }
 
 /// Binds `port` to a wake-up slot and unmasks it; a port that became pending while masked is re-raised.
-pub fn listen(port: EvtchnPort) -> Result<&'static evtchn::PortSlot, String> {
-    let slot = evtchn::bind(port).map_err(|e| format!("{e}"))?;
+/// Returns the slot the port's upcalls wake.
+pub fn listen(port: EvtchnPort) -> Result<&'static WakeSlot, String> {
+    let slot = evtchn::bind(port).map_err(|e| format!("{e}"))?.wake_slot();
     let page = SHARED_INFO.get().ok_or("event channels are not set up")?;
     if evtchn::unmask(page, port) {
         hypercall::evtchn_unmask(port).map_err(|e| format!("EVTCHNOP_unmask {port}: {e}"))?;

@@ -10,7 +10,7 @@
 #![forbid(unsafe_code)]
 
 use crate::abi::DomId;
-use crate::evtchn::{EventChannelOps, EvtchnPort, PortSlot};
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -24,6 +24,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
 use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use libos::irq::WakeSlot;
 
 /// TX ring slot size (`netif_tx_request`, 12 bytes; the response is smaller).
 pub const TX_SLOT: usize = 12;
@@ -321,7 +322,7 @@ pub struct Netfront {
     scratch: Vec<u8>,
     events: Arc<dyn EventChannelOps>,
     port: EvtchnPort,
-    slot: Option<&'static PortSlot>,
+    slot: Option<&'static WakeSlot>,
     stats: NetStats,
     broken: Option<DeviceError>,
 }
@@ -339,7 +340,7 @@ impl Netfront {
         rings: NetRings,
         events: Arc<dyn EventChannelOps>,
         port: EvtchnPort,
-        slot: Option<&'static PortSlot>,
+        slot: Option<&'static WakeSlot>,
     ) -> Result<Self, DeviceError> {
         let NetRings { tx, rx, tx_bufs, rx_bufs, .. } = rings;
         let mut dev = Self {
@@ -589,7 +590,7 @@ pub async fn connect(
     grants: &GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static WakeSlot>, String>,
 ) -> Result<Netfront, NetfrontError> {
     let path = format!("device/vif/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Net).await?;

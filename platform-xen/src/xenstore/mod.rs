@@ -11,7 +11,7 @@ pub mod ring;
 pub mod wire;
 
 use crate::abi::XenErrno;
-use crate::evtchn::{EventChannelOps, EvtchnPort, PortSlot};
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Poll;
+use libos::irq::WakeSlot;
 use ring::{RingIndexError, XsRing};
 use spin::Mutex;
 use wire::{Decoder, Message, MsgType, WireError};
@@ -100,7 +101,7 @@ pub struct XenStore {
     inner: Mutex<Inner>,
     events: Arc<dyn EventChannelOps>,
     port: EvtchnPort,
-    slot: Option<&'static PortSlot>,
+    slot: Option<&'static WakeSlot>,
     next_token: AtomicU32,
 }
 
@@ -111,7 +112,7 @@ impl XenStore {
         ring: XsRing,
         events: Arc<dyn EventChannelOps>,
         port: EvtchnPort,
-        slot: Option<&'static PortSlot>,
+        slot: Option<&'static WakeSlot>,
     ) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -227,7 +228,7 @@ impl XenStore {
         let _forget = Forget(self, id);
         let reply = core::future::poll_fn(|cx| {
             if let Some(slot) = self.slot {
-                slot.add_waiter(cx.waker());
+                slot.register(cx.waker());
             }
             let mut inner = self.inner.lock();
             if let Err(e) = self.pump(&mut inner) {
@@ -343,7 +344,7 @@ impl Watch<'_> {
     pub async fn next(&mut self) -> Result<String, XsError> {
         core::future::poll_fn(|cx| {
             if let Some(slot) = self.xs.slot {
-                slot.add_waiter(cx.waker());
+                slot.register(cx.waker());
             }
             let mut inner = self.xs.inner.lock();
             if let Some(p) = inner.watches.get_mut(&self.token).and_then(VecDeque::pop_front) {
