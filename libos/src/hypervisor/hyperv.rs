@@ -263,15 +263,15 @@ pub const HYPERV_INTERFACE_TLFS: [u8; 4] = *b"Hv#1";
 pub struct HyperVVersion {
     /// Build number (EAX).
     pub build: u32,
-    /// Major version (EBX[31:16]).
+    /// Major version (EBX\[31:16\]).
     pub major: u16,
-    /// Minor version (EBX[15:0]).
+    /// Minor version (EBX\[15:0\]).
     pub minor: u16,
     /// Service pack (ECX).
     pub service_pack: u32,
-    /// Service branch (EDX[31:24]).
+    /// Service branch (EDX\[31:24\]).
     pub service_branch: u8,
-    /// Service number (EDX[23:0]).
+    /// Service number (EDX\[23:0\]).
     pub service_number: u32,
 }
 

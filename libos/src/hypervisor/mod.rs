@@ -178,7 +178,7 @@ impl fmt::Display for Found {
 /// Result of [`detect`]: the hypervisor-present bit and every plausible hypervisor range, in ascending leaf order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Detection {
-    /// CPUID.01H:ECX[31]. When clear, no range is scanned and `found` is empty.
+    /// CPUID.01H:ECX\[31\]. When clear, no range is scanned and `found` is empty.
     pub hypervisor_bit: bool,
     /// Ranges found, lowest base leaf first; `None` after the last one.
     pub found: [Option<Found>; MAX_FOUND],
@@ -267,7 +267,7 @@ fn range_leaf<'a, C: CpuidSource + ?Sized>(cpu: &'a C, found: &Found) -> impl Fn
     move |offset, subleaf| (base + offset <= max).then(|| cpu.cpuid(base + offset, subleaf))
 }
 
-/// Detects hypervisors: reads CPUID.01H:ECX[31] and, when it is set, every range base 0x4000_0000..=0x4001_0000
+/// Detects hypervisors: reads CPUID.01H:ECX\[31\] and, when it is set, every range base 0x4000_0000..=0x4001_0000
 /// (step 0x100), recording ranges with a known signature or a plausible unknown one (see [`Detection::ignored`]).
 /// Never fails: a machine without a hypervisor gives `hypervisor_bit == false` and no ranges.
 ///

@@ -85,7 +85,7 @@ impl fmt::Display for XenHvmFeatures {
     }
 }
 
-/// Xen version from leaf base+1: EAX[31:16] major, EAX[15:0] minor. Source: Xen `arch-x86/cpuid.h` (Leaf 2).
+/// Xen version from leaf base+1: EAX\[31:16\] major, EAX\[15:0\] minor. Source: Xen `arch-x86/cpuid.h` (Leaf 2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct XenVersion {
     /// Major version, e.g. 4.
