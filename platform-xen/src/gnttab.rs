@@ -19,6 +19,18 @@ pub use crate::abi::GrantRef;
 
 /// Size of `struct grant_entry_v1` (bytes).
 pub const ENTRY_SIZE: usize = 8;
+/// Byte offsets of the fields of `struct grant_entry_v1` within an entry. The entry is shared with Xen and
+/// updated field by field with atomics (`flags` last when granting, by compare-and-swap when ending access), so
+/// these are offsets into the shared page rather than a view over a copy.
+mod entry {
+    /// `flags` (u16, `GTF_*`).
+    pub const FLAGS: usize = 0;
+    /// `domid` (u16): the domain granted access.
+    pub const DOMID: usize = 2;
+    /// `frame` (u32): the granted guest frame.
+    pub const FRAME: usize = 4;
+}
+
 /// Grant entries per table frame.
 pub const ENTRIES_PER_FRAME: usize = PAGE_SIZE / ENTRY_SIZE;
 /// `GNTTAB_NR_RESERVED_ENTRIES`: entries 0..8 belong to the toolstack (console, xenstore).
@@ -121,11 +133,11 @@ impl GrantTable {
         let mut st = self.state.lock();
         let gref = st.free.pop().ok_or(GrantError::Exhausted { capacity: self.capacity() })?;
         let (table, off) = self.entry(gref);
-        table.u16_at(off + 2).store(domid.0, Ordering::Relaxed);
-        table.u32_at(off + 4).store(frame, Ordering::Relaxed);
+        table.u16_at(off + entry::DOMID).store(domid.0, Ordering::Relaxed);
+        table.u32_at(off + entry::FRAME).store(frame, Ordering::Relaxed);
         wmb();
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        table.u16_at(off).store(flags, Ordering::Release);
+        table.u16_at(off + entry::FLAGS).store(flags, Ordering::Release);
         st.granted.insert(gref, page);
         Ok(gref)
     }
@@ -139,7 +151,7 @@ impl GrantTable {
             return Err(GrantError::NotGranted { gref });
         }
         let (table, off) = self.entry(gref);
-        let flags = table.u16_at(off);
+        let flags = table.u16_at(off + entry::FLAGS);
         let mut cur = flags.load(Ordering::Acquire);
         loop {
             if cur & (GTF_READING | GTF_WRITING) != 0 {
@@ -167,9 +179,9 @@ impl GrantTable {
         }
         let (table, off) = self.entry(gref);
         Some((
-            table.u16_at(off).load(Ordering::Acquire),
-            table.u16_at(off + 2).load(Ordering::Acquire),
-            table.u32_at(off + 4).load(Ordering::Acquire),
+            table.u16_at(off + entry::FLAGS).load(Ordering::Acquire),
+            table.u16_at(off + entry::DOMID).load(Ordering::Acquire),
+            table.u32_at(off + entry::FRAME).load(Ordering::Acquire),
         ))
     }
 }

@@ -9,6 +9,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u32, write_u32, Field};
 
 /// Header length (bytes).
 pub const HEADER_LEN: usize = 16;
@@ -112,12 +113,13 @@ impl fmt::Display for WireError {
     }
 }
 
+/// Byte ranges of `struct xsd_sockmsg`.
 mod field {
-    use core::ops::Range;
-    pub const TYPE: Range<usize> = 0..4;
-    pub const REQ_ID: Range<usize> = 4..8;
-    pub const TX_ID: Range<usize> = 8..12;
-    pub const LEN: Range<usize> = 12..16;
+    use super::Field;
+    pub const TYPE: Field = 0..4;
+    pub const REQ_ID: Field = 4..8;
+    pub const TX_ID: Field = 8..12;
+    pub const LEN: Field = 12..16;
 }
 
 /// A checked view of a `struct xsd_sockmsg` header at the start of a buffer.
@@ -152,30 +154,49 @@ impl<T: AsRef<[u8]>> Header<T> {
         Ok(())
     }
 
-    fn u32_at(&self, r: core::ops::Range<usize>) -> u32 {
-        let b = &self.buffer.as_ref()[r];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    /// The buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
     }
 
     /// `type` (raw; see [`MsgType`]).
     pub fn msg_type(&self) -> u32 {
-        self.u32_at(field::TYPE)
+        read_u32(self.buffer.as_ref(), field::TYPE)
     }
     /// `req_id`, echoed in the reply.
     pub fn req_id(&self) -> u32 {
-        self.u32_at(field::REQ_ID)
+        read_u32(self.buffer.as_ref(), field::REQ_ID)
     }
     /// `tx_id`: the transaction, [`XBT_NIL`] for none.
     pub fn tx_id(&self) -> XsTxId {
-        XsTxId(self.u32_at(field::TX_ID))
+        XsTxId(read_u32(self.buffer.as_ref(), field::TX_ID))
     }
     /// `len`: payload bytes following the header.
     pub fn len(&self) -> u32 {
-        self.u32_at(field::LEN)
+        read_u32(self.buffer.as_ref(), field::LEN)
     }
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
+    /// Sets `type`.
+    pub fn set_msg_type(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::TYPE, v);
+    }
+    /// Sets `req_id`.
+    pub fn set_req_id(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::REQ_ID, v);
+    }
+    /// Sets `tx_id`.
+    pub fn set_tx_id(&mut self, v: XsTxId) {
+        write_u32(self.buffer.as_mut(), field::TX_ID, v.0);
+    }
+    /// Sets `len`.
+    pub fn set_len(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::LEN, v);
     }
 }
 
@@ -237,9 +258,12 @@ impl Message {
 
     /// Appends the wire form (header + payload) to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        for v in [self.msg_type, self.req_id, self.tx_id.0, self.payload.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let mut header = Header::new_unchecked([0u8; HEADER_LEN]);
+        header.set_msg_type(self.msg_type);
+        header.set_req_id(self.req_id);
+        header.set_tx_id(self.tx_id);
+        header.set_len(self.payload.len() as u32);
+        out.extend_from_slice(&header.into_inner());
         out.extend_from_slice(&self.payload);
     }
 
