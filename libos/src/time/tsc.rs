@@ -278,18 +278,8 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use crate::hypervisor::recorded::QEMU_KVM;
     use crate::hypervisor::RecordedCpuid;
-
-    /// Recorded under QEMU 10.0.2 `-accel kvm -cpu qemu64,+invtsc,vmware-cpuid-freq=on` on the development host.
-    const QEMU_KVM: &[(u32, u32, [u32; 4])] = &[
-        (0x0000_0000, 0, [0x0000_000d, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        (0x0000_0001, 0, [0x0006_0fb1, 0x0000_0800, 0xf6f8_3203, 0x178b_fbff]),
-        (0x4000_0000, 0, [0x4000_0010, 0x4b4d_564b, 0x564b_4d56, 0x0000_004d]),
-        (0x4000_0001, 0, [0x0100_007b, 0, 0, 0]),
-        (0x4000_0010, 0, [0x0025_5078, 0x000f_4240, 0, 0]),
-        (0x8000_0000, 0, [0x8000_000a, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        (0x8000_0007, 0, [0, 0, 0, 0x0000_0100]),
-    ];
 
     /// Recorded under QEMU 10.0.2 `-accel tcg -cpu max`: highest basic leaf 0xd, so leaves 15H/16H return the
     /// data of leaf 0xd and must not be read as TSC information.
