@@ -3,6 +3,7 @@
 //!
 //! Source for PVH: Xen `xen/include/public/arch-x86/hvm/start_info.h` (struct `hvm_start_info`,
 //! `hvm_memmap_table_entry`, `hvm_modlist_entry`), read through the `pvh` crate's types.
+#![allow(unsafe_code)]
 
 use core::fmt;
 

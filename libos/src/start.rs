@@ -1,6 +1,7 @@
 //! The boot sequence after the PVH stub: console, boot info, memory, CPU tables, command line, log, LAPIC;
 //! then the `zirvium` crate's `__zirvium_start` picks the platform and runs the app. Also the TSC clock used
 //! when no paravirtual clock exists, the boot timeline (TSC stamps), and timer arming for the executor.
+#![allow(unsafe_code)]
 
 use crate::arch::x86_64::{apic, boot::BOOT_TSC_ENTRY, cpu, gdt, idt, pit};
 use crate::bootinfo::{BootInfo, PvhStartInfo};

@@ -2,6 +2,7 @@
 //! upcall vector, PV console; then grant table, xenstore, control node watch and the PV devices.
 //! Source: Xen `docs/misc/pvh.pandoc`, `xen/include/public/hvm/params.h` (`HVM_PARAM_CALLBACK_IRQ` vector type),
 //! `memory.h` (`XENMAPSPACE_shared_info`), `sched.h` (`SCHEDOP_shutdown`).
+#![allow(unsafe_code)]
 
 use crate::abi::{self, feature, hvm_param, DomId, XenErrno};
 use crate::evtchn::{self, EventChannelOps, EvtchnPort};

@@ -5,6 +5,7 @@
 //! it calls the typed wrappers.
 //! Source: Xen `xen/include/public/xen.h` (calling convention), `arch-x86/cpuid.h` (leaf 3: hypercall MSR),
 //! `version.h`, `memory.h`, `hvm/hvm_op.h`, `event_channel.h`, `grant_table.h`, `sched.h`.
+#![allow(unsafe_code)]
 
 use crate::abi::{self, hypercall as nr, DomId, EvtchnPort, XenErrno};
 use core::arch::{asm, global_asm};

@@ -1,5 +1,6 @@
 //! Platform selection, the one place that decides which device drivers start, and the hand-over to the app
 //! (called by libos after memory and CPU setup).
+#![allow(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::string::String;

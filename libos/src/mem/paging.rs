@@ -3,6 +3,7 @@
 //! uncached. Later MMIO (64-bit BARs) is added with [`map_mmio`].
 //! Source: Intel SDM Vol. 3A §4.5 (4-level paging), Table 4-15..4-20 (entry formats), §4.6 (access rights:
 //! CR0.WP, EFER.NXE).
+#![allow(unsafe_code)]
 
 use super::frames::{FrameAllocator, FrameError, PAGE_SIZE};
 use crate::arch::x86_64::cpu;
