@@ -107,6 +107,17 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         libos::exit(libos::EXIT_BOOT_ERROR);
     }
     libos::start::stamp(4);
+    if let Some(b) = libos::start::boot_info().filter(|b| b.loader_data().is_some()) {
+        // The TSC counts from the vCPU's reset, so at the entry it measures firmware plus boot loader.
+        let us = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(libos::start::tsc_hz().max(1))) as u64;
+        let entry = libos::start::entry_tsc();
+        log::info!(
+            "boot: {} entered {} us after reset (firmware and loader); app main at {} us after reset",
+            b.entry(),
+            us(entry),
+            us(libos::arch::x86_64::cpu::rdtsc())
+        );
+    }
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);
