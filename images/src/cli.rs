@@ -1,4 +1,5 @@
-//! The `images` command line: `build <app> [--debug]` and `run <app> [options] [-- app args]`.
+//! The `images` command line: `build <app> [--debug]`, `run <app> [options] [-- app args]`, `run --image FILE`,
+//! `package <app> --format F --output FILE`, `inspect FILE`, `disk create`, `xl-config`.
 //!
 //! Exit codes of `run`: the guest's status (0..=127), 124 when `--timeout` expired, 125 when QEMU failed, 2 for
 //! usage errors and a missing QEMU, 1 when the build failed.
@@ -47,6 +48,44 @@ pub enum Cmd {
     Run(RunArgs),
     /// Build apps/<APP> (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
     XlConfig(crate::xen::run::XlConfigArgs),
+    /// Build apps/<APP> (release) and write it as a bootable GPT disk (GRUB for BIOS and UEFI, Multiboot2) in a
+    /// cloud's format.
+    Package(PackageArgs),
+    /// Show what an app ELF or a packaged disk holds: entries, platforms, sections, initrd; partitions, boot
+    /// loader, kernel command line.
+    Inspect {
+        /// An app ELF or a disk image (raw, qcow2, vhd, vhdx, vmdk, GCE tar.gz).
+        file: std::path::PathBuf,
+    },
+}
+
+/// Options of `images package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The app's package name, e.g. httpd.
+    pub app: String,
+    /// Output format: raw, qcow2 (OpenStack, Proxmox), vhd (Azure, fixed), vhdx (Hyper-V), vmdk (vSphere,
+    /// streamOptimized), gce (disk.raw in a tar.gz).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: crate::package::Format,
+    /// The image file to write.
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    /// Firmware the disk boots with.
+    #[arg(long, value_name = "bios|uefi|both", default_value = "both")]
+    pub boot: crate::package::BootModes,
+    /// Disk size: bytes or K/M/G, rounded up to whole MiB (whole GiB for gce).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::disk::parse_size)]
+    pub size: u64,
+    /// Copy DIR into a FAT data partition the guest mounts at /data (it takes the rest of the disk).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<std::path::PathBuf>,
+    /// Kernel option, placed before `--` on the kernel command line in grub.cfg; repeatable.
+    #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
+    pub kernel_opts: Vec<KernelOption>,
+    /// Arguments for the app, after `--`.
+    #[arg(last = true, value_name = "APP ARGS")]
+    pub app_args: Vec<String>,
 }
 
 /// `images disk` subcommands.
@@ -71,8 +110,15 @@ pub enum DiskCmd {
 /// Options of `images run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The app's package name, e.g. hello or httpd.
+    /// The app's package name, e.g. hello or httpd (not with --image).
+    #[arg(required_unless_present = "image", conflicts_with = "image", default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Boot this packaged disk (`images package`) through firmware on q35 instead of building an app.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<std::path::PathBuf>,
+    /// Firmware for --image: SeaBIOS or OVMF [default: bios].
+    #[arg(long, value_name = "bios|uefi")]
+    pub boot: Option<crate::diskboot::Firmware>,
     /// Boot under QEMU directly, or as a Xen PVH domU: with `xl` on PATH (a dom0) through xl, else on a Xen
     /// 4.17 host nested under QEMU TCG (downloaded from Debian on first use).
     #[arg(long, value_name = "qemu|xen", default_value = "qemu")]
@@ -132,6 +178,11 @@ impl RunArgs {
             opts.push_disk(disk);
         }
         opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
+        if self.image.is_some() {
+            crate::diskboot::adjust_options(&mut opts, self.net.is_some(), self.initrd.is_some())?;
+        } else if self.boot.is_some() {
+            return Err(ConfigError::NeedsImage("--boot"));
+        }
         opts.validate()?;
         Ok(opts)
     }
@@ -166,6 +217,15 @@ pub enum Error {
     /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
     #[error(transparent)]
     Xen(#[from] crate::xen::Error),
+    /// `images package` failed (exit 1).
+    #[error(transparent)]
+    Package(#[from] crate::package::PackageError),
+    /// `images inspect` failed (exit 1).
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    /// Preparing `run --image` failed (exit 2: a missing tool or an unusable image).
+    #[error(transparent)]
+    DiskBoot(#[from] crate::diskboot::DiskBootError),
 }
 
 impl Error {
@@ -173,7 +233,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Install { .. } => 2,
-            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
+            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) | Error::Package(_) | Error::Inspect(_) => 1,
+            Error::DiskBoot(_) => 2,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
         }
@@ -216,6 +277,11 @@ pub fn main() -> ExitCode {
         }
         Cmd::Run(args) => run(&args),
         Cmd::XlConfig(args) => crate::xen::run::xl_config(&args),
+        Cmd::Package(args) => package(&args),
+        Cmd::Inspect { file } => crate::inspect::inspect(&file).map_err(Error::from).map(|report| {
+            print!("{report}");
+            0
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -239,17 +305,28 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         Err(missing) => return Err(missing.into()),
     };
     let (accel, why) = choose_accel(args.accel)?;
-    let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
-    let image = build_app_with_initrd(&args.app, Profile::Release, initrd.as_deref())?;
-    eprintln!("images: built {}", image.summary());
-    if let Some(initrd) = &initrd {
-        eprintln!("images: initrd {} embedded in the image", initrd.display());
+    let mut opts = args.options(accel)?;
+    // Removed when the run ends: OVMF's per-VM variable store.
+    let mut _vars = None;
+    if let Some(image) = &args.image {
+        let vars = crate::cargo::target_dir().join(format!("ovmf-vars-{}.fd", std::process::id()));
+        let firmware = args.boot.unwrap_or_default();
+        let format = crate::diskboot::image_format(image)?;
+        opts.boot_disk = Some(crate::diskboot::DiskBoot::new(image, &format, firmware, &vars)?);
+        _vars = Some(crate::diskboot::RemoveOnDrop(vars));
+        eprintln!("images: booting {} ({format}) through {firmware} on {}", image.display(), opts.machine);
+    } else {
+        let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
+        let image = build_app_with_initrd(&args.app, Profile::Release, initrd.as_deref())?;
+        eprintln!("images: built {}", image.summary());
+        if let Some(initrd) = &initrd {
+            eprintln!("images: initrd {} embedded in the image", initrd.display());
+        }
+        opts.kernel = image.path;
+        // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
+        opts.initrd = None;
     }
     eprintln!("images: accel {accel} ({why})");
-    let mut opts = args.options(accel)?;
-    opts.kernel = image.path;
-    // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
-    opts.initrd = None;
     for f in opts.forwards() {
         match f.protocol {
             Protocol::Tcp => eprintln!("images: open http://localhost:{}/", f.host),
@@ -311,19 +388,27 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     Ok(outcome.exit_code())
 }
 
+/// `images package`: builds and writes the disk, prints its summary line.
+pub fn package(args: &PackageArgs) -> Result<u8, Error> {
+    let opts = crate::package::PackageOptions {
+        app: args.app.clone(),
+        format: args.format,
+        output: args.output.clone(),
+        boot: args.boot,
+        size: args.size,
+        data: args.data.clone(),
+        kernel_options: args.kernel_opts.clone(),
+        app_args: args.app_args.clone(),
+    };
+    let summary = crate::package::package(&opts)?;
+    println!("{summary}");
+    Ok(0)
+}
+
 /// The boot module for `app`: `given` as is when it is a file; packed to target/initrd/APP.tar when it is a
 /// directory; else the app's own apps/APP/initrd/ directory, packed, when it exists. Errors: packing.
 pub fn resolve_initrd(app: &str, given: Option<&std::path::Path>) -> Result<Option<std::path::PathBuf>, Error> {
-    let own = crate::cargo::workspace_root().join("apps").join(app).join("initrd");
-    let dir = match given {
-        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
-        Some(p) => p.to_owned(),
-        None if own.is_dir() => own,
-        None => return Ok(None),
-    };
-    let out = crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"));
-    crate::initrd::pack(&dir, &out)?;
-    Ok(Some(out))
+    Ok(crate::initrd::for_app(app, given)?)
 }
 
 /// The accelerator and why: the requested one (KVM only if `/dev/kvm` opens) or the detected one.

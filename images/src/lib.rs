@@ -7,10 +7,15 @@
 pub mod cargo;
 pub mod cli;
 pub mod disk;
+pub mod diskboot;
 pub mod exit;
 pub mod forward;
+pub mod hosttools;
 pub mod initrd;
+pub mod inspect;
+pub mod package;
 pub mod qemu;
+pub mod region;
 pub mod xen;
 
 pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TARGET};

@@ -394,6 +394,9 @@ pub struct RunOptions {
     pub read_only_disks: BTreeSet<usize>,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
     pub initrd: Option<PathBuf>,
+    /// Boot this packaged disk through firmware instead of `kernel` (`images run --image`): replaces
+    /// `-kernel`, `-append` and `-initrd` with the firmware and boot-disk arguments of [`crate::diskboot`].
+    pub boot_disk: Option<crate::diskboot::DiskBoot>,
 }
 
 impl RunOptions {
@@ -411,6 +414,7 @@ impl RunOptions {
             disks: Vec::new(),
             read_only_disks: BTreeSet::new(),
             initrd: None,
+            boot_disk: None,
         }
     }
 
@@ -432,7 +436,8 @@ impl RunOptions {
                 return Err(ConfigError::AppArg(arg.clone()));
             }
         }
-        for path in self.disks.iter().chain(self.initrd.iter()) {
+        let boot_disk = self.boot_disk.as_ref().map(|b| &b.image);
+        for path in self.disks.iter().chain(self.initrd.iter()).chain(boot_disk) {
             if !path.is_file() {
                 return Err(ConfigError::NoFile(path.clone()));
             }
@@ -481,6 +486,10 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
         push(&["-global", "virtio-mmio.force-legacy=false"]);
     }
+    if let Some(boot) = &opts.boot_disk {
+        // First on the PCI bus, so the guest finds the boot disk (and its data partition) first.
+        push(&boot.qemu_args().iter().map(String::as_str).collect::<Vec<_>>());
+    }
     let netdev = match &opts.network {
         Network::None => None,
         Network::User { forwards } => {
@@ -508,6 +517,9 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         args.push(file);
         args.push("-device".into());
         args.push(format!("{},drive=d{i}", opts.machine.virtio_blk_device()).into());
+    }
+    if opts.boot_disk.is_some() {
+        return Ok(args);
     }
     if let Some(initrd) = &opts.initrd {
         args.push("-initrd".into());
@@ -636,6 +648,13 @@ pub enum ConfigError {
     /// `--accel kvm` but KVM cannot be used.
     #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
     KvmUnavailable(String),
+    /// An option `images run --image` cannot apply: the packaged disk carries its own kernel command line and
+    /// initrd, and needs firmware.
+    #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]
+    ImageOption(&'static str),
+    /// An option that only applies to `images run --image`.
+    #[error("{0} applies only to --image FILE")]
+    NeedsImage(&'static str),
     /// No QEMU on PATH.
     #[error(
         "{QEMU_BINARY} not found on PATH; install QEMU 10 from bookworm-backports as root:\n{}",
