@@ -203,9 +203,11 @@ fn read_multiboot2(paddr: u32) -> BootInfo {
     if !(16..=multiboot2::MAX_MBI_LEN).contains(&total_size) {
         fail(Multiboot2Error::BadTotalSize { total_size, available: total_size as usize });
     }
-    // SAFETY: the loader wrote `total_size` bytes there; the range is reserved from the frame allocator below
-    // (`BootInfo::loader_data`) and never written, so it stays valid for the life of the VM.
-    let mbi = unsafe { core::slice::from_raw_parts(paddr as usize as *const u8, total_size as usize) };
+    // SAFETY: the loader wrote `total_size` bytes there and hands them to the kernel; the range is reserved from
+    // the frame allocator below (`BootInfo::loader_data`), and this is the only reference ever made to it (the
+    // parser rewrites GRUB's command-line escapes in place, then keeps shared references), so it stays valid
+    // and unaliased for the life of the VM.
+    let mbi = unsafe { core::slice::from_raw_parts_mut(paddr as usize as *mut u8, total_size as usize) };
     BootInfo::from_multiboot2(mbi, paddr.into()).unwrap_or_else(|e| boot_error("Multiboot2", &e))
 }
 

@@ -176,56 +176,38 @@ pub fn quote(word: &str) -> String {
 }
 
 /// grub.cfg: serial console at 115200, no menu (timeout 0), one entry loading `kernel` (a path on the ESP) with
-/// `multiboot2` and the kernel command line `cmdline` (words as the guest splits them: on spaces, with `"`
-/// quoting, see `libos::cmdline`).
-pub fn config(app: &str, kernel: &str, cmdline: &str) -> String {
+/// `multiboot2` and the kernel command line's `words` (kernel options, `--`, app arguments; each one GRUB word).
+/// GRUB hands the words to the kernel joined by spaces, a word with spaces wrapped in `"`, and `\`, `'`, `"`
+/// escaped with a backslash, which the kernel undoes (`libos::bootinfo::multiboot2::unescape_grub`).
+pub fn config(app: &str, kernel: &str, words: &[String]) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "# Written by `images package`: boots {app} through Multiboot2, from BIOS and UEFI alike.");
     c.push_str("serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n");
     c.push_str("set timeout=0\nset timeout_style=hidden\n");
     let _ = writeln!(c, "menuentry {} {{", quote(&format!("Zirvium {app}")));
     let mut line = format!("    multiboot2 {}", quote(kernel));
-    for w in split_cmdline(cmdline) {
+    for w in words {
         line.push(' ');
-        line.push_str(&quote(&w));
+        line.push_str(&quote(w));
     }
     let _ = writeln!(c, "{line}");
     c.push_str("    boot\n}\n");
     c
 }
 
-/// The words of a kernel command line as the guest reads them: split on spaces, `"..."` groups a word with
-/// spaces (the quotes are kept, GRUB hands the words to the kernel re-joined with spaces).
-fn split_cmdline(cmdline: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                cur.push(c);
-            }
-            ' ' if !quoted => {
-                if !cur.is_empty() {
-                    words.push(std::mem::take(&mut cur));
-                }
-            }
-            _ => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    words
+/// The kernel command line the guest reads for GRUB `words`: joined by spaces, a word with spaces in `"`
+/// (after the kernel undid GRUB's escapes; what `images run` passes with `-append` for the same options).
+pub fn guest_command_line(words: &[String]) -> String {
+    let quoted = words.iter().map(|w| if w.contains(' ') { format!("\"{w}\"") } else { w.clone() });
+    quoted.collect::<Vec<_>>().join(" ")
 }
 
-/// Reads the `multiboot2` line of a grub.cfg written by [`config`]: `(kernel path, command line)`.
+/// Reads the `multiboot2` line of a grub.cfg written by [`config`]: `(kernel path, the guest's command line)`.
 pub fn parse_config(cfg: &str) -> Option<(String, String)> {
     let line = cfg.lines().map(str::trim).find(|l| l.starts_with("multiboot2 "))?;
     let mut words = unquote_words(line.strip_prefix("multiboot2 ")?).into_iter();
     let kernel = words.next()?;
-    Some((kernel, words.collect::<Vec<_>>().join(" ")))
+    Some((kernel, guest_command_line(&words.collect::<Vec<_>>())))
 }
 
 /// Splits GRUB-script words, removing single quotes (with `'\''` for a quote) — the inverse of [`quote`].
@@ -337,11 +319,12 @@ mod tests {
 
     #[test]
     fn config_quotes_the_command_line() {
-        let c = config("httpd", "/zirvium/httpd.elf", "loglevel=debug -- \"message=a b\" it's");
+        let words: Vec<String> = ["loglevel=debug", "--", "message=a b", "it's"].map(String::from).to_vec();
+        let c = config("httpd", "/zirvium/httpd.elf", &words);
         assert!(c.contains("terminal_output serial\n"), "{c}");
         assert!(c.contains("set timeout=0\n"), "{c}");
         assert!(
-            c.contains(r#"    multiboot2 '/zirvium/httpd.elf' 'loglevel=debug' '--' '"message=a b"' 'it'\''s'"#),
+            c.contains(r"    multiboot2 '/zirvium/httpd.elf' 'loglevel=debug' '--' 'message=a b' 'it'\''s'"),
             "{c}"
         );
         assert_eq!(
@@ -349,7 +332,7 @@ mod tests {
             Some(("/zirvium/httpd.elf".to_owned(), "loglevel=debug -- \"message=a b\" it's".to_owned()))
         );
         assert_eq!(parse_config("menuentry x {\n boot\n}\n"), None);
-        assert_eq!(config("hello", "/k", "").lines().find(|l| l.contains("multiboot2")), Some("    multiboot2 '/k'"));
+        assert_eq!(config("hello", "/k", &[]).lines().find(|l| l.contains("multiboot2")), Some("    multiboot2 '/k'"));
     }
 
     #[test]
@@ -357,6 +340,6 @@ mod tests {
         assert_eq!(quote("a"), "'a'");
         assert_eq!(quote("a'b"), r"'a'\''b'");
         assert_eq!(unquote_words(r"'a b' c 'd'\''e'"), ["a b", "c", "d'e"]);
-        assert_eq!(split_cmdline("  a  \"b c\" d"), ["a", "\"b c\"", "d"]);
+        assert_eq!(guest_command_line(&["a".into(), "b c".into()]), "a \"b c\"");
     }
 }

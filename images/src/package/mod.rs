@@ -257,7 +257,12 @@ pub fn package_elf(opts: &PackageOptions, elf: &Path) -> Result<PackageSummary, 
     let core = if opts.boot.bios { Some((grub::boot_img()?, grub::core_img(esp_index, &work.0)?)) } else { None };
 
     let kernel = esp::kernel_path(&opts.app);
-    let config = grub::config(&opts.app, &kernel, &cmdline);
+    let mut words: Vec<String> = opts.kernel_options.iter().map(KernelOption::to_string).collect();
+    if !opts.app_args.is_empty() {
+        words.push("--".into());
+        words.extend(opts.app_args.iter().cloned());
+    }
+    let config = grub::config(&opts.app, &kernel, &words);
     let esp_dir = work.0.join("esp");
     let esp_payload = esp::stage(
         &esp_dir,
