@@ -768,7 +768,10 @@ mod tests {
             Some(BootInfoError::CmdlineNotUtf8)
         );
         assert_eq!(err(mbi(&[(tag::CMDLINE, string("x"))])), mb2(Multiboot2Error::NoMemoryMap));
-        assert_eq!(BootInfo::from_multiboot2(leak(mbi(&[map.clone()])), 0).err(), mb2(Multiboot2Error::BadAddress(0)));
+        assert_eq!(
+            BootInfo::from_multiboot2(leak(mbi(std::slice::from_ref(&map))), 0).err(),
+            mb2(Multiboot2Error::BadAddress(0))
+        );
         assert_eq!(
             BootInfo::from_multiboot2(leak(mbi(&[map])), 0x8004).err(),
             mb2(Multiboot2Error::BadAddress(0x8004))
