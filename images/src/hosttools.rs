@@ -18,6 +18,8 @@ pub struct HostTool {
 /// `qemu-img`: converts the raw disk to qcow2, VHD, VHDX and VMDK, and reads images for `inspect` and `run`.
 pub const QEMU_IMG: HostTool =
     HostTool { name: "qemu-img", package: "qemu-utils", purpose: "converting and reading disk images" };
+/// GNU `tar` (with gzip): writes the sparse GCE image archive.
+pub const TAR: HostTool = HostTool { name: "tar", package: "tar", purpose: "writing the GCE image archive" };
 /// `grub-mkimage`: builds GRUB's BIOS core image and EFI application.
 pub const GRUB_MKIMAGE: HostTool =
     HostTool { name: "grub-mkimage", package: "grub-common", purpose: "building the GRUB boot images" };

@@ -5,7 +5,7 @@
 //! Azure "Prepare a Windows VHD or VHDX to upload" / "generic Linux" notes (fixed VHD, virtual size a whole
 //! number of MiB); Microsoft VHD Image Format Specification 1.0 (the 512-byte footer at the end of the file,
 //! cookie "conectix"); Google Compute Engine "Import boot disk images manually" (a file named `disk.raw` in a
-//! gzip-compressed tar, oldgnu format, size a whole number of GiB); VMware "Virtual Disk Format 5.0"
+//! gzip-compressed tar, oldgnu format, made sparse with GNU tar; size a whole number of GiB); VMware "Virtual Disk Format 5.0"
 //! (streamOptimized: compressed grains, what vSphere imports from an OVA).
 
 use std::fmt;
@@ -150,27 +150,23 @@ pub fn convert(raw: &Path, out: &Path, format: Format) -> Result<(), ConvertErro
     }
 }
 
-/// Writes `raw` as the single member `disk.raw` of a gzip'd tar at `out`, with a GNU (oldgnu-compatible: the
-/// name is short, so no GNU extensions are used) header, as GCE's import documentation makes with
-/// `tar --format=oldgnu -czf`. Errors: I/O.
+/// Writes `raw` as the single member `disk.raw` of a gzip'd tar at `out` with GNU tar, exactly as GCE's import
+/// documentation makes it (`tar --format=oldgnu -Sczf`): sparse, so the zeros of a GiB-sized disk cost nothing.
+/// Owner, group and time are zeroed for reproducible archives. Errors: GNU tar (or gzip) missing or failing.
 pub fn gce_archive(raw: &Path, out: &Path) -> Result<(), ConvertError> {
-    let src = File::open(raw).map_err(io(raw))?;
-    let len = src.metadata().map_err(io(raw))?.len();
-    let dst = File::create(out).map_err(io(out))?;
-    let gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(dst), flate2::Compression::fast());
-    let mut tar = tar::Builder::new(gz);
-    let mut header = tar::Header::new_gnu();
-    header.set_size(len);
-    header.set_mode(0o644);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mtime(0);
-    tar.append_data(&mut header, GCE_MEMBER, std::io::BufReader::with_capacity(1 << 20, src)).map_err(io(out))?;
-    let gz = tar.into_inner().map_err(io(out))?;
-    let w = gz.finish().map_err(io(out))?;
-    w.into_inner()
-        .map_err(|e| ConvertError::Io { path: out.to_owned(), source: e.into_error() })?
-        .sync_all()
-        .map_err(io(out))
+    let dir = raw.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = raw.file_name().ok_or_else(|| ConvertError::Io {
+        path: raw.to_owned(),
+        source: std::io::Error::other("not a file name"),
+    })?;
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    for a in ["--format=oldgnu", "-S", "-cz", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0"] {
+        args.push(a.as_ref());
+    }
+    let transform = format!("--transform=s,.*,{GCE_MEMBER},");
+    args.extend([transform.as_ref(), "-f".as_ref(), out.as_os_str(), "-C".as_ref(), dir.as_os_str(), name]);
+    hosttools::TAR.run(args)?;
+    Ok(())
 }
 
 /// The member names of a gzip'd tar (for checks and `inspect`). Errors: I/O, not a gzip'd tar.
@@ -192,9 +188,21 @@ pub fn extract_gce_disk(path: &Path, out: &Path) -> Result<(), ConvertError> {
     for e in tar.entries().map_err(io(path))? {
         let mut e = e.map_err(io(path))?;
         if e.path().map_err(io(path))?.to_str() == Some(GCE_MEMBER) {
-            let mut dst = File::create(out).map_err(io(out))?;
-            std::io::copy(&mut e, &mut dst).map_err(io(out))?;
-            return Ok(());
+            // Sparse copy: zero blocks become holes, so a GiB-sized disk costs only its data.
+            let dst = File::create(out).map_err(io(out))?;
+            static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+            let (mut buf, mut at) = (vec![0u8; 1 << 16], 0u64);
+            loop {
+                let n = e.read(&mut buf).map_err(io(path))?;
+                if n == 0 {
+                    break;
+                }
+                if buf[..n] != ZEROS[..n] {
+                    std::os::unix::fs::FileExt::write_all_at(&dst, &buf[..n], at).map_err(io(out))?;
+                }
+                at += n as u64;
+            }
+            return dst.set_len(at).map_err(io(out));
         }
     }
     Err(ConvertError::Io { path: path.to_owned(), source: std::io::Error::other("no disk.raw in the archive") })
@@ -213,10 +221,16 @@ pub fn has_vhd_footer(path: &Path) -> Result<bool, ConvertError> {
     Ok(&cookie == VHD_COOKIE)
 }
 
-/// `qemu-img info --output=json` fields: `(format, virtual size in bytes)`. Errors: qemu-img missing or failing,
-/// output without those fields.
+/// `qemu-img info --output=json` fields: `(format, virtual size in bytes)`. QEMU probes a fixed VHD as raw (it
+/// has no header, only the footer), so a raw-looking file ending in a VHD footer is read as `vpc`.
+/// Errors: qemu-img missing or failing, output without those fields.
 pub fn image_info(path: &Path) -> Result<(String, u64), ConvertError> {
-    let out = qemu_img(&["info".as_ref(), "--output=json".as_ref(), path.as_os_str()])?;
+    let mut args: Vec<&std::ffi::OsStr> = vec!["info".as_ref(), "--output=json".as_ref()];
+    if has_vhd_footer(path)? {
+        args.extend(["-f", "vpc"].map(std::ffi::OsStr::new));
+    }
+    args.push(path.as_os_str());
+    let out = qemu_img(&args)?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| ConvertError::Io {
         path: path.to_owned(),
         source: std::io::Error::other(format!("qemu-img info output: {e}")),
@@ -261,7 +275,7 @@ mod tests {
     fn gce_archive_holds_only_disk_raw() {
         let dir = std::env::temp_dir().join(format!("images-gce-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let raw = dir.join("in.raw");
+        let raw = dir.join("in.raw"); // renamed to disk.raw in the archive
         let f = File::create(&raw).unwrap();
         f.set_len(4 * MIB).unwrap();
         std::os::unix::fs::FileExt::write_all_at(&f, b"GPT!", 512).unwrap();
