@@ -344,6 +344,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         let text = Arc::clone(&stderr_text);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut hinted = false;
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
                     break;
@@ -351,6 +352,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
                 let _ = std::io::stderr().write_all(&buf[..n]);
                 if let Ok(mut t) = text.lock() {
                     t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if accel == Accel::Kvm && !hinted && t.contains("emulation failure") {
+                        hinted = true;
+                        eprintln!("images: {}", crate::diskboot::KVM_EMULATION_HINT);
+                    }
                 }
             }
         })

@@ -125,6 +125,12 @@ pub fn adjust_options(opts: &mut RunOptions, net_given: bool, initrd_given: bool
     Ok(())
 }
 
+/// What to do when KVM stops the guest with "emulation failure": some nested KVMs cannot execute the FPU and
+/// SSE instructions firmware (OVMF) and other kernels use; TCG runs them.
+pub const KVM_EMULATION_HINT: &str =
+    "KVM stopped the guest with an emulation failure (this KVM cannot run some of the firmware's instructions); \
+     run again with --accel tcg";
+
 /// A file removed on drop (OVMF's per-run variable store).
 #[derive(Debug)]
 pub struct RemoveOnDrop(pub PathBuf);

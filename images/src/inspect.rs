@@ -280,7 +280,13 @@ fn inspect_disk(raw: &Path, out: &mut String) -> Result<(), InspectError> {
             return Ok(());
         }
     };
-    let _ = writeln!(out, "  partition table: GPT, disk GUID {}, {} partitions", disk.guid(), disk.partitions().len());
+    let n = disk.partitions().len();
+    let _ = writeln!(
+        out,
+        "  partition table: GPT, disk GUID {}, {n} partition{}",
+        disk.guid(),
+        if n == 1 { "" } else { "s" }
+    );
     if mbr.windows(5).any(|w| w == b"GRUB ") {
         let core_lba = u64::from_le_bytes(mbr[0x5c..0x64].try_into().unwrap_or([0; 8]));
         let _ = writeln!(out, "  MBR boot code: GRUB boot.img, core.img at LBA {core_lba}");

@@ -155,10 +155,9 @@ pub fn convert(raw: &Path, out: &Path, format: Format) -> Result<(), ConvertErro
 /// Owner, group and time are zeroed for reproducible archives. Errors: GNU tar (or gzip) missing or failing.
 pub fn gce_archive(raw: &Path, out: &Path) -> Result<(), ConvertError> {
     let dir = raw.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = raw.file_name().ok_or_else(|| ConvertError::Io {
-        path: raw.to_owned(),
-        source: std::io::Error::other("not a file name"),
-    })?;
+    let name = raw
+        .file_name()
+        .ok_or_else(|| ConvertError::Io { path: raw.to_owned(), source: std::io::Error::other("not a file name") })?;
     let mut args: Vec<&std::ffi::OsStr> = Vec::new();
     for a in ["--format=oldgnu", "-S", "-cz", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0"] {
         args.push(a.as_ref());
