@@ -134,6 +134,18 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         libos::exit(libos::EXIT_BOOT_ERROR);
     }
     libos::start::stamp(4);
+    if let Some(b) = libos::start::boot_info().filter(|b| b.loader_data().is_some()) {
+        // Where the TSC counts from the vCPU's reset (QEMU TCG), TSC time at the entry is the firmware plus the
+        // boot loader; some hypervisors carry the host's TSC over, so it is reported as TSC time, not as a fact.
+        let us = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(libos::start::tsc_hz().max(1))) as u64;
+        log::info!(
+            "boot: {} entered at TSC time {} us, app main at {} us (from the vCPU's reset where the TSC starts at 0: \
+             firmware and loader, then Zirvium)",
+            b.entry(),
+            us(libos::start::entry_tsc()),
+            us(libos::arch::x86_64::cpu::rdtsc())
+        );
+    }
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);
