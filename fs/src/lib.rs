@@ -2,7 +2,7 @@
 //! three backends — [`RamFs`] (read-write, in memory, `/tmp`), [`Initrd`] (a ustar/GNU tar boot module,
 //! read-only, zero-copy, `/`) and [`FatFs`] (FAT12/16/32 over any [`libos::dev::BlockDevice`], `/data`).
 //!
-//! Boot calls [`mount_boot`], which fills the global table [`vfs`]; apps use it through `zirvium::fs`
+//! Boot calls [`mount_boot`], which fills the global table [`vfs()`]; apps use it through `zirvium::fs`
 //! (std-like `File`, `OpenOptions`, `read_dir`, ...). Everything here is synchronous: FAT waits for its block
 //! requests with [`libos::task::wait`], so a disk operation holds up other tasks until it completes.
 //! Durability: see [`fat`] — `File::sync_all` returns after data and metadata reached the disk and a device
@@ -65,7 +65,7 @@ pub fn human_bytes(n: u64) -> String {
     format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
-/// Mounts the boot filesystems into [`vfs`]: `initrd` (a tar archive, normally the first boot module) read-only
+/// Mounts the boot filesystems into [`vfs()`]: `initrd` (a tar archive, normally the first boot module) read-only
 /// at `/` — an empty read-only root without one —, a [`RamFs`] at `/tmp`, and the FAT filesystem of the first
 /// of `disks` at `/data`. A disk without FAT is left unmounted with a warning (it is never formatted here).
 /// Logs one line, e.g. `fs: / initrd (12 files, 1.2 MiB), /tmp ramfs, /data fat32 on virtio-blk@... (64.0 MiB,
@@ -101,7 +101,7 @@ pub fn mount_boot_on(
     Ok(lines)
 }
 
-/// Unmounts everything in [`vfs`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
+/// Unmounts everything in [`vfs()`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
 /// clean-shutdown bit set, device flushed). For an orderly shutdown; logs and skips mounts that fail.
 pub fn unmount_all() {
     let mut points: Vec<String> = VFS.mounts().into_iter().map(|(p, _)| p).collect();

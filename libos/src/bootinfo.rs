@@ -86,7 +86,12 @@ impl Module {
 pub enum BootProtocol {
     /// Xen PVH direct boot (QEMU `-kernel`, Xen, Firecracker, cloud-hypervisor). `start_info` is the
     /// physical address of `hvm_start_info`; `version` its version field (0 or 1).
-    Pvh { start_info: u64, version: u32 },
+    Pvh {
+        /// Physical address of `hvm_start_info` (EBX at entry).
+        start_info: u64,
+        /// `hvm_start_info.version` (0 or 1).
+        version: u32,
+    },
 }
 
 /// Everything the boot protocol told us.
