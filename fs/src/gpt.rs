@@ -36,17 +36,57 @@ pub const EFI_SYSTEM: Guid = Guid::new(0xc12a_7328, 0xf81f, 0x11d2, [0xba, 0x4b,
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GptError {
     /// `HeaderSize` below 92 or above the sector size.
-    BadHeaderSize { lba: u64, size: u32 },
+    BadHeaderSize {
+        /// LBA of the header.
+        lba: u64,
+        /// Its `HeaderSize` field (bytes).
+        size: u32,
+    },
     /// The header CRC32 does not match.
-    HeaderCrc { lba: u64, stored: u32, computed: u32 },
+    HeaderCrc {
+        /// LBA of the header.
+        lba: u64,
+        /// `HeaderCRC32` as stored.
+        stored: u32,
+        /// CRC32 computed over the header.
+        computed: u32,
+    },
     /// `MyLBA` is not where the header was read.
-    WrongLba { lba: u64, my_lba: u64 },
+    WrongLba {
+        /// LBA the header was read from.
+        lba: u64,
+        /// Its `MyLBA` field.
+        my_lba: u64,
+    },
     /// Entry size not 128 × 2^n, or the array larger than [`MAX_ENTRY_ARRAY`] or outside the disk.
-    BadEntryArray { lba: u64, count: u32, size: u32, at: u64 },
+    BadEntryArray {
+        /// LBA of the header.
+        lba: u64,
+        /// `NumberOfPartitionEntries`.
+        count: u32,
+        /// `SizeOfPartitionEntry` (bytes).
+        size: u32,
+        /// `PartitionEntryLBA`.
+        at: u64,
+    },
     /// The entry array CRC32 does not match.
-    EntriesCrc { lba: u64, stored: u32, computed: u32 },
+    EntriesCrc {
+        /// LBA of the header naming the array.
+        lba: u64,
+        /// `PartitionEntryArrayCRC32` as stored.
+        stored: u32,
+        /// CRC32 computed over the entry array.
+        computed: u32,
+    },
     /// A used entry's LBAs are reversed or outside the usable range.
-    BadPartition { index: u32, first: u64, last: u64 },
+    BadPartition {
+        /// Index of the entry in the array (from 0).
+        index: u32,
+        /// Its `StartingLBA`.
+        first: u64,
+        /// Its `EndingLBA` (inclusive).
+        last: u64,
+    },
     /// Reading the disk failed.
     Device(String),
 }

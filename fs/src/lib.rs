@@ -3,7 +3,7 @@
 //! read-only, zero-copy, `/`) and [`FatFs`] (FAT12/16/32 over any [`libos::dev::BlockDevice`], `/data`: a
 //! whole disk, or the `zirvium-data` partition of a GPT disk found by [`gpt`] through a [`partition`] view).
 //!
-//! Boot calls [`mount_boot`], which fills the global table [`vfs`]; apps use it through `zirvium::fs`
+//! Boot calls [`mount_boot`], which fills the global table [`vfs()`]; apps use it through `zirvium::fs`
 //! (std-like `File`, `OpenOptions`, `read_dir`, ...). Everything here is synchronous: FAT waits for its block
 //! requests with [`libos::task::wait`], so a disk operation holds up other tasks until it completes.
 //! Durability: see [`fat`] — `File::sync_all` returns after data and metadata reached the disk and a device
@@ -68,7 +68,7 @@ pub fn human_bytes(n: u64) -> String {
     format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
-/// Mounts the boot filesystems into [`vfs`]: `initrd` (a tar archive, normally the first boot module) read-only
+/// Mounts the boot filesystems into [`vfs()`]: `initrd` (a tar archive, normally the first boot module) read-only
 /// at `/` — an empty read-only root without one —, a [`RamFs`] at `/tmp`, and at `/data` the FAT filesystem of
 /// the first of `disks` that is not a GPT disk without a data partition: a GPT disk's `zirvium-data` partition
 /// (type [`gpt::ZIRVIUM_DATA`] or that name; a packaged boot disk), or a whole unpartitioned disk (`images disk
@@ -126,7 +126,7 @@ fn data_volume(disks: &[Arc<dyn BlockDevice>]) -> Option<Arc<dyn BlockDevice>> {
     None
 }
 
-/// Unmounts everything in [`vfs`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
+/// Unmounts everything in [`vfs()`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
 /// clean-shutdown bit set, device flushed). For an orderly shutdown; logs and skips mounts that fail.
 pub fn unmount_all() {
     let mut points: Vec<String> = VFS.mounts().into_iter().map(|(p, _)| p).collect();

@@ -29,7 +29,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Build apps/<APP> for x86_64-unknown-none and print the ELF's path and size.
+    /// Build `apps/<APP>` for x86_64-unknown-none and print the ELF's path and size.
     Build {
         /// The app's package name, e.g. hello or httpd.
         app: String,
@@ -44,14 +44,14 @@ pub enum Cmd {
     /// Disk images for the guest's /data mount.
     #[command(subcommand)]
     Disk(DiskCmd),
-    /// Build apps/<APP> (release) and boot it under QEMU; the serial console goes to stdout and the exit status
+    /// Build `apps/<APP>` (release) and boot it under QEMU; the serial console goes to stdout and the exit status
     /// is the guest's.
     Run(RunArgs),
     /// Install the host tools the tests, the benchmarks and `images run` use (QEMU 10 from bookworm-backports,
     /// fsck.fat, curl, wrk) and the Rust target, as root with apt-get and rustup; otherwise print the one
     /// command that installs the missing tools.
     Setup,
-    /// Build apps/<APP> (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
+    /// Build `apps/<APP>` (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
     XlConfig(XlConfigArgs),
     /// Build apps/<APP> (release) and write it as a bootable GPT disk (GRUB for BIOS and UEFI, Multiboot2) in a
     /// cloud's format.

@@ -479,7 +479,7 @@ pub struct InstallLock {
 }
 
 impl InstallLock {
-    /// Takes the lock at `path`, waiting up to [`LOCK_WAIT`] for a live holder (said once through `progress`).
+    /// Takes the lock at `path`, waiting up to `LOCK_WAIT` (20 min) for a live holder (said once through `progress`).
     /// Errors: the file cannot be created or read, or the holder kept it too long.
     pub fn acquire(path: &Path, progress: &mut dyn FnMut(&str)) -> Result<InstallLock, HostToolsError> {
         let lock_err = |source| HostToolsError::Lock { path: path.to_path_buf(), source };

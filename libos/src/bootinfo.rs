@@ -91,10 +91,22 @@ impl Module {
 pub enum BootProtocol {
     /// Xen PVH direct boot (QEMU `-kernel`, Xen, Firecracker, cloud-hypervisor). `start_info` is the
     /// physical address of `hvm_start_info`; `version` its version field (0 or 1).
-    Pvh { start_info: u64, version: u32 },
+    Pvh {
+        /// Physical address of `hvm_start_info` (EBX at entry).
+        start_info: u64,
+        /// `hvm_start_info.version` (0 or 1).
+        version: u32,
+    },
     /// Multiboot2 (GRUB from a disk, through BIOS or UEFI firmware). `mbi` is the physical address of the boot
     /// information, `mbi_len` its `total_size` (bytes); `firmware` what started the loader.
-    Multiboot2 { mbi: u64, mbi_len: u32, firmware: Firmware },
+    Multiboot2 {
+        /// Physical address of the boot information (EBX at entry).
+        mbi: u64,
+        /// The boot information's `total_size` (bytes).
+        mbi_len: u32,
+        /// What started the loader.
+        firmware: Firmware,
+    },
 }
 
 /// The firmware that ran the boot loader.

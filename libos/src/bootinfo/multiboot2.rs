@@ -54,19 +54,57 @@ pub enum Multiboot2Error {
     /// EAX at the Multiboot2 entry was not [`BOOTLOADER_MAGIC`]: the loader is not a Multiboot2 loader.
     BadMagic(u32),
     /// `total_size` is below the 16 bytes of header and end tag, above [`MAX_MBI_LEN`], or past the bytes given.
-    BadTotalSize { total_size: u32, available: usize },
+    BadTotalSize {
+        /// The MBI's `total_size` (bytes).
+        total_size: u32,
+        /// Bytes available to read.
+        available: usize,
+    },
     /// The MBI address is 0 or not 8-byte aligned (§3.6: "the boot information must be 64-bit aligned").
     BadAddress(u64),
     /// A tag's `size` is below its fixed part (8 bytes for any tag).
-    TagTooShort { tag: u32, offset: usize, size: u32, min: usize },
+    TagTooShort {
+        /// The tag's `type`.
+        tag: u32,
+        /// Its offset in the MBI (bytes).
+        offset: usize,
+        /// Its `size` field (bytes).
+        size: u32,
+        /// The smallest size that type can have (bytes).
+        min: usize,
+    },
     /// A tag's `size` reaches past `total_size`.
-    TagOverrun { tag: u32, offset: usize, size: u32, total_size: usize },
+    TagOverrun {
+        /// The tag's `type`.
+        tag: u32,
+        /// Its offset in the MBI (bytes).
+        offset: usize,
+        /// Its `size` field (bytes).
+        size: u32,
+        /// The MBI's `total_size` (bytes).
+        total_size: usize,
+    },
     /// A memory map's `entry_size` / `descriptor_size` is below the entry layout (24 or 40 bytes).
-    BadEntrySize { tag: u32, entry_size: u32 },
+    BadEntrySize {
+        /// The tag's `type` (6: memory map, 17: EFI memory map).
+        tag: u32,
+        /// Its `entry_size` field (bytes).
+        entry_size: u32,
+    },
     /// A string tag (command line, loader name, module string) has no NUL terminator.
-    StringNotTerminated { tag: u32, offset: usize },
+    StringNotTerminated {
+        /// The tag's `type`.
+        tag: u32,
+        /// Its offset in the MBI (bytes).
+        offset: usize,
+    },
     /// A module's `mod_end` lies below its `mod_start`.
-    BadModule { start: u32, end: u32 },
+    BadModule {
+        /// `mod_start` (physical address).
+        start: u32,
+        /// `mod_end` (physical address, exclusive).
+        end: u32,
+    },
     /// The tags end without a type-0 end tag.
     NoEndTag,
     /// Neither a memory map tag (6) nor an EFI memory map tag (17).

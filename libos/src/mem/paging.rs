@@ -37,9 +37,13 @@ fn sym(s: &u8) -> u64 {
 /// Kernel image layout (bytes): text `[text_start, text_end)`, rodata up to `rodata_end`, RW data to `end`.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageLayout {
+    /// Address of the first byte of `.text` (identity mapped: physical = virtual; page aligned).
     pub text_start: u64,
+    /// End of `.text` (exclusive, page aligned); rodata starts here.
     pub text_end: u64,
+    /// End of rodata, `.note.Xen` and `.eh_frame` (exclusive, page aligned); RW data starts here.
     pub rodata_end: u64,
+    /// End of the image (exclusive): after `.data`, `.bss` and the boot stack.
     pub end: u64,
 }
 
@@ -158,7 +162,12 @@ pub enum MapError {
     /// The static page-table pool is used up.
     OutOfMemory,
     /// The range is not 4 KiB aligned or wraps.
-    BadRange { paddr: u64, len: u64 },
+    BadRange {
+        /// Physical address of the range asked for.
+        paddr: u64,
+        /// Length of the range (bytes).
+        len: u64,
+    },
 }
 
 impl core::fmt::Display for MapError {

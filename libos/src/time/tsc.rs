@@ -14,7 +14,7 @@ pub const CPUID_MAX_BASIC_LEAF: u32 = 0x0;
 /// CPUID leaf 15H: EAX = denominator, EBX = numerator of the TSC/crystal ratio, ECX = crystal frequency in Hz
 /// (0 when not enumerated). Source: Intel SDM Vol. 2A, CPUID leaf 15H.
 pub const CPUID_TSC_CRYSTAL_LEAF: u32 = 0x15;
-/// CPUID leaf 16H: EAX[15:0] = processor base frequency in MHz. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
+/// CPUID leaf 16H: `EAX[15:0]` = processor base frequency in MHz. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
 pub const CPUID_FREQUENCY_LEAF: u32 = 0x16;
 /// CPUID leaf 8000_0000H: EAX = highest extended leaf.
 pub const CPUID_MAX_EXTENDED_LEAF: u32 = 0x8000_0000;
@@ -115,7 +115,7 @@ pub fn hz_from_cpuid_15(regs: [u32; 4]) -> Option<u64> {
     Some(u64::from(crystal_hz) * u64::from(numerator) / u64::from(denominator))
 }
 
-/// Processor base (nominal) frequency in Hz from CPUID leaf 16H registers: EAX[15:0] MHz · 10^6; `None` when 0.
+/// Processor base (nominal) frequency in Hz from CPUID leaf 16H registers: `EAX[15:0]` MHz · 10^6; `None` when 0.
 /// Intel documents it as the nominal frequency, not necessarily the TSC rate: use it as a plausibility hint, not
 /// as the TSC frequency. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
 pub fn nominal_hz_from_cpuid_16(regs: [u32; 4]) -> Option<u64> {

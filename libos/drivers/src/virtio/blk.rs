@@ -199,15 +199,44 @@ pub fn completion(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlkInitError {
     /// The device did not accept our feature subset (FEATURES_OK did not stick).
-    FeaturesRejected { device: String, features: u64 },
+    FeaturesRejected {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// The feature bits the driver wrote (device features masked to the driver's subset).
+        features: u64,
+    },
     /// The request virtqueue is smaller than the driver's queue size.
-    QueueTooSmall { device: String, max: u32, need: usize },
+    QueueTooSmall {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
+        max: u32,
+        /// The driver's queue size (descriptors).
+        need: usize,
+    },
     /// `virtio-drivers` refused an operation (queue setup, configuration read).
-    Virtio { device: String, what: &'static str, error: VirtioError },
+    Virtio {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// What was being set up or read, e.g. "request queue".
+        what: &'static str,
+        /// The `virtio-drivers` error.
+        error: VirtioError,
+    },
     /// The configuration space holds values the driver cannot work with.
-    Config { device: String, error: GeometryError },
+    Config {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// Which configuration value is unusable.
+        error: GeometryError,
+    },
     /// Interrupt setup failed.
-    Interrupt { device: String, detail: String },
+    Interrupt {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// Why interrupt setup failed.
+        detail: String,
+    },
 }
 
 impl fmt::Display for BlkInitError {

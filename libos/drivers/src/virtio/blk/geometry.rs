@@ -44,7 +44,12 @@ pub enum GeometryError {
     /// `blk_size` is not a power of two in 512..=[`MAX_BLK_SIZE`] bytes.
     BlockSize(u32),
     /// `size_max` (bytes) is smaller than one logical sector, so no chain could carry a sector.
-    SizeMax { size_max: u32, sector_size: u32 },
+    SizeMax {
+        /// `size_max` from the configuration space (bytes per segment).
+        size_max: u32,
+        /// The logical sector size (bytes).
+        sector_size: u32,
+    },
     /// `seg_max` is 0: no request could carry data.
     SegMax,
 }
