@@ -13,4 +13,5 @@
 
 extern crate alloc;
 
+pub mod scsi;
 pub mod virtio;
