@@ -13,5 +13,12 @@
 
 extern crate alloc;
 
+pub mod block;
+// Driver-owned DMA memory: the only place a device address becomes Rust memory.
+#[allow(unsafe_code)]
+pub mod dma;
+// The interrupt handler reads a virtio-pci ISR status byte.
+#[allow(unsafe_code)]
+pub mod irq;
 pub mod scsi;
 pub mod virtio;

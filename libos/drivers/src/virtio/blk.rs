@@ -31,9 +31,9 @@ use virtio_drivers::{Error as VirtioError, Hal};
 
 pub use geometry::{feature_names, Geometry, GeometryError, RawConfig};
 
-use super::irq::IrqSlot;
 use super::net::{IrqAck, F_VERSION_1};
 use super::pool::InFlight;
+use crate::irq::IrqSlot;
 use libos::irq::critical;
 
 /// Index of requestq1 (the only queue without `VIRTIO_BLK_F_MQ`).
@@ -532,21 +532,10 @@ impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk
         self.features
     }
 
-    /// One line for the boot log: name, capacity, sector size, largest transfer, negotiated features,
-    /// queue size.
+    /// One line for the boot log: name, capacity, sector size, largest transfer ([`crate::block::describe`]),
+    /// negotiated features, queue size.
     pub fn describe(&self) -> String {
-        let i = &self.info;
-        format!(
-            "{} capacity {} sectors ({}) sector {} bytes max transfer {} KiB{} features {} queue {}",
-            i.name,
-            i.capacity,
-            geometry::human_size(i.bytes()),
-            i.sector_size,
-            i.max_transfer / 1024,
-            if i.read_only { " read-only" } else { "" },
-            feature_names(self.features),
-            QS
-        )
+        format!("{} features {} queue {}", crate::block::describe(&self.info), feature_names(self.features), QS)
     }
 
     /// The interrupt path: acknowledges edge-triggered interrupts, reaps the used ring, wakes the tasks

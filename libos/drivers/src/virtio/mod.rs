@@ -15,7 +15,6 @@ pub mod csum;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
 mod hal;
-pub mod irq;
 // virtqueue `add`/`pop_used`: the driver lends its frame buffers to the device.
 #[allow(unsafe_code)]
 pub mod net;
@@ -23,7 +22,7 @@ pub mod pool;
 // The test HAL and the device model's ring accesses.
 #[cfg(test)]
 #[allow(unsafe_code)]
-mod testing;
+pub(crate) mod testing;
 pub mod transport;
 
 #[cfg(target_os = "none")]
@@ -80,9 +79,9 @@ pub(crate) use start::start;
 mod start {
     use super::blk::VirtioBlk;
     use super::hal::VirtioHal;
-    use super::irq::IrqSlot;
     use super::net::{IrqAck, VirtioNet};
     use super::{virtio_name, DISKS};
+    use crate::irq::IrqSlot;
     use alloc::boxed::Box;
     use alloc::format;
     use alloc::string::String;

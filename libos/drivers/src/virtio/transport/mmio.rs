@@ -13,8 +13,9 @@ use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::Transport;
 
 use super::mmio_arg::{self, MmioArgError, MmioSlot};
+use crate::irq;
 use crate::virtio::net::IrqAck;
-use crate::virtio::{has_driver, irq, virtio_name};
+use crate::virtio::{has_driver, virtio_name};
 
 /// Starts every device on the command line. Returns `["virtio-mmio"]` when at least one NIC or disk started.
 /// Errors: a malformed token (a boot error: the command line is wrong). Devices that fail are logged.

@@ -49,10 +49,11 @@ mod probe {
     use super::cap::{self, VirtioPciCap};
     use super::hw::{self, Cam, CommonCfg};
     use super::{device_type, is_transitional, MATCHES};
+    use crate::irq;
+    use crate::irq::IsrStatus;
     use crate::virtio::hal::VirtioHal;
-    use crate::virtio::irq::IsrStatus;
     use crate::virtio::net::IrqAck;
-    use crate::virtio::{blk, irq, net, virtio_name};
+    use crate::virtio::{blk, net, virtio_name};
     use alloc::format;
     use alloc::string::{String, ToString};
     use libos::arch::x86_64::idt;
