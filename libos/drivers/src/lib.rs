@@ -20,5 +20,6 @@ pub mod dma;
 // The interrupt handler reads a virtio-pci ISR status byte.
 #[allow(unsafe_code)]
 pub mod irq;
+pub mod nvme;
 pub mod scsi;
 pub mod virtio;

@@ -70,9 +70,11 @@ pub trait Queue: Send {
     /// Number of request slots.
     fn slots(&self) -> usize;
 
-    /// The bounce buffer of `slot`: the engine copies write data in before [`submit`](Self::submit) and read
-    /// data out after the piece completed; never called while the slot is lent.
-    fn buffer(&mut self, slot: usize) -> &mut [u8];
+    /// The bounce buffer of `slot`, grown to at least `len` bytes (allocated on first use, so slots cost memory
+    /// only once used): the engine calls it before [`submit`](Self::submit) (copying a write's data in) and after
+    /// the piece completed (copying a read's data out); never while the slot is lent. Errors: no memory for the
+    /// buffer, as a [`BlockError`] naming the device (the request fails, the queue stays usable).
+    fn buffer(&mut self, slot: usize, len: usize) -> Result<&mut [u8], BlockError>;
 
     /// Whether the device can take one more piece of `op` now (ring space).
     fn has_room(&self, op: Op) -> bool;
@@ -324,9 +326,12 @@ impl<Q: Queue> Request<'_, Q> {
                     i += 1;
                 }
                 Phase::Done(result) => {
-                    let result = core::mem::replace(result, Ok(()));
+                    let mut result = core::mem::replace(result, Ok(()));
                     if let (Ok(()), Buf::Read(buf)) = (&result, &mut self.buf) {
-                        buf[p.offset..p.offset + p.len].copy_from_slice(&st.queue.buffer(p.slot)[..p.len]);
+                        // The buffer was grown to `len` before submission, so this does not allocate.
+                        result = st.queue.buffer(p.slot, p.len).map(|b| {
+                            buf[p.offset..p.offset + p.len].copy_from_slice(&b[..p.len]);
+                        });
                     }
                     st.release(p.slot, wake);
                     self.pieces.swap_remove(i);
@@ -350,8 +355,15 @@ impl<Q: Queue> Request<'_, Q> {
             let Some(slot) = st.free.pop() else { break };
             let len = max.min(self.total - self.next);
             let piece = Piece { op: self.op, sector: self.sector + (self.next as u64) / ss, len };
+            let bounce = match st.queue.buffer(slot, len) {
+                Ok(b) => b,
+                Err(e) => {
+                    st.free.push(slot);
+                    return Poll::Ready(Err(e));
+                }
+            };
             if let Buf::Write(buf) = &self.buf {
-                st.queue.buffer(slot)[..len].copy_from_slice(&buf[self.next..self.next + len]);
+                bounce[..len].copy_from_slice(&buf[self.next..self.next + len]);
             }
             if let Err(detail) = st.queue.submit(slot, self.unit, &piece) {
                 st.free.push(slot);

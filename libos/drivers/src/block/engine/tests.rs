@@ -43,8 +43,15 @@ impl Queue for FakeQueue {
         SLOTS
     }
 
-    fn buffer(&mut self, slot: usize) -> &mut [u8] {
-        &mut self.0.buffers[slot]
+    fn buffer(&mut self, slot: usize, len: usize) -> Result<&mut [u8], BlockError> {
+        if len > MAX {
+            return Err(BlockError::Io { device: "disk0".into(), sector: 0, detail: format!("no {len}-byte buffer") });
+        }
+        let b = &mut self.0.buffers[slot];
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        Ok(b)
     }
 
     fn has_room(&self, _op: Op) -> bool {
@@ -78,7 +85,7 @@ fn info(flush: bool, read_only: bool) -> BlockInfo {
 }
 
 fn queue() -> Arc<BlockQueue<FakeQueue>> {
-    BlockQueue::new(FakeQueue(Fake { buffers: vec![vec![0; MAX]; SLOTS], room: true, ..Fake::default() }))
+    BlockQueue::new(FakeQueue(Fake { buffers: vec![Vec::new(); SLOTS], room: true, ..Fake::default() }))
 }
 
 fn disk(q: &Arc<BlockQueue<FakeQueue>>, flush: bool, read_only: bool) -> Arc<Disk<FakeQueue>> {
@@ -99,6 +106,7 @@ fn complete(q: &Arc<BlockQueue<FakeQueue>>, h: &Held, result: Result<(), BlockEr
     q.with_queue(|f| {
         if h.piece.op == Op::Read {
             f.0.buffers[h.slot][..h.piece.len].fill(fill);
+            assert!(f.0.buffers[h.slot].len() >= h.piece.len, "grown before submission");
         }
         f.0.completed.push((h.slot, result));
     });
@@ -272,5 +280,15 @@ fn checks_flush_and_read_only() {
     assert!(poll(&mut f, &w).is_pending());
     assert_eq!(take(&q).len(), 1);
     assert_eq!(cached.unit(), 3);
+    drop(f);
+    // No memory for a bounce buffer: that request fails, the queue does not break.
+    let big = Disk::new(q.clone(), BlockInfo { max_transfer: 2 * MAX, ..info(true, false) }, 3);
+    let mut b = vec![0u8; 2 * MAX];
+    let Poll::Ready(Err(e)) = poll(&mut big.read(0, &mut b), &w) else { panic!() };
+    assert!(e.to_string().contains("no 2048-byte buffer"), "{e}");
+    assert_eq!(q.broken(), None);
+    let mut b = [0u8; 512];
+    let mut f = cached.read(0, &mut b);
+    assert!(poll(&mut f, &w).is_pending(), "the slot went back to the free list");
     assert!(Arc::ptr_eq(cached.queue(), &q));
 }
