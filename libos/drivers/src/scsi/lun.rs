@@ -28,6 +28,9 @@ impl fmt::Display for LunError {
 }
 
 impl Lun {
+    /// LUN 0, which every target with a logical unit addresses (SAM-5 §4.6.5).
+    pub const ZERO: Lun = Lun(0);
+
     /// LUN `n`; `None` above [`MAX_FLAT`].
     pub const fn new(n: u16) -> Option<Self> {
         if n <= MAX_FLAT {

@@ -154,6 +154,8 @@ pub struct MockDevice<X> {
     pub isr: u32,
     /// `ack_interrupt` calls.
     pub acks: u32,
+    /// Called after each notification with the transport and the queue (a device model that serves at once).
+    pub on_notify: Option<fn(&MockTransport<X>, u16)>,
     pub ext: X,
 }
 
@@ -237,7 +239,14 @@ impl<X> Transport for MockTransport<X> {
         self.0.lock().unwrap().queue_max
     }
     fn notify(&mut self, queue: u16) {
-        self.0.lock().unwrap().notifies[usize::from(queue)] += 1;
+        let hook = {
+            let mut d = self.0.lock().unwrap();
+            d.notifies[usize::from(queue)] += 1;
+            d.on_notify
+        };
+        if let Some(serve) = hook {
+            serve(self, queue);
+        }
     }
     fn get_status(&self) -> DeviceStatus {
         self.status()

@@ -32,7 +32,7 @@ pub fn start(cmdline: &Cmdline) -> Result<Vec<String>, MmioArgError> {
     Ok(if started > 0 { alloc::vec![String::from("virtio-mmio")] } else { Vec::new() })
 }
 
-/// Starts the device in `slot` (virtio-net or virtio-blk); `Ok(false)` for an empty slot or a device type
+/// Starts the device in `slot` (virtio-net, virtio-blk or virtio-scsi); `Ok(false)` for an empty slot or a device type
 /// without a driver.
 fn start_slot(slot: MmioSlot) -> Result<bool, String> {
     // microvm's windows sit in the 32-bit MMIO hole, identity mapped uncached by libos; others are mapped.
