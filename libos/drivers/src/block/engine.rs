@@ -86,6 +86,10 @@ pub trait Queue: Send {
     /// Tells the device about the pieces submitted since the last call (doorbell, notification).
     fn notify(&mut self);
 
+    /// Acknowledges the device's interrupt, where its interrupts need it (edge-triggered virtio-mmio's
+    /// InterruptACK); called on the interrupt path only, before [`reap`](Self::reap).
+    fn acknowledge(&mut self) {}
+
     /// Collects the pieces the device completed as `(slot, result)`, retrying by itself what its protocol says
     /// to retry (e.g. UNIT ATTENTION). A device error is a [`BlockError`] naming the disk and sector; a protocol
     /// violation is `Err` with its text, after pushing what completed before it.
@@ -231,7 +235,10 @@ impl<Q: Queue + 'static> BlockQueue<Q> {
     /// The interrupt path: reaps completions, wakes the tasks whose pieces completed. Safe to call at any time.
     pub fn interrupt(&self) {
         let mut wake = Vec::new();
-        self.with_state(|st| st.reap(&mut wake));
+        self.with_state(|st| {
+            st.queue.acknowledge();
+            st.reap(&mut wake)
+        });
         wake.into_iter().for_each(Waker::wake);
     }
 

@@ -14,6 +14,15 @@ use libos::dev::BlockInfo;
 
 pub use engine::{BlockQueue, Disk, Op, Piece, Queue};
 
+/// A heap bounce buffer grown to at least `len` bytes (zero filled), as a slice: what a [`Queue::buffer`] over
+/// identity-mapped heap memory (the virtio drivers') returns.
+pub fn grow(data: &mut alloc::vec::Vec<u8>, len: usize) -> &mut [u8] {
+    if data.len() < len {
+        data.resize(len, 0);
+    }
+    &mut data[..]
+}
+
 /// `bytes` in the largest binary unit that gives at least 1, with one decimal unless exact:
 /// "64 MiB", "1.5 GiB", "512 bytes".
 pub fn human_size(bytes: u64) -> String {

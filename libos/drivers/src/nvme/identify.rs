@@ -169,6 +169,27 @@ impl ControllerRepr {
     }
 }
 
+#[cfg(test)]
+impl ControllerRepr {
+    /// What QEMU 10's `nvme` device says (serial `zirvium-d0`), for the tests and the controller model.
+    pub(crate) fn qemu() -> Self {
+        Self {
+            vid: 0x1b36,
+            serial: "zirvium-d0".into(),
+            model: "QEMU NVMe Ctrl".into(),
+            firmware: "10.0.2".into(),
+            mdts: 7,
+            cntlid: 0,
+            version: 0x0001_0400,
+            sqes: 0x66,
+            cqes: 0x44,
+            nn: 256,
+            oncs: 0x15d,
+            volatile_write_cache: true,
+        }
+    }
+}
+
 /// One LBA Format: metadata bytes and data size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LbaFormat {
@@ -304,26 +325,9 @@ pub fn active_namespaces(b: &[u8]) -> Result<Vec<u32>, ShortIdentify> {
 mod tests {
     use super::*;
 
-    fn controller() -> ControllerRepr {
-        ControllerRepr {
-            vid: 0x1b36,
-            serial: "zirvium-d0".into(),
-            model: "QEMU NVMe Ctrl".into(),
-            firmware: "10.0.2".into(),
-            mdts: 7,
-            cntlid: 0,
-            version: 0x0001_0400,
-            sqes: 0x66,
-            cqes: 0x44,
-            nn: 256,
-            oncs: 0x15d,
-            volatile_write_cache: true,
-        }
-    }
-
     #[test]
     fn controller_round_trip() {
-        let c = controller();
+        let c = ControllerRepr::qemu();
         let mut b = vec![0u8; IDENTIFY_LEN];
         c.emit(&mut b);
         assert_eq!(&b[4..14], b"zirvium-d0");

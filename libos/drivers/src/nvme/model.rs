@@ -117,20 +117,7 @@ impl Model {
             mps_min: 0,
             mps_max: 4,
         };
-        let controller = ControllerRepr {
-            vid: 0x1b36,
-            serial: "zirvium-d0".into(),
-            model: "QEMU NVMe Ctrl".into(),
-            firmware: "10.0.2".into(),
-            mdts: 7,
-            cntlid: 0,
-            version: 0x0001_0400,
-            sqes: 0x66,
-            cqes: 0x44,
-            nn: 256,
-            oncs: 0x15d,
-            volatile_write_cache: true,
-        };
+        let controller = ControllerRepr::qemu();
         let mut namespaces = BTreeMap::new();
         namespaces.insert(1, Ns::new(blocks, 9));
         Self(Arc::new(Mutex::new(State {

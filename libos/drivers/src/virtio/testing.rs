@@ -7,6 +7,8 @@ use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
+use core::task::{Context, Poll};
+use libos::dev::{BlockError, BlockFuture};
 use std::sync::Mutex;
 use std::task::Wake;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -314,4 +316,26 @@ pub fn counter() -> (Arc<WakeCount>, Waker) {
     let c = Arc::new(WakeCount(AtomicUsize::new(0)));
     let w = Waker::from(c.clone());
     (c, w)
+}
+
+/// Polls a block request once with waker `w`.
+pub fn poll_block(f: &mut BlockFuture<'_>, w: &Waker) -> Poll<Result<(), BlockError>> {
+    f.as_mut().poll(&mut Context::from_waker(w))
+}
+
+/// Polls `f` to completion the way a task and a device meet: after each pending poll the device side serves
+/// what it was given (`serve`) and an interrupt arrives (`interrupt`), which must wake `f` before it is polled
+/// again. Panics after 64 rounds.
+pub fn drive(mut f: BlockFuture<'_>, mut serve: impl FnMut(), mut interrupt: impl FnMut()) -> Result<(), BlockError> {
+    let (c, w) = counter();
+    for _ in 0..64 {
+        let before = c.get();
+        if let Poll::Ready(r) = poll_block(&mut f, &w) {
+            return r;
+        }
+        serve();
+        interrupt();
+        assert!(c.get() > before, "the interrupt woke the request");
+    }
+    panic!("request did not complete");
 }

@@ -2,7 +2,7 @@
 //! and with any result, as a device would; "interrupts" are calls of the queue's waker.
 
 use super::*;
-use crate::virtio::testing::counter;
+use crate::virtio::testing::{counter, poll_block as poll};
 
 const SLOTS: usize = 6;
 const MAX: usize = 1024;
@@ -90,10 +90,6 @@ fn queue() -> Arc<BlockQueue<FakeQueue>> {
 
 fn disk(q: &Arc<BlockQueue<FakeQueue>>, flush: bool, read_only: bool) -> Arc<Disk<FakeQueue>> {
     Disk::new(q.clone(), info(flush, read_only), 3)
-}
-
-fn poll(f: &mut BlockFuture<'_>, w: &Waker) -> Poll<Result<(), BlockError>> {
-    f.as_mut().poll(&mut Context::from_waker(w))
 }
 
 /// Takes what the device holds.

@@ -439,11 +439,7 @@ impl<H: Hal + Send, T: Transport + Send, const QS: usize> Queue for ScsiQueue<H,
     }
 
     fn buffer(&mut self, slot: usize, len: usize) -> Result<&mut [u8], BlockError> {
-        let data = &mut self.slots[slot].data;
-        if data.len() < len {
-            data.resize(len, 0);
-        }
-        Ok(&mut data[..])
+        Ok(crate::block::grow(&mut self.slots[slot].data, len))
     }
 
     fn has_room(&self, op: Op) -> bool {
@@ -466,11 +462,14 @@ impl<H: Hal + Send, T: Transport + Send, const QS: usize> Queue for ScsiQueue<H,
         self.do_notify();
     }
 
-    fn reap(&mut self, done: &mut Vec<(usize, Result<(), BlockError>)>) -> Result<(), String> {
+    fn acknowledge(&mut self) {
         if self.ack == IrqAck::Task {
             // Acknowledge before reaping: a chain used after this raises a new edge.
             self.transport.ack_interrupt();
         }
+    }
+
+    fn reap(&mut self, done: &mut Vec<(usize, Result<(), BlockError>)>) -> Result<(), String> {
         self.reap_events()?;
         while let Some(token) = self.request.peek_used() {
             let (idx, issued, answer) = self.unlend(token)?;

@@ -9,10 +9,11 @@
 use super::*;
 use crate::scsi::data::{CapacityRepr, TYPE_DISK};
 use crate::scsi::sense::{Format, SenseKey, SenseRepr};
-use crate::virtio::testing::{counter, read_mem, write_mem, Desc, MockTransport, TestHal, VIRTQ_DESC_F_WRITE};
+use crate::virtio::testing::VIRTQ_DESC_F_WRITE;
+use crate::virtio::testing::{counter, drive, poll_block as poll, read_mem, write_mem, Desc, MockTransport, TestHal};
 use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicU64, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::task::{Poll, Waker};
 use libos::dev::BlockFuture;
 use virtio_drivers::transport::DeviceType;
 
@@ -309,22 +310,8 @@ fn start(t: &FakeTransport) -> (Scsi, &'static IrqSlot) {
     start_with(t, IrqAck::None).unwrap()
 }
 
-fn poll(f: &mut BlockFuture<'_>, w: &Waker) -> Poll<Result<(), BlockError>> {
-    f.as_mut().poll(&mut Context::from_waker(w))
-}
-
-fn complete(t: &FakeTransport, irq: &IrqSlot, mut f: BlockFuture<'_>) -> Result<(), BlockError> {
-    let (c, w) = counter();
-    for _ in 0..64 {
-        let before = c.get();
-        if let Poll::Ready(r) = poll(&mut f, &w) {
-            return r;
-        }
-        t.serve_all();
-        irq.wake();
-        assert!(c.get() > before, "the interrupt woke the request");
-    }
-    panic!("request did not complete");
+fn complete(t: &FakeTransport, irq: &IrqSlot, f: BlockFuture<'_>) -> Result<(), BlockError> {
+    drive(f, || drop(t.serve_all()), || irq.wake())
 }
 
 #[test]
