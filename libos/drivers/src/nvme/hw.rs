@@ -25,7 +25,7 @@ impl Bar0 {
     /// The address of the dword at `offset` if it lies inside the BAR.
     fn at(&self, offset: usize) -> Option<usize> {
         let end = (offset as u64).checked_add(4)?;
-        (offset % 4 == 0 && end <= self.bar.size()).then(|| (self.bar.address() + offset as u64) as usize)
+        (offset.is_multiple_of(4) && end <= self.bar.size()).then(|| (self.bar.address() + offset as u64) as usize)
     }
 }
 
