@@ -117,6 +117,10 @@ impl<R: Registers> Queue for IoQueue<R> {
     fn buffer(&mut self, slot: usize, len: usize) -> Result<&mut [u8], BlockError> {
         let device = self.name.clone();
         let s = &mut self.slots[slot];
+        if len == 0 && s.buffer.is_none() {
+            // A flush moves no data: no page for it.
+            return Ok(&mut []);
+        }
         if s.buffer.as_ref().is_none_or(|b| b.len() < len) {
             let b = DmaBuffer::new(len).map_err(|e| BlockError::Io {
                 device,
