@@ -33,4 +33,4 @@ pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TA
 pub use error::Error;
 pub use exit::Outcome;
 pub use forward::{ForwardError, PortForward, Protocol};
-pub use qemu::{qemu_command, Accel, ConfigError, KernelOption, Machine, Network, RunOptions};
+pub use qemu::{qemu_command, Accel, ConfigError, DiskBus, KernelOption, Machine, Network, RunOptions};

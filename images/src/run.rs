@@ -12,7 +12,7 @@ use clap::Args;
 
 use crate::forward::PortForward;
 use crate::initrd::{self, InitrdError};
-use crate::qemu::{self, Accel, ConfigError, DiskSpec, KernelOption, Machine, NetKind, RunOptions};
+use crate::qemu::{self, Accel, ConfigError, DiskBus, DiskSpec, KernelOption, Machine, NetKind, RunOptions};
 
 /// Which hypervisor `images run` boots the app under (`--hypervisor`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,10 +85,14 @@ pub struct RunArgs {
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
     #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
     pub kernel_opts: Vec<KernelOption>,
-    /// Attach a raw disk image as a virtio-blk device, read-only with the suffix `:ro`; repeatable (the guest
-    /// mounts the first at /data).
+    /// Attach a raw disk image, read-only with the suffix `:ro`; repeatable (the guest mounts the first at
+    /// /data).
     #[arg(long = "disk", value_name = "FILE[:ro]")]
     pub disks: Vec<DiskSpec>,
+    /// The controller the disks are attached to: one virtio-blk device per disk, one virtio-scsi adapter with
+    /// a scsi-hd per disk, or one NVMe controller per disk (PCI: needs --machine q35 or pc).
+    #[arg(long = "disk-bus", value_name = "virtio-blk|virtio-scsi|nvme", default_value = "virtio-blk")]
+    pub disk_bus: DiskBus,
     /// Embed a ustar archive, or a directory packed into one, in the image as its initrd, mounted read-only at /
     /// by the guest [default: the app's own apps/APP/initrd/ directory when it has one].
     #[arg(long, value_name = "FILE|DIR")]
@@ -115,6 +119,7 @@ impl RunArgs {
         for disk in &self.disks {
             opts.push_disk(disk);
         }
+        opts.disk_bus = self.disk_bus;
         opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
         if self.image.is_some() {
             crate::diskboot::adjust_options(&mut opts, self.net.is_some(), self.initrd.is_some())?;
@@ -173,6 +178,12 @@ mod tests {
         assert!(e.to_string().contains("expected FILE, FILE:ro or FILE:rw"), "{e}");
         // The options check the files; a missing one is named.
         assert_eq!(r.options(Accel::Tcg), Err(ConfigError::NoFile("a.img".into())));
+        assert_eq!(r.disk_bus, DiskBus::VirtioBlk);
+        let r = run_args(&["kv", "--disk", "a.img", "--disk-bus", "nvme"]);
+        assert_eq!(r.options(Accel::Tcg), Err(ConfigError::NvmeNeedsPci(Machine::Microvm)));
+        assert_eq!(run_args(&["kv", "--disk-bus", "virtio-scsi"]).disk_bus, DiskBus::VirtioScsi);
+        let e = parse_run_args(&["kv", "--disk-bus", "ide"]).unwrap_err();
+        assert!(e.to_string().contains("unknown disk bus `ide` (use virtio-blk, virtio-scsi or nvme)"), "{e}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 pub mod http;
 pub mod xen;
 
-pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
+pub use images::{Accel, ConfigError, DiskBus, KernelOption, Machine, Outcome, PortForward, Protocol};
 use images::{Network, Profile, RunOptions};
 
 /// Default hard timeout for [`Vm::wait_for`] and [`Vm::wait_exit`]: 60 s (TCG on a busy 2-core machine is slow).
@@ -262,6 +262,7 @@ pub struct VmBuilder {
     app_args: Vec<String>,
     timeout: Duration,
     disks: Vec<images::qemu::DiskSpec>,
+    disk_bus: DiskBus,
     initrd: Option<PathBuf>,
     boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
 }
@@ -284,6 +285,12 @@ impl VmBuilder {
     /// with [`VmBuilder::disk`] — what `images run --disk FILE:ro` does.
     pub fn disk_read_only(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: true });
+        self
+    }
+
+    /// The controller the disks are attached to (`images run --disk-bus`); virtio-blk unless set.
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
         self
     }
 
@@ -421,6 +428,7 @@ impl VmBuilder {
         for disk in &self.disks {
             opts.push_disk(disk);
         }
+        opts.disk_bus = self.disk_bus;
         opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::shell::shell_line(&cmd);
@@ -573,6 +581,7 @@ impl Vm {
             app_args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             disks: Vec::new(),
+            disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             boot_disk: None,
         }

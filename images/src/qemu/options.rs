@@ -66,6 +66,59 @@ impl Machine {
             Machine::Q35 | Machine::Pc => "virtio-blk-pci",
         }
     }
+
+    /// The virtio-scsi host adapter model (`virtio-scsi-device` over virtio-mmio on microvm).
+    pub fn virtio_scsi_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-scsi-device",
+            Machine::Q35 | Machine::Pc => "virtio-scsi-pci",
+        }
+    }
+
+    /// Whether the machine has a PCI bus (NVMe controllers are PCI functions).
+    pub fn has_pci(self) -> bool {
+        self != Machine::Microvm
+    }
+}
+
+/// The disk controller the `--disk` images are attached to (`--disk-bus`): what each cloud presents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DiskBus {
+    /// virtio-blk, one device per disk (`virtio-blk-device` / `virtio-blk-pci`): the default.
+    #[default]
+    VirtioBlk,
+    /// One virtio-scsi host adapter with a `scsi-hd` per disk at target 0, 1, ... (GCE's boot disk).
+    VirtioScsi,
+    /// One NVMe controller per disk, namespace 1 (`-device nvme`: AWS Nitro, GCE, Azure); needs PCI.
+    Nvme,
+}
+
+impl DiskBus {
+    /// All buses, in the order tests use them.
+    pub const ALL: [DiskBus; 3] = [DiskBus::VirtioBlk, DiskBus::VirtioScsi, DiskBus::Nvme];
+
+    /// Name as given to `--disk-bus`: `virtio-blk`, `virtio-scsi`, `nvme`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskBus::VirtioBlk => "virtio-blk",
+            DiskBus::VirtioScsi => "virtio-scsi",
+            DiskBus::Nvme => "nvme",
+        }
+    }
+}
+
+impl fmt::Display for DiskBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DiskBus {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DiskBus::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| ConfigError::DiskBus(s.to_owned()))
+    }
 }
 
 impl fmt::Display for Machine {
@@ -347,6 +400,8 @@ pub struct RunOptions {
     /// file read-only and the device offers `VIRTIO_BLK_F_RO` (virtio 1.2 §5.2.3). Add with
     /// [`RunOptions::push_disk`].
     pub read_only_disks: BTreeSet<usize>,
+    /// The controller the disks are attached to.
+    pub disk_bus: DiskBus,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
     pub initrd: Option<PathBuf>,
     /// Boot this packaged disk through firmware instead of `kernel` (`images run --image`): replaces
@@ -368,6 +423,7 @@ impl RunOptions {
             app_args: Vec::new(),
             disks: Vec::new(),
             read_only_disks: BTreeSet::new(),
+            disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             boot_disk: None,
         }
@@ -381,8 +437,12 @@ impl RunOptions {
         self.disks.push(disk.path.clone());
     }
 
-    /// Checks what the types do not: vCPU count, app arguments, tap name.
+    /// Checks what the types do not: vCPU count, app arguments, tap name, disk files, an NVMe bus on a machine
+    /// without PCI.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.disk_bus == DiskBus::Nvme && !self.machine.has_pci() && !self.disks.is_empty() {
+            return Err(ConfigError::NvmeNeedsPci(self.machine));
+        }
         if !(1..=255).contains(&self.smp) {
             return Err(ConfigError::Smp(self.smp));
         }
@@ -442,6 +502,12 @@ pub enum ConfigError {
     /// `--mem` is not N, NM or NG within 1 MiB..=1 TiB.
     #[error("memory size `{0}`: expected a whole number of MiB like 64M or 1G (1M..=1024G)")]
     Memory(String),
+    /// `--disk-bus` is not virtio-blk, virtio-scsi or nvme.
+    #[error("unknown disk bus `{0}` (use virtio-blk, virtio-scsi or nvme)")]
+    DiskBus(String),
+    /// `--disk-bus nvme` on a machine without PCI.
+    #[error("--disk-bus nvme needs a PCI bus, which --machine {0} has not: use --machine q35 (or pc)")]
+    NvmeNeedsPci(Machine),
     /// A `--disk` argument without a file name.
     #[error("--disk `{0}`: expected FILE, FILE:ro or FILE:rw")]
     DiskSpec(String),
@@ -588,6 +654,10 @@ mod tests {
         assert_eq!("hvf".parse::<Accel>(), Err(ConfigError::Accel("hvf".into())));
         assert_eq!("tap".parse(), Ok(NetKind::Tap));
         assert_eq!("bridge".parse::<NetKind>(), Err(ConfigError::NetKind("bridge".into())));
+        assert_eq!("nvme".parse(), Ok(DiskBus::Nvme));
+        assert_eq!("virtio-scsi".parse(), Ok(DiskBus::VirtioScsi));
+        assert_eq!("ide".parse::<DiskBus>(), Err(ConfigError::DiskBus("ide".into())));
+        assert_eq!(DiskBus::default().to_string(), "virtio-blk");
     }
 
     #[test]

@@ -109,6 +109,12 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
                 .into(),
         ));
     }
+    if args.disk_bus != qemu::DiskBus::VirtioBlk {
+        return Err(Error::Options(format!(
+            "--disk-bus {}: with --hypervisor xen the domU's disks are Xen virtual block devices; drop --disk-bus",
+            args.disk_bus
+        )));
+    }
     let opts = args.options(Accel::Tcg)?;
     let (bridge, forwards) = match &opts.network {
         Network::None => (None, Vec::new()),
@@ -452,6 +458,7 @@ mod tests {
             (&["run", "hello", "--hypervisor", "xen", "--accel", "kvm"][..], "--accel kvm"),
             (&["run", "hello", "--hypervisor", "xen", "--machine", "q35"], "--machine q35"),
             (&["run", "httpd", "--hypervisor", "xen", "--net", "tap", "--tap", "t0"], "--net tap"),
+            (&["run", "kv", "--hypervisor", "xen", "--disk-bus", "nvme"], "--disk-bus nvme"),
         ] {
             let err = domu_for(&run_args(args)).unwrap_err();
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
