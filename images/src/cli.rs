@@ -59,8 +59,8 @@ pub enum Cmd {
     /// is the guest's.
     Run(RunArgs),
     /// Install the host tools the tests, the benchmarks and `images run` use (QEMU 10 from bookworm-backports,
-    /// fsck.fat, curl, wrk) and the Rust target, as root with apt-get and rustup; otherwise print the one
-    /// command that installs the missing tools.
+    /// fsck.fat, curl, wrk, gdb, GRUB, OVMF, qemu-img) and the Rust target, as root with apt-get and rustup;
+    /// otherwise print the one command that installs the missing tools.
     Setup,
     /// Build the app (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
     XlConfig(XlConfigArgs),
@@ -237,7 +237,14 @@ pub fn usage_error_line(err: &clap::Error, flavor: Flavor) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .collect();
-    let message = parts.join("; ");
+    // `...were not provided:` + `<APP>` reads as one sentence; separate lines are separate remarks.
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(part);
+    }
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     format!("{message}; see '{} --help'", flavor.name())
 }
@@ -499,6 +506,11 @@ mod tests {
         assert!(!line.contains('\n'), "{line}");
         assert!(line.starts_with("unexpected argument '--frobnicate' found"), "{line}");
         assert!(line.ends_with("; see 'cargo zirvium --help'"), "{line}");
+        let e = parse(&["build"]).unwrap_err();
+        assert_eq!(
+            usage_error_line(&e, Flavor::Images),
+            "the following required arguments were not provided: <APP>; see 'images --help'"
+        );
     }
 
     #[test]
