@@ -1,5 +1,5 @@
 //! The programs and files `images` and the tests use on the host (QEMU, `qemu-img`, `fsck.fat`, GRUB's images
-//! and `grub-mkimage`, OVMF, curl, wrk), the Debian bookworm packages that provide them, and installing the
+//! and `grub-mkimage`, OVMF, curl, wrk, gdb), the Debian bookworm packages that provide them, and installing the
 //! missing ones.
 //!
 //! [`ensure`] is the one entry point (`images run`, `images setup`, the VM test harness before its first VM): it
@@ -116,11 +116,20 @@ pub const OVMF_VARS: HostTool = HostTool {
     used_for: "boots disks through UEFI",
 };
 
+/// gdb: attaches to QEMU's gdb stub (`run --gdb`); the `cargo_zirvium` test drives it in batch mode.
+pub const GDB: HostTool = HostTool {
+    program: "gdb",
+    package: "gdb",
+    suite: Suite::Default,
+    used_for: "debugs images through QEMU's gdb stub",
+};
+
 /// What `cargo test --workspace` runs on the host; the VM harness ensures these before its first VM.
 pub const TEST_TOOLS: [HostTool; 7] = [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE];
 
 /// Everything: the tests, the benchmarks and the README's examples (`images setup`, `.ci/run`).
-pub const ALL_TOOLS: [HostTool; 9] = [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK];
+pub const ALL_TOOLS: [HostTool; 10] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK, GDB];
 
 /// Environment variable that, set to anything but empty or `0`, makes [`ensure`] report missing tools with the
 /// install command instead of installing them, also as root.

@@ -12,6 +12,7 @@ use clap::Args;
 
 use crate::forward::PortForward;
 use crate::initrd::{self, InitrdError};
+use crate::project::{App, CrateArgs};
 use crate::qemu::{self, Accel, ConfigError, DiskBus, DiskSpec, KernelOption, Machine, NetKind, RunOptions};
 
 /// Which hypervisor `images run` boots the app under (`--hypervisor`).
@@ -48,9 +49,15 @@ impl fmt::Display for Hypervisor {
 /// Options of `images run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The app's package name, e.g. hello or httpd (not with --image).
-    #[arg(required_unless_present = "image", conflicts_with = "image", default_value = "", hide_default_value = true)]
+    /// The app's package name, e.g. hello or httpd, as -p NAME (not with --image).
+    #[arg(conflicts_with_all = ["image", "package"], default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Which crate and binary: -p, --bin, --manifest-path.
+    #[command(flatten)]
+    pub krate: CrateArgs,
+    /// Build with the dev profile (full debug info, for --gdb) instead of --release.
+    #[arg(long, conflicts_with = "image")]
+    pub debug: bool,
     /// Boot this packaged disk (`images package`) through firmware on q35 instead of building an app.
     #[arg(long, value_name = "FILE")]
     pub image: Option<PathBuf>,
@@ -73,10 +80,12 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
     pub smp: u16,
-    /// Network [default: user for httpd and udpecho or when --port is given, tap when --tap is given, else none].
+    /// Network [default: user when the app declares ports ([package.metadata.zirvium] ports) or --port is
+    /// given, tap when --tap is given, else none].
     #[arg(long, value_name = "user|tap|none")]
     pub net: Option<NetKind>,
-    /// Forward a host port to a guest port with user networking; repeatable [default for httpd: 8080:80].
+    /// Forward a host port to a guest port with user networking; repeatable [default: the app's
+    /// [package.metadata.zirvium] ports, httpd's 8080:80].
     #[arg(long = "port", value_name = "[tcp:|udp:]HOST:GUEST")]
     pub ports: Vec<PortForward>,
     /// Host tap interface for --net tap; create it first: ip tuntap add dev NAME mode tap; ip link set NAME up.
@@ -94,9 +103,16 @@ pub struct RunArgs {
     #[arg(long = "disk-bus", value_name = "virtio-blk|virtio-scsi|nvme", default_value = "virtio-blk")]
     pub disk_bus: DiskBus,
     /// Embed a ustar archive, or a directory packed into one, in the image as its initrd, mounted read-only at /
-    /// by the guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    /// by the guest [default: the app's own initrd/ directory, next to its Cargo.toml, when it has one].
     #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<PathBuf>,
+    /// Start QEMU halted with its gdb stub on 127.0.0.1:PORT and print the gdb command that attaches
+    /// [PORT default: 1234].
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true, default_missing_value = "1234")]
+    pub gdb: Option<u16>,
+    /// Record the NIC's traffic, both directions, in FILE (pcap; QEMU filter-dump).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -106,14 +122,22 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// The run's options with an empty kernel path (set after the build), validated. Errors: bad combinations
-    /// of `--net`, `--port`, `--tap`, bad app arguments, missing disk or initrd files.
-    pub fn options(&self, accel: Accel) -> Result<RunOptions, ConfigError> {
+    /// The app crate to run: `[APP]` or `-p`, `--bin`, `--manifest-path` ([`crate::project::resolve`]).
+    pub fn selection(&self) -> CrateArgs {
+        self.krate.with_app(&self.app)
+    }
+
+    /// The run's options with an empty kernel path (set after the build), validated, for an app that declares
+    /// the port forwards `app_ports` ([`App::ports`]). Errors: bad combinations of `--net`, `--port`, `--tap`,
+    /// `--pcap`, bad app arguments, missing disk or initrd files.
+    pub fn options(&self, accel: Accel, app_ports: &[PortForward]) -> Result<RunOptions, ConfigError> {
         let mut opts = RunOptions::new("", accel);
         opts.machine = self.machine;
         opts.mem_mib = self.mem;
         opts.smp = self.smp;
-        opts.network = qemu::resolve_network(&self.app, self.net, &self.ports, self.tap.as_deref())?;
+        opts.network = qemu::resolve_network(app_ports, self.net, &self.ports, self.tap.as_deref())?;
+        opts.gdb_port = self.gdb;
+        opts.pcap = self.pcap.clone();
         opts.kernel_options = self.kernel_opts.clone();
         opts.app_args = self.app_args.clone();
         for disk in &self.disks {
@@ -131,10 +155,10 @@ impl RunArgs {
     }
 }
 
-/// The boot module for `app`: `given` as is when it is a file; packed to `target/initrd/APP.tar`
-/// ([`initrd::app_archive`]) when it is a directory; else the app's own `apps/APP/initrd/` directory, packed,
-/// when it exists; else none. Errors: packing.
-pub fn resolve_initrd(app: &str, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
+/// The boot module for `app`: `given` as is when it is a file; packed to `TARGET/initrd/BIN.tar`
+/// ([`initrd::app_archive`]) when it is a directory; else the app's own `initrd/` directory (next to its
+/// Cargo.toml), packed, when it exists; else none. Errors: packing.
+pub fn resolve_initrd(app: &App, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
     initrd::for_app(app, given)
 }
 
@@ -177,10 +201,10 @@ mod tests {
         let e = parse_run_args(&["kv", "--disk", ":ro"]).unwrap_err();
         assert!(e.to_string().contains("expected FILE, FILE:ro or FILE:rw"), "{e}");
         // The options check the files; a missing one is named.
-        assert_eq!(r.options(Accel::Tcg), Err(ConfigError::NoFile("a.img".into())));
+        assert_eq!(r.options(Accel::Tcg, &[]), Err(ConfigError::NoFile("a.img".into())));
         assert_eq!(r.disk_bus, DiskBus::VirtioBlk);
         let r = run_args(&["kv", "--disk", "a.img", "--disk-bus", "nvme"]);
-        assert_eq!(r.options(Accel::Tcg), Err(ConfigError::NvmeNeedsPci(Machine::Microvm)));
+        assert_eq!(r.options(Accel::Tcg, &[]), Err(ConfigError::NvmeNeedsPci(Machine::Microvm)));
         assert_eq!(run_args(&["kv", "--disk-bus", "virtio-scsi"]).disk_bus, DiskBus::VirtioScsi);
         let e = parse_run_args(&["kv", "--disk-bus", "ide"]).unwrap_err();
         assert!(e.to_string().contains("unknown disk bus `ide` (use virtio-blk, virtio-scsi or nvme)"), "{e}");
@@ -191,7 +215,7 @@ mod tests {
         let r = run_args(&["hello"]);
         assert_eq!((r.machine, r.accel, r.mem, r.smp, r.net), (Machine::Microvm, None, 64, 1, None));
         assert!(r.ports.is_empty() && r.kernel_opts.is_empty() && r.app_args.is_empty() && r.timeout.is_none());
-        let o = r.options(Accel::Tcg).unwrap();
+        let o = r.options(Accel::Tcg, &[]).unwrap();
         assert_eq!(o.network, Network::None);
         assert_eq!(o.kernel_command_line(), "");
     }
@@ -225,21 +249,46 @@ mod tests {
         assert_eq!((r.machine, r.accel, r.mem, r.smp, r.timeout), (Machine::Q35, Some(Accel::Tcg), 1024, 2, Some(30)));
         assert_eq!(r.ports, [PortForward::tcp(9090, 80), PortForward::udp(5353, 53)]);
         assert_eq!(r.app_args, ["a", "--b"]);
-        let o = r.options(Accel::Tcg).unwrap();
+        let o = r.options(Accel::Tcg, &[]).unwrap();
         assert_eq!(o.kernel_command_line(), "loglevel=debug gw=10.0.2.2 -- a --b");
         assert_eq!(o.forwards(), [PortForward::tcp(9090, 80), PortForward::udp(5353, 53)]);
     }
 
     #[test]
     fn httpd_gets_default_forward() {
-        let o = run_args(&["httpd"]).options(Accel::Kvm).unwrap();
+        let httpd = crate::project::workspace_app("httpd").unwrap();
+        let o = run_args(&["httpd"]).options(Accel::Kvm, &httpd.ports).unwrap();
         assert_eq!(o.network, Network::User { forwards: vec![PortForward::tcp(8080, 80)] });
     }
 
     #[test]
     fn tap_network() {
-        let o = run_args(&["httpd", "--net", "tap", "--tap", "zt0"]).options(Accel::Kvm).unwrap();
+        let o = run_args(&["httpd", "--net", "tap", "--tap", "zt0"]).options(Accel::Kvm, &[]).unwrap();
         assert_eq!(o.network, Network::Tap { ifname: "zt0".into() });
+    }
+
+    #[test]
+    fn crate_selection_debug_gdb_pcap() {
+        let r = run_args(&["-p", "web", "--bin", "web2", "--manifest-path", "/a/Cargo.toml", "--debug", "--gdb"]);
+        let want = CrateArgs {
+            package: Some("web".into()),
+            bin: Some("web2".into()),
+            manifest_path: Some("/a/Cargo.toml".into()),
+        };
+        assert_eq!((r.selection(), r.debug, r.gdb), (want, true, Some(1234)));
+        assert_eq!(run_args(&["httpd"]).selection().package.as_deref(), Some("httpd"));
+        assert_eq!(run_args(&[]).selection(), CrateArgs::default());
+        assert_eq!(run_args(&["--gdb=4321", "--pcap", "x.pcap", "--port", "1:80"]).gdb, Some(4321));
+        let o = run_args(&["--pcap", "x.pcap", "--port", "1:80"]).options(Accel::Tcg, &[]).unwrap();
+        assert_eq!(o.pcap, Some(PathBuf::from("x.pcap")));
+        assert_eq!(run_args(&["--pcap", "x.pcap"]).options(Accel::Tcg, &[]), Err(ConfigError::PcapNeedsNetwork));
+        for (bad, needle) in [
+            (&["httpd", "-p", "kv"][..], "cannot be used with"),
+            (&["--image", "d.img", "--debug"], "cannot be used with"),
+        ] {
+            let e = parse_run_args(bad).unwrap_err();
+            assert!(e.to_string().contains(needle), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -250,7 +299,7 @@ mod tests {
             (&["hello", "--", "a\"b"], ConfigError::AppArg("a\"b".into())),
         ];
         for (args, want) in cases {
-            assert_eq!(run_args(args).options(Accel::Tcg), Err(want), "{args:?}");
+            assert_eq!(run_args(args).options(Accel::Tcg, &[]), Err(want), "{args:?}");
         }
     }
 }

@@ -166,6 +166,7 @@ impl Error {
             | Error::Path(_)
             | Error::Host(_)
             | Error::HostTools(_) => 2,
+            Error::Build(e) if e.is_usage() => 2,
             Error::Build(_) | Error::Initrd(_) => 1,
             Error::Spawn { .. } | Error::Dom0(_) | Error::Io { .. } => crate::exit::QEMU_FAILED_EXIT,
         }

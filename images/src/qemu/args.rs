@@ -22,6 +22,10 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     push(&["-display", "none", "-nodefaults", "-no-reboot"]);
     push(&["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]);
     push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    if let Some(port) = opts.gdb_port {
+        // Halted until the debugger continues; the stub only on the loopback interface.
+        push(&["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    }
     if opts.machine == Machine::Microvm {
         // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
         push(&["-global", "virtio-mmio.force-legacy=false"]);
@@ -45,6 +49,11 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     };
     if let Some(netdev) = netdev {
         push(&["-netdev", &netdev, "-device", &format!("{},netdev=n0", opts.machine.virtio_net_device())]);
+        if let Some(pcap) = &opts.pcap {
+            // QEMU `net/dump.c`: every frame through netdev n0, both directions, as pcap (LINKTYPE_ETHERNET).
+            let file = pcap.as_os_str().to_string_lossy().replace(',', ",,");
+            push(&["-object", &format!("filter-dump,id=f0,netdev=n0,file={file}")]);
+        }
     }
     if opts.disk_bus == DiskBus::VirtioScsi && !opts.disks.is_empty() {
         args.push("-device".into());
@@ -145,6 +154,22 @@ mod tests {
             want.push("-- a b".into());
             assert_eq!(args(&o), want, "{m}");
         }
+    }
+
+    #[test]
+    fn gdb_stub_and_pcap() {
+        let mut o = RunOptions::new("/t/httpd", Accel::Tcg);
+        o.network = Network::User { forwards: vec![] };
+        o.gdb_port = Some(1234);
+        o.pcap = Some("/t/a,b.pcap".into());
+        let line = args(&o).join(" ");
+        assert!(line.contains("iosize=4 -S -gdb tcp:127.0.0.1:1234 -global"), "{line}");
+        assert!(
+            line.contains("-device virtio-net-device,netdev=n0 -object filter-dump,id=f0,netdev=n0,file=/t/a,,b.pcap"),
+            "{line}"
+        );
+        let plain = args(&RunOptions::new("/t/hello", Accel::Tcg)).join(" ");
+        assert!(!plain.contains("-gdb") && !plain.contains("filter-dump"), "{plain}");
     }
 
     #[test]

@@ -17,5 +17,5 @@ pub use args::{qemu_args, qemu_command};
 pub use host::{choose_accel, detect_accel, ensure_qemu, kvm_usable, qemu_version, QEMU_BINARY};
 pub use options::{
     parse_mem_mib, resolve_network, Accel, ConfigError, DiskBus, DiskSpec, KernelOption, Machine, NetKind, Network,
-    RunOptions, NETWORK_APPS,
+    RunOptions,
 };

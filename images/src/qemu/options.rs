@@ -8,14 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::forward::{PortForward, Protocol};
-
-/// Apps that get user networking by default, with the TCP forwards they get when no `--port` is given.
-pub const NETWORK_APPS: [(&str, &[PortForward]); 3] = [
-    ("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
-    ("kv", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
-    ("udpecho", &[PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }]),
-];
+use crate::forward::PortForward;
 
 /// QEMU machine type (`-M`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -213,22 +206,22 @@ impl FromStr for NetKind {
     }
 }
 
-/// Chooses the network for `app` from `--net`, `--port` and `--tap`.
+/// Chooses the network for an app that declares the forwards `app_ports` (`[package.metadata.zirvium] ports`,
+/// see [`crate::project::App::ports`]) from `--net`, `--port` and `--tap`.
 ///
-/// Without `--net`: user networking for the apps in [`NETWORK_APPS`] or when ports are given, a tap when `--tap`
-/// is given, else none. User networking without `--port` gets the app's default forwards (httpd: 8080→80).
+/// Without `--net`: user networking for apps that declare ports or when ports are given, a tap when `--tap` is
+/// given, else none. User networking without `--port` gets the app's forwards (httpd: 8080→80).
 /// Errors: ports without user networking, `--tap` without tap networking, tap networking without `--tap`,
 /// a host port forwarded twice for one protocol, a bad tap name.
 pub fn resolve_network(
-    app: &str,
+    app_ports: &[PortForward],
     net: Option<NetKind>,
     ports: &[PortForward],
     tap: Option<&str>,
 ) -> Result<Network, ConfigError> {
-    let default_forwards = NETWORK_APPS.iter().find(|(name, _)| *name == app).map(|(_, fwds)| *fwds);
     let kind = net.unwrap_or(if tap.is_some() {
         NetKind::Tap
-    } else if default_forwards.is_some() || !ports.is_empty() {
+    } else if !app_ports.is_empty() || !ports.is_empty() {
         NetKind::User
     } else {
         NetKind::None
@@ -247,7 +240,7 @@ pub fn resolve_network(
             Ok(Network::Tap { ifname: ifname.to_owned() })
         }
         NetKind::User => {
-            let forwards = if ports.is_empty() { default_forwards.unwrap_or(&[]).to_vec() } else { ports.to_vec() };
+            let forwards = if ports.is_empty() { app_ports.to_vec() } else { ports.to_vec() };
             for (i, f) in forwards.iter().enumerate() {
                 if forwards[..i].iter().any(|g| g.protocol == f.protocol && g.host == f.host) {
                     return Err(ConfigError::DuplicateHostPort(*f));
@@ -407,6 +400,11 @@ pub struct RunOptions {
     /// Boot this packaged disk through firmware instead of `kernel` (`images run --image`): replaces
     /// `-kernel`, `-append` and `-initrd` with the firmware and boot-disk arguments of [`crate::diskboot`].
     pub boot_disk: Option<crate::diskboot::DiskBoot>,
+    /// Start halted with QEMU's gdb stub listening on this TCP port of 127.0.0.1 (`-S -gdb tcp:127.0.0.1:PORT`):
+    /// the guest runs when the debugger continues.
+    pub gdb_port: Option<u16>,
+    /// Record the NIC's frames, both directions, in this pcap file (`-object filter-dump` on the netdev).
+    pub pcap: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -426,6 +424,8 @@ impl RunOptions {
             disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             boot_disk: None,
+            gdb_port: None,
+            pcap: None,
         }
     }
 
@@ -462,6 +462,12 @@ impl RunOptions {
         }
         if let Network::Tap { ifname } = &self.network {
             check_tap_name(ifname)?;
+        }
+        if self.pcap.is_some() && self.network == Network::None {
+            return Err(ConfigError::PcapNeedsNetwork);
+        }
+        if self.gdb_port == Some(0) {
+            return Err(ConfigError::GdbPort);
         }
         Ok(())
     }
@@ -558,6 +564,12 @@ pub enum ConfigError {
     /// initrd, and needs firmware.
     #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]
     ImageOption(&'static str),
+    /// `--pcap` without a network device to record.
+    #[error("--pcap records the NIC's traffic: give the guest one with --net user, --port or --tap")]
+    PcapNeedsNetwork,
+    /// `--gdb=0`.
+    #[error("--gdb=PORT: expected a TCP port 1..=65535")]
+    GdbPort,
     /// An option that only applies to `images run --image`.
     #[error("{0} applies only to --image FILE")]
     NeedsImage(&'static str),
@@ -566,6 +578,7 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::Protocol;
 
     #[test]
     fn kernel_options_go_before_double_dash() {
@@ -604,24 +617,28 @@ mod tests {
         }
     }
 
+    /// httpd's and udpecho's `[package.metadata.zirvium] ports`.
+    const HTTPD: [PortForward; 1] = [PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }];
+    const UDPECHO: [PortForward; 1] = [PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }];
+
     #[test]
     fn network_resolution() {
         let tcp = PortForward::tcp(9000, 80);
-        assert_eq!(resolve_network("hello", None, &[], None), Ok(Network::None));
+        assert_eq!(resolve_network(&[], None, &[], None), Ok(Network::None));
         assert_eq!(
-            resolve_network("httpd", None, &[], None),
+            resolve_network(&HTTPD, None, &[], None),
             Ok(Network::User { forwards: vec![PortForward::tcp(8080, 80)] })
         );
-        assert_eq!(resolve_network("httpd", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
         assert_eq!(
-            resolve_network("udpecho", None, &[], None),
+            resolve_network(&UDPECHO, None, &[], None),
             Ok(Network::User { forwards: vec![PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }] })
         );
-        assert_eq!(resolve_network("hello", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
-        assert_eq!(resolve_network("httpd", Some(NetKind::None), &[], None), Ok(Network::None));
-        assert_eq!(resolve_network("httpd", None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));
+        assert_eq!(resolve_network(&[], None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::None), &[], None), Ok(Network::None));
+        assert_eq!(resolve_network(&HTTPD, None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));
         assert_eq!(
-            resolve_network("httpd", Some(NetKind::Tap), &[], Some("zt0")),
+            resolve_network(&HTTPD, Some(NetKind::Tap), &[], Some("zt0")),
             Ok(Network::Tap { ifname: "zt0".into() })
         );
     }
@@ -629,20 +646,31 @@ mod tests {
     #[test]
     fn network_resolution_errors() {
         let tcp = PortForward::tcp(9000, 80);
-        assert_eq!(resolve_network("hello", Some(NetKind::None), &[tcp], None), Err(ConfigError::PortsNeedUserNet));
-        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[tcp], Some("t")), Err(ConfigError::PortsNeedUserNet));
-        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[], None), Err(ConfigError::TapMissing));
-        assert_eq!(resolve_network("httpd", Some(NetKind::User), &[], Some("t")), Err(ConfigError::TapNeedsTapNet));
-        assert_eq!(resolve_network("httpd", None, &[], Some("a,b")), Err(ConfigError::TapName("a,b".into())));
+        assert_eq!(resolve_network(&[], Some(NetKind::None), &[tcp], None), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::Tap), &[tcp], Some("t")), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::Tap), &[], None), Err(ConfigError::TapMissing));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::User), &[], Some("t")), Err(ConfigError::TapNeedsTapNet));
+        assert_eq!(resolve_network(&HTTPD, None, &[], Some("a,b")), Err(ConfigError::TapName("a,b".into())));
         assert_eq!(
-            resolve_network("httpd", None, &[], Some("sixteen-chars-xx")),
+            resolve_network(&HTTPD, None, &[], Some("sixteen-chars-xx")),
             Err(ConfigError::TapName("sixteen-chars-xx".into()))
         );
         let dup = PortForward::tcp(9000, 81);
-        assert_eq!(resolve_network("httpd", None, &[tcp, dup], None), Err(ConfigError::DuplicateHostPort(dup)));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp, dup], None), Err(ConfigError::DuplicateHostPort(dup)));
         // The same host port may carry TCP and UDP.
         let udp = PortForward::udp(9000, 80);
-        assert_eq!(resolve_network("httpd", None, &[tcp, udp], None), Ok(Network::User { forwards: vec![tcp, udp] }));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp, udp], None), Ok(Network::User { forwards: vec![tcp, udp] }));
+    }
+
+    #[test]
+    fn pcap_needs_a_nic_and_gdb_a_port() {
+        let mut o = RunOptions::new("/k", Accel::Tcg);
+        o.pcap = Some("/tmp/x.pcap".into());
+        assert_eq!(o.validate(), Err(ConfigError::PcapNeedsNetwork));
+        o.network = Network::User { forwards: vec![] };
+        assert_eq!(o.validate(), Ok(()));
+        o.gdb_port = Some(0);
+        assert_eq!(o.validate(), Err(ConfigError::GdbPort));
     }
 
     #[test]

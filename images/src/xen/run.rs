@@ -19,10 +19,11 @@ use clap::Args;
 use super::console::{self, Event, Line};
 use super::status::{parse_exit_status, DomainEnd, DOMAIN_FAILED_EXIT};
 use super::{host, nested, xl, Dom0Kind, Domu, Error};
-use crate::cargo::{build_app, Profile};
+use crate::cargo::{BuildError, Profile};
 use crate::exit::TIMEOUT_EXIT;
 use crate::forward::{PortForward, Protocol};
 use crate::host_tools::find_in_path;
+use crate::project::{App, CrateArgs};
 use crate::qemu::{self, Accel, KernelOption, Machine, NetKind, Network};
 use crate::run::{resolve_initrd, RunArgs};
 use crate::shell::shell_line;
@@ -30,15 +31,20 @@ use crate::shell::shell_line;
 /// Options of `images xl-config`.
 #[derive(Debug, Args)]
 pub struct XlConfigArgs {
-    /// The app's package name, e.g. hello or httpd (built first, release).
+    /// The app's package name, e.g. hello or httpd (built first, release), as -p NAME.
+    #[arg(conflicts_with = "package", default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Which crate and binary: -p, --bin, --manifest-path.
+    #[command(flatten)]
+    pub krate: CrateArgs,
     /// Guest RAM, in MiB (64 or 64M) or GiB (1G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = qemu::parse_mem_mib)]
     pub mem: u32,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
     pub smp: u16,
-    /// Give the domU a vif on this dom0 bridge [default: xenbr0 for httpd and udpecho, else no vif].
+    /// Give the domU a vif on this dom0 bridge [default: xenbr0 for apps that declare ports, e.g. httpd and
+    /// udpecho, else no vif].
     #[arg(long, value_name = "BRIDGE")]
     pub bridge: Option<String>,
     /// No vif, even for network apps.
@@ -48,7 +54,7 @@ pub struct XlConfigArgs {
     #[arg(long = "disk", value_name = "FILE")]
     pub disks: Vec<PathBuf>,
     /// A boot module (xl `ramdisk`): a ustar archive, or a directory packed into one, mounted read-only at / by
-    /// the guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    /// the guest [default: the app's own initrd/ directory when it has one].
     #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<PathBuf>,
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
@@ -67,30 +73,31 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<String, Error> {
     opts.app_args = args.app_args.clone();
     opts.disks = args.disks.clone();
     opts.validate()?;
-    let default_bridge = qemu::NETWORK_APPS.iter().any(|(a, _)| *a == args.app).then(|| xl::DEFAULT_BRIDGE.to_owned());
+    let app = crate::project::resolve(&args.krate.with_app(&args.app)).map_err(BuildError::from)?;
+    let default_bridge = (!app.ports.is_empty()).then(|| xl::DEFAULT_BRIDGE.to_owned());
     let bridge = if args.no_network { None } else { args.bridge.clone().or(default_bridge) };
     if let Some(missing) = args.initrd.as_ref().filter(|p| !p.exists()) {
         return Err(qemu::ConfigError::NoFile(missing.clone()).into());
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = crate::cargo::build(&app, Profile::Release, None)?;
     eprintln!("images: built {}", image.summary());
     let domu = Domu {
-        app: args.app.clone(),
+        app: app.bin.clone(),
         kernel: image.path,
         memory_mib: args.mem,
         vcpus: args.smp,
         cmdline: opts.kernel_command_line(),
         bridge,
-        // As `images run`: a directory is packed into a tar, and apps/APP/initrd/ is the default.
-        ramdisk: resolve_initrd(&args.app, args.initrd.as_deref())?,
+        // As `images run`: a directory is packed into a tar, and the app's own initrd/ is the default.
+        ramdisk: resolve_initrd(&app, args.initrd.as_deref())?,
         disks: opts.disks.clone(),
     };
     Ok(domu.config(Dom0Kind::Local)?.render()?)
 }
 
-/// Checks the `images run` options that do not apply under Xen and returns the domU (kernel path empty until
-/// the build) with the host ports to forward to it.
-pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
+/// Checks the `images run` options that do not apply under Xen and returns the domU of `app` (kernel path empty
+/// until the build) with the host ports to forward to it.
+pub fn domu_for(args: &RunArgs, app: &App) -> Result<(Domu, Vec<PortForward>), Error> {
     if args.accel == Some(Accel::Kvm) {
         return Err(Error::Options(
             "--accel kvm: the nested Xen host runs under TCG (Xen cannot boot under this machine's nested KVM); drop --accel"
@@ -115,7 +122,12 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
             args.disk_bus
         )));
     }
-    let opts = args.options(Accel::Tcg)?;
+    if args.gdb.is_some() || args.pcap.is_some() || args.debug {
+        return Err(Error::Options(
+            "--gdb, --pcap and --debug apply to QEMU runs; drop them or --hypervisor xen".into(),
+        ));
+    }
+    let opts = args.options(Accel::Tcg, &app.ports)?;
     let (bridge, forwards) = match &opts.network {
         Network::None => (None, Vec::new()),
         Network::User { forwards } => (Some(xl::DEFAULT_BRIDGE.to_owned()), forwards.clone()),
@@ -123,7 +135,7 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
         Network::Tap { .. } => return Err(Error::Options("--net tap is not available with --hypervisor xen".into())),
     };
     let domu = Domu {
-        app: args.app.clone(),
+        app: app.bin.clone(),
         kernel: PathBuf::new(),
         memory_mib: args.mem,
         vcpus: args.smp,
@@ -140,7 +152,8 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
 /// [`TIMEOUT_EXIT`], or [`DOMAIN_FAILED_EXIT`]. Errors: options that do not apply under Xen, QEMU missing (nested;
 /// installed when root), the build, the nested host's preparation, xl or QEMU not starting.
 pub fn run(args: &RunArgs) -> Result<u8, Error> {
-    let (mut domu, forwards) = domu_for(args)?;
+    let app = crate::project::resolve(&args.selection()).map_err(BuildError::from)?;
+    let (mut domu, forwards) = domu_for(args, &app)?;
     let local = find_in_path("xl").is_some();
     if local && !args.ports.is_empty() {
         return Err(Error::Options(
@@ -150,10 +163,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     if !local {
         qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = crate::cargo::build(&app, Profile::Release, None)?;
     eprintln!("images: built {}", image.summary());
     domu.kernel = image.path;
-    domu.ramdisk = resolve_initrd(&args.app, args.initrd.as_deref())?;
+    domu.ramdisk = resolve_initrd(&app, args.initrd.as_deref())?;
     if let Some(initrd) = &domu.ramdisk {
         eprintln!("images: initrd {}", initrd.display());
     }
@@ -443,29 +456,35 @@ mod tests {
 
     #[test]
     fn httpd_gets_a_vif_and_the_default_forward() {
-        let (domu, forwards) = domu_for(&run_args(&["run", "httpd", "--hypervisor", "xen", "--", "a"])).unwrap();
+        let httpd = crate::project::workspace_app("httpd").unwrap();
+        let hello = crate::project::workspace_app("hello").unwrap();
+        let (domu, forwards) =
+            domu_for(&run_args(&["run", "httpd", "--hypervisor", "xen", "--", "a"]), &httpd).unwrap();
         assert_eq!(domu.name(), "zirvium-httpd");
         assert_eq!(domu.bridge.as_deref(), Some("xenbr0"));
         assert_eq!(domu.cmdline, "-- a");
         assert_eq!(forwards, [PortForward::tcp(8080, 80)]);
-        let (domu, forwards) = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--mem", "32M"])).unwrap();
+        let (domu, forwards) =
+            domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--mem", "32M"]), &hello).unwrap();
         assert_eq!((domu.bridge, domu.memory_mib, forwards.len()), (None, 32, 0));
     }
 
     #[test]
     fn refuses_options_that_do_not_apply() {
+        let hello = crate::project::workspace_app("hello").unwrap();
         for (args, needle) in [
             (&["run", "hello", "--hypervisor", "xen", "--accel", "kvm"][..], "--accel kvm"),
             (&["run", "hello", "--hypervisor", "xen", "--machine", "q35"], "--machine q35"),
             (&["run", "httpd", "--hypervisor", "xen", "--net", "tap", "--tap", "t0"], "--net tap"),
             (&["run", "kv", "--hypervisor", "xen", "--disk-bus", "nvme"], "--disk-bus nvme"),
+            (&["run", "hello", "--hypervisor", "xen", "--gdb"], "--gdb"),
         ] {
-            let err = domu_for(&run_args(args)).unwrap_err();
+            let err = domu_for(&run_args(args), &hello).unwrap_err();
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
-        let err =
-            domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
+        let err = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"]), &hello)
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 

@@ -146,7 +146,8 @@ macro_rules! app {
         fn main() {
             let _ = $f; // the entry is used only in the image
             eprintln!(
-                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo run -p images -- run {}`",
+                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo zirvium run` \
+                 (in the Zirvium repository: `cargo run -p images -- run {}`)",
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_NAME")
             );
