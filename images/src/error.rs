@@ -32,6 +32,10 @@ pub enum Error {
     /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
     #[error(transparent)]
     Xen(#[from] crate::xen::Error),
+    /// A nested Hyper-V run failed before the guest could report (exit code from
+    /// [`crate::hyperv::Error::exit_code`]).
+    #[error(transparent)]
+    Hyperv(#[from] crate::hyperv::Error),
 }
 
 impl Error {
@@ -42,6 +46,7 @@ impl Error {
             Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
+            Error::Hyperv(e) => e.exit_code(),
         }
     }
 }

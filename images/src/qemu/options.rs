@@ -483,6 +483,9 @@ pub enum ConfigError {
     /// `--accel kvm` but KVM cannot be used.
     #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
     KvmUnavailable(String),
+    /// An option of the nested Hyper-V host given for another hypervisor.
+    #[error("{0} only applies with --hypervisor hyperv")]
+    HypervOnly(&'static str),
 }
 
 #[cfg(test)]
