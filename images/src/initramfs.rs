@@ -303,8 +303,6 @@ fn load_order(
     Ok(order)
 }
 
-/// The base archive from the unpacked packages in `root` for kernel `release`: busybox (its applet links are
-/// made by `/init`), bash, flock, the Xen tools and libraries, `/etc/xen`, the C runtime, [`MODULES`] with their
 /// Adds kernel modules `wanted` of kernel `release` from the unpacked kernel package in `root`, with the modules
 /// they depend on, as `lib/modules/RELEASE/NAME.ko`, and their load order (one name per line, each after what it
 /// depends on) as `list` for the init script's `insmod` loop. Errors: a module or a dependency is missing, a
