@@ -137,6 +137,27 @@ mod native {
         }
     }
 
+    /// stimer0 in direct mode as libos's timer device when the partition offers it and the reference clock is
+    /// the clock (the timer counts reference time); else the LAPIC timer stays. Returns the boot log's entry.
+    fn install_timer(hw: &Arc<dyn hv::HwAccess>, en: &Enlightenments) -> String {
+        static STIMER: spin::Once<hv::stimer::Stimer0> = spin::Once::new();
+        if CLOCK.get().is_none() {
+            return String::from("timer LAPIC (no reference clock for stimer0)");
+        }
+        let vector = match libos::arch::x86_64::idt::allocate_vector(|_| {}) {
+            Ok(v) => v,
+            Err(e) => return format!("timer LAPIC (stimer0: {e})"),
+        };
+        match hv::stimer::Stimer0::direct(hw.clone(), en, vector) {
+            Ok(t) => {
+                let t: &'static hv::stimer::Stimer0 = STIMER.call_once(|| t);
+                libos::time::timer::set_source(t);
+                format!("timer {} vector {vector:#x}", libos::time::timer::TimerSource::name(t))
+            }
+            Err(e) => format!("timer LAPIC ({e})"),
+        }
+    }
+
     fn err(detail: String) -> PlatformError {
         PlatformError { platform: "hyperv", detail }
     }
@@ -168,10 +189,7 @@ mod native {
             CLOCK.call_once(|| clock);
             brought.features.push(format!("{} clock ({:?})", libos::time::ClockSource::name(clock), used));
         }
-        if en.has(libos::hypervisor::HvPartitionPrivileges::ACCESS_SYNTHETIC_TIMER_REGS) {
-            // libos arms the LAPIC timer; stimer0 (hv::arm_stimer0) stays available for a libos timer hook.
-            brought.features.push(String::from("stimer0 available (LAPIC timer in use)"));
-        }
+        brought.features.push(install_timer(&hw, &en));
 
         let line = LINE.call_once(InterruptLine::new).clone();
         let vector = libos::arch::x86_64::idt::allocate_vector(sint_handler).map_err(|e| err(e.to_string()))?;
