@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod bringup;
+pub mod dm;
 pub mod hv;
 #[cfg(target_os = "none")]
 pub mod hw;
@@ -158,6 +159,33 @@ mod native {
         }
     }
 
+    /// Runs the Dynamic Memory handshake over `ch` with the kernel's balloon and spawns the driver. Returns the
+    /// boot log's entry.
+    fn start_dynamic_memory(ch: crate::vmbus::channel::Channel) -> String {
+        use crate::dm::{wire::version, DynamicMemory, KernelBalloon};
+        let mut balloon = KernelBalloon;
+        match libos::task::wait(DynamicMemory::connect(ch, &mut balloon, libos::time::Duration::from_secs(5))) {
+            Ok(dm) => {
+                let s = libos::mem::balloon::global::stats();
+                let entry = format!(
+                    "dynamic memory {} (balloon, floor {} MiB, status reports {})",
+                    version::display(dm.version()),
+                    s.floor_bytes >> 20,
+                    if dm.status_reports() { "on" } else { "off" }
+                );
+                libos::task::spawn(async move {
+                    let e = dm.run(KernelBalloon).await;
+                    log::warn!("{e}; ballooning stopped");
+                });
+                entry
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                String::from("no dynamic memory")
+            }
+        }
+    }
+
     fn err(detail: String) -> PlatformError {
         PlatformError { platform: "hyperv", detail }
     }
@@ -193,7 +221,11 @@ mod native {
 
         let line = LINE.call_once(InterruptLine::new).clone();
         let vector = libos::arch::x86_64::idt::allocate_vector(sint_handler).map_err(|e| err(e.to_string()))?;
-        let cfg = crate::bringup::Config::default();
+        let mut cfg = crate::bringup::Config::default();
+        if d.find(HypervisorKind::Kvm).is_some() {
+            // Hyper-V emulated by KVM: the VMBus server is QEMU's, which has no synthetic NIC to offer late.
+            cfg.late_nic_wait = libos::time::Duration::ZERO;
+        }
         let devs = match libos::task::wait(crate::bringup::bring_up(hw.clone(), dma, &en, &line, vector, &cfg)) {
             Ok(d) => d,
             // KVM with Hyper-V enlightenments usually has no VMBus server: keep the enlightened clock, no devices.
@@ -231,6 +263,9 @@ mod native {
             }),
         };
         crate::bringup::spawn_services(&devs.bus, devs.ics, &ctx);
+        if let Some(ch) = devs.dm {
+            brought.features.push(start_dynamic_memory(ch));
+        }
         Ok(brought)
     }
 }

@@ -6,9 +6,10 @@
 //! The first run downloads Debian's kernel and busybox into `target/hyperv-host/` (apt-get, dpkg; see
 //! `images::hyperv::host`). Each test boots its own nested host, one at a time; idle each takes 15-30 s.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zirvium_tests::hyperv::HypervVm;
+use zirvium_tests::qmp::Qmp;
 use zirvium_tests::{note, VmError};
 
 /// The lateness figures of hello's `N sleeps of 10 ms: late min/mean/max A/B/C us` line (µs).
@@ -84,4 +85,113 @@ fn hyperv_reports_exit_status() -> Result<(), VmError> {
 fn lateness_figures_parse() {
     assert_eq!(lateness("20 sleeps of 10 ms: late min/mean/max 578/2421/10586 us"), Some((578, 2421, 10586)));
     assert_eq!(lateness("20 sleeps of 10 ms: late min/mean/max x/1/2 us"), None);
+}
+
+/// The guest's `memory: total T free F ballooned B bytes` line as (T, F, B).
+fn memory_line(line: &str) -> Option<(u64, u64, u64)> {
+    let rest = line.split_once("memory: total ")?.1;
+    let mut w = rest.split_whitespace();
+    let total = w.next()?.parse().ok()?;
+    let free = w.nth(1)?.parse().ok()?;
+    let ballooned = w.nth(1)?.parse().ok()?;
+    Some((total, free, ballooned))
+}
+
+/// Polls QMP `query-balloon` until `actual` is `want` (bytes); returns how long it took. Errors: not within the
+/// VM's timeout.
+fn wait_actual(vm: &HypervVm, qmp: &mut Qmp, want: u64) -> Result<Duration, VmError> {
+    let t0 = Instant::now();
+    loop {
+        let actual = qmp.balloon_actual().map_err(|e| vm.failed(format!("query-balloon: {e}")))?;
+        if actual == want {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > vm.timeout() {
+            return Err(vm.failed(format!("the balloon's actual size stayed {actual}, not {want}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Hyper-V Dynamic Memory driven by QMP `balloon` on L2's QEMU (hv-balloon): hello stays up printing its memory
+/// figures for 110 s; the balloon goes down by 32 MiB and back up twice (the first time after hv-balloon's 50 s
+/// post-boot wait), QMP `query-balloon` and the guest agree each time, a request far below the guest's floor gets
+/// what the guest can give, and the guest exits cleanly at the end.
+#[test]
+fn hyperv_dynamic_memory_balloon() -> Result<(), VmError> {
+    const MIB: u64 = 1 << 20;
+    let vm = HypervVm::builder("hyperv_dynamic_memory_balloon", "hello").qmp().args(["memory=110"]).boot()?;
+    let platform = vm.wait_guest("platform: ")?;
+    vm.ensure(platform.contains("dynamic memory 2.0"), format_args!("{platform:?} should name Dynamic Memory 2.0"))?;
+    let first = vm.wait_guest("memory: total")?;
+    let (total, _, ballooned) = memory_line(&first).ok_or_else(|| vm.failed(format!("bad memory line {first:?}")))?;
+    vm.ensure(ballooned == 0 && total > 100 * MIB, format_args!("at boot: {first:?}"))?;
+    let mut qmp = vm.qmp()?;
+    let ram = qmp.balloon_actual().map_err(|e| vm.failed(format!("query-balloon: {e}")))?;
+    vm.ensure(ram == 128 * MIB, format_args!("query-balloon says {ram} bytes of a 128 MiB guest"))?;
+    let balloon =
+        |qmp: &mut Qmp, bytes: u64| qmp.balloon(bytes).map_err(|e| vm.failed(format!("balloon {bytes}: {e}")));
+    // The guest shows each change; match on the exact figure.
+    let shows = |ballooned: u64| -> Result<String, VmError> {
+        vm.wait_line(&format!("the guest showing {ballooned} bytes ballooned"), |l| {
+            (l.contains("memory: total") && l.ends_with(&format!(" ballooned {ballooned} bytes"))).then(|| l.to_owned())
+        })
+    };
+    let mut rates = Vec::new();
+    for round in 0..2 {
+        balloon(&mut qmp, ram - 32 * MIB)?;
+        let down = wait_actual(&vm, &mut qmp, ram - 32 * MIB)?;
+        let line = shows(32 * MIB)?;
+        let (_, free, _) = memory_line(&line).unwrap_or_default();
+        vm.ensure(free > 0, format_args!("after ballooning down: {line:?}"))?;
+        balloon(&mut qmp, ram)?;
+        let up = wait_actual(&vm, &mut qmp, ram)?;
+        shows(0)?;
+        rates.push((round, down, up));
+    }
+    // Far below what the guest can spare: it gives everything above its floor (the host asks again for the rest
+    // and gets no more) and stays up.
+    balloon(&mut qmp, 16 * MIB)?;
+    let actual = wait_actual_settled(&vm, &mut qmp, ram)?;
+    let given = ram - actual;
+    let line = shows(given)?;
+    let (_, free, _) = memory_line(&line).unwrap_or_default();
+    vm.ensure(given > 64 * MIB && free > 0, format_args!("far below the floor: {line:?}"))?;
+    let asked = ram - 16 * MIB;
+    balloon(&mut qmp, ram)?;
+    wait_actual(&vm, &mut qmp, ram)?;
+    shows(0)?;
+    for (round, down, up) in &rates {
+        note(format_args!(
+            "hyperv_dynamic_memory_balloon: round {round}: 32 MiB down in {:.3} s ({:.0} MiB/s), up in {:.3} s ({:.0} MiB/s)",
+            down.as_secs_f64(),
+            32.0 / down.as_secs_f64(),
+            up.as_secs_f64(),
+            32.0 / up.as_secs_f64()
+        ));
+    }
+    note(format_args!(
+        "hyperv_dynamic_memory_balloon: asked for {} MiB, the guest gave {} MiB ({:.0}%), keeping {} MiB free",
+        asked / MIB,
+        given / MIB,
+        100.0 * given as f64 / asked as f64,
+        free / MIB
+    ));
+    vm.expect_exit(0)
+}
+
+/// QMP `query-balloon` once it left `from` and stopped changing (two equal readings 0.5 s apart). Errors: not
+/// within the VM's timeout.
+fn wait_actual_settled(vm: &HypervVm, qmp: &mut Qmp, from: u64) -> Result<u64, VmError> {
+    let t0 = Instant::now();
+    let mut last = from;
+    while t0.elapsed() < vm.timeout() {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = qmp.balloon_actual().map_err(|e| vm.failed(format!("query-balloon: {e}")))?;
+        if now == last && now != from {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(vm.failed(format!("query-balloon did not settle away from {from} within {:?}", vm.timeout())))
 }

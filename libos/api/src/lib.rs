@@ -40,6 +40,18 @@ pub mod net {
 /// await [`shutdown::requested`] and return from the app's main to end the VM.
 pub use libos::shutdown;
 
+/// Memory: the guest's figures ([`mem::stats`]: total, free and ballooned bytes). The hypervisor's balloon driver
+/// (Hyper-V Dynamic Memory, virtio-balloon, Xen) moves free pages between the guest and the host; see
+/// `libos::mem::balloon`.
+pub mod mem {
+    pub use libos::mem::balloon::MemStats;
+
+    /// The memory figures now (bytes): RAM the kernel heap manages, free, and held by the hypervisor's balloon.
+    pub fn stats() -> MemStats {
+        libos::mem::balloon::stats()
+    }
+}
+
 /// Devices registered at boot: disks ([`dev::block_devices`], [`dev::BlockDevice`]) and NICs.
 pub use libos::dev;
 
