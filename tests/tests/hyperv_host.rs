@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use zirvium_tests::hyperv::HypervVm;
 use zirvium_tests::qmp::Qmp;
-use zirvium_tests::{note, VmError};
+use zirvium_tests::{http, note, Protocol, VmError};
 
 /// The lateness figures of hello's `N sleeps of 10 ms: late min/mean/max A/B/C us` line (µs).
 fn lateness(line: &str) -> Option<(u64, u64, u64)> {
@@ -194,4 +194,67 @@ fn wait_actual_settled(vm: &HypervVm, qmp: &mut Qmp, from: u64) -> Result<u64, V
         last = now;
     }
     Err(vm.failed(format!("query-balloon did not settle away from {from} within {:?}", vm.timeout())))
+}
+
+/// The memory figures of a `/health` document: (total, free, ballooned) bytes.
+fn health_memory(json: &str) -> Option<(u64, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let m = v.get("memory")?;
+    let n = |k: &str| m.get(k).and_then(serde_json::Value::as_u64);
+    Some((n("total_bytes")?, n("free_bytes")?, n("ballooned_bytes")?))
+}
+
+/// httpd on the nested host with a virtio-net-pci NIC next to VMBus: `/health` reaches the host through both user
+/// networks while the balloon goes down by 32 MiB and back up; QMP `query-balloon` and `/health` agree, and every
+/// request is answered.
+#[test]
+#[ignore = "needs PCI drivers on every platform (libos::pci and the drivers crate): until they land a virtio NIC \
+            makes the guest pick platform kvm, which has no VMBus"]
+fn hyperv_httpd_serves_while_ballooning() -> Result<(), VmError> {
+    const MIB: u64 = 1 << 20;
+    let vm =
+        HypervVm::builder("hyperv_httpd_serves_while_ballooning", "httpd").forward(Protocol::Tcp, 80).qmp().boot()?;
+    let platform = vm.wait_guest("platform: ")?;
+    vm.ensure(
+        platform.contains("platform: hyperv") && platform.contains("dynamic memory"),
+        format_args!("platform line {platform:?} should choose hyperv with Dynamic Memory"),
+    )?;
+    vm.wait_guest("listening on port 80")?;
+    let port = vm.host_port(Protocol::Tcp, 80)?;
+    let health = || -> Result<(u64, u64, u64), VmError> {
+        let r = http::get(port, "/health").map_err(|e| vm.failed(format!("GET /health: {e}")))?;
+        let text = r.text();
+        vm.ensure(r.status == 200 && text.contains(r#""platform":"hyperv""#), format_args!("/health: {text}"))?;
+        health_memory(&text).ok_or_else(|| vm.failed(format!("no memory figures in {text}")))
+    };
+    // The first request may wait for both slirps to learn the guest's address.
+    let t0 = Instant::now();
+    while !http::get(port, "/health").is_ok_and(|r| r.status == 200) {
+        if t0.elapsed() > vm.timeout() {
+            return Err(vm.failed("no 200 from /health".into()));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, _, ballooned) = health()?;
+    vm.ensure(ballooned == 0, "nothing ballooned at boot")?;
+    let mut qmp = vm.qmp()?;
+    let ram = qmp.balloon_actual().map_err(|e| vm.failed(format!("query-balloon: {e}")))?;
+    for (target, want) in [(ram - 32 * MIB, 32 * MIB), (ram, 0)] {
+        qmp.balloon(target).map_err(|e| vm.failed(format!("balloon: {e}")))?;
+        // Keep asking while the host waits out hv-balloon's post-boot delay and moves the memory.
+        let t0 = Instant::now();
+        loop {
+            let (_, _, b) = health()?;
+            let actual = qmp.balloon_actual().map_err(|e| vm.failed(format!("query-balloon: {e}")))?;
+            if b == want && actual == target {
+                vm.ensure(ram - actual == b, format_args!("query-balloon {actual} and /health {b} disagree"))?;
+                break;
+            }
+            if t0.elapsed() > vm.timeout() {
+                return Err(vm.failed(format!("/health shows {b} ballooned, QMP {actual}; wanted {want}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
 }
