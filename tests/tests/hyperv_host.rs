@@ -131,36 +131,62 @@ fn hyperv_dynamic_memory_balloon() -> Result<(), VmError> {
     vm.ensure(ram == 128 * MIB, format_args!("query-balloon says {ram} bytes of a 128 MiB guest"))?;
     let balloon =
         |qmp: &mut Qmp, bytes: u64| qmp.balloon(bytes).map_err(|e| vm.failed(format!("balloon {bytes}: {e}")));
-    // The guest shows each change; match on the exact figure.
-    let shows = |ballooned: u64| -> Result<String, VmError> {
-        vm.wait_line(&format!("the guest showing {ballooned} bytes ballooned"), |l| {
-            (l.contains("memory: total") && l.ends_with(&format!(" ballooned {ballooned} bytes"))).then(|| l.to_owned())
-        })
+    // The guest shows each change: wait for a line after the `from`-th guest line with exactly `ballooned`.
+    let shows = |from: usize, ballooned: u64| -> Result<String, VmError> {
+        let t0 = Instant::now();
+        loop {
+            let out = vm.guest_output();
+            let hit = out.iter().skip(from).find(|l| memory_line(l).is_some_and(|(_, _, b)| b == ballooned));
+            if let Some(l) = hit {
+                return Ok(l.clone());
+            }
+            if t0.elapsed() > vm.timeout() {
+                return Err(vm.failed(format!("the guest never showed {ballooned} bytes ballooned")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     };
+    let seen = || vm.guest_output().len();
     let mut rates = Vec::new();
     for round in 0..2 {
+        let from = seen();
         balloon(&mut qmp, ram - 32 * MIB)?;
         let down = wait_actual(&vm, &mut qmp, ram - 32 * MIB)?;
-        let line = shows(32 * MIB)?;
+        let line = shows(from, 32 * MIB)?;
         let (_, free, _) = memory_line(&line).unwrap_or_default();
-        vm.ensure(free > 0, format_args!("after ballooning down: {line:?}"))?;
+        vm.ensure(free + 32 * MIB <= total, format_args!("after ballooning down: {line:?}"))?;
+        let from = seen();
         balloon(&mut qmp, ram)?;
         let up = wait_actual(&vm, &mut qmp, ram)?;
-        shows(0)?;
+        shows(from, 0)?;
         rates.push((round, down, up));
     }
     // Far below what the guest can spare: it gives everything above its floor (the host asks again for the rest
     // and gets no more) and stays up.
+    let from = seen();
     balloon(&mut qmp, 16 * MIB)?;
     let actual = wait_actual_settled(&vm, &mut qmp, ram)?;
     let given = ram - actual;
-    let line = shows(given)?;
+    let line = shows(from, given)?;
     let (_, free, _) = memory_line(&line).unwrap_or_default();
     vm.ensure(given > 64 * MIB && free > 0, format_args!("far below the floor: {line:?}"))?;
     let asked = ram - 16 * MIB;
+    let from = seen();
     balloon(&mut qmp, ram)?;
     wait_actual(&vm, &mut qmp, ram)?;
-    shows(0)?;
+    shows(from, 0)?;
+    // The guest's status reports reach the host (hv-balloon runs with status-report=on): what it reports as
+    // available is the free memory it shows (within 1 MiB: allocations come and go between the two readings).
+    let (_, free_now, _) = vm.guest_output().iter().rev().find_map(|l| memory_line(l)).unwrap_or_default();
+    let report = qmp
+        .execute("query-hv-balloon-status-report", None)
+        .map_err(|e| vm.failed(format!("query-hv-balloon-status-report: {e}")))?;
+    let available = report.get("available").and_then(|v| v.as_u64()).unwrap_or(0);
+    let committed = report.get("committed").and_then(|v| v.as_u64()).unwrap_or(0);
+    vm.ensure(
+        available.abs_diff(free_now) < MIB && committed > 0,
+        format_args!("status report {report} should match the guest's {free_now} bytes free"),
+    )?;
     for (round, down, up) in &rates {
         note(format_args!(
             "hyperv_dynamic_memory_balloon: round {round}: 32 MiB down in {:.3} s ({:.0} MiB/s), up in {:.3} s ({:.0} MiB/s)",

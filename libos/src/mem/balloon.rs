@@ -14,7 +14,8 @@
 //! Every page is in exactly one of three states: in the heap, ballooned (with the host), or returned (ours, in a
 //! chunk). A range the host names that is not ballooned is counted as foreign and left alone, so no page is ever
 //! freed twice. The balloon is sans-I/O and host-tested against a model heap; the bare target's instance over the
-//! kernel heap is [`global`].
+//! kernel heap is `global` (bare target only).
+#![forbid(unsafe_code)]
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;

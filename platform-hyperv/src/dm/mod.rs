@@ -4,6 +4,7 @@
 //! that runs it over the VMBus channel: the handshake at bring-up ([`DynamicMemory::connect`]), then a task
 //! answering the host's requests and sending a status report every second ([`DynamicMemory::run`]).
 //! Source: Linux `drivers/hv/hv_balloon.c`; QEMU `hw/hyperv/hv-balloon.c` is the host tested against.
+#![forbid(unsafe_code)]
 
 mod host_model;
 pub mod session;
