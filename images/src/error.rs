@@ -36,14 +36,23 @@ pub enum Error {
     /// [`crate::hyperv::Error::exit_code`]).
     #[error(transparent)]
     Hyperv(#[from] crate::hyperv::Error),
+    /// `images package` failed (exit 1).
+    #[error(transparent)]
+    Package(#[from] crate::package::PackageError),
+    /// `images inspect` could not read the file (exit 1).
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    /// `images run --image` cannot boot the disk as given (exit 2).
+    #[error(transparent)]
+    DiskBoot(#[from] crate::diskboot::DiskBootError),
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::HostTools(_) => 2,
-            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
+            Error::Config(_) | Error::HostTools(_) | Error::DiskBoot(_) => 2,
+            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) | Error::Package(_) | Error::Inspect(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
             Error::Hyperv(e) => e.exit_code(),

@@ -52,8 +52,15 @@ impl fmt::Display for Hypervisor {
 /// Options of `images run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The app's package name, e.g. hello or httpd.
+    /// The app's package name, e.g. hello or httpd (not with --image).
+    #[arg(required_unless_present = "image", conflicts_with = "image", default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Boot this packaged disk (`images package`) through firmware on q35 instead of building an app.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Firmware for --image: SeaBIOS or OVMF [default: bios].
+    #[arg(long, value_name = "bios|uefi")]
+    pub boot: Option<crate::diskboot::Firmware>,
     /// Boot under QEMU directly; as a Xen PVH domU (with `xl` on PATH, a dom0, through xl, else on a Xen 4.17
     /// host nested under QEMU TCG); or on a Hyper-V-style host nested under QEMU TCG (Linux KVM with Hyper-V
     /// enlightenments, VMBus and hv-balloon). The nested hosts are downloaded from Debian on first use.
@@ -118,6 +125,11 @@ impl RunArgs {
             opts.push_disk(disk);
         }
         opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
+        if self.image.is_some() {
+            crate::diskboot::adjust_options(&mut opts, self.net.is_some(), self.initrd.is_some())?;
+        } else if self.boot.is_some() {
+            return Err(ConfigError::NeedsImage("--boot"));
+        }
         opts.validate()?;
         Ok(opts)
     }
@@ -136,14 +148,7 @@ pub fn parse_on_off(s: &str) -> Result<bool, String> {
 /// ([`initrd::app_archive`]) when it is a directory; else the app's own `apps/APP/initrd/` directory, packed,
 /// when it exists; else none. Errors: packing.
 pub fn resolve_initrd(app: &str, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
-    let own = crate::cargo::workspace_root().join("apps").join(app).join("initrd");
-    let dir = match given {
-        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
-        Some(p) => p.to_owned(),
-        None if own.is_dir() => own,
-        None => return Ok(None),
-    };
-    initrd::pack_for_app(app, &dir).map(|(archive, _)| Some(archive))
+    initrd::for_app(app, given)
 }
 
 /// Parses `images run`'s arguments (after `run`) as the `images` binary does, for tests of the runners.

@@ -234,8 +234,6 @@ fn health_memory(json: &str) -> Option<(u64, u64, u64)> {
 /// networks while the balloon goes down by 32 MiB and back up; QMP `query-balloon` and `/health` agree, and every
 /// request is answered.
 #[test]
-#[ignore = "needs PCI drivers on every platform (libos::pci and the drivers crate): until they land a virtio NIC \
-            makes the guest pick platform kvm, which has no VMBus"]
 fn hyperv_httpd_serves_while_ballooning() -> Result<(), VmError> {
     const MIB: u64 = 1 << 20;
     let vm =

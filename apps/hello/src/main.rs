@@ -4,6 +4,7 @@
 //! times and prints how late the timer woke it (`N sleeps of 10 ms: late min/mean/max A/B/C us`); `memory=S`
 //! stays up S seconds and prints the memory figures (`memory: total T free F ballooned B bytes`) at the start and
 //! whenever the balloon changes them, for the hypervisors' balloon tests.
+#![allow(unsafe_code)]
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 extern crate alloc;

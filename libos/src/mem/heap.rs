@@ -2,6 +2,7 @@
 //! interrupts, so an interrupt handler that allocates cannot deadlock against the code it interrupted. Counts the
 //! bytes it manages and the bytes allocated ([`stats`]) and hands out page-aligned runs for the balloon
 //! ([`alloc_pages`]).
+#![allow(unsafe_code)]
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};

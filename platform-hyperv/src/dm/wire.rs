@@ -267,41 +267,105 @@ impl<T: AsRef<[u8]>> Header<T> {
 pub enum DmMessage {
     /// DM_ERROR.
     Error,
-    /// DM_VERSION_REQUEST: `version` (`major << 16 | minor`), `is_last_attempt`.
-    VersionRequest { version: u32, last_attempt: bool },
-    /// DM_VERSION_RESPONSE.
-    VersionResponse { accepted: bool },
-    /// DM_CAPABILITIES_REPORT: [`caps`] bits, the fewest pages the guest can run with, the highest page number.
-    CapabilitiesReport { caps: u64, min_page_count: u64, max_page_number: u64 },
-    /// DM_CAPABILITIES_RESPONSE: [`caps_response`] bits.
-    CapabilitiesResponse { flags: u64 },
-    /// DM_STATUS_REPORT (pages; `num_avail` free, `num_committed` in use).
+    /// DM_VERSION_REQUEST (`dm_version_request`).
+    VersionRequest {
+        /// The version asked for, `major << 16 | minor`.
+        version: u32,
+        /// `is_last_attempt`: the guest asks for no older version after this one.
+        last_attempt: bool,
+    },
+    /// DM_VERSION_RESPONSE (`dm_version_response`).
+    VersionResponse {
+        /// `is_accepted`.
+        accepted: bool,
+    },
+    /// DM_CAPABILITIES_REPORT (`dm_capabilities`).
+    CapabilitiesReport {
+        /// [`caps`] bits.
+        caps: u64,
+        /// `min_page_cnt`: the fewest pages the guest runs with.
+        min_page_count: u64,
+        /// `max_page_number`: the highest page frame number the guest can use (`u64::MAX`: any).
+        max_page_number: u64,
+    },
+    /// DM_CAPABILITIES_RESPONSE (`dm_capabilities_resp_msg`).
+    CapabilitiesResponse {
+        /// [`caps_response`] bits.
+        flags: u64,
+    },
+    /// DM_STATUS_REPORT (`dm_status`), in pages.
     StatusReport {
+        /// `num_avail`: pages free.
         num_avail: u64,
+        /// `num_committed`: pages in use (what the host sizes the guest by).
         num_committed: u64,
+        /// `page_file_size`: pages of page files (0: none).
         page_file_size: u64,
+        /// `zero_free`: zeroed free pages.
         zero_free: u64,
+        /// `page_file_writes`: pages written to page files.
         page_file_writes: u32,
+        /// `io_diff`: file cache faults minus page reads.
         io_diff: u32,
     },
-    /// DM_BALLOON_REQUEST: the host asks for `num_pages` pages.
-    BalloonRequest { num_pages: u32 },
-    /// DM_BALLOON_RESPONSE: pages given, `more_pages` when another response of the transaction follows.
-    BalloonResponse { more_pages: bool, ranges: Vec<PageRange> },
-    /// DM_UNBALLOON_REQUEST: the host returns `ranges`, `more_pages` when another request follows.
-    UnballoonRequest { more_pages: bool, ranges: Vec<PageRange> },
-    /// DM_UNBALLOON_RESPONSE: sent after the last unballoon request.
+    /// DM_BALLOON_REQUEST (`dm_balloon`): the host asks for pages.
+    BalloonRequest {
+        /// `num_pages`.
+        num_pages: u32,
+    },
+    /// DM_BALLOON_RESPONSE (`dm_balloon_response`): pages the guest gives.
+    BalloonResponse {
+        /// `more_pages`: another response of the transaction follows.
+        more_pages: bool,
+        /// `range_array`.
+        ranges: Vec<PageRange>,
+    },
+    /// DM_UNBALLOON_REQUEST (`dm_unballoon_request`): pages the host returns.
+    UnballoonRequest {
+        /// `more_pages`: another request of the transaction follows.
+        more_pages: bool,
+        /// `range_array`.
+        ranges: Vec<PageRange>,
+    },
+    /// DM_UNBALLOON_RESPONSE: sent after the last unballoon request of a transaction.
     UnballoonResponse,
-    /// DM_MEM_HOT_ADD_REQUEST: memory the host adds (and, from some hosts, the region it lies in).
-    HotAddRequest { range: PageRange, region: Option<PageRange> },
-    /// DM_MEM_HOT_ADD_RESPONSE: pages added and `result` (1 success, 0 transient failure).
-    HotAddResponse { page_count: u32, result: u32 },
-    /// DM_INFO_MESSAGE: informational blob (version 1.0).
-    Info { info: Vec<u8> },
-    /// DM_MEM_HOT_REMOVE_REQUEST (version 2.0).
-    HotRemoveRequest { virtual_node: u32, page_count: u32, qos_flags: u32 },
-    /// DM_MEM_HOT_REMOVE_RESPONSE: `result` 1 success, 0 failure.
-    HotRemoveResponse { result: u32, more_pages: bool, ranges: Vec<PageRange> },
+    /// DM_MEM_HOT_ADD_REQUEST (`dm_hot_add`, from some hosts with the region after it).
+    HotAddRequest {
+        /// The memory the host adds.
+        range: PageRange,
+        /// The region it lies in, when the host sends one.
+        region: Option<PageRange>,
+    },
+    /// DM_MEM_HOT_ADD_RESPONSE (`dm_hot_add_response`).
+    HotAddResponse {
+        /// `page_count`: pages added.
+        page_count: u32,
+        /// `result`: 1 success (with 0 pages: a permanent refusal), 0 a transient failure.
+        result: u32,
+    },
+    /// DM_INFO_MESSAGE (`dm_info_msg`, version 1.0).
+    Info {
+        /// The `info` blob.
+        info: Vec<u8>,
+    },
+    /// DM_MEM_HOT_REMOVE_REQUEST (`dm_hot_remove`, version 2.0).
+    HotRemoveRequest {
+        /// `virtual_node`.
+        virtual_node: u32,
+        /// `page_count`: pages the host wants removed.
+        page_count: u32,
+        /// `qos_flags` (`DM_REMOVE_QOS_*`).
+        qos_flags: u32,
+    },
+    /// DM_MEM_HOT_REMOVE_RESPONSE (`dm_hot_remove_response`).
+    HotRemoveResponse {
+        /// `result`: 1 success, 0 failure.
+        result: u32,
+        /// `more_pages`: another response follows.
+        more_pages: bool,
+        /// `range_array`: the pages removed.
+        ranges: Vec<PageRange>,
+    },
 }
 
 /// Reads `count` ranges from `at` in `b`, after checking they fit. Errors: [`DmWireError::RangesPastEnd`].

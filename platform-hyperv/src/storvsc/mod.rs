@@ -57,9 +57,17 @@ pub enum Error {
     /// The host accepted none of the storage protocol versions 6.0 … 2.0.
     NoProtocolVersion,
     /// The host refused an initialisation step.
-    HostRefused { what: &'static str, status: u32 },
+    HostRefused {
+        /// The step's `vstor_packet` operation, e.g. "QUERY_PROTOCOL_VERSION".
+        what: &'static str,
+        /// `status` of the `vstor_packet` (an NTSTATUS; 0 = success).
+        status: u32,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str },
+    Timeout {
+        /// The step whose completion never came, e.g. "BEGIN_INITIALIZATION".
+        what: &'static str,
+    },
     /// A request failed.
     Block(BlockError),
 }

@@ -216,9 +216,21 @@ pub enum Body {
     /// Nothing meaningful (BEGIN/END_INITIALIZATION, plain completions).
     None,
     /// `vmstorage_protocol_version`.
-    Version { major_minor: u16, revision: u16 },
+    Version {
+        /// `major_minor`: major version in the high byte, minor in the low (e.g. [`version::WIN8_1`]).
+        major_minor: u16,
+        /// `revision` (the guest sends 0).
+        revision: u16,
+    },
     /// `vmstorage_channel_properties`.
-    Properties { max_channel_cnt: u16, flags: u32, max_transfer_bytes: u32 },
+    Properties {
+        /// `max_channel_cnt`: sub-channels the host offers.
+        max_channel_cnt: u16,
+        /// `flags` (`STORAGE_CHANNEL_*`, e.g. multi-channel support).
+        flags: u32,
+        /// `max_transfer_bytes`: largest transfer of one request (bytes).
+        max_transfer_bytes: u32,
+    },
     /// `vmscsi_request`.
     Srb(Srb),
 }
