@@ -1,10 +1,13 @@
 //! Zirvium on a real Hyper-V-style host: KVM's Hyper-V enlightenments (hypercall page, reference TSC page and
 //! counter, SynIC, synthetic timers) and QEMU's VMBus server with hv-balloon, nested under QEMU TCG
 //! (`zirvium_tests::hyperv`). Checks the platform line names the clock and the VMBus version on each clock path,
-//! timers on stimer0 wake on time, and the guest's exit status reaches the host.
+//! timers on stimer0 wake on time, the guest's exit status reaches the host, Dynamic Memory balloons the guest down
+//! and back up as QMP `balloon` on L2's QEMU asks (the guest's figures, its status reports and `query-balloon`
+//! agreeing), and httpd serves `/health` over a virtio-net-pci NIC next to VMBus while the balloon moves.
 //!
 //! The first run downloads Debian's kernel and busybox into `target/hyperv-host/` (apt-get, dpkg; see
-//! `images::hyperv::host`). Each test boots its own nested host, one at a time; idle each takes 15-30 s.
+//! `images::hyperv::host`). Each test boots its own nested host, one at a time; idle each takes 15-30 s, the
+//! balloon tests a minute more (hv-balloon waits 50 s after the guest's capabilities before it balloons).
 
 use std::time::{Duration, Instant};
 
@@ -176,17 +179,24 @@ fn hyperv_dynamic_memory_balloon() -> Result<(), VmError> {
     wait_actual(&vm, &mut qmp, ram)?;
     shows(from, 0)?;
     // The guest's status reports reach the host (hv-balloon runs with status-report=on): what it reports as
-    // available is the free memory it shows (within 1 MiB: allocations come and go between the two readings).
+    // available is the free memory it shows (within 1 MiB: allocations come and go between the two readings), once
+    // a report from after the last change arrived (the guest sends one a second).
     let (_, free_now, _) = vm.guest_output().iter().rev().find_map(|l| memory_line(l)).unwrap_or_default();
-    let report = qmp
-        .execute("query-hv-balloon-status-report", None)
-        .map_err(|e| vm.failed(format!("query-hv-balloon-status-report: {e}")))?;
-    let available = report.get("available").and_then(|v| v.as_u64()).unwrap_or(0);
-    let committed = report.get("committed").and_then(|v| v.as_u64()).unwrap_or(0);
-    vm.ensure(
-        available.abs_diff(free_now) < MIB && committed > 0,
-        format_args!("status report {report} should match the guest's {free_now} bytes free"),
-    )?;
+    let t0 = Instant::now();
+    loop {
+        let report = qmp
+            .execute("query-hv-balloon-status-report", None)
+            .map_err(|e| vm.failed(format!("query-hv-balloon-status-report: {e}")))?;
+        let available = report.get("available").and_then(|v| v.as_u64()).unwrap_or(0);
+        let committed = report.get("committed").and_then(|v| v.as_u64()).unwrap_or(0);
+        if available.abs_diff(free_now) < MIB && committed > 0 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(vm.failed(format!("status report {report} should match the guest's {free_now} bytes free")));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
     for (round, down, up) in &rates {
         note(format_args!(
             "hyperv_dynamic_memory_balloon: round {round}: 32 MiB down in {:.3} s ({:.0} MiB/s), up in {:.3} s ({:.0} MiB/s)",
