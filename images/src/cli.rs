@@ -308,12 +308,16 @@ pub fn main_with(flavor: Flavor, args: impl IntoIterator<Item = OsString>) -> Ex
     }
 }
 
-/// `run`: under QEMU ([`crate::qemu::run`]) or Xen ([`crate::xen::run`]) as `args.hypervisor` says.
-/// Returns the exit code.
+/// `images run`: under QEMU ([`crate::qemu::run`]), Xen ([`crate::xen::run`]) or the nested Hyper-V host
+/// ([`crate::hyperv::run`]) as `args.hypervisor` says. Returns the exit code.
 pub fn run(args: &RunArgs) -> Result<u8, Error> {
+    if args.hv_tsc_page.is_some() && args.hypervisor != Hypervisor::Hyperv {
+        return Err(Error::Config(crate::qemu::ConfigError::HypervOnly("--hv-tsc-page")));
+    }
     match args.hypervisor {
         Hypervisor::Qemu => crate::qemu::run::run(args),
         Hypervisor::Xen => Ok(crate::xen::run::run(args)?),
+        Hypervisor::Hyperv => Ok(crate::hyperv::run::run(args)?),
     }
 }
 

@@ -33,6 +33,10 @@ pub enum Error {
     /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
     #[error(transparent)]
     Xen(#[from] crate::xen::Error),
+    /// A nested Hyper-V run failed before the guest could report (exit code from
+    /// [`crate::hyperv::Error::exit_code`]).
+    #[error(transparent)]
+    Hyperv(#[from] crate::hyperv::Error),
     /// `images package` failed (exit 1).
     #[error(transparent)]
     Package(#[from] crate::package::PackageError),
@@ -57,6 +61,7 @@ impl Error {
             Error::Build(_) | Error::Disk(_) | Error::Initrd(_) | Error::Package(_) | Error::Inspect(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
+            Error::Hyperv(e) => e.exit_code(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What `images run` is given, for either hypervisor: [`RunArgs`] (the command's options, also a clap argument
 //! group so every front-end parses them alike), [`Hypervisor`], and [`resolve_initrd`].
 //!
-//! Shared by the two runners, [`crate::qemu::run`] and [`crate::xen::run`]; neither depends on the command line
+//! Shared by the runners [`crate::qemu::run`], [`crate::xen::run`] and [`crate::hyperv::run`]; none depends on the command line
 //! front-end ([`crate::cli`]), which only parses into these and dispatches.
 
 use std::fmt;
@@ -23,6 +23,8 @@ pub enum Hypervisor {
     Qemu,
     /// Xen: as a PVH domU, on this dom0 or on the nested Xen host.
     Xen,
+    /// Hyper-V: on the nested Hyper-V-style host (KVM's Hyper-V enlightenments and QEMU's VMBus, under QEMU TCG).
+    Hyperv,
 }
 
 impl FromStr for Hypervisor {
@@ -32,7 +34,8 @@ impl FromStr for Hypervisor {
         match s {
             "qemu" => Ok(Hypervisor::Qemu),
             "xen" => Ok(Hypervisor::Xen),
-            _ => Err(format!("unknown hypervisor `{s}` (use qemu or xen)")),
+            "hyperv" => Ok(Hypervisor::Hyperv),
+            _ => Err(format!("unknown hypervisor `{s}` (use qemu, xen or hyperv)")),
         }
     }
 }
@@ -42,6 +45,7 @@ impl fmt::Display for Hypervisor {
         f.write_str(match self {
             Hypervisor::Qemu => "qemu",
             Hypervisor::Xen => "xen",
+            Hypervisor::Hyperv => "hyperv",
         })
     }
 }
@@ -64,10 +68,15 @@ pub struct RunArgs {
     /// Firmware for --image: SeaBIOS or OVMF [default: bios].
     #[arg(long, value_name = "bios|uefi")]
     pub boot: Option<crate::diskboot::Firmware>,
-    /// Boot under QEMU directly, or as a Xen PVH domU: with `xl` on PATH (a dom0) through xl, else on a Xen
-    /// 4.17 host nested under QEMU TCG (downloaded from Debian on first use).
-    #[arg(long, value_name = "qemu|xen", default_value = "qemu")]
+    /// Boot under QEMU directly; as a Xen PVH domU (with `xl` on PATH, a dom0, through xl, else on a Xen 4.17
+    /// host nested under QEMU TCG); or on a Hyper-V-style host nested under QEMU TCG (Linux KVM with Hyper-V
+    /// enlightenments, VMBus and hv-balloon). The nested hosts are downloaded from Debian on first use.
+    #[arg(long, value_name = "qemu|xen|hyperv", default_value = "qemu")]
     pub hypervisor: Hypervisor,
+    /// With --hypervisor hyperv: whether the host publishes a valid reference TSC page (its Linux runs with the
+    /// `tsc` clocksource) or not (the guest then reads the reference counter MSR) [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub hv_tsc_page: Option<bool>,
     /// QEMU machine.
     #[arg(long, value_name = "microvm|q35|pc", default_value = "microvm")]
     pub machine: Machine,
@@ -155,6 +164,15 @@ impl RunArgs {
     }
 }
 
+/// `on` or `off` as a bool, for switches like `--hv-tsc-page`.
+pub fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}`: expected on or off")),
+    }
+}
+
 /// The boot module for `app`: `given` as is when it is a file; packed to `TARGET/initrd/BIN.tar`
 /// ([`initrd::app_archive`]) when it is a directory; else the app's own `initrd/` directory (next to its
 /// Cargo.toml), packed, when it exists; else none. Errors: packing.
@@ -189,8 +207,13 @@ mod tests {
         assert_eq!(run_args(&["hello"]).hypervisor, Hypervisor::Qemu);
         assert_eq!(run_args(&["hello", "--hypervisor", "xen"]).hypervisor, Hypervisor::Xen);
         let err = parse_run_args(&["hello", "--hypervisor", "kvm"]).unwrap_err();
-        assert!(err.to_string().contains("unknown hypervisor `kvm` (use qemu or xen)"), "{err}");
+        assert!(err.to_string().contains("unknown hypervisor `kvm` (use qemu, xen or hyperv)"), "{err}");
         assert_eq!(Hypervisor::Xen.to_string(), "xen");
+        let r = run_args(&["hello", "--hypervisor", "hyperv", "--hv-tsc-page", "off"]);
+        assert_eq!((r.hypervisor, r.hv_tsc_page), (Hypervisor::Hyperv, Some(false)));
+        assert_eq!(run_args(&["hello"]).hv_tsc_page, None);
+        let err = parse_run_args(&["hello", "--hv-tsc-page", "maybe"]).unwrap_err();
+        assert!(err.to_string().contains("expected on or off"), "{err}");
     }
 
     #[test]

@@ -28,6 +28,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod hyperv;
+mod nested;
+pub mod qmp;
 pub mod xen;
 
 pub use images::{Accel, ConfigError, DiskBus, KernelOption, Machine, Outcome, PortForward, Protocol};
@@ -160,7 +163,7 @@ impl From<ConfigError> for VmError {
 }
 
 /// Locks `m`, ignoring poisoning: a panicking test thread must not hide the console from the others.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -619,11 +622,7 @@ impl Vm {
 
     /// Host port forwarded to guest port `guest` for `protocol`. Errors: no such forward was requested.
     pub fn host_port(&self, protocol: Protocol, guest: u16) -> Result<u16, VmError> {
-        self.forwards
-            .iter()
-            .find(|f| f.protocol == protocol && f.guest == guest)
-            .map(|f| f.host)
-            .ok_or(VmError::NoForward { name: self.name.clone(), protocol, guest })
+        nested::forwarded_port(&self.forwards, &self.name, protocol, guest)
     }
 
     /// The console so far (lossy UTF-8).

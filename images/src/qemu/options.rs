@@ -560,6 +560,9 @@ pub enum ConfigError {
     /// `--accel kvm` but KVM cannot be used.
     #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
     KvmUnavailable(String),
+    /// An option of the nested Hyper-V host given for another hypervisor.
+    #[error("{0} only applies with --hypervisor hyperv")]
+    HypervOnly(&'static str),
     /// An option `images run --image` cannot apply: the packaged disk carries its own kernel command line and
     /// initrd, and needs firmware.
     #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]

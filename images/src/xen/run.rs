@@ -7,8 +7,7 @@
 //! `target/xen-host/logs/<domain>.log`; its last lines are printed when something below the domU fails.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -23,6 +22,7 @@ use crate::cargo::{BuildError, Profile};
 use crate::exit::TIMEOUT_EXIT;
 use crate::forward::{PortForward, Protocol};
 use crate::host_tools::find_in_path;
+use crate::lines::{create_log, forward_lines, print_failure, ConsoleChild};
 use crate::project::{App, CrateArgs};
 use crate::qemu::{self, Accel, KernelOption, Machine, NetKind, Network};
 use crate::run::{resolve_initrd, RunArgs};
@@ -241,26 +241,6 @@ fn run_local(domu: &Domu, deadline: Option<Instant>) -> Result<u8, Error> {
     Ok(end.exit_code())
 }
 
-/// Copies `from` to `to` as it arrives and hands each complete line (lossy UTF-8, no line end) to `line`.
-fn forward_lines<E>(mut from: impl Read, to: &mut impl Write, mut line: impl FnMut(String) -> Result<(), E>) {
-    let mut buf = [0u8; 4096];
-    let mut pending = Vec::new();
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let _ = to.write_all(&buf[..n]).and_then(|_| to.flush());
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let l: Vec<u8> = pending.drain(..=i).collect();
-            let text = String::from_utf8_lossy(&l).trim_end_matches(['\n', '\r']).to_owned();
-            if line(text).is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// The domU's output, each line shown once: a Zirvium guest may write every line to port 0xe9 and to its PV
 /// console, and Xen splits long 0xe9 lines (its line buffer is short). Port 0xe9 lines arrive first (Xen prints
 /// them at once; the console goes through xenconsoled's log) and are shown as they come; a PV console line is
@@ -313,13 +293,11 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
     let host = host::prepare(&host::default_dir(), &mut |m| eprintln!("images: xen host: {m}"))?;
     let prepared = super::prepare_nested(&host, domu, forwards, false)?;
     let logs = host.work.join("logs");
-    let log_path = logs.join(format!("{}.log", prepared.name));
-    let io = |what, path: &PathBuf| {
-        let path = path.clone();
-        move |source| Error::Io { what, path, source }
-    };
-    std::fs::create_dir_all(&logs).map_err(io("creating", &logs))?;
-    let mut log = File::create(&log_path).map_err(io("creating", &log_path))?;
+    let (log_path, mut log) = create_log(&logs, &prepared.name).map_err(|source| Error::Io {
+        what: "creating a log in",
+        path: logs,
+        source,
+    })?;
     let mut cmd = nested::qemu_command(&prepared.options)?;
     let line = shell_line(&cmd);
     let _ = writeln!(
@@ -343,101 +321,48 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
         }
     }
     let started = Instant::now();
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        if let Some(out) = out {
-            forward_lines(out, &mut std::io::sink(), |l| tx.send(l));
-        }
-    });
-    let err = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut err) = err {
-            let _ = err.read_to_string(&mut text);
-        }
-        text
-    });
+    let mut child = ConsoleChild::spawn(&mut cmd, Some(log))
+        .map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
 
     let mut end = DomainEnd::default();
     let mut domid = None;
     let mut ended = false;
     let mut shown = GuestLines::default();
-    let mut tail: VecDeque<String> = VecDeque::new();
     let secs = |t: Instant| t.elapsed().as_secs_f64();
-    loop {
-        let line = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    eprintln!(
-                        "images: timeout after {:.0} s; QEMU stopped (console: {})",
-                        secs(started),
-                        log_path.display()
-                    );
-                    return Ok(TIMEOUT_EXIT);
-                }
-                continue;
+    let tail = child.run_to_end(deadline, FAILURE_TAIL, &log_path, |line| match console::classify(line) {
+        Line::GuestDebug { domid: d, text } if domid.is_none_or(|id| id == d) => {
+            if shown.debug(text) {
+                println!("{text}");
             }
-        };
-        let _ = writeln!(log, "{line}");
-        if tail.len() == FAILURE_TAIL {
-            tail.pop_front();
+            end.printed = parse_exit_status(text).or(end.printed);
         }
-        tail.push_back(line.clone());
-        match console::classify(&line) {
-            Line::GuestDebug { domid: d, text } if domid.is_none_or(|id| id == d) => {
-                if shown.debug(text) {
-                    println!("{text}");
-                }
-                end.printed = parse_exit_status(text).or(end.printed);
+        Line::GuestConsole(text) => {
+            if shown.console(text) {
+                println!("{text}");
             }
-            Line::GuestConsole(text) => {
-                if shown.console(text) {
-                    println!("{text}");
-                }
-                end.printed = parse_exit_status(text).or(end.printed);
-            }
-            Line::Event(Event::Dom0Ready) => eprintln!("images: dom0 ready after {:.0} s", secs(started)),
-            Line::Event(Event::Created { domid: d }) => {
-                domid = Some(d);
-                eprintln!("images: Xen runs {} as domain {d} after {:.0} s", prepared.name, secs(started));
-            }
-            Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
-            Line::Event(Event::XlExited { rc }) if rc != 0 => eprintln!("images: xl create failed (exit code {rc})"),
-            Line::Event(Event::Problem(p)) => eprintln!("images: dom0: {p}"),
-            Line::Event(Event::Ended) => ended = true,
-            Line::Xl(text) if is_problem(text) => eprintln!("images: xl: {text}"),
-            _ => {}
+            end.printed = parse_exit_status(text).or(end.printed);
         }
-    }
-    let _ = reader.join();
-    let status = child.wait().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
-    let stderr = err_reader.join().unwrap_or_default();
-    let _ = write!(log, "--- qemu stderr ---\n{stderr}--- {status} ---\n");
+        Line::Event(Event::Dom0Ready) => eprintln!("images: dom0 ready after {:.0} s", secs(started)),
+        Line::Event(Event::Created { domid: d }) => {
+            domid = Some(d);
+            eprintln!("images: Xen runs {} as domain {d} after {:.0} s", prepared.name, secs(started));
+        }
+        Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
+        Line::Event(Event::XlExited { rc }) if rc != 0 => eprintln!("images: xl create failed (exit code {rc})"),
+        Line::Event(Event::Problem(p)) => eprintln!("images: dom0: {p}"),
+        Line::Event(Event::Ended) => ended = true,
+        Line::Xl(text) if is_problem(text) => eprintln!("images: xl: {text}"),
+        _ => {}
+    });
+    let Some(tail) = tail else { return Ok(TIMEOUT_EXIT) };
+    let (status, stderr) = child.finish().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
     if !ended {
-        eprintln!(
-            "images: Xen/dom0 stopped ({status}) before {} ended; last console lines (all in {}):",
-            prepared.name,
-            log_path.display()
-        );
-        for l in &tail {
-            eprintln!("  {l}");
-        }
-        if !stderr.trim().is_empty() {
-            eprintln!("images: QEMU's stderr:\n{}", stderr.trim_end());
-        }
+        print_failure("Xen/dom0", status, &tail, &log_path, &stderr);
         return Ok(DOMAIN_FAILED_EXIT);
     }
     eprintln!("images: {end} after {:.0} s", secs(started));
     Ok(end.exit_code())
 }
-
 /// Whether an xl or libxl message reports a problem (their routine messages are not shown).
 fn is_problem(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
@@ -511,17 +436,5 @@ mod tests {
         assert!(is_problem("libxl: error: libxl_create.c:1234: cannot make domain: -3"));
         assert!(!is_problem("Action for shutdown reason code 0 is destroy"));
         assert!(!is_problem("Parsing config from /images/domu.cfg"));
-    }
-
-    #[test]
-    fn forward_lines_copies_and_splits() {
-        let mut copy = Vec::new();
-        let mut lines = Vec::new();
-        forward_lines(&b"a\r\nb\npartial"[..], &mut copy, |l| {
-            lines.push(l);
-            Ok::<(), ()>(())
-        });
-        assert_eq!(copy, b"a\r\nb\npartial");
-        assert_eq!(lines, ["a", "b"]);
     }
 }
