@@ -169,20 +169,67 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Sqe<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Identify data structure `cns` (for namespace `nsid` where it applies); 4096 bytes of data.
-    Identify { cns: u8, nsid: u32 },
+    Identify {
+        /// Controller or Namespace Structure (CDW10.CNS): which data structure is returned.
+        cns: u8,
+        /// Namespace Identifier (NSID) the structure describes; 0 where the CNS names none.
+        nsid: u32,
+    },
     /// Set Features `fid` to `value` (CDW11).
-    SetFeatures { fid: u8, value: u32 },
+    SetFeatures {
+        /// Feature Identifier (CDW10.FID).
+        fid: u8,
+        /// The feature-specific value written to CDW11.
+        value: u32,
+    },
     /// Create I/O Completion Queue `qid` of `entries`, physically contiguous, interrupting on MSI-X entry /
     /// vector `vector` when `interrupts`.
-    CreateIoCq { qid: u16, entries: u16, vector: u16, interrupts: bool },
+    CreateIoCq {
+        /// Queue Identifier (CDW10.QID) of the new completion queue (1 or more).
+        qid: u16,
+        /// Queue size in entries (CDW10.QSIZE carries this minus one, 0's based).
+        entries: u16,
+        /// Interrupt Vector (CDW11.IV): the MSI-X table entry (or MSI vector) the queue interrupts on.
+        vector: u16,
+        /// Interrupts Enabled (CDW11.IEN).
+        interrupts: bool,
+    },
     /// Create I/O Submission Queue `qid` of `entries`, physically contiguous, completing to `cqid`.
-    CreateIoSq { qid: u16, entries: u16, cqid: u16 },
+    CreateIoSq {
+        /// Queue Identifier (CDW10.QID) of the new submission queue (1 or more).
+        qid: u16,
+        /// Queue size in entries (CDW10.QSIZE carries this minus one, 0's based).
+        entries: u16,
+        /// Completion Queue Identifier (CDW11.CQID) its completions are posted to.
+        cqid: u16,
+    },
     /// Read `blocks` (1..=65536) logical blocks at `slba` of namespace `nsid`.
-    Read { nsid: u32, slba: u64, blocks: u32, fua: bool },
+    Read {
+        /// Namespace Identifier (NSID) of the namespace read from.
+        nsid: u32,
+        /// Starting LBA (SLBA, CDW10–11), in logical blocks of the namespace's format.
+        slba: u64,
+        /// Number of logical blocks (CDW12.NLB carries this minus one, 0's based).
+        blocks: u32,
+        /// Force Unit Access (CDW12.FUA): the data is read from non-volatile media, not a cache.
+        fua: bool,
+    },
     /// Write `blocks` (1..=65536) logical blocks at `slba` of namespace `nsid`.
-    Write { nsid: u32, slba: u64, blocks: u32, fua: bool },
+    Write {
+        /// Namespace Identifier (NSID) of the namespace written to.
+        nsid: u32,
+        /// Starting LBA (SLBA, CDW10–11), in logical blocks of the namespace's format.
+        slba: u64,
+        /// Number of logical blocks (CDW12.NLB carries this minus one, 0's based).
+        blocks: u32,
+        /// Force Unit Access (CDW12.FUA): the data reaches non-volatile media before completion.
+        fua: bool,
+    },
     /// Flush namespace `nsid`'s volatile write cache.
-    Flush { nsid: u32 },
+    Flush {
+        /// Namespace Identifier (NSID) whose volatile write cache is flushed.
+        nsid: u32,
+    },
 }
 
 /// Which opcode space an entry belongs to: the admin queue's or an I/O queue's.
@@ -200,7 +247,12 @@ pub enum ParseError {
     /// Shorter than 64 bytes.
     Short(ShortEntry),
     /// An opcode (in `space`) not built here, or a CNS/FID not built here.
-    Unknown { space: Space, opcode: u8 },
+    Unknown {
+        /// The opcode space the entry was parsed in (admin or I/O).
+        space: Space,
+        /// The entry's Opcode (CDW0.OPC).
+        opcode: u8,
+    },
 }
 
 impl Command {

@@ -32,19 +32,60 @@ pub const IOCQES: u8 = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NvmeError {
     /// CSTS.RDY did not reach `ready` within `ms` milliseconds (CAP.TO).
-    Timeout { device: String, ready: bool, ms: u64 },
+    Timeout {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// The CSTS.RDY value waited for (true: enabling, false: resetting).
+        ready: bool,
+        /// How long the driver waited (ms): CAP.TO's 500 ms units, at least [`MIN_READY_TIMEOUT_MS`].
+        ms: u64,
+    },
     /// An admin command got no completion within `ms` milliseconds.
-    CommandTimeout { device: String, command: Command, ms: u64 },
+    CommandTimeout {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// The admin command that got no completion.
+        command: Command,
+        /// How long the driver waited (ms): [`ADMIN_TIMEOUT_MS`].
+        ms: u64,
+    },
     /// CSTS.CFS: the controller reports a fatal error (or reads as all ones: it is gone).
-    Fatal { device: String, csts: u32 },
+    Fatal {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// The Controller Status register (CSTS) as read; all ones when the device is gone.
+        csts: u32,
+    },
     /// The controller needs something the driver does not do.
-    Unsupported { device: String, what: String },
+    Unsupported {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// What the driver lacks, with the register field that asks for it (e.g. CAP.MPSMIN).
+        what: String,
+    },
     /// An admin command completed with an error status.
-    Command { device: String, command: Command, status: Status },
+    Command {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// The admin command that failed.
+        command: Command,
+        /// Its completion's Status Field: Status Code Type (SCT) and Status Code (SC) (NVMe 2.0 §4.2.3).
+        status: Status,
+    },
     /// The controller broke the queue protocol.
-    Protocol { device: String, detail: String },
+    Protocol {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// What the controller wrote wrongly (queue, entry, value).
+        detail: String,
+    },
     /// No memory for queues or Identify data.
-    Memory { device: String, detail: String },
+    Memory {
+        /// The controller's name (`nvme@pci:` and its PCI bus:device.function).
+        device: String,
+        /// Which allocation failed and why.
+        detail: String,
+    },
 }
 
 impl fmt::Display for NvmeError {

@@ -224,13 +224,29 @@ pub enum NamespaceError {
     /// NSZE is 0: not an active namespace.
     Inactive,
     /// FLBAS names a format beyond the NLBAF + 1 listed.
-    FormatIndex { index: u8, formats: usize },
+    FormatIndex {
+        /// The LBA format index FLBAS selects.
+        index: u8,
+        /// LBA formats listed (NLBAF + 1).
+        formats: usize,
+    },
     /// The format's LBADS is outside 9..=16 (512 B to 64 KiB blocks).
-    BlockSize { lbads: u8 },
+    BlockSize {
+        /// LBA Data Size (LBADS): the block size as a power of two (bytes = 2^lbads).
+        lbads: u8,
+    },
     /// The format carries metadata, which the driver does not transfer.
-    Metadata { bytes: u16 },
+    Metadata {
+        /// Metadata Size (MS) of the format: bytes of metadata per logical block.
+        bytes: u16,
+    },
     /// MDTS allows fewer bytes per command (`max`) than one block.
-    Transfer { max: usize, block: u32 },
+    Transfer {
+        /// Maximum Data Transfer Size (MDTS) in bytes (2^MDTS pages of CAP.MPSMIN).
+        max: usize,
+        /// The namespace's logical block size (bytes).
+        block: u32,
+    },
 }
 
 impl fmt::Display for NamespaceError {

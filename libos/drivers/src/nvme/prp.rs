@@ -28,11 +28,22 @@ pub struct Prps {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrpError {
     /// The buffer address is not dword aligned (PRP offsets must be).
-    Misaligned { addr: u64 },
+    Misaligned {
+        /// The data buffer's physical address.
+        addr: u64,
+    },
     /// More pages than one list page describes.
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The transfer's length (bytes).
+        len: usize,
+        /// The longest transfer one PRP list page describes from that address (bytes; [`max_len`]).
+        max: usize,
+    },
     /// The list's own address is not page aligned.
-    ListMisaligned { addr: u64 },
+    ListMisaligned {
+        /// The PRP list's physical address.
+        addr: u64,
+    },
 }
 
 impl fmt::Display for PrpError {

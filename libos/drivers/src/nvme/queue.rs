@@ -18,13 +18,39 @@ use libos::mem::dma::DmaAllocError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueError {
     /// The submission queue has no free entry (the caller checks [`QueuePair::free_entries`] first).
-    Full { qid: u16 },
+    Full {
+        /// Queue Identifier (QID) of the pair (0: admin).
+        qid: u16,
+    },
     /// A completion's SQ Head Pointer is not between the last reported head and the tail.
-    SqHead { qid: u16, sq_head: u16, head: u16, tail: u16, entries: u16 },
+    SqHead {
+        /// Queue Identifier (QID) of the pair (0: admin).
+        qid: u16,
+        /// SQ Head Pointer (SQHD) of the completion (NVMe 2.0 §4.2.1), an entry index.
+        sq_head: u16,
+        /// The submission queue head as last reported (entry index).
+        head: u16,
+        /// The submission queue tail the driver last wrote (entry index).
+        tail: u16,
+        /// Entries in the submission queue.
+        entries: u16,
+    },
     /// A completion names another submission queue.
-    SqId { qid: u16, sq_id: u16 },
+    SqId {
+        /// Queue Identifier (QID) of the pair (0: admin).
+        qid: u16,
+        /// SQ Identifier (SQID) of the completion (NVMe 2.0 §4.2.1).
+        sq_id: u16,
+    },
     /// The head entry still carries the old phase tag while a later one carries the new one.
-    PhaseOutOfOrder { qid: u16, head: u16, at: u16 },
+    PhaseOutOfOrder {
+        /// Queue Identifier (QID) of the pair (0: admin).
+        qid: u16,
+        /// The completion queue head entry (index), still carrying the old Phase Tag (P).
+        head: u16,
+        /// The later completion queue entry (index) carrying the new Phase Tag.
+        at: u16,
+    },
 }
 
 impl fmt::Display for QueueError {

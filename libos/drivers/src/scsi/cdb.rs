@@ -84,9 +84,19 @@ pub fn cdb_len(opcode: u8) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CdbError {
     /// Fewer bytes than the operation code's group needs (`need`), or none at all.
-    Short { len: usize, need: usize },
+    Short {
+        /// Bytes given.
+        len: usize,
+        /// Bytes the operation code's group needs (6, 10, 12 or 16; 1 when none were given).
+        need: usize,
+    },
     /// An operation code (and service action) this module does not build.
-    Unknown { opcode: u8, service_action: u8 },
+    Unknown {
+        /// OPERATION CODE (byte 0).
+        opcode: u8,
+        /// SERVICE ACTION (byte 1 bits 4..0), whatever the operation code.
+        service_action: u8,
+    },
 }
 
 impl fmt::Display for CdbError {
@@ -169,21 +179,67 @@ pub enum Command {
     /// TEST UNIT READY: whether the medium is ready; also how a pending UNIT ATTENTION is collected.
     TestUnitReady,
     /// REQUEST SENSE returning up to `allocation_length` bytes of fixed-format sense data.
-    RequestSense { allocation_length: u8 },
+    RequestSense {
+        /// ALLOCATION LENGTH (byte 4): most bytes of sense data returned.
+        allocation_length: u8,
+    },
     /// INQUIRY: standard data (`evpd` false, page 0) or a vital product data page.
-    Inquiry { evpd: bool, page_code: u8, allocation_length: u16 },
+    Inquiry {
+        /// EVPD (byte 1 bit 0): return the vital product data page `page_code` instead of standard data.
+        evpd: bool,
+        /// PAGE CODE (byte 2): the VPD page asked for (0 when `evpd` is false).
+        page_code: u8,
+        /// ALLOCATION LENGTH (bytes 3..5): most bytes of data returned.
+        allocation_length: u16,
+    },
     /// REPORT LUNS with SELECT REPORT `select_report` (0: the logical units addressable).
-    ReportLuns { select_report: u8, allocation_length: u32 },
+    ReportLuns {
+        /// SELECT REPORT (byte 2): which logical units are listed.
+        select_report: u8,
+        /// ALLOCATION LENGTH (bytes 6..10): most bytes of LUN list returned.
+        allocation_length: u32,
+    },
     /// READ CAPACITY(16).
-    ReadCapacity16 { allocation_length: u32 },
+    ReadCapacity16 {
+        /// ALLOCATION LENGTH (bytes 10..14): most bytes of capacity data returned.
+        allocation_length: u32,
+    },
     /// READ(16) of `blocks` logical blocks at `lba`.
-    Read16 { lba: u64, blocks: u32, fua: bool },
+    Read16 {
+        /// LOGICAL BLOCK ADDRESS (bytes 2..10) of the first block.
+        lba: u64,
+        /// TRANSFER LENGTH (bytes 10..14), in logical blocks.
+        blocks: u32,
+        /// FUA (byte 1 bit 3): read from the medium, not a cache.
+        fua: bool,
+    },
     /// WRITE(16) of `blocks` logical blocks at `lba`; `fua` forces them to the medium before completion.
-    Write16 { lba: u64, blocks: u32, fua: bool },
+    Write16 {
+        /// LOGICAL BLOCK ADDRESS (bytes 2..10) of the first block.
+        lba: u64,
+        /// TRANSFER LENGTH (bytes 10..14), in logical blocks.
+        blocks: u32,
+        /// FUA (byte 1 bit 3): write to the medium before completing.
+        fua: bool,
+    },
     /// SYNCHRONIZE CACHE(10) of `blocks` blocks at `lba` (0 blocks: to the end of the medium).
-    SynchronizeCache10 { lba: u32, blocks: u16, immed: bool },
+    SynchronizeCache10 {
+        /// LOGICAL BLOCK ADDRESS (bytes 2..6) of the first block.
+        lba: u32,
+        /// NUMBER OF LOGICAL BLOCKS (bytes 7..9); 0: to the end of the medium.
+        blocks: u16,
+        /// IMMED (byte 1 bit 1): complete once the CDB is checked, before the cache is written.
+        immed: bool,
+    },
     /// SYNCHRONIZE CACHE(16) of `blocks` blocks at `lba` (0 blocks: to the end of the medium).
-    SynchronizeCache16 { lba: u64, blocks: u32, immed: bool },
+    SynchronizeCache16 {
+        /// LOGICAL BLOCK ADDRESS (bytes 2..10) of the first block.
+        lba: u64,
+        /// NUMBER OF LOGICAL BLOCKS (bytes 10..14); 0: to the end of the medium.
+        blocks: u32,
+        /// IMMED (byte 1 bit 1): complete once the CDB is checked, before the cache is written.
+        immed: bool,
+    },
 }
 
 /// A CDB as bytes: up to [`MAX_LEN`] of them.

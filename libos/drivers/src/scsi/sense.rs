@@ -140,7 +140,12 @@ pub fn asc_name(asc: u8, ascq: u8) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SenseError {
     /// Shorter than the format's minimum (`need` bytes) — empty when the device returned none.
-    Short { len: usize, need: usize },
+    Short {
+        /// Bytes of sense data returned (0: none).
+        len: usize,
+        /// Bytes the format needs ([`FIXED_MIN_LEN`] or [`DESCRIPTOR_MIN_LEN`]; 1 when none were returned).
+        need: usize,
+    },
     /// A RESPONSE CODE other than 70h–73h (7Fh is vendor specific, others reserved).
     ResponseCode(u8),
 }

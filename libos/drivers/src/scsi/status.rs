@@ -109,7 +109,10 @@ pub enum Verdict {
     /// The command succeeded.
     Good,
     /// Send the same command again: the unit reported a UNIT ATTENTION condition (described by `why`).
-    Retry { why: String },
+    Retry {
+        /// The decoded sense data: sense key, ASC/ASCQ and their meaning (e.g. "power on occurred").
+        why: String,
+    },
     /// The command failed.
     Fail(ScsiError),
 }

@@ -182,7 +182,12 @@ pub enum Outcome {
     /// The SCSI command failed.
     Scsi(ScsiError),
     /// A READ(16)/WRITE(16) moved fewer bytes than asked, with GOOD status.
-    Short { transferred: usize, expected: usize },
+    Short {
+        /// Bytes moved: the data buffer's length less the response's `residual` (virtio 1.2 §5.6.6).
+        transferred: usize,
+        /// Bytes the command asked for (its TRANSFER LENGTH in bytes).
+        expected: usize,
+    },
 }
 
 /// The outcome of `command` (moving `data_len` bytes) answered with `a` after `retries` UNIT ATTENTION retries.
@@ -220,19 +225,64 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScsiInitError {
     /// The device did not accept our feature subset.
-    FeaturesRejected { device: String, features: u64 },
+    FeaturesRejected {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// The feature bits offered: the device's, masked by [`DRIVER_FEATURES`] (virtio 1.2 §3.1.1).
+        features: u64,
+    },
     /// A virtqueue is smaller than the driver needs.
-    QueueTooSmall { device: String, queue: u16, max: u32, need: usize },
+    QueueTooSmall {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// The virtqueue's index ([`QUEUE_CONTROL`], [`QUEUE_EVENT`] or [`QUEUE_REQUEST`]).
+        queue: u16,
+        /// Its maximum size as the device reports it (descriptors).
+        max: u32,
+        /// The size the driver needs (descriptors).
+        need: usize,
+    },
     /// `virtio-drivers` refused an operation (queue setup, configuration read).
-    Virtio { device: String, what: &'static str, error: VirtioError },
+    Virtio {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// The operation refused (e.g. "control queue", "configuration space").
+        what: &'static str,
+        /// The `virtio-drivers` error.
+        error: VirtioError,
+    },
     /// The configuration space holds values the driver cannot work with.
-    Config { device: String, detail: String },
+    Config {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// The configuration field at fault (`num_queues`, `cdb_size`, `sense_size`, `seg_max`) and its value.
+        detail: String,
+    },
     /// Interrupt setup failed.
-    Interrupt { device: String, detail: String },
+    Interrupt {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// Why the interrupt could not be set up.
+        detail: String,
+    },
     /// The device broke the protocol during the scan.
-    Protocol { device: String, detail: String },
+    Protocol {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// What the device did wrong (queue, slot, used length, `response`, `sense_len` or `residual`) and the value.
+        detail: String,
+    },
     /// A command got no answer in time during the scan.
-    Timeout { device: String, command: Command, target: u8, lun: Lun },
+    Timeout {
+        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
+        device: String,
+        /// The SCSI command that got no answer within [`COMMAND_TIMEOUT_MS`].
+        command: Command,
+        /// The target addressed (byte 1 of the request's `lun` field, virtio 1.2 §5.6.6).
+        target: u8,
+        /// The logical unit addressed.
+        lun: Lun,
+    },
 }
 
 impl fmt::Display for ScsiInitError {
