@@ -129,6 +129,7 @@ impl XenBalloon {
         }
         let wanted = boot.saturating_sub(target) / KIB_PER_PAGE;
         let mut out = Outcome { target_kib: Some(target), wanted, ..Outcome::default() };
+        let t0 = libos::time::uptime_ns();
         if wanted > self.ballooned {
             self.give(wanted - self.ballooned, balloon, mem, &mut out);
         } else if wanted < self.ballooned {
@@ -138,10 +139,13 @@ impl XenBalloon {
         out.short |= short;
         let mib = |p: u64| (p * PAGE_SIZE) >> 20;
         if out.given > 0 || out.taken > 0 {
+            let us = (libos::time::uptime_ns().saturating_sub(t0) / 1000).max(1);
             log::info!(
-                "xen: balloon: {TARGET} {target} KiB: gave {} MiB, took back {} MiB; {} MiB ballooned",
+                "xen: balloon: {TARGET} {target} KiB: gave {} MiB, took back {} MiB in {} ms ({} MiB/s); {} MiB ballooned",
                 mib(out.given),
                 mib(out.taken),
+                us / 1000,
+                ((out.given + out.taken) * PAGE_SIZE * 1_000_000 / us) >> 20,
                 mib(self.ballooned)
             );
         }

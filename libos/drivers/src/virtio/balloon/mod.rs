@@ -130,6 +130,8 @@ pub struct VirtioBalloon<H: Hal, T: Transport> {
     session: Session,
     /// The totals when the driver last logged reaching the device's size (one line per change).
     logged: Totals,
+    /// When the first buffer towards the current size went out (ns since boot), for the log's rate.
+    busy_since: Option<u64>,
     ack: IrqAck,
     irq: &'static IrqSlot,
 }
@@ -200,6 +202,7 @@ impl<H: Hal, T: Transport> VirtioBalloon<H, T> {
             stats: None,
             session: Session::new(),
             logged: Totals::default(),
+            busy_since: None,
             ack,
             irq,
         };
@@ -319,6 +322,7 @@ impl<H: Hal, T: Transport> VirtioBalloon<H, T> {
         // SAFETY: `buf` is kept in `self.pending` (same address and length) until `pop_used` with this token.
         match unsafe { q.add(&[&buf[..]], &mut []) } {
             Ok(token) => {
+                self.busy_since.get_or_insert_with(libos::time::uptime_ns);
                 let notify = q.should_notify();
                 self.pending = Some(Lent { token, buf });
                 if notify {
@@ -366,14 +370,21 @@ impl<H: Hal, T: Transport> VirtioBalloon<H, T> {
 
     fn log_reached(&mut self, num_pages: u32, balloon: &dyn BalloonOps) {
         let s = balloon.stats();
+        let t = self.session.totals();
+        let moved = (t.inflated + t.deflated) - (self.logged.inflated + self.logged.deflated);
+        let us = (libos::time::uptime_ns().saturating_sub(self.busy_since.take().unwrap_or(0)) / 1000).max(1);
         log::info!(
-            "{}: balloon at {num_pages} pages ({} MiB) as the device asked; {} MiB free, {} MiB total",
+            "{}: balloon at {num_pages} pages ({} MiB) as the device asked, {} MiB moved in {} ms ({} MiB/s); {} MiB \
+             free, {} MiB total",
             self.name,
             (u64::from(num_pages) * PAGE_SIZE) >> 20,
+            (moved * PAGE_SIZE) >> 20,
+            us / 1000,
+            (moved * PAGE_SIZE * 1_000_000 / us) >> 20,
             s.free_bytes >> 20,
             s.total_bytes >> 20
         );
-        self.logged = self.session.totals();
+        self.logged = t;
     }
 
     /// Serves the device until it breaks the protocol: each interrupt (configuration change or used buffer)
