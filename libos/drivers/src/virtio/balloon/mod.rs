@@ -356,11 +356,15 @@ impl<H: Hal, T: Transport> VirtioBalloon<H, T> {
             let num_pages = self.read_num_pages()?;
             let sent = self.submit(num_pages, balloon)?;
             if !reaped && !sent {
-                if self.session.in_flight().is_none()
-                    && self.session.actual() == num_pages
-                    && self.session.totals() != self.logged
-                {
-                    self.log_reached(num_pages, balloon);
+                let t = self.session.totals();
+                if self.session.in_flight().is_none() && t != self.logged {
+                    if self.session.actual() == num_pages {
+                        self.log_reached(num_pages, balloon);
+                    } else if t.short != self.logged.short {
+                        // Stopped short (the session logged why): the next change is timed on its own.
+                        self.logged = t;
+                        self.busy_since = None;
+                    }
                 }
                 return Ok(false);
             }
