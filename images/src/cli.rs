@@ -314,6 +314,14 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     if args.hv_tsc_page.is_some() && args.hypervisor != Hypervisor::Hyperv {
         return Err(Error::Config(crate::qemu::ConfigError::HypervOnly("--hv-tsc-page")));
     }
+    if args.hypervisor != Hypervisor::Qemu {
+        if args.balloon {
+            return Err(Error::Config(crate::qemu::ConfigError::QemuOnly("--balloon")));
+        }
+        if args.qmp.is_some() {
+            return Err(Error::Config(crate::qemu::ConfigError::QemuOnly("--qmp")));
+        }
+    }
     match args.hypervisor {
         Hypervisor::Qemu => crate::qemu::run::run(args),
         Hypervisor::Xen => Ok(crate::xen::run::run(args)?),

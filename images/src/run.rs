@@ -122,6 +122,12 @@ pub struct RunArgs {
     /// Record the NIC's traffic, both directions, in FILE (pcap; QEMU filter-dump).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+    /// Give the guest a virtio-balloon device (plain QEMU; resize it with QMP `balloon`, see --qmp).
+    #[arg(long)]
+    pub balloon: bool,
+    /// Serve QMP on 127.0.0.1:PORT (plain QEMU), e.g. for `balloon` and `query-balloon`.
+    #[arg(long, value_name = "PORT")]
+    pub qmp: Option<u16>,
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -147,6 +153,8 @@ impl RunArgs {
         opts.network = qemu::resolve_network(app_ports, self.net, &self.ports, self.tap.as_deref())?;
         opts.gdb_port = self.gdb;
         opts.pcap = self.pcap.clone();
+        opts.balloon = self.balloon;
+        opts.qmp_port = self.qmp;
         opts.kernel_options = self.kernel_opts.clone();
         opts.app_args = self.app_args.clone();
         for disk in &self.disks {

@@ -178,6 +178,28 @@ impl fmt::Display for GrantRef {
     }
 }
 
+/// `XENMEM_decrease_reservation` (`memory.h`): gives the pages at the listed guest frames back to Xen.
+pub const XENMEM_DECREASE_RESERVATION: u32 = 1;
+/// `XENMEM_populate_physmap` (`memory.h`): puts new pages at the listed guest frames.
+pub const XENMEM_POPULATE_PHYSMAP: u32 = 6;
+
+/// `struct xen_memory_reservation` (`memory.h`), 32 bytes on x86_64: the argument of
+/// `XENMEM_decrease_reservation` and `XENMEM_populate_physmap`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenMemoryReservation {
+    /// Guest address of the `xen_pfn_t` (u64) array of guest frame numbers, one per extent.
+    pub extent_start: u64,
+    /// Extents in the array.
+    pub nr_extents: u64,
+    /// Pages per extent as a power of two (0: single 4 KiB pages).
+    pub extent_order: u32,
+    /// `XENMEMF_*` flags (0: any memory).
+    pub mem_flags: u32,
+    /// The domain ([`DOMID_SELF`]).
+    pub domid: DomId,
+}
+
 /// `XENMEM_add_to_physmap` (`memory.h`): places a Xen page at a guest frame.
 pub const XENMEM_ADD_TO_PHYSMAP: u32 = 7;
 /// `XENMAPSPACE_shared_info` (`memory.h`).
@@ -450,6 +472,11 @@ mod tests {
         assert_eq!(offset_of!(GnttabQuerySize, max_nr_frames), 8);
         assert_eq!(offset_of!(GnttabQuerySize, status), 12);
         assert_eq!(size_of::<SchedShutdown>(), 4);
+        assert_eq!(size_of::<XenMemoryReservation>(), 32);
+        assert_eq!(offset_of!(XenMemoryReservation, nr_extents), 8);
+        assert_eq!(offset_of!(XenMemoryReservation, extent_order), 16);
+        assert_eq!(offset_of!(XenMemoryReservation, mem_flags), 20);
+        assert_eq!(offset_of!(XenMemoryReservation, domid), 24);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Bring-up on a real Xen (bare target only): hypercall page, features, shared info, clock, exit hook, event
-//! upcall vector, PV console; then grant table, xenstore, control node watch and the PV devices.
+//! upcall vector, PV console; then grant table, xenstore, the PV devices, the control node watch and the
+//! balloon's `memory/target` watch.
 //! Source: Xen `docs/misc/pvh.pandoc`, `xen/include/public/hvm/params.h` (`HVM_PARAM_CALLBACK_IRQ` vector type),
 //! `memory.h` (`XENMAPSPACE_shared_info`), `sched.h` (`SCHEDOP_shutdown`).
 #![allow(unsafe_code)]
@@ -10,7 +11,7 @@ use crate::gnttab::GrantTable;
 use crate::shared::SharedPage;
 use crate::xenstore::ring::XsRing;
 use crate::xenstore::XenStore;
-use crate::{blkfront, clock, hypercall, netfront, pvconsole::ConsoleRing, xenbus};
+use crate::{balloon, blkfront, clock, hypercall, netfront, pvconsole::ConsoleRing, xenbus};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -154,6 +155,13 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
         }
     });
     out.push(String::from("control/shutdown watch"));
+    libos::task::spawn(async move {
+        let (mut heap, mut xen) = (libos::mem::balloon::global::KernelBalloon, balloon::Hypercalls);
+        if let Err(e) = balloon::run(xs, &mut heap, &mut xen).await {
+            log::error!("xen: {} watch stopped: {e}", balloon::TARGET);
+        }
+    });
+    out.push(String::from("balloon (memory/target)"));
     Ok(out)
 }
 

@@ -123,6 +123,34 @@ pub fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), XenErrno> {
     Ok(())
 }
 
+/// `XENMEM_decrease_reservation` (`cmd` 1) or `XENMEM_populate_physmap` (`cmd` 6) of single pages at the guest
+/// frames `gpfns`. Returns how many frames, from the first, Xen handled.
+fn reservation(cmd: u32, gpfns: &mut [u64]) -> Result<usize, XenErrno> {
+    let mut r = abi::XenMemoryReservation {
+        extent_start: gpfns.as_mut_ptr() as u64,
+        nr_extents: gpfns.len() as u64,
+        extent_order: 0,
+        mem_flags: 0,
+        domid: abi::DOMID_SELF,
+    };
+    // SAFETY: `r` is a live `xen_memory_reservation` whose `extent_start` points at `gpfns` (identity mapped, so
+    // the guest address is the physical one), `nr_extents` long; Xen reads (and for populate, writes) only that.
+    let done = XenErrno::check(unsafe { call3(nr::MEMORY_OP, u64::from(cmd), ptr(&mut r), 0) })?;
+    Ok((done as usize).min(gpfns.len()))
+}
+
+/// `XENMEM_decrease_reservation`: gives the pages at guest frames `gpfns` back to Xen (they are holes in the
+/// physmap afterwards and must not be touched). Returns how many, from the first, Xen took.
+pub fn decrease_reservation(gpfns: &mut [u64]) -> Result<usize, XenErrno> {
+    reservation(abi::XENMEM_DECREASE_RESERVATION, gpfns)
+}
+
+/// `XENMEM_populate_physmap`: puts new pages at guest frames `gpfns`. Returns how many, from the first, Xen
+/// populated (fewer when the domain reached its maximum).
+pub fn populate_physmap(gpfns: &mut [u64]) -> Result<usize, XenErrno> {
+    reservation(abi::XENMEM_POPULATE_PHYSMAP, gpfns)
+}
+
 /// `HVMOP_get_param` for our domain.
 pub fn hvm_get_param(index: u32) -> Result<u64, XenErrno> {
     let mut p = abi::XenHvmParam { domid: abi::DOMID_SELF, pad: 0, index, value: 0 };

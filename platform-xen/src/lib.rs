@@ -1,6 +1,6 @@
 //! Zirvium on Xen as a PVH domU: the hypercall page, shared info and its pvclock, event channels (2-level,
 //! upcalls on an HVM callback vector), grant tables (v1), the xenstore client, xenbus front-ends, the PV
-//! console, netfront and blkfront. This file is the one place that says what the platform brings up.
+//! console, netfront, blkfront and the balloon (`memory/target`). This file is the one place that says what the platform brings up.
 //!
 //! Protocol logic (xenstore wire format and client, ring indices, grant entries, event bitmaps, the xenbus
 //! state machine, netif/blkif requests and responses) is sans-I/O over [`shared::SharedPage`] and
@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod balloon;
 pub mod blkfront;
 pub mod clock;
 pub mod evtchn;

@@ -56,6 +56,15 @@ pub fn request(
     read_response(&mut r, method == "HEAD")
 }
 
+/// The memory figures of httpd's `/health` document (`"memory":{"total_bytes":N,"free_bytes":N,
+/// "ballooned_bytes":N}`, libos `MemStats`): (total, free, ballooned) bytes; `None` when it has none.
+pub fn health_memory(json: &str) -> Option<(u64, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let m = v.get("memory")?;
+    let n = |k: &str| m.get(k).and_then(serde_json::Value::as_u64);
+    Some((n("total_bytes")?, n("free_bytes")?, n("ballooned_bytes")?))
+}
+
 /// `GET path`.
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     request(port, "GET", path, &[], &[])

@@ -268,9 +268,17 @@ pub struct VmBuilder {
     disk_bus: DiskBus,
     initrd: Option<PathBuf>,
     boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
+    balloon: bool,
 }
 
 impl VmBuilder {
+    /// Gives the guest a virtio-balloon device (`images run --balloon`) and a QMP server on a free host port
+    /// (`--qmp`) that resizes it: see [`Vm::qmp`].
+    pub fn balloon(mut self) -> Self {
+        self.balloon = true;
+        self
+    }
+
     /// Boots the packaged disk `image` (`images package`) through `firmware` on q35 instead of building the app
     /// — what `images run --image FILE --boot bios|uefi` does. The app name only names the VM in notes.
     pub fn boot_disk(mut self, image: impl Into<PathBuf>, firmware: images::diskboot::Firmware) -> Self {
@@ -433,6 +441,10 @@ impl VmBuilder {
         }
         opts.disk_bus = self.disk_bus;
         opts.initrd = None;
+        if self.balloon {
+            opts.balloon = true;
+            opts.qmp_port = Some(free_port(Protocol::Tcp)?);
+        }
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::shell::shell_line(&cmd);
 
@@ -470,6 +482,7 @@ impl VmBuilder {
         }
         Ok(Vm {
             name: self.name,
+            qmp_port: opts.qmp_port,
             accel: self.accel,
             machine: opts.machine,
             timeout: self.timeout,
@@ -567,6 +580,8 @@ pub struct Vm {
     /// QEMU's stderr, complete once the process is reaped.
     stderr: Arc<Mutex<Vec<u8>>>,
     run: Mutex<Run>,
+    /// The host port of QEMU's QMP server ([`VmBuilder::balloon`]).
+    qmp_port: Option<u16>,
 }
 
 impl Vm {
@@ -587,7 +602,20 @@ impl Vm {
             disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             boot_disk: None,
+            balloon: false,
         }
+    }
+
+    /// A QMP session with this VM's QEMU (connecting until the timeout). Errors: no QMP server (use
+    /// [`VmBuilder::balloon`]), the connection failed.
+    pub fn qmp(&self) -> Result<qmp::Qmp, VmError> {
+        let port = self.qmp_port.ok_or_else(|| self.failed("QMP was not requested (use .balloon())".into()))?;
+        qmp::Qmp::connect(port, self.timeout).map_err(|e| self.failed(format!("connecting to QMP: {e}")))
+    }
+
+    /// The default timeout of this VM's waits ([`VmBuilder::timeout`]).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The VM's name.

@@ -232,14 +232,6 @@ fn wait_actual_settled(vm: &HypervVm, qmp: &mut Qmp, from: u64) -> Result<u64, V
     Err(vm.failed(format!("query-balloon did not settle away from {from} within {:?}", vm.timeout())))
 }
 
-/// The memory figures of a `/health` document: (total, free, ballooned) bytes.
-fn health_memory(json: &str) -> Option<(u64, u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let m = v.get("memory")?;
-    let n = |k: &str| m.get(k).and_then(serde_json::Value::as_u64);
-    Some((n("total_bytes")?, n("free_bytes")?, n("ballooned_bytes")?))
-}
-
 /// httpd on the nested host with a virtio-net-pci NIC next to VMBus: `/health` reaches the host through both user
 /// networks while the balloon goes down by 32 MiB and back up; QMP `query-balloon` and `/health` agree, and every
 /// request is answered.
@@ -259,7 +251,7 @@ fn hyperv_httpd_serves_while_ballooning() -> Result<(), VmError> {
         let r = http::get(port, "/health").map_err(|e| vm.failed(format!("GET /health: {e}")))?;
         let text = r.text();
         vm.ensure(r.status == 200 && text.contains(r#""platform":"hyperv""#), format_args!("/health: {text}"))?;
-        health_memory(&text).ok_or_else(|| vm.failed(format!("no memory figures in {text}")))
+        http::health_memory(&text).ok_or_else(|| vm.failed(format!("no memory figures in {text}")))
     };
     // The first request may wait for both slirps to learn the guest's address.
     let t0 = Instant::now();

@@ -1,17 +1,39 @@
 //! Zirvium under a real Xen 4.17: Debian's Xen and a Linux dom0 boot nested under QEMU TCG (`-cpu max`,
 //! emulated SVM with nested paging), and the project's images run as PVH domUs created with `xl`
 //! (`zirvium_tests::xen`). Checks Xen accepts the image, the platform line chooses Xen, output and exit status
-//! reach dom0, and `httpd` serves over netfront through dom0's bridge and QEMU's user network.
+//! reach dom0, `httpd` serves over netfront through dom0's bridge and QEMU's user network, and the balloon follows
+//! `xl mem-set` (`memory/target`) down and back up while httpd serves.
 //!
 //! The first run downloads Debian's packages into `target/xen-host/` (apt-get, dpkg; see `images::xen::host`).
 //! Each test boots its own nested host, one at a time; idle each takes about a minute.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use images::xen::status::ShutdownReason;
 use zirvium_tests::http;
 use zirvium_tests::xen::XenVm;
-use zirvium_tests::{Protocol, VmError};
+use zirvium_tests::{note, Protocol, VmError};
+
+/// Polls `/health` until it answers 200 (rather than waiting for the lease line: the domU's log may reach dom0
+/// later than its packets).
+fn wait_health(vm: &XenVm, port: u16) -> Result<(), VmError> {
+    let t0 = Instant::now();
+    loop {
+        match http::get(port, "/health") {
+            Ok(r) if r.status == 200 => return Ok(()),
+            other if t0.elapsed() > vm.timeout() => {
+                return Err(vm.failed(format!(
+                    "no 200 from /health within {:?}: {:?}",
+                    vm.timeout(),
+                    other.map(|r| r.status)
+                )));
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
 
 /// hello as a domU without devices: Xen accepts it, its lines reach dom0 (port 0xe9 / PV console), the platform
 /// line says Xen, and it powers off with exit status 0.
@@ -65,21 +87,7 @@ fn xen_httpd_serves() -> Result<(), VmError> {
     vm.wait_guest("listening on port 80")?;
     let port = vm.host_port(Protocol::Tcp, 80)?;
 
-    // Poll rather than wait for the lease line: the domU's log may reach dom0 later than its packets.
-    let t0 = Instant::now();
-    loop {
-        match http::get(port, "/health") {
-            Ok(r) if r.status == 200 => break,
-            other if t0.elapsed() > vm.timeout() => {
-                return Err(vm.failed(format!(
-                    "no 200 from /health within {:?}: {:?}",
-                    vm.timeout(),
-                    other.map(|r| r.status)
-                )));
-            }
-            _ => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    wait_health(&vm, port)?;
     eprintln!("xen_httpd_serves: first 200 after {:.0} s", vm.uptime());
     let lease = vm.wait_guest("DHCP lease")?;
     vm.ensure(lease.contains("10.0.2.15/24"), format_args!("lease line {lease:?} should give 10.0.2.15/24"))?;
@@ -197,4 +205,121 @@ fn xen_kv_keeps_data_on_blkfront() -> Result<(), VmError> {
         }
     }
     Ok(())
+}
+
+/// The domU's memory in MiB as `xl list` shows it, read through dom0's console (`XLMEM<seq>=N`).
+fn xl_memory(vm: &XenVm, seq: u32) -> Result<u64, VmError> {
+    let tag = format!("XLMEM{seq}=");
+    let cmd = format!("echo {tag}$(xl list {} | awk 'NR==2{{print $3}}')", vm.domain());
+    let rc = vm.run(&cmd)?;
+    vm.ensure(rc == 0, format_args!("{cmd} failed (exit code {rc})"))?;
+    vm.wait_line(&format!("a line with {tag}"), |l| {
+        let (_, rest) = l.split_once(&tag)?;
+        rest.trim().parse::<u64>().ok()
+    })
+}
+
+/// httpd's `/health` memory figures (total, free, ballooned) bytes.
+fn health(vm: &XenVm, port: u16) -> Result<(u64, u64, u64), VmError> {
+    let r = http::get(port, "/health").map_err(|e| vm.failed(format!("GET /health: {e}")))?;
+    let text = r.text();
+    vm.ensure(r.status == 200, format_args!("/health: {} {text}", r.status))?;
+    http::health_memory(&text).ok_or_else(|| vm.failed(format!("no memory figures in {text}")))
+}
+
+/// `xl mem-set` to `mib` MiB, then waits until `/health` shows `ballooned` bytes ballooned; returns how long it
+/// took (the dom0 command's round trip through the console included).
+fn mem_set(vm: &XenVm, port: u16, mib: u64, ballooned: u64) -> Result<Duration, VmError> {
+    let t0 = Instant::now();
+    let rc = vm.run(&format!("xl mem-set {} {mib}m", vm.domain()))?;
+    vm.ensure(rc == 0, format_args!("xl mem-set {mib}m failed (exit code {rc})"))?;
+    loop {
+        let (_, _, b) = health(vm, port)?;
+        if b == ballooned {
+            return Ok(t0.elapsed());
+        }
+        if t0.elapsed() > vm.timeout() {
+            return Err(
+                vm.failed(format!("/health shows {b} bytes ballooned after xl mem-set {mib}m, not {ballooned}"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The Xen balloon: httpd as a 128 MiB domU; `xl mem-set` down by 32 MiB and back up, `xl list`'s memory and
+/// `/health` agreeing each time; a target far below the floor gives what is above it with a log line; a client
+/// asks for `/health` all along and every request is answered.
+#[test]
+fn xen_balloon_follows_mem_set() -> Result<(), VmError> {
+    const MIB: u64 = 1 << 20;
+    let vm = XenVm::builder("xen_balloon_follows_mem_set", "httpd").forward(Protocol::Tcp, 80).mem_mib(128).boot()?;
+    vm.wait_created()?;
+    // Xen cuts a domU's console lines at 200 characters, so the platform line's end (the balloon) is not seen.
+    let boot = vm.wait_guest("xen: balloon: memory/target")?;
+    vm.ensure(boot.contains("KiB at boot"), format_args!("balloon line {boot:?}"))?;
+    vm.wait_guest("listening on port 80")?;
+    let port = vm.host_port(Protocol::Tcp, 80)?;
+    wait_health(&vm, port)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let client = {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match http::get(port, "/health") {
+                    Ok(r) if r.status == 200 => served.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (total, _, ballooned) = health(&vm, port)?;
+    vm.ensure(ballooned == 0, "nothing ballooned at boot")?;
+    let m0 = xl_memory(&vm, 1)?;
+    let down = mem_set(&vm, port, 96, 32 * MIB)?;
+    let m1 = xl_memory(&vm, 2)?;
+    vm.ensure(m0 - m1 == 32, format_args!("xl list shows {m0} MiB, then {m1} MiB after ballooning 32 MiB"))?;
+    let up = mem_set(&vm, port, 128, 0)?;
+    let m2 = xl_memory(&vm, 3)?;
+    vm.ensure(m2 == m0, format_args!("xl list shows {m2} MiB after ballooning back, {m0} MiB at boot"))?;
+
+    // Far below what the guest can give: what is above the floor goes, with a log line.
+    let rc = vm.run(&format!("xl mem-set {} 8m", vm.domain()))?;
+    vm.ensure(rc == 0, format_args!("xl mem-set 8m failed (exit code {rc})"))?;
+    vm.wait_guest("below the floor")?;
+    let (_, free, given) = health(&vm, port)?;
+    let m3 = xl_memory(&vm, 4)?;
+    vm.ensure(given > 32 * MIB && free >= 8 * MIB, format_args!("gave {given} bytes, {free} free"))?;
+    vm.ensure(
+        (m0 * MIB).abs_diff(m3 * MIB + given) < MIB,
+        format_args!("xl list shows {m3} MiB with {given} bytes ballooned, {m0} MiB at boot"),
+    )?;
+    mem_set(&vm, port, 128, 0)?;
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = client.join();
+    let (ok, bad) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    vm.ensure(ok > 0 && bad == 0, format_args!("/health while ballooning: {ok} answered, {bad} failed"))?;
+    let asked = (m0 - 8) * MIB;
+    note(format_args!(
+        "xen_balloon_follows_mem_set: 32 MiB down in {:.2} s ({:.0} MiB/s), up in {:.2} s ({:.1} MiB/s) (xl mem-set \
+         through dom0's console to /health, nested TCG); asked for {} MiB, the guest gave {} MiB ({:.0}%) of {} MiB, \
+         keeping {} MiB free; {ok} /health answered",
+        down.as_secs_f64(),
+        32.0 / down.as_secs_f64(),
+        up.as_secs_f64(),
+        32.0 / up.as_secs_f64(),
+        asked / MIB,
+        given / MIB,
+        100.0 * given as f64 / asked as f64,
+        total / MIB,
+        free / MIB
+    ));
+    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
+    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
+    let end = vm.wait_domain_end()?;
+    vm.ensure(end.graceful(), format_args!("httpd should end gracefully on xl shutdown: {end}"))?;
+    vm.poweroff()
 }

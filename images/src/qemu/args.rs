@@ -1,7 +1,7 @@
 //! QEMU's argument list for a [`RunOptions`]: PVH boot with `-kernel` (QEMU `docs/system/i386/pvh.rst`), serial
 //! console on stdout, `isa-debug-exit` for the exit status, virtio-net on virtio-mmio (microvm) or PCI (q35/pc),
 //! disks on virtio-blk, virtio-scsi (`scsi-hd` per disk) or NVMe (`nvme` per disk, PCI only) as
-//! [`RunOptions::disk_bus`] says.
+//! [`RunOptions::disk_bus`] says, a virtio-balloon device and a QMP server when asked.
 //!
 //! The command line is fixed by the project contract; changing an argument here changes it for `images run` and
 //! for every test at once.
@@ -25,6 +25,9 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     if let Some(port) = opts.gdb_port {
         // Halted until the debugger continues; the stub only on the loopback interface.
         push(&["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    }
+    if let Some(port) = opts.qmp_port {
+        push(&["-qmp", &format!("tcp:127.0.0.1:{port},server=on,wait=off")]);
     }
     if opts.machine == Machine::Microvm {
         // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
@@ -54,6 +57,11 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
             let file = pcap.as_os_str().to_string_lossy().replace(',', ",,");
             push(&["-object", &format!("filter-dump,id=f0,netdev=n0,file={file}")]);
         }
+    }
+    if opts.balloon {
+        // QEMU polls the guest's statistics (the stats virtqueue) every 2 s once the interval is set.
+        let dev = format!("{},id=balloon0,guest-stats-polling-interval=2", opts.machine.virtio_balloon_device());
+        push(&["-device", &dev]);
     }
     if opts.disk_bus == DiskBus::VirtioScsi && !opts.disks.is_empty() {
         args.push("-device".into());
@@ -170,6 +178,22 @@ mod tests {
         );
         let plain = args(&RunOptions::new("/t/hello", Accel::Tcg)).join(" ");
         assert!(!plain.contains("-gdb") && !plain.contains("filter-dump"), "{plain}");
+    }
+
+    #[test]
+    fn balloon_and_qmp() {
+        let mut o = RunOptions::new("/t/httpd", Accel::Tcg);
+        o.balloon = true;
+        o.qmp_port = Some(4444);
+        let line = args(&o).join(" ");
+        assert!(line.contains("-qmp tcp:127.0.0.1:4444,server=on,wait=off"), "{line}");
+        assert!(line.contains("-device virtio-balloon-device,id=balloon0,guest-stats-polling-interval=2"), "{line}");
+        o.machine = Machine::Q35;
+        assert!(args(&o).join(" ").contains("-device virtio-balloon-pci,id=balloon0"));
+        let plain = args(&RunOptions::new("/t/hello", Accel::Tcg)).join(" ");
+        assert!(!plain.contains("balloon") && !plain.contains("-qmp"), "{plain}");
+        o.qmp_port = Some(0);
+        assert_eq!(qemu_args(&o), Err(ConfigError::QmpPort));
     }
 
     #[test]

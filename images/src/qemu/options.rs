@@ -60,6 +60,14 @@ impl Machine {
         }
     }
 
+    /// The virtio-balloon device model (`virtio-balloon-device` over virtio-mmio on microvm).
+    pub fn virtio_balloon_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-balloon-device",
+            Machine::Q35 | Machine::Pc => "virtio-balloon-pci",
+        }
+    }
+
     /// The virtio-scsi host adapter model (`virtio-scsi-device` over virtio-mmio on microvm).
     pub fn virtio_scsi_device(self) -> &'static str {
         match self {
@@ -405,6 +413,11 @@ pub struct RunOptions {
     pub gdb_port: Option<u16>,
     /// Record the NIC's frames, both directions, in this pcap file (`-object filter-dump` on the netdev).
     pub pcap: Option<PathBuf>,
+    /// Give the guest a virtio-balloon device (`id=balloon0`, memory statistics polled every 2 s: QOM
+    /// `/machine/peripheral/balloon0` property `guest-stats`), driven by QMP `balloon`.
+    pub balloon: bool,
+    /// Serve QMP on this TCP port of 127.0.0.1 (`-qmp tcp:127.0.0.1:PORT,server=on,wait=off`).
+    pub qmp_port: Option<u16>,
 }
 
 impl RunOptions {
@@ -426,6 +439,8 @@ impl RunOptions {
             boot_disk: None,
             gdb_port: None,
             pcap: None,
+            balloon: false,
+            qmp_port: None,
         }
     }
 
@@ -468,6 +483,9 @@ impl RunOptions {
         }
         if self.gdb_port == Some(0) {
             return Err(ConfigError::GdbPort);
+        }
+        if self.qmp_port == Some(0) {
+            return Err(ConfigError::QmpPort);
         }
         Ok(())
     }
@@ -573,6 +591,12 @@ pub enum ConfigError {
     /// `--gdb=0`.
     #[error("--gdb=PORT: expected a TCP port 1..=65535")]
     GdbPort,
+    /// `--qmp 0`.
+    #[error("--qmp PORT: expected a TCP port 1..=65535")]
+    QmpPort,
+    /// An option of plain QEMU given for another hypervisor.
+    #[error("{0} only applies with --hypervisor qemu")]
+    QemuOnly(&'static str),
     /// An option that only applies to `images run --image`.
     #[error("{0} applies only to --image FILE")]
     NeedsImage(&'static str),

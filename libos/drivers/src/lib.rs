@@ -1,9 +1,8 @@
 //! Device drivers Zirvium finds on any platform, laid out by bus and class: [`virtio`] (the PCI and MMIO
-//! transports, virtio-net, virtio-blk, virtio-scsi), [`nvme`] (NVMe over PCIe), the SCSI command set shared by
+//! transports, virtio-net, virtio-blk, virtio-scsi, virtio-balloon), [`nvme`] (NVMe over PCIe), the SCSI command set shared by
 //! SCSI hosts ([`scsi`]: virtio-scsi here, storvsc in `platform-hyperv`), and what the disk drivers share: the
 //! request engine that makes NVMe namespaces and SCSI logical units `BlockDevice`s ([`block`]), driver-owned DMA
-//! memory ([`dma`]) and interrupt slots ([`irq`]). virtio-balloon (`virtio/balloon.rs`) goes here too;
-//! hypervisor-specific devices (Xen's netfront and blkfront, Hyper-V's VMBus devices) stay in their platform
+//! memory ([`dma`]) and interrupt slots ([`irq`]); hypervisor-specific devices (Xen's netfront and blkfront, Hyper-V's VMBus devices) stay in their platform
 //! crates.
 //!
 //! One place decides which drivers start: `zirvium`'s `boot.rs` lists the PCI drivers for `libos::pci`'s

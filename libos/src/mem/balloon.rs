@@ -288,6 +288,19 @@ impl<S: PageSource> Balloon<S> {
     /// populate): whole chunks first. `tell` gets the ranges before any page is touched (the driver tells the
     /// host, or repopulates the frames); when it fails nothing changes. Returns the pages taken back.
     pub fn deflate<E>(&mut self, pages: u64, tell: impl FnOnce(&[PageRange]) -> Result<(), E>) -> Result<u64, E> {
+        let chosen = self.choose_deflate(pages);
+        if chosen.is_empty() {
+            return Ok(0);
+        }
+        tell(&chosen)?;
+        Ok(self.deflate_ranges(&chosen).returned)
+    }
+
+    /// The ballooned pages a guest-chosen deflate of up to `pages` pages takes back (whole chunks first), sorted
+    /// and merged, without changing anything: for drivers that must hear from the host before the pages are
+    /// the guest's again (virtio-balloon's `VIRTIO_BALLOON_F_MUST_TELL_HOST`, virtio 1.2 §5.5.6.1), which then
+    /// hand them to [`Balloon::deflate_ranges`].
+    pub fn choose_deflate(&self, pages: u64) -> Vec<PageRange> {
         let mut chosen = Vec::new();
         let mut want = pages;
         for (&pfn, chunk) in &self.chunks {
@@ -303,17 +316,42 @@ impl<S: PageSource> Balloon<S> {
                 }
             }
         }
-        let chosen = merge(chosen);
-        if chosen.is_empty() {
-            return Ok(0);
-        }
-        tell(&chosen)?;
-        Ok(self.deflate_ranges(&chosen).returned)
+        merge(chosen)
     }
 
     /// The page source (for tests and diagnostics).
     pub fn source(&self) -> &S {
         &self.source
+    }
+}
+
+/// What a balloon driver does with memory: the libos [`Balloon`] (the kernel heap's, [`global::KernelBalloon`], on
+/// the bare target; one over a model heap in tests). Every driver — Hyper-V Dynamic Memory, virtio-balloon, Xen —
+/// goes through it, so there is one mechanism and one set of figures.
+pub trait BalloonOps {
+    /// Gives up to `pages` pages to the host; returns what was given (see [`Balloon::inflate`]).
+    fn inflate(&mut self, pages: u64) -> Vec<PageRange>;
+    /// Takes back the pages of `ranges` the host returns (see [`Balloon::deflate_ranges`]).
+    fn deflate_ranges(&mut self, ranges: &[PageRange]) -> Deflated;
+    /// The ballooned pages a guest-chosen deflate of up to `pages` takes, unchanged (see
+    /// [`Balloon::choose_deflate`]).
+    fn choose_deflate(&mut self, pages: u64) -> Vec<PageRange>;
+    /// The memory figures now.
+    fn stats(&self) -> MemStats;
+}
+
+impl<S: PageSource> BalloonOps for Balloon<S> {
+    fn inflate(&mut self, pages: u64) -> Vec<PageRange> {
+        Balloon::inflate(self, pages)
+    }
+    fn deflate_ranges(&mut self, ranges: &[PageRange]) -> Deflated {
+        Balloon::deflate_ranges(self, ranges)
+    }
+    fn choose_deflate(&mut self, pages: u64) -> Vec<PageRange> {
+        Balloon::choose_deflate(self, pages)
+    }
+    fn stats(&self) -> MemStats {
+        Balloon::stats(self)
     }
 }
 
@@ -368,6 +406,24 @@ pub mod global {
     /// The memory figures now.
     pub fn stats() -> MemStats {
         with(|b| b.stats())
+    }
+
+    /// The kernel heap's balloon as a driver's [`BalloonOps`]: each call locks the one balloon.
+    pub struct KernelBalloon;
+
+    impl BalloonOps for KernelBalloon {
+        fn inflate(&mut self, pages: u64) -> Vec<PageRange> {
+            with(|b| b.inflate(pages))
+        }
+        fn deflate_ranges(&mut self, ranges: &[PageRange]) -> Deflated {
+            with(|b| b.deflate_ranges(ranges))
+        }
+        fn choose_deflate(&mut self, pages: u64) -> Vec<PageRange> {
+            with(|b| b.choose_deflate(pages))
+        }
+        fn stats(&self) -> MemStats {
+            stats()
+        }
     }
 }
 

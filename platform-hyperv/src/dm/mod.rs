@@ -151,20 +151,7 @@ impl DynamicMemory {
 
 /// The kernel heap's balloon (`libos::mem::balloon::global`) as the driver's [`BalloonOps`].
 #[cfg(target_os = "none")]
-pub struct KernelBalloon;
-
-#[cfg(target_os = "none")]
-impl BalloonOps for KernelBalloon {
-    fn inflate(&mut self, pages: u64) -> Vec<libos::mem::balloon::PageRange> {
-        libos::mem::balloon::global::with(|b| b.inflate(pages))
-    }
-    fn deflate_ranges(&mut self, ranges: &[libos::mem::balloon::PageRange]) -> libos::mem::balloon::Deflated {
-        libos::mem::balloon::global::with(|b| b.deflate_ranges(ranges))
-    }
-    fn stats(&self) -> libos::mem::balloon::MemStats {
-        libos::mem::balloon::global::stats()
-    }
-}
+pub use libos::mem::balloon::global::KernelBalloon;
 
 #[cfg(test)]
 mod tests {

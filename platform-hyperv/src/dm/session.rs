@@ -11,7 +11,7 @@
 use super::wire::{caps, caps_response, decode, msgtype, version, DmMessage, RANGE_MAX_PAGES};
 use alloc::vec::Vec;
 use core::fmt;
-use libos::mem::balloon::{Balloon, Deflated, MemStats, PageRange, PageSource, PAGE_SIZE};
+use libos::mem::balloon::{Deflated, PageRange, PAGE_SIZE};
 
 /// The largest message the guest sends (bytes): one page, as Linux's balloon responses (510 ranges).
 pub const MAX_MESSAGE: usize = 4096;
@@ -19,27 +19,8 @@ pub const MAX_MESSAGE: usize = 4096;
 /// Page ranges per balloon response: `(MAX_MESSAGE - 16) / 8`.
 pub const RANGES_PER_RESPONSE: usize = (MAX_MESSAGE - 16) / 8;
 
-/// What the driver does with memory: the libos balloon (the kernel heap's on the bare target).
-pub trait BalloonOps {
-    /// Gives up to `pages` pages to the host; returns what was given (see `Balloon::inflate`).
-    fn inflate(&mut self, pages: u64) -> Vec<PageRange>;
-    /// Takes back the pages of `ranges` the host returns (see `Balloon::deflate_ranges`).
-    fn deflate_ranges(&mut self, ranges: &[PageRange]) -> Deflated;
-    /// The memory figures now.
-    fn stats(&self) -> MemStats;
-}
-
-impl<S: PageSource> BalloonOps for Balloon<S> {
-    fn inflate(&mut self, pages: u64) -> Vec<PageRange> {
-        Balloon::inflate(self, pages)
-    }
-    fn deflate_ranges(&mut self, ranges: &[PageRange]) -> Deflated {
-        Balloon::deflate_ranges(self, ranges)
-    }
-    fn stats(&self) -> MemStats {
-        Balloon::stats(self)
-    }
-}
+/// What the driver does with memory: the libos balloon's operations (the kernel heap's on the bare target).
+pub use libos::mem::balloon::BalloonOps;
 
 /// Where the session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,12 +1,16 @@
 //! Virtio devices on any platform: virtio-mmio windows named on the command line (microvm, Firecracker) and
 //! virtio-pci functions handed over by `libos::pci`'s scan, driven through `virtio-drivers` transports and
-//! virtqueues with our own virtio-net, virtio-blk and virtio-scsi drivers on top. Source: virtio 1.2 §4.1
-//! (virtio over PCI), §4.2 (virtio over MMIO), §5.1 (network device), §5.2 (block device), §5.6 (SCSI host).
+//! virtqueues with our own virtio-net, virtio-blk, virtio-scsi and virtio-balloon drivers on top. Source: virtio
+//! 1.2 §4.1 (virtio over PCI), §4.2 (virtio over MMIO), §5.1 (network device), §5.2 (block device), §5.5
+//! (traditional memory balloon device), §5.6 (SCSI host).
 //!
 //! Pure parts (the `virtio_mmio.device=` argument, capability parsing, buffer bookkeeping, the drivers
 //! themselves) build and are unit-tested on the host; the hardware edge (HAL, register access, device start)
 //! only for the bare target.
 
+// virtqueue `add`/`pop_used`: the driver lends its page frame number and stats buffers to the device.
+#[allow(unsafe_code)]
+pub mod balloon;
 // virtqueue `add`/`pop_used`: the driver lends its request buffers to the device.
 #[allow(unsafe_code)]
 pub mod blk;
@@ -49,10 +53,11 @@ pub fn virtio_name(t: virtio_drivers::transport::DeviceType) -> alloc::string::S
     }
 }
 
-/// Whether this crate has a driver for virtio devices of type `t` (virtio-net, virtio-blk, virtio-scsi).
+/// Whether this crate has a driver for virtio devices of type `t` (virtio-net, virtio-blk, virtio-scsi,
+/// virtio-balloon).
 pub fn has_driver(t: virtio_drivers::transport::DeviceType) -> bool {
     use virtio_drivers::transport::DeviceType;
-    matches!(t, DeviceType::Network | DeviceType::Block | DeviceType::ScsiHost)
+    matches!(t, DeviceType::Network | DeviceType::Block | DeviceType::ScsiHost | DeviceType::MemoryBalloon)
 }
 
 /// Names of the feature bits in `bits` that `table` knows, comma-separated from bit 0 up; unknown bits as
@@ -81,6 +86,7 @@ pub(crate) use start::start;
 
 #[cfg(target_os = "none")]
 mod start {
+    use super::balloon::VirtioBalloon;
     use super::blk::VirtioBlk;
     use super::hal::VirtioHal;
     use super::net::{IrqAck, VirtioNet};
@@ -96,7 +102,8 @@ mod start {
     /// Descriptors per virtqueue of every device started at boot.
     const QUEUE_SIZE: usize = 256;
 
-    /// Starts the virtio-net, virtio-blk or virtio-scsi driver on `transport` (by its device type) as `name`,
+    /// Starts the virtio-net, virtio-blk, virtio-scsi or virtio-balloon driver on `transport` (by its device type)
+    /// as `name` (the balloon's task spawned over the kernel heap's balloon),
     /// interrupting through `slot`; `setup_irq` runs between queue setup and `DRIVER_OK` and returns how the
     /// interrupt is delivered (e.g. "MSI-X entry 0 -> vector 0x30"). Logs the device's one line — its
     /// description, then `transport {how} irq {...}` — and registers it with `libos::dev`.
@@ -136,6 +143,16 @@ mod start {
                     .map_err(|e| format!("{e}"))?;
                 log::info!("{} transport {how} irq {irq}", dev.describe());
                 libos::dev::register_net(Box::new(dev));
+            }
+            DeviceType::MemoryBalloon => {
+                use libos::mem::balloon::global::KernelBalloon;
+                let dev = VirtioBalloon::<VirtioHal, T>::new(transport, name, slot, ack, &KernelBalloon, &mut setup)
+                    .map_err(|e| format!("{e}"))?;
+                log::info!("{} transport {how} irq {irq}", dev.describe());
+                libos::task::spawn(async move {
+                    let e = dev.run(KernelBalloon).await;
+                    log::warn!("{e}; ballooning stopped");
+                });
             }
             other => return Err(format!("{name}: no driver for {}", virtio_name(other))),
         }

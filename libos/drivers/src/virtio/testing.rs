@@ -290,8 +290,11 @@ impl<X> Transport for MockTransport<X> {
         v.as_mut_bytes().copy_from_slice(d.config.get(offset..offset + n).ok_or(VirtioError::ConfigSpaceTooSmall)?);
         Ok(v)
     }
-    fn write_config_space<C: IntoBytes + Immutable>(&mut self, _offset: usize, _value: C) -> Result<(), VirtioError> {
-        Err(VirtioError::Unsupported)
+    fn write_config_space<C: IntoBytes + Immutable>(&mut self, offset: usize, value: C) -> Result<(), VirtioError> {
+        let mut d = self.0.lock().unwrap();
+        let n = core::mem::size_of::<C>();
+        d.config.get_mut(offset..offset + n).ok_or(VirtioError::ConfigSpaceTooSmall)?.copy_from_slice(value.as_bytes());
+        Ok(())
     }
 }
 
