@@ -93,8 +93,8 @@ pub fn context() -> Context<'static> {
 /// cannot be bound (the text names the app, the port and why).
 pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Handler) -> Result<(), ArgError> {
     let settings: &'static Settings = alloc::boxed::Box::leak(alloc::boxed::Box::new(settings));
-    let listener =
-        TcpListener::bind(settings.port).map_err(|e| ArgError(format!("{app}: bind port {}: {e}", settings.port)))?;
+    let listener = TcpListener::bind_with_backlog(settings.port, settings.backlog)
+        .map_err(|e| ArgError(format!("{app}: bind port {}: {e}", settings.port)))?;
     serve(app, listener, settings, handler).await;
     Ok(())
 }
