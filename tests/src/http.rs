@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::{Vm, VmError};
+
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -54,6 +56,14 @@ pub fn request(
     w.write_all(body)?;
     let mut r = BufReader::new(&s);
     read_response(&mut r, method == "HEAD")
+}
+
+/// `r`, or a [`VmError::Io`] saying what was being done (`what`) in VM `vm`.
+pub fn io<T>(vm: &Vm, what: &str, r: std::io::Result<T>) -> Result<T, VmError> {
+    r.map_err(|e| {
+        let _ = vm.ensure(false, format_args!("{what}: {e}"));
+        VmError::Io { what: format!("{}: {what}", vm.name()), source: e }
+    })
 }
 
 /// `GET path`.
