@@ -163,12 +163,16 @@ impl SectorCache {
         libos::task::wait(self.dev.write(sector, buf)).map_err(|error| StorageError::Device { sector, error })
     }
 
-    /// Sends the write-behind run (see the module's ordering note).
+    /// Sends the write-behind run (see the module's ordering note). When the device fails it, the run stays
+    /// pending and the next send retries it: the cache never forgets a write the device did not take, so a
+    /// later [`sync`](Self::sync) cannot succeed without it.
     fn send_pending(&mut self) -> Result<(), StorageError> {
-        match self.pending.take() {
-            Some((sector, data)) => self.dev_write(sector, &data),
-            None => Ok(()),
+        let Some((sector, data)) = self.pending.take() else { return Ok(()) };
+        let sent = self.dev_write(sector, &data);
+        if sent.is_err() {
+            self.pending = Some((sector, data));
         }
+        sent
     }
 
     /// Copies whole sectors `buf` at `sector` into the overlapping part of the read-ahead window, so it always
@@ -188,28 +192,38 @@ impl SectorCache {
 
     /// Whole sectors `buf` at `sector`: refreshes cached copies and the read-ahead window, then joins the
     /// write-behind run (or starts a new one after sending the old).
+    ///
+    /// The old run is sent before the cached copies change, so a failed send leaves the cache as it was; a
+    /// failed write of a run too large to gather stays pending (retried by the next send).
     fn write_sectors(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError> {
         let ss = self.ss;
         let n = (buf.len() / ss) as u64;
+        let continues = self.pending.as_ref().is_some_and(|(p, data)| {
+            *p + (data.len() / ss) as u64 == sector && data.len() + buf.len() <= WRITE_BEHIND_MAX
+        });
+        if !continues {
+            self.send_pending()?;
+        }
         for (&s, slot) in self.slots.range_mut(sector..sector + n) {
             let at = (s - sector) as usize * ss;
             slot.data.copy_from_slice(&buf[at..at + ss]);
             slot.dirty = false;
         }
         self.patch_window(sector, buf);
-        if let Some((p, data)) = &mut self.pending {
-            if *p + (data.len() / ss) as u64 == sector && data.len() + buf.len() <= WRITE_BEHIND_MAX {
+        match &mut self.pending {
+            Some((_, data)) if continues => data.extend_from_slice(buf),
+            _ if buf.len() >= WRITE_BEHIND_MAX => {
+                if let Err(e) = self.dev_write(sector, buf) {
+                    self.pending = Some((sector, buf.to_vec()));
+                    return Err(e);
+                }
+            }
+            _ => {
+                let mut data = Vec::with_capacity(WRITE_BEHIND_MAX);
                 data.extend_from_slice(buf);
-                return Ok(());
+                self.pending = Some((sector, data));
             }
         }
-        self.send_pending()?;
-        if buf.len() >= WRITE_BEHIND_MAX {
-            return self.dev_write(sector, buf);
-        }
-        let mut data = Vec::with_capacity(WRITE_BEHIND_MAX);
-        data.extend_from_slice(buf);
-        self.pending = Some((sector, data));
         Ok(())
     }
 

@@ -914,6 +914,35 @@ fn cache_coalesces_sequential_whole_sector_writes() {
     assert!(cache.stats().reads < 16, "{:?}", cache.stats());
 }
 
+/// A device error on a write never makes the cache forget the write: the failed write-behind run, a failed
+/// large write and failed dirty sectors are retried by the next sync, so a sync that succeeds after the fault
+/// clears means the data is on the device (never a sync that succeeds over lost writes).
+#[test]
+fn cache_keeps_writes_the_device_failed_until_a_sync_succeeds() {
+    let disk = MemDisk::new(4 << 20);
+    let mut cache = cache::SectorCache::new(disk.clone(), 64 * 1024);
+    let run: Vec<u8> = (0..8 * 1024).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..cache::WRITE_BEHIND_MAX).map(|i| (i % 241) as u8).collect();
+    cache.write_at(100, b"partial sector").unwrap();
+    cache.write_at(4096, &run).unwrap();
+    assert_eq!(disk.writes.load(Ordering::Relaxed), 0, "both still in the cache");
+    disk.broken.store(true, Ordering::Relaxed);
+    assert!(cache.sync().is_err(), "the write-behind run fails");
+    assert!(cache.write_at(2 << 20, &big).is_err(), "the pending run is retried first and fails again");
+    let mut back = vec![0u8; run.len()];
+    assert!(cache.read_at(4096, &mut back).is_err(), "a read sends the pending run first and fails with it");
+    disk.broken.store(false, Ordering::Relaxed);
+    assert_eq!(cache.write_at(2 << 20, &big).unwrap(), big.len());
+    disk.broken.store(true, Ordering::Relaxed);
+    assert!(cache.sync().is_err());
+    disk.broken.store(false, Ordering::Relaxed);
+    cache.sync().unwrap();
+    let durable = disk.durable.lock();
+    assert_eq!(&durable[4096..4096 + run.len()], &run[..], "the failed run reached the device");
+    assert_eq!(&durable[100..114], b"partial sector", "the failed dirty sector reached the device");
+    assert_eq!(&durable[2 << 20..(2 << 20) + big.len()], &big[..], "the failed large write reached the device");
+}
+
 #[test]
 fn cache_matches_a_byte_model_under_mixed_access() {
     const SIZE: usize = 256 * 1024;

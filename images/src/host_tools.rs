@@ -124,12 +124,26 @@ pub const GDB: HostTool = HostTool {
     used_for: "debugs images through QEMU's gdb stub",
 };
 
+/// `tc` (iproute2, with `ip`): the network namespaces, taps and `netem` impairments of the `floods` and
+/// `faults_net` tests.
+pub const TC: HostTool = HostTool {
+    program: "tc",
+    package: "iproute2",
+    suite: Suite::Default,
+    used_for: "impairs and floods the test's own tap",
+};
+
+/// python3 (standard library only): the flood clients of `tests/floods/flood.py` (raw SYNs, slowloris).
+pub const PYTHON3: HostTool =
+    HostTool { program: "python3", package: "python3", suite: Suite::Default, used_for: "runs the flood clients" };
+
 /// What `cargo test --workspace` runs on the host; the VM harness ensures these before its first VM.
-pub const TEST_TOOLS: [HostTool; 7] = [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE];
+pub const TEST_TOOLS: [HostTool; 10] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, TC, PYTHON3];
 
 /// Everything: the tests, the benchmarks and the README's examples (`images setup`, `.ci/run`).
-pub const ALL_TOOLS: [HostTool; 10] =
-    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK, GDB];
+pub const ALL_TOOLS: [HostTool; 12] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK, GDB, TC, PYTHON3];
 
 /// Environment variable that, set to anything but empty or `0`, makes [`ensure`] report missing tools with the
 /// install command instead of installing them, also as root.

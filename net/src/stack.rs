@@ -32,6 +32,12 @@ pub(crate) const EPHEMERAL_FIRST: u16 = 49152;
 const EPHEMERAL_COUNT: u32 = 65536 - EPHEMERAL_FIRST as u32;
 /// An orphan whose reset could not be sent within this long after the abort is removed anyway.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// A connection still in SYN-RECEIVED this long after its SYN is dropped before `accept` (RFC 4987 §3.2, a
+/// shorter SYN-RECEIVED timer): smoltcp has no SYN cache or cookies, so each SYN holds a socket and its buffers,
+/// and a SYN from a spoofed address would hold it forever (its SYN-ACK never leaves without an ARP reply, so
+/// smoltcp's retransmission timeout never starts). A client that lost its SYN-ACK retransmits the SYN and
+/// gets a fresh socket.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// TCP frames that arrive before the DHCP lease are held this long at most.
 const HOLD_FOR: Duration = Duration::from_secs(3);
 /// A dropped UDP socket keeps its queued datagrams at most this long.
@@ -45,8 +51,9 @@ pub(crate) fn smol_now(now: Instant) -> smoltcp::time::Instant {
 pub(crate) struct Listener {
     /// Sockets in LISTEN, each ready to take one SYN.
     pub listening: Vec<SocketHandle>,
-    /// Sockets that left LISTEN (SYN-RECEIVED, ESTABLISHED, ...) and wait for `accept`, oldest first.
-    pub pending: Vec<SocketHandle>,
+    /// Sockets that left LISTEN (SYN-RECEIVED, ESTABLISHED, ...) and wait for `accept`, oldest first, with
+    /// when the stack saw them leave LISTEN (for [`HANDSHAKE_TIMEOUT`]).
+    pub pending: Vec<(SocketHandle, Instant)>,
     /// How many LISTEN sockets to keep.
     pub backlog: usize,
     /// The accepting task, registered on every socket created for this listener.
@@ -164,7 +171,10 @@ impl Stack {
             let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None);
             Interface::new(iface_config, &mut phy, smol_now(now))
         };
-        let mut sockets = SocketSet::new(Vec::new());
+        // The socket table at its largest from the start (app sockets + DHCP + DNS, ~0.5 KiB a slot): grown on
+        // demand it would keep the high-water mark of a flood for good, and double (a large reallocation)
+        // right when memory is scarcest.
+        let mut sockets = SocketSet::new(Vec::with_capacity(config.max_sockets + 2));
         let queries: Vec<Option<dns::DnsQuery>> = (0..config.dns_queries).map(|_| None).collect();
         let dns = sockets.add(dns::Socket::new(&[], queries));
         let mut inner = Inner {
@@ -490,6 +500,7 @@ impl Inner {
     /// moving sockets that left LISTEN to the pending list.
     pub(crate) fn top_up(&mut self, port: u16, config: &Config) {
         let Some(l) = self.listeners.get_mut(&port) else { return };
+        let now = Instant::now();
         let mut i = 0;
         while i < l.listening.len() {
             let h = l.listening[i];
@@ -497,7 +508,7 @@ impl Inner {
                 i += 1;
             } else {
                 l.listening.swap_remove(i);
-                l.pending.push(h);
+                l.pending.push((h, now));
             }
         }
         let missing = l.backlog.saturating_sub(l.listening.len());
@@ -722,33 +733,52 @@ impl Inner {
         }
         let mut port = self.next_listener(None);
         while let Some(p) = port {
-            self.reap_pending(p);
+            if let Some(due) = self.reap_pending(p, now) {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
             self.top_up(p, config);
             port = self.next_listener(Some(p));
         }
         next
     }
 
-    /// Drops pending sockets of `port` that closed before `accept` (reset, handshake timeout) and returns
-    /// those a RST flipped back to LISTEN to the listening list.
-    pub(crate) fn reap_pending(&mut self, port: u16) {
-        let Some(l) = self.listeners.get_mut(&port) else { return };
+    /// Drops pending sockets of `port` that closed before `accept` (reset, handshake timeout) or are still in
+    /// SYN-RECEIVED [`HANDSHAKE_TIMEOUT`] after their SYN, and returns those a RST flipped back to LISTEN to
+    /// the listening list (dropping them when it already holds the backlog). Returns when the next SYN-RECEIVED socket times out, if any.
+    pub(crate) fn reap_pending(&mut self, port: u16, now: Instant) -> Option<Instant> {
+        let l = self.listeners.get_mut(&port)?;
         let mut dead = Vec::new();
+        let mut next: Option<Instant> = None;
         let sockets = &self.sockets;
-        l.pending.retain(|h| match sockets.get::<tcp::Socket>(*h).state() {
+        l.pending.retain(|&(h, since)| match sockets.get::<tcp::Socket>(h).state() {
             tcp::State::Closed | tcp::State::TimeWait => {
-                dead.push(*h);
+                dead.push(h);
+                false
+            }
+            // Back in LISTEN after a RST: listening again, unless the backlog is full (after a SYN flood).
+            tcp::State::Listen if l.listening.len() < l.backlog => {
+                l.listening.push(h);
                 false
             }
             tcp::State::Listen => {
-                l.listening.push(*h);
+                dead.push(h);
                 false
+            }
+            tcp::State::SynReceived if now >= since + HANDSHAKE_TIMEOUT => {
+                dead.push(h);
+                false
+            }
+            tcp::State::SynReceived => {
+                let due = since + HANDSHAKE_TIMEOUT;
+                next = Some(next.map_or(due, |n| n.min(due)));
+                true
             }
             _ => true,
         });
         for h in dead {
             self.remove_tcp(h);
         }
+        next
     }
 }
 

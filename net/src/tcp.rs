@@ -88,15 +88,14 @@ impl TcpListener {
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
         let cfg = &self.stack.config;
         self.stack.with(|i| {
-            i.reap_pending(self.port);
+            i.reap_pending(self.port, Instant::now());
             let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
             let sockets = &mut i.sockets;
-            let ready = l
-                .pending
-                .iter()
-                .position(|h| matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait));
+            let ready = l.pending.iter().position(|(h, _)| {
+                matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait)
+            });
             if let Some(pos) = ready {
-                let h = l.pending.remove(pos);
+                let (h, _) = l.pending.remove(pos);
                 i.top_up(self.port, cfg);
                 let stream = TcpStream::new(&self.stack, i.tcp(h), h, None);
                 let peer = stream.peer;
@@ -107,7 +106,7 @@ impl TcpListener {
             if l.listening.is_empty() && l.pending.is_empty() {
                 return Poll::Ready(Err(Error::TooManySockets { limit: cfg.max_sockets }));
             }
-            for h in l.listening.iter().chain(l.pending.iter()) {
+            for h in l.listening.iter().chain(l.pending.iter().map(|(h, _)| h)) {
                 i.sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(cx.waker());
             }
             if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -128,7 +127,7 @@ impl Drop for TcpListener {
                 i.remove_tcp(h);
             }
             // Connections nobody accepted: reset them and let the reaper take the sockets.
-            for h in l.pending {
+            for (h, _) in l.pending {
                 i.tcp(h).abort();
                 i.orphan_tcp(h, None, now, cfg);
             }

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::{Vm, VmError};
+
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -63,6 +65,14 @@ pub fn health_memory(json: &str) -> Option<(u64, u64, u64)> {
     let m = v.get("memory")?;
     let n = |k: &str| m.get(k).and_then(serde_json::Value::as_u64);
     Some((n("total_bytes")?, n("free_bytes")?, n("ballooned_bytes")?))
+}
+
+/// `r`, or a [`VmError::Io`] saying what was being done (`what`) in VM `vm`.
+pub fn io<T>(vm: &Vm, what: &str, r: std::io::Result<T>) -> Result<T, VmError> {
+    r.map_err(|e| {
+        let _ = vm.ensure(false, format_args!("{what}: {e}"));
+        VmError::Io { what: format!("{}: {what}", vm.name()), source: e }
+    })
 }
 
 /// `GET path`.

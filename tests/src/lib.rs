@@ -27,9 +27,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod disk;
 pub mod http;
 pub mod hyperv;
 mod nested;
+pub mod netns;
 pub mod qmp;
 pub mod xen;
 
@@ -66,9 +68,10 @@ pub fn accel_usable(test: &str, accel: Accel) -> bool {
     }
 }
 
-/// Makes sure the host tools the tests run ([`images::host_tools::TEST_TOOLS`]: QEMU, `fsck.fat`) are installed,
-/// once per test binary: as root missing ones are installed with apt-get ([`images::host_tools::ensure`]; other
-/// test binaries wait on its lock file), otherwise the error names them with the one command that installs them.
+/// Makes sure the host tools the tests run ([`images::host_tools::TEST_TOOLS`]: QEMU, `fsck.fat`, `tc`, python3,
+/// ...) are installed, once per test binary: as root missing ones are installed with apt-get
+/// ([`images::host_tools::ensure`]; other test binaries wait on its lock file), otherwise the error names them
+/// with the one command that installs them.
 /// Later calls (and failures) are answered from the first.
 pub fn host_tools() -> Result<(), VmError> {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
@@ -248,6 +251,8 @@ enum NetRequest {
     None,
     User(Vec<(Protocol, u16)>),
     Tap(String),
+    /// QEMU's `-netdev dgram` between these UDP ports of 127.0.0.1: (QEMU's, the peer's).
+    Dgram(u16, u16),
 }
 
 /// Configuration of a VM before boot; see [`Vm::builder`]. Defaults are the contract's: microvm, 64 MiB,
@@ -269,6 +274,10 @@ pub struct VmBuilder {
     initrd: Option<PathBuf>,
     boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
     balloon: bool,
+    /// Disk index → blkdebug rules file.
+    blkdebug: Vec<(usize, PathBuf)>,
+    /// Network namespace QEMU runs in.
+    netns: Option<String>,
 }
 
 impl VmBuilder {
@@ -290,6 +299,15 @@ impl VmBuilder {
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: false });
         self
+    }
+
+    /// Attaches a raw disk image like [`VmBuilder::disk`], read through QEMU's `blkdebug` driver with the rules
+    /// file `rules` (`[inject-error]` with `event = "read_aio"`, `"write_aio"` or `"flush_to_disk"`, `errno`,
+    /// `once`; `[set-state]` to arm it later; QEMU `docs/devel/blkdebug.rst`): the guest sees the errors the
+    /// rules inject as failed requests (virtio-blk `VIRTIO_BLK_S_IOERR`, an NVMe error status).
+    pub fn disk_blkdebug(mut self, path: impl Into<PathBuf>, rules: impl Into<PathBuf>) -> Self {
+        self.blkdebug.push((self.disks.len(), rules.into()));
+        self.disk(path)
     }
 
     /// Attaches a raw disk image read-only (`readonly=on`: the device offers `VIRTIO_BLK_F_RO`), in call order
@@ -370,6 +388,23 @@ impl VmBuilder {
         self
     }
 
+    /// Runs QEMU inside network namespace `ns` (`ip netns exec`) on its tap [`netns::TAP`], with the guest at
+    /// [`netns::GUEST_ADDR`]/24 (kernel option `ip=`).
+    pub fn netns(mut self, ns: &netns::NetNs) -> Self {
+        self.netns = Some(ns.name().to_owned());
+        let (key, value) = netns::NetNs::guest_ip_option();
+        self.tap(netns::TAP).kernel_option(key, &value)
+    }
+
+    /// Runs QEMU inside network namespace `ns` like [`VmBuilder::netns`], but its NIC sends and receives
+    /// Ethernet frames as UDP datagrams (`-netdev dgram`) from port `qemu_port` of the namespace's 127.0.0.1 to
+    /// `peer_port`, where a relay the test started (`tests/floods/impair.py`) passes them to and from the tap.
+    pub fn netns_dgram(self, ns: &netns::NetNs, qemu_port: u16, peer_port: u16) -> Self {
+        let mut b = self.netns(ns);
+        b.net = NetRequest::Dgram(qemu_port, peer_port);
+        b
+    }
+
     /// Default timeout of this VM's waits (instead of [`DEFAULT_TIMEOUT`]).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -424,6 +459,7 @@ impl VmBuilder {
         opts.network = match &self.net {
             NetRequest::None => Network::None,
             NetRequest::Tap(ifname) => Network::Tap { ifname: ifname.clone() },
+            NetRequest::Dgram(..) => Network::None,
             NetRequest::User(reqs) => {
                 let mut forwards = Vec::new();
                 for &(protocol, guest) in reqs {
@@ -440,12 +476,27 @@ impl VmBuilder {
             opts.push_disk(disk);
         }
         opts.disk_bus = self.disk_bus;
+        opts.blkdebug = self.blkdebug.iter().cloned().collect();
         opts.initrd = None;
         if self.balloon {
             opts.balloon = true;
             opts.qmp_port = Some(free_port(Protocol::Tcp)?);
         }
         let mut cmd = images::qemu_command(&opts)?;
+        if let NetRequest::Dgram(local, remote) = self.net {
+            let netdev = format!(
+                "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={local},\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port={remote}"
+            );
+            let device = format!("{},netdev=n0", opts.machine.virtio_net_device());
+            cmd.args(["-netdev", &netdev, "-device", &device]);
+        }
+        if let Some(ns) = &self.netns {
+            // `ip netns exec` execs QEMU in place: the child's pid stays QEMU's, so kill and wait reach it.
+            let mut inside = std::process::Command::new("ip");
+            inside.args(["netns", "exec", ns]).arg(cmd.get_program()).args(cmd.get_args()).stdin(Stdio::null());
+            cmd = inside;
+        }
         let command_line = images::shell::shell_line(&cmd);
 
         let log_path = log_dir().join(format!("{}.log", self.name));
@@ -603,6 +654,8 @@ impl Vm {
             initrd: None,
             boot_disk: None,
             balloon: false,
+            blkdebug: Vec::new(),
+            netns: None,
         }
     }
 

@@ -14,11 +14,12 @@
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use zirvium::log;
 use zirvium_http::files::{file_response, FileReader};
-use zirvium_http::{Content, Handler, Request, Response, Status};
+use zirvium_http::{Content, Handler, Request, Response, SourceError, Status};
 
 /// Longest key, bytes.
 pub const MAX_KEY_BYTES: usize = 64;
@@ -220,6 +221,42 @@ pub fn keys(store: &dyn Store) -> Result<Vec<String>, StoreError> {
     Ok(keys)
 }
 
+/// A value read into memory: what a GET answers from.
+struct Loaded {
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl Loaded {
+    /// Reads the `len` bytes of `reader`. Errors: the reader's, or a file shorter than `len`.
+    fn read(mut reader: Box<dyn FileReader>, len: u64) -> Result<Loaded, SourceError> {
+        let short = || SourceError { detail: format!("the file ended before its {len} bytes") };
+        let mut data = vec![0u8; usize::try_from(len).map_err(|_| short())?];
+        let mut at = 0;
+        while at < data.len() {
+            match reader.read(&mut data[at..])? {
+                0 => return Err(short()),
+                n => at += n,
+            }
+        }
+        Ok(Loaded { data, at: 0 })
+    }
+}
+
+impl FileReader for Loaded {
+    fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
+        self.at = usize::try_from(offset).unwrap_or(usize::MAX).min(self.data.len());
+        Ok(())
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, SourceError> {
+        let n = buf.len().min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// The key-value routes as an HTTP [`Handler`]:
 /// - `GET`/`HEAD /kv/<key>`: the value (`application/octet-stream`, single byte ranges as static files), 404
 ///   when missing;
@@ -312,7 +349,14 @@ impl<S: Store> Kv<S> {
 
     fn get(&self, request: &Request<'_>, key: &str) -> Response {
         match self.store.open(&file_name(key)) {
-            Ok((len, reader)) => file_response(request, reader, len, "application/octet-stream"),
+            Ok((len, reader)) if request.method == "HEAD" => {
+                file_response(request, reader, len, "application/octet-stream")
+            }
+            // Read whole before the status line goes out: a device error is then a 500, not a cut-off 200.
+            Ok((len, reader)) => match Loaded::read(reader, len) {
+                Ok(loaded) => file_response(request, Box::new(loaded), len, "application/octet-stream"),
+                Err(e) => store_failure("GET", key, &StoreError::Other(e.detail)),
+            },
             Err(StoreError::NotFound | StoreError::IsADirectory) => not_found(key),
             Err(e) => store_failure("GET", key, &e),
         }
@@ -732,6 +776,18 @@ mod tests {
         assert!(String::from_utf8(content(r)).unwrap().contains(POWER_LOST));
         assert_eq!(call(&kv, "PUT", "/kv/k", b"v").status, Status::INTERNAL_SERVER_ERROR);
         assert_eq!(call(&kv, "GET", "/kv/", b"").status, Status::OK, "listing reads no content");
+    }
+
+    #[test]
+    fn a_get_whose_read_fails_is_500_before_any_content() {
+        let kv = Kv::new(FakeDir::with(&[("k", b"0123456789")]), 1024);
+        kv.store().state.lock().unwrap().read_error = Some(String::from("I/O error at sector 8"));
+        let r = call(&kv, "GET", "/kv/k", b"");
+        assert_eq!(r.status, Status::INTERNAL_SERVER_ERROR);
+        assert!(String::from_utf8(content(r)).unwrap().contains("I/O error at sector 8"));
+        assert_eq!(call(&kv, "HEAD", "/kv/k", b"").status, Status::OK, "HEAD reads no content");
+        kv.store().state.lock().unwrap().read_error = None;
+        assert_eq!(content(call(&kv, "GET", "/kv/k", b"")), b"0123456789");
     }
 
     #[test]

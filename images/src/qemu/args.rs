@@ -69,8 +69,16 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     }
     for (i, disk) in opts.disks.iter().enumerate() {
         // QEMU's option syntax escapes a comma in a value by doubling it.
-        let mut file = OsString::from(format!("if=none,id=d{i},format=raw,file="));
-        file.push(disk.as_os_str().to_string_lossy().replace(',', ",,"));
+        let escaped = |p: &std::path::Path| p.as_os_str().to_string_lossy().replace(',', ",,");
+        let mut file = OsString::from(format!("if=none,id=d{i},format=raw,"));
+        match opts.blkdebug.get(&i) {
+            // The raw format driver raises the blkdebug events on its child (QEMU block/raw-format.c).
+            Some(rules) => {
+                file.push(format!("file.driver=blkdebug,file.config={},file.image.filename=", escaped(rules)))
+            }
+            None => file.push("file="),
+        }
+        file.push(escaped(disk));
         if opts.read_only_disks.contains(&i) {
             file.push(",readonly=on");
         }
@@ -285,6 +293,32 @@ mod tests {
         );
         o.disks.clear();
         assert!(qemu_args(&o).is_ok(), "no disks: nothing to attach");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn blkdebug_disks_put_raw_over_blkdebug() {
+        let dir = std::env::temp_dir().join(format!("images-qemu-blkdebug-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, rules) = (dir.join("a.img"), dir.join("r,1.cfg"));
+        std::fs::write(&a, [0u8; 512]).unwrap();
+        std::fs::write(&rules, "[inject-error]\nevent = \"read_aio\"\n").unwrap();
+        let mut o = RunOptions::new("/t/kv", Accel::Tcg);
+        o.push_disk(&DiskSpec { path: a.clone(), read_only: false });
+        o.blkdebug.insert(0, rules.clone());
+        let line = args(&o).join(" ");
+        let (a, rules) = (a.display(), rules.display().to_string().replace(',', ",,"));
+        assert!(
+            line.contains(&format!(
+                "-drive if=none,id=d0,format=raw,file.driver=blkdebug,file.config={rules},file.image.filename={a} "
+            )),
+            "{line}"
+        );
+        o.blkdebug.insert(1, dir.join("r,1.cfg"));
+        assert_eq!(qemu_args(&o), Err(ConfigError::BlkdebugIndex { index: 1, disks: 1 }));
+        o.blkdebug.clear();
+        o.blkdebug.insert(0, dir.join("missing.cfg"));
+        assert_eq!(qemu_args(&o), Err(ConfigError::NoFile(dir.join("missing.cfg"))));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! [`super::args`] turns these into QEMU's arguments; nothing here touches the host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -401,6 +401,11 @@ pub struct RunOptions {
     /// file read-only and the device offers `VIRTIO_BLK_F_RO` (virtio 1.2 §5.2.3). Add with
     /// [`RunOptions::push_disk`].
     pub read_only_disks: BTreeSet<usize>,
+    /// Disks (indices into `disks`) read through QEMU's `blkdebug` block driver with this rules file, for fault
+    /// injection: `format=raw` over `blkdebug` over the image, so the raw driver's `read_aio`, `write_aio`,
+    /// `flush_to_os` and `flush_to_disk` events drive the file's `[set-state]` and `[inject-error]` rules
+    /// (QEMU `docs/devel/blkdebug.rst`). Tests only; `images run` sets none.
+    pub blkdebug: BTreeMap<usize, PathBuf>,
     /// The controller the disks are attached to.
     pub disk_bus: DiskBus,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
@@ -434,6 +439,7 @@ impl RunOptions {
             app_args: Vec::new(),
             disks: Vec::new(),
             read_only_disks: BTreeSet::new(),
+            blkdebug: BTreeMap::new(),
             disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             boot_disk: None,
@@ -467,13 +473,17 @@ impl RunOptions {
             }
         }
         let boot_disk = self.boot_disk.as_ref().map(|b| &b.image);
-        for path in self.disks.iter().chain(self.initrd.iter()).chain(boot_disk) {
+        let rules = self.blkdebug.values();
+        for path in self.disks.iter().chain(self.initrd.iter()).chain(boot_disk).chain(rules) {
             if !path.is_file() {
                 return Err(ConfigError::NoFile(path.clone()));
             }
         }
         if let Some(&index) = self.read_only_disks.iter().find(|&&i| i >= self.disks.len()) {
             return Err(ConfigError::ReadOnlyIndex { index, disks: self.disks.len() });
+        }
+        if let Some(&index) = self.blkdebug.keys().find(|&&i| i >= self.disks.len()) {
+            return Err(ConfigError::BlkdebugIndex { index, disks: self.disks.len() });
         }
         if let Network::Tap { ifname } = &self.network {
             check_tap_name(ifname)?;
@@ -541,6 +551,14 @@ pub enum ConfigError {
     /// `read_only_disks` names a disk that `disks` does not have.
     #[error("read-only disk index {index}: only {disks} disks attached")]
     ReadOnlyIndex {
+        /// The index given.
+        index: usize,
+        /// How many disks there are.
+        disks: usize,
+    },
+    /// `blkdebug` names a disk that `disks` does not have.
+    #[error("blkdebug disk index {index}: only {disks} disks attached")]
+    BlkdebugIndex {
         /// The index given.
         index: usize,
         /// How many disks there are.

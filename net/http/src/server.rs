@@ -70,6 +70,11 @@ static OPEN: AtomicU64 = AtomicU64::new(0);
 /// Set when the first response has been written (the boot timeline is logged then).
 static FIRST_RESPONSE: AtomicU64 = AtomicU64::new(0);
 
+/// How long closing a connection (its last output, then our FIN acknowledged) may hold the connection's task: a
+/// client that vanished never acknowledges, and once the stream is dropped the stack finishes the close on its
+/// own (the net crate's `close_timeout`), sending what is still buffered.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a graceful shutdown waits for open connections to finish (they are idle or mid-response).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -93,8 +98,8 @@ pub fn context() -> Context<'static> {
 /// cannot be bound (the text names the app, the port and why).
 pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Handler) -> Result<(), ArgError> {
     let settings: &'static Settings = alloc::boxed::Box::leak(alloc::boxed::Box::new(settings));
-    let listener =
-        TcpListener::bind(settings.port).map_err(|e| ArgError(format!("{app}: bind port {}: {e}", settings.port)))?;
+    let listener = TcpListener::bind_with_backlog(settings.port, settings.backlog)
+        .map_err(|e| ArgError(format!("{app}: bind port {}: {e}", settings.port)))?;
     serve(app, listener, settings, handler).await;
     Ok(())
 }
@@ -184,8 +189,11 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
                 if !conn.is_idle() {
                     let _ = conn.timeout();
                 }
-                let _ = write_out(&mut conn, &mut stream, &mut tx).await;
-                let _ = stream.shutdown().await;
+                let close = async {
+                    let _ = write_out(&mut conn, &mut stream, &mut tx).await;
+                    let _ = stream.shutdown().await;
+                };
+                let _ = timeout(CLOSE_GRACE, close).await;
                 return;
             }
         };
@@ -200,7 +208,7 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
                 return;
             }
             if conn.wants_close() || n == 0 {
-                let _ = stream.shutdown().await;
+                let _ = timeout(CLOSE_GRACE, stream.shutdown()).await;
                 return;
             }
             if off >= n {
@@ -254,6 +262,8 @@ mod tests {
         hang: bool,
         output: Vec<u8>,
         shut_down: bool,
+        /// The FIN is never acknowledged (the peer vanished): `shutdown` never completes.
+        stall: bool,
     }
 
     impl MemStream {
@@ -292,7 +302,8 @@ mod tests {
 
         fn shutdown(&mut self) -> impl Future<Output = Result<(), &'static str>> {
             self.shut_down = true;
-            core::future::ready(Ok(()))
+            let stall = self.stall;
+            core::future::poll_fn(move |_| if stall { Poll::Pending } else { Poll::Ready(Ok(())) })
         }
     }
 
@@ -376,6 +387,26 @@ mod tests {
         let responses = parse_responses(&stream.output, &[]);
         assert_eq!((responses.len(), responses[0].status), (1, 408));
         assert_eq!(responses[0].header("connection"), Some("close"));
+        assert!(stream.shut_down);
+    }
+
+    #[test]
+    fn a_vanished_client_does_not_hold_the_task() {
+        libos::time::set_clock(&TestClock);
+        let demo = test_demo();
+        let settings = Settings::new("m");
+        let later = || {
+            NOW_NS.fetch_add(settings.idle_timeout.as_nanos() as u64 + 1, Ordering::Relaxed);
+        };
+        // Half a request, then nothing: not even the ACK of our FIN after the 408.
+        let mut stream = MemStream { stall: true, ..MemStream::new(&[b"GET / HTTP/1.1\r\nHost: t\r\n"], true) };
+        block_on(serve_connection(&mut stream, &settings, &demo), later);
+        assert_eq!(parse_responses(&stream.output, &[])[0].status, 408);
+        assert!(stream.shut_down);
+        // After a closing response.
+        let close = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let mut stream = MemStream { stall: true, ..MemStream::new(&[close], true) };
+        block_on(serve_connection(&mut stream, &settings, &demo), later);
         assert!(stream.shut_down);
     }
 }

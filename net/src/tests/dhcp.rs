@@ -161,12 +161,22 @@ fn dhcp_lease_configures_the_interface_and_is_announced() {
 
 /// A TCP SYN from the server's address to `LEASE`:80 at `mac`, as slirp forwards a host connection.
 fn syn_to_lease(mac: [u8; 6]) -> Vec<u8> {
+    syn(SERVER, 40000, LEASE, mac)
+}
+
+/// A TCP SYN from `src`:`src_port` to `dst`:80 at `mac`, sent from `SERVER_MAC`.
+fn syn(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    segment(src, src_port, dst, mac, TcpControl::Syn, 1000)
+}
+
+/// A TCP segment with `control` and sequence number `seq` from `src`:`src_port` to `dst`:80 at `mac`.
+fn segment(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6], control: TcpControl, seq: i32) -> Vec<u8> {
     let caps = ChecksumCapabilities::default();
     let tcp = TcpRepr {
-        src_port: 40000,
+        src_port,
         dst_port: 80,
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
+        control,
+        seq_number: TcpSeqNumber(seq),
         ack_number: None,
         window_len: 65535,
         window_scale: None,
@@ -177,8 +187,8 @@ fn syn_to_lease(mac: [u8; 6]) -> Vec<u8> {
         payload: &[],
     };
     let ip_repr = Ipv4Repr {
-        src_addr: SERVER,
-        dst_addr: LEASE,
+        src_addr: src,
+        dst_addr: dst,
         next_header: IpProtocol::Tcp,
         payload_len: tcp.buffer_len(),
         hop_limit: 64,
@@ -193,7 +203,7 @@ fn syn_to_lease(mac: [u8; 6]) -> Vec<u8> {
     .emit(&mut eth);
     let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
     ip_repr.emit(&mut ip, &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(ip.payload_mut()), &SERVER.into(), &LEASE.into(), &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(ip.payload_mut()), &src.into(), &dst.into(), &caps);
     out
 }
 
@@ -267,4 +277,63 @@ fn a_syn_that_races_the_dhcp_lease_is_answered_after_it() {
     assert!(syn_ack, "the held SYN was answered once the lease was bound");
     let c = pipe.counters(0);
     assert_eq!(c.received, c.recycled, "{c:?}");
+}
+
+/// SYN floods: from an address that answers each SYN-ACK with RST (a host that did not send the SYNs), the
+/// sockets go back to LISTEN and those beyond the backlog are dropped; from addresses nobody answers ARP for
+/// (spoofed), every SYN takes a socket into SYN-RECEIVED whose SYN-ACK never leaves, so smoltcp's own timer never
+/// starts: the stack drops them `HANDSHAKE_TIMEOUT` after their SYN. Either way the listener ends at its backlog.
+#[test]
+fn syn_floods_leave_the_listener_at_its_backlog() {
+    super::clock();
+    let (nic, server_nic, _pipe) = pair(NetOffloads::default());
+    let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x01];
+    let stack = Stack::new(Box::new(nic), IpSetup::Static(super::static_ip_at(LEASE)), Config::default()).unwrap();
+    let _listener = crate::TcpListener::bind_with_backlog_on(&stack, 80, 8).unwrap();
+    let mut server = RawPeer { nic: server_nic };
+    stack.poll().unwrap();
+    let idle = stack.stats().tcp_sockets;
+    for i in 0..100u16 {
+        server.send(&syn(SERVER, 2000 + i, LEASE, mac));
+        let (mut reset, end) = (false, std::time::Instant::now() + std::time::Duration::from_secs(5));
+        while !reset && std::time::Instant::now() < end {
+            stack.poll().unwrap();
+            while let Some(f) = server.recv() {
+                if let Some(r) = arp_reply(&f) {
+                    server.send(&r);
+                } else if let Some(r) = rst_for_syn_ack(&f, mac) {
+                    server.send(&r);
+                    reset = true;
+                }
+            }
+        }
+        assert!(reset, "no SYN-ACK for SYN {i} from {SERVER}");
+    }
+    stack.poll().unwrap();
+    assert_eq!(stack.stats().tcp_sockets, idle, "sockets reset back to LISTEN were kept beyond the backlog");
+    for i in 0..100u16 {
+        server.send(&syn(Ipv4Addr::new(10, 0, 2, 100 + (i % 100) as u8), 1000 + i, LEASE, mac));
+        stack.poll().unwrap();
+        while server.recv().is_some() {}
+    }
+    let flooded = stack.stats().tcp_sockets;
+    assert!(flooded >= idle + 100, "each SYN holds a socket: {idle} idle, {flooded} after 100 SYNs");
+    let end = std::time::Instant::now() + crate::stack::HANDSHAKE_TIMEOUT + std::time::Duration::from_secs(5);
+    while stack.stats().tcp_sockets > idle && std::time::Instant::now() < end {
+        stack.poll().unwrap();
+        while server.recv().is_some() {}
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(stack.stats().tcp_sockets, idle, "the half-open sockets were not reclaimed");
+}
+
+/// The RST a host sends when `frame` is a SYN-ACK for a connection it never opened (RFC 9293 §3.5.2).
+fn rst_for_syn_ack(frame: &[u8], mac: [u8; 6]) -> Option<Vec<u8>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || !(tcp.syn() && tcp.ack()) {
+        return None;
+    }
+    Some(segment(ip.dst_addr(), tcp.dst_port(), ip.src_addr(), mac, TcpControl::Rst, tcp.ack_number().0))
 }

@@ -59,6 +59,11 @@ pub fn static_ip(host: u8, dns: Option<Ipv4Addr>) -> IpSetup {
     })
 }
 
+/// A static setup at `address`/24 without gateway or DNS.
+pub fn static_ip_at(address: Ipv4Addr) -> StaticIpv4 {
+    StaticIpv4 { address, prefix_len: 24, gateway: None, dns: None }
+}
+
 /// Two stacks (side 0 = `a` at 10.0.0.1, side 1 = `b` at 10.0.0.2) on a pipe, their net tasks running.
 pub struct Net {
     pub a: Arc<Stack>,
