@@ -11,11 +11,11 @@
 #![forbid(unsafe_code)]
 
 /// Below this many free heap bytes (or [`LOW_DIVISOR`]th of the heap, whichever is larger) memory is low.
-pub const LOW_FLOOR_BYTES: u64 = 512 * 1024;
+pub const LOW_FLOOR_BYTES: u64 = 256 * 1024;
 /// Memory is low below `total / LOW_DIVISOR` free heap bytes (or [`LOW_FLOOR_BYTES`]).
 pub const LOW_DIVISOR: u64 = 4;
 /// Below this many free heap bytes (or [`CRITICAL_DIVISOR`]th of the heap, whichever is larger) memory is critical.
-pub const CRITICAL_FLOOR_BYTES: u64 = 256 * 1024;
+pub const CRITICAL_FLOOR_BYTES: u64 = 128 * 1024;
 /// Memory is critical below `total / CRITICAL_DIVISOR` free heap bytes (or [`CRITICAL_FLOOR_BYTES`]).
 pub const CRITICAL_DIVISOR: u64 = 8;
 
@@ -73,10 +73,10 @@ mod tests {
 
     #[test]
     fn small_heaps_use_the_floors() {
-        let total = 2 << 20;
-        assert_eq!(classify(total, 600 * 1024), Pressure::Normal);
-        assert_eq!(classify(total, 511 * 1024), Pressure::Low);
-        assert_eq!(classify(total, 255 * 1024), Pressure::Critical);
+        let total = 512 * 1024;
+        assert_eq!(classify(total, 300 * 1024), Pressure::Normal);
+        assert_eq!(classify(total, 255 * 1024), Pressure::Low);
+        assert_eq!(classify(total, 127 * 1024), Pressure::Critical);
         assert_eq!(classify(total, 0), Pressure::Critical);
     }
 

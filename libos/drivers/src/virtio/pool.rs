@@ -123,13 +123,16 @@ impl TxPool {
         self.buf_len
     }
 
-    /// Takes a free buffer (allocating one while below capacity); `None` when all are lent, or when the heap
-    /// cannot spare a new one (the frame waits as if all were lent, rather than the VM ending).
+    /// Takes a free buffer (allocating one while below capacity); `None` when all are lent, or when memory is
+    /// critical (`libos::mem::pressure`) or the heap cannot spare a new one (the frame waits as if all were lent,
+    /// rather than the VM ending).
     pub fn take_free(&mut self) -> Option<usize> {
         if let Some(i) = self.free.pop() {
             return Some(i);
         }
-        if self.buffers.len() < self.capacity {
+        if self.buffers.len() < self.capacity
+            && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical
+        {
             let buf = libos::mem::try_zeroed(self.buf_len)?;
             self.buffers.try_reserve(1).ok()?;
             self.buffers.push(buf);
