@@ -135,6 +135,7 @@ pub async fn serve(
             Ok(x) => x,
             Err(net::Error::LowMemory) => {
                 // The stack refuses SYNs (RST) meanwhile; look again shortly.
+                crate::shed::note_no_socket();
                 sleep(Duration::from_millis(10)).await;
                 continue;
             }

@@ -48,6 +48,21 @@ pub fn should_refuse() -> bool {
     low
 }
 
+/// Notes that the stack has no listening socket for want of memory (`net::Error::LowMemory` from accept): logged
+/// at most once a second with the heap's figures, as it may last while the heap is fragmented.
+pub fn note_no_socket() {
+    let now_ms = libos::time::uptime_ns() / 1_000_000;
+    if now_ms >= LOGGED_MS.load(Ordering::Relaxed) + 1000 {
+        LOGGED_MS.store(now_ms, Ordering::Relaxed);
+        let m = libos::mem::balloon::stats();
+        log::warn!(
+            "no memory for a listening socket ({} of {} heap bytes free): new connections are reset",
+            m.free_bytes,
+            m.total_bytes
+        );
+    }
+}
+
 /// Reads (the start of) the request, so the answer does not come before it, then writes [`RESPONSE`] and
 /// closes. Errors end it quietly: the peer may already be gone.
 pub async fn refuse<T: Transport>(mut stream: T) {
