@@ -12,6 +12,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("ip", "static IPv4 address with prefix length, e.g. 10.0.2.15/24"),
     ("gw", "IPv4 default gateway, e.g. 10.0.2.2"),
     ("dns", "IPv4 DNS server, e.g. 10.0.2.3"),
+    ("watchdog", "seconds without executor progress before the VM exits with status 105, 1..=3600"),
 ];
 
 /// Errors in the command line; each names the offending token.
@@ -121,7 +122,7 @@ impl Cmdline {
             let Some((_, expected)) = KNOWN_OPTIONS.iter().find(|(name, _)| *name == k) else {
                 return Err(CmdlineError::UnknownOption(k));
             };
-            if k == "loglevel" && parse_level(v).is_none() {
+            if (k == "loglevel" && parse_level(v).is_none()) || (k == "watchdog" && parse_watchdog(v).is_none()) {
                 return Err(CmdlineError::BadValue { key: k, value: v, expected });
             }
             c.options.push((k, v));
@@ -138,6 +139,15 @@ impl Cmdline {
     pub fn log_level(&self) -> log::LevelFilter {
         self.option("loglevel").and_then(parse_level).unwrap_or(log::LevelFilter::Info)
     }
+
+    /// The watchdog period from `watchdog=SECONDS` (1..=3600), `None` when the option is absent (no watchdog).
+    pub fn watchdog_secs(&self) -> Option<u64> {
+        self.option("watchdog").and_then(parse_watchdog)
+    }
+}
+
+fn parse_watchdog(v: &str) -> Option<u64> {
+    v.parse().ok().filter(|s| (1..=3600).contains(s))
 }
 
 fn parse_level(v: &str) -> Option<log::LevelFilter> {
@@ -180,6 +190,10 @@ mod tests {
         assert!(alloc::format!("{}", Cmdline::parse("bogus=1").unwrap_err()).contains("bogus"));
         assert_eq!(Cmdline::parse("hello").unwrap_err(), CmdlineError::NotKeyValue("hello"));
         assert!(matches!(Cmdline::parse("loglevel=loud"), Err(CmdlineError::BadValue { .. })));
+        assert!(matches!(Cmdline::parse("watchdog=0"), Err(CmdlineError::BadValue { key: "watchdog", .. })));
+        assert!(matches!(Cmdline::parse("watchdog=soon"), Err(CmdlineError::BadValue { key: "watchdog", .. })));
+        assert_eq!(Cmdline::parse("watchdog=5").unwrap().watchdog_secs(), Some(5));
+        assert_eq!(Cmdline::parse("").unwrap().watchdog_secs(), None);
         assert_eq!(Cmdline::parse("-- \"open").unwrap_err(), CmdlineError::UnterminatedQuote);
     }
 }

@@ -30,12 +30,31 @@ pub mod task;
 pub mod time;
 pub mod wire;
 
-/// Guest exit status after a panic.
+// Guest exit statuses, one per way the VM can end (README "Exit statuses"). QEMU's isa-debug-exit reports
+// status `v` as `(v << 1) | 1`; `images run` and the test harness undo that. Apps own 0..=100.
+
+/// Guest exit status of an app that finished normally (its `main` returned `()`, `Ok(())` or 0).
+pub const EXIT_SUCCESS: u8 = 0;
+/// Guest exit status of an app whose `main` returned `Err(_)` (the error is printed as `error: …`); apps may
+/// return any status up to [`EXIT_APP_MAX`] themselves.
+pub const EXIT_APP_ERROR: u8 = 1;
+/// The highest status an app should return: 101..=127 are the libos's own.
+pub const EXIT_APP_MAX: u8 = 100;
+/// Guest exit status after a panic (`panic at FILE:LINE:COL: …` and a backtrace on the console).
 pub const EXIT_PANIC: u8 = 101;
-/// Guest exit status after a CPU exception.
+/// Guest exit status after a CPU exception (`EXCEPTION <name> (vector N) …`, registers, the protection that
+/// stopped a page fault, a backtrace), a stack overflow into a guard page included.
 pub const EXIT_EXCEPTION: u8 = 102;
-/// Guest exit status after a boot error (bad command line, no memory map, ...).
+/// Guest exit status after a boot error (bad command line, no memory map, no platform, a driver that cannot
+/// start, ...): `boot error: …` on the console.
 pub const EXIT_BOOT_ERROR: u8 = 103;
+/// Guest exit status after an allocation the heap could not satisfy (`out of memory: allocation of N bytes
+/// (align A) failed`, the heap's figures and a backtrace to the call site; see `mem::heap`).
+pub const EXIT_OUT_OF_MEMORY: u8 = 104;
+/// Guest exit status when the watchdog (kernel option `watchdog=SECONDS`) saw no executor progress for that
+/// long (`watchdog: no executor progress for N s`, the interrupted instruction and a backtrace; see
+/// `task::watchdog`).
+pub const EXIT_WATCHDOG: u8 = 105;
 
 /// A platform-specific way to end the VM (e.g. Xen `SCHEDOP_shutdown`), tried before the QEMU devices.
 pub type ShutdownHook = fn(code: u8);

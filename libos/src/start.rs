@@ -263,8 +263,10 @@ extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
 
     gdt::init();
     idt::init();
+    let protections = cpu::enable_protections();
     let cmdline = CMDLINE.call_once(|| Cmdline::parse(boot.cmdline).unwrap_or_else(|e| boot_error("command line", &e)));
     crate::console::init_log(cmdline.log_level());
+    crate::task::watchdog::configure(cmdline.watchdog_secs().unwrap_or(0));
     let apic = apic::init();
     idt::register(apic::TIMER_VECTOR, |_| {});
     log::info!(
@@ -278,6 +280,10 @@ extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
         apic.id,
         if apic.tsc_deadline { "TSC-deadline" } else { "LAPIC one-shot" },
     );
+    log::info!("cpu: {protections}; kernel text read-only, data/heap/stacks no-execute, stack guard pages");
+    if let Some(s) = cmdline.watchdog_secs() {
+        log::info!("watchdog: the VM exits with status {} after {s} s without executor progress", crate::EXIT_WATCHDOG);
+    }
     log::debug!("command line: {:?}", boot.cmdline);
     // SAFETY: `__zirvium_start` is defined by the zirvium crate, which every app links.
     unsafe { __zirvium_start(boot, cmdline) }

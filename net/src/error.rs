@@ -33,6 +33,9 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The kernel heap is nearly full (`libos::mem::pressure`) or cannot spare a socket's buffers: a listener
+    /// keeps no listening socket, so new connections are refused (RST), and `connect` fails, until memory is freed.
+    LowMemory,
     /// All ephemeral ports (49152..=65535, RFC 6335 §6) are in use by open connections.
     EphemeralPortsExhausted,
     /// The peer reset the connection (RST), or it was aborted after a retransmission timeout.
@@ -103,6 +106,9 @@ impl fmt::Display for Error {
             Self::AddrInUse(p) => write!(f, "port {p} is already in use"),
             Self::TooManySockets { limit } => {
                 write!(f, "socket limit of {limit} reached; close connections or raise Config::max_sockets")
+            }
+            Self::LowMemory => {
+                f.write_str("the heap is nearly full: new connections are refused until memory is freed")
             }
             Self::EphemeralPortsExhausted => f.write_str("all ephemeral ports 49152..=65535 are in use"),
             Self::ConnectionReset => f.write_str("connection reset by peer"),

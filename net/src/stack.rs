@@ -432,16 +432,17 @@ impl Inner {
         }
     }
 
-    /// Adds a TCP socket with the configured buffers. The caller checked the limit.
-    pub(crate) fn add_tcp(&mut self, config: &Config) -> SocketHandle {
+    /// Adds a TCP socket with the configured buffers. The caller checked the limit. Errors: [`Error::LowMemory`]
+    /// when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is refused).
+    pub(crate) fn add_tcp(&mut self, config: &Config) -> Result<SocketHandle> {
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]),
-            tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]),
+            tcp::SocketBuffer::new(libos::mem::try_zeroed(config.tcp_rx_buffer).ok_or(Error::LowMemory)?),
+            tcp::SocketBuffer::new(libos::mem::try_zeroed(config.tcp_tx_buffer).ok_or(Error::LowMemory)?),
         );
         s.set_timeout(Some(config.tcp_timeout.into()));
         s.set_nagle_enabled(!config.tcp_nodelay);
         self.tcp_sockets += 1;
-        self.sockets.add(s)
+        Ok(self.sockets.add(s))
     }
 
     /// Adds a UDP socket with the configured buffers. The caller checked the limit.
@@ -497,8 +498,10 @@ impl Inner {
     }
 
     /// Creates listening sockets for `port` until the listener has its backlog (or the limit is hit), after
-    /// moving sockets that left LISTEN to the pending list.
+    /// moving sockets that left LISTEN to the pending list. Memory pressure (`libos::mem::pressure`) shrinks the
+    /// backlog to one socket when low and none when critical, so further SYNs are answered RST.
     pub(crate) fn top_up(&mut self, port: u16, config: &Config) {
+        use libos::mem::pressure::Pressure;
         let Some(l) = self.listeners.get_mut(&port) else { return };
         let now = Instant::now();
         let mut i = 0;
@@ -511,13 +514,18 @@ impl Inner {
                 l.pending.push((h, now));
             }
         }
-        let missing = l.backlog.saturating_sub(l.listening.len());
-        let waker = l.waker.clone();
-        for _ in 0..missing {
+        let (backlog, waker) = (l.backlog, l.waker.clone());
+        // Looked at before each socket: creating them is what uses the memory up.
+        let shrunk = || match libos::mem::pressure::current() {
+            Pressure::Normal => backlog,
+            Pressure::Low => 1,
+            Pressure::Critical => 0,
+        };
+        while self.listeners.get(&port).is_some_and(|l| l.listening.len() < shrunk()) {
             if self.check_limit(config).is_err() {
                 break;
             }
-            let h = self.add_tcp(config);
+            let Ok(h) = self.add_tcp(config) else { break };
             let s = self.tcp(h);
             if let Err(e) = s.listen(IpListenEndpoint { addr: None, port }) {
                 // Only fails for port 0 or an open socket; neither can happen for a fresh socket here.

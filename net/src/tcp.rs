@@ -80,7 +80,9 @@ impl TcpListener {
     /// Waits for the next established connection and returns it with the peer's address. One task should
     /// accept on a listener at a time (the last one to wait is the one woken). Errors:
     /// [`Error::TooManySockets`] when the socket limit leaves this listener with no socket at all to take
-    /// a SYN (retry later; the stack refills the backlog as sockets are reclaimed).
+    /// a SYN (retry later; the stack refills the backlog as sockets are reclaimed), [`Error::LowMemory`] when
+    /// memory did — pressure, or a heap that cannot spare the buffers (retry later; the backlog refills when
+    /// memory is freed).
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
         poll_fn(|cx| self.poll_accept(cx)).await
     }
@@ -104,7 +106,11 @@ impl TcpListener {
             i.top_up(self.port, cfg);
             let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
             if l.listening.is_empty() && l.pending.is_empty() {
-                return Poll::Ready(Err(Error::TooManySockets { limit: cfg.max_sockets }));
+                // Below the limit, only memory (pressure, or a heap that refused the buffers) stops a top-up.
+                return Poll::Ready(Err(match i.check_limit(cfg) {
+                    Err(e) => e,
+                    Ok(()) => Error::LowMemory,
+                }));
             }
             for h in l.listening.iter().chain(l.pending.iter().map(|(h, _)| h)) {
                 i.sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(cx.waker());
@@ -195,7 +201,9 @@ impl TcpStream {
                 return Err(Error::NoRoute);
             }
             let port = i.ephemeral_tcp_port()?;
-            let h = i.add_tcp(cfg);
+            let h = i.add_tcp(cfg).inspect_err(|_| {
+                i.tcp_ports.remove(&port);
+            })?;
             let remote = IpEndpoint::new(IpAddress::Ipv4(ip), v4.port());
             let s = i.sockets.get_mut::<tcp::Socket>(h);
             // The connect deadline is ours (below): smoltcp's timer only starts once the SYN is sent.

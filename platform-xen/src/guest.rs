@@ -62,11 +62,15 @@ pub fn listen(port: EvtchnPort) -> Result<&'static WakeSlot, String> {
 }
 
 /// The exit hook: drains the PV console, prints the status on every console sink (the harness reads it from
-/// the 0xE9 log), then `SCHEDOP_shutdown` — poweroff for a normal exit, crash for a panic, CPU exception or boot
-/// error so the toolstack's `on_crash` applies.
+/// the 0xE9 log), then `SCHEDOP_shutdown` — poweroff for a normal exit, crash for a panic, CPU exception, boot
+/// error, out of memory or the watchdog so the toolstack's `on_crash` applies.
 fn shutdown_hook(code: u8) {
     let reason = match code {
-        libos::EXIT_PANIC | libos::EXIT_EXCEPTION | libos::EXIT_BOOT_ERROR => abi::shutdown::CRASH,
+        libos::EXIT_PANIC
+        | libos::EXIT_EXCEPTION
+        | libos::EXIT_BOOT_ERROR
+        | libos::EXIT_OUT_OF_MEMORY
+        | libos::EXIT_WATCHDOG => abi::shutdown::CRASH,
         _ => abi::shutdown::POWEROFF,
     };
     let what = if reason == abi::shutdown::CRASH { "crash" } else { "poweroff" };

@@ -46,6 +46,8 @@ impl SharedPage {
     /// `paddr` must be 4 KiB aligned, identity mapped for the rest of the run, and used by nothing else in
     /// this program (no allocator owns it).
     pub unsafe fn adopt(paddr: u64) -> Self {
+        // The heap must never hand out a page Xen writes on its own (it would be two things at once).
+        debug_assert!(!libos::mem::heap_contains(paddr), "adopted page {paddr:#x} lies in the heap");
         // SAFETY: the caller promises a mapped, page-aligned, non-null address.
         let ptr = unsafe { NonNull::new_unchecked(libos::mem::dma::phys_to_virt(paddr) as *mut u8) };
         Self { ptr, frame: frame_of(ptr), _region: None }

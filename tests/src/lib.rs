@@ -263,6 +263,7 @@ pub struct VmBuilder {
     app: String,
     accel: Accel,
     machine: Machine,
+    cpu: String,
     mem_mib: u32,
     smp: u16,
     net: NetRequest,
@@ -333,6 +334,12 @@ impl VmBuilder {
     /// QEMU machine (`-M`).
     pub fn machine(mut self, machine: Machine) -> Self {
         self.machine = machine;
+        self
+    }
+
+    /// QEMU CPU model (`-cpu`), `qemu64` unless set; `max` under TCG offers SMEP, SMAP and UMIP.
+    pub fn cpu(mut self, model: &str) -> Self {
+        model.clone_into(&mut self.cpu);
         self
     }
 
@@ -454,6 +461,7 @@ impl VmBuilder {
                 opts.machine = Machine::Q35;
             }
         }
+        opts.cpu.clone_from(&self.cpu);
         opts.mem_mib = self.mem_mib;
         opts.smp = self.smp;
         opts.network = match &self.net {
@@ -643,6 +651,7 @@ impl Vm {
             app: app.to_owned(),
             accel,
             machine: Machine::Microvm,
+            cpu: "qemu64".to_owned(),
             mem_mib: 64,
             smp: 1,
             net: NetRequest::None,

@@ -53,18 +53,24 @@ fn divide_error_tcg() -> Result<(), VmError> {
 fn write_to_text_faults_tcg() -> Result<(), VmError> {
     let (vm, line) = exception("write_to_text_faults_tcg", Accel::Tcg, "write-text", "Page fault", 14)?;
     match hex_field(&line, "error=") {
-        Some(code) => vm.ensure(code & 0b11 == 0b11, format_args!("error code {code:#x} should have P and W set")),
-        None => vm.ensure(false, format_args!("EXCEPTION line {line:?} lacks error=0x..")),
+        Some(code) => vm.ensure(code & 0b11 == 0b11, format_args!("error code {code:#x} should have P and W set"))?,
+        None => vm.ensure(false, format_args!("EXCEPTION line {line:?} lacks error=0x.."))?,
     }
+    // The report names the protection and the region.
+    let protection = vm.line_with("protection: W^X")?;
+    vm.ensure(protection.contains("CR2 is in kernel text"), format_args!("{protection:?} should name kernel text"))
 }
 
-/// A runaway recursion hits the guard page under the stack and is reported as an exception, not a hang or
-/// silent corruption (which vector depends on how the libos catches it: #PF on an IST stack or #DF).
+/// A runaway recursion in a task hits the guard page under the stack and is reported as an exception naming the
+/// guard page, not a hang or silent corruption (which vector depends on how the libos catches it: #PF on an IST
+/// stack or #DF).
 #[test]
 fn stack_overflow_tcg() -> Result<(), VmError> {
     let vm = Vm::builder("stack_overflow_tcg", "hello", Accel::Tcg).args(["fault=stack-overflow"]).boot()?;
     vm.expect_exit(EXCEPTION)?;
-    vm.line_with("EXCEPTION").map(drop)
+    vm.line_with("EXCEPTION")?;
+    // Tasks run on the boot stack; the report says the overflow hit its guard page.
+    vm.line_with("stack guard page").map(drop)
 }
 
 #[test]

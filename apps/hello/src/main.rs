@@ -1,6 +1,8 @@
 //! `hello`: prints `hello from Zirvium on <platform>`, its arguments, the wall-clock time, sleeps 10 ms on a
-//! timer and exits 0. Test hooks: the argument `fault=pagefault|divide|write-text|panic|stack-overflow`
-//! triggers that failure on purpose, to check the exception and panic reports; `sleeps=N` sleeps 10 ms N more
+//! timer and exits 0. Test hooks: the argument
+//! `fault=pagefault|divide|write-text|exec-heap|exec-stack|panic|stack-overflow|oom|spin` triggers that failure
+//! on purpose, to check the exception, panic, out-of-memory and watchdog reports; `exit=N` returns status N from
+//! main and `fail` returns `Err` (status 1); `sleeps=N` sleeps 10 ms N more
 //! times and prints how late the timer woke it (`N sleeps of 10 ms: late min/mean/max A/B/C us`); `memory=S`
 //! stays up S seconds and prints the memory figures (`memory: total T free F ballooned B bytes`) at the start and
 //! whenever the balloon changes them, for the hypervisors' balloon tests.
@@ -25,6 +27,12 @@ async fn run() -> i32 {
     }
     if let Some(f) = args.iter().find_map(|a| a.strip_prefix("fault=")) {
         fault(f);
+    }
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("exit=")).and_then(|n| n.parse::<i32>().ok()) {
+        return n;
+    }
+    if args.contains(&"fail") {
+        return zirvium::ExitStatus::status(Err::<(), _>("failure requested by `fail`")).into();
     }
     let t0 = Instant::now();
     sleep(Duration::from_millis(10)).await;
@@ -104,7 +112,39 @@ fn fault(kind: &str) {
             }
             println!("{}", recurse(0));
         }
+        "exec-heap" | "exec-stack" => {
+            // `ret`: harmless if it ran, so only the no-execute bit of its page stops it.
+            let on_stack = core::hint::black_box([0xc3u8; 16]);
+            let on_heap = alloc::boxed::Box::new(on_stack);
+            let code = if kind == "exec-heap" { on_heap.as_ptr() } else { on_stack.as_ptr() };
+            // SAFETY: deliberately unsound: jumping into data must fault (NX).
+            let f = unsafe { core::mem::transmute::<*const u8, fn()>(core::hint::black_box(code)) };
+            f();
+            println!("executed data at {code:p}: NX does not hold");
+        }
+        "oom" => oom(),
+        "spin" => {
+            println!("spinning forever with interrupts on");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
         "panic" => panic!("panic requested by fault=panic"),
         other => println!("unknown fault kind {other:?}"),
+    }
+}
+
+/// Leaks 64 KiB buffers (never touched) until the heap refuses one: the out-of-memory report must name this
+/// function's caller chain.
+#[inline(never)]
+fn oom() {
+    let mut leaked = 0usize;
+    loop {
+        let v: Vec<u8> = Vec::with_capacity(core::hint::black_box(64 * 1024));
+        core::mem::forget(v);
+        leaked += 1;
+        if leaked == usize::MAX {
+            println!("leaked {leaked} buffers");
+        }
     }
 }

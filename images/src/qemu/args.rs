@@ -17,7 +17,7 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     opts.validate()?;
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |a: &[&str]| args.extend(a.iter().map(OsString::from));
-    push(&["-M", opts.machine.qemu_machine(), "-accel", opts.accel.name(), "-cpu", "qemu64"]);
+    push(&["-M", opts.machine.qemu_machine(), "-accel", opts.accel.name(), "-cpu", &opts.cpu]);
     push(&["-m", &format!("{}M", opts.mem_mib), "-smp", &opts.smp.to_string()]);
     push(&["-display", "none", "-nodefaults", "-no-reboot"]);
     push(&["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]);

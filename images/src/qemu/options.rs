@@ -383,6 +383,9 @@ pub struct RunOptions {
     pub machine: Machine,
     /// `-accel`.
     pub accel: Accel,
+    /// `-cpu` model: `qemu64` (the default, which works under this KVM), or e.g. `max` under TCG to offer every
+    /// feature QEMU emulates (SMEP, SMAP, UMIP, ...).
+    pub cpu: String,
     /// Guest RAM in MiB (`-m`).
     pub mem_mib: u32,
     /// Number of vCPUs (`-smp`), 1..=255.
@@ -432,6 +435,7 @@ impl RunOptions {
             kernel: kernel.into(),
             machine: Machine::Microvm,
             accel,
+            cpu: "qemu64".into(),
             mem_mib: 64,
             smp: 1,
             network: Network::None,

@@ -38,6 +38,12 @@ impl DmaRegion {
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).ok_or(DmaAllocError { bytes })?;
+        #[cfg(target_os = "none")]
+        debug_assert!(
+            super::heap_contains(ptr.as_ptr() as u64) && super::heap_contains(ptr.as_ptr() as u64 + bytes as u64 - 1),
+            "DMA region {:p}+{bytes:#x} outside the heap's RAM",
+            ptr
+        );
         Ok(Self { ptr, layout })
     }
 

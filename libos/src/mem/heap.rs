@@ -1,7 +1,7 @@
 //! The kernel heap: `talc` over every free RAM range left after page tables were allocated. The lock masks
 //! interrupts, so an interrupt handler that allocates cannot deadlock against the code it interrupted. Counts the
-//! bytes it manages and the bytes allocated ([`stats`]) and hands out page-aligned runs for the balloon
-//! ([`alloc_pages`]).
+//! bytes it manages and the bytes allocated ([`stats`]), remembers the last allocation it refused ([`last_failure`],
+//! for the out-of-memory report in `panic.rs`) and hands out page-aligned runs for the balloon ([`alloc_pages`]).
 #![allow(unsafe_code)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -21,6 +21,42 @@ static HEAP: Heap = Heap(Mutex::new(Talc::new(Manual)));
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
 /// Bytes of live allocations (their layouts' sizes; talc's per-allocation overhead is not counted).
 static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+/// The last refused allocation: size (bytes; `u64::MAX` = none, or one succeeded since), alignment, bytes
+/// allocated at the time.
+static FAILED: [AtomicU64; 3] =
+    [const { AtomicU64::new(u64::MAX) }, const { AtomicU64::new(0) }, const { AtomicU64::new(0) }];
+
+/// An allocation the heap refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocFailure {
+    /// Bytes asked for.
+    pub size: u64,
+    /// Alignment asked for (bytes).
+    pub align: u64,
+    /// The heap's figures when it refused.
+    pub heap: HeapStats,
+}
+
+/// The allocation the heap refused last, unless one has succeeded since (a fallible allocation — `try_reserve`,
+/// DMA — whose failure was handled is forgotten at the next success). The panic handler reads it: a panic right
+/// after a refusal is the allocation failing (`handle_alloc_error`, or a crate's own abort, e.g. async-task's).
+pub fn last_failure() -> Option<AllocFailure> {
+    let size = FAILED[0].load(Ordering::Relaxed);
+    (size != u64::MAX).then(|| AllocFailure {
+        size,
+        align: FAILED[1].load(Ordering::Relaxed),
+        heap: HeapStats {
+            total_bytes: CLAIMED.load(Ordering::Relaxed),
+            allocated_bytes: FAILED[2].load(Ordering::Relaxed),
+        },
+    })
+}
+
+fn record_failure(layout: Layout) {
+    FAILED[1].store(layout.align() as u64, Ordering::Relaxed);
+    FAILED[2].store(ALLOCATED.load(Ordering::Relaxed), Ordering::Relaxed);
+    FAILED[0].store(layout.size() as u64, Ordering::Relaxed);
+}
 
 // SAFETY: every path locks the allocator with interrupts masked; talc upholds GlobalAlloc's contract.
 unsafe impl GlobalAlloc for Heap {
@@ -28,8 +64,13 @@ unsafe impl GlobalAlloc for Heap {
         crate::arch_without_interrupts(|| {
             // SAFETY: forwarded GlobalAlloc contract.
             let p = unsafe { self.0.lock().allocate(layout) }.map_or(null_mut(), NonNull::as_ptr);
-            if !p.is_null() {
+            if p.is_null() {
+                record_failure(layout);
+            } else {
                 ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+                if FAILED[0].load(Ordering::Relaxed) != u64::MAX {
+                    FAILED[0].store(u64::MAX, Ordering::Relaxed); // handled: later allocations succeed
+                }
             }
             p
         })
@@ -65,6 +106,14 @@ unsafe impl GlobalAlloc for Heap {
     }
 }
 
+/// Ranges given to the heap, `[start, end)` (bytes), for [`contains`]; `(0, 0)` = unused slot.
+static RANGES: [[AtomicU64; 2]; 16] = [const { [const { AtomicU64::new(0) }, const { AtomicU64::new(0) }] }; 16];
+
+/// Whether `addr` lies in memory given to the heap (for fault reports).
+pub fn contains(addr: u64) -> bool {
+    RANGES.iter().any(|[s, e]| (s.load(Ordering::Relaxed)..e.load(Ordering::Relaxed)).contains(&addr))
+}
+
 /// Gives `[start, end)` (bytes, identity mapped, unused by anything else) to the heap. Returns whether talc
 /// accepted it (ranges too small for its metadata are refused).
 ///
@@ -76,6 +125,10 @@ pub unsafe fn claim(start: u64, end: u64) -> bool {
         let ok = unsafe { HEAP.0.lock().claim(start as *mut u8, (end - start) as usize) }.is_some();
         if ok {
             CLAIMED.fetch_add(end - start, Ordering::Relaxed);
+            if let Some([s, e]) = RANGES.iter().find(|[_, e]| e.load(Ordering::Relaxed) == 0) {
+                s.store(start, Ordering::Relaxed);
+                e.store(end, Ordering::Relaxed);
+            }
         }
         ok
     })
@@ -88,6 +141,13 @@ pub struct HeapStats {
     pub total_bytes: u64,
     /// Bytes of live allocations.
     pub allocated_bytes: u64,
+}
+
+impl HeapStats {
+    /// Bytes not allocated (`total_bytes - allocated_bytes`; fragmentation may keep a large block from fitting).
+    pub fn free_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.allocated_bytes)
+    }
 }
 
 /// The heap's figures now.

@@ -1,8 +1,8 @@
 //! Physical memory: the free ranges left by the boot memory map after the image, boot modules and the low
 //! 1 MiB are taken out ([`FreeRanges`], pure and host-tested), a frame allocator over them for page tables,
 //! the `talc` heap over everything left (all free RAM, not a fixed arena), final page tables
-//! (`paging`, W^X and guard pages), DMA allocations for device rings and buffers (`dma`), and the memory
-//! balloon the hypervisors' drivers inflate and deflate (`balloon`).
+//! (`paging`, W^X and guard pages), DMA allocations for device rings and buffers (`dma`), the memory
+//! balloon the hypervisors' drivers inflate and deflate (`balloon`), and the heap's memory pressure (`pressure`).
 
 pub mod balloon;
 pub mod dma;
@@ -11,6 +11,7 @@ pub mod frames;
 pub mod heap;
 #[cfg(target_os = "none")]
 pub mod paging;
+pub mod pressure;
 
 pub use frames::{FrameAllocator, FreeRanges, PAGE_SIZE};
 
@@ -34,4 +35,27 @@ pub fn is_guard_page(addr: u64) -> bool {
         let base = g.load(Ordering::Acquire);
         base != u64::MAX && addr >= base && addr < base + PAGE_SIZE
     })
+}
+
+/// Whether `addr` lies in memory the kernel heap manages (always false on the host, which has no kernel heap).
+/// Memory the hypervisor or a device owns outright (Xen's xenstore and console ring frames, in reserved regions of
+/// the memory map) must not: the heap would hand it out again.
+pub fn heap_contains(addr: u64) -> bool {
+    #[cfg(target_os = "none")]
+    return heap::contains(addr);
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = addr;
+        false
+    }
+}
+
+/// `len` zero bytes on the heap, or `None` when it cannot spare them: for buffers whose absence a caller can
+/// survive (refuse a connection, post fewer receive buffers) instead of ending the VM with
+/// [`crate::EXIT_OUT_OF_MEMORY`].
+pub fn try_zeroed(len: usize) -> Option<alloc::vec::Vec<u8>> {
+    let mut v = alloc::vec::Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
 }

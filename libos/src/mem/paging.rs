@@ -28,6 +28,8 @@ extern "C" {
     static __rodata_end: u8;
     static __image_end: u8;
     static __boot_stack_guard: u8;
+    static __boot_stack_bottom: u8;
+    static __boot_stack_top: u8;
 }
 
 fn sym(s: &u8) -> u64 {
@@ -64,6 +66,32 @@ pub fn image_layout() -> ImageLayout {
 pub fn boot_stack_guard() -> u64 {
     // SAFETY: address only.
     unsafe { sym(&__boot_stack_guard) }
+}
+
+/// What lives at `addr` and the rights its page has, for fault reports: `"kernel text (read-only,
+/// executable)"`, `"the boot stack, where tasks run (read-write, no-execute)"`, `"the heap (read-write,
+/// no-execute)"`, ...
+pub fn describe(addr: u64) -> &'static str {
+    let img = image_layout();
+    // SAFETY: addresses of linker symbols only.
+    let stack = unsafe { sym(&__boot_stack_bottom)..sym(&__boot_stack_top) };
+    if addr < PAGE_SIZE {
+        "page 0 (not present: null pointer)"
+    } else if super::is_guard_page(addr) {
+        "a stack guard page (not present)"
+    } else if (img.text_start..img.text_end).contains(&addr) {
+        "kernel text (read-only, executable)"
+    } else if (img.text_end..img.rodata_end).contains(&addr) {
+        "kernel rodata (read-only, no-execute)"
+    } else if stack.contains(&addr) {
+        "the boot stack, where the executor and its tasks run (read-write, no-execute)"
+    } else if (img.rodata_end..img.end).contains(&addr) {
+        "kernel data/bss (read-write, no-execute)"
+    } else if super::heap::contains(addr) {
+        "the heap (read-write, no-execute)"
+    } else {
+        "memory outside the image and the heap (unmapped, MMIO or firmware)"
+    }
 }
 
 type Table = [u64; 512];

@@ -1,6 +1,9 @@
 //! The async executor for one vCPU: tasks are `async-task` runnables in one run queue; wakers (from other
 //! tasks, timers, or interrupt handlers) push them back. When nothing is runnable the CPU arms the timer for
-//! the earliest deadline and halts (`sti; hlt`) — tickless, so an idle guest costs the host ~nothing.
+//! the earliest deadline and halts (`sti; hlt`) — tickless, so an idle guest costs the host ~nothing. The
+//! optional [`watchdog`] ends the VM when no task is polled and the CPU never halts for its period.
+
+pub mod watchdog;
 
 use alloc::collections::VecDeque;
 use core::future::Future;
@@ -92,6 +95,7 @@ where
         DONE.store(true, Ordering::Release);
         out
     });
+    watchdog::start(crate::time::uptime_ns());
     loop {
         crate::time::timer::fire_expired(crate::time::uptime_ns());
         // Run what is runnable now, bounded so timers are checked at least every 64 polls.
@@ -163,8 +167,11 @@ fn halt_unless(ready: impl Fn() -> bool) {
             crate::arch_enable_interrupts();
             return;
         }
-        Some(d) => crate::time::timer::arm(d),
-        None => crate::time::timer::disarm(),
+        // The watchdog's next look only arms the device: halting is progress, so it never stops the halt.
+        d => match d.into_iter().chain(watchdog::deadline()).min() {
+            Some(d) => crate::time::timer::arm(d),
+            None => crate::time::timer::disarm(),
+        },
     }
     HALTS.fetch_add(1, Ordering::Relaxed);
     crate::arch_enable_interrupts_and_halt();

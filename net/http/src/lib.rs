@@ -1,7 +1,8 @@
 //! Zirvium's HTTP/1.1 server: a sans-I/O connection engine (RFC 9112 message syntax and framing, RFC 9110
 //! semantics) that knows no routes and hands every request to an app [`Handler`]; handlers for static files
 //! ([`files`]) and the demo routes ([`demo`]: `/`, `/health`, `/bytes/N`); the app arguments every HTTP appliance
-//! shares ([`settings`]); and the one accept loop and connection driver they all run ([`server`]).
+//! shares ([`settings`]); the one accept loop and connection driver they all run ([`server`]); and its 503 answer
+//! while memory is low ([`shed`]).
 //!
 //! [`Connection`] never touches a socket or a clock. [`server::serve_connection`] feeds it the bytes read from a
 //! TCP stream with [`Connection::receive`] and writes out whatever [`Connection::poll_output`] puts into its
@@ -72,6 +73,7 @@ mod request;
 mod response;
 pub mod server;
 pub mod settings;
+pub mod shed;
 mod status;
 #[cfg(test)]
 mod testing;

@@ -8,7 +8,6 @@ use crate::demo::Context;
 use crate::handler::Handler;
 use crate::settings::{ArgError, Settings};
 use alloc::format;
-use alloc::vec;
 use core::fmt;
 use core::future::Future;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -105,7 +104,8 @@ pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Ha
 }
 
 /// Serves every connection `listener` accepts with `handler`, each in its own task; prints `APP listening on
-/// port N` first. A connection beyond `settings.max_connections` open ones is closed at once (RST). Returns
+/// port N` first. A connection beyond `settings.max_connections` open ones is closed at once (RST); one accepted
+/// while memory is low is answered 503 and closed ([`crate::shed`]). Returns
 /// after a graceful shutdown requested by the host ([`libos::shutdown`]): no more connections are accepted and
 /// open ones get up to 5 s to finish.
 pub async fn serve(
@@ -138,6 +138,12 @@ pub async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
+            Err(net::Error::LowMemory) => {
+                // The stack refuses SYNs (RST) meanwhile; look again shortly.
+                crate::shed::note_no_socket();
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             Err(e) => {
                 log::warn!("accept: {e}");
                 sleep(Duration::from_millis(10)).await;
@@ -149,9 +155,19 @@ pub async fn serve(
             stream.abort();
             continue;
         }
+        if libos::mem::pressure::current() == libos::mem::pressure::Pressure::Critical {
+            // Not even a task for a 503 fits: reset (the stack refuses further SYNs meanwhile).
+            stream.abort();
+            continue;
+        }
         OPEN.fetch_add(1, Ordering::Relaxed);
         libos::task::spawn(async move {
-            serve_connection(stream, settings, handler).await;
+            // Decided when the task first runs: a burst of accepts may have used the memory up meanwhile.
+            if crate::shed::should_refuse() {
+                crate::shed::refuse(stream).await;
+            } else {
+                serve_connection(stream, settings, handler).await;
+            }
             OPEN.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -171,11 +187,15 @@ async fn drain(app: &str, kind: ShutdownKind) {
 /// Drives one connection until it closes: feeds what `stream` reads to a [`Connection`] answered by `handler`
 /// and writes its output back, with keep-alive and pipelining. A connection idle for `settings.idle_timeout`
 /// is closed, after a 408 if a request was half received. Read and write errors end it quietly; content that
-/// fails part-way is logged and closes it.
+/// fails part-way is logged and closes it. When the heap cannot spare its buffers the connection is answered 503
+/// ([`crate::shed::refuse`]).
 pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, handler: &dyn Handler) {
+    // The buffers are the connection's largest allocations: without them it is refused, the VM keeps running.
+    let (Some(mut rx), Some(mut tx)) = (libos::mem::try_zeroed(4096), libos::mem::try_zeroed(16 * 1024)) else {
+        crate::shed::refuse(stream).await;
+        return;
+    };
     let mut conn = Connection::with_handler(&settings.http, handler);
-    let mut rx = vec![0u8; 4096];
-    let mut tx = vec![0u8; 16 * 1024];
     loop {
         let n = match timeout(settings.idle_timeout, stream.read(&mut rx)).await {
             Ok(Ok(0)) => {

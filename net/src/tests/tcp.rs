@@ -316,3 +316,52 @@ fn idle_stack_sleeps() {
         net.stop().await;
     })
 }
+
+#[test]
+fn memory_pressure_shrinks_the_backlog_then_refuses_connections() {
+    use libos::mem::pressure::{simulate, Pressure};
+    /// Puts the simulated level back even when an assertion fails.
+    struct Normal;
+    impl Drop for Normal {
+        fn drop(&mut self) {
+            simulate(Pressure::Normal);
+        }
+    }
+    run(async {
+        let _normal = Normal;
+        let net = Net::new(Config::default(), Config::default());
+        let listener = TcpListener::bind_with_backlog_on(&net.a, 80, 4).unwrap();
+        assert_eq!(net.a.stats().tcp_sockets, 4);
+        // Critical: the four listening sockets take four SYNs, no more are made, so the fifth SYN is answered RST.
+        simulate(Pressure::Critical);
+        let mut streams = Vec::new();
+        for _ in 0..4 {
+            streams.push(TcpStream::connect_on(&net.b, addr_a(80)).await.expect("connect"));
+        }
+        assert_eq!(TcpStream::connect_on(&net.b, addr_a(80)).await.map(|_| ()), Err(Error::ConnectionRefused));
+        for _ in 0..4 {
+            streams.push(listener.accept().await.expect("accept").0);
+        }
+        assert_eq!(listener.accept().await.map(|_| ()), Err(Error::LowMemory));
+        assert_eq!(net.a.stats().tcp_sockets, 4, "connections only, no listening socket");
+        let connect = || {
+            let b = net.b.clone();
+            spawn(async move { TcpStream::connect_on(&b, addr_a(80)).await })
+        };
+        // Low: one listening socket at a time.
+        simulate(Pressure::Low);
+        let c = connect();
+        streams.push(listener.accept().await.expect("accept when low").0);
+        streams.push(c.await.expect("connect when low"));
+        assert_eq!(net.a.stats().tcp_sockets, 6, "five connections and one listening socket");
+        // Normal: the backlog is whole again at the next top-up.
+        simulate(Pressure::Normal);
+        let c = connect();
+        streams.push(listener.accept().await.expect("accept when normal").0);
+        streams.push(c.await.expect("connect when normal"));
+        assert_eq!(net.a.stats().tcp_sockets, 6 + 4);
+        drop(streams);
+        drop(listener);
+        net.stop().await;
+    })
+}

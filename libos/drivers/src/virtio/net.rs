@@ -11,7 +11,6 @@
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
@@ -361,11 +360,14 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         Ok(())
     }
 
-    /// Allocates one more receive buffer and posts it, while fewer than `QS` exist.
+    /// Allocates one more receive buffer and posts it, while fewer than `QS` exist — unless memory is critical
+    /// (`libos::mem::pressure`) or the heap refuses: the ring then stays smaller (a later call grows it) rather
+    /// than the VM ending for want of one frame buffer.
     fn grow_rx(&mut self) -> Result<(), DeviceError> {
-        if self.rx_allocated < QS {
+        if self.rx_allocated < QS && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical {
+            let Some(buf) = libos::mem::try_zeroed(self.rx_buf_len) else { return Ok(()) };
             self.rx_allocated += 1;
-            self.post_rx(vec![0; self.rx_buf_len])?;
+            self.post_rx(buf)?;
         }
         Ok(())
     }

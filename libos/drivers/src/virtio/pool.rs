@@ -4,7 +4,6 @@
 //! descriptor chain the driver made available).
 #![forbid(unsafe_code)]
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -124,13 +123,19 @@ impl TxPool {
         self.buf_len
     }
 
-    /// Takes a free buffer (allocating one while below capacity); `None` when all are lent.
+    /// Takes a free buffer (allocating one while below capacity); `None` when all are lent, or when memory is
+    /// critical (`libos::mem::pressure`) or the heap cannot spare a new one (the frame waits as if all were lent,
+    /// rather than the VM ending).
     pub fn take_free(&mut self) -> Option<usize> {
         if let Some(i) = self.free.pop() {
             return Some(i);
         }
-        if self.buffers.len() < self.capacity {
-            self.buffers.push(vec![0; self.buf_len]);
+        if self.buffers.len() < self.capacity
+            && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical
+        {
+            let buf = libos::mem::try_zeroed(self.buf_len)?;
+            self.buffers.try_reserve(1).ok()?;
+            self.buffers.push(buf);
             return Some(self.buffers.len() - 1);
         }
         None

@@ -160,3 +160,71 @@ pub fn frame_pointer() -> u64 {
     unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) };
     v
 }
+
+/// CR4.UMIP: SGDT, SIDT, SLDT, SMSW and STR fault outside ring 0 (Intel SDM Vol. 3A §2.5).
+pub const CR4_UMIP: u64 = 1 << 11;
+/// CR4.SMEP: ring 0 may not execute code on user pages (Intel SDM Vol. 3A §4.6.1).
+pub const CR4_SMEP: u64 = 1 << 20;
+/// CR4.SMAP: ring 0 may not read or write user pages unless RFLAGS.AC is set (Intel SDM Vol. 3A §4.6.1).
+pub const CR4_SMAP: u64 = 1 << 21;
+
+/// The CPU protections in force, for the boot log's `cpu:` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protections {
+    /// EFER.NXE: no-execute pages (data, heap, stacks) — set by the boot stub when CPUID has it.
+    pub nx: bool,
+    /// CR4.SMEP enabled (CPUID.(EAX=7,ECX=0):EBX[7]).
+    pub smep: bool,
+    /// CR4.SMAP enabled (CPUID.(EAX=7,ECX=0):EBX[20]).
+    pub smap: bool,
+    /// CR4.UMIP enabled (CPUID.(EAX=7,ECX=0):ECX[2]).
+    pub umip: bool,
+}
+
+impl core::fmt::Display for Protections {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let on = |b: bool| if b { "on" } else { "off (not in CPUID)" };
+        write!(f, "NX {}, SMEP {}, SMAP {}, UMIP {}", on(self.nx), on(self.smep), on(self.smap), on(self.umip))
+    }
+}
+
+/// The CR4 bits to set for what CPUID leaf 7 (`[eax, ebx, ecx, edx]` of subleaf 0) offers.
+pub fn protection_bits(leaf7: [u32; 4]) -> u64 {
+    let mut bits = 0;
+    if leaf7[1] & (1 << 7) != 0 {
+        bits |= CR4_SMEP;
+    }
+    if leaf7[1] & (1 << 20) != 0 {
+        bits |= CR4_SMAP;
+    }
+    if leaf7[2] & (1 << 2) != 0 {
+        bits |= CR4_UMIP;
+    }
+    bits
+}
+
+/// Reads CR4.
+pub fn cr4() -> u64 {
+    let v: u64;
+    // SAFETY: as for `cr2`.
+    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Turns on SMEP, SMAP and UMIP where CPUID offers them (no page of the kernel's map is a user page, so none
+/// changes what ring-0 code may do; they stop a future user mapping from being executed or touched by the
+/// kernel) and returns what is in force, NX included (EFER bit 11).
+pub fn enable_protections() -> Protections {
+    let max_leaf = cpuid(0, 0)[0];
+    let bits = if max_leaf >= 7 { protection_bits(cpuid(7, 0)) } else { 0 };
+    // SAFETY: only bits CPUID reports are set (others would #GP); they restrict ring 0's access to user pages,
+    // of which there are none, and ring 3's use of descriptor-table instructions, which nothing runs.
+    unsafe { asm!("mov cr4, {}", in(reg) cr4() | bits, options(nostack, preserves_flags)) };
+    let c = cr4();
+    Protections {
+        nx: rdmsr(0xC000_0080) & (1 << 11) != 0,
+        smep: c & CR4_SMEP != 0,
+        smap: c & CR4_SMAP != 0,
+        umip: c & CR4_UMIP != 0,
+    }
+}

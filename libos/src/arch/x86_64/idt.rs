@@ -251,6 +251,7 @@ extern "C" fn libos_trap_dispatch(frame: &mut TrapFrame) {
     if v == apic::SPURIOUS_VECTOR as usize {
         return; // no EOI for spurious interrupts (SDM Vol. 3A §11.9)
     }
+    crate::task::watchdog::on_interrupt(frame.rip, frame.rbp);
     let h = HANDLERS[v].load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: only `register` stores into HANDLERS, always a valid `Handler` fn pointer.
@@ -258,6 +259,18 @@ extern "C" fn libos_trap_dispatch(frame: &mut TrapFrame) {
         f(v as u8);
     }
     apic::eoi();
+}
+
+/// Which protection stopped a page fault with error code `e` (SDM Vol. 3A §4.7, Figure 4-12).
+fn protection(e: u64) -> &'static str {
+    let (present, write, fetch) = (e & 1 != 0, e & 2 != 0, e & 0x10 != 0);
+    match (present, write, fetch) {
+        (false, _, _) => "the page is not present (guard page, page 0 or unmapped)",
+        (true, _, true) => "NX: instruction fetch from a no-execute page (data, heap or stack; or SMEP: a user page)",
+        (true, true, _) => "W^X: write to a read-only page (text or rodata)",
+        (true, false, _) if e & 8 != 0 => "reserved bit set in a page-table entry",
+        (true, false, _) => "SMAP or U/S: read of a page this mode may not access",
+    }
 }
 
 fn exception(frame: &TrapFrame) -> ! {
@@ -283,6 +296,7 @@ fn exception(frame: &TrapFrame) -> ! {
             if e & 4 != 0 { "user" } else { "supervisor" },
             if crate::mem::is_guard_page(cr2) { " — stack overflow into a guard page" } else { "" },
         ));
+        p(format_args!("  protection: {}; CR2 is in {}\n", protection(e), crate::mem::paging::describe(cr2)));
     }
     if v == 8 && crate::mem::is_guard_page(cr2) {
         p(format_args!("  CR2 is in a stack guard page: stack overflow\n"));
