@@ -195,28 +195,38 @@ pub fn build_app_with_initrd(app: &str, profile: Profile, initrd: Option<&Path>)
         None => PathBuf::new(),
     };
     cmd.env("ZIRVIUM_INITRD", &initrd);
+    let mut executable = None;
+    let command = run_with_messages(cmd, &mut |line| {
+        if let Some(path) = artifact_executable(line, app) {
+            executable = Some(path);
+        }
+    })?;
+    let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.to_owned() })?;
+    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
+    Ok(Image { app: app.to_owned(), path, size })
+}
+
+/// Runs the cargo command `cmd` with `--message-format=json-render-diagnostics`, handing each JSON message line
+/// to `on_line` (cargo's progress and diagnostics go to stderr), and returns the command line for messages.
+/// Errors: [`BuildError::Spawn`], [`BuildError::Failed`].
+pub fn run_with_messages(mut cmd: Command, on_line: &mut dyn FnMut(&str)) -> Result<String, BuildError> {
     let command = shell_line(&cmd);
     cmd.arg("--message-format=json-render-diagnostics").stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
-    let mut executable = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(path) = artifact_executable(&line, app) {
-                executable = Some(path);
-            }
+            on_line(&line);
         }
     }
     let status = child.wait().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
     if !status.success() {
         return Err(BuildError::Failed { command, status, detail: String::new() });
     }
-    let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.to_owned() })?;
-    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
-    Ok(Image { app: app.to_owned(), path, size })
+    Ok(command)
 }
 
 /// The `executable` of a cargo `compiler-artifact` message for the binary target `app`, if `line` is one.
-fn artifact_executable(line: &str, app: &str) -> Option<PathBuf> {
+pub fn artifact_executable(line: &str, app: &str) -> Option<PathBuf> {
     let msg: serde_json::Value = serde_json::from_str(line).ok()?;
     if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != app {
         return None;

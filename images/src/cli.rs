@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::cargo::{build_app_with_initrd, ensure_target, Profile, KERNEL_TARGET};
+use crate::cargo::{ensure_target, Profile, KERNEL_TARGET};
 use crate::error::Error;
 use crate::host_tools::{self, ALL_TOOLS};
 use crate::run::{Hypervisor, RunArgs};
@@ -28,9 +28,10 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Build apps/<APP> for x86_64-unknown-none and print the ELF's path and size.
+    /// Build apps/<APP> for x86_64-unknown-none and print the ELF's path and size; APP may also be a crate
+    /// directory (containing `/`), and a crate without a `zirvium` dependency is built as a Rust std image.
     Build {
-        /// The app's package name, e.g. hello or httpd.
+        /// The app's package name, e.g. hello or httpd, or a crate directory such as tests/std-apps/tiny-http-hello.
         app: String,
         /// Build with the dev profile instead of --release.
         #[arg(long)]
@@ -128,7 +129,7 @@ fn build(app: &str, debug: bool, initrd: Option<PathBuf>) -> Result<u8, Error> {
         }
         None => None,
     };
-    let img = build_app_with_initrd(app, profile, tar.as_deref())?;
+    let img = crate::stdapp::build_image(app, profile, tar.as_deref())?;
     println!("{}{}", img.summary(), if tar.is_some() { " with the initrd embedded" } else { "" });
     Ok(0)
 }

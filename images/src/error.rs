@@ -32,6 +32,9 @@ pub enum Error {
     /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
     #[error(transparent)]
     Xen(#[from] crate::xen::Error),
+    /// A std image did not build (exit 1; 2 for a missing host tool).
+    #[error(transparent)]
+    Std(#[from] crate::stdapp::StdError),
 }
 
 impl Error {
@@ -42,6 +45,8 @@ impl Error {
             Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
+            Error::Std(crate::stdapp::StdError::HostTools(_)) => 2,
+            Error::Std(_) => 1,
         }
     }
 }

@@ -60,6 +60,10 @@ pub const CURL: HostTool =
 pub const WRK: HostTool =
     HostTool { program: "wrk", package: "wrk", suite: Suite::Default, used_for: "HTTP load of the benchmarks" };
 
+/// binutils (`ld`, `objcopy`, `as`): links the kernel object of std images (`crate::stdapp`).
+pub const BINUTILS: HostTool =
+    HostTool { program: "objcopy", package: "binutils", suite: Suite::Default, used_for: "links std images" };
+
 /// What `cargo test --workspace` runs on the host; the VM harness ensures these before its first VM.
 pub const TEST_TOOLS: [HostTool; 2] = [QEMU, FSCK_FAT];
 

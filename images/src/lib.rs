@@ -4,7 +4,7 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`shell`], [`host_tools`] (the host programs and their Debian packages), [`forward`], [`exit`], [`initrd`],
-//!   [`disk`], [`cargo`] (image builds);
+//!   [`disk`], [`cargo`] (image builds), [`stdapp`] (Rust std programs as images);
 //! - [`qemu`] (run options, QEMU's arguments, host probing) and [`xen`] (xl configs, the nested Xen host);
 //! - [`run`]: `images run`'s options, shared by the runners [`qemu::run`] and [`xen::run`];
 //! - [`error`] and [`cli`], the command-line front-end of the `images` binary.
@@ -23,6 +23,7 @@ pub mod initrd;
 pub mod qemu;
 pub mod run;
 pub mod shell;
+pub mod stdapp;
 pub mod xen;
 
 pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TARGET};

@@ -48,7 +48,8 @@ impl fmt::Display for Hypervisor {
 /// Options of `images run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The app's package name, e.g. hello or httpd.
+    /// The app's package name, e.g. hello or httpd, or a crate directory (with a `/`); a crate that does not
+    /// depend on `zirvium` is built as a Rust std image (x86_64-unknown-hermit, pinned nightly).
     pub app: String,
     /// Boot under QEMU directly, or as a Xen PVH domU: with `xl` on PATH (a dom0) through xl, else on a Xen
     /// 4.17 host nested under QEMU TCG (downloaded from Debian on first use).

@@ -12,6 +12,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("ip", "static IPv4 address with prefix length, e.g. 10.0.2.15/24"),
     ("gw", "IPv4 default gateway, e.g. 10.0.2.2"),
     ("dns", "IPv4 DNS server, e.g. 10.0.2.3"),
+    ("env", "KEY=VALUE, an environment variable of a std app (repeatable)"),
 ];
 
 /// Errors in the command line; each names the offending token.

@@ -182,9 +182,10 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
     let result = builds.entry((app.to_owned(), initrd.map(Path::to_owned))).or_insert_with(|| {
         let with = initrd.map(|p| format!(" with initrd {}", p.display())).unwrap_or_default();
         note(format_args!("building {app} (release, {}){with}", images::KERNEL_TARGET));
-        let img = images::cargo::build_app_with_initrd(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
+        let img = images::stdapp::build_image(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
         let dir = log_dir().join("images");
-        let copy = dir.join(format!("{app}-{n}.elf"));
+        // A std app is named by its crate directory: flatten it into one file name.
+        let copy = dir.join(format!("{}-{n}.elf", app.replace('/', "_")));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::copy(&img.path, &copy))
             .map_err(|e| format!("copying {} to {}: {e}", img.path.display(), copy.display()))?;

@@ -80,13 +80,13 @@ extern "C" fn sleeper(target: usize) {
 #[cfg(target_os = "none")]
 extern "C" fn tls_reader(_: usize) {
     let (tp, word): (u64, u32);
-    // SAFETY: FS points at this thread's TLS block (mem_size 8, align 8: the image is at fs:-8).
+    // SAFETY: FS points at this thread's TLS block (mem_size 12, align 8: the image starts at fs:-16).
     unsafe {
         core::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly));
-        core::arch::asm!("mov {:e}, fs:[-8]", out(reg) word, options(nostack, readonly));
+        core::arch::asm!("mov {:e}, fs:[-16]", out(reg) word, options(nostack, readonly));
     }
     if tp == 0 || word != u32::from_le_bytes(TLS_IMAGE) {
-        fail(format_args!("TLS: fs:0 = {tp:#x}, fs:-8 = {word:#x}"));
+        fail(format_args!("TLS: fs:0 = {tp:#x}, fs:-16 = {word:#x}"));
     }
     DONE.fetch_add(1, Ordering::SeqCst);
 }
@@ -167,7 +167,7 @@ async fn run() -> i32 {
         }
     }
     // TLS: the FS base points at a block built from the template.
-    let tls = TlsTemplate { init: &TLS_IMAGE, mem_size: 8, align: 8 };
+    let tls = TlsTemplate { init: &TLS_IMAGE, mem_size: 12, align: 8 };
     spawn(tls_reader, 0, Some(tls));
     if wait_done(4, Duration::from_secs(5)).await && !FAILED.load(Ordering::SeqCst) {
         println!("threads: tls ok");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{args, host};
-use crate::cargo::{build_app_with_initrd, Profile};
+use crate::cargo::Profile;
 use crate::error::Error;
 use crate::exit::{Outcome, TIMEOUT_EXIT};
 use crate::forward::Protocol;
@@ -25,7 +25,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     let qemu_bin = host::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     let (accel, why) = host::choose_accel(args.accel)?;
     let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
-    let image = build_app_with_initrd(&args.app, Profile::Release, initrd.as_deref())?;
+    let image = crate::stdapp::build_image(&args.app, Profile::Release, initrd.as_deref())?;
     eprintln!("images: built {}", image.summary());
     if let Some(initrd) = &initrd {
         eprintln!("images: initrd {} embedded in the image", initrd.display());

@@ -54,9 +54,10 @@ pub unsafe fn switch(save_rsp: *mut u64, load_rsp: u64) {
     unsafe { libos_thread_switch(save_rsp, load_rsp) }
 }
 
-/// Words of the first frame: r15, r14, r13, r12, rbx, rbp, return address, then one pad word so the
-/// trampoline's `call` happens with a 16-byte aligned stack.
-pub const FRAME_WORDS: usize = 8;
+/// Words of the first frame: r15, r14, r13, r12, rbx, rbp, return address, then two pad words, so the
+/// trampoline runs with `rsp = top - 16` and its `call` enters `libos_thread_start` with `rsp + 8` 16-byte
+/// aligned, as the ABI wants at a function's entry (System V AMD64 ABI §3.2.2).
+pub const FRAME_WORDS: usize = 9;
 
 /// Writes a new thread's first frame below `top` (16-byte aligned stack top) and returns the stack pointer to
 /// [`switch`] to: the switch "returns" into the trampoline, which calls `libos_thread_start(entry, arg)`.
@@ -65,7 +66,7 @@ pub const FRAME_WORDS: usize = 8;
 /// `[top - FRAME_WORDS * 8, top)` must be writable memory owned by the new thread's stack; `top` 16-aligned.
 pub unsafe fn initial_frame(top: u64, entry: u64, arg: u64) -> u64 {
     let rsp = top - (FRAME_WORDS as u64) * 8;
-    let words: [u64; FRAME_WORDS] = [0, 0, arg, entry, 0, 0, libos_thread_trampoline as *const () as u64, 0];
+    let words: [u64; FRAME_WORDS] = [0, 0, arg, entry, 0, 0, libos_thread_trampoline as *const () as u64, 0, 0];
     // SAFETY: the caller owns this range of the stack; it is 8-aligned because `top` is 16-aligned.
     unsafe { core::ptr::copy_nonoverlapping(words.as_ptr(), rsp as *mut u64, FRAME_WORDS) };
     rsp

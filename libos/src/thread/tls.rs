@@ -48,15 +48,16 @@ impl fmt::Display for TlsError {
     }
 }
 
-/// Where things go in a block: the TLS data at `[0, tp_offset)` (the image, then zeros), the thread pointer
-/// at `tp_offset`, [`TCB_BYTES`] above it. All in bytes from the block's start, which is `align`-aligned.
+/// Where things go in a block: the TLS data from 0 (the image, then `.tbss` zeros, then padding up to
+/// `tp_offset`), the thread pointer at `tp_offset`, [`TCB_BYTES`] above it. All in bytes from the block's start, which is `align`-aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsLayout {
     /// Total bytes of the block.
     pub size: usize,
     /// Alignment of the block's start (bytes).
     pub align: usize,
-    /// Offset of the thread pointer: `mem_size` rounded up to `align` (variant II puts the data right below).
+    /// Offset of the thread pointer: `mem_size` rounded up to `align` (variant II: the data starts that far
+    /// below the thread pointer).
     pub tp_offset: usize,
 }
 
@@ -92,8 +93,9 @@ impl TlsBlock {
         let layout = TlsLayout::new(t)?;
         let chunks = alloc::vec![Chunk([0; MAX_ALIGN]); layout.size.div_ceil(MAX_ALIGN)];
         let mut block = Self { chunks, tp_offset: layout.tp_offset };
-        // The data ends at the thread pointer: with mem_size < tp_offset, it starts after some padding.
-        block.write(layout.tp_offset - t.mem_size, t.init);
+        // The data starts at `tp - round_up(mem_size, align)`, the block's start; padding (if any) follows the
+        // `.tbss` zeros, right below the thread pointer (Drepper §3.4.2, `tlsoffset` of the first module).
+        block.write(0, t.init);
         let tp = block.thread_pointer() as u64;
         block.write(layout.tp_offset, &tp.to_le_bytes());
         Ok(block)
@@ -155,9 +157,9 @@ mod tests {
         let tp = b.thread_pointer();
         assert_eq!(tp % 16, 0, "the thread pointer keeps the block's alignment");
         let bytes: alloc::vec::Vec<u8> = (0..40).map(|i| b.byte(i).unwrap()).collect();
-        // mem_size 20 rounds to 32: data at [12, 32), image first, then .tbss zeros.
-        assert_eq!(&bytes[12..17], &IMAGE);
-        assert!(bytes[17..32].iter().all(|&x| x == 0));
+        // mem_size 20 rounds to 32: data at tp - 32 = block start, image first, then .tbss zeros and padding.
+        assert_eq!(&bytes[0..5], &IMAGE);
+        assert!(bytes[5..32].iter().all(|&x| x == 0));
         assert_eq!(&bytes[32..40], &(tp as u64).to_le_bytes(), "fs:0 holds the thread pointer");
     }
 }
