@@ -37,6 +37,24 @@ pub fn open_options(flags: i32) -> AbiResult<fs::OpenOptions> {
     Ok(o)
 }
 
+/// `path` made absolute: as is when it starts with `/`, else under `cwd` (the `cwd=` kernel option; std on
+/// Hermit has no working directory of its own, so this is where relative paths of unmodified programs land).
+pub fn absolute(path: &str, cwd: &str) -> String {
+    if path.starts_with('/') {
+        return String::from(path);
+    }
+    let base = cwd.trim_end_matches('/');
+    alloc::format!("{base}/{path}")
+}
+
+/// The working directory for relative paths: the `cwd=` kernel option, `/` without one.
+pub fn cwd() -> &'static str {
+    #[cfg(target_os = "none")]
+    return zirvium::env::kernel_option("cwd").unwrap_or("/");
+    #[cfg(not(target_os = "none"))]
+    "/"
+}
+
 /// A `stat` record for `m`: regular files `0o644` (`0o444` read-only), directories `0o755`, one 512-byte
 /// block per started 512 bytes, the modification time in all three times.
 pub fn stat_of(m: &fs::Metadata, ino: u64) -> stat {
@@ -183,6 +201,14 @@ fn encode_dirent(d: &dirent64, out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_start_at_the_working_directory() {
+        assert_eq!(absolute("/etc/x", "/data"), "/etc/x");
+        assert_eq!(absolute("test.ini", "/data"), "/data/test.ini");
+        assert_eq!(absolute("a/b", "/"), "/a/b");
+        assert_eq!(absolute("x", "/data/"), "/data/x");
+    }
 
     #[test]
     fn open_flags_decode_like_posix() {

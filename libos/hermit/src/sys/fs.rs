@@ -1,11 +1,12 @@
 //! Descriptors and files: `open`/`close`/`read`/`write` (and the vectored forms) on any descriptor, `lseek`,
 //! `stat`/`lstat`/`fstat`, `unlink`, `mkdir`, `rmdir`, `getdents64`, `dup`, `fcntl` and `ioctl(FIONBIO)`.
-//! Paths are resolved by the VFS (relative ones from `/`; no symbolic links, so `lstat` is `stat`).
+//! Paths are resolved by the VFS (relative ones from the `cwd=` kernel option, `/` by default; no symbolic
+//! links, so `lstat` is `stat`).
 
 use super::{call, len};
 use crate::abi::{self, dirent64, iovec, stat};
 use crate::errno::{AbiResult, Errno};
-use crate::file::{open_options, OpenDir, OpenFile};
+use crate::file::{absolute, cwd, open_options, OpenDir, OpenFile};
 use crate::object::{self, Kind, Object};
 use crate::user;
 
@@ -16,7 +17,7 @@ use crate::user;
 #[no_mangle]
 pub extern "C" fn sys_open(name: *const u8, flags: i32, _mode: i32) -> i32 {
     call(|| {
-        let path = user::cstr(name)?;
+        let path = &absolute(user::cstr(name)?, cwd());
         let nonblocking = flags & abi::O_NONBLOCK != 0;
         let read_only = flags & abi::O_ACCMODE == abi::O_RDONLY && flags & (abi::O_CREAT | abi::O_TRUNC) == 0;
         let kind = if flags & abi::O_DIRECTORY != 0 {
@@ -113,7 +114,7 @@ pub extern "C" fn sys_lseek(fd: i32, offset: isize, whence: i32) -> isize {
 }
 
 fn stat_path(name: *const u8, out: *mut stat) -> AbiResult<i32> {
-    let path = user::cstr(name)?;
+    let path = &absolute(user::cstr(name)?, cwd());
     let m = fs::vfs().metadata(path)?;
     user::write(out, crate::file::stat_of(&m, crate::file::ino_of(path)))?;
     Ok(0)
@@ -143,21 +144,21 @@ pub extern "C" fn sys_fstat(fd: i32, out: *mut stat) -> i32 {
 /// Removes file `name`. Errors: `ENOENT`, `EISDIR`, `EROFS`, `EFAULT`, `EIO`.
 #[no_mangle]
 pub extern "C" fn sys_unlink(name: *const u8) -> i32 {
-    call(|| Ok(fs::vfs().remove_file(user::cstr(name)?).map(|()| 0)?))
+    call(|| Ok(fs::vfs().remove_file(&absolute(user::cstr(name)?, cwd())).map(|()| 0)?))
 }
 
 /// Removes empty directory `name`. Errors: `ENOENT`, `ENOTDIR`, `ENOTEMPTY`, `EROFS`, `EINVAL` (a mount
 /// point), `EFAULT`, `EIO`.
 #[no_mangle]
 pub extern "C" fn sys_rmdir(name: *const u8) -> i32 {
-    call(|| Ok(fs::vfs().remove_dir(user::cstr(name)?).map(|()| 0)?))
+    call(|| Ok(fs::vfs().remove_dir(&absolute(user::cstr(name)?, cwd())).map(|()| 0)?))
 }
 
 /// Creates directory `name` (`mode` ignored). Errors: `EEXIST`, `ENOENT`, `ENOTDIR`, `EROFS`, `ENOSPC`,
 /// `EFAULT`, `EIO`.
 #[no_mangle]
 pub extern "C" fn sys_mkdir(name: *const u8, _mode: u32) -> i32 {
-    call(|| Ok(fs::vfs().create_dir(user::cstr(name)?).map(|()| 0)?))
+    call(|| Ok(fs::vfs().create_dir(&absolute(user::cstr(name)?, cwd())).map(|()| 0)?))
 }
 
 /// Writes all remaining entries of directory `fd` as `dirent64` records into `dirp` (`count` bytes); returns
