@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
+    /// For a std crate: build its tests (the libtest harness) instead of its binary and run them; the exit status
+    /// is the harness's (0 when all passed; 101 when one failed, which ends the run under panic=abort).
+    #[arg(long)]
+    pub test: bool,
     /// Arguments for the app, after `--`.
     #[arg(last = true, value_name = "APP ARGS")]
     pub app_args: Vec<String>,

@@ -194,6 +194,15 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
     result.clone().map_err(|message| VmError::Build { app: app.to_owned(), message })
 }
 
+/// Builds the libtest harness of the std crate in directory `app` (`images run --test`) and returns its ELF,
+/// for [`VmBuilder::kernel`].
+pub fn test_image(app: &str) -> Result<PathBuf, VmError> {
+    note(format_args!("building the tests of {app} (release, {})", images::stdapp::STD_TARGET));
+    let img = images::stdapp::build_test_image(app, Profile::Release, None)
+        .map_err(|e| VmError::Build { app: app.to_owned(), message: e.to_string() })?;
+    Ok(img.path)
+}
+
 /// A free host port for `protocol`: binds port 0 on all addresses (as QEMU's `hostfwd` does) and never returns
 /// the same port twice in one process. Another process may still take it before QEMU binds it.
 pub fn free_port(protocol: Protocol) -> Result<u16, VmError> {
@@ -264,9 +273,16 @@ pub struct VmBuilder {
     timeout: Duration,
     disks: Vec<images::qemu::DiskSpec>,
     initrd: Option<PathBuf>,
+    kernel: Option<PathBuf>,
 }
 
 impl VmBuilder {
+    /// Boots this ELF (e.g. from [`test_image`]) instead of building the app.
+    pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kernel = Some(path.into());
+        self
+    }
+
     /// Attaches a raw disk image as a virtio-blk device (in call order).
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: false });
@@ -374,7 +390,10 @@ impl VmBuilder {
             }
             other => other.clone(),
         };
-        let kernel = image_with_initrd(&self.app, initrd.as_deref())?;
+        let kernel = match &self.kernel {
+            Some(k) => k.clone(),
+            None => image_with_initrd(&self.app, initrd.as_deref())?,
+        };
         let mut opts = RunOptions::new(kernel, self.accel);
         opts.machine = self.machine;
         opts.mem_mib = self.mem_mib;
@@ -550,6 +569,7 @@ impl Vm {
             timeout: DEFAULT_TIMEOUT,
             disks: Vec::new(),
             initrd: None,
+            kernel: None,
         }
     }
 

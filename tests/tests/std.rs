@@ -11,6 +11,8 @@
 //!   over HTTP from the same disk, and a static file from the initrd.
 //! - axum's README example, unmodified, on tokio's multi-threaded runtime: `GET /`, `POST /users` with JSON,
 //!   32 concurrent connections.
+//! - `std-tests` (ours): a crate's `#[test]`s run in the VM as a libtest harness (`images run --test`), with
+//!   cargo's `test result:` line and exit status 0.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -208,4 +210,18 @@ fn axum_on_tokio_serves_routes_and_json_tcg() -> Result<(), VmError> {
     vm.ensure(bodies.iter().all(|b| b == "Hello, World!"), format_args!("bodies {bodies:?}"))?;
     zirvium_tests::note(format_args!("axum: 32 concurrent connections answered"));
     Ok(())
+}
+
+#[test]
+fn libtest_harness_runs_in_the_vm_tcg() -> Result<(), VmError> {
+    let app = std_app("std-tests");
+    let kernel = zirvium_tests::test_image(&app)?;
+    let vm = Vm::builder("libtest_harness_runs_in_the_vm_tcg", &app, Accel::Tcg)
+        .kernel(kernel)
+        .args(images::stdapp::TEST_HARNESS_ARGS)
+        .boot()?;
+    let result = vm.wait_for("test result:")?;
+    vm.ensure(result.contains("test result: ok. 4 passed; 0 failed"), format_args!("libtest said {result:?}"))?;
+    vm.line_with("test tests::threads_and_channels ... ok")?;
+    vm.expect_exit(0)
 }

@@ -25,7 +25,11 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     let qemu_bin = host::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     let (accel, why) = host::choose_accel(args.accel)?;
     let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
-    let image = crate::stdapp::build_image(&args.app, Profile::Release, initrd.as_deref())?;
+    let image = if args.test {
+        crate::stdapp::build_test_image(&args.app, Profile::Release, initrd.as_deref())?
+    } else {
+        crate::stdapp::build_image(&args.app, Profile::Release, initrd.as_deref())?
+    };
     eprintln!("images: built {}", image.summary());
     if let Some(initrd) = &initrd {
         eprintln!("images: initrd {} embedded in the image", initrd.display());
@@ -33,6 +37,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     eprintln!("images: accel {accel} ({why})");
     let mut opts = args.options(accel)?;
     opts.kernel = image.path;
+    if args.test {
+        let given = std::mem::take(&mut opts.app_args);
+        opts.app_args = crate::stdapp::TEST_HARNESS_ARGS.iter().map(|a| a.to_string()).chain(given).collect();
+    }
     // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
     opts.initrd = None;
     for f in opts.forwards() {

@@ -158,7 +158,34 @@ pub fn build_image(app: &str, profile: Profile, initrd: Option<&Path>) -> Result
     if !info.is_std() {
         return Ok(build_app_with_initrd(&info.name, profile, initrd)?);
     }
-    build_std(&info, profile, initrd)
+    build_std(&info, profile, initrd, Harness::Binary)
+}
+
+/// Builds the test harness (libtest) of the std crate in directory `app` as an image: booted, it runs the
+/// crate's `#[test]`s, prints cargo's `test result:` line and exits 0 when all passed. With `panic = "abort"`
+/// (the Hermit target's only strategy) the first failing test ends the run with status 101. Errors:
+/// [`StdError`]; [`StdError::Metadata`] when `app` is not a std crate directory.
+pub fn build_test_image(app: &str, profile: Profile, initrd: Option<&Path>) -> Result<Image, StdError> {
+    let dir = crate_dir(app).unwrap_or_else(|| workspace_root().join("apps").join(app));
+    let info = crate_info(&dir)?;
+    if !info.is_std() {
+        let detail = "tests of no_std apps run on the host (cargo test); only std crates have VM test images".into();
+        return Err(StdError::Metadata { manifest: info.manifest, detail });
+    }
+    build_std(&info, profile, initrd, Harness::Tests)
+}
+
+/// Arguments a test image needs before the user's: libtest under `panic = "abort"` would run each test in a
+/// child process, which a unikernel cannot spawn; these make it run them in its own process.
+pub const TEST_HARNESS_ARGS: [&str; 2] = ["-Zunstable-options", "--force-run-in-process"];
+
+/// What of a std crate becomes the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harness {
+    /// Its binary (`cargo build --bin`).
+    Binary,
+    /// Its test harness (`cargo test --no-run`, libtest).
+    Tests,
 }
 
 /// Where the kernel object, the script and the name objects go: `target/std-kernel/<profile>/`.
@@ -185,9 +212,12 @@ pub fn rustflags(kernel: &Path, name_obj: &Path, script: &Path) -> String {
 }
 
 /// The std build of `info`: toolchain, kernel object, script, app; returns the ELF.
-pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>) -> Result<Image, StdError> {
+pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>, what: Harness) -> Result<Image, StdError> {
     let progress = &mut |m: &str| eprintln!("images: {m}");
-    let bin = info.bin().ok_or_else(|| StdError::NoBinary { manifest: info.manifest.clone() })?.to_owned();
+    let bin = match what {
+        Harness::Binary => info.bin().ok_or_else(|| StdError::NoBinary { manifest: info.manifest.clone() })?.to_owned(),
+        Harness::Tests => info.name.clone(),
+    };
     let ws = workspace_root();
     let tc = toolchain::ensure(&ws, progress)?;
     host_tools::ensure(&[host_tools::BINUTILS], progress)?;
@@ -203,13 +233,23 @@ pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>) -> R
     (kernel.hash, std::fs::read(&name_obj).unwrap_or_default(), std::fs::read(&script).unwrap_or_default())
         .hash(&mut h);
     let stamp_value = format!("{:016x}\n", h.finish());
-    let stamp = out_dir.join(format!(".zirvium-link-{bin}"));
+    let stamp = out_dir.join(format!(".zirvium-link-{bin}{}", if what == Harness::Tests { "-tests" } else { "" }));
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_value.as_str()) {
         remove_binary(&out_dir, &bin);
     }
     let mut cmd = std::process::Command::new("rustup");
-    cmd.args(["run", &tc, "cargo", "build", "--manifest-path"]).arg(&info.manifest);
-    cmd.args(["--bin", &bin, "--target", STD_TARGET, "-Zbuild-std=std,panic_abort"]);
+    cmd.args(["run", &tc, "cargo"]);
+    match what {
+        Harness::Binary => {
+            cmd.args(["build", "--manifest-path"]).arg(&info.manifest);
+            cmd.args(["--bin", &bin, "--target", STD_TARGET, "-Zbuild-std=std,panic_abort"]);
+        }
+        Harness::Tests => {
+            // libtest with panic=abort needs -Zpanic-abort-tests; `test` joins the crates built from rust-src.
+            cmd.args(["test", "--no-run", "--manifest-path"]).arg(&info.manifest);
+            cmd.args(["--target", STD_TARGET, "-Zbuild-std=std,panic_abort,test", "-Zpanic-abort-tests"]);
+        }
+    }
     cmd.args(["-Zbuild-std-features=compiler-builtins-mem", "--target-dir"]).arg(&td);
     if profile == Profile::Release {
         cmd.arg("--release");
@@ -221,11 +261,26 @@ pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>) -> R
     cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&kernel.path, &name_obj, &script));
     progress(&format!("building std app {} ({STD_TARGET}, {tc}): {}", info.name, shell_line(&cmd)));
     let mut exe = None;
-    let command = run_with_messages(cmd, &mut |line| exe = artifact_executable(line, &bin).or(exe.take()))?;
+    let command = run_with_messages(cmd, &mut |line| {
+        let found = match what {
+            Harness::Binary => artifact_executable(line, &bin),
+            Harness::Tests => test_executable(line),
+        };
+        exe = found.or(exe.take());
+    })?;
     let path = exe.ok_or_else(|| BuildError::NoExecutable { command, app: bin.clone() })?;
     let _ = std::fs::write(&stamp, stamp_value);
     let size = std::fs::metadata(&path).map_err(|source| StdError::Io { path: path.clone(), source })?.len();
     Ok(Image { app: info.name.clone(), path, size })
+}
+
+/// The executable of a cargo `compiler-artifact` message for a test harness (`profile.test`).
+fn test_executable(line: &str) -> Option<PathBuf> {
+    let msg: serde_json::Value = serde_json::from_str(line).ok()?;
+    if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+        return None;
+    }
+    msg["executable"].as_str().map(PathBuf::from)
 }
 
 /// Removes the built binary `bin` from cargo's output directory (`out_dir/bin` and `out_dir/deps/bin-HASH`), so
@@ -263,6 +318,15 @@ mod tests {
         let info = parse_metadata(json, Path::new("/w/b/Cargo.toml")).unwrap();
         assert!(info.is_std() && info.bin().is_none(), "the marker wins; no binary");
         assert!(parse_metadata("{}", Path::new("/x")).is_err());
+    }
+
+    #[test]
+    fn test_harnesses_are_found_in_cargo_messages() {
+        let t = r#"{"reason":"compiler-artifact","target":{"name":"srv"},"profile":{"test":true},"executable":"/t/deps/srv-1"}"#;
+        assert_eq!(test_executable(t), Some(PathBuf::from("/t/deps/srv-1")));
+        let b =
+            r#"{"reason":"compiler-artifact","target":{"name":"srv"},"profile":{"test":false},"executable":"/t/srv"}"#;
+        assert_eq!(test_executable(b), None);
     }
 
     #[test]
