@@ -17,6 +17,9 @@ use core::time::Duration;
 use net::{Readiness, TcpListener, TcpStream, UdpSocket};
 use spin::Mutex;
 
+/// Most listening sockets one `listen` keeps (each with the stack's TCP buffers, 24 KiB by default).
+pub const MAX_BACKLOG: usize = 64;
+
 /// Stream (TCP) or datagram (UDP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SockType {
@@ -180,15 +183,18 @@ impl Socket {
     }
 
     /// `listen`: starts answering SYNs on the bound port (an ephemeral one when unbound), with `backlog`
-    /// listening sockets at most the stack's configured backlog. Listening again is a no-op. Errors:
-    /// `EOPNOTSUPP` for UDP, `EINVAL` when connected, `EADDRINUSE`, `ENOBUFS`.
+    /// listening sockets (at least the stack's configured backlog, at most [`MAX_BACKLOG`]; 0 or less: the
+    /// configured one). Each holds its buffers, and a SYN that finds none is dropped, so clients retry after
+    /// 1 s, 3 s, ...: std asks for 128. Listening again is a no-op. Errors: `EOPNOTSUPP` for UDP, `EINVAL`
+    /// when connected, `EADDRINUSE`, `ENOBUFS`.
     pub fn listen(&self, backlog: i32) -> AbiResult<()> {
         let mut st = self.state.lock();
         match &*st {
             State::Fresh { port } => {
                 let stack = stack()?;
-                let max = stack.config().backlog.max(1);
-                let backlog = usize::try_from(backlog).ok().filter(|&b| b > 0).map_or(max, |b| b.min(max));
+                let min = stack.config().backlog.max(1);
+                let backlog =
+                    usize::try_from(backlog).ok().filter(|&b| b > 0).map_or(min, |b| b.clamp(min, MAX_BACKLOG));
                 let l = TcpListener::bind_with_backlog_on(&stack, *port, backlog)?;
                 *st = State::Listening(Arc::new(l));
                 Ok(())
