@@ -1,4 +1,5 @@
-//! The `images` command line: parses the arguments into the library's option structs ([`RunArgs`],
+//! The `images` command line (`build`, `run`, `run --image`, `package`, `inspect`, `disk create`, `setup`,
+//! `xl-config`): parses the arguments into the library's option structs ([`RunArgs`],
 //! [`XlConfigArgs`]), calls the library, prints what it returns, and maps errors to exit codes
 //! ([`Error::exit_code`]).
 //!
@@ -8,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::cargo::{ensure_target, Profile, KERNEL_TARGET};
 use crate::error::Error;
@@ -28,7 +29,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Build apps/<APP> for x86_64-unknown-none and print the ELF's path and size; APP may also be a crate
+    /// Build `apps/<APP>` for x86_64-unknown-none and print the ELF's path and size; APP may also be a crate
     /// directory (containing `/`), and a crate without a `zirvium` dependency is built as a Rust std image.
     Build {
         /// The app's package name, e.g. hello or httpd, or a crate directory such as tests/std-apps/tiny-http-hello.
@@ -44,15 +45,70 @@ pub enum Cmd {
     /// Disk images for the guest's /data mount.
     #[command(subcommand)]
     Disk(DiskCmd),
-    /// Build apps/<APP> (release) and boot it under QEMU; the serial console goes to stdout and the exit status
+    /// Build `apps/<APP>` (release) and boot it under QEMU; the serial console goes to stdout and the exit status
     /// is the guest's.
     Run(RunArgs),
     /// Install the host tools the tests, the benchmarks and `images run` use (QEMU 10 from bookworm-backports,
     /// fsck.fat, curl, wrk) and the Rust target, as root with apt-get and rustup; otherwise print the one
     /// command that installs the missing tools.
     Setup,
-    /// Build apps/<APP> (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
+    /// Build `apps/<APP>` (release) and print an xl config that runs it as a Xen PVH domU on this machine as dom0.
     XlConfig(XlConfigArgs),
+    /// Build apps/<APP> (release) and write it as a bootable GPT disk (GRUB for BIOS and UEFI, Multiboot2) in a
+    /// cloud's format.
+    Package(PackageArgs),
+    /// Show what an app ELF or a packaged disk holds: entries, platforms, sections, initrd; partitions, boot
+    /// loader, kernel command line.
+    Inspect {
+        /// An app ELF or a disk image (raw, qcow2, vhd, vhdx, vmdk, GCE tar.gz).
+        file: std::path::PathBuf,
+    },
+}
+
+/// Options of `images package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The app's package name, e.g. httpd, or a crate directory such as tests/std-apps/tiny-http-hello.
+    pub app: String,
+    /// Output format: raw, qcow2 (OpenStack, Proxmox), vhd (Azure, fixed), vhdx (Hyper-V), vmdk (vSphere,
+    /// streamOptimized), gce (disk.raw in a tar.gz).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: crate::package::Format,
+    /// The image file to write.
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    /// Firmware the disk boots with.
+    #[arg(long, value_name = "bios|uefi|both", default_value = "both")]
+    pub boot: crate::package::BootModes,
+    /// Disk size: bytes or K/M/G, rounded up to whole MiB (whole GiB for gce).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::disk::parse_size)]
+    pub size: u64,
+    /// Copy DIR into a FAT data partition the guest mounts at /data (it takes the rest of the disk).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<std::path::PathBuf>,
+    /// Kernel option, placed before `--` on the kernel command line in grub.cfg; repeatable.
+    #[arg(long = "kernel-opt", value_name = "KEY=VALUE")]
+    pub kernel_opts: Vec<crate::qemu::KernelOption>,
+    /// Arguments for the app, after `--`.
+    #[arg(last = true, value_name = "APP ARGS")]
+    pub app_args: Vec<String>,
+}
+
+/// `images package`: builds and writes the disk, prints its summary line.
+pub fn package(args: &PackageArgs) -> Result<u8, Error> {
+    let opts = crate::package::PackageOptions {
+        app: args.app.clone(),
+        format: args.format,
+        output: args.output.clone(),
+        boot: args.boot,
+        size: args.size,
+        data: args.data.clone(),
+        kernel_options: args.kernel_opts.clone(),
+        app_args: args.app_args.clone(),
+    };
+    let summary = crate::package::package(&opts)?;
+    println!("{summary}");
+    Ok(0)
 }
 
 /// `images disk` subcommands.
@@ -95,6 +151,11 @@ pub fn main() -> ExitCode {
         }
         Cmd::Run(args) => run(&args),
         Cmd::Setup => setup(),
+        Cmd::Package(args) => package(&args),
+        Cmd::Inspect { file } => crate::inspect::inspect(&file).map_err(Error::from).map(|report| {
+            print!("{report}");
+            0
+        }),
         Cmd::XlConfig(args) => crate::xen::run::xl_config(&args).map_err(Error::from).map(|config| {
             print!("{config}");
             0

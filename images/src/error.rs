@@ -32,6 +32,15 @@ pub enum Error {
     /// A Xen run failed before the domU could report (exit code from [`crate::xen::Error::exit_code`]).
     #[error(transparent)]
     Xen(#[from] crate::xen::Error),
+    /// `images package` failed (exit 1).
+    #[error(transparent)]
+    Package(#[from] crate::package::PackageError),
+    /// `images inspect` could not read the file (exit 1).
+    #[error(transparent)]
+    Inspect(#[from] crate::inspect::InspectError),
+    /// `images run --image` cannot boot the disk as given (exit 2).
+    #[error(transparent)]
+    DiskBoot(#[from] crate::diskboot::DiskBootError),
     /// A std image did not build (exit 1; 2 for a missing host tool).
     #[error(transparent)]
     Std(#[from] crate::stdapp::StdError),
@@ -41,8 +50,8 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::HostTools(_) => 2,
-            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) => 1,
+            Error::Config(_) | Error::HostTools(_) | Error::DiskBoot(_) => 2,
+            Error::Build(_) | Error::Disk(_) | Error::Initrd(_) | Error::Package(_) | Error::Inspect(_) => 1,
             Error::Qemu(_) => crate::exit::QEMU_FAILED_EXIT,
             Error::Xen(e) => e.exit_code(),
             Error::Std(crate::stdapp::StdError::HostTools(_)) => 2,

@@ -40,6 +40,20 @@ pub struct InitrdSummary {
     pub bytes: u64,
 }
 
+/// The initrd archive for `app`: `given` as is when it is a file; packed to target/initrd/APP.tar when it is a
+/// directory; else the app's own apps/APP/initrd/ directory, packed, when it exists; else none.
+/// Errors: packing ([`pack`]).
+pub fn for_app(app: &str, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
+    let own = crate::cargo::workspace_root().join("apps").join(app).join("initrd");
+    let dir = match given {
+        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
+        Some(p) => p.to_owned(),
+        None if own.is_dir() => own,
+        None => return Ok(None),
+    };
+    pack_for_app(app, &dir).map(|(archive, _)| Some(archive))
+}
+
 /// Packs the tree under `dir` into the ustar archive `out` (entry names relative to `dir`, directories with
 /// a trailing `/`). Errors: [`InitrdError`].
 pub fn pack(dir: &Path, out: &Path) -> Result<InitrdSummary, InitrdError> {

@@ -15,12 +15,16 @@
 pub mod cargo;
 pub mod cli;
 pub mod disk;
+pub mod diskboot;
 pub mod error;
 pub mod exit;
 pub mod forward;
 pub mod host_tools;
 pub mod initrd;
+pub mod inspect;
+pub mod package;
 pub mod qemu;
+pub mod region;
 pub mod run;
 pub mod shell;
 pub mod stdapp;

@@ -49,8 +49,15 @@ impl fmt::Display for Hypervisor {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The app's package name, e.g. hello or httpd, or a crate directory (with a `/`); a crate that does not
-    /// depend on `zirvium` is built as a Rust std image (x86_64-unknown-hermit, pinned nightly).
+    /// depend on `zirvium` is built as a Rust std image (x86_64-unknown-hermit, pinned nightly). Not with --image.
+    #[arg(required_unless_present = "image", conflicts_with = "image", default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Boot this packaged disk (`images package`) through firmware on q35 instead of building an app.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Firmware for --image: SeaBIOS or OVMF [default: bios].
+    #[arg(long, value_name = "bios|uefi")]
+    pub boot: Option<crate::diskboot::Firmware>,
     /// Boot under QEMU directly, or as a Xen PVH domU: with `xl` on PATH (a dom0) through xl, else on a Xen
     /// 4.17 host nested under QEMU TCG (downloaded from Debian on first use).
     #[arg(long, value_name = "qemu|xen", default_value = "qemu")]
@@ -92,7 +99,7 @@ pub struct RunArgs {
     pub timeout: Option<u64>,
     /// For a std crate: build its tests (the libtest harness) instead of its binary and run them; the exit status
     /// is the harness's (0 when all passed; 101 when one failed, which ends the run under panic=abort).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     pub test: bool,
     /// Arguments for the app, after `--`.
     #[arg(last = true, value_name = "APP ARGS")]
@@ -109,13 +116,30 @@ impl RunArgs {
         opts.smp = self.smp;
         opts.network = qemu::resolve_network(&self.app, self.net, &self.ports, self.tap.as_deref())?;
         opts.kernel_options = self.kernel_opts.clone();
-        opts.app_args = self.app_args.clone();
+        // A test image's harness needs its own arguments first (see `stdapp::TEST_HARNESS_ARGS`).
+        let harness = if self.test { &crate::stdapp::TEST_HARNESS_ARGS[..] } else { &[] };
+        opts.app_args = harness.iter().map(|a| a.to_string()).chain(self.app_args.iter().cloned()).collect();
         for disk in &self.disks {
             opts.push_disk(disk);
         }
         opts.initrd = self.initrd.clone().filter(|p| !p.is_dir());
+        if self.image.is_some() {
+            crate::diskboot::adjust_options(&mut opts, self.net.is_some(), self.initrd.is_some())?;
+        } else if self.boot.is_some() {
+            return Err(ConfigError::NeedsImage("--boot"));
+        }
         opts.validate()?;
         Ok(opts)
+    }
+
+    /// Builds the image to run (release): the app, or with `--test` a std crate's test harness, with `initrd`
+    /// embedded. Errors: [`crate::stdapp::StdError`].
+    pub fn build(&self, initrd: Option<&Path>) -> Result<crate::cargo::Image, crate::stdapp::StdError> {
+        if self.test {
+            crate::stdapp::build_test_image(&self.app, crate::cargo::Profile::Release, initrd)
+        } else {
+            crate::stdapp::build_image(&self.app, crate::cargo::Profile::Release, initrd)
+        }
     }
 }
 
@@ -123,14 +147,7 @@ impl RunArgs {
 /// ([`initrd::app_archive`]) when it is a directory; else the app's own `apps/APP/initrd/` directory, packed,
 /// when it exists; else none. Errors: packing.
 pub fn resolve_initrd(app: &str, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
-    let own = crate::cargo::workspace_root().join("apps").join(app).join("initrd");
-    let dir = match given {
-        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
-        Some(p) => p.to_owned(),
-        None if own.is_dir() => own,
-        None => return Ok(None),
-    };
-    initrd::pack_for_app(app, &dir).map(|(archive, _)| Some(archive))
+    initrd::for_app(app, given)
 }
 
 /// Parses `images run`'s arguments (after `run`) as the `images` binary does, for tests of the runners.

@@ -118,6 +118,9 @@ pub enum Error {
     /// The app did not build (exit 1).
     #[error(transparent)]
     Build(#[from] crate::cargo::BuildError),
+    /// The std crate's image did not build (exit 1; 2 for missing binutils).
+    #[error(transparent)]
+    Std(#[from] crate::stdapp::StdError),
     /// Packing the domU's initrd failed (exit 1).
     #[error(transparent)]
     Initrd(#[from] crate::initrd::InitrdError),
@@ -165,8 +168,9 @@ impl Error {
             | Error::Xl(_)
             | Error::Path(_)
             | Error::Host(_)
-            | Error::HostTools(_) => 2,
-            Error::Build(_) | Error::Initrd(_) => 1,
+            | Error::HostTools(_)
+            | Error::Std(crate::stdapp::StdError::HostTools(_)) => 2,
+            Error::Build(_) | Error::Std(_) | Error::Initrd(_) => 1,
             Error::Spawn { .. } | Error::Dom0(_) | Error::Io { .. } => crate::exit::QEMU_FAILED_EXIT,
         }
     }

@@ -168,6 +168,7 @@ pub fn start(nics: Vec<Box<dyn NetDevice>>, cmdline: &Cmdline) -> Result<()> {
     if !installed {
         return Err(Error::AlreadyStarted);
     }
+    libos::platform::set_ipv4_hook(ipv4_info);
     libos::task::spawn(async move {
         if let Err(e) = stack.run().await {
             log::error!("net task stopped: {e}");
@@ -184,6 +185,20 @@ pub fn stack() -> Result<Arc<Stack>> {
 /// Counters and state of the kernel's stack (all zero, [`Ipv4State::NotStarted`], before [`start`]).
 pub fn stats() -> NetStats {
     STACK.get().map(|s| s.stats()).unwrap_or_default()
+}
+
+/// The kernel's stack's IPv4 configuration as platforms report it to the host (the hook [`start`] installs in
+/// `libos::platform`); `None` before the stack has an address.
+fn ipv4_info() -> Option<libos::platform::Ipv4Info> {
+    let s = stats();
+    let c = s.ipv4?;
+    Some(libos::platform::Ipv4Info {
+        address: c.address,
+        prefix_len: c.prefix_len,
+        gateway: c.gateway,
+        dns_servers: c.dns_servers,
+        dhcp: s.ipv4_state == Ipv4State::DhcpBound,
+    })
 }
 
 /// Waits until the kernel's stack has an IPv4 address and returns its configuration. Errors:

@@ -3,6 +3,7 @@
 //! control, RDX = input GPA or fast input, R8 = output GPA, result in RAX), shared pages from libos's identity-
 //! mapped DMA heap, and a PCI scan for virtio functions (PCI Local Bus 3.0 §3.2.2.3.2, configuration mechanism #1)
 //! used to choose between KVM and Hyper-V when both signatures are present.
+#![allow(unsafe_code)]
 
 use crate::hv::HwAccess;
 use crate::mem::{Dma, MemError, Region, SharedPages, PAGE_SIZE};

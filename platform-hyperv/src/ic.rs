@@ -6,6 +6,10 @@
 //! `include/linux/hyperv.h` (`icmsg_hdr`, `icmsg_negotiate`, `shutdown_msg_data`, `heartbeat_msg_data`,
 //! `ictimesync_data`, `ictimesync_ref_data`), `include/uapi/linux/hyperv.h` (`hv_kvp_msg`, `HV_S_*`),
 //! `drivers/hv/hv_util.c`, `drivers/hv/hv_kvp.c`, `drivers/hv/channel_mgmt.c`.
+//!
+//! [`IcMessage`] is the checked view of both headers (field ranges for every message in a private `mod field`);
+//! each service's handler reads and answers its request in place through it.
+#![forbid(unsafe_code)]
 
 use crate::vmbus::channel::Channel;
 use crate::vmbus::guid::{self, Guid};
@@ -15,11 +19,103 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u16, read_u32, read_u64, read_u8, write_u16, write_u32, write_u64, write_u8};
 
 /// `ICMSG_HDR`: `vmbuspipe_hdr` + `icmsg_hdr` (bytes).
-pub const ICMSG_HDR: usize = 28;
-/// Offset of `icmsg_hdr` in the buffer.
-const IC_HDR: usize = 8;
+pub const ICMSG_HDR: usize = field::DATA;
+
+mod field {
+    use libos::wire::Field;
+
+    // `vmbuspipe_hdr` (flags, msgsize) occupies bytes 0..8; `icmsg_hdr` follows.
+    pub const ICVERFRAME: Field = 8..12;
+    pub const ICMSGTYPE: Field = 12..14;
+    pub const ICVERMSG: Field = 14..18;
+    pub const STATUS: Field = 20..24;
+    pub const ICFLAGS: Field = 25..26;
+    /// The service's data after both headers.
+    pub const DATA: usize = 28;
+
+    /// `struct ic_version` (`major`, `minor`), relative to the version.
+    pub mod version {
+        use super::Field;
+        pub const MAJOR: Field = 0..2;
+        pub const MINOR: Field = 2..4;
+        pub const LEN: usize = MINOR.end;
+    }
+
+    /// `icmsg_negotiate`.
+    pub mod negotiate {
+        use super::Field;
+        pub const ICFRAME_VERCNT: Field = 28..30;
+        pub const ICMSG_VERCNT: Field = 30..32;
+        /// `icversion_data[]`, after a reserved u32.
+        pub const ICVERSION_DATA: usize = 36;
+    }
+
+    /// `heartbeat_msg_data`.
+    pub mod heartbeat {
+        use super::Field;
+        pub const SEQ_NUM: Field = 28..36;
+    }
+
+    /// `shutdown_msg_data` (`reason_code` and `timeout_seconds` come first).
+    pub mod shutdown {
+        use super::Field;
+        pub const FLAGS: Field = 36..40;
+    }
+
+    /// `ictimesync_data` (versions before 4).
+    pub mod timesync {
+        use super::Field;
+        pub const PARENTTIME: Field = 28..36;
+        pub const FLAGS: Field = 52..53;
+    }
+
+    /// `ictimesync_ref_data` (version 4).
+    pub mod timesync_ref {
+        use super::Field;
+        pub const PARENTTIME: Field = 28..36;
+        pub const VMREFERENCETIME: Field = 36..44;
+        pub const FLAGS: Field = 44..45;
+    }
+
+    /// `hv_kvp_msg`: `hv_kvp_hdr` (operation, pool, padding), then the body union.
+    pub mod kvp {
+        use super::Field;
+        pub const OPERATION: Field = 28..29;
+        pub const POOL: Field = 29..30;
+        pub const BODY: usize = 32;
+        /// `hv_kvp_msg_enumerate`: `index`, then an `hv_kvp_exchg_msg_value`.
+        pub const ENUM_INDEX: Field = 32..36;
+        pub const ENUM_DATA: usize = 36;
+        /// `hv_kvp_msg_delete`: `key_size`, `key[512]`.
+        pub const DELETE_KEY_SIZE: Field = 32..36;
+        pub const DELETE_KEY: Field = 36..548;
+    }
+
+    /// `hv_kvp_exchg_msg_value`, relative to the structure.
+    pub mod kvp_value {
+        use super::Field;
+        pub const VALUE_TYPE: Field = 0..4;
+        pub const KEY_SIZE: Field = 4..8;
+        pub const VALUE_SIZE: Field = 8..12;
+        pub const KEY: Field = 12..524;
+        pub const VALUE: Field = 524..2572;
+        pub const LEN: usize = VALUE.end;
+    }
+
+    /// `hv_kvp_ipaddr_value` (UTF-16 strings), relative to the KVP body.
+    pub mod kvp_ip {
+        use super::Field;
+        pub const ADDR_FAMILY: Field = 256..257;
+        pub const DHCP_ENABLED: Field = 257..258;
+        pub const IP_ADDR: Field = 258..2306;
+        pub const SUB_NET: Field = 2306..4354;
+        pub const GATE_WAY: Field = 4354..5378;
+        pub const DNS_ADDR: Field = 5378..7426;
+    }
+}
 
 /// `ICMSGTYPE_*`.
 pub mod msgtype {
@@ -118,9 +214,21 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IcError {
     /// Shorter than its layout.
-    Truncated { what: &'static str, len: usize, need: usize },
+    Truncated {
+        /// The message, e.g. "negotiate" or "KVP enumerate".
+        what: &'static str,
+        /// Bytes available.
+        len: usize,
+        /// Bytes its layout needs.
+        need: usize,
+    },
     /// The negotiate message lists more versions than allowed or than fit.
-    BadVersionCount { framework: usize, service: usize },
+    BadVersionCount {
+        /// `icframe_vercnt`: framework versions listed.
+        framework: usize,
+        /// `icmsg_vercnt`: service versions listed.
+        service: usize,
+    },
 }
 
 impl fmt::Display for IcError {
@@ -134,18 +242,87 @@ impl fmt::Display for IcError {
     }
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+/// A checked view of an IC message: `vmbuspipe_hdr` and `icmsg_hdr` (28 bytes), then the service's data.
+/// [`IcMessage::new_checked`] proves both headers are present; the service handlers check their own layouts.
+#[derive(Debug)]
+pub struct IcMessage<T: AsRef<[u8]>> {
+    buffer: T,
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+impl<T: AsRef<[u8]>> IcMessage<T> {
+    /// Wraps `buffer` without checks (accessors may panic on a short buffer).
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` after checking it holds both headers. Errors: [`IcError::Truncated`].
+    pub fn new_checked(buffer: T) -> Result<Self, IcError> {
+        let m = Self::new_unchecked(buffer);
+        m.check(ICMSG_HDR, "header")?;
+        Ok(m)
+    }
+
+    /// Checks that the message holds `need` bytes (a service's layout). Errors: [`IcError::Truncated`] naming
+    /// `what`.
+    pub fn check(&self, need: usize, what: &'static str) -> Result<(), IcError> {
+        let len = self.buffer.as_ref().len();
+        if len < need {
+            return Err(IcError::Truncated { what, len, need });
+        }
+        Ok(())
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    /// `icmsgtype` ([`msgtype`]).
+    pub fn msgtype(&self) -> u16 {
+        read_u16(self.bytes(), field::ICMSGTYPE)
+    }
+
+    /// `icflags`.
+    pub fn flags(&self) -> u8 {
+        read_u8(self.bytes(), field::ICFLAGS)
+    }
+
+    /// `status`.
+    pub fn status(&self) -> u32 {
+        read_u32(self.bytes(), field::STATUS)
+    }
 }
 
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(x)
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcMessage<T> {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.buffer.as_mut()
+    }
+
+    /// Sets `status`.
+    pub fn set_status(&mut self, status: u32) {
+        write_u32(self.bytes_mut(), field::STATUS, status)
+    }
+
+    /// Sets `icflags`.
+    pub fn set_flags(&mut self, flags: u8) {
+        write_u8(self.bytes_mut(), field::ICFLAGS, flags)
+    }
+
+    /// Sets `icverframe` and `icvermsg` (the versions the answer is in).
+    pub fn set_versions(&mut self, framework: IcVersion, service: IcVersion) {
+        put_version(&mut self.bytes_mut()[field::ICVERFRAME], framework);
+        put_version(&mut self.bytes_mut()[field::ICVERMSG], service);
+    }
+}
+
+/// Reads a `struct ic_version` as `major << 16 | minor`.
+fn get_version(b: &[u8]) -> IcVersion {
+    (u32::from(read_u16(b, field::version::MAJOR)) << 16) | u32::from(read_u16(b, field::version::MINOR))
+}
+
+/// Writes `v` (`major << 16 | minor`) as a `struct ic_version`.
+fn put_version(b: &mut [u8], v: IcVersion) {
+    write_u16(b, field::version::MAJOR, (v >> 16) as u16);
+    write_u16(b, field::version::MINOR, v as u16);
 }
 
 /// The `icmsg_hdr` fields a service looks at.
@@ -161,16 +338,17 @@ pub struct IcHeader {
 
 /// Reads the IC header of a message. Errors: shorter than [`ICMSG_HDR`].
 pub fn header(b: &[u8]) -> Result<IcHeader, IcError> {
-    if b.len() < ICMSG_HDR {
-        return Err(IcError::Truncated { what: "header", len: b.len(), need: ICMSG_HDR });
-    }
-    Ok(IcHeader { msgtype: u16_at(b, IC_HDR + 4), flags: b[IC_HDR + 17], status: u32_at(b, IC_HDR + 12) })
+    let m = IcMessage::new_checked(b)?;
+    Ok(IcHeader { msgtype: m.msgtype(), flags: m.flags(), status: m.status() })
 }
 
-/// Turns a request into its response in place: status and `icflags = TRANSACTION | RESPONSE`.
-pub fn make_response(b: &mut [u8], status: u32) {
-    b[IC_HDR + 12..IC_HDR + 16].copy_from_slice(&status.to_le_bytes());
-    b[IC_HDR + 17] = FLAG_TRANSACTION | FLAG_RESPONSE;
+/// Turns a request into its response in place: status and `icflags = TRANSACTION | RESPONSE`. Errors: shorter
+/// than [`ICMSG_HDR`].
+pub fn make_response(b: &mut [u8], status: u32) -> Result<(), IcError> {
+    let mut m = IcMessage::new_checked(b)?;
+    m.set_status(status);
+    m.set_flags(FLAG_TRANSACTION | FLAG_RESPONSE);
+    Ok(())
 }
 
 /// Answers a negotiate message in place (`vmbus_prep_negotiate_resp`): picks the first framework version of
@@ -178,37 +356,29 @@ pub fn make_response(b: &mut [u8], status: u32) {
 /// or counts 0/0 when there is no common version. Returns the chosen `(framework, service)` versions.
 /// Errors: [`IcError`] for a truncated message or version counts over 100 or past the buffer.
 pub fn negotiate(b: &mut [u8], service: &[IcVersion]) -> Result<Option<(IcVersion, IcVersion)>, IcError> {
-    let base = ICMSG_HDR;
-    if b.len() < base + 8 {
-        return Err(IcError::Truncated { what: "negotiate", len: b.len(), need: base + 8 });
-    }
-    let nf = u16_at(b, base) as usize;
-    let ns = u16_at(b, base + 2) as usize;
-    if nf > MAX_VERSION_COUNT || ns > MAX_VERSION_COUNT || b.len() < base + 8 + (nf + ns) * 4 {
+    use field::negotiate::*;
+    let mut m = IcMessage::new_unchecked(&mut *b);
+    m.check(ICVERSION_DATA, "negotiate")?;
+    let nf = read_u16(m.bytes(), ICFRAME_VERCNT) as usize;
+    let ns = read_u16(m.bytes(), ICMSG_VERCNT) as usize;
+    let ver_at = |i: usize| ICVERSION_DATA + i * field::version::LEN;
+    if nf > MAX_VERSION_COUNT || ns > MAX_VERSION_COUNT || m.bytes().len() < ver_at(nf + ns) {
         return Err(IcError::BadVersionCount { framework: nf, service: ns });
     }
-    let ver = |i: usize| (u32::from(u16_at(b, base + 8 + i * 4)) << 16) | u32::from(u16_at(b, base + 10 + i * 4));
+    let ver = |i: usize| get_version(&m.bytes()[ver_at(i)..]);
     let fw = FW_VERSIONS.iter().copied().find(|v| (0..nf).any(|i| ver(i) == *v));
     let srv = service.iter().copied().find(|v| (nf..nf + ns).any(|i| ver(i) == *v));
     let chosen = fw.zip(srv);
-    let (cf, cs) = match chosen {
-        Some(_) => (1u16, 1u16),
-        None => (0, 0),
-    };
-    b[base..base + 2].copy_from_slice(&cf.to_le_bytes());
-    b[base + 2..base + 4].copy_from_slice(&cs.to_le_bytes());
+    let count = u16::from(chosen.is_some());
+    write_u16(m.bytes_mut(), ICFRAME_VERCNT, count);
+    write_u16(m.bytes_mut(), ICMSG_VERCNT, count);
     if let Some((f, s)) = chosen {
         // icversion_data[0] = framework, [1] = service; the header's versions follow the choice.
-        b[base + 8..base + 10].copy_from_slice(&((f >> 16) as u16).to_le_bytes());
-        b[base + 10..base + 12].copy_from_slice(&(f as u16).to_le_bytes());
-        if b.len() >= base + 16 {
-            b[base + 12..base + 14].copy_from_slice(&((s >> 16) as u16).to_le_bytes());
-            b[base + 14..base + 16].copy_from_slice(&(s as u16).to_le_bytes());
+        put_version(&mut m.bytes_mut()[ver_at(0)..], f);
+        if m.bytes().len() >= ver_at(2) {
+            put_version(&mut m.bytes_mut()[ver_at(1)..], s);
         }
-        b[IC_HDR..IC_HDR + 2].copy_from_slice(&((f >> 16) as u16).to_le_bytes());
-        b[IC_HDR + 2..IC_HDR + 4].copy_from_slice(&(f as u16).to_le_bytes());
-        b[IC_HDR + 6..IC_HDR + 8].copy_from_slice(&((s >> 16) as u16).to_le_bytes());
-        b[IC_HDR + 8..IC_HDR + 10].copy_from_slice(&(s as u16).to_le_bytes());
+        m.set_versions(f, s);
     }
     Ok(chosen)
 }
@@ -226,12 +396,11 @@ pub enum ShutdownRequest {
     Invalid(u32),
 }
 
-/// Decodes a shutdown message's flags (at `ICMSG_HDR + 8`). Errors: truncated message.
+/// Decodes a shutdown message's flags (`shutdown_msg_data.flags`). Errors: truncated message.
 pub fn shutdown_request(b: &[u8]) -> Result<ShutdownRequest, IcError> {
-    if b.len() < ICMSG_HDR + 12 {
-        return Err(IcError::Truncated { what: "shutdown", len: b.len(), need: ICMSG_HDR + 12 });
-    }
-    Ok(match u32_at(b, ICMSG_HDR + 8) {
+    let m = IcMessage::new_unchecked(b);
+    m.check(field::shutdown::FLAGS.end, "shutdown")?;
+    Ok(match read_u32(b, field::shutdown::FLAGS) {
         0 | 1 => ShutdownRequest::Poweroff,
         2 | 3 => ShutdownRequest::Reboot,
         4 | 5 => ShutdownRequest::Hibernate,
@@ -239,13 +408,11 @@ pub fn shutdown_request(b: &[u8]) -> Result<ShutdownRequest, IcError> {
     })
 }
 
-/// Bumps a heartbeat's sequence number (`seq_num += 1`, u64 at `ICMSG_HDR`). Errors: truncated message.
+/// Bumps a heartbeat's sequence number (`heartbeat_msg_data.seq_num += 1`). Errors: truncated message.
 pub fn heartbeat(b: &mut [u8]) -> Result<u64, IcError> {
-    if b.len() < ICMSG_HDR + 8 {
-        return Err(IcError::Truncated { what: "heartbeat", len: b.len(), need: ICMSG_HDR + 8 });
-    }
-    let seq = u64_at(b, ICMSG_HDR).wrapping_add(1);
-    b[ICMSG_HDR..ICMSG_HDR + 8].copy_from_slice(&seq.to_le_bytes());
+    IcMessage::new_unchecked(&*b).check(field::heartbeat::SEQ_NUM.end, "heartbeat")?;
+    let seq = read_u64(b, field::heartbeat::SEQ_NUM).wrapping_add(1);
+    write_u64(b, field::heartbeat::SEQ_NUM, seq);
     Ok(seq)
 }
 
@@ -272,20 +439,19 @@ impl TimeSample {
 
 /// Decodes a time sample for service version `version`. Errors: truncated message.
 pub fn time_sample(b: &[u8], version: IcVersion) -> Result<TimeSample, IcError> {
+    let m = IcMessage::new_unchecked(b);
     if version >= 4 << 16 {
-        if b.len() < ICMSG_HDR + 17 {
-            return Err(IcError::Truncated { what: "timesync v4", len: b.len(), need: ICMSG_HDR + 17 });
-        }
+        use field::timesync_ref::*;
+        m.check(FLAGS.end, "timesync v4")?;
         Ok(TimeSample {
-            host_time: u64_at(b, ICMSG_HDR),
-            reference_time: Some(u64_at(b, ICMSG_HDR + 8)),
-            flags: b[ICMSG_HDR + 16],
+            host_time: read_u64(b, PARENTTIME),
+            reference_time: Some(read_u64(b, VMREFERENCETIME)),
+            flags: read_u8(b, FLAGS),
         })
     } else {
-        if b.len() < ICMSG_HDR + 25 {
-            return Err(IcError::Truncated { what: "timesync", len: b.len(), need: ICMSG_HDR + 25 });
-        }
-        Ok(TimeSample { host_time: u64_at(b, ICMSG_HDR), reference_time: None, flags: b[ICMSG_HDR + 24] })
+        use field::timesync::*;
+        m.check(FLAGS.end, "timesync")?;
+        Ok(TimeSample { host_time: read_u64(b, PARENTTIME), reference_time: None, flags: read_u8(b, FLAGS) })
     }
 }
 
@@ -312,11 +478,11 @@ pub const KVP_KEY_SIZE: usize = 512;
 /// Value field size (bytes, `HV_KVP_EXCHANGE_MAX_VALUE_SIZE`).
 pub const KVP_VALUE_SIZE: usize = 2048;
 /// Offset of `hv_kvp_msg`'s body (after `hv_kvp_hdr`).
-const KVP_BODY: usize = ICMSG_HDR + 4;
+const KVP_BODY: usize = field::kvp::BODY;
 /// `hv_kvp_msg_enumerate.data` offset.
-const KVP_ENUM_DATA: usize = KVP_BODY + 4;
+const KVP_ENUM_DATA: usize = field::kvp::ENUM_DATA;
 /// Size of `hv_kvp_exchg_msg_value` (bytes).
-const KVP_VALUE_STRUCT: usize = 12 + KVP_KEY_SIZE + KVP_VALUE_SIZE;
+const KVP_VALUE_STRUCT: usize = field::kvp_value::LEN;
 
 /// Encodes `s` as NUL-terminated UTF-16LE into `dst` (truncating to fit); returns the bytes written.
 pub fn utf16_into(s: &str, dst: &mut [u8]) -> usize {
@@ -325,7 +491,7 @@ pub fn utf16_into(s: &str, dst: &mut [u8]) -> usize {
         if n + 2 > dst.len() {
             break;
         }
-        dst[n..n + 2].copy_from_slice(&u.to_le_bytes());
+        write_u16(dst, n..n + 2, u);
         n += 2;
     }
     n
@@ -333,8 +499,7 @@ pub fn utf16_into(s: &str, dst: &mut [u8]) -> usize {
 
 /// Decodes NUL-terminated (or `len`-bounded) UTF-16LE.
 pub fn utf16_from(src: &[u8]) -> String {
-    let units: Vec<u16> =
-        src.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    let units: Vec<u16> = src.chunks_exact(2).map(|c| read_u16(c, 0..2)).take_while(|&u| u != 0).collect();
     char::decode_utf16(units).map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
 }
 
@@ -396,86 +561,73 @@ pub struct KvpStore {
     pools: BTreeMap<(u8, String), String>,
 }
 
+/// Fills an `hv_kvp_exchg_msg_value` answer: `REG_SZ`, the key (when given) and the value as UTF-16 with their
+/// sizes in bytes (NUL included).
+fn put_kvp_value(v: &mut [u8], key: Option<&str>, value: &str) {
+    use field::kvp_value::*;
+    if let Some(key) = key {
+        let kn = utf16_into(key, &mut v[KEY]);
+        write_u32(v, KEY_SIZE, kn as u32);
+    }
+    let vn = utf16_into(value, &mut v[VALUE]);
+    write_u32(v, VALUE_TYPE, REG_SZ);
+    write_u32(v, VALUE_SIZE, vn as u32);
+}
+
 /// Handles one KVP request in place (`hv_kvp.c` with the daemon's answers built in). Returns the status for the
 /// IC header. Errors: truncated message.
 pub fn kvp(b: &mut [u8], ctx: &Context, store: &mut KvpStore) -> Result<u32, IcError> {
-    if b.len() < KVP_BODY + 4 {
-        return Err(IcError::Truncated { what: "KVP", len: b.len(), need: KVP_BODY + 4 });
-    }
-    let op = b[ICMSG_HDR];
-    let pool = b[ICMSG_HDR + 1];
-    let value_at = |base: usize| (base, base + 4, base + 8, base + 12, base + 12 + KVP_KEY_SIZE);
+    let m = IcMessage::new_unchecked(&*b);
+    m.check(KVP_BODY + 4, "KVP")?;
+    let op = read_u8(b, field::kvp::OPERATION);
+    let pool = read_u8(b, field::kvp::POOL);
     match op {
         kvp_op::ENUMERATE => {
-            if b.len() < KVP_ENUM_DATA + KVP_VALUE_STRUCT {
-                return Err(IcError::Truncated {
-                    what: "KVP enumerate",
-                    len: b.len(),
-                    need: KVP_ENUM_DATA + KVP_VALUE_STRUCT,
-                });
-            }
-            let index = u32_at(b, KVP_BODY) as usize;
+            m.check(KVP_ENUM_DATA + KVP_VALUE_STRUCT, "KVP enumerate")?;
+            let index = read_u32(b, field::kvp::ENUM_INDEX) as usize;
             let entry = if pool == KVP_POOL_AUTO {
                 kvp_auto_pool(ctx).get(index).cloned().map(|(k, v)| (String::from(k), v))
             } else {
                 store.pools.iter().filter(|((p, _), _)| *p == pool).nth(index).map(|((_, k), v)| (k.clone(), v.clone()))
             };
             let Some((key, value)) = entry else { return Ok(HV_S_CONT) };
-            let (ty, ks, vs, k, v) = value_at(KVP_ENUM_DATA);
-            let kn = utf16_into(&key, &mut b[k..k + KVP_KEY_SIZE]);
-            let vn = utf16_into(&value, &mut b[v..v + KVP_VALUE_SIZE]);
-            b[ty..ty + 4].copy_from_slice(&REG_SZ.to_le_bytes());
-            b[ks..ks + 4].copy_from_slice(&(kn as u32).to_le_bytes());
-            b[vs..vs + 4].copy_from_slice(&(vn as u32).to_le_bytes());
+            put_kvp_value(&mut b[KVP_ENUM_DATA..KVP_ENUM_DATA + KVP_VALUE_STRUCT], Some(&key), &value);
             Ok(HV_S_OK)
         }
         kvp_op::SET | kvp_op::GET => {
-            if b.len() < KVP_BODY + KVP_VALUE_STRUCT {
-                return Err(IcError::Truncated {
-                    what: "KVP get/set",
-                    len: b.len(),
-                    need: KVP_BODY + KVP_VALUE_STRUCT,
-                });
-            }
-            let (ty, ks, vs, k, v) = value_at(KVP_BODY);
-            let klen = (u32_at(b, ks) as usize).min(KVP_KEY_SIZE);
-            let key = utf16_from(&b[k..k + klen]);
+            m.check(KVP_BODY + KVP_VALUE_STRUCT, "KVP get/set")?;
+            use field::kvp_value::*;
+            let v = &mut b[KVP_BODY..KVP_BODY + KVP_VALUE_STRUCT];
+            let klen = (read_u32(v, KEY_SIZE) as usize).min(KVP_KEY_SIZE);
+            let key = utf16_from(&v[KEY][..klen]);
             if op == kvp_op::SET {
-                let vlen = (u32_at(b, vs) as usize).min(KVP_VALUE_SIZE);
-                let value = utf16_from(&b[v..v + vlen]);
+                let vlen = (read_u32(v, VALUE_SIZE) as usize).min(KVP_VALUE_SIZE);
+                let value = utf16_from(&v[VALUE][..vlen]);
                 store.pools.insert((pool, key), value);
                 return Ok(HV_S_OK);
             }
             let Some(value) = store.pools.get(&(pool, key)).cloned() else { return Ok(HV_E_FAIL) };
-            let vn = utf16_into(&value, &mut b[v..v + KVP_VALUE_SIZE]);
-            b[ty..ty + 4].copy_from_slice(&REG_SZ.to_le_bytes());
-            b[vs..vs + 4].copy_from_slice(&(vn as u32).to_le_bytes());
+            put_kvp_value(v, None, &value);
             Ok(HV_S_OK)
         }
         kvp_op::DELETE => {
-            if b.len() < KVP_BODY + 4 + KVP_KEY_SIZE {
-                return Err(IcError::Truncated { what: "KVP delete", len: b.len(), need: KVP_BODY + 4 + KVP_KEY_SIZE });
-            }
-            let klen = (u32_at(b, KVP_BODY) as usize).min(KVP_KEY_SIZE);
-            let key = utf16_from(&b[KVP_BODY + 4..KVP_BODY + 4 + klen]);
+            use field::kvp::*;
+            m.check(DELETE_KEY.end, "KVP delete")?;
+            let klen = (read_u32(b, DELETE_KEY_SIZE) as usize).min(KVP_KEY_SIZE);
+            let key = utf16_from(&b[DELETE_KEY][..klen]);
             Ok(if store.pools.remove(&(pool, key)).is_some() { HV_S_OK } else { HV_E_FAIL })
         }
         kvp_op::GET_IP_INFO => {
-            // hv_kvp_ipaddr_value: adapter_id[128] u16, addr_family u8, dhcp_enabled u8, ip_addr[1024] u16,
-            // sub_net[1024] u16, gate_way[512] u16, dns_addr[1024] u16.
-            let base = KVP_BODY;
-            let (fam, dhcp, ip, mask, gw, dns) =
-                (base + 256, base + 257, base + 258, base + 2306, base + 4354, base + 5378);
-            if b.len() < dns + 2048 {
-                return Err(IcError::Truncated { what: "KVP IP info", len: b.len(), need: dns + 2048 });
-            }
+            use field::kvp_ip::*;
+            m.check(KVP_BODY + DNS_ADDR.end, "KVP IP info")?;
             let Some(r) = (ctx.ip)() else { return Ok(HV_E_FAIL) };
-            b[fam] = 1; // ADDR_FAMILY_IPV4
-            b[dhcp] = u8::from(r.dhcp);
-            utf16_into(&r.address, &mut b[ip..ip + 2048]);
-            utf16_into(&r.netmask, &mut b[mask..mask + 2048]);
-            utf16_into(&r.gateway, &mut b[gw..gw + 1024]);
-            utf16_into(&r.dns, &mut b[dns..dns + 2048]);
+            let v = &mut b[KVP_BODY..];
+            write_u8(v, ADDR_FAMILY, 1); // ADDR_FAMILY_IPV4
+            write_u8(v, DHCP_ENABLED, u8::from(r.dhcp));
+            utf16_into(&r.address, &mut v[IP_ADDR]);
+            utf16_into(&r.netmask, &mut v[SUB_NET]);
+            utf16_into(&r.gateway, &mut v[GATE_WAY]);
+            utf16_into(&r.dns, &mut v[DNS_ADDR]);
             Ok(HV_S_OK)
         }
         _ => Ok(HV_E_FAIL),
@@ -576,7 +728,10 @@ pub async fn run(service: Service, ch: Channel, ctx: Context) -> crate::vmbus::E
                 HV_E_FAIL
             }
         };
-        make_response(&mut b, status);
+        if let Err(e) = make_response(&mut b, status) {
+            log::warn!("{} IC: {e}", service.name());
+            continue;
+        }
         if let Err(e) = ch.send_inband_wait(tid, &b, false).await {
             return e;
         }
@@ -594,21 +749,25 @@ mod tests {
 
     fn msg(msgtype: u16, body_len: usize) -> Vec<u8> {
         let mut b = vec![0u8; ICMSG_HDR + body_len];
-        b[IC_HDR + 4..IC_HDR + 6].copy_from_slice(&msgtype.to_le_bytes());
-        b[IC_HDR + 17] = FLAG_TRANSACTION | FLAG_REQUEST;
+        write_u16(&mut b, field::ICMSGTYPE, msgtype);
+        write_u8(&mut b, field::ICFLAGS, FLAG_TRANSACTION | FLAG_REQUEST);
         b
     }
 
     fn negotiate_msg(fw: &[(u16, u16)], srv: &[(u16, u16)]) -> Vec<u8> {
+        use field::negotiate::*;
         let mut b = msg(msgtype::NEGOTIATE, 8 + 4 * (fw.len() + srv.len()));
-        b[ICMSG_HDR..ICMSG_HDR + 2].copy_from_slice(&(fw.len() as u16).to_le_bytes());
-        b[ICMSG_HDR + 2..ICMSG_HDR + 4].copy_from_slice(&(srv.len() as u16).to_le_bytes());
+        write_u16(&mut b, ICFRAME_VERCNT, fw.len() as u16);
+        write_u16(&mut b, ICMSG_VERCNT, srv.len() as u16);
         for (i, (maj, min)) in fw.iter().chain(srv).enumerate() {
-            let o = ICMSG_HDR + 8 + i * 4;
-            b[o..o + 2].copy_from_slice(&maj.to_le_bytes());
-            b[o + 2..o + 4].copy_from_slice(&min.to_le_bytes());
+            put_version(&mut b[ICVERSION_DATA + i * 4..], u32::from(*maj) << 16 | u32::from(*min));
         }
         b
+    }
+
+    fn version_at(b: &[u8], i: usize) -> (u16, u16) {
+        let v = get_version(&b[field::negotiate::ICVERSION_DATA + i * 4..]);
+        ((v >> 16) as u16, v as u16)
     }
 
     #[test]
@@ -616,15 +775,17 @@ mod tests {
         let mut b = negotiate_msg(&[(1, 0), (3, 0)], &[(1, 0), (3, 0), (3, 2)]);
         let r = negotiate(&mut b, &SHUTDOWN_VERSIONS).unwrap();
         assert_eq!(r, Some((3 << 16, 3 << 16 | 2)));
-        assert_eq!(u16_at(&b, ICMSG_HDR), 1);
-        assert_eq!(u16_at(&b, ICMSG_HDR + 2), 1);
-        assert_eq!((u16_at(&b, ICMSG_HDR + 8), u16_at(&b, ICMSG_HDR + 10)), (3, 0));
-        assert_eq!((u16_at(&b, ICMSG_HDR + 12), u16_at(&b, ICMSG_HDR + 14)), (3, 2));
+        assert_eq!(read_u16(&b, field::negotiate::ICFRAME_VERCNT), 1);
+        assert_eq!(read_u16(&b, field::negotiate::ICMSG_VERCNT), 1);
+        assert_eq!(version_at(&b, 0), (3, 0));
+        assert_eq!(version_at(&b, 1), (3, 2));
+        assert_eq!(get_version(&b[field::ICVERFRAME]), 3 << 16, "icverframe follows the choice");
+        assert_eq!(get_version(&b[field::ICVERMSG]), 3 << 16 | 2, "icvermsg follows the choice");
         let mut b = negotiate_msg(&[(3, 0)], &[(9, 9)]);
         assert_eq!(negotiate(&mut b, &HEARTBEAT_VERSIONS).unwrap(), None);
-        assert_eq!(u16_at(&b, ICMSG_HDR), 0);
+        assert_eq!(read_u16(&b, field::negotiate::ICFRAME_VERCNT), 0);
         let mut b = negotiate_msg(&[(3, 0)], &[(3, 0)]);
-        b[ICMSG_HDR..ICMSG_HDR + 2].copy_from_slice(&500u16.to_le_bytes());
+        write_u16(&mut b, field::negotiate::ICFRAME_VERCNT, 500);
         assert!(matches!(negotiate(&mut b, &HEARTBEAT_VERSIONS), Err(IcError::BadVersionCount { framework: 500, .. })));
     }
 
@@ -633,7 +794,8 @@ mod tests {
         let mut b = msg(msgtype::HEARTBEAT, 40);
         b[ICMSG_HDR..ICMSG_HDR + 8].copy_from_slice(&41u64.to_le_bytes());
         assert_eq!(heartbeat(&mut b).unwrap(), 42);
-        make_response(&mut b, HV_S_OK);
+        make_response(&mut b, HV_S_OK).unwrap();
+        assert!(make_response(&mut [0u8; 27], HV_S_OK).is_err(), "short of the headers");
         let h = header(&b).unwrap();
         assert_eq!(h.flags, FLAG_TRANSACTION | FLAG_RESPONSE);
         assert_eq!(h.msgtype, msgtype::HEARTBEAT);
@@ -644,6 +806,32 @@ mod tests {
         s[ICMSG_HDR + 8] = 9;
         assert_eq!(shutdown_request(&s).unwrap(), ShutdownRequest::Invalid(9));
         assert!(heartbeat(&mut [0u8; 20]).is_err());
+    }
+
+    #[test]
+    fn short_messages_are_rejected() {
+        let e = |what, len, need| IcError::Truncated { what, len, need };
+        assert_eq!(header(&[0u8; 27]).unwrap_err(), e("header", 27, 28));
+        assert_eq!(negotiate(&mut [0u8; 35], &HEARTBEAT_VERSIONS).unwrap_err(), e("negotiate", 35, 36));
+        assert_eq!(shutdown_request(&[0u8; 39]).unwrap_err(), e("shutdown", 39, 40));
+        assert_eq!(time_sample(&[0u8; 44], 4 << 16).unwrap_err(), e("timesync v4", 44, 45));
+        assert_eq!(time_sample(&[0u8; 52], 3 << 16).unwrap_err(), e("timesync", 52, 53));
+        let mut b = msg(msgtype::KVPEXCHANGE, 4 + 4 + 100);
+        b[ICMSG_HDR] = kvp_op::ENUMERATE;
+        let c = ctx();
+        assert!(matches!(
+            kvp(&mut b, &c, &mut KvpStore::default()),
+            Err(IcError::Truncated { what: "KVP enumerate", .. })
+        ));
+        b[ICMSG_HDR] = kvp_op::GET_IP_INFO;
+        assert!(matches!(
+            kvp(&mut b, &c, &mut KvpStore::default()),
+            Err(IcError::Truncated { what: "KVP IP info", .. })
+        ));
+        // A hostile version count past the buffer.
+        let mut b = negotiate_msg(&[(3, 0)], &[(3, 0)]);
+        write_u16(&mut b, field::negotiate::ICMSG_VERCNT, 50);
+        assert_eq!(negotiate(&mut b, &HEARTBEAT_VERSIONS), Err(IcError::BadVersionCount { framework: 1, service: 50 }));
     }
 
     #[test]
@@ -693,7 +881,7 @@ mod tests {
         let key = utf16_from(&b[KVP_ENUM_DATA + 12..KVP_ENUM_DATA + 12 + KVP_KEY_SIZE]);
         let val = utf16_from(&b[KVP_ENUM_DATA + 12 + KVP_KEY_SIZE..]);
         assert_eq!((key.as_str(), val.as_str()), ("NetworkAddressIPv4", "10.0.0.2"));
-        assert_eq!(u32_at(&b, KVP_ENUM_DATA + 4), 2 * 19, "key_size in bytes with the NUL");
+        assert_eq!(read_u32(&b[KVP_ENUM_DATA..], field::kvp_value::KEY_SIZE), 2 * 19, "key_size in bytes with the NUL");
         b[KVP_BODY..KVP_BODY + 4].copy_from_slice(&10u32.to_le_bytes());
         assert_eq!(kvp(&mut b, &c, &mut store).unwrap(), HV_S_CONT, "past the last index");
         assert!(kvp(&mut [0u8; 40], &c, &mut store).is_err());

@@ -2,10 +2,13 @@
 //! clock, SynIC), VMBus, the synthetic NIC (netvsc) and SCSI disk (storvsc), and the heartbeat, shutdown, time
 //! sync and KVP integration services. This file is the one place that says what the platform brings up.
 //!
-//! Everything but [`hw`] is safe, sans-I/O protocol code over [`hv::HwAccess`] (MSRs, hypercalls) and
-//! [`mem::Dma`] (shared pages), host-tested against recorded values and, in the `hyperv` test target, against a
-//! host model that plays the Hyper-V host.
+//! Everything but `hw` (bare target only) is safe, sans-I/O protocol code over [`hv::HwAccess`] (MSRs,
+//! hypercalls) and [`mem::Dma`] (shared pages), host-tested against recorded values and, in the `hyperv` test
+//! target, against a host model that plays the Hyper-V host. Interrupt-to-task wake-ups use `libos::irq`
+//! (`critical`, `WakeSlot`); wire formats are checked views over `libos::wire`. The `host-model` feature builds
+//! the host-side models (`mem::host`, `vmbus::ring::host_side`) for test peers.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -17,7 +20,6 @@ pub mod ic;
 pub mod mem;
 pub mod netvsc;
 pub mod storvsc;
-pub mod sync;
 pub mod vmbus;
 
 use alloc::format;
@@ -95,18 +97,22 @@ impl Platform for HyperV {
     }
 }
 
-/// The IPv4 configuration of the kernel's network stack, for KVP.
+/// The guest's IPv4 configuration for KVP, read through libos's hook (which the network stack installs):
+/// dotted-quad address, netmask from the prefix length, gateway (`""` when none), comma-separated DNS servers.
+/// `None` without a network stack or before it has an address.
 pub fn kernel_ip_report() -> Option<ic::IpReport> {
-    let s = net::stats();
-    let c = s.ipv4?;
+    libos::platform::ipv4().map(|c| ip_report(&c))
+}
+
+fn ip_report(c: &libos::platform::Ipv4Info) -> ic::IpReport {
     let mask = if c.prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(c.prefix_len.min(32))) };
-    Some(ic::IpReport {
+    ic::IpReport {
         address: format!("{}", c.address),
         netmask: format!("{}", core::net::Ipv4Addr::from(mask)),
         gateway: c.gateway.map(|g| format!("{g}")).unwrap_or_default(),
         dns: c.dns_servers.iter().map(|d| format!("{d}")).collect::<alloc::vec::Vec<_>>().join(","),
-        dhcp: s.ipv4_state == net::Ipv4State::DhcpBound,
-    })
+        dhcp: c.dhcp,
+    }
 }
 
 #[cfg(target_os = "none")]
@@ -258,6 +264,26 @@ mod tests {
         let without = choose(&d, 0).unwrap();
         assert!(without.score > 100, "Hyper-V must win without virtio devices");
         assert!(without.reason.contains("no virtio devices"), "{}", without.reason);
+    }
+
+    #[test]
+    fn ip_report_formats_the_libos_ipv4_info() {
+        use core::net::Ipv4Addr;
+        let c = libos::platform::Ipv4Info {
+            address: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            dns_servers: alloc::vec![Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)],
+            dhcp: true,
+        };
+        let r = ip_report(&c);
+        assert_eq!(
+            (r.address.as_str(), r.netmask.as_str(), r.gateway.as_str(), r.dns.as_str(), r.dhcp),
+            ("10.0.2.15", "255.255.255.0", "10.0.2.2", "10.0.2.3,1.1.1.1", true)
+        );
+        let r = ip_report(&libos::platform::Ipv4Info { prefix_len: 0, gateway: None, dns_servers: alloc::vec![], ..c });
+        assert_eq!((r.netmask.as_str(), r.gateway.as_str(), r.dns.as_str()), ("0.0.0.0", "", ""));
+        assert_eq!(kernel_ip_report(), None, "no network stack in this test");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! All protocol code touches shared memory only through [`Region`], which checks every offset and alignment, so a
 //! value the host controls can at worst produce an [`MemError`], never an access outside the region. Two backends
-//! implement [`SharedPages`]: the identity-mapped DMA heap on the bare target (`crate::hw`) and [`host::HostMemory`]
+//! implement [`SharedPages`]: the identity-mapped DMA heap on the bare target (`crate::hw`) and `host::HostMemory`
 //! on the host, where a test peer plays the Hyper-V host against the same guest code.
 
 use alloc::sync::Arc;
@@ -18,11 +18,26 @@ pub const PAGE_SIZE: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemError {
     /// `len` bytes at `offset` do not fit a region of `size` bytes.
-    OutOfBounds { offset: usize, len: usize, size: usize },
+    OutOfBounds {
+        /// Offset of the access into the region (bytes).
+        offset: usize,
+        /// Length of the access (bytes).
+        len: usize,
+        /// Size of the region (bytes).
+        size: usize,
+    },
     /// An atomic access of `width` bytes at `offset` is not naturally aligned.
-    Misaligned { offset: usize, width: usize },
+    Misaligned {
+        /// Offset of the access into the region (bytes).
+        offset: usize,
+        /// Width of the access (bytes).
+        width: usize,
+    },
     /// No memory for `pages` more pages.
-    NoMemory { pages: usize },
+    NoMemory {
+        /// 4 KiB pages asked for.
+        pages: usize,
+    },
 }
 
 impl fmt::Display for MemError {
@@ -228,9 +243,9 @@ impl Region {
 }
 
 /// Host-side shared memory: a simulated guest-physical address space of atomic words, so a test peer on another
-/// thread can play the Hyper-V host over exactly the bytes the guest code reads and writes. Only built for host
-/// targets (unit tests and the `hyperv` test peer).
-#[cfg(not(target_os = "none"))]
+/// thread can play the Hyper-V host over exactly the bytes the guest code reads and writes. A test-only host
+/// model: built for unit tests and with the `host-model` feature (which `hyperv-peer` enables).
+#[cfg(any(test, feature = "host-model"))]
 pub mod host {
     use super::{Dma, MemError, Region, SharedPages, PAGE_SIZE};
     use alloc::sync::Arc;

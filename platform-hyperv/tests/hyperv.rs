@@ -1,14 +1,10 @@
 //! platform-hyperv's guest code, unchanged, against `hyperv-peer`, a host-side model of a Hyper-V host: full
-//! bring-up with every VMBus and NVSP version, HTTP served by httpd's HTTP core through netvsc, disk I/O through
-//! storvsc with every storage protocol version, the shutdown and KVP integration services, a rescinded channel,
-//! and hostile ring values. The guest runs on libos's executor (process-global, so tests take [`LOCK`]); the host
-//! model runs on its own thread and interrupts the guest through the SynIC interrupt line.
+//! bring-up with every VMBus and NVSP version, HTTP served by httpd's server (`zirvium-http`) through netvsc,
+//! disk I/O through storvsc with every storage protocol version, the shutdown and KVP integration services, a
+//! rescinded channel, and hostile ring values. The guest runs on libos's executor (process-global, so tests take
+//! [`LOCK`]); the host model runs on its own thread and interrupts the guest through the SynIC interrupt line.
 
 extern crate alloc;
-
-#[allow(dead_code)]
-#[path = "../../apps/httpd/src/http.rs"]
-mod http;
 
 use hyperv_peer::{relid, Host, HostConfig};
 use libos::dev::{BlockDevice, BlockError, DeviceError, NetDevice};
@@ -27,6 +23,8 @@ use platform_hyperv::vmbus::InterruptLine;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, OnceLock};
+use zirvium_http::demo::{Context, Demo, NotFound};
+use zirvium_http::Settings;
 
 struct HostClock;
 
@@ -99,7 +97,7 @@ fn bring_up_with_every_vmbus_version() {
         assert_eq!(devs.bus.version(), v, "negotiated {}", version::display(v));
         assert_eq!(host.vmbus_version(), Some(v));
         let expect_conn = if v >= version::WIN10_V5 { hyperv_peer::HOST_MSG_CONN_ID } else { 1 };
-        assert_eq!(devs.bus.message_connection_id(), expect_conn);
+        assert_eq!(devs.bus.message_connection_id().0, expect_conn);
         assert_eq!(devs.nics.len(), 1, "the late NIC offer was waited for (version {})", version::display(v));
         assert_eq!(devs.disks.len(), 1);
         assert_eq!(devs.ics.len(), 4);
@@ -170,50 +168,16 @@ async fn networks(host: &Host, nic: platform_hyperv::netvsc::Netvsc) -> (Arc<Sta
     (guest, hstack)
 }
 
-/// Serves HTTP on `listener` with httpd's HTTP core, as the httpd app does.
+/// Serves HTTP on `listener` with the connection driver and demo routes httpd runs (the accept loop is the
+/// test's own: httpd's also ends on a host shutdown request, which another test makes).
 async fn serve(listener: TcpListener) {
+    let settings: &'static Settings = Box::leak(Box::new(Settings::new("hello over VMBus")));
+    let context = || Context { platform: "hyperv", uptime_ms: 0, connections: 1 };
+    let handler: &'static Demo<NotFound> =
+        Box::leak(Box::new(Demo::new(settings.message.clone(), NotFound).with_context(context)));
     loop {
         let Ok((stream, _)) = listener.accept().await else { return };
-        libos::task::spawn(async move {
-            let cfg = http::Config::default();
-            let mut conn = http::Connection::new(&cfg);
-            let mut rx = vec![0u8; 4096];
-            let mut tx = vec![0u8; 16 * 1024];
-            loop {
-                let n = match stream.read(&mut rx).await {
-                    Ok(0) | Err(_) => {
-                        conn.receive_eof();
-                        0
-                    }
-                    Ok(n) => n,
-                };
-                let ctx = http::Context {
-                    platform: "hyperv",
-                    root_message: "hello over VMBus",
-                    uptime_ms: 0,
-                    requests: 0,
-                    connections: 1,
-                };
-                let mut off = 0;
-                loop {
-                    let r = conn.receive(&rx[off..n], &ctx);
-                    off += r.consumed;
-                    while conn.has_output() {
-                        let m = conn.poll_output(&mut tx);
-                        if stream.write_all(&tx[..m]).await.is_err() {
-                            return;
-                        }
-                    }
-                    if conn.wants_close() || n == 0 {
-                        let _ = stream.shutdown().await;
-                        return;
-                    }
-                    if off >= n {
-                        break;
-                    }
-                }
-            }
-        });
+        libos::task::spawn(zirvium_http::serve_connection(stream, settings, handler));
     }
 }
 
@@ -428,7 +392,7 @@ fn a_rescinded_disk_fails_cleanly_and_is_released() {
             BlockError::Protocol { detail, .. } => assert!(detail.contains("rescinded"), "{e}"),
             other => panic!("expected a protocol error, got {other}"),
         }
-        assert!(devs.bus.offers().iter().all(|o| o.child_relid != relid::SCSI), "the offer is gone");
+        assert!(devs.bus.offers().iter().all(|o| o.child_relid.0 != relid::SCSI), "the offer is gone");
         assert_clean(&host);
         host.stop();
     });

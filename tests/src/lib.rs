@@ -274,12 +274,20 @@ pub struct VmBuilder {
     disks: Vec<images::qemu::DiskSpec>,
     initrd: Option<PathBuf>,
     kernel: Option<PathBuf>,
+    boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
 }
 
 impl VmBuilder {
     /// Boots this ELF (e.g. from [`test_image`]) instead of building the app.
     pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
         self.kernel = Some(path.into());
+        self
+    }
+
+    /// Boots the packaged disk `image` (`images package`) through `firmware` on q35 instead of building the app
+    /// — what `images run --image FILE --boot bios|uefi` does. The app name only names the VM in notes.
+    pub fn boot_disk(mut self, image: impl Into<PathBuf>, firmware: images::diskboot::Firmware) -> Self {
+        self.boot_disk = Some((image.into(), firmware));
         self
     }
 
@@ -390,12 +398,27 @@ impl VmBuilder {
             }
             other => other.clone(),
         };
-        let kernel = match &self.kernel {
-            Some(k) => k.clone(),
-            None => image_with_initrd(&self.app, initrd.as_deref())?,
+        let kernel = match (&self.boot_disk, &self.kernel) {
+            (Some(_), _) => PathBuf::new(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => image_with_initrd(&self.app, initrd.as_deref())?,
         };
         let mut opts = RunOptions::new(kernel, self.accel);
         opts.machine = self.machine;
+        if let Some((image, firmware)) = &self.boot_disk {
+            let io = |e: images::diskboot::DiskBootError| VmError::Io {
+                what: format!("preparing the boot of {}", image.display()),
+                source: std::io::Error::other(e.to_string()),
+            };
+            std::fs::create_dir_all(log_dir())
+                .map_err(|source| VmError::Io { what: format!("creating {}", log_dir().display()), source })?;
+            let vars = log_dir().join(format!("{}.ovmf-vars.fd", self.name));
+            let format = images::diskboot::image_format(image).map_err(io)?;
+            opts.boot_disk = Some(images::diskboot::DiskBoot::new(image, &format, *firmware, &vars).map_err(io)?);
+            if opts.machine == Machine::Microvm {
+                opts.machine = Machine::Q35;
+            }
+        }
         opts.mem_mib = self.mem_mib;
         opts.smp = self.smp;
         opts.network = match &self.net {
@@ -430,8 +453,8 @@ impl VmBuilder {
         note(format_args!(
             "{}: booting {} on {} under {} (log {})",
             self.name,
-            self.app,
-            self.machine,
+            self.boot_disk.as_ref().map_or(self.app.clone(), |(i, f)| format!("{} through {f}", i.display())),
+            opts.machine,
             self.accel,
             log_path.display()
         ));
@@ -455,7 +478,7 @@ impl VmBuilder {
         Ok(Vm {
             name: self.name,
             accel: self.accel,
-            machine: self.machine,
+            machine: opts.machine,
             timeout: self.timeout,
             forwards: opts.forwards().to_vec(),
             command_line,
@@ -570,6 +593,7 @@ impl Vm {
             disks: Vec::new(),
             initrd: None,
             kernel: None,
+            boot_disk: None,
         }
     }
 

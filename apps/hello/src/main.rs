@@ -1,6 +1,7 @@
 //! `hello`: prints `hello from Zirvium on <platform>`, its arguments, the wall-clock time, sleeps 10 ms on a
 //! timer and exits 0. Test hooks: the argument `fault=pagefault|divide|write-text|panic|stack-overflow`
 //! triggers that failure on purpose, to check the exception and panic reports.
+#![allow(unsafe_code)]
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 extern crate alloc;

@@ -1,11 +1,12 @@
 //! `kv`: a key-value appliance over HTTP/1.1. `GET`/`PUT`/`DELETE /kv/<key>` keep each value as a file on
 //! `/data` (the FAT filesystem of the first virtio-blk disk); a PUT is answered only once the value is durable
 //! and is all-or-nothing across a VM kill (see [`store`]). `GET /kv/` lists the keys; `/`, `/health` and
-//! `/bytes/N` are httpd's built-in routes.
+//! `/bytes/N` are the demo routes every appliance serves ([`zirvium_http::demo`]).
 //!
-//! App arguments (`key=value`, after `--` on the kernel command line): httpd's (see [`httpd::server`]:
-//! `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=128`, `idle_timeout_ms=30000`) and
-//! `max_value_bytes=1048576`, the largest value (413 beyond; it is also the request body limit).
+//! App arguments (`key=value`, after `--` on the kernel command line): the shared ones (see
+//! [`zirvium_http::settings`]: `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=128`,
+//! `idle_timeout_ms=30000`) and `max_value_bytes=1048576`, the largest value (413 beyond; it is also the request
+//! body limit).
 //!
 //! Without a writable `/data` (no disk, or a disk without FAT) kv logs an error and exits with status 1.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -18,10 +19,12 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use httpd::files::FileReader;
-use httpd::server::{self, ArgError, Settings};
 use store::{Kv, Store, StoreError};
-use zirvium::fs;
+use zirvium::{fs, log};
+use zirvium_http::demo::Demo;
+use zirvium_http::files::FileReader;
+use zirvium_http::vfs::Reader;
+use zirvium_http::{ArgError, Settings};
 
 zirvium::app!(run);
 
@@ -51,9 +54,9 @@ fn store_error(e: fs::Error) -> StoreError {
 
 impl Store for DataDir {
     fn open(&self, name: &str) -> Result<(u64, Box<dyn FileReader>), StoreError> {
-        let file = fs::File::open(Self::path(name)).map_err(store_error)?;
-        let len = file.metadata().map_err(store_error)?.len();
-        Ok((len, Box::new(httpd::vfs::Reader(file))))
+        let reader = Reader::open(&Self::path(name)).map_err(store_error)?;
+        let len = reader.size().map_err(store_error)?;
+        Ok((len, Box::new(reader)))
     }
 
     fn write_synced(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -100,11 +103,11 @@ fn check_data() -> Result<(), ArgError> {
 /// Logs the keys and the free space on [`DATA`].
 fn log_space(kv: &Kv<DataDir>) {
     let keys = store::keys(kv.store()).map_or_else(|e| format!("? ({e})"), |k| k.len().to_string());
-    match ::fs::vfs().stats(DATA) {
+    match fs::stats(DATA) {
         Ok(s) => log::info!(
             "kv: {DATA}: {keys} keys, {} free of {}",
-            ::fs::human_bytes(s.free_bytes),
-            ::fs::human_bytes(s.total_bytes)
+            fs::human_bytes(s.free_bytes),
+            fs::human_bytes(s.total_bytes)
         ),
         Err(e) => log::warn!("kv: {DATA}: {keys} keys; free space unknown: {e}"),
     }
@@ -113,9 +116,9 @@ fn log_space(kv: &Kv<DataDir>) {
 async fn run() -> Result<(), ArgError> {
     let mut max_value = DEFAULT_MAX_VALUE_BYTES;
     let defaults = Settings::new("Zirvium key-value store: GET, PUT and DELETE /kv/<key>; GET /kv/ lists the keys.");
-    let mut settings = server::parse_args("kv", defaults, zirvium::env::args(), "max_value_bytes", |_, k, v| {
+    let mut settings = zirvium_http::parse_args("kv", defaults, zirvium::env::args(), "max_value_bytes", |_, k, v| {
         match k {
-            "max_value_bytes" => max_value = server::parse_number("kv", k, v)?,
+            "max_value_bytes" => max_value = zirvium_http::parse_number("kv", k, v)?,
             "max_body_bytes" => return Err(ArgError(String::from("kv: use max_value_bytes to limit request bodies"))),
             _ => return Ok(false),
         }
@@ -126,7 +129,7 @@ async fn run() -> Result<(), ArgError> {
         log::error!("{e}");
         return Err(e);
     }
-    let kv: &'static Kv<DataDir> = Box::leak(Box::new(Kv::new(DataDir, max_value)));
+    let kv = Kv::new(DataDir, max_value);
     match store::recover(kv.store()) {
         Ok(0) => {}
         Ok(n) => log::info!("kv: removed {n} temporary files of interrupted PUTs"),
@@ -136,8 +139,9 @@ async fn run() -> Result<(), ArgError> {
             return Err(e);
         }
     }
-    log_space(kv);
-    server::run("kv", settings, kv).await
+    log_space(&kv);
+    let handler: &'static Demo<Kv<DataDir>> = Box::leak(Box::new(Demo::new(settings.message.clone(), kv)));
+    zirvium_http::run("kv", settings, handler).await
 }
 
 /// [`DataDir`] through `zirvium::fs` on the real FAT backend, over a disk in memory with a volatile write cache
@@ -147,9 +151,9 @@ mod tests {
     use super::*;
     use ::fs::memdisk::MemDisk;
     use alloc::sync::Arc;
-    use httpd::http::{Content, Handler, Request, Response, Status};
     use std::sync::atomic::Ordering;
     use std::sync::Mutex;
+    use zirvium_http::{Content, Handler, Request, Response, Status};
 
     /// The tests share the global mount table: one at a time.
     static VFS_LOCK: Mutex<()> = Mutex::new(());

@@ -1,5 +1,5 @@
 //! The key-value protocol of `kv`, sans I/O: which keys are valid, the file that holds each key's value, the
-//! HTTP routes (`/kv/<key>`, `/kv/`) as an [`httpd::http::Handler`], and the crash-safe PUT, all over a
+//! HTTP routes (`/kv/<key>`, `/kv/`) as a [`zirvium_http::Handler`], and the crash-safe PUT, all over a
 //! [`Store`] (a directory: `/data` in the image, a map in the tests).
 //!
 //! A PUT never writes into a key's file. It writes the value to a temporary file, `sync_all`s it (data and
@@ -16,8 +16,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use httpd::files::{file_response, FileReader};
-use httpd::http::{Content, Handler, Request, Response, Status};
+use zirvium::log;
+use zirvium_http::files::{file_response, FileReader};
+use zirvium_http::{Content, Handler, Request, Response, Status};
 
 /// Longest key, bytes.
 pub const MAX_KEY_BYTES: usize = 64;
@@ -373,9 +374,10 @@ impl<S: Store> Handler for Kv<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use httpd::http::{Config, Connection, Context, SourceError};
     use std::collections::BTreeMap;
     use std::sync::Mutex;
+    use zirvium_http::demo::Demo;
+    use zirvium_http::{Config, Connection, SourceError};
 
     /// A directory like FAT's: names compared case-insensitively (kept as created), a byte capacity, an
     /// operation log, and a power budget: after `power` mutating operations every operation fails, and a write
@@ -736,14 +738,15 @@ mod tests {
     fn through_the_http_core() {
         let kv = Kv::new(FakeDir::default(), 16);
         let config = Config { max_body_bytes: 16, ..Config::default() };
-        let mut conn = Connection::with_handler(&config, &kv);
-        let ctx = Context { platform: "test", root_message: "m", uptime_ms: 0, requests: 0, connections: 1 };
+        // The demo routes in front, as in the image.
+        let handler = Demo::new("m", &kv);
+        let mut conn = Connection::with_handler(&config, &handler);
         let input = "PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
                      PUT /kv/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
                      GET /kv/a HTTP/1.1\r\nHost: x\r\n\r\n\
                      GET /health HTTP/1.1\r\nHost: x\r\n\r\n\
                      PUT /kv/c HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n";
-        let r = conn.receive(input.as_bytes(), &ctx);
+        let r = conn.receive(input.as_bytes());
         assert_eq!(r.requests, 5);
         let mut out = vec![0u8; 4096];
         let n = conn.poll_output(&mut out);

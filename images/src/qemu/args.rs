@@ -25,6 +25,10 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
         push(&["-global", "virtio-mmio.force-legacy=false"]);
     }
+    if let Some(boot) = &opts.boot_disk {
+        // First on the PCI bus, so the guest finds the boot disk (and its data partition) first.
+        push(&boot.qemu_args().iter().map(String::as_str).collect::<Vec<_>>());
+    }
     let netdev = match &opts.network {
         Network::None => None,
         Network::User { forwards } => {
@@ -52,6 +56,10 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         args.push(file);
         args.push("-device".into());
         args.push(format!("{},drive=d{i}", opts.machine.virtio_blk_device()).into());
+    }
+    if opts.boot_disk.is_some() {
+        // Firmware boots the disk: no -kernel, -initrd or -append (they are inside the packaged disk).
+        return Ok(args);
     }
     if let Some(initrd) = &opts.initrd {
         args.push("-initrd".into());

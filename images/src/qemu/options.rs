@@ -349,6 +349,9 @@ pub struct RunOptions {
     pub read_only_disks: BTreeSet<usize>,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
     pub initrd: Option<PathBuf>,
+    /// Boot this packaged disk through firmware instead of `kernel` (`images run --image`): replaces
+    /// `-kernel`, `-append` and `-initrd` with the firmware and boot-disk arguments of [`crate::diskboot`].
+    pub boot_disk: Option<crate::diskboot::DiskBoot>,
 }
 
 impl RunOptions {
@@ -366,6 +369,7 @@ impl RunOptions {
             disks: Vec::new(),
             read_only_disks: BTreeSet::new(),
             initrd: None,
+            boot_disk: None,
         }
     }
 
@@ -387,7 +391,8 @@ impl RunOptions {
                 return Err(ConfigError::AppArg(arg.clone()));
             }
         }
-        for path in self.disks.iter().chain(self.initrd.iter()) {
+        let boot_disk = self.boot_disk.as_ref().map(|b| &b.image);
+        for path in self.disks.iter().chain(self.initrd.iter()).chain(boot_disk) {
             if !path.is_file() {
                 return Err(ConfigError::NoFile(path.clone()));
             }
@@ -483,6 +488,13 @@ pub enum ConfigError {
     /// `--accel kvm` but KVM cannot be used.
     #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
     KvmUnavailable(String),
+    /// An option `images run --image` cannot apply: the packaged disk carries its own kernel command line and
+    /// initrd, and needs firmware.
+    #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]
+    ImageOption(&'static str),
+    /// An option that only applies to `images run --image`.
+    #[error("{0} applies only to --image FILE")]
+    NeedsImage(&'static str),
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{args, host};
-use crate::cargo::Profile;
 use crate::error::Error;
 use crate::exit::{Outcome, TIMEOUT_EXIT};
 use crate::forward::Protocol;
@@ -24,25 +23,28 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     args.options(Accel::Tcg)?;
     let qemu_bin = host::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     let (accel, why) = host::choose_accel(args.accel)?;
-    let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
-    let image = if args.test {
-        crate::stdapp::build_test_image(&args.app, Profile::Release, initrd.as_deref())?
-    } else {
-        crate::stdapp::build_image(&args.app, Profile::Release, initrd.as_deref())?
-    };
-    eprintln!("images: built {}", image.summary());
-    if let Some(initrd) = &initrd {
-        eprintln!("images: initrd {} embedded in the image", initrd.display());
-    }
     eprintln!("images: accel {accel} ({why})");
     let mut opts = args.options(accel)?;
-    opts.kernel = image.path;
-    if args.test {
-        let given = std::mem::take(&mut opts.app_args);
-        opts.app_args = crate::stdapp::TEST_HARNESS_ARGS.iter().map(|a| a.to_string()).chain(given).collect();
+    // Removed when the run ends: OVMF's per-VM variable store.
+    let mut _vars = None;
+    if let Some(image) = &args.image {
+        let vars = crate::cargo::target_dir().join(format!("ovmf-vars-{}.fd", std::process::id()));
+        let firmware = args.boot.unwrap_or_default();
+        let format = crate::diskboot::image_format(image)?;
+        opts.boot_disk = Some(crate::diskboot::DiskBoot::new(image, &format, firmware, &vars)?);
+        _vars = Some(crate::diskboot::RemoveOnDrop(vars));
+        eprintln!("images: booting {} ({format}) through {firmware} on {}", image.display(), opts.machine);
+    } else {
+        let initrd = resolve_initrd(&args.app, args.initrd.as_deref())?;
+        let image = args.build(initrd.as_deref())?;
+        eprintln!("images: built {}", image.summary());
+        if let Some(initrd) = &initrd {
+            eprintln!("images: initrd {} embedded in the image", initrd.display());
+        }
+        opts.kernel = image.path;
+        // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
+        opts.initrd = None;
     }
-    // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
-    opts.initrd = None;
     for f in opts.forwards() {
         match f.protocol {
             Protocol::Tcp => eprintln!("images: open http://localhost:{}/", f.host),
@@ -60,6 +62,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         let text = Arc::clone(&stderr_text);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
+            let mut hinted = false;
             while let Ok(n) = pipe.read(&mut buf) {
                 if n == 0 {
                     break;
@@ -67,6 +70,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
                 let _ = std::io::stderr().write_all(&buf[..n]);
                 if let Ok(mut t) = text.lock() {
                     t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if accel == Accel::Kvm && !hinted && t.contains("emulation failure") {
+                        hinted = true;
+                        eprintln!("images: {}", crate::diskboot::KVM_EMULATION_HINT);
+                    }
                 }
             }
         })

@@ -19,7 +19,7 @@ use clap::Args;
 use super::console::{self, Event, Line};
 use super::status::{parse_exit_status, DomainEnd, DOMAIN_FAILED_EXIT};
 use super::{host, nested, xl, Dom0Kind, Domu, Error};
-use crate::cargo::{build_app, Profile};
+use crate::cargo::Profile;
 use crate::exit::TIMEOUT_EXIT;
 use crate::forward::{PortForward, Protocol};
 use crate::host_tools::find_in_path;
@@ -30,7 +30,7 @@ use crate::shell::shell_line;
 /// Options of `images xl-config`.
 #[derive(Debug, Args)]
 pub struct XlConfigArgs {
-    /// The app's package name, e.g. hello or httpd (built first, release).
+    /// The app's package name, e.g. hello or httpd, or a crate directory (a std crate; built first, release).
     pub app: String,
     /// Guest RAM, in MiB (64 or 64M) or GiB (1G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = qemu::parse_mem_mib)]
@@ -72,10 +72,10 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<String, Error> {
     if let Some(missing) = args.initrd.as_ref().filter(|p| !p.exists()) {
         return Err(qemu::ConfigError::NoFile(missing.clone()).into());
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = crate::stdapp::build_image(&args.app, Profile::Release, None)?;
     eprintln!("images: built {}", image.summary());
     let domu = Domu {
-        app: args.app.clone(),
+        app: image.app.clone(),
         kernel: image.path,
         memory_mib: args.mem,
         vcpus: args.smp,
@@ -117,7 +117,7 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
         Network::Tap { .. } => return Err(Error::Options("--net tap is not available with --hypervisor xen".into())),
     };
     let domu = Domu {
-        app: args.app.clone(),
+        app: provisional_name(&args.app),
         kernel: PathBuf::new(),
         memory_mib: args.mem,
         vcpus: args.smp,
@@ -128,6 +128,13 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
     };
     xl::check_name(&domu.name())?;
     Ok((domu, forwards))
+}
+
+/// The domU's app name before the build: a package name as is, a crate directory's last component (the build
+/// then gives its package name).
+fn provisional_name(app: &str) -> String {
+    let dir = crate::stdapp::crate_dir(app);
+    dir.as_deref().and_then(|d| d.file_name()).map_or_else(|| app.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `images run --hypervisor xen`: see the module docs. Returns the exit code: the domU's status,
@@ -144,8 +151,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     if !local {
         qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = args.build(None)?;
     eprintln!("images: built {}", image.summary());
+    domu.app = image.app.clone();
+    xl::check_name(&domu.name())?;
     domu.kernel = image.path;
     domu.ramdisk = resolve_initrd(&args.app, args.initrd.as_deref())?;
     if let Some(initrd) = &domu.ramdisk {

@@ -36,6 +36,7 @@ pub mod wait;
 
 /// The app's main future for `zirvium`'s boot path: the std program's main thread (see [`start`]).
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // `#[no_mangle]`: the boot path (`zirvium::boot`) links against this name
 #[no_mangle]
 fn __zirvium_app_main() -> core::pin::Pin<alloc::boxed::Box<dyn core::future::Future<Output = u8> + Send>> {
     start::app_main()
@@ -43,6 +44,7 @@ fn __zirvium_app_main() -> core::pin::Pin<alloc::boxed::Box<dyn core::future::Fu
 
 /// The app's name for the boot log.
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // `#[no_mangle]`: as above
 #[no_mangle]
 fn __zirvium_app_name() -> &'static str {
     start::app_name()

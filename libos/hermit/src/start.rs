@@ -70,6 +70,8 @@ pub use vm::*;
 #[cfg(target_os = "none")]
 mod vm {
     //! The parts that need the linked image: the TLS template from the linker script and the main thread.
+    // Linker symbols and std's entry are foreign items.
+    #![allow(unsafe_code)]
     use super::*;
     use alloc::boxed::Box;
     use core::future::Future;

@@ -6,6 +6,7 @@
 
 // These functions take the C caller's pointers on purpose: checking them is what this module is for, and it is
 // the one place they are dereferenced (the `sys_*` functions stay safe to call from Rust, as they are from C).
+#![allow(unsafe_code)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::errno::{AbiResult, Errno};

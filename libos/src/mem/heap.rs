@@ -1,5 +1,6 @@
 //! The kernel heap: `talc` over every free RAM range left after page tables were allocated. The lock masks
 //! interrupts, so an interrupt handler that allocates cannot deadlock against the code it interrupted.
+#![allow(unsafe_code)]
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};

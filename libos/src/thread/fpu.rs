@@ -3,6 +3,7 @@
 //! with FXSAVE64/FXRSTOR64 (512-byte area, 16-byte aligned).
 //! Source: Intel SDM Vol. 3A §2.5 (CR0.MP/EM/TS/NE, CR4.OSFXSR/OSXMMEXCPT), §13.1.4 (initialising SSE),
 //! Vol. 2A "FXSAVE" (area layout), Vol. 1 §10.2.3.1 (MXCSR default 0x1F80).
+#![allow(unsafe_code)]
 
 use core::arch::asm;
 

@@ -3,6 +3,7 @@
 //! loads the new one and pops the new thread's registers; everything else is saved by the caller (a Rust call
 //! site, or the interrupt entry stub for a preemption). FPU/SSE state and the FS base are switched by the
 //! caller (`thread::mod`).
+#![allow(unsafe_code)]
 
 use core::arch::global_asm;
 

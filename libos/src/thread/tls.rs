@@ -31,7 +31,12 @@ pub enum TlsError {
     /// `align` is not a power of two or exceeds [`MAX_ALIGN`].
     BadAlign(usize),
     /// `init` is longer than `mem_size`.
-    InitTooLong { init: usize, mem_size: usize },
+    InitTooLong {
+        /// Bytes of the initialisation image (`.tdata`).
+        init: usize,
+        /// Bytes of the whole TLS block (`.tdata` + `.tbss`).
+        mem_size: usize,
+    },
     /// The block would not fit in memory.
     TooLarge(usize),
 }

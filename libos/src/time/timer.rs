@@ -112,10 +112,13 @@ impl fmt::Display for Elapsed {
     }
 }
 
-/// Future returned by [`timeout`].
-pub struct Timeout<F> {
-    fut: F,
-    sleep: Sleep,
+pin_project_lite::pin_project! {
+    /// Future returned by [`timeout`].
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        sleep: Sleep,
+    }
 }
 
 /// Runs `fut` for at most `d`. Errors: [`Elapsed`] (and `fut` is dropped).
@@ -126,14 +129,11 @@ pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning: `fut` is never moved out of `self`; `sleep` is Unpin.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above.
-        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
-        if let Poll::Ready(v) = fut.poll(cx) {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
             return Poll::Ready(Ok(v));
         }
-        match Pin::new(&mut this.sleep).poll(cx) {
+        match Pin::new(this.sleep).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
             Poll::Pending => Poll::Pending,
         }

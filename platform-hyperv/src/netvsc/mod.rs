@@ -14,7 +14,7 @@ use crate::vmbus::channel::Channel;
 use crate::vmbus::msg::Offer;
 use crate::vmbus::packet::{self, GpaRange, Packet};
 use crate::vmbus::ring::RingError;
-use crate::vmbus::{self, Vmbus};
+use crate::vmbus::{self, GpadlHandle, Vmbus};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -22,7 +22,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::task::{Poll, Waker};
+use core::task::Waker;
 use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
 use libos::time::Duration;
 use nvsp::NvspMessage;
@@ -76,11 +76,22 @@ pub enum Error {
     /// The host accepted none of the NVSP versions 6.1 … 2.
     NoNvspVersion,
     /// The host refused a step: `what`, its status.
-    HostRefused { what: &'static str, status: u32 },
+    HostRefused {
+        /// The step, e.g. "the receive buffer" or "RNDIS INITIALIZE".
+        what: &'static str,
+        /// The host's status: NVSP `status` (`NVSP_STAT_*`) or RNDIS `status` (`RNDIS_STATUS_*`).
+        status: u32,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str },
+    Timeout {
+        /// The answer waited for, e.g. "NVSP INIT_COMPLETE" or "receive buffer completion".
+        what: &'static str,
+    },
     /// The host sent something impossible.
-    Protocol { detail: String },
+    Protocol {
+        /// What the host sent, and in answer to what.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -103,7 +114,7 @@ impl From<vmbus::Error> for Error {
 
 struct SendBuffer {
     region: Region,
-    gpadl: u32,
+    gpadl: GpadlHandle,
     section_size: usize,
     free: Vec<u32>,
 }
@@ -119,7 +130,7 @@ pub struct Netvsc {
     ch: Channel,
     nvsp_version: u32,
     recv_buf: Region,
-    recv_gpadl: u32,
+    recv_gpadl: GpadlHandle,
     recv_limit: usize,
     send: Option<SendBuffer>,
     ctrl: Region,
@@ -159,7 +170,7 @@ impl Netvsc {
             ch,
             nvsp_version: 0,
             recv_buf,
-            recv_gpadl: 0,
+            recv_gpadl: GpadlHandle::default(),
             recv_limit: 0,
             send: None,
             ctrl,
@@ -216,7 +227,7 @@ impl Netvsc {
     }
 
     /// GPADL handles of the receive buffer and, when in use, the send buffer.
-    pub fn buffer_gpadls(&self) -> (u32, Option<u32>) {
+    pub fn buffer_gpadls(&self) -> (GpadlHandle, Option<GpadlHandle>) {
         (self.recv_gpadl, self.send.as_ref().map(|s| s.gpadl))
     }
 
@@ -232,21 +243,12 @@ impl Netvsc {
     /// Pumps the channel until `f` finds what it waits for, with the response timeout.
     async fn wait<T>(&mut self, what: &'static str, mut f: impl FnMut(&mut Self) -> Option<T>) -> Result<T, Error> {
         let timeout = self.timeout;
+        let events = self.ch.events();
         let fut = core::future::poll_fn(|cx| {
-            if let Err(e) = self.pump() {
-                return Poll::Ready(Err(Error::Protocol { detail: e.to_string() }));
-            }
-            if let Some(t) = f(self) {
-                return Poll::Ready(Ok(t));
-            }
-            self.ch.register(cx.waker());
-            if let Err(e) = self.pump() {
-                return Poll::Ready(Err(Error::Protocol { detail: e.to_string() }));
-            }
-            match f(self) {
-                Some(t) => Poll::Ready(Ok(t)),
-                None => Poll::Pending,
-            }
+            events.wake.poll_until(cx, || match self.pump() {
+                Ok(()) => f(self).map(Ok),
+                Err(e) => Some(Err(Error::Protocol { detail: e.to_string() })),
+            })
         });
         libos::time::timeout(timeout, fut).await.unwrap_or(Err(Error::Timeout { what }))
     }
@@ -410,7 +412,7 @@ impl Netvsc {
         }
         self.info.mac.copy_from_slice(&mac[..6]);
         let link = self.query(rndis::oid::GEN_MEDIA_CONNECT_STATUS, Vec::new(), "link state query").await?;
-        self.link_up = link.len() >= 4 && u32::from_le_bytes([link[0], link[1], link[2], link[3]]) == 0;
+        self.link_up = libos::wire::get_u32(&link, 0) == Some(0);
         if self.nvsp_version >= nvsp::version::V5 {
             match self.enable_checksum_offload().await {
                 Ok(on) => self.info.offloads.tx_checksum = on,
@@ -424,15 +426,9 @@ impl Netvsc {
     /// Queries the host's offload capabilities and turns on IPv4 TCP and UDP transmit checksums when both are
     /// offered (`rndis_netdev_set_hwcaps`). Returns whether transmit checksum offload is on.
     async fn enable_checksum_offload(&mut self) -> Result<bool, Error> {
-        let mut q = vec![0u8; rndis::ndis::OFFLOAD_SIZE as usize];
-        q[0] = rndis::ndis::OBJECT_TYPE_OFFLOAD;
-        q[1] = 3;
-        q[2..4].copy_from_slice(&rndis::ndis::OFFLOAD_SIZE.to_le_bytes());
+        let q = rndis::offload_caps_query();
         let caps = self.query(rndis::oid::TCP_OFFLOAD_HARDWARE_CAPABILITIES, q, "offload capabilities query").await?;
-        if caps.len() < rndis::ndis::OFFLOAD_SIZE_6_0 as usize
-            || caps[0] != rndis::ndis::OBJECT_TYPE_OFFLOAD
-            || caps[1] < 1
-        {
+        let Some(ip4_txcsum) = rndis::offload_caps_ip4_txcsum(&caps) else {
             return Err(Error::Protocol {
                 detail: format!(
                     "offload capabilities object of {} bytes, type {:#x}",
@@ -440,21 +436,15 @@ impl Netvsc {
                     caps.first().copied().unwrap_or(0)
                 ),
             });
-        }
-        let ip4_txcsum = u32::from_le_bytes([caps[8], caps[9], caps[10], caps[11]]);
+        };
         let tcp = ip4_txcsum & rndis::ndis::TXCSUM_ALL_TCP4 == rndis::ndis::TXCSUM_ALL_TCP4;
         let udp = ip4_txcsum & rndis::ndis::TXCSUM_UDP4 != 0;
         if !(tcp && udp) {
             return Ok(false);
         }
-        let size = rndis::ndis::OFFLOAD_PARAMS_SIZE;
-        let mut p = vec![0u8; size as usize];
-        p[0] = rndis::ndis::OBJECT_TYPE_DEFAULT;
-        p[1] = rndis::ndis::OFFLOAD_PARAMS_REVISION;
-        p[2..4].copy_from_slice(&size.to_le_bytes());
-        p[4] = rndis::ndis::PARAM_TX_RX_DISABLED; // ip_v4_csum: the stack does IP header checksums
-        p[5] = rndis::ndis::PARAM_TX_RX_ENABLED; // tcp_ip_v4_csum
-        p[6] = rndis::ndis::PARAM_TX_RX_ENABLED; // udp_ip_v4_csum
+        use rndis::ndis::{PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED};
+        // The stack does IP header checksums; TCP and UDP checksums go to the host.
+        let p = rndis::offload_params(PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED, PARAM_TX_RX_ENABLED);
         self.set(rndis::oid::TCP_OFFLOAD_PARAMETERS, p, "offload parameters").await?;
         Ok(true)
     }
@@ -590,8 +580,7 @@ impl Netvsc {
         if let Err(e) = self.recv_buf.read(off, &mut buf) {
             return Err(self.protocol(e.to_string()));
         }
-        let ty = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        if ty == rndis::msgtype::PACKET {
+        if rndis::peek_msg_type(&buf) == Some(rndis::msgtype::PACKET) {
             let info = rndis::parse_packet(&buf).map_err(|e| self.protocol(e.to_string()))?;
             if info.csum.is_some_and(|c| c & (rndis::csum::RX_TCP_FAILED | rndis::csum::RX_UDP_FAILED) != 0) {
                 // The host verified the checksum and found it wrong: drop like a NIC would.

@@ -3,10 +3,16 @@
 //! messages. Each message is a `u32` type followed by the type's fields, little-endian and packed. Source: Linux
 //! `drivers/net/hyperv/hyperv_net.h` (`struct nvsp_message`, `NVSP_MSG*_TYPE_*`, `NVSP_PROTOCOL_VERSION_*`) and
 //! `drivers/net/hyperv/netvsc.c` (`negotiate_nvsp_ver`, `netvsc_init_buf`).
+//!
+//! [`Message`] is a checked view over the bytes (field ranges per message struct in a private `mod field`),
+//! [`NvspMessage`] the owned form with [`NvspMessage::parse`] and [`NvspMessage::emit`].
+#![forbid(unsafe_code)]
 
+use crate::vmbus::GpadlHandle;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u16, read_u32, read_u64, write_u16, write_u32, write_u64, Field};
 
 /// NVSP protocol versions, newest first as netvsc tries them (6.1, 6, 5, 4, 2 = "3.2", 1 = "2").
 pub mod version {
@@ -96,6 +102,129 @@ pub mod capability {
     pub const TEAMING: u64 = 1 << 5;
 }
 
+mod field {
+    use super::Field;
+    use core::ops::RangeFrom;
+
+    /// `nvsp_message_header.msg_type`.
+    pub const MSG_TYPE: Field = 0..4;
+
+    /// `nvsp_message_init`.
+    pub mod init {
+        use super::Field;
+        pub const MIN_PROTOCOL_VER: Field = 4..8;
+        pub const MAX_PROTOCOL_VER: Field = 8..12;
+    }
+
+    /// `nvsp_message_init_complete`.
+    pub mod init_complete {
+        use super::Field;
+        pub const NEGOTIATED_PROTOCOL_VER: Field = 4..8;
+        pub const MAX_MDL_CHAIN_LEN: Field = 8..12;
+        pub const STATUS: Field = 12..16;
+    }
+
+    /// `nvsp_1_message_send_ndis_version`.
+    pub mod ndis_version {
+        use super::Field;
+        pub const MAJOR: Field = 4..8;
+        pub const MINOR: Field = 8..12;
+    }
+
+    /// `nvsp_1_message_send_receive_buffer` and `nvsp_1_message_send_send_buffer`.
+    pub mod buffer {
+        use super::Field;
+        pub const GPADL_HANDLE: Field = 4..8;
+        pub const ID: Field = 8..10;
+    }
+
+    /// `nvsp_1_message_revoke_receive_buffer` and `nvsp_1_message_revoke_send_buffer`.
+    pub mod revoke {
+        use super::Field;
+        pub const ID: Field = 4..6;
+    }
+
+    /// `nvsp_1_message_send_receive_buffer_complete`.
+    pub mod recv_buf_complete {
+        use super::{Field, RangeFrom};
+        pub const STATUS: Field = 4..8;
+        pub const NUM_SECTIONS: Field = 8..12;
+        pub const SECTIONS: RangeFrom<usize> = 12..;
+    }
+
+    /// `nvsp_1_receive_buffer_section`, relative to the section.
+    pub mod section {
+        use super::Field;
+        pub const OFFSET: Field = 0..4;
+        pub const SUB_ALLOC_SIZE: Field = 4..8;
+        pub const NUM_SUB_ALLOCS: Field = 8..12;
+        pub const END_OFFSET: Field = 12..16;
+        pub const LEN: usize = END_OFFSET.end;
+    }
+
+    /// `nvsp_1_message_send_send_buffer_complete`.
+    pub mod send_buf_complete {
+        use super::Field;
+        pub const STATUS: Field = 4..8;
+        pub const SECTION_SIZE: Field = 8..12;
+    }
+
+    /// `nvsp_1_message_send_rndis_packet`.
+    pub mod rndis_packet {
+        use super::Field;
+        pub const CHANNEL_TYPE: Field = 4..8;
+        pub const SECTION_INDEX: Field = 8..12;
+        pub const SECTION_SIZE: Field = 12..16;
+    }
+
+    /// `nvsp_1_message_send_rndis_packet_complete`.
+    pub mod rndis_packet_complete {
+        use super::Field;
+        pub const STATUS: Field = 4..8;
+    }
+
+    /// `nvsp_2_send_ndis_config` (a reserved u32 sits between `mtu` and `capability`).
+    pub mod ndis_config {
+        use super::Field;
+        pub const MTU: Field = 4..8;
+        pub const CAPABILITY: Field = 12..20;
+    }
+
+    /// `nvsp_4_send_vf_association`.
+    pub mod vf_association {
+        use super::Field;
+        pub const ALLOCATED: Field = 4..8;
+        pub const SERIAL: Field = 8..12;
+    }
+
+    /// `nvsp_5_send_indirect_table`.
+    pub mod indirection_table {
+        use super::Field;
+        pub const COUNT: Field = 4..8;
+        pub const OFFSET: Field = 8..12;
+    }
+}
+
+/// Bytes of the fixed layout of message type `t` (the header alone for types this driver does not decode).
+fn fixed_len(t: u32) -> usize {
+    use msgtype::*;
+    match t {
+        INIT => field::init::MAX_PROTOCOL_VER.end,
+        INIT_COMPLETE => field::init_complete::STATUS.end,
+        SEND_NDIS_VER => field::ndis_version::MINOR.end,
+        SEND_RECV_BUF | SEND_SEND_BUF => field::buffer::ID.end,
+        SEND_RECV_BUF_COMPLETE => field::recv_buf_complete::SECTIONS.start,
+        REVOKE_RECV_BUF | REVOKE_SEND_BUF => field::revoke::ID.end,
+        SEND_SEND_BUF_COMPLETE => field::send_buf_complete::SECTION_SIZE.end,
+        SEND_RNDIS_PKT => field::rndis_packet::SECTION_SIZE.end,
+        SEND_RNDIS_PKT_COMPLETE => field::rndis_packet_complete::STATUS.end,
+        SEND_NDIS_CONFIG => field::ndis_config::CAPABILITY.end,
+        SEND_VF_ASSOCIATION => field::vf_association::SERIAL.end,
+        SEND_INDIRECTION_TABLE => field::indirection_table::OFFSET.end,
+        _ => field::MSG_TYPE.end,
+    }
+}
+
 /// A receive buffer section (`nvsp_1_receive_buffer_section`): the host sub-allocates `num_sub_allocs` blocks of
 /// `sub_alloc_size` bytes from `offset` to `end_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,35 +243,106 @@ pub struct RecvSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NvspMessage {
     /// INIT: the guest's version range.
-    Init { min: u32, max: u32 },
+    Init {
+        /// `min_protocol_ver`: oldest NVSP version the guest accepts.
+        min: u32,
+        /// `max_protocol_ver`: newest NVSP version the guest accepts.
+        max: u32,
+    },
     /// INIT_COMPLETE.
-    InitComplete { negotiated: u32, max_mdl_chain_len: u32, status: u32 },
+    InitComplete {
+        /// `negotiated_protocol_ver`: the NVSP version the host chose.
+        negotiated: u32,
+        /// `max_mdl_chain_len`: most page buffers (MDL entries) per packet.
+        max_mdl_chain_len: u32,
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+    },
     /// SEND_NDIS_VER.
-    SendNdisVersion { major: u32, minor: u32 },
+    SendNdisVersion {
+        /// `ndis_major_ver`: NDIS major version, e.g. 6.
+        major: u32,
+        /// `ndis_minor_ver`: NDIS minor version, e.g. 30.
+        minor: u32,
+    },
     /// SEND_RECV_BUF: the receive buffer's GPADL.
-    SendReceiveBuffer { gpadl: u32, id: u16 },
+    SendReceiveBuffer {
+        /// `gpadl_handle` of the receive buffer.
+        gpadl: GpadlHandle,
+        /// `id`: the transfer page set id the host will use ([`RECEIVE_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_RECV_BUF_COMPLETE.
-    SendReceiveBufferComplete { status: u32, sections: Vec<RecvSection> },
+    SendReceiveBufferComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+        /// `sections[num_sections]`: how the host carves the receive buffer.
+        sections: Vec<RecvSection>,
+    },
     /// REVOKE_RECV_BUF.
-    RevokeReceiveBuffer { id: u16 },
+    RevokeReceiveBuffer {
+        /// `id` of the receive buffer ([`RECEIVE_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_SEND_BUF: the send buffer's GPADL.
-    SendSendBuffer { gpadl: u32, id: u16 },
+    SendSendBuffer {
+        /// `gpadl_handle` of the send buffer.
+        gpadl: GpadlHandle,
+        /// `id` of the send buffer ([`SEND_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_SEND_BUF_COMPLETE with the host-chosen section size (bytes).
-    SendSendBufferComplete { status: u32, section_size: u32 },
+    SendSendBufferComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+        /// `section_size`: bytes per send buffer section.
+        section_size: u32,
+    },
     /// REVOKE_SEND_BUF.
-    RevokeSendBuffer { id: u16 },
+    RevokeSendBuffer {
+        /// `id` of the send buffer ([`SEND_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_RNDIS_PKT: an RNDIS message follows (in a send buffer section, page buffers or transfer pages).
-    SendRndisPacket { channel_type: u32, section_index: u32, section_size: u32 },
+    SendRndisPacket {
+        /// `channel_type`: [`CHANNEL_TYPE_DATA`] or [`CHANNEL_TYPE_CONTROL`].
+        channel_type: u32,
+        /// `send_buf_section_index`: the send buffer section holding the message, or [`NO_SECTION`].
+        section_index: u32,
+        /// `send_buf_section_size`: bytes used in that section (0 with [`NO_SECTION`]).
+        section_size: u32,
+    },
     /// SEND_RNDIS_PKT_COMPLETE.
-    SendRndisPacketComplete { status: u32 },
+    SendRndisPacketComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+    },
     /// SEND_NDIS_CONFIG: frame MTU (bytes, Ethernet header included) and capability bits.
-    SendNdisConfig { mtu: u32, capability: u64 },
+    SendNdisConfig {
+        /// `mtu` (bytes, Ethernet header included).
+        mtu: u32,
+        /// `capability` bits ([`capability`]).
+        capability: u64,
+    },
     /// SEND_VF_ASSOCIATION (host → guest, NVSP ≥ 4).
-    VfAssociation { allocated: u32, serial: u32 },
+    VfAssociation {
+        /// `allocated`: non-zero when the host allocated a VF for this NIC.
+        allocated: u32,
+        /// `serial`: the VF's serial number, matching its slot on the virtual PCI bus.
+        serial: u32,
+    },
     /// SEND_INDIRECTION_TABLE (host → guest, NVSP ≥ 5): sub-channel table, unused with one channel.
-    SendIndirectionTable { count: u32, offset: u32 },
+    SendIndirectionTable {
+        /// `count`: indirection table entries.
+        count: u32,
+        /// `offset`: where the table starts (bytes from the start of the NVSP message).
+        offset: u32,
+    },
     /// Any other type (ignored, completed if asked).
-    Other { msg_type: u32 },
+    Other {
+        /// `hdr.msg_type` (`NVSP_MSG*_TYPE_*`).
+        msg_type: u32,
+    },
 }
 
 /// Why an NVSP message is malformed.
@@ -162,97 +362,134 @@ impl fmt::Display for NvspError {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+/// A checked view of an NVSP message (`struct nvsp_message`): [`Message::new_checked`] proves the header, the
+/// type's fixed layout and (for a receive-buffer completion) every listed section are inside the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<T: AsRef<[u8]>> {
+    buffer: T,
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
+impl<T: AsRef<[u8]>> Message<T> {
+    /// Wraps `buffer` without checks (accessors may panic on a short buffer).
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` after [`check_len`](Self::check_len).
+    pub fn new_checked(buffer: T) -> Result<Self, NvspError> {
+        let m = Self::new_unchecked(buffer);
+        m.check_len()?;
+        Ok(m)
+    }
+
+    /// Checks the header, the type's fixed layout and the section array of a receive-buffer completion (a hostile
+    /// `num_sections` cannot point past the buffer). Errors: [`NvspError`].
+    pub fn check_len(&self) -> Result<(), NvspError> {
+        let len = self.buffer.as_ref().len();
+        let need = |n: usize, t: u32| if len < n { Err(NvspError { msg_type: t, len, need: n }) } else { Ok(()) };
+        need(field::MSG_TYPE.end, 0)?;
+        let t = self.msg_type();
+        need(fixed_len(t), t)?;
+        if t == msgtype::SEND_RECV_BUF_COMPLETE {
+            let n = self.u32(field::recv_buf_complete::NUM_SECTIONS) as usize;
+            let end = n
+                .checked_mul(field::section::LEN)
+                .and_then(|x| x.checked_add(field::recv_buf_complete::SECTIONS.start))
+                .unwrap_or(usize::MAX);
+            need(end, t)?;
+        }
+        Ok(())
+    }
+
+    fn u32(&self, f: Field) -> u32 {
+        read_u32(self.buffer.as_ref(), f)
+    }
+
+    /// `msg_type` ([`msgtype`]).
+    pub fn msg_type(&self) -> u32 {
+        self.u32(field::MSG_TYPE)
+    }
+
+    /// Section `i` of a receive-buffer completion (`i < num_sections`, proven by the check).
+    pub fn section(&self, i: usize) -> RecvSection {
+        let at = field::recv_buf_complete::SECTIONS.start + i * field::section::LEN;
+        let b = &self.buffer.as_ref()[at..at + field::section::LEN];
+        RecvSection {
+            offset: read_u32(b, field::section::OFFSET),
+            sub_alloc_size: read_u32(b, field::section::SUB_ALLOC_SIZE),
+            num_sub_allocs: read_u32(b, field::section::NUM_SUB_ALLOCS),
+            end_offset: read_u32(b, field::section::END_OFFSET),
+        }
+    }
+
+    /// The whole message.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
 }
 
 impl NvspMessage {
     /// Parses the NVSP message at the start of `b`. Errors: [`NvspError`] when shorter than the type's layout.
     pub fn parse(b: &[u8]) -> Result<Self, NvspError> {
-        let need =
-            |n: usize, t: u32| if b.len() < n { Err(NvspError { msg_type: t, len: b.len(), need: n }) } else { Ok(()) };
-        need(4, 0)?;
+        let m = Message::new_checked(b)?;
+        let u32_of = |f: Field| read_u32(b, f);
+        let gpadl = || GpadlHandle(read_u32(b, field::buffer::GPADL_HANDLE));
         use msgtype::*;
-        let t = u32_at(b, 0);
-        Ok(match t {
+        Ok(match m.msg_type() {
             INIT => {
-                need(12, t)?;
-                Self::Init { min: u32_at(b, 4), max: u32_at(b, 8) }
+                use field::init::*;
+                Self::Init { min: u32_of(MIN_PROTOCOL_VER), max: u32_of(MAX_PROTOCOL_VER) }
             }
             INIT_COMPLETE => {
-                need(16, t)?;
-                Self::InitComplete { negotiated: u32_at(b, 4), max_mdl_chain_len: u32_at(b, 8), status: u32_at(b, 12) }
+                use field::init_complete::*;
+                Self::InitComplete {
+                    negotiated: u32_of(NEGOTIATED_PROTOCOL_VER),
+                    max_mdl_chain_len: u32_of(MAX_MDL_CHAIN_LEN),
+                    status: u32_of(STATUS),
+                }
             }
-            SEND_NDIS_VER => {
-                need(12, t)?;
-                Self::SendNdisVersion { major: u32_at(b, 4), minor: u32_at(b, 8) }
-            }
-            SEND_RECV_BUF => {
-                need(10, t)?;
-                Self::SendReceiveBuffer { gpadl: u32_at(b, 4), id: u16_at(b, 8) }
-            }
+            SEND_NDIS_VER => Self::SendNdisVersion {
+                major: u32_of(field::ndis_version::MAJOR),
+                minor: u32_of(field::ndis_version::MINOR),
+            },
+            SEND_RECV_BUF => Self::SendReceiveBuffer { gpadl: gpadl(), id: read_u16(b, field::buffer::ID) },
             SEND_RECV_BUF_COMPLETE => {
-                need(12, t)?;
-                let n = u32_at(b, 8) as usize;
-                let end = n.checked_mul(16).and_then(|x| x.checked_add(12)).unwrap_or(usize::MAX);
-                need(end, t)?;
-                let sections = (0..n)
-                    .map(|i| {
-                        let o = 12 + i * 16;
-                        RecvSection {
-                            offset: u32_at(b, o),
-                            sub_alloc_size: u32_at(b, o + 4),
-                            num_sub_allocs: u32_at(b, o + 8),
-                            end_offset: u32_at(b, o + 12),
-                        }
-                    })
-                    .collect();
-                Self::SendReceiveBufferComplete { status: u32_at(b, 4), sections }
+                use field::recv_buf_complete::*;
+                let n = u32_of(NUM_SECTIONS) as usize;
+                Self::SendReceiveBufferComplete {
+                    status: u32_of(STATUS),
+                    sections: (0..n).map(|i| m.section(i)).collect(),
+                }
             }
-            REVOKE_RECV_BUF => {
-                need(6, t)?;
-                Self::RevokeReceiveBuffer { id: u16_at(b, 4) }
-            }
-            SEND_SEND_BUF => {
-                need(10, t)?;
-                Self::SendSendBuffer { gpadl: u32_at(b, 4), id: u16_at(b, 8) }
-            }
+            REVOKE_RECV_BUF => Self::RevokeReceiveBuffer { id: read_u16(b, field::revoke::ID) },
+            SEND_SEND_BUF => Self::SendSendBuffer { gpadl: gpadl(), id: read_u16(b, field::buffer::ID) },
             SEND_SEND_BUF_COMPLETE => {
-                need(12, t)?;
-                Self::SendSendBufferComplete { status: u32_at(b, 4), section_size: u32_at(b, 8) }
+                use field::send_buf_complete::*;
+                Self::SendSendBufferComplete { status: u32_of(STATUS), section_size: u32_of(SECTION_SIZE) }
             }
-            REVOKE_SEND_BUF => {
-                need(6, t)?;
-                Self::RevokeSendBuffer { id: u16_at(b, 4) }
-            }
+            REVOKE_SEND_BUF => Self::RevokeSendBuffer { id: read_u16(b, field::revoke::ID) },
             SEND_RNDIS_PKT => {
-                need(16, t)?;
+                use field::rndis_packet::*;
                 Self::SendRndisPacket {
-                    channel_type: u32_at(b, 4),
-                    section_index: u32_at(b, 8),
-                    section_size: u32_at(b, 12),
+                    channel_type: u32_of(CHANNEL_TYPE),
+                    section_index: u32_of(SECTION_INDEX),
+                    section_size: u32_of(SECTION_SIZE),
                 }
             }
             SEND_RNDIS_PKT_COMPLETE => {
-                need(8, t)?;
-                Self::SendRndisPacketComplete { status: u32_at(b, 4) }
+                Self::SendRndisPacketComplete { status: u32_of(field::rndis_packet_complete::STATUS) }
             }
             SEND_NDIS_CONFIG => {
-                need(20, t)?;
-                let cap = u64::from(u32_at(b, 12)) | (u64::from(u32_at(b, 16)) << 32);
-                Self::SendNdisConfig { mtu: u32_at(b, 4), capability: cap }
+                use field::ndis_config::*;
+                Self::SendNdisConfig { mtu: u32_of(MTU), capability: read_u64(b, CAPABILITY) }
             }
             SEND_VF_ASSOCIATION => {
-                need(12, t)?;
-                Self::VfAssociation { allocated: u32_at(b, 4), serial: u32_at(b, 8) }
+                use field::vf_association::*;
+                Self::VfAssociation { allocated: u32_of(ALLOCATED), serial: u32_of(SERIAL) }
             }
             SEND_INDIRECTION_TABLE => {
-                need(12, t)?;
-                Self::SendIndirectionTable { count: u32_at(b, 4), offset: u32_at(b, 8) }
+                use field::indirection_table::*;
+                Self::SendIndirectionTable { count: u32_of(COUNT), offset: u32_of(OFFSET) }
             }
             other => Self::Other { msg_type: other },
         })
@@ -280,74 +517,80 @@ impl NvspMessage {
         }
     }
 
-    /// Encodes the message, padded to [`MESSAGE_LEN`] (longer only for a receive-buffer completion with many
-    /// sections).
-    pub fn emit(&self) -> Vec<u8> {
-        let mut b = vec![0u8; MESSAGE_LEN];
-        let put32 = |b: &mut Vec<u8>, o: usize, v: u32| {
-            if b.len() < o + 4 {
-                b.resize(o + 4, 0);
+    /// Bytes of the encoding: [`MESSAGE_LEN`], or more for a receive-buffer completion with many sections.
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            Self::SendReceiveBufferComplete { sections, .. } => {
+                (field::recv_buf_complete::SECTIONS.start + sections.len() * field::section::LEN).max(MESSAGE_LEN)
             }
-            b[o..o + 4].copy_from_slice(&v.to_le_bytes());
-        };
-        let put16 = |b: &mut Vec<u8>, o: usize, v: u16| b[o..o + 2].copy_from_slice(&v.to_le_bytes());
-        put32(&mut b, 0, self.msg_type());
+            _ => MESSAGE_LEN,
+        }
+    }
+
+    /// Encodes the message, padded to [`MESSAGE_LEN`] ([`NvspMessage::buffer_len`] bytes).
+    pub fn emit(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.buffer_len()];
+        let b = &mut v[..];
+        write_u32(b, field::MSG_TYPE, self.msg_type());
         match self {
             Self::Init { min, max } => {
-                put32(&mut b, 4, *min);
-                put32(&mut b, 8, *max);
+                write_u32(b, field::init::MIN_PROTOCOL_VER, *min);
+                write_u32(b, field::init::MAX_PROTOCOL_VER, *max);
             }
             Self::InitComplete { negotiated, max_mdl_chain_len, status } => {
-                put32(&mut b, 4, *negotiated);
-                put32(&mut b, 8, *max_mdl_chain_len);
-                put32(&mut b, 12, *status);
+                use field::init_complete::*;
+                write_u32(b, NEGOTIATED_PROTOCOL_VER, *negotiated);
+                write_u32(b, MAX_MDL_CHAIN_LEN, *max_mdl_chain_len);
+                write_u32(b, STATUS, *status);
             }
             Self::SendNdisVersion { major, minor } => {
-                put32(&mut b, 4, *major);
-                put32(&mut b, 8, *minor);
+                write_u32(b, field::ndis_version::MAJOR, *major);
+                write_u32(b, field::ndis_version::MINOR, *minor);
             }
             Self::SendReceiveBuffer { gpadl, id } | Self::SendSendBuffer { gpadl, id } => {
-                put32(&mut b, 4, *gpadl);
-                put16(&mut b, 8, *id);
+                write_u32(b, field::buffer::GPADL_HANDLE, gpadl.0);
+                write_u16(b, field::buffer::ID, *id);
             }
             Self::SendReceiveBufferComplete { status, sections } => {
-                put32(&mut b, 4, *status);
-                put32(&mut b, 8, sections.len() as u32);
+                use field::recv_buf_complete::*;
+                write_u32(b, STATUS, *status);
+                write_u32(b, NUM_SECTIONS, sections.len() as u32);
                 for (i, s) in sections.iter().enumerate() {
-                    let o = 12 + i * 16;
-                    put32(&mut b, o, s.offset);
-                    put32(&mut b, o + 4, s.sub_alloc_size);
-                    put32(&mut b, o + 8, s.num_sub_allocs);
-                    put32(&mut b, o + 12, s.end_offset);
+                    let at = SECTIONS.start + i * field::section::LEN;
+                    let d = &mut b[at..at + field::section::LEN];
+                    write_u32(d, field::section::OFFSET, s.offset);
+                    write_u32(d, field::section::SUB_ALLOC_SIZE, s.sub_alloc_size);
+                    write_u32(d, field::section::NUM_SUB_ALLOCS, s.num_sub_allocs);
+                    write_u32(d, field::section::END_OFFSET, s.end_offset);
                 }
             }
-            Self::RevokeReceiveBuffer { id } | Self::RevokeSendBuffer { id } => put16(&mut b, 4, *id),
+            Self::RevokeReceiveBuffer { id } | Self::RevokeSendBuffer { id } => write_u16(b, field::revoke::ID, *id),
             Self::SendSendBufferComplete { status, section_size } => {
-                put32(&mut b, 4, *status);
-                put32(&mut b, 8, *section_size);
+                write_u32(b, field::send_buf_complete::STATUS, *status);
+                write_u32(b, field::send_buf_complete::SECTION_SIZE, *section_size);
             }
             Self::SendRndisPacket { channel_type, section_index, section_size } => {
-                put32(&mut b, 4, *channel_type);
-                put32(&mut b, 8, *section_index);
-                put32(&mut b, 12, *section_size);
+                use field::rndis_packet::*;
+                write_u32(b, CHANNEL_TYPE, *channel_type);
+                write_u32(b, SECTION_INDEX, *section_index);
+                write_u32(b, SECTION_SIZE, *section_size);
             }
-            Self::SendRndisPacketComplete { status } => put32(&mut b, 4, *status),
+            Self::SendRndisPacketComplete { status } => write_u32(b, field::rndis_packet_complete::STATUS, *status),
             Self::SendNdisConfig { mtu, capability } => {
-                put32(&mut b, 4, *mtu);
-                put32(&mut b, 12, *capability as u32);
-                put32(&mut b, 16, (*capability >> 32) as u32);
+                write_u32(b, field::ndis_config::MTU, *mtu);
+                write_u64(b, field::ndis_config::CAPABILITY, *capability);
             }
             Self::VfAssociation { allocated, serial } => {
-                put32(&mut b, 4, *allocated);
-                put32(&mut b, 8, *serial);
+                write_u32(b, field::vf_association::ALLOCATED, *allocated);
+                write_u32(b, field::vf_association::SERIAL, *serial);
             }
             Self::SendIndirectionTable { count, offset } => {
-                put32(&mut b, 4, *count);
-                put32(&mut b, 8, *offset);
+                write_u32(b, field::indirection_table::COUNT, *count);
+                write_u32(b, field::indirection_table::OFFSET, *offset);
             }
             Self::Other { .. } => {}
         }
-        b
+        v
     }
 }
 
@@ -371,7 +614,7 @@ mod tests {
             NvspMessage::Init { min: version::V61, max: version::V61 },
             NvspMessage::InitComplete { negotiated: version::V5, max_mdl_chain_len: 34, status: STATUS_SUCCESS },
             NvspMessage::SendNdisVersion { major: 6, minor: 30 },
-            NvspMessage::SendReceiveBuffer { gpadl: 0xe1e11, id: RECEIVE_BUFFER_ID },
+            NvspMessage::SendReceiveBuffer { gpadl: GpadlHandle(0xe1e11), id: RECEIVE_BUFFER_ID },
             NvspMessage::SendReceiveBufferComplete {
                 status: STATUS_SUCCESS,
                 sections: vec![RecvSection {
@@ -381,18 +624,29 @@ mod tests {
                     end_offset: 1_047_168,
                 }],
             },
-            NvspMessage::SendSendBuffer { gpadl: 0xe1e12, id: SEND_BUFFER_ID },
+            NvspMessage::SendSendBuffer { gpadl: GpadlHandle(0xe1e12), id: SEND_BUFFER_ID },
             NvspMessage::SendSendBufferComplete { status: STATUS_SUCCESS, section_size: 6144 },
             NvspMessage::SendRndisPacket { channel_type: CHANNEL_TYPE_DATA, section_index: 3, section_size: 98 },
             NvspMessage::SendRndisPacketComplete { status: STATUS_SUCCESS },
             NvspMessage::SendNdisConfig { mtu: 1514, capability: capability::IEEE8021Q | capability::TEAMING },
             NvspMessage::RevokeReceiveBuffer { id: RECEIVE_BUFFER_ID },
             NvspMessage::SendIndirectionTable { count: 16, offset: 12 },
+            NvspMessage::VfAssociation { allocated: 1, serial: 7 },
+            NvspMessage::RevokeSendBuffer { id: SEND_BUFFER_ID },
         ];
         for m in msgs {
             let b = m.emit();
             assert!(b.len() >= MESSAGE_LEN);
-            assert_eq!(NvspMessage::parse(&b), Ok(m));
+            let parsed = NvspMessage::parse(&b).unwrap();
+            assert_eq!(parsed.emit(), b, "parse → emit reproduces the bytes");
+            assert_eq!(parsed, m);
+            // Each type refuses a buffer one byte short of its fixed layout.
+            let need = fixed_len(m.msg_type());
+            assert_eq!(
+                NvspMessage::parse(&b[..need - 1]),
+                Err(NvspError { msg_type: m.msg_type(), len: need - 1, need }),
+                "{m:?}"
+            );
         }
     }
 

@@ -8,11 +8,9 @@
 pub mod vstor;
 
 use crate::mem::{Region, PAGE_SIZE};
-use crate::sync::critical;
 use crate::vmbus::channel::Channel;
 use crate::vmbus::msg::Offer;
 use crate::vmbus::packet::{self, GpaRange};
-use crate::vmbus::ring::RingError;
 use crate::vmbus::{self, Vmbus};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -21,8 +19,9 @@ use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::task::{Poll, Waker};
+use core::task::Waker;
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
+use libos::irq::critical;
 use libos::time::Duration;
 use spin::Mutex;
 use vstor::{data_in, op, Body, BodyKind, Srb, VstorPacket};
@@ -58,9 +57,17 @@ pub enum Error {
     /// The host accepted none of the storage protocol versions 6.0 … 2.0.
     NoProtocolVersion,
     /// The host refused an initialisation step.
-    HostRefused { what: &'static str, status: u32 },
+    HostRefused {
+        /// The step's `vstor_packet` operation, e.g. "QUERY_PROTOCOL_VERSION".
+        what: &'static str,
+        /// `status` of the `vstor_packet` (an NTSTATUS; 0 = success).
+        status: u32,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str },
+    Timeout {
+        /// The step whose completion never came, e.g. "BEGIN_INITIALIZATION".
+        what: &'static str,
+    },
     /// A request failed.
     Block(BlockError),
 }
@@ -354,51 +361,28 @@ impl Storvsc {
             }
             None => self.ch.send_inband(tag, pkt, true),
         };
-        // Send, waiting for ring space when full.
-        core::future::poll_fn(|cx| match send() {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(vmbus::Error::Ring { error: RingError::Full { need, .. }, .. }) => {
-                self.ch.register(cx.waker());
-                if let Err(e) = self.ch.set_pending_send_size(need as u32) {
-                    return Poll::Ready(Err(self.vmbus_err(e)));
-                }
-                // Completions free space too: route them so this task's own progress is not blocked.
-                if let Err(e) = self.pump() {
-                    return Poll::Ready(Err(e));
-                }
-                match send() {
-                    Ok(()) => {
-                        let _ = self.ch.set_pending_send_size(0);
-                        Poll::Ready(Ok(()))
-                    }
-                    Err(vmbus::Error::Ring { error: RingError::Full { .. }, .. }) => Poll::Pending,
-                    Err(e) => Poll::Ready(Err(self.vmbus_err(e))),
-                }
-            }
-            Err(e) => Poll::Ready(Err(self.vmbus_err(e))),
-        })
-        .await?;
+        // Send, waiting for ring space when full; completions free space too, so route them meanwhile and this
+        // task's own progress is not blocked.
+        core::future::poll_fn(|cx| self.ch.poll_send(cx, send, || self.pump(), |e| self.vmbus_err(e))).await?;
+        let events = self.ch.events();
         core::future::poll_fn(|cx| {
-            let take = || critical(|| self.state.lock().inflight.get_mut(&tag).and_then(|s| s.done.take()));
-            if let Err(e) = self.pump() {
-                return Poll::Ready(Err(e));
-            }
-            if let Some(d) = take() {
-                return Poll::Ready(Ok(d));
-            }
-            critical(|| {
-                if let Some(s) = self.state.lock().inflight.get_mut(&tag) {
-                    s.waker = Some(cx.waker().clone());
+            let waker = cx.waker().clone();
+            events.wake.poll_until(cx, || {
+                if let Err(e) = self.pump() {
+                    return Some(Err(e));
                 }
-            });
-            self.ch.register(cx.waker());
-            if let Err(e) = self.pump() {
-                return Poll::Ready(Err(e));
-            }
-            match take() {
-                Some(d) => Poll::Ready(Ok(d)),
-                None => Poll::Pending,
-            }
+                critical(|| {
+                    let mut st = self.state.lock();
+                    let s = st.inflight.get_mut(&tag)?;
+                    let done = s.done.take();
+                    if done.is_none() {
+                        // Another task's pump may route this completion: it wakes the request's waker.
+                        s.waker = Some(waker.clone());
+                    }
+                    done
+                })
+                .map(Ok)
+            })
         })
         .await
     }
@@ -456,11 +440,7 @@ impl Storvsc {
                 attempt += 1;
                 continue;
             }
-            let lba = if cdb.len() >= 10 && matches!(cdb[0], vstor::scsi::READ_16 | vstor::scsi::WRITE_16) {
-                u64::from_be_bytes(cdb[2..10].try_into().unwrap_or([0; 8]))
-            } else {
-                0
-            };
+            let lba = vstor::rw16_lba(cdb).unwrap_or(0);
             let detail = match sense {
                 Some((k, asc, ascq)) => format!(
                     "SCSI command {:#04x}: SRB status {:#04x}, SCSI status {:#04x}, sense key {k:#x} ASC {asc:#04x} ASCQ {ascq:#04x}",

@@ -3,10 +3,90 @@
 //! commands the block driver issues. Source: Linux `drivers/scsi/storvsc_drv.c` (protocol definitions at the top,
 //! `storvsc_channel_init`, `storvsc_do_io`), SCSI Block Commands (SBC-4) §5.16 READ(16), §5.20 READ CAPACITY(16),
 //! §5.26 SYNCHRONIZE CACHE(10), §5.40 WRITE(16), and SPC-5 §4.4.2 (fixed-format sense data).
+//!
+//! [`VstorView`] is the checked view of a `vstor_packet` (field ranges in a private `mod field`), [`VstorPacket`]
+//! its owned form; the CDBs and the READ CAPACITY(16) and sense data layouts (big-endian) use the same field
+//! table.
+#![forbid(unsafe_code)]
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u16, read_u32, read_u32_be, read_u64_be, read_u8, write_u16, write_u32, write_u32_be};
+use libos::wire::{write_u64_be, write_u8, Field};
+
+mod field {
+    use super::Field;
+
+    /// `vstor_packet` header.
+    pub const OPERATION: Field = 0..4;
+    pub const FLAGS: Field = 4..8;
+    pub const STATUS: Field = 8..12;
+
+    /// `vmstorage_protocol_version` in the union.
+    pub mod version {
+        use super::Field;
+        pub const MAJOR_MINOR: Field = 12..14;
+        pub const REVISION: Field = 14..16;
+    }
+
+    /// `vmstorage_channel_properties` in the union (a reserved u32 first).
+    pub mod properties {
+        use super::Field;
+        pub const MAX_CHANNEL_CNT: Field = 16..18;
+        pub const FLAGS: Field = 20..24;
+        pub const MAX_TRANSFER_BYTES: Field = 24..28;
+        /// The structure's end (a reserved u64 follows `max_transfer_bytes`).
+        pub const END: usize = 36;
+    }
+
+    /// `vmscsi_request` in the union, with the win8 extension from protocol 5.1.
+    pub mod srb {
+        use super::Field;
+        pub const LENGTH: Field = 12..14;
+        pub const SRB_STATUS: Field = 14..15;
+        pub const SCSI_STATUS: Field = 15..16;
+        pub const PORT_NUMBER: Field = 16..17;
+        pub const PATH_ID: Field = 17..18;
+        pub const TARGET_ID: Field = 18..19;
+        pub const LUN: Field = 19..20;
+        pub const CDB_LENGTH: Field = 20..21;
+        pub const SENSE_INFO_LENGTH: Field = 21..22;
+        pub const DATA_IN: Field = 22..23;
+        pub const DATA_TRANSFER_LENGTH: Field = 24..28;
+        /// `cdb[16]` / `sense_data[20]` union.
+        pub const CDB_OR_SENSE: Field = 28..48;
+        /// Win8 extension (`vmscsi_win8_extension`): `srb_flags` after a reserved u16, queue tag and action.
+        pub const SRB_FLAGS: Field = 52..56;
+    }
+
+    /// SCSI CDB fields (SBC-4), big-endian.
+    pub mod cdb {
+        use super::Field;
+        pub const OPERATION_CODE: Field = 0..1;
+        pub const SERVICE_ACTION: Field = 1..2;
+        /// READ(16) / WRITE(16) LOGICAL BLOCK ADDRESS.
+        pub const LBA_16: Field = 2..10;
+        /// READ(16) / WRITE(16) TRANSFER LENGTH; READ CAPACITY(16) ALLOCATION LENGTH.
+        pub const LENGTH_16: Field = 10..14;
+    }
+
+    /// READ CAPACITY(16) parameter data (SBC-4 §5.20.2), big-endian.
+    pub mod capacity16 {
+        use super::Field;
+        pub const RETURNED_LBA: Field = 0..8;
+        pub const BLOCK_LENGTH: Field = 8..12;
+    }
+
+    /// Fixed-format sense data (SPC-5 §4.4.3).
+    pub mod sense {
+        use super::Field;
+        pub const RESPONSE_CODE: Field = 0..1;
+        pub const SENSE_KEY: Field = 2..3;
+        pub const ASC: Field = 12..13;
+        pub const ASCQ: Field = 13..14;
+    }
+}
 
 /// `VSTOR_OPERATION_*`.
 pub mod op {
@@ -136,9 +216,21 @@ pub enum Body {
     /// Nothing meaningful (BEGIN/END_INITIALIZATION, plain completions).
     None,
     /// `vmstorage_protocol_version`.
-    Version { major_minor: u16, revision: u16 },
+    Version {
+        /// `major_minor`: major version in the high byte, minor in the low (e.g. [`version::WIN8_1`]).
+        major_minor: u16,
+        /// `revision` (the guest sends 0).
+        revision: u16,
+    },
     /// `vmstorage_channel_properties`.
-    Properties { max_channel_cnt: u16, flags: u32, max_transfer_bytes: u32 },
+    Properties {
+        /// `max_channel_cnt`: sub-channels the host offers.
+        max_channel_cnt: u16,
+        /// `flags` (`STORAGE_CHANNEL_*`, e.g. multi-channel support).
+        flags: u32,
+        /// `max_transfer_bytes`: largest transfer of one request (bytes).
+        max_transfer_bytes: u32,
+    },
     /// `vmscsi_request`.
     Srb(Srb),
 }
@@ -158,97 +250,6 @@ impl fmt::Display for VstorError {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-impl VstorPacket {
-    /// Parses a packet; `body` says which union member to read (`Srb` needs the pre-win8 36 bytes at least).
-    /// Errors: [`VstorError`].
-    pub fn parse(b: &[u8], body: BodyKind) -> Result<Self, VstorError> {
-        let need = match body {
-            BodyKind::None => 12,
-            BodyKind::Version => 16,
-            BodyKind::Properties => 12 + 24,
-            BodyKind::Srb => PACKET_LEN_PRE_WIN8,
-        };
-        if b.len() < need {
-            return Err(VstorError { len: b.len(), need });
-        }
-        let body = match body {
-            BodyKind::None => Body::None,
-            BodyKind::Version => Body::Version {
-                major_minor: u16::from_le_bytes([b[12], b[13]]),
-                revision: u16::from_le_bytes([b[14], b[15]]),
-            },
-            BodyKind::Properties => Body::Properties {
-                max_channel_cnt: u16::from_le_bytes([b[16], b[17]]),
-                flags: u32_at(b, 20),
-                max_transfer_bytes: u32_at(b, 24),
-            },
-            BodyKind::Srb => {
-                let mut cdb = [0u8; 20];
-                cdb.copy_from_slice(&b[28..48]);
-                Body::Srb(Srb {
-                    srb_status: b[14],
-                    scsi_status: b[15],
-                    port: b[16],
-                    path_id: b[17],
-                    target_id: b[18],
-                    lun: b[19],
-                    cdb_length: b[20],
-                    sense_info_length: b[21],
-                    data_in: b[22],
-                    data_transfer_length: u32_at(b, 24),
-                    cdb_or_sense: cdb,
-                    srb_flags: if b.len() >= PACKET_LEN_WIN8 { u32_at(b, 52) } else { 0 },
-                })
-            }
-        };
-        Ok(Self { operation: u32_at(b, 0), flags: u32_at(b, 4), status: u32_at(b, 8), body })
-    }
-
-    /// Encodes the packet in `len` bytes (64 from protocol 5.1, 48 before).
-    pub fn emit(&self, len: usize) -> Vec<u8> {
-        let mut b = vec![0u8; len.max(PACKET_LEN_PRE_WIN8)];
-        b[0..4].copy_from_slice(&self.operation.to_le_bytes());
-        b[4..8].copy_from_slice(&self.flags.to_le_bytes());
-        b[8..12].copy_from_slice(&self.status.to_le_bytes());
-        match &self.body {
-            Body::None => {}
-            Body::Version { major_minor, revision } => {
-                b[12..14].copy_from_slice(&major_minor.to_le_bytes());
-                b[14..16].copy_from_slice(&revision.to_le_bytes());
-            }
-            Body::Properties { max_channel_cnt, flags, max_transfer_bytes } => {
-                b[16..18].copy_from_slice(&max_channel_cnt.to_le_bytes());
-                b[20..24].copy_from_slice(&flags.to_le_bytes());
-                b[24..28].copy_from_slice(&max_transfer_bytes.to_le_bytes());
-            }
-            Body::Srb(s) => {
-                // `length` = sizeof(vmscsi_request) minus the win8 extension when it is absent.
-                let srb_len = (len.max(PACKET_LEN_PRE_WIN8) - 12) as u16;
-                b[12..14].copy_from_slice(&srb_len.to_le_bytes());
-                b[14] = s.srb_status;
-                b[15] = s.scsi_status;
-                b[16] = s.port;
-                b[17] = s.path_id;
-                b[18] = s.target_id;
-                b[19] = s.lun;
-                b[20] = s.cdb_length;
-                b[21] = s.sense_info_length;
-                b[22] = s.data_in;
-                b[24..28].copy_from_slice(&s.data_transfer_length.to_le_bytes());
-                b[28..48].copy_from_slice(&s.cdb_or_sense);
-                if b.len() >= PACKET_LEN_WIN8 {
-                    b[52..56].copy_from_slice(&s.srb_flags.to_le_bytes());
-                }
-            }
-        }
-        b
-    }
-}
-
 /// Which union member a parse reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyKind {
@@ -260,6 +261,148 @@ pub enum BodyKind {
     Properties,
     /// SCSI request block.
     Srb,
+}
+
+impl BodyKind {
+    /// Bytes a packet with this union member needs (an SRB needs the pre-win8 layout at least).
+    pub fn min_len(self) -> usize {
+        match self {
+            Self::None => field::STATUS.end,
+            Self::Version => field::version::REVISION.end,
+            Self::Properties => field::properties::END,
+            Self::Srb => PACKET_LEN_PRE_WIN8,
+        }
+    }
+}
+
+/// A checked view of a `vstor_packet`: [`VstorView::new_checked`] proves the header and the chosen union member
+/// (`BodyKind`) are inside the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct VstorView<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> VstorView<T> {
+    /// Wraps `buffer` without checks (accessors may panic on a short buffer).
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` after checking it holds the header and union member `body`. Errors: [`VstorError`].
+    pub fn new_checked(buffer: T, body: BodyKind) -> Result<Self, VstorError> {
+        let (len, need) = (buffer.as_ref().len(), body.min_len());
+        if len < need {
+            return Err(VstorError { len, need });
+        }
+        Ok(Self::new_unchecked(buffer))
+    }
+
+    /// `operation` ([`op`]).
+    pub fn operation(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::OPERATION)
+    }
+
+    /// `flags`.
+    pub fn flags(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::FLAGS)
+    }
+
+    /// `status` (0 = success).
+    pub fn status(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::STATUS)
+    }
+
+    /// Whether the buffer holds the win8 SRB extension (protocol ≥ 5.1 packets).
+    pub fn has_win8_extension(&self) -> bool {
+        self.buffer.as_ref().len() >= PACKET_LEN_WIN8
+    }
+
+    /// The whole packet.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
+
+impl VstorPacket {
+    /// Parses a packet; `body` says which union member to read (`Srb` needs the pre-win8 48 bytes at least).
+    /// Errors: [`VstorError`].
+    pub fn parse(b: &[u8], body: BodyKind) -> Result<Self, VstorError> {
+        let v = VstorView::new_checked(b, body)?;
+        let body = match body {
+            BodyKind::None => Body::None,
+            BodyKind::Version => Body::Version {
+                major_minor: read_u16(b, field::version::MAJOR_MINOR),
+                revision: read_u16(b, field::version::REVISION),
+            },
+            BodyKind::Properties => Body::Properties {
+                max_channel_cnt: read_u16(b, field::properties::MAX_CHANNEL_CNT),
+                flags: read_u32(b, field::properties::FLAGS),
+                max_transfer_bytes: read_u32(b, field::properties::MAX_TRANSFER_BYTES),
+            },
+            BodyKind::Srb => {
+                use field::srb::*;
+                let mut cdb = [0u8; 20];
+                cdb.copy_from_slice(&b[CDB_OR_SENSE]);
+                Body::Srb(Srb {
+                    srb_status: read_u8(b, SRB_STATUS),
+                    scsi_status: read_u8(b, SCSI_STATUS),
+                    port: read_u8(b, PORT_NUMBER),
+                    path_id: read_u8(b, PATH_ID),
+                    target_id: read_u8(b, TARGET_ID),
+                    lun: read_u8(b, LUN),
+                    cdb_length: read_u8(b, CDB_LENGTH),
+                    sense_info_length: read_u8(b, SENSE_INFO_LENGTH),
+                    data_in: read_u8(b, DATA_IN),
+                    data_transfer_length: read_u32(b, DATA_TRANSFER_LENGTH),
+                    cdb_or_sense: cdb,
+                    srb_flags: if v.has_win8_extension() { read_u32(b, SRB_FLAGS) } else { 0 },
+                })
+            }
+        };
+        Ok(Self { operation: v.operation(), flags: v.flags(), status: v.status(), body })
+    }
+
+    /// Encodes the packet in `len` bytes (64 from protocol 5.1, 48 before).
+    pub fn emit(&self, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len.max(PACKET_LEN_PRE_WIN8)];
+        let b = &mut v[..];
+        write_u32(b, field::OPERATION, self.operation);
+        write_u32(b, field::FLAGS, self.flags);
+        write_u32(b, field::STATUS, self.status);
+        match &self.body {
+            Body::None => {}
+            Body::Version { major_minor, revision } => {
+                write_u16(b, field::version::MAJOR_MINOR, *major_minor);
+                write_u16(b, field::version::REVISION, *revision);
+            }
+            Body::Properties { max_channel_cnt, flags, max_transfer_bytes } => {
+                write_u16(b, field::properties::MAX_CHANNEL_CNT, *max_channel_cnt);
+                write_u32(b, field::properties::FLAGS, *flags);
+                write_u32(b, field::properties::MAX_TRANSFER_BYTES, *max_transfer_bytes);
+            }
+            Body::Srb(s) => {
+                use field::srb::*;
+                // `length` = sizeof(vmscsi_request) minus the win8 extension when it is absent.
+                let srb_len = (b.len() - LENGTH.start) as u16;
+                write_u16(b, LENGTH, srb_len);
+                write_u8(b, SRB_STATUS, s.srb_status);
+                write_u8(b, SCSI_STATUS, s.scsi_status);
+                write_u8(b, PORT_NUMBER, s.port);
+                write_u8(b, PATH_ID, s.path_id);
+                write_u8(b, TARGET_ID, s.target_id);
+                write_u8(b, LUN, s.lun);
+                write_u8(b, CDB_LENGTH, s.cdb_length);
+                write_u8(b, SENSE_INFO_LENGTH, s.sense_info_length);
+                write_u8(b, DATA_IN, s.data_in);
+                write_u32(b, DATA_TRANSFER_LENGTH, s.data_transfer_length);
+                b[CDB_OR_SENSE].copy_from_slice(&s.cdb_or_sense);
+                if b.len() >= PACKET_LEN_WIN8 {
+                    write_u32(b, SRB_FLAGS, s.srb_flags);
+                }
+            }
+        }
+        v
+    }
 }
 
 /// SCSI operation codes used here.
@@ -281,36 +424,45 @@ pub mod scsi {
 /// A READ(16) or WRITE(16) CDB for `blocks` blocks at `lba` (SBC-4 §5.16, §5.40).
 pub fn rw16(write: bool, lba: u64, blocks: u32) -> [u8; 16] {
     let mut c = [0u8; 16];
-    c[0] = if write { scsi::WRITE_16 } else { scsi::READ_16 };
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&blocks.to_be_bytes());
+    write_u8(&mut c, field::cdb::OPERATION_CODE, if write { scsi::WRITE_16 } else { scsi::READ_16 });
+    write_u64_be(&mut c, field::cdb::LBA_16, lba);
+    write_u32_be(&mut c, field::cdb::LENGTH_16, blocks);
     c
+}
+
+/// The LBA of a READ(16) or WRITE(16) CDB (for error reports); `None` for other commands or a short CDB.
+pub fn rw16_lba(cdb: &[u8]) -> Option<u64> {
+    if cdb.len() < field::cdb::LBA_16.end {
+        return None;
+    }
+    matches!(read_u8(cdb, field::cdb::OPERATION_CODE), scsi::READ_16 | scsi::WRITE_16)
+        .then(|| read_u64_be(cdb, field::cdb::LBA_16))
 }
 
 /// A READ CAPACITY(16) CDB returning up to `alloc_len` bytes (SBC-4 §5.20).
 pub fn read_capacity16(alloc_len: u32) -> [u8; 16] {
     let mut c = [0u8; 16];
-    c[0] = scsi::SERVICE_ACTION_IN_16;
-    c[1] = scsi::SA_READ_CAPACITY_16;
-    c[10..14].copy_from_slice(&alloc_len.to_be_bytes());
+    write_u8(&mut c, field::cdb::OPERATION_CODE, scsi::SERVICE_ACTION_IN_16);
+    write_u8(&mut c, field::cdb::SERVICE_ACTION, scsi::SA_READ_CAPACITY_16);
+    write_u32_be(&mut c, field::cdb::LENGTH_16, alloc_len);
     c
 }
 
 /// A SYNCHRONIZE CACHE(10) CDB for the whole medium (LBA 0, 0 blocks = to the end; SBC-4 §5.26).
 pub fn synchronize_cache10() -> [u8; 10] {
     let mut c = [0u8; 10];
-    c[0] = scsi::SYNCHRONIZE_CACHE_10;
+    write_u8(&mut c, field::cdb::OPERATION_CODE, scsi::SYNCHRONIZE_CACHE_10);
     c
 }
 
 /// READ CAPACITY(16) parameter data: `(last LBA + 1, logical block length)`. `None` when shorter than 12 bytes or
 /// the block length is 0.
 pub fn parse_capacity16(d: &[u8]) -> Option<(u64, u32)> {
-    if d.len() < 12 {
+    if d.len() < field::capacity16::BLOCK_LENGTH.end {
         return None;
     }
-    let last = u64::from_be_bytes(d[0..8].try_into().ok()?);
-    let bl = u32::from_be_bytes(d[8..12].try_into().ok()?);
+    let last = read_u64_be(d, field::capacity16::RETURNED_LBA);
+    let bl = read_u32_be(d, field::capacity16::BLOCK_LENGTH);
     if bl == 0 {
         return None;
     }
@@ -319,8 +471,9 @@ pub fn parse_capacity16(d: &[u8]) -> Option<(u64, u32)> {
 
 /// `(sense key, ASC, ASCQ)` of fixed-format sense data (SPC-5 §4.4.3), when valid.
 pub fn sense_key(sense: &[u8]) -> Option<(u8, u8, u8)> {
-    if sense.len() >= 14 && matches!(sense[0] & 0x7f, 0x70 | 0x71) {
-        Some((sense[2] & 0xf, sense[12], sense[13]))
+    use field::sense::*;
+    if sense.len() >= ASCQ.end && matches!(read_u8(sense, RESPONSE_CODE) & 0x7f, 0x70 | 0x71) {
+        Some((read_u8(sense, SENSE_KEY) & 0xf, read_u8(sense, ASC), read_u8(sense, ASCQ)))
     } else {
         None
     }
@@ -360,6 +513,8 @@ mod tests {
         assert_eq!(b[28], scsi::READ_16);
         assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 4096);
         assert_eq!(VstorPacket::parse(&b, BodyKind::Srb), Ok(p.clone()));
+        assert_eq!(VstorPacket::parse(&b, BodyKind::Srb).unwrap().emit(PACKET_LEN_WIN8), b, "parse → emit");
+        assert_eq!(VstorPacket::parse(&b[..47], BodyKind::Srb), Err(VstorError { len: 47, need: 48 }));
         let old = p.emit(PACKET_LEN_PRE_WIN8);
         assert_eq!(old.len(), 48);
         assert_eq!(u16::from_le_bytes([old[12], old[13]]), 36);
@@ -381,7 +536,9 @@ mod tests {
             status: 0,
             body: Body::Properties { max_channel_cnt: 1, flags: 0, max_transfer_bytes: 0x20_0000 },
         };
-        assert_eq!(VstorPacket::parse(&p.emit(48), BodyKind::Properties), Ok(p));
+        assert_eq!(VstorPacket::parse(&p.emit(48), BodyKind::Properties), Ok(p.clone()));
+        assert_eq!(VstorPacket::parse(&p.emit(48)[..35], BodyKind::Properties), Err(VstorError { len: 35, need: 36 }));
+        assert_eq!(VstorPacket::parse(&[0; 15], BodyKind::Version), Err(VstorError { len: 15, need: 16 }));
         assert_eq!(VstorPacket::parse(&[0; 10], BodyKind::None), Err(VstorError { len: 10, need: 12 }));
         assert_eq!(version::display(version::WIN7), "4.2");
     }
@@ -394,6 +551,9 @@ mod tests {
         assert_eq!(&c[10..14], &[0, 0, 0, 2]);
         assert_eq!(read_capacity16(32)[..2], [0x9E, 0x10]);
         assert_eq!(synchronize_cache10()[0], 0x35);
+        assert_eq!(rw16_lba(&rw16(false, 0x1234, 1)), Some(0x1234));
+        assert_eq!(rw16_lba(&read_capacity16(32)), None);
+        assert_eq!(rw16_lba(&[0x88, 0, 0]), None, "short CDB");
         let mut d = [0u8; 32];
         d[7] = 99;
         d[10] = 2;

@@ -7,12 +7,12 @@
 use super::msg::Offer;
 use super::packet::{self, GpaRange, Packet};
 use super::ring::{InRing, OutRing, RingError};
-use super::{ChannelEvents, Error, Vmbus};
+use super::{ChannelEvents, Error, GpadlHandle, RelId, Vmbus};
 use crate::mem::{Region, PAGE_SIZE};
-use crate::sync::critical;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::{Context, Poll, Waker};
+use libos::irq::critical;
 use spin::Mutex;
 
 /// An open channel. `send_*` and `try_recv` take `&self`; the rings are behind locks taken with interrupts masked.
@@ -50,17 +50,17 @@ impl Channel {
         })
     }
 
-    pub(super) fn set_gpadl(&self, g: u32) {
-        self.gpadl.store(g, Ordering::Release);
+    pub(super) fn set_gpadl(&self, g: GpadlHandle) {
+        self.gpadl.store(g.0, Ordering::Release);
     }
 
     /// The ring GPADL handle.
-    pub fn gpadl(&self) -> u32 {
-        self.gpadl.load(Ordering::Acquire)
+    pub fn gpadl(&self) -> GpadlHandle {
+        GpadlHandle(self.gpadl.load(Ordering::Acquire))
     }
 
     /// The channel's relid.
-    pub fn relid(&self) -> u32 {
+    pub fn relid(&self) -> RelId {
         self.offer.child_relid
     }
 
@@ -178,20 +178,17 @@ impl Channel {
         self.events.wake.register(waker);
     }
 
+    /// The channel's event state (its `wake` slot is woken by the channel's event flag), for drivers that poll
+    /// their own state against the channel's interrupts with `WakeSlot::poll_until` while borrowing themselves
+    /// mutably.
+    pub fn events(&self) -> Arc<ChannelEvents> {
+        self.events.clone()
+    }
+
     /// Polls for a packet: returns it, or registers the task and re-checks (so a packet that arrived meanwhile is
     /// not missed).
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Packet, Error>> {
-        match self.try_recv() {
-            Ok(Some(p)) => return Poll::Ready(Ok(p)),
-            Ok(None) => {}
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-        self.register(cx.waker());
-        match self.try_recv() {
-            Ok(Some(p)) => Poll::Ready(Ok(p)),
-            Ok(None) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e)),
-        }
+        self.events.wake.poll_until(cx, || self.try_recv().transpose())
     }
 
     /// Waits for the next packet.
@@ -199,23 +196,38 @@ impl Channel {
         core::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// Polls a send that may find the outbound ring full: `attempt` writes one packet; on [`RingError::Full`] the
+    /// channel asks the host to signal once that much is free (`pending_send_sz`), runs `on_full` (a driver routes
+    /// completions that free space) and tries again after registering the task, so space freed in between is not
+    /// missed. `map` turns channel errors into the caller's. Clears `pending_send_sz` once a retried send is done.
+    pub fn poll_send<E>(
+        &self,
+        cx: &mut Context<'_>,
+        mut attempt: impl FnMut() -> Result<(), Error>,
+        mut on_full: impl FnMut() -> Result<(), E>,
+        map: impl Fn(Error) -> E,
+    ) -> Poll<Result<(), E>> {
+        let mut asked = false;
+        let r = self.events.wake.poll_until(cx, || match attempt() {
+            Err(Error::Ring { error: RingError::Full { need, .. }, .. }) => {
+                asked = true;
+                if let Err(e) = self.set_pending_send_size(need as u32) {
+                    return Some(Err(map(e)));
+                }
+                on_full().err().map(Err)
+            }
+            r => Some(r.map_err(&map)),
+        });
+        if asked && r.is_ready() {
+            let _ = self.set_pending_send_size(0);
+        }
+        r
+    }
+
     /// Sends an in-band packet, waiting (with pending-send-size) while the ring is full.
     pub async fn send_inband_wait(&self, trans_id: u64, payload: &[u8], completion: bool) -> Result<(), Error> {
-        core::future::poll_fn(|cx| match self.send_inband(trans_id, payload, completion) {
-            Err(Error::Ring { error: RingError::Full { need, .. }, .. }) => {
-                self.register(cx.waker());
-                if let Err(e) = self.set_pending_send_size(need as u32) {
-                    return Poll::Ready(Err(e));
-                }
-                match self.send_inband(trans_id, payload, completion) {
-                    Err(Error::Ring { error: RingError::Full { .. }, .. }) => Poll::Pending,
-                    r => {
-                        let _ = self.set_pending_send_size(0);
-                        Poll::Ready(r)
-                    }
-                }
-            }
-            r => Poll::Ready(r),
+        core::future::poll_fn(|cx| {
+            self.poll_send(cx, || self.send_inband(trans_id, payload, completion), || Ok(()), |e| e)
         })
         .await
     }

@@ -2,54 +2,8 @@
 //! and the device class GUIDs of the synthetic devices Zirvium drives. Source: Linux `include/linux/hyperv.h`
 //! (`HV_NIC_GUID`, `HV_SCSI_GUID`, `HV_SHUTDOWN_GUID`, `HV_TS_GUID`, `HV_HEART_BEAT_GUID`, `HV_KVP_GUID`, ...).
 
-use core::fmt;
-
-/// A GUID in its 16-byte wire form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Guid(pub [u8; 16]);
-
-impl Guid {
-    /// Builds the wire form of `{d1-d2-d3-d4[0..2]-d4[2..8]}` (`GUID_INIT`: `d1`, `d2`, `d3` little-endian).
-    pub const fn new(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
-        let a = d1.to_le_bytes();
-        let b = d2.to_le_bytes();
-        let c = d3.to_le_bytes();
-        Self([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7]])
-    }
-
-    /// The wire bytes.
-    pub fn bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for Guid {
-    /// Lower-case registry form, e.g. `f8615163-df3e-46c5-913f-f2d2f965ed0e`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            u16::from_le_bytes([b[4], b[5]]),
-            u16::from_le_bytes([b[6], b[7]]),
-            b[8],
-            b[9],
-            b[10],
-            b[11],
-            b[12],
-            b[13],
-            b[14],
-            b[15]
-        )
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{{self}}}")
-    }
-}
+/// The GUID type is the one shared wire form in `libos::wire`.
+pub use libos::wire::Guid;
 
 /// Synthetic network adapter (netvsc): `{f8615163-df3e-46c5-913f-f2d2f965ed0e}`.
 pub const NIC: Guid = Guid::new(0xf8615163, 0xdf3e, 0x46c5, [0x91, 0x3f, 0xf2, 0xd2, 0xf9, 0x65, 0xed, 0x0e]);

@@ -12,13 +12,15 @@
 
 pub mod channel;
 pub mod guid;
+mod ids;
 pub mod msg;
 pub mod packet;
 pub mod ring;
 
-use crate::hv::{self, Enlightenments, HvError, HvStatus, HwAccess, Synic};
+pub use ids::{GpadlHandle, RelId};
+
+use crate::hv::{self, ConnectionId, Enlightenments, HvError, HvStatus, HwAccess, Synic};
 use crate::mem::{Dma, MemError, Region};
-use crate::sync::{critical, WakeList};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
@@ -27,14 +29,15 @@ use channel::Channel;
 use core::fmt;
 use core::future::Future;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use core::task::Poll;
+use core::task::{Context, Poll};
 use guid::Guid;
+use libos::irq::{critical, WakeSlot};
 use libos::time::Duration;
 use msg::{version, ChannelMessage, InitiateContact, MsgError, Offer, OpenChannel, VMBUS_MESSAGE_SINT};
 use spin::Mutex;
 
 /// First GPADL handle the guest hands out (Linux `next_gpadl_handle` starts at 0xE1E10).
-pub const FIRST_GPADL_HANDLE: u32 = 0xE1E10;
+pub const FIRST_GPADL_HANDLE: GpadlHandle = GpadlHandle(0xE1E10);
 
 /// Why a VMBus operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +45,52 @@ pub enum Error {
     /// An enlightenment (SynIC, hypercall page) is unusable.
     Hv(HvError),
     /// A hypercall returned an error status.
-    Hypercall { call: &'static str, status: HvStatus },
+    Hypercall {
+        /// The hypercall: "HvPostMessage" or "HvSignalEvent".
+        call: &'static str,
+        /// The result value's status (`HV_STATUS_*`).
+        status: HvStatus,
+    },
     /// The host answered none of the versions 6.0 … 2.4 with "supported".
-    NoCommonVersion { tried: usize },
+    NoCommonVersion {
+        /// Versions offered in CHANNELMSG_INITIATE_CONTACT.
+        tried: usize,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str, ms: u64 },
+    Timeout {
+        /// The host message waited for, e.g. "AllOffersDelivered".
+        what: &'static str,
+        /// How long the guest waited (ms).
+        ms: u64,
+    },
     /// The host refused a request: `what` with the host's status code.
-    HostRefused { what: &'static str, relid: u32, status: u32 },
+    HostRefused {
+        /// The request, e.g. "GPADL creation" or "OpenChannel".
+        what: &'static str,
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// The host's status (`creation_status` or `status` of the reply; 0 = success).
+        status: u32,
+    },
     /// The host rescinded the channel.
-    Rescinded { relid: u32 },
+    Rescinded {
+        /// The channel's `child_relid`.
+        relid: RelId,
+    },
     /// A channel's ring broke the protocol (a hostile index or length) or is full.
-    Ring { relid: u32, error: ring::RingError },
+    Ring {
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// What the ring did wrong.
+        error: ring::RingError,
+    },
     /// A malformed packet on a channel.
-    Packet { relid: u32, error: packet::PacketError },
+    Packet {
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// What is wrong with the packet.
+        error: packet::PacketError,
+    },
     /// A malformed channel message.
     Message(MsgError),
     /// Shared memory could not be allocated or accessed.
@@ -138,14 +174,14 @@ impl InterruptLine {
 
 /// Per-channel event state shared with the interrupt handler.
 pub struct ChannelEvents {
-    /// Tasks waiting for the channel's ring.
-    pub wake: WakeList,
+    /// Tasks waiting for the channel's ring (woken by the channel's event flag).
+    pub wake: WakeSlot,
     rescinded: AtomicBool,
 }
 
 impl ChannelEvents {
     fn new() -> Arc<Self> {
-        Arc::new(Self { wake: WakeList::new(), rescinded: AtomicBool::new(false) })
+        Arc::new(Self { wake: WakeSlot::new(), rescinded: AtomicBool::new(false) })
     }
 
     /// Whether the host rescinded the channel.
@@ -160,10 +196,10 @@ struct State {
     offers: Vec<Offer>,
     all_offers_delivered: bool,
     /// Rescinded relids not yet released.
-    rescinded: Vec<u32>,
+    rescinded: Vec<RelId>,
     /// Relids whose offer arrived after AllOffersDelivered and nobody has looked at yet.
     late_offers: usize,
-    next_gpadl: u32,
+    next_gpadl: GpadlHandle,
     bad_messages: u64,
 }
 
@@ -180,8 +216,8 @@ pub struct Vmbus {
     version: AtomicU32,
     msg_conn_id: AtomicU32,
     state: Mutex<State>,
-    msg_waiters: WakeList,
-    channels: Mutex<BTreeMap<u32, Arc<ChannelEvents>>>,
+    msg_waiters: WakeSlot,
+    channels: Mutex<BTreeMap<RelId, Arc<ChannelEvents>>>,
     post_lock: Mutex<()>,
     cfg: Config,
 }
@@ -211,9 +247,9 @@ impl Vmbus {
             synic,
             vp,
             version: AtomicU32::new(0),
-            msg_conn_id: AtomicU32::new(msg::MESSAGE_CONNECTION_ID),
+            msg_conn_id: AtomicU32::new(msg::MESSAGE_CONNECTION_ID.0),
             state: Mutex::new(State { next_gpadl: FIRST_GPADL_HANDLE, ..State::default() }),
-            msg_waiters: WakeList::new(),
+            msg_waiters: WakeSlot::new(),
             channels: Mutex::new(BTreeMap::new()),
             post_lock: Mutex::new(()),
             cfg,
@@ -228,8 +264,8 @@ impl Vmbus {
     }
 
     /// The message connection id in use.
-    pub fn message_connection_id(&self) -> u32 {
-        self.msg_conn_id.load(Ordering::Acquire)
+    pub fn message_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.msg_conn_id.load(Ordering::Acquire))
     }
 
     /// The VP index messages and channel interrupts target.
@@ -247,17 +283,17 @@ impl Vmbus {
     /// interrupts enabled.
     pub fn on_interrupt(&self) {
         let chans = self.channels.lock();
-        let r = self.synic.scan_event_flags(VMBUS_MESSAGE_SINT, |relid| {
-            // Relid 0 is the message connection itself.
-            if let Some(c) = chans.get(&relid) {
-                c.wake.wake_all();
+        let r = self.synic.scan_event_flags(VMBUS_MESSAGE_SINT, |flag| {
+            // Flag 0 is the message connection itself.
+            if let Some(c) = chans.get(&RelId(flag)) {
+                c.wake.wake();
             }
         });
         drop(chans);
         if let Err(e) = r {
             log::error!("vmbus: event flags page: {e}");
         }
-        self.msg_waiters.wake_all();
+        self.msg_waiters.wake();
     }
 
     /// Moves every message waiting in the SynIC slot into the inbox, acting on offers and rescinds at once.
@@ -290,7 +326,7 @@ impl Vmbus {
                         st.rescinded.push(child_relid);
                         if let Some(c) = self.channels.lock().get(&child_relid) {
                             c.rescinded.store(true, Ordering::Release);
-                            c.wake.wake_all();
+                            c.wake.wake();
                         }
                     }
                     Ok(ChannelMessage::AllOffersDelivered) => st.all_offers_delivered = true,
@@ -305,6 +341,20 @@ impl Vmbus {
         })
     }
 
+    /// One poll of a wait on the bus state: drains the message slot and runs `check` on the state, registering
+    /// for the next SynIC interrupt between two tries so a message that arrives in between is not missed
+    /// ([`WakeSlot::poll_until`]). Errors: the message slot could not be read.
+    fn poll_state<T>(
+        &self,
+        cx: &mut Context<'_>,
+        check: &mut impl FnMut(&mut State) -> Option<T>,
+    ) -> Poll<Result<T, Error>> {
+        self.msg_waiters.poll_until(cx, || match self.drain() {
+            Ok(()) => critical(|| check(&mut self.state.lock())).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    }
+
     /// Waits (with the response timeout) until `check` finds what it wants in the bus state.
     async fn wait_state<T>(
         &self,
@@ -312,23 +362,7 @@ impl Vmbus {
         mut check: impl FnMut(&mut State) -> Option<T>,
     ) -> Result<T, Error> {
         let timeout = self.cfg.response_timeout;
-        let fut = core::future::poll_fn(|cx| {
-            if let Err(e) = self.drain() {
-                return Poll::Ready(Err(e));
-            }
-            if let Some(t) = critical(|| check(&mut self.state.lock())) {
-                return Poll::Ready(Ok(t));
-            }
-            self.msg_waiters.register(cx.waker());
-            // A message that arrived between the check and the registration must not be missed.
-            if let Err(e) = self.drain() {
-                return Poll::Ready(Err(e));
-            }
-            match critical(|| check(&mut self.state.lock())) {
-                Some(t) => Poll::Ready(Ok(t)),
-                None => Poll::Pending,
-            }
-        });
+        let fut = core::future::poll_fn(|cx| self.poll_state(cx, &mut check));
         libos::time::timeout(timeout, fut).await.unwrap_or(Err(Error::Timeout { what, ms: timeout.as_millis() as u64 }))
     }
 
@@ -348,13 +382,13 @@ impl Vmbus {
 
     /// Posts a channel message to connection `conn` with HvPostMessage, retrying while the host's buffers are
     /// full (as Linux `vmbus_post_msg` does). Errors: [`Error::Hypercall`].
-    async fn post_to(&self, conn: u32, m: &ChannelMessage) -> Result<(), Error> {
+    async fn post_to(&self, conn: ConnectionId, m: &ChannelMessage) -> Result<(), Error> {
         let payload = m.emit();
         let mut delay_ms = 1;
         for attempt in 0..8 {
             let status = {
                 let _g = self.post_lock.lock();
-                hv::post_message(&*self.hw, &self.post_page, conn, msg::VMBUS_MESSAGE_TYPE, &payload)?
+                hv::synic::post_message(&*self.hw, &self.post_page, conn, msg::VMBUS_MESSAGE_TYPE, &payload)?
             };
             match status {
                 HvStatus::SUCCESS => return Ok(()),
@@ -405,7 +439,7 @@ impl Vmbus {
             if ok {
                 self.version.store(v, Ordering::Release);
                 let id = if modern { conn_id } else { msg::MESSAGE_CONNECTION_ID };
-                self.msg_conn_id.store(id, Ordering::Release);
+                self.msg_conn_id.store(id.0, Ordering::Release);
                 log::info!("vmbus: protocol version {} (message connection {id})", version::display(v));
                 return Ok(v);
             }
@@ -429,29 +463,24 @@ impl Vmbus {
     /// Waits up to `wait` for an offer of class `class` (hosts may offer a device after AllOffersDelivered, as the
     /// synthetic NIC often is). `None` when none came.
     pub async fn wait_for_offer(&self, class: Guid, wait: Duration) -> Option<Offer> {
+        let find = |st: &mut State| st.offers.iter().find(|o| o.if_type == class).cloned();
         let fut = core::future::poll_fn(|cx| {
-            let _ = self.drain();
-            let find = || critical(|| self.state.lock().offers.iter().find(|o| o.if_type == class).cloned());
-            if let Some(o) = find() {
-                return Poll::Ready(o);
-            }
-            self.msg_waiters.register(cx.waker());
-            let _ = self.drain();
-            match find() {
-                Some(o) => Poll::Ready(o),
-                None => Poll::Pending,
-            }
+            // A message slot that cannot be read leaves the offers as they are: wait out the time.
+            self.msg_waiters.poll_until(cx, || {
+                let _ = self.drain();
+                critical(|| find(&mut self.state.lock()))
+            })
         });
         libos::time::timeout(wait, fut).await.ok()
     }
 
     /// Establishes a GPADL over all pages of `region` for channel `relid` (Linux `vmbus_establish_gpadl`): returns
     /// the handle. Errors: host refusal, timeouts, hypercall failures.
-    pub async fn create_gpadl(&self, relid: u32, region: &Region) -> Result<u32, Error> {
+    pub async fn create_gpadl(&self, relid: RelId, region: &Region) -> Result<GpadlHandle, Error> {
         let handle = critical(|| {
             let mut st = self.state.lock();
             let h = st.next_gpadl;
-            st.next_gpadl = st.next_gpadl.wrapping_add(1);
+            st.next_gpadl = GpadlHandle(h.0.wrapping_add(1));
             h
         });
         let pfns: Vec<u64> = (0..region.page_count()).map(|i| region.pfn(i)).collect();
@@ -471,7 +500,7 @@ impl Vmbus {
     }
 
     /// Tears down a GPADL (GpadlTeardown, then GpadlTorndown). A rescinded channel's GPADLs are gone already.
-    pub async fn teardown_gpadl(&self, relid: u32, gpadl: u32) -> Result<(), Error> {
+    pub async fn teardown_gpadl(&self, relid: RelId, gpadl: GpadlHandle) -> Result<(), Error> {
         if self.is_rescinded(relid) {
             return Ok(());
         }
@@ -482,7 +511,7 @@ impl Vmbus {
         .await
     }
 
-    fn is_rescinded(&self, relid: u32) -> bool {
+    fn is_rescinded(&self, relid: RelId) -> bool {
         critical(|| self.state.lock().rescinded.contains(&relid))
     }
 
@@ -504,7 +533,7 @@ impl Vmbus {
         critical(|| self.channels.lock().insert(relid, events));
         self.post(&ChannelMessage::OpenChannel(OpenChannel {
             child_relid: relid,
-            open_id: relid,
+            open_id: relid.0,
             ring_gpadl: gpadl,
             target_vp: self.vp,
             downstream_page_offset: send_pages as u32,
@@ -537,7 +566,7 @@ impl Vmbus {
         self.teardown_gpadl(relid, ch.gpadl()).await
     }
 
-    async fn release_relid(&self, relid: u32) -> Result<(), Error> {
+    async fn release_relid(&self, relid: RelId) -> Result<(), Error> {
         critical(|| self.state.lock().rescinded.retain(|&r| r != relid));
         self.post(&ChannelMessage::RelidReleased { child_relid: relid }).await
     }
@@ -546,13 +575,13 @@ impl Vmbus {
     /// page's send half unless the channel has a dedicated interrupt, then HvSignalEvent on its connection id.
     pub fn signal(&self, offer: &Offer) -> Result<(), Error> {
         if !offer.dedicated_interrupt {
-            let bit = offer.child_relid as usize;
+            let bit = offer.child_relid.event_flag();
             let word = 2048 + (bit / 64) * 8;
             if word + 8 <= self.int_page.len() {
                 self.int_page.fetch_or_u64(word, 1 << (bit % 64))?;
             }
         }
-        let st = hv::signal_event(&*self.hw, offer.connection_id, 0);
+        let st = hv::synic::signal_event(&*self.hw, offer.connection_id, 0);
         if !st.is_success() {
             return Err(Error::Hypercall { call: "HvSignalEvent", status: st });
         }
@@ -598,23 +627,7 @@ impl Vmbus {
     }
 
     async fn wait_state_forever<T>(&self, mut check: impl FnMut(&mut State) -> Option<T>) -> Result<T, Error> {
-        core::future::poll_fn(|cx| {
-            if let Err(e) = self.drain() {
-                return Poll::Ready(Err(e));
-            }
-            if let Some(t) = critical(|| check(&mut self.state.lock())) {
-                return Poll::Ready(Ok(t));
-            }
-            self.msg_waiters.register(cx.waker());
-            if let Err(e) = self.drain() {
-                return Poll::Ready(Err(e));
-            }
-            match critical(|| check(&mut self.state.lock())) {
-                Some(t) => Poll::Ready(Ok(t)),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        core::future::poll_fn(|cx| self.poll_state(cx, &mut check)).await
     }
 
     /// One line for the boot log.

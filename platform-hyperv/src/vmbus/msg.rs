@@ -2,23 +2,27 @@
 //! the host's VMBus server. Source: Linux `include/linux/hyperv.h` (`enum vmbus_channel_message_type`,
 //! `struct vmbus_channel_*`, all `__packed`, little-endian) and `drivers/hv/channel_mgmt.c`.
 //!
-//! [`MessageView`] is a checked view over the bytes (the header and the type's minimum length), [`ChannelMessage`]
-//! the parsed form with [`ChannelMessage::parse`] and [`ChannelMessage::emit`].
+//! [`MessageView`] is a checked view over the bytes (the header and the type's fixed layout, field ranges in a
+//! private `mod field` per message struct), [`ChannelMessage`] the owned form with [`ChannelMessage::parse`] and
+//! [`ChannelMessage::emit`].
+#![forbid(unsafe_code)]
 
 use super::guid::Guid;
-use crate::hv::MESSAGE_PAYLOAD_MAX;
+use super::{GpadlHandle, RelId};
+use crate::hv::synic::{ConnectionId, MESSAGE_PAYLOAD_MAX};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u16, read_u32, read_u64, read_u8, write_u16, write_u32, write_u64, write_u8, Field};
 
 /// SynIC message type of VMBus channel messages (`HVMSG_...` value 1, the `message_type` argument of
 /// `hv_post_message` in Linux).
 pub const VMBUS_MESSAGE_TYPE: u32 = 1;
 /// Message connection id for hosts before VMBus 5.0 (`VMBUS_MESSAGE_CONNECTION_ID`).
-pub const MESSAGE_CONNECTION_ID: u32 = 1;
+pub const MESSAGE_CONNECTION_ID: ConnectionId = ConnectionId(1);
 /// Message connection id of InitiateContact for VMBus ≥ 5.0 (`VMBUS_MESSAGE_CONNECTION_ID_4`); later messages use
 /// the id from the version response.
-pub const MESSAGE_CONNECTION_ID_4: u32 = 4;
+pub const MESSAGE_CONNECTION_ID_4: ConnectionId = ConnectionId(4);
 /// The SINT VMBus messages and channel events arrive on (`VMBUS_MESSAGE_SINT`).
 pub const VMBUS_MESSAGE_SINT: u32 = 2;
 
@@ -90,20 +94,121 @@ pub mod version {
     }
 }
 
+mod field {
+    use super::Field;
+    use core::ops::RangeFrom;
+
+    /// `vmbus_channel_message_header.msgtype` (the u32 after it is padding).
+    pub const MSGTYPE: Field = 0..4;
+    /// `child_relid` of the messages that name only a channel (rescind, close, relid released).
+    pub const CHILD_RELID: Field = 8..12;
+
+    /// `vmbus_channel_offer_channel` (with the embedded `vmbus_channel_offer`).
+    pub mod offer {
+        use super::Field;
+        pub const IF_TYPE: Field = 8..24;
+        pub const IF_INSTANCE: Field = 24..40;
+        pub const CHN_FLAGS: Field = 56..58;
+        pub const MMIO_MEGABYTES: Field = 58..60;
+        pub const USER_DEF: Field = 60..180;
+        pub const SUB_CHANNEL_INDEX: Field = 180..182;
+        pub const CHILD_RELID: Field = 184..188;
+        pub const MONITOR_ID: Field = 188..189;
+        /// Bit 0: `monitor_allocated`.
+        pub const MONITOR_ALLOCATED: Field = 189..190;
+        /// Bit 0: `is_dedicated_interrupt`.
+        pub const DEDICATED_INTERRUPT: Field = 190..192;
+        pub const CONNECTION_ID: Field = 192..196;
+    }
+
+    /// `vmbus_channel_open_channel`.
+    pub mod open {
+        use super::Field;
+        pub const CHILD_RELID: Field = 8..12;
+        pub const OPENID: Field = 12..16;
+        pub const RING_GPADL: Field = 16..20;
+        pub const TARGET_VP: Field = 20..24;
+        pub const DOWNSTREAM_PAGE_OFFSET: Field = 24..28;
+        pub const USER_DATA: Field = 28..148;
+    }
+
+    /// `vmbus_channel_open_result`.
+    pub mod open_result {
+        use super::Field;
+        pub const CHILD_RELID: Field = 8..12;
+        pub const OPENID: Field = 12..16;
+        pub const STATUS: Field = 16..20;
+    }
+
+    /// `vmbus_channel_gpadl_header` with one `gpa_range`.
+    pub mod gpadl_header {
+        use super::{Field, RangeFrom};
+        pub const CHILD_RELID: Field = 8..12;
+        pub const GPADL: Field = 12..16;
+        pub const RANGE_BUFLEN: Field = 16..18;
+        pub const RANGE_COUNT: Field = 18..20;
+        pub const BYTE_COUNT: Field = 20..24;
+        pub const BYTE_OFFSET: Field = 24..28;
+        pub const PFNS: RangeFrom<usize> = 28..;
+    }
+
+    /// `vmbus_channel_gpadl_body`.
+    pub mod gpadl_body {
+        use super::{Field, RangeFrom};
+        pub const MSGNUMBER: Field = 8..12;
+        pub const GPADL: Field = 12..16;
+        pub const PFNS: RangeFrom<usize> = 16..;
+    }
+
+    /// `vmbus_channel_gpadl_created` (and the teardown request's first two fields).
+    pub mod gpadl_created {
+        use super::Field;
+        pub const CHILD_RELID: Field = 8..12;
+        pub const GPADL: Field = 12..16;
+        pub const STATUS: Field = 16..20;
+    }
+
+    /// `vmbus_channel_gpadl_torndown`.
+    pub mod gpadl_torndown {
+        use super::Field;
+        pub const GPADL: Field = 8..12;
+    }
+
+    /// `vmbus_channel_initiate_contact`.
+    pub mod initiate_contact {
+        use super::Field;
+        pub const VERSION: Field = 8..12;
+        pub const TARGET_VCPU: Field = 12..16;
+        pub const INTERRUPT_PAGE_OR_SINT: Field = 16..24;
+        pub const MONITOR_PAGE1: Field = 24..32;
+        pub const MONITOR_PAGE2: Field = 32..40;
+    }
+
+    /// `vmbus_channel_version_response` (the pre-5.0 `vmbus_channel_version_supported` ends after byte 8).
+    pub mod version_response {
+        use super::Field;
+        pub const VERSION_SUPPORTED: Field = 8..9;
+        pub const CONNECTION_STATE: Field = 9..10;
+        pub const MSG_CONN_ID: Field = 12..16;
+    }
+}
+
 /// Size of `vmbus_channel_message_header` (bytes): `msgtype` u32 and padding u32.
 pub const HEADER_LEN: usize = 8;
 /// Size of `vmbus_channel_offer_channel` (bytes).
-pub const OFFER_LEN: usize = 196;
+pub const OFFER_LEN: usize = field::offer::CONNECTION_ID.end;
 /// Size of `vmbus_channel_open_channel` (bytes).
-pub const OPEN_CHANNEL_LEN: usize = 148;
+pub const OPEN_CHANNEL_LEN: usize = field::open::USER_DATA.end;
 /// User-defined bytes in an offer and in OpenChannel (`MAX_USER_DEFINED_BYTES`).
 pub const USER_DEFINED_LEN: usize = 120;
 /// Size of `vmbus_channel_initiate_contact` (bytes).
-pub const INITIATE_CONTACT_LEN: usize = 40;
+pub const INITIATE_CONTACT_LEN: usize = field::initiate_contact::MONITOR_PAGE2.end;
+/// Size of `vmbus_channel_version_response` (bytes).
+pub const VERSION_RESPONSE_LEN: usize = field::version_response::MSG_CONN_ID.end;
 /// Fixed part of `vmbus_channel_gpadl_header` plus one `gpa_range` header (bytes).
-pub const GPADL_HEADER_FIXED: usize = 28;
+pub const GPADL_HEADER_FIXED: usize = field::gpadl_header::PFNS.start;
 /// Fixed part of `vmbus_channel_gpadl_body` (bytes).
-pub const GPADL_BODY_FIXED: usize = 16;
+pub const GPADL_BODY_FIXED: usize = field::gpadl_body::PFNS.start;
 /// PFNs that fit a GpadlHeader message: (240 − 28) / 8.
 pub const GPADL_HEADER_PFNS: usize = (MESSAGE_PAYLOAD_MAX - GPADL_HEADER_FIXED) / 8;
 /// PFNs that fit a GpadlBody message: (240 − 16) / 8.
@@ -113,11 +218,25 @@ pub const GPADL_BODY_PFNS: usize = (MESSAGE_PAYLOAD_MAX - GPADL_BODY_FIXED) / 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MsgError {
     /// Shorter than its type's fixed layout.
-    Truncated { msgtype: u32, len: usize, need: usize },
+    Truncated {
+        /// `msgtype` of the message (`CHANNELMSG_*`).
+        msgtype: u32,
+        /// Bytes available.
+        len: usize,
+        /// Bytes its layout needs.
+        need: usize,
+    },
     /// A message type this guest does not know (or a guest-to-host type arriving at the guest).
     UnknownType(u32),
     /// A field holds an impossible value.
-    BadField { msgtype: u32, field: &'static str, value: u64 },
+    BadField {
+        /// `msgtype` of the message (`CHANNELMSG_*`).
+        msgtype: u32,
+        /// The field, e.g. "rangecount".
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl fmt::Display for MsgError {
@@ -139,67 +258,66 @@ pub fn min_len(msgtype: u32) -> Option<usize> {
     use msgtype::*;
     Some(match msgtype {
         OFFER_CHANNEL => OFFER_LEN,
-        RESCIND_CHANNEL_OFFER | CLOSE_CHANNEL | RELID_RELEASED | GPADL_TORNDOWN => 12,
+        RESCIND_CHANNEL_OFFER | CLOSE_CHANNEL | RELID_RELEASED => field::CHILD_RELID.end,
+        GPADL_TORNDOWN => field::gpadl_torndown::GPADL.end,
         REQUEST_OFFERS | ALL_OFFERS_DELIVERED | UNLOAD | UNLOAD_RESPONSE => HEADER_LEN,
         OPEN_CHANNEL => OPEN_CHANNEL_LEN,
-        OPEN_CHANNEL_RESULT | GPADL_CREATED => 20,
+        OPEN_CHANNEL_RESULT => field::open_result::STATUS.end,
+        GPADL_CREATED => field::gpadl_created::STATUS.end,
         GPADL_HEADER => GPADL_HEADER_FIXED,
         GPADL_BODY => GPADL_BODY_FIXED,
-        GPADL_TEARDOWN => 16,
+        GPADL_TEARDOWN => field::gpadl_created::GPADL.end,
         INITIATE_CONTACT => INITIATE_CONTACT_LEN,
         // Hosts before 5.0 may send the short `vmbus_channel_version_supported` (9 bytes).
-        VERSION_RESPONSE => 9,
+        VERSION_RESPONSE => field::version_response::VERSION_SUPPORTED.end,
         _ => return None,
     })
 }
 
 /// A checked view of a channel message: [`MessageView::new_checked`] proves the header and the type's fixed part
-/// are present, so no accessor can read past the buffer.
+/// are present, so no field of that type's layout lies past the buffer.
+#[derive(Debug, Clone, Copy)]
 pub struct MessageView<T: AsRef<[u8]>> {
-    buf: T,
+    buffer: T,
 }
 
 impl<T: AsRef<[u8]>> MessageView<T> {
-    /// Wraps `buf` after checking its length against its type. Errors: [`MsgError::Truncated`],
+    /// Wraps `buffer` without checks (accessors may panic on a short buffer).
+    pub fn new_unchecked(buffer: T) -> Self {
+        Self { buffer }
+    }
+
+    /// Wraps `buffer` after [`check_len`](Self::check_len). Errors: [`MsgError::Truncated`],
     /// [`MsgError::UnknownType`].
-    pub fn new_checked(buf: T) -> Result<Self, MsgError> {
-        let b = buf.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(MsgError::Truncated { msgtype: 0, len: b.len(), need: HEADER_LEN });
+    pub fn new_checked(buffer: T) -> Result<Self, MsgError> {
+        let v = Self::new_unchecked(buffer);
+        v.check_len()?;
+        Ok(v)
+    }
+
+    /// Checks that the header and the fixed layout of the message's type are present. Errors:
+    /// [`MsgError::Truncated`], [`MsgError::UnknownType`].
+    pub fn check_len(&self) -> Result<(), MsgError> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            return Err(MsgError::Truncated { msgtype: 0, len, need: HEADER_LEN });
         }
-        let ty = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let ty = self.msgtype();
         let need = min_len(ty).ok_or(MsgError::UnknownType(ty))?;
-        if b.len() < need {
-            return Err(MsgError::Truncated { msgtype: ty, len: b.len(), need });
+        if len < need {
+            return Err(MsgError::Truncated { msgtype: ty, len, need });
         }
-        Ok(Self { buf })
+        Ok(())
     }
 
     /// `msgtype`.
     pub fn msgtype(&self) -> u32 {
-        self.u32_at(0)
-    }
-
-    fn u32_at(&self, off: usize) -> u32 {
-        let b = self.buf.as_ref();
-        u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-    }
-
-    fn u16_at(&self, off: usize) -> u16 {
-        let b = self.buf.as_ref();
-        u16::from_le_bytes([b[off], b[off + 1]])
-    }
-
-    fn u64_at(&self, off: usize) -> u64 {
-        let b = self.buf.as_ref();
-        let mut x = [0u8; 8];
-        x.copy_from_slice(&b[off..off + 8]);
-        u64::from_le_bytes(x)
+        read_u32(self.buffer.as_ref(), field::MSGTYPE)
     }
 
     /// The whole message.
     pub fn as_bytes(&self) -> &[u8] {
-        self.buf.as_ref()
+        self.buffer.as_ref()
     }
 }
 
@@ -219,7 +337,7 @@ pub struct Offer {
     /// 0 for a primary channel, else the sub-channel index.
     pub sub_channel_index: u16,
     /// The channel's relative id (`child_relid`): names it in later messages and is its event flag number.
-    pub child_relid: u32,
+    pub child_relid: RelId,
     /// Monitor id for monitored notification.
     pub monitor_id: u8,
     /// `monitor_allocated` bit.
@@ -227,7 +345,7 @@ pub struct Offer {
     /// `is_dedicated_interrupt` bit: when set the guest must not set the relid bit in the interrupt page.
     pub dedicated_interrupt: bool,
     /// Connection id for HvSignalEvent to the host.
-    pub connection_id: u32,
+    pub connection_id: ConnectionId,
 }
 
 /// InitiateContact (`vmbus_channel_initiate_contact`).
@@ -250,9 +368,9 @@ pub struct InitiateContact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpadlHeader {
     /// Channel the GPADL belongs to.
-    pub child_relid: u32,
+    pub child_relid: RelId,
     /// Guest-chosen GPADL handle.
-    pub gpadl: u32,
+    pub gpadl: GpadlHandle,
     /// `range_buflen`: bytes of all ranges (8 + 8 × total PFNs for one range).
     pub range_buflen: u16,
     /// `rangecount` (1 here).
@@ -271,7 +389,7 @@ pub struct GpadlBody {
     /// `msgnumber` (Linux leaves it 0).
     pub msgnumber: u32,
     /// GPADL handle.
-    pub gpadl: u32,
+    pub gpadl: GpadlHandle,
     /// PFNs.
     pub pfns: Vec<u64>,
 }
@@ -280,11 +398,11 @@ pub struct GpadlBody {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenChannel {
     /// Channel.
-    pub child_relid: u32,
+    pub child_relid: RelId,
     /// Guest-chosen id echoed in the result.
     pub open_id: u32,
     /// GPADL of both ring buffers.
-    pub ring_gpadl: u32,
+    pub ring_gpadl: GpadlHandle,
     /// VP for host-to-guest interrupts.
     pub target_vp: u32,
     /// Page offset of the host-to-guest (downstream) ring in the GPADL.
@@ -299,7 +417,10 @@ pub enum ChannelMessage {
     /// CHANNELMSG_OFFERCHANNEL.
     OfferChannel(Offer),
     /// CHANNELMSG_RESCIND_CHANNELOFFER.
-    RescindOffer { child_relid: u32 },
+    RescindOffer {
+        /// `child_relid` of the rescinded channel.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_REQUESTOFFERS.
     RequestOffers,
     /// CHANNELMSG_ALLOFFERS_DELIVERED.
@@ -307,29 +428,76 @@ pub enum ChannelMessage {
     /// CHANNELMSG_OPENCHANNEL.
     OpenChannel(OpenChannel),
     /// CHANNELMSG_OPENCHANNEL_RESULT (status 0 = success).
-    OpenResult { child_relid: u32, open_id: u32, status: u32 },
+    OpenResult {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `openid`, echoed from CHANNELMSG_OPENCHANNEL.
+        open_id: u32,
+        /// `status` (0 = success).
+        status: u32,
+    },
     /// CHANNELMSG_CLOSECHANNEL.
-    CloseChannel { child_relid: u32 },
+    CloseChannel {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_GPADL_HEADER.
     GpadlHeader(GpadlHeader),
     /// CHANNELMSG_GPADL_BODY.
     GpadlBody(GpadlBody),
     /// CHANNELMSG_GPADL_CREATED (status 0 = success).
-    GpadlCreated { child_relid: u32, gpadl: u32, status: u32 },
+    GpadlCreated {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `gpadl`: the handle the guest chose.
+        gpadl: GpadlHandle,
+        /// `creation_status` (0 = success).
+        status: u32,
+    },
     /// CHANNELMSG_GPADL_TEARDOWN.
-    GpadlTeardown { child_relid: u32, gpadl: u32 },
+    GpadlTeardown {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `gpadl`: the handle to tear down.
+        gpadl: GpadlHandle,
+    },
     /// CHANNELMSG_GPADL_TORNDOWN.
-    GpadlTorndown { gpadl: u32 },
+    GpadlTorndown {
+        /// `gpadl`: the handle torn down.
+        gpadl: GpadlHandle,
+    },
     /// CHANNELMSG_RELID_RELEASED.
-    RelidReleased { child_relid: u32 },
+    RelidReleased {
+        /// `child_relid` the host released.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_INITIATE_CONTACT.
     InitiateContact(InitiateContact),
     /// CHANNELMSG_VERSION_RESPONSE: `msg_conn_id` is 0 when the host sent the short pre-5.0 form.
-    VersionResponse { version_supported: bool, connection_state: u8, msg_conn_id: u32 },
+    VersionResponse {
+        /// `version_supported`: the host accepts the version of CHANNELMSG_INITIATE_CONTACT.
+        version_supported: bool,
+        /// `connection_state` (0 on success).
+        connection_state: u8,
+        /// `msg_conn_id`: the connection id for later messages (VMBus ≥ 5.0).
+        msg_conn_id: ConnectionId,
+    },
     /// CHANNELMSG_UNLOAD.
     Unload,
     /// CHANNELMSG_UNLOAD_RESPONSE.
     UnloadResponse,
+}
+
+/// The `N` bytes of `f` in `b` as an array (`f` is `N` long and inside `b`, proven by the view's check).
+fn array<const N: usize>(b: &[u8], f: Field) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[f]);
+    out
+}
+
+/// The little-endian u64s of `b` from `at` on (whole words only).
+fn pfns_from(b: &[u8], at: usize) -> Vec<u64> {
+    b[at..].chunks_exact(8).map(|c| read_u64(c, 0..8)).collect()
 }
 
 impl ChannelMessage {
@@ -337,88 +505,102 @@ impl ChannelMessage {
     pub fn parse(bytes: &[u8]) -> Result<Self, MsgError> {
         use msgtype::*;
         let v = MessageView::new_checked(bytes)?;
+        let b = v.as_bytes();
         let ty = v.msgtype();
+        let relid = |f: Field| RelId(read_u32(b, f));
+        let gpadl = |f: Field| GpadlHandle(read_u32(b, f));
         Ok(match ty {
             OFFER_CHANNEL => {
-                let b = v.as_bytes();
-                let mut if_type = [0u8; 16];
-                if_type.copy_from_slice(&b[8..24]);
-                let mut if_instance = [0u8; 16];
-                if_instance.copy_from_slice(&b[24..40]);
-                let mut user_def = [0u8; USER_DEFINED_LEN];
-                user_def.copy_from_slice(&b[60..180]);
+                use field::offer::*;
                 Self::OfferChannel(Offer {
-                    if_type: Guid(if_type),
-                    if_instance: Guid(if_instance),
-                    chn_flags: v.u16_at(56),
-                    mmio_megabytes: v.u16_at(58),
-                    user_def,
-                    sub_channel_index: v.u16_at(180),
-                    child_relid: v.u32_at(184),
-                    monitor_id: b[188],
-                    monitor_allocated: b[189] & 1 != 0,
-                    dedicated_interrupt: v.u16_at(190) & 1 != 0,
-                    connection_id: v.u32_at(192),
+                    if_type: Guid(array(b, IF_TYPE)),
+                    if_instance: Guid(array(b, IF_INSTANCE)),
+                    chn_flags: read_u16(b, CHN_FLAGS),
+                    mmio_megabytes: read_u16(b, MMIO_MEGABYTES),
+                    user_def: array(b, USER_DEF),
+                    sub_channel_index: read_u16(b, SUB_CHANNEL_INDEX),
+                    child_relid: relid(CHILD_RELID),
+                    monitor_id: read_u8(b, MONITOR_ID),
+                    monitor_allocated: read_u8(b, MONITOR_ALLOCATED) & 1 != 0,
+                    dedicated_interrupt: read_u16(b, DEDICATED_INTERRUPT) & 1 != 0,
+                    connection_id: ConnectionId(read_u32(b, CONNECTION_ID)),
                 })
             }
-            RESCIND_CHANNEL_OFFER => Self::RescindOffer { child_relid: v.u32_at(8) },
+            RESCIND_CHANNEL_OFFER => Self::RescindOffer { child_relid: relid(field::CHILD_RELID) },
             REQUEST_OFFERS => Self::RequestOffers,
             ALL_OFFERS_DELIVERED => Self::AllOffersDelivered,
             OPEN_CHANNEL => {
-                let mut user_data = [0u8; USER_DEFINED_LEN];
-                user_data.copy_from_slice(&v.as_bytes()[28..148]);
+                use field::open::*;
                 Self::OpenChannel(OpenChannel {
-                    child_relid: v.u32_at(8),
-                    open_id: v.u32_at(12),
-                    ring_gpadl: v.u32_at(16),
-                    target_vp: v.u32_at(20),
-                    downstream_page_offset: v.u32_at(24),
-                    user_data,
+                    child_relid: relid(CHILD_RELID),
+                    open_id: read_u32(b, OPENID),
+                    ring_gpadl: gpadl(RING_GPADL),
+                    target_vp: read_u32(b, TARGET_VP),
+                    downstream_page_offset: read_u32(b, DOWNSTREAM_PAGE_OFFSET),
+                    user_data: array(b, USER_DATA),
                 })
             }
             OPEN_CHANNEL_RESULT => {
-                Self::OpenResult { child_relid: v.u32_at(8), open_id: v.u32_at(12), status: v.u32_at(16) }
+                use field::open_result::*;
+                Self::OpenResult {
+                    child_relid: relid(CHILD_RELID),
+                    open_id: read_u32(b, OPENID),
+                    status: read_u32(b, STATUS),
+                }
             }
-            CLOSE_CHANNEL => Self::CloseChannel { child_relid: v.u32_at(8) },
+            CLOSE_CHANNEL => Self::CloseChannel { child_relid: relid(field::CHILD_RELID) },
             GPADL_HEADER => {
-                let range_buflen = v.u16_at(16);
-                let range_count = v.u16_at(18);
-                let n = (bytes.len() - GPADL_HEADER_FIXED) / 8;
-                let pfns = (0..n).map(|i| v.u64_at(GPADL_HEADER_FIXED + i * 8)).collect();
+                use field::gpadl_header::*;
+                let range_count = read_u16(b, RANGE_COUNT);
                 if range_count != 1 {
                     return Err(MsgError::BadField { msgtype: ty, field: "rangecount", value: range_count.into() });
                 }
                 Self::GpadlHeader(GpadlHeader {
-                    child_relid: v.u32_at(8),
-                    gpadl: v.u32_at(12),
-                    range_buflen,
+                    child_relid: relid(CHILD_RELID),
+                    gpadl: gpadl(GPADL),
+                    range_buflen: read_u16(b, RANGE_BUFLEN),
                     range_count,
-                    byte_count: v.u32_at(20),
-                    byte_offset: v.u32_at(24),
-                    pfns,
+                    byte_count: read_u32(b, BYTE_COUNT),
+                    byte_offset: read_u32(b, BYTE_OFFSET),
+                    pfns: pfns_from(b, PFNS.start),
                 })
             }
             GPADL_BODY => {
-                let n = (bytes.len() - GPADL_BODY_FIXED) / 8;
-                let pfns = (0..n).map(|i| v.u64_at(GPADL_BODY_FIXED + i * 8)).collect();
-                Self::GpadlBody(GpadlBody { msgnumber: v.u32_at(8), gpadl: v.u32_at(12), pfns })
+                use field::gpadl_body::*;
+                Self::GpadlBody(GpadlBody {
+                    msgnumber: read_u32(b, MSGNUMBER),
+                    gpadl: gpadl(GPADL),
+                    pfns: pfns_from(b, PFNS.start),
+                })
             }
-            GPADL_CREATED => Self::GpadlCreated { child_relid: v.u32_at(8), gpadl: v.u32_at(12), status: v.u32_at(16) },
-            GPADL_TEARDOWN => Self::GpadlTeardown { child_relid: v.u32_at(8), gpadl: v.u32_at(12) },
-            GPADL_TORNDOWN => Self::GpadlTorndown { gpadl: v.u32_at(8) },
-            RELID_RELEASED => Self::RelidReleased { child_relid: v.u32_at(8) },
-            INITIATE_CONTACT => Self::InitiateContact(InitiateContact {
-                version: v.u32_at(8),
-                target_vcpu: v.u32_at(12),
-                interrupt_page_or_sint: v.u64_at(16),
-                monitor_page1: v.u64_at(24),
-                monitor_page2: v.u64_at(32),
-            }),
+            GPADL_CREATED => {
+                use field::gpadl_created::*;
+                Self::GpadlCreated { child_relid: relid(CHILD_RELID), gpadl: gpadl(GPADL), status: read_u32(b, STATUS) }
+            }
+            GPADL_TEARDOWN => {
+                use field::gpadl_created::*;
+                Self::GpadlTeardown { child_relid: relid(CHILD_RELID), gpadl: gpadl(GPADL) }
+            }
+            GPADL_TORNDOWN => Self::GpadlTorndown { gpadl: gpadl(field::gpadl_torndown::GPADL) },
+            RELID_RELEASED => Self::RelidReleased { child_relid: relid(field::CHILD_RELID) },
+            INITIATE_CONTACT => {
+                use field::initiate_contact::*;
+                Self::InitiateContact(InitiateContact {
+                    version: read_u32(b, VERSION),
+                    target_vcpu: read_u32(b, TARGET_VCPU),
+                    interrupt_page_or_sint: read_u64(b, INTERRUPT_PAGE_OR_SINT),
+                    monitor_page1: read_u64(b, MONITOR_PAGE1),
+                    monitor_page2: read_u64(b, MONITOR_PAGE2),
+                })
+            }
             VERSION_RESPONSE => {
-                let b = v.as_bytes();
-                let connection_state = b.get(9).copied().unwrap_or(0);
-                let msg_conn_id = if b.len() >= 16 { v.u32_at(12) } else { 0 };
-                Self::VersionResponse { version_supported: b[8] != 0, connection_state, msg_conn_id }
+                use field::version_response::*;
+                let has = |f: &Field| b.len() >= f.end;
+                Self::VersionResponse {
+                    version_supported: read_u8(b, VERSION_SUPPORTED) != 0,
+                    connection_state: if has(&CONNECTION_STATE) { read_u8(b, CONNECTION_STATE) } else { 0 },
+                    msg_conn_id: ConnectionId(if has(&MSG_CONN_ID) { read_u32(b, MSG_CONN_ID) } else { 0 }),
+                }
             }
             UNLOAD => Self::Unload,
             UNLOAD_RESPONSE => Self::UnloadResponse,
@@ -450,91 +632,107 @@ impl ChannelMessage {
         }
     }
 
-    /// Encodes the message (the exact `__packed` layout; at most 240 bytes for GPADL messages built by
-    /// [`gpadl_messages`]).
+    /// Bytes of the encoded message: the type's fixed layout (the full 16-byte version response) plus the PFNs of
+    /// GPADL messages.
+    pub fn buffer_len(&self) -> usize {
+        match self {
+            Self::GpadlHeader(h) => GPADL_HEADER_FIXED + 8 * h.pfns.len(),
+            Self::GpadlBody(body) => GPADL_BODY_FIXED + 8 * body.pfns.len(),
+            Self::VersionResponse { .. } => VERSION_RESPONSE_LEN,
+            // Every other type's fixed layout is its minimum length.
+            m => min_len(m.msgtype()).unwrap_or(HEADER_LEN),
+        }
+    }
+
+    /// Encodes the message in its exact `__packed` layout ([`ChannelMessage::buffer_len`] bytes; at most 240 for
+    /// GPADL messages built by [`gpadl_messages`]).
     pub fn emit(&self) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER_LEN];
-        b[0..4].copy_from_slice(&self.msgtype().to_le_bytes());
-        let p32 = |b: &mut Vec<u8>, v: u32| b.extend_from_slice(&v.to_le_bytes());
-        let p16 = |b: &mut Vec<u8>, v: u16| b.extend_from_slice(&v.to_le_bytes());
-        let p64 = |b: &mut Vec<u8>, v: u64| b.extend_from_slice(&v.to_le_bytes());
+        let mut v = vec![0u8; self.buffer_len()];
+        let b = &mut v[..];
+        write_u32(b, field::MSGTYPE, self.msgtype());
+        let put_pfns = |b: &mut [u8], at: usize, pfns: &[u64]| {
+            for (i, p) in pfns.iter().enumerate() {
+                write_u64(b, at + i * 8..at + i * 8 + 8, *p);
+            }
+        };
         match self {
             Self::OfferChannel(o) => {
-                b.extend_from_slice(&o.if_type.0);
-                b.extend_from_slice(&o.if_instance.0);
-                p64(&mut b, 0);
-                p64(&mut b, 0);
-                p16(&mut b, o.chn_flags);
-                p16(&mut b, o.mmio_megabytes);
-                b.extend_from_slice(&o.user_def);
-                p16(&mut b, o.sub_channel_index);
-                p16(&mut b, 0);
-                p32(&mut b, o.child_relid);
-                b.push(o.monitor_id);
-                b.push(u8::from(o.monitor_allocated));
-                p16(&mut b, u16::from(o.dedicated_interrupt));
-                p32(&mut b, o.connection_id);
+                use field::offer::*;
+                b[IF_TYPE].copy_from_slice(&o.if_type.0);
+                b[IF_INSTANCE].copy_from_slice(&o.if_instance.0);
+                write_u16(b, CHN_FLAGS, o.chn_flags);
+                write_u16(b, MMIO_MEGABYTES, o.mmio_megabytes);
+                b[USER_DEF].copy_from_slice(&o.user_def);
+                write_u16(b, SUB_CHANNEL_INDEX, o.sub_channel_index);
+                write_u32(b, CHILD_RELID, o.child_relid.0);
+                write_u8(b, MONITOR_ID, o.monitor_id);
+                write_u8(b, MONITOR_ALLOCATED, u8::from(o.monitor_allocated));
+                write_u16(b, DEDICATED_INTERRUPT, u16::from(o.dedicated_interrupt));
+                write_u32(b, CONNECTION_ID, o.connection_id.0);
             }
             Self::RescindOffer { child_relid }
             | Self::CloseChannel { child_relid }
-            | Self::RelidReleased { child_relid } => p32(&mut b, *child_relid),
+            | Self::RelidReleased { child_relid } => write_u32(b, field::CHILD_RELID, child_relid.0),
             Self::RequestOffers | Self::AllOffersDelivered | Self::Unload | Self::UnloadResponse => {}
             Self::OpenChannel(o) => {
-                p32(&mut b, o.child_relid);
-                p32(&mut b, o.open_id);
-                p32(&mut b, o.ring_gpadl);
-                p32(&mut b, o.target_vp);
-                p32(&mut b, o.downstream_page_offset);
-                b.extend_from_slice(&o.user_data);
+                use field::open::*;
+                write_u32(b, CHILD_RELID, o.child_relid.0);
+                write_u32(b, OPENID, o.open_id);
+                write_u32(b, RING_GPADL, o.ring_gpadl.0);
+                write_u32(b, TARGET_VP, o.target_vp);
+                write_u32(b, DOWNSTREAM_PAGE_OFFSET, o.downstream_page_offset);
+                b[USER_DATA].copy_from_slice(&o.user_data);
             }
             Self::OpenResult { child_relid, open_id, status } => {
-                p32(&mut b, *child_relid);
-                p32(&mut b, *open_id);
-                p32(&mut b, *status);
+                use field::open_result::*;
+                write_u32(b, CHILD_RELID, child_relid.0);
+                write_u32(b, OPENID, *open_id);
+                write_u32(b, STATUS, *status);
             }
             Self::GpadlHeader(h) => {
-                p32(&mut b, h.child_relid);
-                p32(&mut b, h.gpadl);
-                p16(&mut b, h.range_buflen);
-                p16(&mut b, h.range_count);
-                p32(&mut b, h.byte_count);
-                p32(&mut b, h.byte_offset);
-                for p in &h.pfns {
-                    p64(&mut b, *p);
-                }
+                use field::gpadl_header::*;
+                write_u32(b, CHILD_RELID, h.child_relid.0);
+                write_u32(b, GPADL, h.gpadl.0);
+                write_u16(b, RANGE_BUFLEN, h.range_buflen);
+                write_u16(b, RANGE_COUNT, h.range_count);
+                write_u32(b, BYTE_COUNT, h.byte_count);
+                write_u32(b, BYTE_OFFSET, h.byte_offset);
+                put_pfns(b, PFNS.start, &h.pfns);
             }
             Self::GpadlBody(body) => {
-                p32(&mut b, body.msgnumber);
-                p32(&mut b, body.gpadl);
-                for p in &body.pfns {
-                    p64(&mut b, *p);
-                }
+                use field::gpadl_body::*;
+                write_u32(b, MSGNUMBER, body.msgnumber);
+                write_u32(b, GPADL, body.gpadl.0);
+                put_pfns(b, PFNS.start, &body.pfns);
             }
             Self::GpadlCreated { child_relid, gpadl, status } => {
-                p32(&mut b, *child_relid);
-                p32(&mut b, *gpadl);
-                p32(&mut b, *status);
+                use field::gpadl_created::*;
+                write_u32(b, CHILD_RELID, child_relid.0);
+                write_u32(b, GPADL, gpadl.0);
+                write_u32(b, STATUS, *status);
             }
             Self::GpadlTeardown { child_relid, gpadl } => {
-                p32(&mut b, *child_relid);
-                p32(&mut b, *gpadl);
+                use field::gpadl_created::*;
+                write_u32(b, CHILD_RELID, child_relid.0);
+                write_u32(b, GPADL, gpadl.0);
             }
-            Self::GpadlTorndown { gpadl } => p32(&mut b, *gpadl),
+            Self::GpadlTorndown { gpadl } => write_u32(b, field::gpadl_torndown::GPADL, gpadl.0),
             Self::InitiateContact(c) => {
-                p32(&mut b, c.version);
-                p32(&mut b, c.target_vcpu);
-                p64(&mut b, c.interrupt_page_or_sint);
-                p64(&mut b, c.monitor_page1);
-                p64(&mut b, c.monitor_page2);
+                use field::initiate_contact::*;
+                write_u32(b, VERSION, c.version);
+                write_u32(b, TARGET_VCPU, c.target_vcpu);
+                write_u64(b, INTERRUPT_PAGE_OR_SINT, c.interrupt_page_or_sint);
+                write_u64(b, MONITOR_PAGE1, c.monitor_page1);
+                write_u64(b, MONITOR_PAGE2, c.monitor_page2);
             }
             Self::VersionResponse { version_supported, connection_state, msg_conn_id } => {
-                b.push(u8::from(*version_supported));
-                b.push(*connection_state);
-                p16(&mut b, 0);
-                p32(&mut b, *msg_conn_id);
+                use field::version_response::*;
+                write_u8(b, VERSION_SUPPORTED, u8::from(*version_supported));
+                write_u8(b, CONNECTION_STATE, *connection_state);
+                write_u32(b, MSG_CONN_ID, msg_conn_id.0);
             }
         }
-        b
+        v
     }
 }
 
@@ -543,8 +741,8 @@ impl ChannelMessage {
 /// `create_gpadl_header`). Errors: [`MsgError::BadField`] when the range does not fit `range_buflen` (u16), i.e.
 /// more than 8190 pages.
 pub fn gpadl_messages(
-    child_relid: u32,
-    gpadl: u32,
+    child_relid: RelId,
+    gpadl: GpadlHandle,
     pfns: &[u64],
     byte_count: u32,
 ) -> Result<Vec<ChannelMessage>, MsgError> {
@@ -584,11 +782,11 @@ mod tests {
             mmio_megabytes: 0,
             user_def,
             sub_channel_index: 0,
-            child_relid: 14,
+            child_relid: RelId(14),
             monitor_id: 3,
             monitor_allocated: true,
             dedicated_interrupt: false,
-            connection_id: 0x2000 + 14,
+            connection_id: ConnectionId(0x2000 + 14),
         }
     }
 
@@ -609,23 +807,23 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let msgs = [
-            ChannelMessage::RescindOffer { child_relid: 5 },
+            ChannelMessage::RescindOffer { child_relid: RelId(5) },
             ChannelMessage::RequestOffers,
             ChannelMessage::AllOffersDelivered,
             ChannelMessage::OpenChannel(OpenChannel {
-                child_relid: 1,
+                child_relid: RelId(1),
                 open_id: 1,
-                ring_gpadl: 0xe1e10,
+                ring_gpadl: GpadlHandle(0xe1e10),
                 target_vp: 0,
                 downstream_page_offset: 16,
                 user_data: [0; USER_DEFINED_LEN],
             }),
-            ChannelMessage::OpenResult { child_relid: 1, open_id: 1, status: 0 },
-            ChannelMessage::CloseChannel { child_relid: 1 },
-            ChannelMessage::GpadlCreated { child_relid: 1, gpadl: 9, status: 0 },
-            ChannelMessage::GpadlTeardown { child_relid: 1, gpadl: 9 },
-            ChannelMessage::GpadlTorndown { gpadl: 9 },
-            ChannelMessage::RelidReleased { child_relid: 1 },
+            ChannelMessage::OpenResult { child_relid: RelId(1), open_id: 1, status: 0 },
+            ChannelMessage::CloseChannel { child_relid: RelId(1) },
+            ChannelMessage::GpadlCreated { child_relid: RelId(1), gpadl: GpadlHandle(9), status: 0 },
+            ChannelMessage::GpadlTeardown { child_relid: RelId(1), gpadl: GpadlHandle(9) },
+            ChannelMessage::GpadlTorndown { gpadl: GpadlHandle(9) },
+            ChannelMessage::RelidReleased { child_relid: RelId(1) },
             ChannelMessage::InitiateContact(InitiateContact {
                 version: version::WIN10_V5_3,
                 target_vcpu: 0,
@@ -633,14 +831,31 @@ mod tests {
                 monitor_page1: 0x1000,
                 monitor_page2: 0x2000,
             }),
-            ChannelMessage::VersionResponse { version_supported: true, connection_state: 0, msg_conn_id: 4 },
+            ChannelMessage::VersionResponse {
+                version_supported: true,
+                connection_state: 0,
+                msg_conn_id: ConnectionId(4),
+            },
             ChannelMessage::Unload,
             ChannelMessage::UnloadResponse,
         ];
         for m in msgs {
             let b = m.emit();
             assert_eq!(b.len(), min_len(m.msgtype()).unwrap().max(if m.msgtype() == 15 { 16 } else { 0 }), "{m:?}");
-            assert_eq!(ChannelMessage::parse(&b), Ok(m));
+            let parsed = ChannelMessage::parse(&b).unwrap();
+            assert_eq!(parsed.emit(), b, "parse → emit reproduces the bytes");
+            assert_eq!(parsed, m);
+            // Every type refuses a buffer one byte short of its fixed layout.
+            let need = min_len(m.msgtype()).unwrap();
+            assert_eq!(
+                ChannelMessage::parse(&b[..need - 1]),
+                Err(MsgError::Truncated {
+                    msgtype: if need > HEADER_LEN { m.msgtype() } else { 0 },
+                    len: need - 1,
+                    need
+                }),
+                "{m:?}"
+            );
         }
         assert_eq!(
             ChannelMessage::InitiateContact(InitiateContact {
@@ -666,9 +881,13 @@ mod tests {
         let short_version = [15, 0, 0, 0, 0, 0, 0, 0, 1];
         assert_eq!(
             ChannelMessage::parse(&short_version),
-            Ok(ChannelMessage::VersionResponse { version_supported: true, connection_state: 0, msg_conn_id: 0 })
+            Ok(ChannelMessage::VersionResponse {
+                version_supported: true,
+                connection_state: 0,
+                msg_conn_id: ConnectionId(0)
+            })
         );
-        let mut h = gpadl_messages(1, 2, &[1, 2, 3], 3 * 4096).unwrap()[0].emit();
+        let mut h = gpadl_messages(RelId(1), GpadlHandle(2), &[1, 2, 3], 3 * 4096).unwrap()[0].emit();
         h[18] = 2;
         assert!(matches!(ChannelMessage::parse(&h), Err(MsgError::BadField { field: "rangecount", .. })));
     }
@@ -676,7 +895,7 @@ mod tests {
     #[test]
     fn gpadl_splits_into_header_and_bodies() {
         let pfns: Vec<u64> = (100..100 + 256).collect();
-        let msgs = gpadl_messages(7, 0xe1e10, &pfns, 256 * 4096).unwrap();
+        let msgs = gpadl_messages(RelId(7), GpadlHandle(0xe1e10), &pfns, 256 * 4096).unwrap();
         assert_eq!(GPADL_HEADER_PFNS, 26);
         assert_eq!(GPADL_BODY_PFNS, 28);
         assert_eq!(msgs.len(), 1 + (256 - 26usize).div_ceil(28));
@@ -692,14 +911,14 @@ mod tests {
                     all.extend(h.pfns);
                 }
                 ChannelMessage::GpadlBody(body) => {
-                    assert_eq!(body.gpadl, 0xe1e10);
+                    assert_eq!(body.gpadl, GpadlHandle(0xe1e10));
                     all.extend(body.pfns);
                 }
                 other => panic!("unexpected {other:?}"),
             }
         }
         assert_eq!(all, pfns);
-        assert!(gpadl_messages(1, 1, &vec![0; 9000], 0).is_err());
+        assert!(gpadl_messages(RelId(1), GpadlHandle(1), &vec![0; 9000], 0).is_err());
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! The guest owns the write index of its outbound ring and the read index of its inbound ring; it never trusts the
 //! other side's copy of its own index and checks every index, length and offset the host controls before using it:
 //! a bad value is a [`RingError::Hostile`] naming the ring, field and value, never an access outside the ring.
+#![forbid(unsafe_code)]
 
-use super::packet::{Descriptor, Packet, DESC_LEN};
+use super::packet::{Descriptor, DescriptorView, Packet, DESC_LEN};
 use crate::mem::{full_barrier, MemError, Region, PAGE_SIZE};
 use alloc::vec;
-use alloc::vec::Vec;
 use core::fmt;
 
 /// Offset of `write_index` in the control page.
@@ -50,11 +50,30 @@ impl fmt::Display for Direction {
 pub enum RingError {
     /// The host wrote a value no correct host writes: `field` is `value`, the limit is `limit`. The channel is
     /// unusable from here on.
-    Hostile { dir: Direction, field: &'static str, value: u64, limit: u64 },
+    Hostile {
+        /// The ring: inbound (host to guest) or outbound.
+        dir: Direction,
+        /// The field, e.g. "write_index".
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The bound it broke, e.g. the ring's data size (bytes).
+        limit: u64,
+    },
     /// Not enough room for a packet of `need` bytes (`avail` free); retry after the host reads.
-    Full { need: usize, avail: usize },
+    Full {
+        /// Bytes the packet needs, its 8-byte trailer included.
+        need: usize,
+        /// Bytes free in the ring.
+        avail: usize,
+    },
     /// The packet is larger than the ring could ever hold.
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Bytes of the packet (without the trailer).
+        len: usize,
+        /// Largest packet the ring can take (bytes): its data size less the trailer and one free slot.
+        max: usize,
+    },
     /// Shared memory access failed (a bug: offsets are checked first).
     Memory(MemError),
 }
@@ -262,7 +281,7 @@ impl InRing {
         }
         let mut d = [0u8; DESC_LEN];
         self.mem.copy_out(self.read, &mut d)?;
-        let desc = Descriptor::parse(&d);
+        let desc = Descriptor::parse(&DescriptorView::new_unchecked(&d[..]));
         let len = desc.len8 as usize * 8;
         let off = desc.offset8 as usize * 8;
         if len < DESC_LEN || len + TRAILER_LEN > avail {
@@ -341,9 +360,12 @@ impl InRing {
 
 /// The host's side of a ring pair, for test peers written against the same layout: reads the guest's outbound
 /// ring and writes the inbound one exactly as a VMBus host does (including `interrupt_mask` while draining and
-/// `pending_send_sz` when blocked).
+/// `pending_send_sz` when blocked). A test-only host model: built for unit tests and with the `host-model`
+/// feature (which `hyperv-peer` enables).
+#[cfg(any(test, feature = "host-model"))]
 pub mod host_side {
     use super::*;
+    use alloc::vec::Vec;
 
     /// Host view of one ring.
     #[derive(Debug, Clone)]
@@ -371,7 +393,7 @@ pub mod host_side {
                 }
                 let mut d = [0u8; DESC_LEN];
                 m.copy_out(read, &mut d)?;
-                let len = Descriptor::parse(&d).len8 as usize * 8;
+                let len = DescriptorView::new_unchecked(&d[..]).len8() as usize * 8;
                 if len < DESC_LEN || len + TRAILER_LEN > avail {
                     return Err(RingError::Hostile {
                         dir: m.dir,

@@ -2,7 +2,9 @@
 //! samples and KVP enumeration of the guest's auto pool plus GET_IP_INFO. Written from `include/linux/hyperv.h`
 //! (`icmsg_hdr`, `icmsg_negotiate`, ...), `include/uapi/linux/hyperv.h` (`hv_kvp_msg`) and `hv_util.c`.
 
-use crate::{lock, pkt, rd16, rd32, rd64, wr16, wr32, wr64, Backend, GuestPacket, HostConfig, Io};
+use crate::backend::{pkt, Backend, GuestPacket, Io};
+use crate::bytes::{rd16, rd32, rd64, wr16, wr32, wr64};
+use crate::{lock, HostConfig};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

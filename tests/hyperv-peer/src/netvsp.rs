@@ -3,8 +3,10 @@
 //! sections), RNDIS INITIALIZE / QUERY / SET, and the data path in both directions with checksum offload. Written
 //! from `drivers/net/hyperv/hyperv_net.h` and `include/linux/rndis.h`.
 
+use crate::backend::{pkt, Backend, GuestPacket, Io, PageList};
+use crate::bytes::{rd16, rd32, wr32};
 use crate::wire::Wire;
-use crate::{pkt, rd16, rd32, wr32, Backend, GuestPacket, HostConfig, Io, PageList};
+use crate::HostConfig;
 
 const RECV_SECTION: u32 = 1728;
 const SEND_SECTION: u32 = 6144;

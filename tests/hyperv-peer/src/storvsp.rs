@@ -2,7 +2,9 @@
 //! SCSI disk in memory answering READ(16), WRITE(16), READ CAPACITY(16) and SYNCHRONIZE CACHE(10), with the data
 //! moved through the request's GPA-direct pages. Written from `drivers/scsi/storvsc_drv.c` and SBC-4.
 
-use crate::{lock, pkt, rd16, rd32, wr32, Backend, GuestPacket, HostConfig, Io, PageList};
+use crate::backend::{pkt, Backend, GuestPacket, Io, PageList};
+use crate::bytes::{rd16, rd32, wr32};
+use crate::{lock, HostConfig};
 use std::sync::{Arc, Mutex};
 
 const OP_COMPLETE_IO: u32 = 1;

@@ -2,6 +2,8 @@
 //! heap (`talc`, interrupts masked inside), with Rust's `GlobalAlloc` contract: the caller passes back the size
 //! and alignment it allocated with. Failure is a null pointer (std then reports the allocation error); these
 //! need no preemption guard because the heap lock masks interrupts.
+// The ABI's allocator over the kernel heap (`alloc::alloc`), and `#[no_mangle]` exports.
+#![allow(unsafe_code)]
 
 use core::alloc::Layout;
 

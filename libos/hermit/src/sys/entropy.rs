@@ -1,6 +1,9 @@
 //! `sys_read_entropy`: random bytes from a ChaCha20 stream (see `crate::entropy`) keyed at first use from
 //! RDSEED, else RDRAND, else TSC timing.
 //! Source: Intel SDM Vol. 1 §7.3.17 (RDRAND/RDSEED, CPUID.01H:ECX[30], CPUID.(EAX=07H):EBX[18]).
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::{call, len};
 use crate::entropy::ChaCha20;
@@ -15,24 +18,7 @@ static STREAM: Mutex<Option<ChaCha20>> = Mutex::new(None);
 
 #[cfg(target_os = "none")]
 fn hardware_word() -> Option<u64> {
-    let rdseed = libos::arch::x86_64::cpu::cpuid(7, 0)[1] & (1 << 18) != 0;
-    let rdrand = libos::arch::x86_64::cpu::cpuid(1, 0)[2] & (1 << 30) != 0;
-    for _ in 0..10 {
-        let (v, ok): (u64, u8);
-        if rdseed {
-            // SAFETY: CPUID says RDSEED exists; it only writes the output registers and flags.
-            unsafe { core::arch::asm!("rdseed {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
-        } else if rdrand {
-            // SAFETY: CPUID says RDRAND exists; as above.
-            unsafe { core::arch::asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
-        } else {
-            return None;
-        }
-        if ok != 0 {
-            return Some(v);
-        }
-    }
-    None
+    libos::arch::x86_64::cpu::hardware_random_u64()
 }
 
 #[cfg(not(target_os = "none"))]

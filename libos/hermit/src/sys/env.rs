@@ -1,4 +1,7 @@
 //! The thread's errno, the page size and the CPU count.
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 /// The calling thread's error number (set by the last failed call).
 #[no_mangle]

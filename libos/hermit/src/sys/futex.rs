@@ -1,4 +1,7 @@
 //! `sys_futex_wait` / `sys_futex_wake`: the primitive under std's locks, condition variables and thread parking.
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::call;
 use super::time::nanos_of;

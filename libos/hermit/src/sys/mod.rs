@@ -59,3 +59,32 @@ pub fn call<R: Ret>(body: impl FnOnce() -> AbiResult<R>) -> R {
 pub fn len(n: usize) -> AbiResult<isize> {
     isize::try_from(n).map_err(|_| Errno::EINVAL)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The `#![allow(unsafe_code)]` of the `sys_*` modules is for `#[no_mangle]`: apart from the allocator,
+    /// none of them may hold an `unsafe` block or function (pointers are `crate::user`'s business).
+    #[test]
+    fn only_the_allocator_has_unsafe_code() {
+        let sources = [
+            ("entropy.rs", include_str!("entropy.rs")),
+            ("env.rs", include_str!("env.rs")),
+            ("exit.rs", include_str!("exit.rs")),
+            ("fs.rs", include_str!("fs.rs")),
+            ("futex.rs", include_str!("futex.rs")),
+            ("net.rs", include_str!("net.rs")),
+            ("poll.rs", include_str!("poll.rs")),
+            ("thread.rs", include_str!("thread.rs")),
+            ("time.rs", include_str!("time.rs")),
+            ("unsupported.rs", include_str!("unsupported.rs")),
+        ];
+        for (name, text) in sources {
+            let unsafe_code = ["unsafe {", "unsafe fn", "unsafe extern", "unsafe impl", "unsafe trait"];
+            let mut code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+            assert!(
+                !code.any(|l| unsafe_code.iter().any(|u| l.contains(u))),
+                "sys/{name} has unsafe code besides #[no_mangle]"
+            );
+        }
+    }
+}

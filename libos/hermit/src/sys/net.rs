@@ -1,6 +1,9 @@
 //! Sockets: `socket`, `bind`, `listen`, `accept`, `connect`, `recv`/`recvfrom`, `send`/`sendto`, `shutdown`,
 //! `getsockname`/`getpeername`, `getsockopt`/`setsockopt`, and name lookup (`getaddrinfo`/`freeaddrinfo`,
 //! `getaddrbyname`) through the network stack's DNS client. IPv4 only: IPv6 addresses give `EAFNOSUPPORT`.
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::{call, len};
 use crate::abi::{self, addrinfo, sockaddr_in, socklen_t};

@@ -1,5 +1,8 @@
 //! `poll` over any descriptors (how mio, and so tokio, waits for sockets) and `eventfd` (how mio wakes its
 //! poller).
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::call;
 use crate::abi::{pollfd, POLLNVAL};

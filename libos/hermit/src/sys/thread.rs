@@ -1,5 +1,8 @@
 //! Threads: spawn (with the program's TLS), join, yield, the thread id, priorities (accepted, one class), and
 //! the older block/wake-up calls. Threads share the one vCPU with the executor (see `libos::thread`).
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::call;
 use crate::abi::Tid;

@@ -1,5 +1,8 @@
 //! Clocks and sleeping: `CLOCK_MONOTONIC` is the kernel's uptime clock (ns since boot), `CLOCK_REALTIME` the
 //! wall clock (RTC or platform, 1970 when none is known); sleeps park the thread on the executor's timers.
+// `#[no_mangle]` counts as unsafe code: every function here is a symbol std links against. No `unsafe` block
+// here; the caller's pointers go through `crate::user` (`sys::tests` checks).
+#![allow(unsafe_code)]
 
 use super::call;
 use crate::abi::{self, timespec};

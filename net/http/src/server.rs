@@ -1,0 +1,380 @@
+//! The one server loop every HTTP appliance runs: [`run`] binds the port, [`serve`] accepts connections (with a
+//! cap on open ones, and a graceful drain when the host asks the VM to shut down), and [`serve_connection`]
+//! drives one [`Connection`] over a [`Transport`] — read, [`Connection::receive`], write out, close — with an
+//! idle timeout.
+
+use crate::connection::Connection;
+use crate::demo::Context;
+use crate::handler::Handler;
+use crate::settings::{ArgError, Settings};
+use alloc::format;
+use alloc::vec;
+use core::fmt;
+use core::future::Future;
+use core::sync::atomic::{AtomicU64, Ordering};
+use libos::shutdown::ShutdownKind;
+use libos::time::{sleep, timeout, Duration, Instant};
+use net::{TcpListener, TcpStream};
+
+/// A reliable, ordered byte stream in both directions that a connection is served over: a TCP connection
+/// ([`net::TcpStream`]), or a stream in memory in the tests.
+pub trait Transport {
+    /// Why a read, write or shutdown failed.
+    type Error: fmt::Display;
+
+    /// Reads at least one byte into `buf` when any arrive; `Ok(0)` once the peer finished sending (TCP FIN).
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, Self::Error>>;
+
+    /// Writes all of `data`.
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Finishes sending (TCP FIN) once what was written is sent.
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// A transport borrowed for the connection's lifetime is still one.
+impl<T: Transport + ?Sized> Transport for &mut T {
+    type Error = T::Error;
+
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, T::Error>> {
+        (**self).read(buf)
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = Result<(), T::Error>> {
+        (**self).write_all(data)
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), T::Error>> {
+        (**self).shutdown()
+    }
+}
+
+impl Transport for TcpStream {
+    type Error = net::Error;
+
+    fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, net::Error>> {
+        TcpStream::read(self, buf)
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> impl Future<Output = Result<(), net::Error>> {
+        TcpStream::write_all(self, data)
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), net::Error>> {
+        TcpStream::shutdown(self)
+    }
+}
+
+/// Connections open now, all listeners.
+static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Set when the first response has been written (the boot timeline is logged then).
+static FIRST_RESPONSE: AtomicU64 = AtomicU64::new(0);
+
+/// How long a graceful shutdown waits for open connections to finish (they are idle or mid-response).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections [`serve`] has open now (each counted until [`serve_connection`] returns).
+pub fn open_connections() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// The server's [`Context`] for the demo routes: the platform (`libos::platform::current`), time since boot and
+/// [`open_connections`].
+pub fn context() -> Context<'static> {
+    Context {
+        platform: libos::platform::current(),
+        uptime_ms: Instant::now().as_nanos() / 1_000_000,
+        connections: open_connections(),
+    }
+}
+
+/// Listens on `settings.port` of the kernel's network stack and [`serve`]s it with `handler`. Errors: the port
+/// cannot be bound (the text names the app, the port and why).
+pub async fn run(app: &'static str, settings: Settings, handler: &'static dyn Handler) -> Result<(), ArgError> {
+    let settings: &'static Settings = alloc::boxed::Box::leak(alloc::boxed::Box::new(settings));
+    let listener =
+        TcpListener::bind(settings.port).map_err(|e| ArgError(format!("{app}: bind port {}: {e}", settings.port)))?;
+    serve(app, listener, settings, handler).await;
+    Ok(())
+}
+
+/// Serves every connection `listener` accepts with `handler`, each in its own task; prints `APP listening on
+/// port N` first. A connection beyond `settings.max_connections` open ones is closed at once (RST). Returns
+/// after a graceful shutdown requested by the host ([`libos::shutdown`]): no more connections are accepted and
+/// open ones get up to 5 s to finish.
+pub async fn serve(
+    app: &'static str,
+    listener: TcpListener,
+    settings: &'static Settings,
+    handler: &'static dyn Handler,
+) {
+    log::info!("{app} listening on port {} (max {} connections)", listener.port(), settings.max_connections);
+    libos::println!("{app} listening on port {}", listener.port());
+    loop {
+        // The next connection, unless the host asks the VM to shut down first.
+        let accepted = {
+            let mut accept = core::pin::pin!(listener.accept());
+            let mut stop = core::pin::pin!(libos::shutdown::requested());
+            core::future::poll_fn(|cx| {
+                if let core::task::Poll::Ready(kind) = stop.as_mut().poll(cx) {
+                    return core::task::Poll::Ready(Err(kind));
+                }
+                accept.as_mut().poll(cx).map(Ok)
+            })
+            .await
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(kind) => {
+                drain(app, kind).await;
+                return;
+            }
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("accept: {e}");
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if OPEN.load(Ordering::Relaxed) >= settings.max_connections {
+            log::warn!("connection from {peer} refused: {} connections open", settings.max_connections);
+            stream.abort();
+            continue;
+        }
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        libos::task::spawn(async move {
+            serve_connection(stream, settings, handler).await;
+            OPEN.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// After a host shutdown request: stops accepting and waits up to [`DRAIN_TIMEOUT`] for open connections.
+async fn drain(app: &str, kind: ShutdownKind) {
+    let open = OPEN.load(Ordering::Relaxed);
+    log::info!("{app}: {kind:?} requested by the host; waiting up to 5 s for {open} open connections");
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while OPEN.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+    libos::println!("{app}: shut down gracefully ({kind:?})");
+}
+
+/// Drives one connection until it closes: feeds what `stream` reads to a [`Connection`] answered by `handler`
+/// and writes its output back, with keep-alive and pipelining. A connection idle for `settings.idle_timeout`
+/// is closed, after a 408 if a request was half received. Read and write errors end it quietly; content that
+/// fails part-way is logged and closes it.
+pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, handler: &dyn Handler) {
+    let mut conn = Connection::with_handler(&settings.http, handler);
+    let mut rx = vec![0u8; 4096];
+    let mut tx = vec![0u8; 16 * 1024];
+    loop {
+        let n = match timeout(settings.idle_timeout, stream.read(&mut rx)).await {
+            Ok(Ok(0)) => {
+                conn.receive_eof();
+                0
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                // Idle timeout: answer 408 if a request was half received (else just close).
+                if !conn.is_idle() {
+                    let _ = conn.timeout();
+                }
+                let _ = write_out(&mut conn, &mut stream, &mut tx).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        let mut off = 0;
+        loop {
+            let r = conn.receive(&rx[off..n]);
+            off += r.consumed;
+            if let Some(e) = r.error {
+                log::debug!("bad request: {e} ({})", e.status_code());
+            }
+            if write_out(&mut conn, &mut stream, &mut tx).await.is_err() {
+                return;
+            }
+            if conn.wants_close() || n == 0 {
+                let _ = stream.shutdown().await;
+                return;
+            }
+            if off >= n {
+                break;
+            }
+        }
+    }
+}
+
+/// Writes all queued output; logs a response whose content failed part-way (the connection then closes).
+async fn write_out<T: Transport>(conn: &mut Connection<'_>, stream: &mut T, tx: &mut [u8]) -> Result<(), T::Error> {
+    let mut wrote = false;
+    while conn.has_output() {
+        let m = conn.poll_output(tx);
+        stream.write_all(&tx[..m]).await?;
+        wrote = true;
+    }
+    if let Some(e) = conn.take_content_error() {
+        log::warn!("{e}; closing the connection");
+    }
+    if wrote && FIRST_RESPONSE.swap(1, Ordering::Relaxed) == 0 {
+        #[cfg(target_os = "none")]
+        {
+            let t = libos::start::timeline();
+            let parts: alloc::vec::Vec<alloc::string::String> =
+                t.iter().map(|(n, us)| format!("{n} {us} us")).collect();
+            log::info!(
+                "first response at {} us after entry; boot timeline: {}",
+                Instant::now().as_nanos() / 1000,
+                parts.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{get, parse_responses, test_demo};
+    use alloc::collections::VecDeque;
+    use alloc::vec::Vec;
+    use core::task::{Context as TaskContext, Poll, Waker};
+    use libos::time::ClockSource;
+
+    /// A connection in memory: `input` arrives piece by piece, then the peer's FIN, or, with `hang`, nothing
+    /// more ever; what the server writes collects in `output`.
+    #[derive(Default)]
+    struct MemStream {
+        input: VecDeque<Vec<u8>>,
+        hang: bool,
+        output: Vec<u8>,
+        shut_down: bool,
+    }
+
+    impl MemStream {
+        fn new(pieces: &[&[u8]], hang: bool) -> MemStream {
+            MemStream { input: pieces.iter().map(|p| p.to_vec()).collect(), hang, ..MemStream::default() }
+        }
+    }
+
+    impl Transport for MemStream {
+        type Error = &'static str;
+
+        fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, &'static str>> {
+            core::future::poll_fn(move |_| {
+                let Some(piece) = self.input.front_mut() else {
+                    return if self.hang { Poll::Pending } else { Poll::Ready(Ok(0)) };
+                };
+                let n = piece.len().min(buf.len());
+                buf[..n].copy_from_slice(&piece[..n]);
+                piece.drain(..n);
+                if piece.is_empty() {
+                    self.input.pop_front();
+                }
+                Poll::Ready(Ok(n))
+            })
+        }
+
+        fn write_all(&mut self, data: &[u8]) -> impl Future<Output = Result<(), &'static str>> {
+            let result = if self.shut_down {
+                Err("write after shutdown")
+            } else {
+                self.output.extend_from_slice(data);
+                Ok(())
+            };
+            core::future::ready(result)
+        }
+
+        fn shutdown(&mut self) -> impl Future<Output = Result<(), &'static str>> {
+            self.shut_down = true;
+            core::future::ready(Ok(()))
+        }
+    }
+
+    /// The tests' monotonic clock: [`NOW_NS`], moved by hand.
+    struct TestClock;
+
+    static NOW_NS: AtomicU64 = AtomicU64::new(0);
+
+    impl ClockSource for TestClock {
+        fn now_ns(&self) -> u64 {
+            NOW_NS.load(Ordering::Relaxed)
+        }
+
+        fn name(&self) -> &'static str {
+            "test"
+        }
+    }
+
+    /// Polls `fut` to completion; each time it waits, `idle()` runs (and may move the clock) first.
+    fn block_on<F: Future>(fut: F, mut idle: impl FnMut()) -> F::Output {
+        let mut fut = core::pin::pin!(fut);
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                return out;
+            }
+            idle();
+        }
+        panic!("the connection never finished");
+    }
+
+    #[test]
+    fn serves_split_and_pipelined_requests_until_the_peer_closes() {
+        let demo = test_demo();
+        let settings = Settings::new("m");
+        let pieces: [&[u8]; 4] = [
+            b"GET /heal",
+            b"th HTTP/1.1\r\nHost: t\r\n\r\nGET /bytes/3 HTTP/1.1\r\nHost: t\r\n\r\nPOST / HTTP/1.1\r\nHost: t\r\n",
+            b"Content-Length: 2\r\n\r\nok",
+            b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        ];
+        let mut stream = MemStream::new(&pieces, false);
+        block_on(serve_connection(&mut stream, &settings, &demo), || panic!("a stream in memory never waits"));
+        let responses = parse_responses(&stream.output, &[]);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 405, 200]);
+        assert!(responses[0].text().contains(r#""requests":1,"#), "{}", responses[0].text());
+        assert_eq!(responses[1].body, [0, 1, 2]);
+        assert!(stream.shut_down, "FIN after the last response");
+    }
+
+    #[test]
+    fn a_closing_response_ends_the_connection() {
+        let demo = test_demo();
+        let settings = Settings::new("m");
+        let pieces: [&[u8]; 2] = [b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"];
+        let mut stream = MemStream::new(&pieces, true);
+        block_on(serve_connection(&mut stream, &settings, &demo), || panic!("nothing is read after close"));
+        let responses = parse_responses(&stream.output, &[]);
+        assert_eq!(responses.len(), 1);
+        assert_eq!(responses[0].header("connection"), Some("close"));
+        assert!(stream.shut_down);
+        assert_eq!(stream.input.len(), 1, "the request after close is never read");
+    }
+
+    #[test]
+    fn idle_connections_close_after_the_timeout() {
+        libos::time::set_clock(&TestClock);
+        let demo = test_demo();
+        let settings = Settings::new("m");
+        let later = || {
+            NOW_NS.fetch_add(settings.idle_timeout.as_nanos() as u64 + 1, Ordering::Relaxed);
+        };
+        // Between requests: closed quietly.
+        let mut stream = MemStream::new(&[get("/").as_bytes()], true);
+        block_on(serve_connection(&mut stream, &settings, &demo), later);
+        assert_eq!(parse_responses(&stream.output, &[]).iter().map(|r| r.status).collect::<Vec<_>>(), [200]);
+        assert!(stream.shut_down);
+        // A request half received: 408, then closed.
+        let mut stream = MemStream::new(&[b"GET / HT"], true);
+        block_on(serve_connection(&mut stream, &settings, &demo), later);
+        let responses = parse_responses(&stream.output, &[]);
+        assert_eq!((responses.len(), responses[0].status), (1, 408));
+        assert_eq!(responses[0].header("connection"), Some("close"));
+        assert!(stream.shut_down);
+    }
+}
