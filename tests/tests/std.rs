@@ -5,18 +5,21 @@
 //! - `std-hello` (ours): args and env from the command line, threads with Mutex/Condvar, sleep, files, the exit
 //!   status.
 //! - tiny_http's published `hello-world` example, unmodified (std::net::TcpListener, a std::thread per
-//!   connection): 24 concurrent connections.
+//!   connection): 24 connections open at once, 24 requests in flight together.
 //! - rust-ini's published `test` example, unmodified (std::fs write and read of `test.ini` under `cwd=/data`, the
 //!   FAT disk), then — after power-off — tiny_http's `serve-root` example, unmodified, reading that file back
 //!   over HTTP from the same disk, and a static file from the initrd.
 //! - axum's README example, unmodified, on tokio's multi-threaded runtime: `GET /`, `POST /users` with JSON,
-//!   32 concurrent connections.
+//!   32 connections open at once, 32 requests in flight together.
 //! - `std-tests` (ours): a crate's `#[test]`s run in the VM as a libtest harness (`images run --test`), with
 //!   cargo's `test result:` line and exit status 0.
 
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
-use zirvium_tests::http::{get, request};
+use zirvium_tests::http::{get, read_response, request, Response};
 use zirvium_tests::{Accel, Protocol, Vm, VmError};
 
 /// A std app's crate directory, relative to the workspace root.
@@ -39,14 +42,49 @@ fn io<T>(vm: &Vm, what: &str, r: std::io::Result<T>) -> Result<T, VmError> {
     })
 }
 
-/// Runs `n` requests from `n` host threads at once (one connection each); returns the bodies.
-fn concurrent(
-    vm: &Vm,
-    port: u16,
-    n: usize,
-    send: fn(u16) -> std::io::Result<zirvium_tests::http::Response>,
-) -> Result<Vec<String>, VmError> {
-    let threads: Vec<_> = (0..n).map(|_| std::thread::spawn(move || send(port))).collect();
+/// A keep-alive connection to the guest (HTTP/1.1 without `Connection: close`), 60 s timeouts.
+fn keep_alive(port: u16) -> std::io::Result<BufReader<TcpStream>> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    Ok(BufReader::new(s))
+}
+
+/// `GET path` on `c`; with `close`, the last request of the connection.
+fn get_on(c: &mut BufReader<TcpStream>, path: &str, close: bool) -> std::io::Result<Response> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    write!(c.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\n{connection}\r\n")?;
+    read_response(c, false)
+}
+
+/// `n` connections open at once, each with a `GET path` in flight at the same moment; returns the bodies.
+///
+/// The connections are opened one after another, each making a first (keep-alive) request before the next
+/// opens; then all `n` send their second request together (`Connection: close`) from `n` host threads. Not
+/// all at once from the start: QEMU's user networking (libslirp) listens for a forwarded port with a backlog
+/// of 1 (`ss -ltn` shows it), so a burst of simultaneous connects overflows the host kernel's accept queue and
+/// the connections that did not fit wait out Linux's SYN and SYN-ACK retransmission backoff (1, 3, 7, 15, 31,
+/// 63 s), past any sensible timeout, before slirp sends the guest a SYN at all (`ListenOverflows` in
+/// /proc/net/netstat counts them). The guest answers every SYN that reaches it at once.
+fn concurrent(vm: &Vm, port: u16, n: usize, path: &str) -> Result<Vec<String>, VmError> {
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let mut c = io(vm, &format!("connection {i}"), keep_alive(port))?;
+        let first = io(vm, &format!("first request on connection {i}"), get_on(&mut c, path, false))?;
+        vm.ensure(first.status == 200, format_args!("first request on connection {i}: status {}", first.status))?;
+        conns.push(c);
+    }
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (barrier, path) = (barrier.clone(), path.to_owned());
+            std::thread::spawn(move || {
+                barrier.wait();
+                get_on(&mut c, &path, true)
+            })
+        })
+        .collect();
     let mut bodies = Vec::new();
     for t in threads {
         let r = t.join().map_err(|_| VmError::Io {
@@ -91,7 +129,7 @@ fn tiny_http_thread_per_connection_serves_concurrent_clients_tcg() -> Result<(),
         first.status == 200 && first.text() == "hello world",
         format_args!("GET /: {} {:?}", first.status, first.text()),
     )?;
-    let bodies = concurrent(&vm, port, 24, |p| get(p, "/"))?;
+    let bodies = concurrent(&vm, port, 24, "/")?;
     vm.ensure(bodies.iter().all(|b| b == "hello world"), format_args!("bodies {bodies:?}"))?;
     zirvium_tests::note(format_args!("tiny_http: 24 concurrent connections answered"));
     Ok(())
@@ -206,7 +244,7 @@ fn axum_on_tokio_serves_routes_and_json_tcg() -> Result<(), VmError> {
         request(port, "POST", "/users", &[("Content-Type", "application/json")], b"{"),
     )?;
     vm.ensure(bad.status == 400, format_args!("malformed JSON: status {}", bad.status))?;
-    let bodies = concurrent(&vm, port, 32, |p| get(p, "/"))?;
+    let bodies = concurrent(&vm, port, 32, "/")?;
     vm.ensure(bodies.iter().all(|b| b == "Hello, World!"), format_args!("bodies {bodies:?}"))?;
     zirvium_tests::note(format_args!("axum: 32 concurrent connections answered"));
     Ok(())

@@ -184,9 +184,9 @@ impl Socket {
 
     /// `listen`: starts answering SYNs on the bound port (an ephemeral one when unbound), with `backlog`
     /// listening sockets (at least the stack's configured backlog, at most [`MAX_BACKLOG`]; 0 or less: the
-    /// configured one). Each holds its buffers, and a SYN that finds none is dropped, so clients retry after
-    /// 1 s, 3 s, ...: std asks for 128. Listening again is a no-op. Errors: `EOPNOTSUPP` for UDP, `EINVAL`
-    /// when connected, `EADDRINUSE`, `ENOBUFS`.
+    /// configured one; std asks for 128). Each holds its buffers; a SYN that finds none in LISTEN is refused
+    /// with a reset (smoltcp answers a segment no socket takes with RST). Listening again is a no-op. Errors:
+    /// `EOPNOTSUPP` for UDP, `EINVAL` when connected, `EADDRINUSE`, `ENOBUFS`.
     pub fn listen(&self, backlog: i32) -> AbiResult<()> {
         let mut st = self.state.lock();
         match &*st {
