@@ -129,7 +129,8 @@ impl XenVmBuilder {
         opts.app_args = self.app_args.clone();
         opts.validate()?;
         let domu = Domu {
-            app: self.app.clone(),
+            // A std crate directory (tests/std-apps/X) names its domain by its last component.
+            app: images::stdapp::short_name(&self.app),
             kernel,
             memory_mib: self.mem_mib,
             vcpus: 1,

@@ -14,12 +14,9 @@
 //! - `std-tests` (ours): a crate's `#[test]`s run in the VM as a libtest harness (`images run --test`), with
 //!   cargo's `test result:` line and exit status 0.
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
-use zirvium_tests::http::{get, read_response, request, Response};
+use zirvium_tests::http::{concurrent_gets, get, request, Response};
 use zirvium_tests::{Accel, Protocol, Vm, VmError};
 
 /// A std app's crate directory, relative to the workspace root.
@@ -42,60 +39,14 @@ fn io<T>(vm: &Vm, what: &str, r: std::io::Result<T>) -> Result<T, VmError> {
     })
 }
 
-/// A keep-alive connection to the guest (HTTP/1.1 without `Connection: close`), 60 s timeouts.
-fn keep_alive(port: u16) -> std::io::Result<BufReader<TcpStream>> {
-    let s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.set_write_timeout(Some(Duration::from_secs(60)))?;
-    Ok(BufReader::new(s))
-}
-
-/// `GET path` on `c`; with `close`, the last request of the connection.
-fn get_on(c: &mut BufReader<TcpStream>, path: &str, close: bool) -> std::io::Result<Response> {
-    let connection = if close { "Connection: close\r\n" } else { "" };
-    write!(c.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\n{connection}\r\n")?;
-    read_response(c, false)
-}
-
-/// `n` connections open at once, each with a `GET path` in flight at the same moment; returns the bodies.
-///
-/// The connections are opened one after another, each making a first (keep-alive) request before the next
-/// opens; then all `n` send their second request together (`Connection: close`) from `n` host threads. Not
-/// all at once from the start: QEMU's user networking (libslirp) listens for a forwarded port with a backlog
-/// of 1 (`ss -ltn` shows it), so a burst of simultaneous connects overflows the host kernel's accept queue and
-/// the connections that did not fit wait out Linux's SYN and SYN-ACK retransmission backoff (1, 3, 7, 15, 31,
-/// 63 s), past any sensible timeout, before slirp sends the guest a SYN at all (`ListenOverflows` in
-/// /proc/net/netstat counts them). The guest answers every SYN that reaches it at once.
+/// `n` connections open at once with a `GET path` in flight on each together ([`concurrent_gets`]); checks
+/// every status is 200 and returns the bodies.
 fn concurrent(vm: &Vm, port: u16, n: usize, path: &str) -> Result<Vec<String>, VmError> {
-    let mut conns = Vec::new();
-    for i in 0..n {
-        let mut c = io(vm, &format!("connection {i}"), keep_alive(port))?;
-        let first = io(vm, &format!("first request on connection {i}"), get_on(&mut c, path, false))?;
-        vm.ensure(first.status == 200, format_args!("first request on connection {i}: status {}", first.status))?;
-        conns.push(c);
+    let responses = io(vm, "concurrent requests", concurrent_gets(port, n, path))?;
+    for (i, r) in responses.iter().enumerate() {
+        vm.ensure(r.status == 200, format_args!("concurrent request {i}: status {}", r.status))?;
     }
-    let barrier = Arc::new(Barrier::new(n));
-    let threads: Vec<_> = conns
-        .into_iter()
-        .map(|mut c| {
-            let (barrier, path) = (barrier.clone(), path.to_owned());
-            std::thread::spawn(move || {
-                barrier.wait();
-                get_on(&mut c, &path, true)
-            })
-        })
-        .collect();
-    let mut bodies = Vec::new();
-    for t in threads {
-        let r = t.join().map_err(|_| VmError::Io {
-            what: "client thread panicked".into(),
-            source: std::io::Error::other("panic"),
-        })?;
-        let r = io(vm, "concurrent request", r)?;
-        vm.ensure(r.status == 200, format_args!("concurrent request: status {}", r.status))?;
-        bodies.push(r.text());
-    }
-    Ok(bodies)
+    Ok(responses.iter().map(Response::text).collect())
 }
 
 #[test]

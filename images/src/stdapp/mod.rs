@@ -149,6 +149,13 @@ pub fn crate_dir(app: &str) -> Option<PathBuf> {
     Some(workspace_root().join(app))
 }
 
+/// A name for `app` before it is built (a Xen domain's, a log's): a package name as is, a crate directory's
+/// last component (the build then gives the package name, usually the same).
+pub fn short_name(app: &str) -> String {
+    let dir = crate_dir(app);
+    dir.as_deref().and_then(Path::file_name).map_or_else(|| app.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
 /// Builds `app` — a package name (a no_std workspace app, as before) or a crate directory (std or no_std,
 /// see [`CrateInfo::is_std`]) — with the ustar archive `initrd` embedded, and returns the ELF. Progress goes to
 /// stderr. Errors: [`StdError`].
@@ -350,5 +357,12 @@ mod tests {
                 "-Clink-arg=-znostart-stop-gc"
             ]
         );
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("httpd"), "httpd");
+        assert_eq!(short_name("tests/std-apps/tiny-http-hello"), "tiny-http-hello");
+        assert_eq!(short_name("./my-app/"), "my-app");
     }
 }

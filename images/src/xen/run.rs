@@ -117,7 +117,7 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
         Network::Tap { .. } => return Err(Error::Options("--net tap is not available with --hypervisor xen".into())),
     };
     let domu = Domu {
-        app: provisional_name(&args.app),
+        app: crate::stdapp::short_name(&args.app),
         kernel: PathBuf::new(),
         memory_mib: args.mem,
         vcpus: args.smp,
@@ -128,13 +128,6 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
     };
     xl::check_name(&domu.name())?;
     Ok((domu, forwards))
-}
-
-/// The domU's app name before the build: a package name as is, a crate directory's last component (the build
-/// then gives its package name).
-fn provisional_name(app: &str) -> String {
-    let dir = crate::stdapp::crate_dir(app);
-    dir.as_deref().and_then(|d| d.file_name()).map_or_else(|| app.to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// `images run --hypervisor xen`: see the module docs. Returns the exit code: the domU's status,
