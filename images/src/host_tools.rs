@@ -1,5 +1,5 @@
 //! The programs and files `images` and the tests use on the host (QEMU, `qemu-img`, `fsck.fat`, GRUB's images
-//! and `grub-mkimage`, OVMF, curl, wrk), the Debian bookworm packages that provide them, and installing the
+//! and `grub-mkimage`, OVMF, curl, wrk, gdb), the Debian bookworm packages that provide them, and installing the
 //! missing ones.
 //!
 //! [`ensure`] is the one entry point (`images run`, `images setup`, the VM test harness before its first VM): it
@@ -116,6 +116,14 @@ pub const OVMF_VARS: HostTool = HostTool {
     used_for: "boots disks through UEFI",
 };
 
+/// gdb: attaches to QEMU's gdb stub (`run --gdb`); the `cargo_zirvium` test drives it in batch mode.
+pub const GDB: HostTool = HostTool {
+    program: "gdb",
+    package: "gdb",
+    suite: Suite::Default,
+    used_for: "debugs images through QEMU's gdb stub",
+};
+
 /// binutils (`ld`, `objcopy`, `as`): links the kernel object of std images (`crate::stdapp`).
 pub const BINUTILS: HostTool =
     HostTool { program: "objcopy", package: "binutils", suite: Suite::Default, used_for: "links std images" };
@@ -124,8 +132,8 @@ pub const BINUTILS: HostTool =
 pub const TEST_TOOLS: [HostTool; 8] = [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, BINUTILS];
 
 /// Everything: the tests, the benchmarks and the README's examples (`images setup`, `.ci/run`).
-pub const ALL_TOOLS: [HostTool; 10] =
-    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, BINUTILS, CURL, WRK];
+pub const ALL_TOOLS: [HostTool; 11] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, BINUTILS, CURL, WRK, GDB];
 
 /// Environment variable that, set to anything but empty or `0`, makes [`ensure`] report missing tools with the
 /// install command instead of installing them, also as root.

@@ -28,9 +28,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod hyperv;
+mod nested;
+pub mod qmp;
 pub mod xen;
 
-pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
+pub use images::{Accel, ConfigError, DiskBus, KernelOption, Machine, Outcome, PortForward, Protocol};
 use images::{Network, Profile, RunOptions};
 
 /// Default hard timeout for [`Vm::wait_for`] and [`Vm::wait_exit`]: 60 s (TCG on a busy 2-core machine is slow).
@@ -160,7 +163,7 @@ impl From<ConfigError> for VmError {
 }
 
 /// Locks `m`, ignoring poisoning: a panicking test thread must not hide the console from the others.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -182,7 +185,7 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
     let result = builds.entry((app.to_owned(), initrd.map(Path::to_owned))).or_insert_with(|| {
         let with = initrd.map(|p| format!(" with initrd {}", p.display())).unwrap_or_default();
         note(format_args!("building {app} (release, {}){with}", images::KERNEL_TARGET));
-        let img = images::stdapp::build_image(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
+        let img = images::cargo::build_app_with_initrd(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
         let dir = log_dir().join("images");
         // A std app is named by its crate directory: flatten it into one file name.
         let copy = dir.join(format!("{}-{n}.elf", app.replace('/', "_")));
@@ -198,8 +201,9 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
 /// for [`VmBuilder::kernel`].
 pub fn test_image(app: &str) -> Result<PathBuf, VmError> {
     note(format_args!("building the tests of {app} (release, {})", images::stdapp::STD_TARGET));
-    let img = images::stdapp::build_test_image(app, Profile::Release, None)
-        .map_err(|e| VmError::Build { app: app.to_owned(), message: e.to_string() })?;
+    let build = |message: String| VmError::Build { app: app.to_owned(), message };
+    let krate = images::project::workspace_app(app).map_err(|e| build(e.to_string()))?;
+    let img = images::stdapp::build_test_image(&krate, Profile::Release, None).map_err(|e| build(e.to_string()))?;
     Ok(img.path)
 }
 
@@ -272,6 +276,7 @@ pub struct VmBuilder {
     app_args: Vec<String>,
     timeout: Duration,
     disks: Vec<images::qemu::DiskSpec>,
+    disk_bus: DiskBus,
     initrd: Option<PathBuf>,
     kernel: Option<PathBuf>,
     boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
@@ -301,6 +306,12 @@ impl VmBuilder {
     /// with [`VmBuilder::disk`] — what `images run --disk FILE:ro` does.
     pub fn disk_read_only(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: true });
+        self
+    }
+
+    /// The controller the disks are attached to (`images run --disk-bus`); virtio-blk unless set.
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
         self
     }
 
@@ -439,6 +450,7 @@ impl VmBuilder {
         for disk in &self.disks {
             opts.push_disk(disk);
         }
+        opts.disk_bus = self.disk_bus;
         opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::shell::shell_line(&cmd);
@@ -591,6 +603,7 @@ impl Vm {
             app_args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             disks: Vec::new(),
+            disk_bus: DiskBus::VirtioBlk,
             initrd: None,
             kernel: None,
             boot_disk: None,
@@ -629,11 +642,7 @@ impl Vm {
 
     /// Host port forwarded to guest port `guest` for `protocol`. Errors: no such forward was requested.
     pub fn host_port(&self, protocol: Protocol, guest: u16) -> Result<u16, VmError> {
-        self.forwards
-            .iter()
-            .find(|f| f.protocol == protocol && f.guest == guest)
-            .map(|f| f.host)
-            .ok_or(VmError::NoForward { name: self.name.clone(), protocol, guest })
+        nested::forwarded_port(&self.forwards, &self.name, protocol, guest)
     }
 
     /// The console so far (lossy UTF-8).

@@ -22,6 +22,7 @@ pub use convert::Format;
 
 use crate::cargo::{BuildError, Profile};
 use crate::disk::{DiskError, DiskSummary};
+use crate::project::App;
 use crate::qemu::{Accel, ConfigError, KernelOption, RunOptions};
 
 /// The firmware kinds a disk boots with (`--boot`).
@@ -64,8 +65,7 @@ impl std::str::FromStr for BootModes {
 /// What to package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackageOptions {
-    /// The app's package name (built for the kernel target, release, with its initrd embedded), or a crate
-    /// directory (a std crate is built through [`crate::stdapp`]).
+    /// The app's name: its package in this workspace for [`package`], the kernel's file name on the ESP.
     pub app: String,
     /// Output format.
     pub format: Format,
@@ -92,9 +92,6 @@ pub enum PackageError {
     /// The app did not build.
     #[error(transparent)]
     Build(#[from] BuildError),
-    /// The std crate's image did not build (toolchain, link, binutils).
-    #[error(transparent)]
-    Std(#[from] crate::stdapp::StdError),
     /// Packing the app's initrd failed.
     #[error(transparent)]
     Initrd(#[from] crate::initrd::InitrdError),
@@ -231,13 +228,20 @@ pub fn kernel_command_line(kernel_options: &[KernelOption], app_args: &[String])
     Ok(o.kernel_command_line())
 }
 
-/// Builds the app (release, its initrd embedded; a std crate directory through [`crate::stdapp`]) and writes
-/// the disk: see the module docs. Errors: [`PackageError`].
+/// Builds `opts.app`, a package of this workspace ([`crate::project::workspace_app`]), and writes the disk:
+/// [`package_app`]. Errors: [`PackageError`].
 pub fn package(opts: &PackageOptions) -> Result<PackageSummary, PackageError> {
-    let initrd = crate::initrd::for_app(&opts.app, None)?;
-    let image = crate::stdapp::build_image(&opts.app, Profile::Release, initrd.as_deref())?;
-    // A crate directory's disk names the kernel and GRUB entry after its package.
-    package_elf(&PackageOptions { app: image.app.clone(), ..opts.clone() }, &image.path)
+    crate::cargo::check_app_name(&opts.app)?;
+    let app = crate::project::workspace_app(&opts.app).map_err(BuildError::from)?;
+    package_app(&app, opts)
+}
+
+/// Builds `app` (release, its own initrd embedded) and writes the disk: see the module docs. The kernel is
+/// named after `opts.app` on the ESP. Errors: [`PackageError`].
+pub fn package_app(app: &App, opts: &PackageOptions) -> Result<PackageSummary, PackageError> {
+    let initrd = crate::initrd::for_app(app, None)?;
+    let image = crate::cargo::build(app, Profile::Release, initrd.as_deref())?;
+    package_elf(opts, &image.path)
 }
 
 /// Writes the disk for `opts` around the already-built kernel `elf`. Errors: [`PackageError`].

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::StdError;
-use crate::cargo::{cargo_command, ensure_target, run_with_messages, BuildError, Profile, KERNEL_TARGET};
+use crate::cargo::{
+    cargo_command, ensure_target, kernel_config, run_with_messages, workspace_root, BuildError, Profile, KERNEL_TARGET,
+    REPLACING_RUSTFLAGS_ENV,
+};
 use crate::shell::shell_line;
 
 /// The kernel crate of std images.
@@ -68,13 +71,18 @@ fn staticlib_of(line: &str) -> Option<PathBuf> {
     msg["filenames"].as_array()?.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".a")).map(PathBuf::from)
 }
 
-/// Builds the static library (with `initrd` embedded, as `ZIRVIUM_INITRD`) and returns its path.
+/// Builds the static library of this checkout (with `initrd` embedded, as `ZIRVIUM_INITRD`) and returns its path.
 fn build_staticlib(profile: Profile, initrd: Option<&Path>) -> Result<PathBuf, BuildError> {
     ensure_target()?;
-    let mut cmd = cargo_command();
+    let mut cmd = cargo_command(&workspace_root());
     cmd.args(["build", "-p", KERNEL_PACKAGE, "--target", KERNEL_TARGET]);
     if profile == Profile::Release {
         cmd.arg("--release");
+    }
+    // The kernel target's flags, as every kernel build gets them (crate::cargo::KERNEL_RUSTFLAGS).
+    cmd.args(["--config", &kernel_config()]);
+    for var in REPLACING_RUSTFLAGS_ENV {
+        cmd.env_remove(var);
     }
     let initrd = match initrd {
         Some(p) => std::path::absolute(p).map_err(|source| BuildError::Image { path: p.to_owned(), source })?,

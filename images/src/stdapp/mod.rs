@@ -1,13 +1,13 @@
-//! Rust `std` programs as Zirvium images. A crate that does not depend on `zirvium` (or says
-//! `[package.metadata.zirvium] std = true`) is a std crate: it is built for `x86_64-unknown-hermit` with
-//! `-Zbuild-std=std,panic_abort` on the pinned nightly ([`toolchain`]), and linked with the library OS — the
-//! `zirvium-hermit` kernel object ([`kernel`]) — and libos's linker script with TLS added ([`script`]). The
-//! result is the same kind of image as a no_std app: a static ELF at 1 MiB with the PVH note, which
-//! `images run` boots, with the initrd embedded the same way.
+//! Rust `std` programs as Zirvium images. A std app ([`AppKind::Std`]: `[package.metadata.zirvium] std = true`)
+//! is built for `x86_64-unknown-hermit` with `-Zbuild-std=std,panic_abort` on the pinned nightly ([`toolchain`]),
+//! and linked with the library OS — the `zirvium-hermit` kernel object ([`kernel`]) — and libos's linker script
+//! with TLS added ([`script`]). The result is the same kind of image as a no_std app: a static ELF at 1 MiB with
+//! the PVH note, which `images run`/`cargo zirvium run` boot and `package` writes to disks, with the initrd
+//! embedded the same way.
 //!
-//! Entry point: [`build_image`], which also builds no_std apps (a package name, or a crate directory that
-//! depends on `zirvium`) through [`crate::cargo`]. `images build` and `images run` take a crate directory as
-//! well as a package name.
+//! Entry points: [`build_std`] (what [`crate::cargo::build`] calls for a std app) and [`build_test_image`] (the
+//! crate's libtest harness, for `cargo zirvium test` and `images run --test`). The kernel half always comes from
+//! this checkout (the one `images`/`cargo-zirvium` was built in), wherever the app lives.
 
 pub mod kernel;
 pub mod script;
@@ -17,11 +17,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use crate::cargo::{
-    artifact_executable, build_app_with_initrd, cargo_command, run_with_messages, target_dir, workspace_root,
-    BuildError, Image, Profile,
-};
+use crate::cargo::{artifact_executable, run_with_messages, target_dir, workspace_root, BuildError, Image, Profile};
 use crate::host_tools::{self, HostToolsError};
+use crate::project::{App, AppKind};
 use crate::shell::shell_line;
 
 /// The Rust target std programs are compiled for.
@@ -50,18 +48,12 @@ pub enum StdError {
         /// Why.
         source: std::io::Error,
     },
-    /// `cargo metadata` did not describe the crate.
-    #[error("{manifest}: {detail}")]
-    Metadata {
-        /// The manifest.
-        manifest: PathBuf,
-        /// What was wrong.
-        detail: String,
-    },
-    /// The crate has no binary target.
-    #[error("{manifest} has no binary target to build an image from")]
-    NoBinary {
-        /// The manifest.
+    /// `cargo zirvium test` / `images run --test` on an app that is not a std app.
+    #[error("package `{package}` ({}) is not a Rust std app: only std apps have VM test images (the tests of a no_std app run on the host with cargo test); a std app says `[package.metadata.zirvium] std = true`", .manifest.display())]
+    NotStd {
+        /// The package.
+        package: String,
+        /// Its Cargo.toml.
         manifest: PathBuf,
     },
     /// The kernel object lacks the ABI or the entry (a broken kernel build).
@@ -74,112 +66,15 @@ pub enum StdError {
     },
 }
 
-/// What `cargo metadata` says about one crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrateInfo {
-    /// Package name.
-    pub name: String,
-    /// Its `Cargo.toml`.
-    pub manifest: PathBuf,
-    /// Names of its direct dependencies.
-    pub dependencies: Vec<String>,
-    /// Its binary targets.
-    pub bins: Vec<String>,
-    /// `[package.metadata.zirvium] std = true`.
-    pub std_marker: bool,
-}
-
-impl CrateInfo {
-    /// Whether this is a std crate: it does not depend on `zirvium` (no_std apps do, for `zirvium::app!`), or
-    /// it carries the `std = true` marker.
-    pub fn is_std(&self) -> bool {
-        self.std_marker || !self.dependencies.iter().any(|d| d == "zirvium")
+/// Builds the test harness (libtest) of the std app `app` as an image: booted, it runs the crate's `#[test]`s,
+/// prints cargo's `test result:` line and exits 0 when all passed. With `panic = "abort"` (the Hermit target's
+/// only strategy) the first failing test ends the run with status 101. A crate with several test targets: its
+/// library's harness, else the first. Errors: [`StdError`]; [`StdError::NotStd`] when `app` is not a std app.
+pub fn build_test_image(app: &App, profile: Profile, initrd: Option<&Path>) -> Result<Image, StdError> {
+    if app.kind != AppKind::Std {
+        return Err(StdError::NotStd { package: app.package.clone(), manifest: app.manifest.clone() });
     }
-
-    /// The binary to build: the one named like the package, else the first.
-    pub fn bin(&self) -> Option<&str> {
-        self.bins.iter().find(|b| **b == self.name).or(self.bins.first()).map(String::as_str)
-    }
-}
-
-/// The package in `cargo metadata --no-deps` output whose manifest is `manifest`.
-pub fn parse_metadata(json: &str, manifest: &Path) -> Result<CrateInfo, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("cargo metadata output: {e}"))?;
-    let packages = v["packages"].as_array().ok_or("cargo metadata output has no packages")?;
-    let pkg = packages
-        .iter()
-        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest))
-        .or_else(|| packages.first().filter(|_| packages.len() == 1))
-        .ok_or("no package with this manifest")?;
-    let strings = |arr: &serde_json::Value, f: &dyn Fn(&serde_json::Value) -> Option<String>| -> Vec<String> {
-        arr.as_array().map(|a| a.iter().filter_map(f).collect()).unwrap_or_default()
-    };
-    Ok(CrateInfo {
-        name: pkg["name"].as_str().ok_or("package without a name")?.to_owned(),
-        manifest: manifest.to_owned(),
-        dependencies: strings(&pkg["dependencies"], &|d| d["name"].as_str().map(str::to_owned)),
-        bins: strings(&pkg["targets"], &|t| {
-            let bin = t["kind"].as_array()?.iter().any(|k| k == "bin");
-            bin.then(|| t["name"].as_str().map(str::to_owned)).flatten()
-        }),
-        std_marker: pkg["metadata"]["zirvium"]["std"].as_bool() == Some(true),
-    })
-}
-
-/// `cargo metadata` for the crate in `dir`. Errors: [`StdError::Metadata`], [`StdError::Build`].
-pub fn crate_info(dir: &Path) -> Result<CrateInfo, StdError> {
-    let manifest = dir.join("Cargo.toml");
-    let manifest = std::fs::canonicalize(&manifest).map_err(|source| StdError::Io { path: manifest, source })?;
-    let json = kernel::run(
-        cargo_command().args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"]).arg(&manifest),
-    )?;
-    parse_metadata(&json, &manifest).map_err(|detail| StdError::Metadata { manifest, detail })
-}
-
-/// The crate directory `app` names when it is a path (it contains `/` or starts with `.`): relative to the
-/// current directory, else to the workspace root. `None` for a package name.
-pub fn crate_dir(app: &str) -> Option<PathBuf> {
-    if !app.contains('/') && !app.starts_with('.') {
-        return None;
-    }
-    let here = PathBuf::from(app);
-    if here.join("Cargo.toml").is_file() {
-        return std::path::absolute(&here).ok();
-    }
-    Some(workspace_root().join(app))
-}
-
-/// A name for `app` before it is built (a Xen domain's, a log's): a package name as is, a crate directory's
-/// last component (the build then gives the package name, usually the same).
-pub fn short_name(app: &str) -> String {
-    let dir = crate_dir(app);
-    dir.as_deref().and_then(Path::file_name).map_or_else(|| app.to_owned(), |n| n.to_string_lossy().into_owned())
-}
-
-/// Builds `app` — a package name (a no_std workspace app, as before) or a crate directory (std or no_std,
-/// see [`CrateInfo::is_std`]) — with the ustar archive `initrd` embedded, and returns the ELF. Progress goes to
-/// stderr. Errors: [`StdError`].
-pub fn build_image(app: &str, profile: Profile, initrd: Option<&Path>) -> Result<Image, StdError> {
-    let Some(dir) = crate_dir(app) else { return Ok(build_app_with_initrd(app, profile, initrd)?) };
-    let info = crate_info(&dir)?;
-    if !info.is_std() {
-        return Ok(build_app_with_initrd(&info.name, profile, initrd)?);
-    }
-    build_std(&info, profile, initrd, Harness::Binary)
-}
-
-/// Builds the test harness (libtest) of the std crate in directory `app` as an image: booted, it runs the
-/// crate's `#[test]`s, prints cargo's `test result:` line and exits 0 when all passed. With `panic = "abort"`
-/// (the Hermit target's only strategy) the first failing test ends the run with status 101. Errors:
-/// [`StdError`]; [`StdError::Metadata`] when `app` is not a std crate directory.
-pub fn build_test_image(app: &str, profile: Profile, initrd: Option<&Path>) -> Result<Image, StdError> {
-    let dir = crate_dir(app).unwrap_or_else(|| workspace_root().join("apps").join(app));
-    let info = crate_info(&dir)?;
-    if !info.is_std() {
-        let detail = "tests of no_std apps run on the host (cargo test); only std crates have VM test images".into();
-        return Err(StdError::Metadata { manifest: info.manifest, detail });
-    }
-    build_std(&info, profile, initrd, Harness::Tests)
+    build_std(app, profile, initrd, Harness::Tests)
 }
 
 /// Arguments a test image needs before the user's: libtest under `panic = "abort"` would run each test in a
@@ -218,13 +113,11 @@ pub fn rustflags(kernel: &Path, name_obj: &Path, script: &Path) -> String {
     .join("\x1f")
 }
 
-/// The std build of `info`: toolchain, kernel object, script, app; returns the ELF.
-pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>, what: Harness) -> Result<Image, StdError> {
+/// The std build of `app`: toolchain, kernel object (with `initrd` embedded), script, then the app's binary or
+/// (`what`) its test harness; returns the ELF. Progress goes to stderr. Errors: [`StdError`].
+pub fn build_std(app: &App, profile: Profile, initrd: Option<&Path>, what: Harness) -> Result<Image, StdError> {
     let progress = &mut |m: &str| eprintln!("images: {m}");
-    let bin = match what {
-        Harness::Binary => info.bin().ok_or_else(|| StdError::NoBinary { manifest: info.manifest.clone() })?.to_owned(),
-        Harness::Tests => info.name.clone(),
-    };
+    let bin = app.bin.clone();
     let ws = workspace_root();
     let tc = toolchain::ensure(&ws, progress)?;
     host_tools::ensure(&[host_tools::BINUTILS], progress)?;
@@ -243,17 +136,18 @@ pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>, what
     let stamp = out_dir.join(format!(".zirvium-link-{bin}{}", if what == Harness::Tests { "-tests" } else { "" }));
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_value.as_str()) {
         remove_binary(&out_dir, &bin);
+        remove_binary(&out_dir, &app.package);
     }
     let mut cmd = std::process::Command::new("rustup");
-    cmd.args(["run", &tc, "cargo"]);
+    cmd.args(["run", &tc, "cargo"]).current_dir(app.dir());
     match what {
         Harness::Binary => {
-            cmd.args(["build", "--manifest-path"]).arg(&info.manifest);
-            cmd.args(["--bin", &bin, "--target", STD_TARGET, "-Zbuild-std=std,panic_abort"]);
+            cmd.args(["build", "--manifest-path"]).arg(&app.manifest);
+            cmd.args(["-p", &app.package, "--bin", &bin, "--target", STD_TARGET, "-Zbuild-std=std,panic_abort"]);
         }
         Harness::Tests => {
             // libtest with panic=abort needs -Zpanic-abort-tests; `test` joins the crates built from rust-src.
-            cmd.args(["test", "--no-run", "--manifest-path"]).arg(&info.manifest);
+            cmd.args(["test", "--no-run", "--manifest-path"]).arg(&app.manifest).args(["-p", &app.package]);
             cmd.args(["--target", STD_TARGET, "-Zbuild-std=std,panic_abort,test", "-Zpanic-abort-tests"]);
         }
     }
@@ -266,30 +160,36 @@ pub fn build_std(info: &CrateInfo, profile: Profile, initrd: Option<&Path>, what
         cmd.env_remove(var);
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags(&kernel.path, &name_obj, &script));
-    progress(&format!("building std app {} ({STD_TARGET}, {tc}): {}", info.name, shell_line(&cmd)));
-    let mut exe = None;
-    let command = run_with_messages(cmd, &mut |line| {
-        let found = match what {
-            Harness::Binary => artifact_executable(line, &bin),
-            Harness::Tests => test_executable(line),
-        };
-        exe = found.or(exe.take());
+    progress(&format!("building std app {} ({STD_TARGET}, {tc}): {}", app.package, shell_line(&cmd)));
+    let (mut exe, mut lib_tests) = (None, None);
+    let command = run_with_messages(cmd, &mut |line| match what {
+        Harness::Binary => exe = artifact_executable(line, &bin).or(exe.take()),
+        Harness::Tests => {
+            if let Some((path, is_lib)) = test_executable(line) {
+                if is_lib {
+                    lib_tests = Some(path);
+                } else if exe.is_none() {
+                    exe = Some(path);
+                }
+            }
+        }
     })?;
-    let path = exe.ok_or_else(|| BuildError::NoExecutable { command, app: bin.clone() })?;
+    let path = lib_tests.or(exe).ok_or_else(|| BuildError::NoExecutable { command, app: bin.clone() })?;
     let _ = std::fs::write(&stamp, stamp_value);
     let size = std::fs::metadata(&path).map_err(|source| StdError::Io { path: path.clone(), source })?.len();
-    Ok(Image { app: info.name.clone(), path, size })
+    Ok(Image { app: bin, path, size })
 }
 
-/// The executable of a cargo `compiler-artifact` message for a test harness (`profile.test`).
-fn test_executable(line: &str) -> Option<PathBuf> {
+/// The executable of a cargo `compiler-artifact` message for a test harness (`profile.test`), and whether it is
+/// the library's.
+fn test_executable(line: &str) -> Option<(PathBuf, bool)> {
     let msg: serde_json::Value = serde_json::from_str(line).ok()?;
     if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
         return None;
     }
-    msg["executable"].as_str().map(PathBuf::from)
+    let is_lib = msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "lib" || k == "rlib"));
+    msg["executable"].as_str().map(|p| (PathBuf::from(p), is_lib))
 }
-
 /// Removes the built binary `bin` from cargo's output directory (`out_dir/bin` and `out_dir/deps/bin-HASH`), so
 /// the next build links it again.
 fn remove_binary(out_dir: &Path, bin: &str) {
@@ -310,37 +210,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn std_crates_are_those_without_zirvium() {
-        let json = r#"{"packages":[{"name":"srv","manifest_path":"/w/srv/Cargo.toml",
-            "dependencies":[{"name":"tokio"}],"targets":[{"kind":["bin"],"name":"srv"},{"kind":["lib"],"name":"srv"}],
-            "metadata":null}]}"#;
-        let info = parse_metadata(json, Path::new("/w/srv/Cargo.toml")).unwrap();
-        assert_eq!((info.name.as_str(), info.bin()), ("srv", Some("srv")));
-        assert!(info.is_std());
-        let json = r#"{"packages":[{"name":"hello","manifest_path":"/w/apps/hello/Cargo.toml",
-            "dependencies":[{"name":"zirvium"}],"targets":[{"kind":["bin"],"name":"hello"}],"metadata":null}]}"#;
-        assert!(!parse_metadata(json, Path::new("/w/apps/hello/Cargo.toml")).unwrap().is_std());
-        let json = r#"{"packages":[{"name":"both","manifest_path":"/w/b/Cargo.toml",
-            "dependencies":[{"name":"zirvium"}],"targets":[],"metadata":{"zirvium":{"std":true}}}]}"#;
-        let info = parse_metadata(json, Path::new("/w/b/Cargo.toml")).unwrap();
-        assert!(info.is_std() && info.bin().is_none(), "the marker wins; no binary");
-        assert!(parse_metadata("{}", Path::new("/x")).is_err());
-    }
-
-    #[test]
     fn test_harnesses_are_found_in_cargo_messages() {
-        let t = r#"{"reason":"compiler-artifact","target":{"name":"srv"},"profile":{"test":true},"executable":"/t/deps/srv-1"}"#;
-        assert_eq!(test_executable(t), Some(PathBuf::from("/t/deps/srv-1")));
+        let t = r#"{"reason":"compiler-artifact","target":{"name":"srv","kind":["bin"]},"profile":{"test":true},"executable":"/t/deps/srv-1"}"#;
+        assert_eq!(test_executable(t), Some((PathBuf::from("/t/deps/srv-1"), false)));
+        let l = r#"{"reason":"compiler-artifact","target":{"name":"srv","kind":["lib"]},"profile":{"test":true},"executable":"/t/deps/srv-2"}"#;
+        assert_eq!(test_executable(l), Some((PathBuf::from("/t/deps/srv-2"), true)));
         let b =
             r#"{"reason":"compiler-artifact","target":{"name":"srv"},"profile":{"test":false},"executable":"/t/srv"}"#;
         assert_eq!(test_executable(b), None);
-    }
-
-    #[test]
-    fn paths_are_crates_names_are_packages() {
-        assert_eq!(crate_dir("hello"), None);
-        assert_eq!(crate_dir("tests/std-apps/x"), Some(workspace_root().join("tests/std-apps/x")));
-        assert!(crate_dir("./x").is_some());
     }
 
     #[test]
@@ -357,12 +234,5 @@ mod tests {
                 "-Clink-arg=-znostart-stop-gc"
             ]
         );
-    }
-
-    #[test]
-    fn short_names() {
-        assert_eq!(short_name("httpd"), "httpd");
-        assert_eq!(short_name("tests/std-apps/tiny-http-hello"), "tiny-http-hello");
-        assert_eq!(short_name("./my-app/"), "my-app");
     }
 }

@@ -22,6 +22,10 @@ pub const KVP: Guid = Guid::new(0xa9a0f4e7, 0x5a45, 0x4d96, [0xb8, 0x27, 0x8a, 0
 /// Volume shadow copy service (not driven here): `{35fa2e29-ea23-4236-96ae-3a6ebacba440}`.
 pub const VSS: Guid = Guid::new(0x35fa2e29, 0xea23, 0x4236, [0x96, 0xae, 0x3a, 0x6e, 0xba, 0xcb, 0xa4, 0x40]);
 
+/// Dynamic Memory (hv_balloon): `{525074dc-8985-46e2-8057-a307dc18a502}`.
+pub const DYNAMIC_MEMORY: Guid =
+    Guid::new(0x525074dc, 0x8985, 0x46e2, [0x80, 0x57, 0xa3, 0x07, 0xdc, 0x18, 0xa5, 0x02]);
+
 /// A name for a device class GUID, for logs.
 pub fn class_name(g: &Guid) -> &'static str {
     match *g {
@@ -33,6 +37,7 @@ pub fn class_name(g: &Guid) -> &'static str {
         HEARTBEAT => "heartbeat IC",
         KVP => "KVP IC",
         VSS => "VSS IC",
+        DYNAMIC_MEMORY => "dynamic memory",
         _ => "unknown",
     }
 }
@@ -50,6 +55,8 @@ mod tests {
         assert_eq!(NIC.to_string(), "f8615163-df3e-46c5-913f-f2d2f965ed0e");
         assert_eq!(KVP.to_string(), "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6");
         assert_eq!(class_name(&HEARTBEAT), "heartbeat IC");
+        // As QEMU's hv-balloon offers it (hw/hyperv/hv-balloon.c HV_BALLOON_GUID, seen on a real host).
+        assert_eq!(DYNAMIC_MEMORY.to_string(), "525074dc-8985-46e2-8057-a307dc18a502");
         assert_eq!(class_name(&Guid::default()), "unknown");
     }
 }

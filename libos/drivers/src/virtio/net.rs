@@ -20,8 +20,8 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
 
-use super::irq::IrqSlot;
 use super::pool::{InFlight, PoolError, TxPool};
+use crate::irq::IrqSlot;
 
 /// Index of receiveq1.
 pub const QUEUE_RECEIVE: u16 = 0;
