@@ -12,6 +12,7 @@
 //! - [`qemu`] (run options, QEMU's arguments, host probing), [`xen`] (xl configs, the nested Xen host) and
 //!   [`hyperv`] (the nested Hyper-V host);
 //! - [`run`]: `images run`'s options, shared by the runners [`qemu::run`], [`xen::run`] and [`hyperv::run`];
+//! - [`vmtest`]: `cargo zirvium test`, a std app's tests in VMs under QEMU;
 //! - [`error`] and [`cli`], the command-line front-end of the `images` binary.
 //!
 //! The `zirvium-tests` harness reuses [`qemu::qemu_command`], so tests boot exactly what `images run` boots, and
@@ -40,6 +41,7 @@ pub mod run;
 pub mod shell;
 pub mod stdapp;
 pub mod symbols;
+pub mod vmtest;
 pub mod xen;
 
 pub use cargo::{build, build_app, workspace_root, BuildError, Image, Profile, KERNEL_RUSTFLAGS, KERNEL_TARGET};

@@ -563,6 +563,9 @@ pub enum ConfigError {
     /// An option of the nested Hyper-V host given for another hypervisor.
     #[error("{0} only applies with --hypervisor hyperv")]
     HypervOnly(&'static str),
+    /// A command that boots under QEMU only (`test`) given another `--hypervisor`.
+    #[error("{0} boots its VMs under QEMU only: drop --hypervisor")]
+    QemuOnly(&'static str),
     /// An option `images run --image` cannot apply: the packaged disk carries its own kernel command line and
     /// initrd, and needs firmware.
     #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]
