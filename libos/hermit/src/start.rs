@@ -1,14 +1,17 @@
 //! Starting and ending the std program. The kernel's boot path (`zirvium`'s `__zirvium_start`) runs the app's
 //! main future; for a std image that future starts the program's main thread — std's `runtime_entry(argc,
 //! argv, env)` (`library/std/src/sys/pal/hermit/mod.rs`), which runs `main` and calls `sys_exit` — and waits
-//! for the exit status. The boot path then unmounts the file systems and ends the VM with it.
+//! for the exit status, or for a shutdown request from the host ([`exit_or_shutdown`]). The boot path then
+//! unmounts the file systems and ends the VM with it.
 //!
 //! `argv[0]` is the app's name (the string `images` links in as `zirvium_std_app_name`); the rest are the
 //! command line's words after `--`. The environment is the `env=KEY=VALUE` kernel options, in order.
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::future::Future;
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::task::Poll;
 use libos::irq::WakeSlot;
 
 /// Stack of the main thread (bytes; reserved, touched only as used).
@@ -57,6 +60,26 @@ pub async fn exit_requested() -> u8 {
     .await
 }
 
+/// Waits for the program's exit ([`exit_requested`]) or a shutdown request from the host
+/// ([`libos::shutdown::requested`]: Xen's `xl shutdown`, Hyper-V's shutdown integration service, the ACPI power
+/// button) and returns the VM's exit status: the program's, or 0 on a host request. std on this target has no
+/// signals to deliver the request to, so it ends the program as a POSIX system's default `SIGTERM` action does;
+/// the boot path still unmounts the file systems before the VM ends.
+pub async fn exit_or_shutdown() -> u8 {
+    let mut exit = core::pin::pin!(exit_requested());
+    let mut shutdown = core::pin::pin!(libos::shutdown::requested());
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(status) = exit.as_mut().poll(cx) {
+            return Poll::Ready(status);
+        }
+        shutdown.as_mut().poll(cx).map(|kind| {
+            log::info!("std: the host asked for {kind:?}: ending the program (exit status 0)");
+            0
+        })
+    })
+    .await
+}
+
 /// Joins `argv` for the boot log.
 pub fn describe(args: &[Vec<u8>]) -> String {
     let words: Vec<&str> =
@@ -74,7 +97,6 @@ mod vm {
     #![allow(unsafe_code)]
     use super::*;
     use alloc::boxed::Box;
-    use core::future::Future;
     use core::pin::Pin;
     use libos::thread::{SpawnOptions, TlsTemplate};
 
@@ -144,7 +166,7 @@ mod vm {
                 log::error!("std: cannot start the main thread: {e}");
                 return libos::EXIT_BOOT_ERROR;
             }
-            exit_requested().await
+            exit_or_shutdown().await
         })
     }
 }
@@ -160,6 +182,15 @@ mod tests {
         assert_eq!(describe(&a), "srv --port 80");
         let e = env_strings(&[("loglevel", "info"), ("env", "RUST_LOG=debug"), ("env", "BROKEN"), ("env", "A=")]);
         assert_eq!(e, alloc::vec![b"RUST_LOG=debug\0".to_vec(), b"A=\0".to_vec()]);
+    }
+
+    #[test]
+    fn a_host_shutdown_request_ends_the_program_with_status_0() {
+        let mut end = core::pin::pin!(exit_or_shutdown());
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        assert_eq!(end.as_mut().poll(&mut cx), Poll::Pending);
+        libos::shutdown::request(libos::shutdown::ShutdownKind::Poweroff);
+        assert_eq!(end.as_mut().poll(&mut cx), Poll::Ready(0));
     }
 
     #[test]
