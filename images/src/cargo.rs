@@ -135,6 +135,10 @@ pub enum BuildError {
         /// The binary.
         app: String,
     },
+    /// A std app's image did not build: the pinned nightly, binutils, the kernel object or the link
+    /// ([`crate::stdapp`]).
+    #[error(transparent)]
+    Std(Box<crate::stdapp::StdError>),
     /// The ELF cargo named cannot be read.
     #[error("built image {path}: {source}")]
     Image {
@@ -149,7 +153,22 @@ impl BuildError {
     /// True for errors a person fixes in the command or the environment rather than in the code: the app cannot
     /// be picked, the target is missing (exit 2 instead of 1).
     pub fn is_usage(&self) -> bool {
-        matches!(self, BuildError::App(_) | BuildError::AppName(_) | BuildError::TargetMissing { .. })
+        use crate::stdapp::StdError;
+        match self {
+            BuildError::App(_) | BuildError::AppName(_) | BuildError::TargetMissing { .. } => true,
+            BuildError::Std(e) => matches!(**e, StdError::HostTools(_) | StdError::Toolchain(_)),
+            _ => false,
+        }
+    }
+}
+
+impl From<crate::stdapp::StdError> for BuildError {
+    /// A std build's cargo failure stays a [`BuildError`] of its own; the rest is [`BuildError::Std`].
+    fn from(e: crate::stdapp::StdError) -> Self {
+        match e {
+            crate::stdapp::StdError::Build(b) => b,
+            other => BuildError::Std(Box::new(other)),
+        }
     }
 }
 
@@ -257,19 +276,24 @@ pub fn build_app(app: &str, profile: Profile) -> Result<Image, BuildError> {
     build_app_with_initrd(app, profile, None)
 }
 
-/// Builds `app` of this workspace ([`crate::project::workspace_app`]) with the ustar archive `initrd` embedded,
+/// Builds `app` of this workspace ([`crate::project::workspace_app`]: a package name, or a crate directory
+/// relative to the checkout such as `tests/std-apps/tiny-http-hello`) with the ustar archive `initrd` embedded,
 /// or none: [`build`]. Errors: as [`build`], and the app not being one of this workspace.
 pub fn build_app_with_initrd(app: &str, profile: Profile, initrd: Option<&Path>) -> Result<Image, BuildError> {
-    check_app_name(app)?;
+    if !app.contains('/') {
+        check_app_name(app)?;
+    }
     build(&crate::project::workspace_app(app)?, profile, initrd)
 }
 
 /// Builds `app` with the ustar archive `initrd` embedded in the image (mounted read-only at `/` by the guest;
 /// passed to the build as `ZIRVIUM_INITRD`, read by the `zirvium` crate's build script), or none, and returns
-/// its ELF. Errors: the target missing, cargo failing or naming no executable.
+/// its ELF; a std app ([`AppKind::Std`]) through [`crate::stdapp`]. Errors: the target missing, cargo failing or
+/// naming no executable, a std build's [`BuildError::Std`].
 pub fn build(app: &App, profile: Profile, initrd: Option<&Path>) -> Result<Image, BuildError> {
     match app.kind {
         AppKind::NoStd => {}
+        AppKind::Std => return Ok(crate::stdapp::build_std(app, profile, initrd, crate::stdapp::Harness::Binary)?),
         AppKind::NotAnApp => {
             let (package, manifest) = (app.package.clone(), app.manifest.clone());
             return Err(ProjectError::NotAnApp { package, manifest }.into());
@@ -289,28 +313,38 @@ pub fn build(app: &App, profile: Profile, initrd: Option<&Path>) -> Result<Image
         None => PathBuf::new(),
     };
     cmd.env("ZIRVIUM_INITRD", &initrd);
+    let mut executable = None;
+    let command = run_with_messages(cmd, &mut |line| {
+        if let Some(path) = artifact_executable(line, &app.bin) {
+            executable = Some(path);
+        }
+    })?;
+    let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.bin.clone() })?;
+    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
+    Ok(Image { app: app.bin.clone(), path, size })
+}
+
+/// Runs the cargo command `cmd` with `--message-format=json-render-diagnostics`, handing each JSON message line
+/// to `on_line` (cargo's progress and diagnostics go to stderr), and returns the command line for messages.
+/// Errors: [`BuildError::Spawn`], [`BuildError::Failed`].
+pub fn run_with_messages(mut cmd: Command, on_line: &mut dyn FnMut(&str)) -> Result<String, BuildError> {
     let command = shell_line(&cmd);
     cmd.arg("--message-format=json-render-diagnostics").stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
-    let mut executable = None;
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(path) = artifact_executable(&line, &app.bin) {
-                executable = Some(path);
-            }
+            on_line(&line);
         }
     }
     let status = child.wait().map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
     if !status.success() {
         return Err(BuildError::Failed { command, status, detail: String::new() });
     }
-    let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.bin.clone() })?;
-    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
-    Ok(Image { app: app.bin.clone(), path, size })
+    Ok(command)
 }
 
 /// The `executable` of a cargo `compiler-artifact` message for the binary target `app`, if `line` is one.
-fn artifact_executable(line: &str, app: &str) -> Option<PathBuf> {
+pub fn artifact_executable(line: &str, app: &str) -> Option<PathBuf> {
     let msg: serde_json::Value = serde_json::from_str(line).ok()?;
     if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != app {
         return None;

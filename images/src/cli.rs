@@ -1,4 +1,4 @@
-//! The command line of the `images` and `cargo-zirvium` binaries (`build`, `run`, `run --image`, `package`,
+//! The command line of the `images` and `cargo-zirvium` binaries (`build`, `run`, `run --image`, `test`, `package`,
 //! `inspect`, `new`, `disk create`, `setup`, `xl-config`): parses the arguments into the library's option structs
 //! ([`RunArgs`], [`PackageArgs`], [`XlConfigArgs`], [`crate::project::CrateArgs`]), calls the library, prints what it
 //! returns, and maps errors to exit codes ([`Error::exit_code`]), each error on one line.
@@ -58,6 +58,9 @@ pub enum Cmd {
     /// Build the app (release) and boot it under QEMU; the serial console goes to stdout and the exit status
     /// is the guest's.
     Run(RunArgs),
+    /// Build a std app's tests (its libtest harness) into an image, run them in VMs under QEMU and report them as
+    /// cargo test does: exit 0 when all passed, 101 when one failed (harness arguments after `--`).
+    Test(RunArgs),
     /// Install the host tools the tests, the benchmarks and `images run` use (QEMU 10 from bookworm-backports,
     /// fsck.fat, curl, wrk, gdb, GRUB, OVMF, qemu-img) and the Rust target, as root with apt-get and rustup;
     /// otherwise print the one command that installs the missing tools.
@@ -92,9 +95,14 @@ pub struct NewArgs {
     /// Package name [default: the directory's name].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// The app: an HTTP service (http) or a greeting that exits (hello).
-    #[arg(long, value_name = "http|hello", default_value = "http")]
+    /// The app: an HTTP service (http), a greeting that exits (hello), or a Rust std program (std: a
+    /// std::net server with a thread per connection, as --std).
+    #[arg(long, value_name = "http|hello|std", default_value = "http")]
     pub template: crate::new::Template,
+    /// Write a Rust std program (`--template std`): no zirvium dependency, `[package.metadata.zirvium] std =
+    /// true`; built for x86_64-unknown-hermit with this checkout's library OS.
+    #[arg(long = "std")]
+    pub std: bool,
     /// Depend on zirvium from this git repository [default: by path on this checkout].
     #[arg(long, value_name = "URL", conflicts_with = "checkout")]
     pub git: Option<String>,
@@ -201,9 +209,9 @@ pub fn command(flavor: Flavor) -> clap::Command {
             .name("cargo-zirvium")
             .bin_name("cargo zirvium")
             .about("Build, run, debug and package Zirvium apps: cargo zirvium new PATH, then cargo zirvium run in it"),
-        Flavor::Images => ["build", "run", "package", "xl-config"].into_iter().fold(cmd, |cmd, sub| {
+        Flavor::Images => ["build", "run", "test", "package", "xl-config"].into_iter().fold(cmd, |cmd, sub| {
             cmd.mut_subcommand(sub, |s| {
-                let by = if sub == "run" {
+                let by = if sub == "run" || sub == "test" {
                     &["package", "manifest_path", "image"][..]
                 } else {
                     &["package", "manifest_path"]
@@ -290,6 +298,7 @@ pub fn main_with(flavor: Flavor, args: impl IntoIterator<Item = OsString>) -> Ex
             })
         }
         Cmd::Run(args) => run(&args),
+        Cmd::Test(args) => crate::vmtest::test(&args),
         Cmd::Setup => setup(),
         Cmd::Package(args) => package(&args),
         Cmd::Inspect { file, krate, debug } => inspect(file, &krate, debug),
@@ -373,10 +382,15 @@ fn new(args: &NewArgs) -> Result<u8, Error> {
         (None, Some(dir)) => Source::Checkout(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
         (None, None) => Source::Checkout(crate::new::this_checkout()?),
     };
-    let opts = NewOptions { path: args.path.clone(), name: args.name.clone(), template: args.template, source };
+    let template = if args.std { crate::new::Template::Std } else { args.template };
+    let opts = NewOptions { path: args.path.clone(), name: args.name.clone(), template, source };
     let s = crate::new::new_app(&opts)?;
-    println!("created {} `{}` in {} ({})", template_name(args.template), s.name, s.dir.display(), s.files.join(", "));
-    println!("zirvium from {}", opts.source);
+    println!("created {} `{}` in {} ({})", template_name(template), s.name, s.dir.display(), s.files.join(", "));
+    if template == crate::new::Template::Std {
+        println!("the library OS from {}", crate::cargo::workspace_root().display());
+    } else {
+        println!("zirvium from {}", opts.source);
+    }
     println!("next: cd {} && cargo zirvium run", s.dir.display());
     Ok(0)
 }
@@ -386,6 +400,7 @@ fn template_name(t: crate::new::Template) -> &'static str {
     match t {
         crate::new::Template::Http => "HTTP app",
         crate::new::Template::Hello => "hello app",
+        crate::new::Template::Std => "Rust std app",
     }
 }
 
@@ -508,6 +523,15 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse_cargo(&["new", "w", "--git", "u", "--checkout", "/c"]).is_err());
+        match parse_cargo(&["new", "srv", "--std"]).unwrap().command {
+            Cmd::New(n) => assert!(n.std),
+            other => panic!("{other:?}"),
+        }
+        match parse_cargo(&["test", "--accel", "tcg", "--", "tests::a"]).unwrap().command {
+            Cmd::Test(r) => assert_eq!((r.accel, r.app_args), (Some(crate::qemu::Accel::Tcg), vec!["tests::a".into()])),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["test"]).unwrap_err().to_string().contains("<APP>"));
     }
 
     #[test]

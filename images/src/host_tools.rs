@@ -137,13 +137,17 @@ pub const TC: HostTool = HostTool {
 pub const PYTHON3: HostTool =
     HostTool { program: "python3", package: "python3", suite: Suite::Default, used_for: "runs the flood clients" };
 
+/// binutils (`ld`, `objcopy`, `as`): links the kernel object of std images (`crate::stdapp`).
+pub const BINUTILS: HostTool =
+    HostTool { program: "objcopy", package: "binutils", suite: Suite::Default, used_for: "links std images" };
+
 /// What `cargo test --workspace` runs on the host; the VM harness ensures these before its first VM.
-pub const TEST_TOOLS: [HostTool; 10] =
-    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, TC, PYTHON3];
+pub const TEST_TOOLS: [HostTool; 11] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, BINUTILS, CURL, TC, PYTHON3];
 
 /// Everything: the tests, the benchmarks and the README's examples (`images setup`, `.ci/run`).
-pub const ALL_TOOLS: [HostTool; 12] =
-    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK, GDB, TC, PYTHON3];
+pub const ALL_TOOLS: [HostTool; 13] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, BINUTILS, CURL, WRK, GDB, TC, PYTHON3];
 
 /// Environment variable that, set to anything but empty or `0`, makes [`ensure`] report missing tools with the
 /// install command instead of installing them, also as root.

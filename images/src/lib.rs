@@ -5,13 +5,14 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`shell`], [`host_tools`] (the host programs and their Debian packages), [`forward`], [`exit`], [`project`]
-//!   (the app crate, from `cargo metadata`), [`initrd`], [`disk`], [`cargo`] (image builds), [`symbols`]
+//!   (the app crate, from `cargo metadata`), [`initrd`], [`disk`], [`cargo`] (image builds), [`stdapp`] (Rust std programs as images), [`symbols`]
 //!   (backtrace frames named on the host), [`new`] (`cargo zirvium new`);
 //! - for the nested hosts: [`debian`] (package cache), [`initramfs`] (cpio archives, kernel modules), [`lines`]
 //!   (a QEMU console as lines);
 //! - [`qemu`] (run options, QEMU's arguments, host probing), [`xen`] (xl configs, the nested Xen host) and
 //!   [`hyperv`] (the nested Hyper-V host);
 //! - [`run`]: `images run`'s options, shared by the runners [`qemu::run`], [`xen::run`] and [`hyperv::run`];
+//! - [`vmtest`]: `cargo zirvium test`, a std app's tests in VMs under QEMU;
 //! - [`error`] and [`cli`], the command-line front-end of the `images` binary.
 //!
 //! The `zirvium-tests` harness reuses [`qemu::qemu_command`], so tests boot exactly what `images run` boots, and
@@ -38,7 +39,9 @@ pub mod qemu;
 pub mod region;
 pub mod run;
 pub mod shell;
+pub mod stdapp;
 pub mod symbols;
+pub mod vmtest;
 pub mod xen;
 
 pub use cargo::{build, build_app, workspace_root, BuildError, Image, Profile, KERNEL_RUSTFLAGS, KERNEL_TARGET};

@@ -4,6 +4,10 @@
 //! `rust-toolchain.toml` (stable and the kernel target); a README with the commands. Nothing else is needed:
 //! the link flags come from `cargo zirvium` ([`crate::cargo::KERNEL_RUSTFLAGS`]) and the linker script from
 //! libos's build script.
+//!
+//! `--std` ([`Template::Std`]) writes a plain Rust std program instead — a `std::net` server with a thread per
+//! connection and its `#[test]`s — marked `[package.metadata.zirvium] std = true` and depending on nothing:
+//! `cargo zirvium` builds it through [`crate::stdapp`] (the Hermit ABI of this checkout's library OS).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,10 @@ pub enum Template {
     Http,
     /// Prints a greeting, its arguments and a file of `initrd/`, then exits 0.
     Hello,
+    /// A Rust std program (`--std`): a `std::net::TcpListener` server on port 80, a `std::thread` per
+    /// connection, `/hello` from code and other paths from `initrd/` with `std::fs`; `#[test]`s for
+    /// `cargo zirvium test`.
+    Std,
 }
 
 impl FromStr for Template {
@@ -28,7 +36,8 @@ impl FromStr for Template {
         match s {
             "http" => Ok(Template::Http),
             "hello" => Ok(Template::Hello),
-            _ => Err(format!("unknown template `{s}` (use http or hello)")),
+            "std" => Ok(Template::Std),
+            _ => Err(format!("unknown template `{s}` (use http, hello or std)")),
         }
     }
 }
@@ -142,6 +151,15 @@ pub fn check_name(name: &str) -> Result<(), NewError> {
 
 /// The files of a new crate `name`, relative paths with their contents (pure: see [`new_app`]).
 pub fn files(name: &str, template: Template, source: &Source) -> Vec<(&'static str, String)> {
+    if template == Template::Std {
+        return vec![
+            ("Cargo.toml", std_cargo_toml(name)),
+            ("src/main.rs", MAIN_STD.replace("{name}", name)),
+            ("README.md", std_readme(name)),
+            (".gitignore", "/target\n".to_owned()),
+            ("initrd/index.html", INDEX_HTML.replace("{name}", name)),
+        ];
+    }
     let mut files = vec![
         ("Cargo.toml", cargo_toml(name, template, source)),
         ("src/main.rs", main_rs(template).replace("{name}", name)),
@@ -150,7 +168,7 @@ pub fn files(name: &str, template: Template, source: &Source) -> Vec<(&'static s
         (".gitignore", "/target\n".to_owned()),
     ];
     match template {
-        Template::Http => files.push(("initrd/index.html", INDEX_HTML.replace("{name}", name))),
+        Template::Http | Template::Std => files.push(("initrd/index.html", INDEX_HTML.replace("{name}", name))),
         Template::Hello => files.push(("initrd/greeting.txt", format!("Greetings from {name}'s initrd.\n"))),
     }
     files
@@ -181,7 +199,8 @@ pub fn new_app(opts: &NewOptions) -> Result<NewSummary, NewError> {
         std::fs::write(&path, text).map_err(io(&path))?;
         written.push(rel.to_owned());
     }
-    if let Source::Checkout(root) = &opts.source {
+    // A std crate has no dependency the checkout's lock file could pin.
+    if let (Source::Checkout(root), false) = (&opts.source, opts.template == Template::Std) {
         let lock = root.join("Cargo.lock");
         if lock.is_file() {
             std::fs::copy(&lock, dir.join("Cargo.lock")).map_err(io(&lock))?;
@@ -226,7 +245,26 @@ fn main_rs(template: Template) -> &'static str {
     match template {
         Template::Http => MAIN_HTTP,
         Template::Hello => MAIN_HELLO,
+        Template::Std => MAIN_STD,
     }
+}
+
+/// The std template's Cargo.toml: the std marker and its port, no dependencies, `panic = "abort"` (the std of
+/// the Hermit target is built with `-Zbuild-std=std,panic_abort`).
+fn std_cargo_toml(name: &str) -> String {
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         # A Rust std program: `cargo zirvium` builds it for x86_64-unknown-hermit on a pinned nightly and links it\n\
+         # with the library OS's Hermit ABI; `cargo build`/`cargo test` still build it for this host.\n\
+         [package.metadata.zirvium]\nstd = true\n\
+         # Host ports `cargo zirvium run` forwards to the guest when no --port is given.\n\
+         ports = [\"8080:80\"]\n\n\
+         [dependencies]\n\n\
+         # The image's std aborts on panic (its std is built with panic_abort).\n\
+         [profile.release]\nopt-level = \"s\"\nlto = true\ncodegen-units = 1\npanic = \"abort\"\n\n\
+         [profile.dev]\npanic = \"abort\"\n\n\
+         # A workspace of its own, not a member of one in a parent directory.\n[workspace]\n"
+    )
 }
 
 const MAIN_HTTP: &str = r#"//! {name}: a Zirvium appliance serving HTTP/1.1 on port 80. `/hello` answers from code;
@@ -307,6 +345,123 @@ async fn run() -> i32 {
 }
 "#;
 
+const MAIN_STD: &str = r#"//! {name}: a Rust std program as a Zirvium appliance — a `std::net::TcpListener` HTTP/1.1 server on
+//! port 80 with a `std::thread` per connection. `/hello` answers from code; every other path is a file of
+//! `initrd/`, which the image carries and mounts read-only at `/` (read with `std::fs`).
+//!
+//! `cargo zirvium run` boots it; `cargo zirvium test` runs the tests below in a VM; `cargo run` runs it on
+//! this host (then it serves `initrd/` from the current directory's `initrd/` on port 8080).
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+
+/// The package name: names the server in its log lines.
+const NAME: &str = env!("CARGO_PKG_NAME");
+
+fn main() -> std::io::Result<()> {
+    // On Zirvium the initrd is `/` and port 80 is free; on a development host, ./initrd and 8080.
+    let (root, port) = if cfg!(target_os = "hermit") { ("/", 80) } else { ("initrd", 8080) };
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("{NAME}: listening on port {port}");
+    for stream in listener.incoming() {
+        let stream = stream?;
+        let root = PathBuf::from(root);
+        std::thread::spawn(move || {
+            if let Err(e) = serve(stream, &root) {
+                eprintln!("{NAME}: connection: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Answers the requests of one connection until the client closes it or asks to.
+fn serve(stream: TcpStream, root: &std::path::Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut close = false;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+                break;
+            }
+            close |= header.to_ascii_lowercase().starts_with("connection: close");
+        }
+        let (status, body) = respond(&line, root);
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: {}\r\n{}\r\n",
+            body.len(),
+            content_type(&line),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        writer.write_all(head.as_bytes())?;
+        writer.write_all(&body)?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// The status line and body for the request line `line` (`GET /path HTTP/1.1`).
+fn respond(line: &str, root: &std::path::Path) -> (&'static str, Vec<u8>) {
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    if method != "GET" {
+        return ("405 Method Not Allowed", b"only GET\n".to_vec());
+    }
+    match path {
+        "/hello" => ("200 OK", format!("hello from {NAME}, a Rust std program\n").into_bytes()),
+        _ if path.contains("..") => ("404 Not Found", b"not found\n".to_vec()),
+        _ => {
+            let file = if path == "/" { "index.html" } else { path.trim_start_matches('/') };
+            match std::fs::read(root.join(file)) {
+                Ok(bytes) => ("200 OK", bytes),
+                Err(_) => ("404 Not Found", b"not found\n".to_vec()),
+            }
+        }
+    }
+}
+
+/// `text/html` for `/` and `*.html`, else `text/plain`.
+fn content_type(line: &str) -> &'static str {
+    let path = line.split_whitespace().nth(1).unwrap_or("/");
+    if path == "/" || path.ends_with(".html") {
+        "text/html; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_answers_from_code() {
+        let (status, body) = respond("GET /hello HTTP/1.1\r\n", std::path::Path::new("/nowhere"));
+        assert_eq!(status, "200 OK");
+        assert!(String::from_utf8(body).unwrap().starts_with("hello from"));
+    }
+
+    #[test]
+    fn other_methods_and_escapes_are_refused() {
+        assert_eq!(respond("POST / HTTP/1.1", std::path::Path::new("/")).0, "405 Method Not Allowed");
+        assert_eq!(respond("GET /../x HTTP/1.1", std::path::Path::new("/")).0, "404 Not Found");
+    }
+
+    #[test]
+    fn threads_join() {
+        let sum: u32 = (1..=4).map(|i| std::thread::spawn(move || i * 10)).map(|t| t.join().unwrap()).sum();
+        assert_eq!(sum, 100);
+    }
+}
+"#;
+
 const INDEX_HTML: &str = r#"<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{name}</title></head>
@@ -318,17 +473,41 @@ in one image. <a href="/hello">/hello</a> answers from <code>src/main.rs</code>.
 </html>
 "#;
 
+/// The std template's README: the commands, and where its std and library OS come from.
+fn std_readme(name: &str) -> String {
+    format!(
+        "# {name}\n\n\
+         A Rust std program as a Zirvium appliance: a `std::net::TcpListener` server on port 80 with a `std::thread` \
+         per connection; `/hello` from `src/main.rs`, every other path from `initrd/` (read with `std::fs`). \
+         `cargo zirvium` builds it for `x86_64-unknown-hermit` on a pinned nightly (installed with `rust-src` on \
+         first use) and links it with the library OS of the checkout `cargo zirvium` was installed from, into the \
+         same kind of image as a no_std app.\n\n\
+         ## Commands\n\n\
+         ```sh\n\
+         cargo zirvium run --accel tcg      # build, boot under QEMU; Ctrl-C stops it\n\
+         curl http://localhost:8080/hello   # in another terminal\n\
+         cargo zirvium test --accel tcg     # the #[test]s in a VM, reported as cargo test does\n\
+         cargo zirvium package --format qcow2 --output {name}.qcow2   # bootable disk: raw, qcow2, vhd, vhdx, vmdk, gce\n\
+         cargo run                          # the same program on this host (port 8080, ./initrd)\n\
+         ```\n\n\
+         std code uses SSE: under a nested KVM that cannot execute it, boot with `--accel tcg`; on ordinary hosts \
+         KVM works. `[package.metadata.zirvium] std = true` in `Cargo.toml` is what makes `cargo zirvium` build it \
+         as a std program.\n"
+    )
+}
+
 fn readme(name: &str, template: Template, source: &Source) -> String {
     let what = match template {
         Template::Http => "serves HTTP on port 80: `/hello` from `src/main.rs`, every other path from `initrd/`",
         Template::Hello => "prints a greeting, its arguments and `initrd/greeting.txt`, then exits 0",
+        Template::Std => return std_readme(name),
     };
     let try_it = match template {
         Template::Http => "cargo zirvium run                  # build (release), boot under QEMU; Ctrl-C stops it\n\
                            curl http://localhost:8080/        # in another terminal: initrd/index.html\n\
                            curl http://localhost:8080/hello"
             .to_owned(),
-        Template::Hello => {
+        Template::Hello | Template::Std => {
             "cargo zirvium run -- a b          # build (release), boot under QEMU, exit with its status".to_owned()
         }
     };
@@ -382,7 +561,8 @@ mod tests {
             }
         }
         assert_eq!("hello".parse(), Ok(Template::Hello));
-        assert!("web".parse::<Template>().unwrap_err().contains("use http or hello"));
+        assert!("web".parse::<Template>().unwrap_err().contains("use http, hello or std"));
+        assert_eq!("std".parse(), Ok(Template::Std));
     }
 
     #[test]
@@ -418,6 +598,19 @@ mod tests {
         let f = files("greeter", Template::Hello, &Source::Checkout("/src/z".into()));
         assert!(!f[0].1.contains("zirvium-http") && !f[0].1.contains("metadata.zirvium"));
         assert_eq!(f[5], ("initrd/greeting.txt", "Greetings from greeter's initrd.\n".to_owned()));
+    }
+
+    #[test]
+    fn std_template_is_marked_and_depends_on_nothing() {
+        let f = files("srv", Template::Std, &Source::Checkout("/src/z".into()));
+        let names: Vec<_> = f.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["Cargo.toml", "src/main.rs", "README.md", ".gitignore", "initrd/index.html"]);
+        let toml = &f[0].1;
+        assert!(toml.contains("[package.metadata.zirvium]\nstd = true\n"), "{toml}");
+        assert!(toml.contains("ports = [\"8080:80\"]") && toml.contains("[dependencies]\n\n"), "{toml}");
+        assert!(!toml.contains("zirvium = {"), "{toml}");
+        assert!(f[1].1.contains("TcpListener::bind") && f[1].1.contains("#[test]") && !f[1].1.contains("{name}"));
+        assert!(f[2].1.contains("cargo zirvium test"));
     }
 
     #[test]

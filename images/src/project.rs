@@ -33,10 +33,14 @@ pub struct CrateArgs {
 }
 
 impl CrateArgs {
-    /// The selection with the positional `APP` (empty when not given) as the package.
+    /// The selection with the positional `APP` (empty when not given) as the package; an `APP` with a `/` (or
+    /// starting with `.`) is a crate directory instead, its Cargo.toml the manifest (e.g.
+    /// `tests/std-apps/tiny-http-hello`).
     pub fn with_app(&self, app: &str) -> CrateArgs {
         let mut s = self.clone();
-        if !app.is_empty() {
+        if app.contains('/') || app.starts_with('.') {
+            s.manifest_path = Some(Path::new(app).join("Cargo.toml"));
+        } else if !app.is_empty() {
             s.package = Some(app.to_owned());
         }
         s
@@ -44,22 +48,28 @@ impl CrateArgs {
 }
 
 /// What kind of crate a package is to `images`/`cargo zirvium`; decides how it is built and whether it is an app
-/// at all. Another build path (e.g. `std` apps for the Hermit target) adds its kind here and its case in
-/// [`app_kind`], and [`crate::cargo::build`] dispatches on it.
+/// at all: [`app_kind`] tells, [`crate::cargo::build`] dispatches on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppKind {
     /// A `#![no_std]` app on the `zirvium` crate (entry declared with `zirvium::app!`), linked with libos into one
     /// ELF for [`crate::cargo::KERNEL_TARGET`].
     NoStd,
-    /// Not a Zirvium app: no dependency on `zirvium`.
+    /// A Rust `std` program (`[package.metadata.zirvium] std = true`, as `cargo zirvium new --std` writes it),
+    /// built for `x86_64-unknown-hermit` and linked with the library OS's Hermit ABI ([`crate::stdapp`]).
+    Std,
+    /// Not a Zirvium app: no dependency on `zirvium` and no `std = true`.
     NotAnApp,
 }
 
-/// The kind of `package` (one entry of `cargo metadata`'s `packages`): [`AppKind::NoStd`] when it has a normal
-/// dependency on [`ZIRVIUM_CRATE`] (for any target, renamed or not), else [`AppKind::NotAnApp`].
+/// The kind of `package` (one entry of `cargo metadata`'s `packages`): [`AppKind::Std`] when its
+/// `[package.metadata.zirvium]` says `std = true` (an ordinary std crate cannot be told from a host tool
+/// otherwise, so it says so); else [`AppKind::NoStd`] when it has a normal dependency on [`ZIRVIUM_CRATE`] (for
+/// any target, renamed or not); else [`AppKind::NotAnApp`].
 pub fn app_kind(package: &serde_json::Value) -> AppKind {
     let deps = package["dependencies"].as_array().map(Vec::as_slice).unwrap_or_default();
-    if deps.iter().any(|d| d["name"] == ZIRVIUM_CRATE && d["kind"].is_null()) {
+    if package["metadata"][ZIRVIUM_CRATE]["std"].as_bool() == Some(true) {
+        AppKind::Std
+    } else if deps.iter().any(|d| d["name"] == ZIRVIUM_CRATE && d["kind"].is_null()) {
         AppKind::NoStd
     } else {
         AppKind::NotAnApp
@@ -72,6 +82,7 @@ pub struct App {
     /// Package name, e.g. `httpd` (`cargo build -p`).
     pub package: String,
     /// Binary target name, e.g. `httpd` (`cargo build --bin`); names the ELF, the initrd archive, the Xen domain.
+    /// A std crate without binaries (tests only) has its package name here.
     pub bin: String,
     /// The package's Cargo.toml.
     pub manifest: PathBuf,
@@ -129,7 +140,7 @@ pub enum ProjectError {
         apps: Vec<String>,
     },
     /// The package does not depend on `zirvium`.
-    #[error("package `{package}` ({}) is not a Zirvium app: it does not depend on `zirvium`; add `zirvium` under [dependencies] (a crate from `cargo zirvium new PATH` has it), or pick an app with -p NAME", .manifest.display())]
+    #[error("package `{package}` ({}) is not a Zirvium app: it does not depend on `zirvium`; add `zirvium` under [dependencies] (a crate from `cargo zirvium new PATH` has it), mark a Rust std program with `[package.metadata.zirvium] std = true` (as `cargo zirvium new --std PATH` does), or pick an app with -p NAME", .manifest.display())]
     NotAnApp {
         /// The package.
         package: String,
@@ -201,11 +212,15 @@ pub fn resolve(sel: &CrateArgs) -> Result<App, ProjectError> {
     pick(&metadata, &manifest, sel)
 }
 
-/// The package `app` of this checkout's workspace (the one `images` was built in), its only binary.
-/// Errors: [`ProjectError`].
+/// The package `app` of this checkout's workspace (the one `images` was built in), its only binary; an `app`
+/// with a `/` is a crate directory relative to the checkout (e.g. `tests/std-apps/tiny-http-hello`, a workspace of
+/// its own). Errors: [`ProjectError`].
 pub fn workspace_app(app: &str) -> Result<App, ProjectError> {
-    let manifest = crate::cargo::workspace_root().join("Cargo.toml");
-    resolve(&CrateArgs { package: Some(app.to_owned()), bin: None, manifest_path: Some(manifest) })
+    let root = crate::cargo::workspace_root();
+    if app.contains('/') {
+        return resolve(&CrateArgs { manifest_path: Some(root.join(app).join("Cargo.toml")), ..CrateArgs::default() });
+    }
+    resolve(&CrateArgs { package: Some(app.to_owned()), bin: None, manifest_path: Some(root.join("Cargo.toml")) })
 }
 
 /// `cargo metadata --no-deps --format-version 1 --manifest-path MANIFEST`, parsed: the workspace's packages
@@ -275,6 +290,8 @@ pub fn pick(metadata: &serde_json::Value, manifest: &Path, sel: &CrateArgs) -> R
         (Some(b), _) if bins.contains(b) => b.clone(),
         (Some(b), _) => return Err(ProjectError::NoSuchBinary { package: name, bin: b.clone(), bins }),
         (None, [one]) => one.clone(),
+        // A std library crate: its test harness is the image (`cargo zirvium test`); it names the image.
+        (None, []) if kind == AppKind::Std => name.clone(),
         (None, []) => return Err(ProjectError::NoSuchBinary { package: name, bin: String::new(), bins }),
         (None, _) => return Err(ProjectError::SeveralBinaries { package: name, bins }),
     };
@@ -386,6 +403,11 @@ mod tests {
         assert_eq!(app_kind(&p), AppKind::NotAnApp);
         p["dependencies"] = json!([{"name": "zirvium", "kind": null, "rename": "z"}]);
         assert_eq!(app_kind(&p), AppKind::NoStd);
+        p["metadata"] = json!({"zirvium": {"std": true}});
+        assert_eq!(app_kind(&p), AppKind::Std);
+        p["dependencies"] = json!([{"name": "tokio", "kind": null}]);
+        assert_eq!(app_kind(&p), AppKind::Std, "a std program needs no zirvium dependency");
+        p["dependencies"] = json!([{"name": "zirvium", "kind": null}]);
         p["metadata"] = json!({"zirvium": {"ports": ["8080:80", "udp:8007:7"]}});
         let ws = workspace(vec![p.clone()]);
         let app = pick(&ws, Path::new("/t/Cargo.toml"), &sel(None, None)).unwrap();
@@ -405,6 +427,13 @@ mod tests {
         let httpd = workspace_app("httpd").unwrap();
         assert_eq!(httpd.initrd_dir(), crate::cargo::workspace_root().join("apps/httpd/initrd"));
         assert!(matches!(workspace_app("images"), Err(ProjectError::NotAnApp { .. })));
+        let lib_only = workspace_app("tests/std-apps/std-tests").unwrap();
+        assert_eq!((lib_only.kind, lib_only.bin.as_str()), (AppKind::Std, "std-tests"), "named by its package");
+        let std_app = workspace_app("tests/std-apps/std-hello").unwrap();
+        assert_eq!((std_app.kind, std_app.bin.as_str()), (AppKind::Std, "std-hello"));
+        let sel = CrateArgs::default().with_app("tests/std-apps/std-hello");
+        assert_eq!(sel.manifest_path, Some(PathBuf::from("tests/std-apps/std-hello/Cargo.toml")));
+        assert_eq!(CrateArgs::default().with_app("httpd").package.as_deref(), Some("httpd"));
     }
 
     #[test]

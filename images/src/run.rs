@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use clap::Args;
 
+use crate::cargo::BuildError;
 use crate::forward::PortForward;
 use crate::initrd::{self, InitrdError};
 use crate::project::{App, CrateArgs};
@@ -131,6 +132,11 @@ pub struct RunArgs {
     /// Stop QEMU after this many seconds and exit 124.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
+    /// For a std app: build its tests (the libtest harness) instead of its binary and run them in the VM; the
+    /// exit status is the harness's (0 when all passed; 101 when one failed, which ends the run under
+    /// panic=abort). `cargo zirvium test` runs every test and reports them as cargo does.
+    #[arg(long, conflicts_with = "image")]
+    pub test: bool,
     /// Arguments for the app, after `--`.
     #[arg(last = true, value_name = "APP ARGS")]
     pub app_args: Vec<String>,
@@ -156,7 +162,9 @@ impl RunArgs {
         opts.balloon = self.balloon;
         opts.qmp_port = self.qmp;
         opts.kernel_options = self.kernel_opts.clone();
-        opts.app_args = self.app_args.clone();
+        // A test image's harness needs its own arguments first (see `stdapp::TEST_HARNESS_ARGS`).
+        let harness = if self.test { &crate::stdapp::TEST_HARNESS_ARGS[..] } else { &[] };
+        opts.app_args = harness.iter().map(|a| a.to_string()).chain(self.app_args.iter().cloned()).collect();
         for disk in &self.disks {
             opts.push_disk(disk);
         }
@@ -169,6 +177,17 @@ impl RunArgs {
         }
         opts.validate()?;
         Ok(opts)
+    }
+
+    /// Builds the image to run (`--debug`: dev profile, else release): `app`, or with `--test` its test harness
+    /// ([`crate::stdapp::build_test_image`]), with `initrd` embedded. Errors: [`BuildError`].
+    pub fn build(&self, app: &App, initrd: Option<&Path>) -> Result<crate::cargo::Image, BuildError> {
+        let profile = crate::cargo::Profile::from_debug(self.debug);
+        if self.test {
+            Ok(crate::stdapp::build_test_image(app, profile, initrd)?)
+        } else {
+            crate::cargo::build(app, profile, initrd)
+        }
     }
 }
 

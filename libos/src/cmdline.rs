@@ -13,6 +13,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("gw", "IPv4 default gateway, e.g. 10.0.2.2"),
     ("dns", "IPv4 DNS server, e.g. 10.0.2.3"),
     ("watchdog", "seconds without executor progress before the VM exits with status 105, 1..=3600"),
+    ("env", "KEY=VALUE, an environment variable of a std app (repeatable)"),
+    ("cwd", "the directory a std app's relative paths start from, e.g. /data (default /)"),
 ];
 
 /// Errors in the command line; each names the offending token.

@@ -27,6 +27,7 @@ pub mod shutdown;
 #[cfg(target_os = "none")]
 pub mod start;
 pub mod task;
+pub mod thread;
 pub mod time;
 pub mod wire;
 

@@ -3,13 +3,14 @@
 //! the queued data); the stack reclaims the socket once the close handshake is over.
 
 use crate::error::{Error, Result};
+use crate::readiness::Readiness;
 use crate::stack::{Listener, Stack};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::poll_fn;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::sync::atomic::{AtomicBool, Ordering};
-use core::task::{Context, Poll};
+use core::task::{Poll, Waker};
 use libos::time::Instant;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, RecvError, State};
@@ -84,18 +85,45 @@ impl TcpListener {
     /// memory did — pressure, or a heap that cannot spare the buffers (retry later; the backlog refills when
     /// memory is freed).
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
-        poll_fn(|cx| self.poll_accept(cx)).await
+        poll_fn(|cx| self.accept_with(Some(cx.waker()))).await
     }
 
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Result<(TcpStream, SocketAddr)>> {
+    /// [`TcpListener::accept`] without waiting: `Ok(None)` when no connection is ready. Registers no waker.
+    pub fn try_accept(&self) -> Result<Option<(TcpStream, SocketAddr)>> {
+        match self.accept_with(None) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    /// Whether [`TcpListener::try_accept`] has a connection (`readable`); with `waker`, registers it to be
+    /// woken when that may change (as `accept` does).
+    pub fn readiness(&self, waker: Option<&Waker>) -> Readiness {
+        let ready = self.stack.with(|i| {
+            i.reap_pending(self.port, Instant::now());
+            let Some(l) = i.listeners.get_mut(&self.port) else { return true };
+            let sockets = &mut i.sockets;
+            let ready = l.pending.iter().any(|(h, _)| accepted_state(sockets.get::<tcp::Socket>(*h).state()));
+            if let (false, Some(w)) = (ready, waker) {
+                for h in l.listening.iter().chain(l.pending.iter().map(|(h, _)| h)) {
+                    sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(w);
+                }
+                if !l.waker.as_ref().is_some_and(|x| x.will_wake(w)) {
+                    l.waker = Some(w.clone());
+                }
+            }
+            ready
+        });
+        Readiness { readable: ready, ..Readiness::default() }
+    }
+
+    fn accept_with(&self, waker: Option<&Waker>) -> Poll<Result<(TcpStream, SocketAddr)>> {
         let cfg = &self.stack.config;
         self.stack.with(|i| {
             i.reap_pending(self.port, Instant::now());
             let Some(l) = i.listeners.get_mut(&self.port) else { return Poll::Ready(Err(Error::NotConnected)) };
             let sockets = &mut i.sockets;
-            let ready = l.pending.iter().position(|(h, _)| {
-                matches!(sockets.get::<tcp::Socket>(*h).state(), State::Established | State::CloseWait)
-            });
+            let ready = l.pending.iter().position(|(h, _)| accepted_state(sockets.get::<tcp::Socket>(*h).state()));
             if let Some(pos) = ready {
                 let (h, _) = l.pending.remove(pos);
                 i.top_up(self.port, cfg);
@@ -112,15 +140,22 @@ impl TcpListener {
                     Ok(()) => Error::LowMemory,
                 }));
             }
-            for h in l.listening.iter().chain(l.pending.iter().map(|(h, _)| h)) {
-                i.sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(cx.waker());
-            }
-            if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                l.waker = Some(cx.waker().clone());
+            if let Some(w) = waker {
+                for h in l.listening.iter().chain(l.pending.iter().map(|(h, _)| h)) {
+                    i.sockets.get_mut::<tcp::Socket>(*h).register_recv_waker(w);
+                }
+                if !l.waker.as_ref().is_some_and(|x| x.will_wake(w)) {
+                    l.waker = Some(w.clone());
+                }
             }
             Poll::Pending
         })
     }
+}
+
+/// A connection a listener hands out: its handshake is complete.
+fn accepted_state(s: State) -> bool {
+    matches!(s, State::Established | State::CloseWait)
 }
 
 impl Drop for TcpListener {
@@ -185,6 +220,21 @@ impl TcpStream {
     /// [`Error::TooManySockets`], [`Error::EphemeralPortsExhausted`], [`Error::ConnectionRefused`] (RST),
     /// [`Error::TimedOut`] after [`crate::Config::connect_timeout`].
     pub async fn connect_on(stack: &Arc<Stack>, addr: impl Into<SocketAddr>) -> Result<TcpStream> {
+        let cfg = &stack.config;
+        let stream = Self::connect_start_on(stack, addr)?;
+        let established = poll_fn(|cx| stream.poll_established(Some(cx.waker())));
+        match libos::time::timeout(cfg.connect_timeout, established).await {
+            Ok(Ok(())) => Ok(stream),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::TimedOut),
+        }
+    }
+
+    /// Starts connecting to `addr` on `stack` and returns at once, the SYN queued (a non-blocking
+    /// `connect(2)`): [`TcpStream::connect_result`] or [`TcpStream::readiness`] (`writable` once established,
+    /// `error` when refused) tell how it went. Errors: those of [`TcpStream::connect_on`] that arise before
+    /// the SYN leaves.
+    pub fn connect_start_on(stack: &Arc<Stack>, addr: impl Into<SocketAddr>) -> Result<TcpStream> {
         let addr = addr.into();
         let SocketAddr::V4(v4) = addr else { return Err(Error::Unsupported("IPv6")) };
         if v4.port() == 0 {
@@ -217,28 +267,39 @@ impl TcpStream {
             Ok(TcpStream::new(stack, i.tcp(h), h, Some(port)))
         })?;
         stack.notify();
-        let established = poll_fn(|cx| stream.poll_established(cx));
-        match libos::time::timeout(cfg.connect_timeout, established).await {
-            Ok(Ok(())) => {
-                stack.with(|i| i.tcp(stream.handle).set_timeout(Some(cfg.tcp_timeout.into())));
-                Ok(stream)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::TimedOut),
+        Ok(stream)
+    }
+
+    /// How a connection started with [`TcpStream::connect_start_on`] went: `None` while the handshake runs,
+    /// `Some(Ok(()))` once established, `Some(Err(`[`Error::ConnectionRefused`]`))` after a reset. No timeout
+    /// applies here (the caller keeps its own).
+    pub fn connect_result(&self) -> Option<Result<()>> {
+        match self.poll_established(None) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
         }
     }
 
-    fn poll_established(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    fn poll_established(&self, waker: Option<&Waker>) -> Poll<Result<()>> {
+        let cfg = &self.stack.config;
         self.stack.with(|i| {
             let s = i.tcp(self.handle);
             match s.state() {
                 State::SynSent | State::SynReceived => {
-                    s.register_send_waker(cx.waker());
+                    if let Some(w) = waker {
+                        s.register_send_waker(w);
+                    }
                     Poll::Pending
                 }
                 State::Closed => Poll::Ready(Err(Error::ConnectionRefused)),
                 State::Listen => Poll::Ready(Err(Error::NotConnected)),
-                _ => Poll::Ready(Ok(())),
+                _ => {
+                    // Established: from now on smoltcp's retransmission timeout applies.
+                    if s.timeout().is_none() {
+                        s.set_timeout(Some(cfg.tcp_timeout.into()));
+                    }
+                    Poll::Ready(Ok(()))
+                }
             }
         })
     }
@@ -272,19 +333,35 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        poll_fn(|cx| self.poll_read(cx, buf)).await
+        poll_fn(|cx| self.read_with(buf, Some(cx.waker()), false)).await
     }
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
+    /// [`TcpStream::read`] without waiting: `Ok(None)` when no data is queued yet. With `peek`, the bytes
+    /// stay queued (`MSG_PEEK`). Registers no waker.
+    pub fn try_read(&self, buf: &mut [u8], peek: bool) -> Result<Option<usize>> {
+        if buf.is_empty() {
+            return Ok(Some(0));
+        }
+        match self.read_with(buf, None, peek) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    fn read_with(&self, buf: &mut [u8], waker: Option<&Waker>, peek: bool) -> Poll<Result<usize>> {
         let mut window_opened = false;
         let r = self.stack.with(|i| {
             let s = i.tcp(self.handle);
             let (queued, capacity) = (s.recv_queue(), s.recv_capacity());
-            match s.recv_slice(buf) {
+            let got = if peek { s.peek_slice(buf) } else { s.recv_slice(buf) };
+            match got {
                 Ok(0) => {
-                    s.register_recv_waker(cx.waker());
+                    if let Some(w) = waker {
+                        s.register_recv_waker(w);
+                    }
                     Poll::Pending
                 }
+                Ok(n) if peek => Poll::Ready(Ok(n)),
                 Ok(n) => {
                     // The advertised window was at most half the buffer: the net task should tell the peer
                     // it grew (smoltcp sends the update when polled). Otherwise the next ACK carries it.
@@ -312,10 +389,21 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        poll_fn(|cx| self.poll_write(cx, buf)).await
+        poll_fn(|cx| self.write_with(buf, Some(cx.waker()))).await
     }
 
-    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize>> {
+    /// [`TcpStream::write`] without waiting: `Ok(None)` when the send buffer is full. Registers no waker.
+    pub fn try_write(&self, buf: &[u8]) -> Result<Option<usize>> {
+        if buf.is_empty() {
+            return Ok(Some(0));
+        }
+        match self.write_with(buf, None) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    fn write_with(&self, buf: &[u8], waker: Option<&Waker>) -> Poll<Result<usize>> {
         let r = self.stack.with(|i| {
             let s = i.tcp(self.handle);
             if !s.may_send() {
@@ -327,7 +415,9 @@ impl TcpStream {
             }
             match s.send_slice(buf) {
                 Ok(0) => {
-                    s.register_send_waker(cx.waker());
+                    if let Some(w) = waker {
+                        s.register_send_waker(w);
+                    }
                     Poll::Pending
                 }
                 Ok(n) => Poll::Ready(Ok(n)),
@@ -373,14 +463,7 @@ impl TcpStream {
     /// acknowledged it (or the connection ended). Reading still works until the peer's FIN. Errors: none
     /// beyond a dead connection, which counts as shut down.
     pub async fn shutdown(&self) -> Result<()> {
-        self.shut.store(true, Ordering::Relaxed);
-        self.stack.with(|i| {
-            let s = i.tcp(self.handle);
-            s.close();
-            // The peer's FIN is acknowledged at once, so a dropped socket need not linger for it.
-            s.set_ack_delay(None);
-        });
-        self.stack.notify();
+        self.close_write();
         poll_fn(|cx| {
             self.stack.with(|i| {
                 let s = i.tcp(self.handle);
@@ -394,6 +477,50 @@ impl TcpStream {
             })
         })
         .await
+    }
+
+    /// Closes the sending half without waiting (a `shutdown(SHUT_WR)`): the FIN follows the queued data.
+    pub fn close_write(&self) {
+        self.shut.store(true, Ordering::Relaxed);
+        self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            s.close();
+            // The peer's FIN is acknowledged at once, so a dropped socket need not linger for it.
+            s.set_ack_delay(None);
+        });
+        self.stack.notify();
+    }
+
+    /// What the connection can do without waiting, as `poll(2)` reports it; with `waker`, registers it to be
+    /// woken when a direction that is not ready may become ready. `readable`: data queued, or the peer's FIN
+    /// or a reset (a read returns at once); `writable`: room in the send buffer of an established connection,
+    /// or a dead one (a write fails at once); `read_closed`: the peer sent FIN; `hangup`: both directions are
+    /// closed; `error`: the connection was reset or refused (closed without a local shutdown).
+    pub fn readiness(&self, waker: Option<&Waker>) -> Readiness {
+        let shut = self.shut.load(Ordering::Relaxed);
+        self.stack.with(|i| {
+            let s = i.tcp(self.handle);
+            let state = s.state();
+            let connecting = matches!(state, State::SynSent | State::SynReceived | State::Listen);
+            let closed = matches!(state, State::Closed | State::TimeWait);
+            let read_closed = !connecting && !s.may_recv();
+            let r = Readiness {
+                readable: s.can_recv() || read_closed,
+                writable: (s.may_send() && s.can_send()) || closed,
+                read_closed,
+                hangup: closed || (read_closed && shut),
+                error: state == State::Closed && !shut,
+            };
+            if let Some(w) = waker {
+                if !r.readable {
+                    s.register_recv_waker(w);
+                }
+                if !r.writable {
+                    s.register_send_waker(w);
+                }
+            }
+            r
+        })
     }
 
     /// Resets the connection at once (RST, RFC 9293 §3.5.2), dropping unsent and unread data.

@@ -1,10 +1,12 @@
 //! UDP (RFC 768) sockets with std-like async methods.
 
 use crate::error::{Error, Result};
+use crate::readiness::Readiness;
 use crate::stack::Stack;
 use alloc::sync::Arc;
 use core::future::poll_fn;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::task::{Poll, Waker};
 use libos::time::Instant;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp::SendError;
@@ -61,56 +63,100 @@ impl UdpSocket {
 
     /// Queues one datagram with payload `buf` for `addr`, waiting while the send buffer is full; returns
     /// `buf.len()`. Errors: [`Error::MessageTooLarge`] over [`UdpSocket::max_datagram`],
-    /// [`Error::Unsupported`] for IPv6, [`Error::InvalidPort`] for port 0.
+    /// [`Error::Unsupported`] for IPv6, [`Error::InvalidPort`] for port 0, [`Error::NoRoute`].
     pub async fn send_to(&self, buf: &[u8], addr: impl Into<SocketAddr>) -> Result<usize> {
         let addr = addr.into();
-        let SocketAddr::V4(v4) = addr else { return Err(Error::Unsupported("IPv6")) };
+        let r = poll_fn(|cx| self.send_with(buf, addr, Some(cx.waker()))).await;
+        self.stack.notify();
+        r
+    }
+
+    /// [`UdpSocket::send_to`] without waiting: `Ok(None)` when the send buffer is full. Registers no waker.
+    pub fn try_send_to(&self, buf: &[u8], addr: SocketAddr) -> Result<Option<usize>> {
+        let r = match self.send_with(buf, addr, None) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        };
+        self.stack.notify();
+        r
+    }
+
+    fn send_with(&self, buf: &[u8], addr: SocketAddr, waker: Option<&Waker>) -> Poll<Result<usize>> {
+        let SocketAddr::V4(v4) = addr else { return Poll::Ready(Err(Error::Unsupported("IPv6"))) };
         if v4.port() == 0 {
-            return Err(Error::InvalidPort(0));
+            return Poll::Ready(Err(Error::InvalidPort(0)));
         }
         let max = self.max_datagram();
         if buf.len() > max {
-            return Err(Error::MessageTooLarge { len: buf.len(), max });
+            return Poll::Ready(Err(Error::MessageTooLarge { len: buf.len(), max }));
         }
         let remote = IpEndpoint::new(IpAddress::Ipv4(*v4.ip()), v4.port());
-        let r = poll_fn(|cx| {
-            self.stack.with(|i| {
-                let s = i.udp(self.handle);
-                match s.send_slice(buf, remote) {
-                    Ok(()) => core::task::Poll::Ready(Ok(buf.len())),
-                    Err(SendError::BufferFull) => {
-                        s.register_send_waker(cx.waker());
-                        core::task::Poll::Pending
+        self.stack.with(|i| {
+            let s = i.udp(self.handle);
+            match s.send_slice(buf, remote) {
+                Ok(()) => Poll::Ready(Ok(buf.len())),
+                Err(SendError::BufferFull) => {
+                    if let Some(w) = waker {
+                        s.register_send_waker(w);
                     }
-                    Err(SendError::Unaddressable) => core::task::Poll::Ready(Err(Error::NoRoute)),
+                    Poll::Pending
                 }
-            })
+                Err(SendError::Unaddressable) => Poll::Ready(Err(Error::NoRoute)),
+            }
         })
-        .await;
-        self.stack.notify();
-        r
     }
 
     /// Waits for a datagram, copies its payload into `buf` (the excess of a larger datagram is dropped,
     /// as with std) and returns the bytes copied and the sender's address.
     pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
-        poll_fn(|cx| {
-            self.stack.with(|i| {
-                let s = i.udp(self.handle);
-                match s.recv() {
-                    Ok((data, meta)) => {
-                        let n = data.len().min(buf.len());
-                        buf[..n].copy_from_slice(&data[..n]);
-                        core::task::Poll::Ready(Ok((n, SocketAddr::from(meta.endpoint))))
-                    }
-                    Err(_) => {
-                        s.register_recv_waker(cx.waker());
-                        core::task::Poll::Pending
-                    }
+        poll_fn(|cx| self.recv_with(buf, Some(cx.waker()), false)).await
+    }
+
+    /// [`UdpSocket::recv_from`] without waiting: `Ok(None)` when no datagram is queued. With `peek`, the
+    /// datagram stays queued (`MSG_PEEK`). Registers no waker.
+    pub fn try_recv_from(&self, buf: &mut [u8], peek: bool) -> Result<Option<(usize, SocketAddr)>> {
+        match self.recv_with(buf, None, peek) {
+            Poll::Ready(r) => r.map(Some),
+            Poll::Pending => Ok(None),
+        }
+    }
+
+    fn recv_with(&self, buf: &mut [u8], waker: Option<&Waker>, peek: bool) -> Poll<Result<(usize, SocketAddr)>> {
+        self.stack.with(|i| {
+            let s = i.udp(self.handle);
+            let got = if peek { s.peek().map(|(d, m)| (d, *m)) } else { s.recv() };
+            match got {
+                Ok((data, meta)) => {
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    Poll::Ready(Ok((n, SocketAddr::from(meta.endpoint))))
                 }
-            })
+                Err(_) => {
+                    if let Some(w) = waker {
+                        s.register_recv_waker(w);
+                    }
+                    Poll::Pending
+                }
+            }
         })
-        .await
+    }
+
+    /// What the socket can do without waiting (`readable`: a datagram is queued; `writable`: the send buffer
+    /// has room); with `waker`, registers it for the directions that are not ready.
+    pub fn readiness(&self, waker: Option<&Waker>) -> Readiness {
+        self.stack.with(|i| {
+            let s = i.udp(self.handle);
+            let r = Readiness { readable: s.can_recv(), writable: s.can_send(), ..Readiness::default() };
+            if let Some(w) = waker {
+                if !r.readable {
+                    s.register_recv_waker(w);
+                }
+                if !r.writable {
+                    s.register_send_waker(w);
+                }
+            }
+            r
+        })
     }
 }
 

@@ -1,8 +1,10 @@
 //! A minimal HTTP/1.1 client for the integration tests (RFC 9112): one request per connection
-//! (`Connection: close`), responses framed by `Content-Length` as Zirvium's servers always send them.
+//! (`Connection: close`) or several on a keep-alive one, responses framed by `Content-Length` as Zirvium's
+//! servers always send them; and many connections with requests in flight together ([`concurrent_gets`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use crate::{Vm, VmError};
@@ -78,6 +80,61 @@ pub fn io<T>(vm: &Vm, what: &str, r: std::io::Result<T>) -> Result<T, VmError> {
 /// `GET path`.
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     request(port, "GET", path, &[], &[])
+}
+
+/// A keep-alive connection to 127.0.0.1:`port` (requests without `Connection: close`), 60 s timeouts.
+pub fn keep_alive(port: u16) -> std::io::Result<BufReader<TcpStream>> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    Ok(BufReader::new(s))
+}
+
+/// `GET path` on the connection `c`; with `close`, its last request (`Connection: close`).
+pub fn get_on(c: &mut BufReader<TcpStream>, path: &str, close: bool) -> std::io::Result<Response> {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    write!(c.get_mut(), "GET {path} HTTP/1.1\r\nHost: test\r\n{connection}\r\n")?;
+    read_response(c, false)
+}
+
+/// `n` connections to 127.0.0.1:`port` open at once, each with a `GET path` in flight at the same moment;
+/// returns the `n` last responses in connection order.
+///
+/// The connections are opened one after another, each making a first (keep-alive) request before the next
+/// opens; then all `n` send their second request together (`Connection: close`) from `n` threads. Not all at
+/// once from the start: QEMU's user networking (libslirp) listens on a forwarded port with a backlog of 1
+/// (`ss -ltn`), so a burst of simultaneous connects overflows the host kernel's accept queue (`ListenOverflows`
+/// in /proc/net/netstat) and the connections that did not fit wait out Linux's SYN and SYN-ACK retransmission
+/// backoff (1, 3, 7, 15, 31, 63 s) before slirp sends the guest a SYN at all. Errors: the first failed
+/// connection or request (its message names it).
+pub fn concurrent_gets(port: u16, n: usize, path: &str) -> std::io::Result<Vec<Response>> {
+    let named = |what: String| move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
+    let mut conns = Vec::new();
+    for i in 0..n {
+        let mut c = keep_alive(port).map_err(named(format!("connection {i}")))?;
+        let first = get_on(&mut c, path, false).map_err(named(format!("first request on connection {i}")))?;
+        if first.status != 200 {
+            return Err(std::io::Error::other(format!("first request on connection {i}: status {}", first.status)));
+        }
+        conns.push(c);
+    }
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let (barrier, path) = (barrier.clone(), path.to_owned());
+            std::thread::spawn(move || {
+                barrier.wait();
+                get_on(&mut c, &path, true)
+            })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for (i, t) in threads.into_iter().enumerate() {
+        let r = t.join().map_err(|_| std::io::Error::other(format!("client thread {i} panicked")))?;
+        responses.push(r.map_err(named(format!("concurrent request on connection {i}")))?);
+    }
+    Ok(responses)
 }
 
 /// Reads one `Content-Length`-framed response from `r`.

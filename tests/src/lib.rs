@@ -190,13 +190,24 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
         note(format_args!("building {app} (release, {}){with}", images::KERNEL_TARGET));
         let img = images::cargo::build_app_with_initrd(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
         let dir = log_dir().join("images");
-        let copy = dir.join(format!("{app}-{n}.elf"));
+        // A std app is named by its crate directory: flatten it into one file name.
+        let copy = dir.join(format!("{}-{n}.elf", app.replace('/', "_")));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::copy(&img.path, &copy))
             .map_err(|e| format!("copying {} to {}: {e}", img.path.display(), copy.display()))?;
         Ok(copy)
     });
     result.clone().map_err(|message| VmError::Build { app: app.to_owned(), message })
+}
+
+/// Builds the libtest harness of the std crate in directory `app` (`images run --test`) and returns its ELF,
+/// for [`VmBuilder::kernel`].
+pub fn test_image(app: &str) -> Result<PathBuf, VmError> {
+    note(format_args!("building the tests of {app} (release, {})", images::stdapp::STD_TARGET));
+    let build = |message: String| VmError::Build { app: app.to_owned(), message };
+    let krate = images::project::workspace_app(app).map_err(|e| build(e.to_string()))?;
+    let img = images::stdapp::build_test_image(&krate, Profile::Release, None).map_err(|e| build(e.to_string()))?;
+    Ok(img.path)
 }
 
 /// A free host port for `protocol`: binds port 0 on all addresses (as QEMU's `hostfwd` does) and never returns
@@ -273,6 +284,7 @@ pub struct VmBuilder {
     disks: Vec<images::qemu::DiskSpec>,
     disk_bus: DiskBus,
     initrd: Option<PathBuf>,
+    kernel: Option<PathBuf>,
     boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
     balloon: bool,
     /// Disk index → blkdebug rules file.
@@ -286,6 +298,12 @@ impl VmBuilder {
     /// (`--qmp`) that resizes it: see [`Vm::qmp`].
     pub fn balloon(mut self) -> Self {
         self.balloon = true;
+        self
+    }
+
+    /// Boots this ELF (e.g. from [`test_image`]) instead of building the app.
+    pub fn kernel(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kernel = Some(path.into());
         self
     }
 
@@ -441,9 +459,10 @@ impl VmBuilder {
             }
             other => other.clone(),
         };
-        let kernel = match &self.boot_disk {
-            Some(_) => PathBuf::new(),
-            None => image_with_initrd(&self.app, initrd.as_deref())?,
+        let kernel = match (&self.boot_disk, &self.kernel) {
+            (Some(_), _) => PathBuf::new(),
+            (None, Some(k)) => k.clone(),
+            (None, None) => image_with_initrd(&self.app, initrd.as_deref())?,
         };
         let mut opts = RunOptions::new(kernel, self.accel);
         opts.machine = self.machine;
@@ -661,6 +680,7 @@ impl Vm {
             disks: Vec::new(),
             disk_bus: DiskBus::VirtioBlk,
             initrd: None,
+            kernel: None,
             boot_disk: None,
             balloon: false,
             blkdebug: Vec::new(),

@@ -3,7 +3,8 @@
 //! `run` under TCG with a port forward → the page over HTTP, with `--pcap` recording the TCP handshake and the
 //! request; `package --format qcow2` → `qemu-img info` says qcow2; the hello template exits 0 with its initrd
 //! file; `run --debug --gdb`: Debian's gdb in batch mode breaks in the app's entry function and `bt` shows it
-//! over libos's frames; each usage error (no crate, not an app, several binaries, missing Rust target, missing
+//! over libos's frames; `new --std` → `run` → the std::net server over HTTP, and `test`: the template's tests in
+//! a VM, then with a failing test added (exit 101, cargo's report, the tests after it still run); each usage error (no crate, not an app, several binaries, missing Rust target, missing
 //! QEMU, unknown option) is one line with what to do, exit status 2.
 //!
 //! The crates share one target directory, `target/cargo-zirvium/` (kept between runs, so later runs build only
@@ -239,6 +240,60 @@ fn new_run_pcap_package_outside_the_repository() {
     assert_eq!(out.status.code(), Some(0), "{console}{}", text(&out.stderr));
     for want in ["hello from greeter on qemu-tcg", "arg: a", "arg: b", "initrd: Greetings from greeter's initrd."] {
         assert!(console.contains(want), "{want:?} in {console}");
+    }
+}
+
+#[test]
+fn std_template_serves_and_its_tests_run_in_a_vm() {
+    zirvium_tests::host_tools().unwrap_or_else(|e| panic!("{e:?}"));
+    let scratch = Scratch::new("std");
+    let t0 = Instant::now();
+    let dir = scratch.0.join("srv");
+    let out = cargo(&scratch.0, &["new", dir.to_str().expect("UTF-8 temp path"), "--std"]);
+    assert!(out.status.success(), "cargo zirvium new --std: {}{}", text(&out.stdout), text(&out.stderr));
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml written");
+    assert!(toml.contains("[package.metadata.zirvium]\nstd = true") && !toml.contains("zirvium = {"), "{toml}");
+
+    // run: the std::net server answers from code and from the initrd through std::fs.
+    let port = free_port(Protocol::Tcp).expect("a free port");
+    let forward = format!("{port}:80");
+    let mut run = Running::start(&dir, &["run", "--accel", "tcg", "--port", &forward, "--timeout", "1500"], &scratch.0);
+    let hello = wait_for_200(&mut run, port, "/hello", t0 + BUILD_AND_BOOT);
+    note(format_args!("cargo zirvium new --std to the first HTTP 200: {:.1} s (TCG)", t0.elapsed().as_secs_f64()));
+    assert_eq!(hello, "hello from srv, a Rust std program\n");
+    let page = get(port, "/").expect("GET /");
+    assert!(page.status == 200 && page.text().contains("<h1>srv is running</h1>"), "{}", page.text());
+    assert_eq!(get(port, "/nope").expect("GET /nope").status, 404);
+    run.stop();
+
+    // test: the template's tests pass in one VM, reported as cargo does.
+    let out = cargo(&dir, &["test", "--accel", "tcg", "--timeout", "900"]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}{}", text(&out.stderr));
+    assert!(report.contains("test tests::threads_join ... ok"), "{report}");
+    assert!(report.contains("test result: ok. 3 passed; 0 failed; 0 ignored"), "{report}");
+
+    // A failing test aborts its VM (panic=abort); the rest still run and the run exits 101 as cargo test does.
+    let main = dir.join("src/main.rs");
+    let mut code = std::fs::read_to_string(&main).expect("src/main.rs");
+    code.push_str(
+        "\n#[cfg(test)]\nmod more {\n    #[test]\n    fn fails_on_purpose() {\n        \
+         panic!(\"failing on purpose\");\n    }\n\n    #[test]\n    fn zz_runs_after_the_failure() {}\n}\n",
+    );
+    std::fs::write(&main, code).expect("writing src/main.rs");
+    let out = cargo(&dir, &["test", "--accel", "tcg", "--timeout", "900"]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(101), "{report}{}", text(&out.stderr));
+    for want in [
+        "test more::fails_on_purpose ... FAILED",
+        "test more::zz_runs_after_the_failure ... ok",
+        "test tests::hello_answers_from_code ... ok",
+        "---- more::fails_on_purpose stdout ----",
+        "failing on purpose",
+        "failures:\n    more::fails_on_purpose\n",
+        "test result: FAILED. 4 passed; 1 failed; 0 ignored",
+    ] {
+        assert!(report.contains(want), "{want:?} in\n{report}");
     }
 }
 

@@ -1,8 +1,9 @@
 //! Zirvium under a real Xen 4.17: Debian's Xen and a Linux dom0 boot nested under QEMU TCG (`-cpu max`,
 //! emulated SVM with nested paging), and the project's images run as PVH domUs created with `xl`
 //! (`zirvium_tests::xen`). Checks Xen accepts the image, the platform line chooses Xen, output and exit status
-//! reach dom0, `httpd` serves over netfront through dom0's bridge and QEMU's user network, and the balloon follows
-//! `xl mem-set` (`memory/target`) down and back up while httpd serves.
+//! reach dom0, `httpd` serves over netfront through dom0's bridge and QEMU's user network, the balloon follows
+//! `xl mem-set` (`memory/target`) down and back up while httpd serves, and a Rust std program (tiny_http's
+//! published hello-world example, unmodified, a std::thread per connection) serves there too.
 //!
 //! The first run downloads Debian's packages into `target/xen-host/` (apt-get, dpkg; see `images::xen::host`).
 //! Each test boots its own nested host, one at a time; idle each takes about a minute.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use images::xen::status::ShutdownReason;
-use zirvium_tests::http;
+use zirvium_tests::http::{self, concurrent_gets};
 use zirvium_tests::xen::XenVm;
 use zirvium_tests::{note, Protocol, VmError};
 
@@ -321,5 +322,43 @@ fn xen_balloon_follows_mem_set() -> Result<(), VmError> {
     vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
     let end = vm.wait_domain_end()?;
     vm.ensure(end.graceful(), format_args!("httpd should end gracefully on xl shutdown: {end}"))?;
+    vm.poweroff()
+}
+
+/// A Rust std program as a domU: tiny_http 0.12.0's `hello-world` example, unmodified (`tests/std-apps`, built for
+/// x86_64-unknown-hermit), answers over netfront, also 8 connections open at once with a request in flight on
+/// each, then ends gracefully on `xl shutdown`.
+#[test]
+fn xen_std_tiny_http_serves() -> Result<(), VmError> {
+    let vm = XenVm::builder("xen_std_tiny_http_serves", "tests/std-apps/tiny-http-hello")
+        .forward(Protocol::Tcp, 9975)
+        .boot()?;
+    vm.wait_created()?;
+    let platform = vm.wait_guest("platform: ")?;
+    vm.ensure(platform.contains("platform: xen"), format_args!("platform line {platform:?} should choose xen"))?;
+    vm.wait_guest("std: starting tiny-http-hello")?;
+    let port = vm.host_port(Protocol::Tcp, 9975)?;
+    let t0 = Instant::now();
+    let first = loop {
+        match http::get(port, "/") {
+            Ok(r) => break r,
+            Err(e) if t0.elapsed() > vm.timeout() => return Err(vm.failed(format!("GET /: {e}"))),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    vm.ensure(
+        first.status == 200 && first.text() == "hello world",
+        format_args!("GET /: {} {:?}", first.status, first.text()),
+    )?;
+    eprintln!("xen_std_tiny_http_serves: first 200 after {:.0} s", vm.uptime());
+    let responses = concurrent_gets(port, 8, "/").map_err(|e| vm.failed(format!("concurrent requests: {e}")))?;
+    vm.ensure(
+        responses.iter().all(|r| r.status == 200 && r.text() == "hello world"),
+        format_args!("concurrent responses {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>()),
+    )?;
+    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
+    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
+    let end = vm.wait_domain_end()?;
+    vm.ensure(end.graceful(), format_args!("the std program should end gracefully on xl shutdown: {end}"))?;
     vm.poweroff()
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use super::console::{self, Event, Line, L2_KILLED};
 use super::nested::{self, Guest};
 use super::{host, Error};
-use crate::cargo::Profile;
 use crate::exit::{Outcome, QEMU_FAILED_EXIT, TIMEOUT_EXIT};
 use crate::forward::Protocol;
 use crate::lines::{create_log, print_failure, ConsoleChild};
@@ -79,7 +78,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     let mut guest = guest_for(args, &app)?;
     let qemu_bin = qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     let initrd = resolve_initrd(&app, args.initrd.as_deref()).map_err(|e| Error::Options(format!("--initrd: {e}")))?;
-    let image = crate::cargo::build(&app, Profile::Release, initrd.as_deref())?;
+    let image = args.build(&app, initrd.as_deref())?;
     eprintln!("images: built {}", image.summary());
     guest.kernel = image.path;
     let host = host::prepare(&host::default_dir(), &qemu_bin, &mut |m| eprintln!("images: hyperv host: {m}"))?;

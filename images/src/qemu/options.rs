@@ -616,7 +616,7 @@ pub enum ConfigError {
     /// `--qmp 0`.
     #[error("--qmp PORT: expected a TCP port 1..=65535")]
     QmpPort,
-    /// An option of plain QEMU given for another hypervisor.
+    /// An option or command of plain QEMU (`--balloon`, `--qmp`, `test`) given for another hypervisor.
     #[error("{0} only applies with --hypervisor qemu")]
     QemuOnly(&'static str),
     /// An option that only applies to `images run --image`.

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{args, host};
-use crate::cargo::{BuildError, Profile};
+use crate::cargo::BuildError;
 use crate::error::Error;
 use crate::exit::{Outcome, TIMEOUT_EXIT};
 use crate::forward::Protocol;
@@ -47,7 +47,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         eprintln!("images: booting {} ({format}) through {firmware} on {}", image.display(), opts.machine);
     } else if let Some(app) = &app {
         let initrd = resolve_initrd(app, args.initrd.as_deref())?;
-        let image = crate::cargo::build(app, Profile::from_debug(args.debug), initrd.as_deref())?;
+        let image = args.build(app, initrd.as_deref())?;
         eprintln!("images: built {}", image.summary());
         if let Some(initrd) = &initrd {
             eprintln!("images: initrd {} embedded in the image", initrd.display());
@@ -146,6 +146,66 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         }
     }
     Ok(outcome.exit_code())
+}
+
+/// Boots `opts` under QEMU without a terminal: each console line (lossy UTF-8, without its end of line) goes to
+/// `on_line` as it arrives; QEMU is killed at `deadline`. Returns how it ended (`None`: the deadline passed) with
+/// QEMU's stderr. For runs that read the console themselves (`cargo zirvium test`, [`crate::vmtest`]).
+/// Errors: the QEMU command line, QEMU not starting.
+pub fn boot_lines(
+    opts: &crate::qemu::RunOptions,
+    deadline: Option<Instant>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(Option<Outcome>, String), Error> {
+    let mut cmd = args::qemu_command(opts)?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(Error::Qemu)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let console = child.stdout.take().map(|pipe| {
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while matches!(std::io::BufRead::read_until(&mut reader, b'\n', &mut line), Ok(1..)) {
+                let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_owned();
+                line.clear();
+                if tx.send(text).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    });
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) => on_line(&line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // The console closed: QEMU is ending.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
+        }
+        if let Some(status) = child.try_wait().map_err(Error::Qemu)? {
+            break Some(status);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Kill by the child's own pid; then reap it.
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+    };
+    if let Some(t) = console {
+        let _ = t.join();
+    }
+    for line in rx.try_iter() {
+        on_line(&line);
+    }
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok((status.map(|s| Outcome::from_status(s, &stderr)), stderr))
 }
 
 /// The ELF's function symbols for naming backtrace frames, or `None` (with a note) when it has none.

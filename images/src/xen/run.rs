@@ -163,7 +163,7 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     if !local {
         qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     }
-    let image = crate::cargo::build(&app, Profile::Release, None)?;
+    let image = args.build(&app, None)?;
     eprintln!("images: built {}", image.summary());
     domu.kernel = image.path;
     domu.ramdisk = resolve_initrd(&app, args.initrd.as_deref())?;

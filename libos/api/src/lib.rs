@@ -87,6 +87,11 @@ pub mod env {
         crate::boot::cmdline().option(key)
     }
 
+    /// All kernel options in command-line order, repeated keys included (`env=` repeats).
+    pub fn kernel_options() -> &'static [(&'static str, &'static str)] {
+        &crate::boot::cmdline().options
+    }
+
     /// The platform the image runs on: "kvm", "qemu-tcg", "xen", "hyperv".
     pub fn platform() -> &'static str {
         libos::platform::current()

@@ -29,12 +29,12 @@ pub fn add_guard_page(addr: u64) {
     }
 }
 
-/// Whether `addr` falls in a recorded guard page.
+/// Whether `addr` falls in a recorded guard page or a thread stack's guard page.
 pub fn is_guard_page(addr: u64) -> bool {
     GUARD_PAGES.iter().any(|g| {
         let base = g.load(Ordering::Acquire);
         base != u64::MAX && addr >= base && addr < base + PAGE_SIZE
-    })
+    }) || crate::thread::is_stack_guard(addr)
 }
 
 /// Whether `addr` lies in memory the kernel heap manages (always false on the host, which has no kernel heap).

@@ -230,3 +230,54 @@ pub fn map_mmio(paddr: u64, len: u64) -> Result<(), MapError> {
         Ok(())
     })
 }
+
+/// Makes the 4 KiB page at `addr` (bytes, page-aligned, identity mapped RAM) not present (`present == false`:
+/// a guard page, e.g. under a thread stack) or present read-write no-execute again. A 2 MiB mapping around it
+/// is first split into 4 KiB pages, with a page-table page taken from the heap (identity mapped, so its
+/// address is its physical address). Errors: [`MapError::BadRange`] for a misaligned or unmapped address,
+/// [`MapError::OutOfMemory`] when the heap has no page for the split.
+pub fn set_page_present(addr: u64, present: bool) -> Result<(), MapError> {
+    let bad = MapError::BadRange { paddr: addr, len: PAGE_SIZE };
+    if !addr.is_multiple_of(PAGE_SIZE) || addr == 0 {
+        return Err(bad);
+    }
+    let root = ROOT.load(Ordering::Acquire);
+    let nx = NX.load(Ordering::Relaxed);
+    crate::arch_without_interrupts(|| {
+        let entry = |t: u64, shift: u32| -> Result<u64, MapError> {
+            let e = table(t)[((addr >> shift) & 511) as usize];
+            if e & P == 0 {
+                return Err(bad);
+            }
+            Ok(e)
+        };
+        let pdpt = entry(root, 39)? & ADDR;
+        let pd = entry(pdpt, 30)? & ADDR;
+        let pde_slot = &mut table(pd)[((addr >> 21) & 511) as usize];
+        if *pde_slot & P == 0 {
+            return Err(bad);
+        }
+        if *pde_slot & PS != 0 {
+            let layout = core::alloc::Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize)
+                .map_err(|_| MapError::OutOfMemory)?;
+            // SAFETY: a non-zero-sized layout; the page is never freed (it stays a page table).
+            let pt = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+            if pt == 0 {
+                return Err(MapError::OutOfMemory);
+            }
+            let base = *pde_slot & ADDR & !(TWO_MIB - 1);
+            let flags = *pde_slot & (RW | PCD | PWT | nx);
+            for i in 0..512u64 {
+                table(pt)[i as usize] = (base + i * PAGE_SIZE) | P | flags;
+            }
+            *pde_slot = pt | P | RW;
+        }
+        let pt = *pde_slot & ADDR;
+        let pte = &mut table(pt)[((addr >> 12) & 511) as usize];
+        *pte = if present { (addr & ADDR) | P | RW | nx } else { addr & ADDR };
+        // SAFETY: INVLPG only drops this page's TLB entry; the old 2 MiB entry (if split) covered it too, and
+        // the other 511 pages map exactly as before.
+        unsafe { core::arch::asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) };
+        Ok(())
+    })
+}

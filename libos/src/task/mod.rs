@@ -76,6 +76,11 @@ where
     JoinHandle { task: Some(task) }
 }
 
+/// Whether a task is waiting to run (the thread scheduler's preemption check).
+pub(crate) fn has_runnable() -> bool {
+    crate::arch_without_interrupts(|| !QUEUE.lock().is_empty())
+}
+
 /// Executor counters: `(task polls, halts)` since boot.
 pub fn stats() -> (u64, u64) {
     (POLLS.load(Ordering::Relaxed), HALTS.load(Ordering::Relaxed))
@@ -110,6 +115,10 @@ where
             if let Poll::Ready(v) = Pin::new(&mut handle).poll(&mut cx) {
                 return v;
             }
+        }
+        // Nothing runnable here: threads (if any were spawned) get the CPU until they give it back.
+        if crate::thread::run_next() {
+            continue;
         }
         idle();
     }
@@ -150,7 +159,7 @@ pub fn wait<F: Future>(fut: F) -> F::Output {
 
 /// Halts until an interrupt when nothing is runnable and no timer is due.
 fn idle() {
-    halt_unless(|| !QUEUE.lock().is_empty());
+    halt_unless(|| !QUEUE.lock().is_empty() || crate::thread::any_runnable());
 }
 
 /// Halts (`sti; hlt`) until the next interrupt unless `ready()` holds or a timer is due, arming the timer for the

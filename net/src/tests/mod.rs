@@ -5,6 +5,7 @@
 mod config;
 mod dhcp;
 mod dns;
+mod nonblocking;
 mod pipe;
 mod tcp;
 mod udp;

@@ -1,4 +1,5 @@
-//! Thin, safe wrappers over the instructions libos needs: port I/O, MSRs, CPUID, TSC, interrupt flag, halt.
+//! Thin, safe wrappers over the instructions libos needs: port I/O, MSRs, CPUID, TSC, RDSEED/RDRAND,
+//! interrupt flag, halt.
 //! Source: Intel SDM Vol. 2 (instruction reference).
 
 use core::arch::asm;
@@ -23,6 +24,30 @@ impl crate::hypervisor::CpuidSource for NativeCpuid {
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is unprivileged-safe and has no memory effects.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A hardware random word: RDSEED when CPUID.(EAX=07H):EBX[18] says it exists, else RDRAND
+/// (CPUID.01H:ECX[30]); `None` without either, or when the instruction reported no entropy (CF=0) ten times in
+/// a row. Source: Intel SDM Vol. 1 §7.3.17, Vol. 2 "RDSEED", "RDRAND".
+pub fn hardware_random_u64() -> Option<u64> {
+    let rdseed = cpuid(7, 0)[1] & (1 << 18) != 0;
+    let rdrand = cpuid(1, 0)[2] & (1 << 30) != 0;
+    for _ in 0..10 {
+        let (v, ok): (u64, u8);
+        if rdseed {
+            // SAFETY: CPUID says RDSEED exists; it only writes the output registers and flags.
+            unsafe { asm!("rdseed {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
+        } else if rdrand {
+            // SAFETY: CPUID says RDRAND exists; as above.
+            unsafe { asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
+        } else {
+            return None;
+        }
+        if ok != 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Reads MSR `msr`. The caller must know the MSR exists (a missing one raises #GP, which the exception

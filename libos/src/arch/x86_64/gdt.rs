@@ -17,6 +17,8 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 /// IST index for machine checks.
 pub const IST_MACHINE_CHECK: u8 = 3;
+/// IST index for device interrupts once threads run: the running thread's own interrupt stack (see `thread`).
+pub const IST_THREAD: u8 = 4;
 
 const IST_STACK_BYTES: usize = 16 * 1024;
 
@@ -98,6 +100,18 @@ pub fn init() {
             tmp = lateout(reg) _,
         );
     }
+}
+
+/// Points IST entry `ist` (1..=7) at `top` (an interrupt stack's first address above it, 16-aligned): the
+/// next interrupt through a gate with that index starts there. Other values of `ist` are ignored.
+pub fn set_interrupt_stack(ist: u8, top: u64) {
+    if !(1..=7).contains(&ist) {
+        return;
+    }
+    super::cpu::without_interrupts(|| {
+        // SAFETY: interrupts are off; the CPU reads the TSS only when it delivers an interrupt.
+        unsafe { TSS.ist[usize::from(ist) - 1] = top };
+    });
 }
 
 /// Addresses of the guard pages under the IST stacks (4 KiB each), to be left unmapped.

@@ -182,6 +182,22 @@ pub fn init() {
     }
 }
 
+/// Moves the device vectors (32..=255) onto interrupt stack `ist` (1..=7), so an interrupt never pushes its
+/// frame on the interrupted thread's own stack (see `thread`). Exceptions keep their stacks. Interrupts must be
+/// off while the table changes.
+pub fn set_device_vectors_ist(ist: u8) {
+    cpu::without_interrupts(|| {
+        // SAFETY: interrupts are off and the IDT is only written here and in `init`; bits 32..35 of a gate are
+        // its IST index (SDM Vol. 3A Figure 6-8).
+        unsafe {
+            let idt = &raw mut IDT;
+            for gate in (*idt).0.iter_mut().skip(32) {
+                *gate = (*gate & !(0b111u128 << 32)) | (u128::from(ist & 0b111) << 32);
+            }
+        }
+    });
+}
+
 /// Error of [`allocate_vector`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VectorsExhausted;
@@ -259,6 +275,7 @@ extern "C" fn libos_trap_dispatch(frame: &mut TrapFrame) {
         f(v as u8);
     }
     apic::eoi();
+    crate::thread::interrupt_exit();
 }
 
 /// Which protection stopped a page fault with error code `e` (SDM Vol. 3A §4.7, Figure 4-12).
