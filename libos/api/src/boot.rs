@@ -9,6 +9,7 @@ use core::pin::Pin;
 use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::platform::Platform;
+use libos::start::Step;
 
 static CMDLINE: spin_once::Once = spin_once::Once::new();
 
@@ -91,6 +92,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
+    libos::start::stamp(Step::Platform);
     let clock_how = match libos::start::ensure_clock(detection.timing()) {
         Ok(how) => how,
         Err(e) => {
@@ -98,6 +100,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
+    libos::start::stamp(Step::Clock);
     let devices = match start_drivers(boot, cmdline) {
         Ok(f) => f,
         Err(e) => {
@@ -115,7 +118,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         clock_how
     ));
     log::info!("platform: {} ({}; features: {})", platform.name(), fit.reason, features.join(", "));
-    libos::start::stamp(3);
+    libos::start::stamp(Step::Drivers);
     let nics = libos::dev::take_net();
     if !nics.is_empty() {
         if let Err(e) = net::start(nics, cmdline) {
@@ -123,6 +126,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     }
+    libos::start::stamp(Step::Net);
     // A boot module wins; else the archive `images` embedded at build time (see build.rs), if any.
     let initrd = libos::start::boot_info()
         .and_then(|b| b.modules().first())
@@ -132,7 +136,9 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
         libos::exit(libos::EXIT_BOOT_ERROR);
     }
-    libos::start::stamp(4);
+    libos::start::stamp(Step::Fs);
+    libos::start::stamp(Step::App);
+    log::info!("boot timeline: {}", libos::start::timeline_line());
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);

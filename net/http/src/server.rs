@@ -108,6 +108,8 @@ pub async fn serve(
     settings: &'static Settings,
     handler: &'static dyn Handler,
 ) {
+    #[cfg(target_os = "none")]
+    libos::start::stamp(libos::start::Step::Ready);
     log::info!("{app} listening on port {} (max {} connections)", listener.port(), settings.max_connections);
     libos::println!("{app} listening on port {}", listener.port());
     loop {
@@ -223,13 +225,10 @@ async fn write_out<T: Transport>(conn: &mut Connection<'_>, stream: &mut T, tx: 
     if wrote && FIRST_RESPONSE.swap(1, Ordering::Relaxed) == 0 {
         #[cfg(target_os = "none")]
         {
-            let t = libos::start::timeline();
-            let parts: alloc::vec::Vec<alloc::string::String> =
-                t.iter().map(|(n, us)| format!("{n} {us} us")).collect();
             log::info!(
                 "first response at {} us after entry; boot timeline: {}",
                 Instant::now().as_nanos() / 1000,
-                parts.join(", ")
+                libos::start::timeline_line()
             );
         }
     }
