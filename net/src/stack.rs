@@ -4,6 +4,7 @@
 
 use crate::config::{Config, IpSetup};
 use crate::error::{Error, Result};
+use crate::gso::Coalescer;
 use crate::phy::{capabilities, Counters, Held, Phy};
 use crate::{arp, Ipv4Config, Ipv4State, NetStats};
 use alloc::boxed::Box;
@@ -95,6 +96,11 @@ pub(crate) struct Inner {
     /// TCP frames that arrived before the DHCP lease (see `phy::worth_holding`).
     held: VecDeque<Held>,
     mac: [u8; 6],
+    /// Merges TCP segments for a NIC with segmentation offload (`None` without).
+    gso: Option<Coalescer>,
+    /// Bytes of TCP sockets' buffers of the configured (large) size, and the most there may be.
+    tcp_large_bytes: usize,
+    tcp_budget: usize,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -161,7 +167,7 @@ impl Stack {
         iface_config.random_seed = seed;
         let iface = {
             let mut held = VecDeque::new();
-            let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None);
+            let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None, None);
             Interface::new(iface_config, &mut phy, smol_now(now))
         };
         let mut sockets = SocketSet::new(Vec::new());
@@ -189,13 +195,22 @@ impl Stack {
             failed: None,
             held: VecDeque::new(),
             mac: info.mac,
+            gso: info.offloads.tso4.then(Coalescer::new),
+            tcp_large_bytes: 0,
+            tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
         };
-        let offloads = match (info.offloads.rx_checksum, info.offloads.tx_checksum) {
+        let o = info.offloads;
+        let offloads = match (o.rx_checksum, o.tx_checksum) {
             (false, false) => "none",
             (true, false) => "rx checksum",
             (false, true) => "tx checksum",
             (true, true) => "rx+tx checksum",
         };
+        let offloads = alloc::format!(
+            "{offloads}{}{}",
+            if o.tso4 { ", tso4" } else { "" },
+            if o.rx_gso { ", rx gso" } else { "" }
+        );
         log::info!("using {} MAC {} MTU {} offloads: {offloads}", info.name, mac_string(info.mac), info.mtu);
         match setup {
             IpSetup::Static(s) => {
@@ -336,6 +351,8 @@ impl Stack {
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
             tx_dropped: c.tx_dropped.load(Ordering::Relaxed),
             rx_errors: c.rx_errors.load(Ordering::Relaxed),
+            rx_bad_checksum: c.rx_bad_checksum.load(Ordering::Relaxed),
+            tx_gso_frames: c.tx_gso_frames.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             tcp_sockets,
             tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
@@ -422,12 +439,17 @@ impl Inner {
         }
     }
 
-    /// Adds a TCP socket with the configured buffers. The caller checked the limit.
+    /// Adds a TCP socket with the configured buffers while they fit the budget
+    /// ([`Config::tcp_buffer_budget`]), else with the small ones. The caller checked the limit.
     pub(crate) fn add_tcp(&mut self, config: &Config) -> SocketHandle {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; config.tcp_rx_buffer]),
-            tcp::SocketBuffer::new(vec![0u8; config.tcp_tx_buffer]),
-        );
+        let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
+        let (rx, tx) = if self.tcp_large_bytes + large <= self.tcp_budget {
+            self.tcp_large_bytes += large;
+            (config.tcp_rx_buffer, config.tcp_tx_buffer)
+        } else {
+            (SMALL_RX_BUFFER.min(config.tcp_rx_buffer), SMALL_TX_BUFFER.min(config.tcp_tx_buffer))
+        };
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rx]), tcp::SocketBuffer::new(vec![0u8; tx]));
         s.set_timeout(Some(config.tcp_timeout.into()));
         s.set_nagle_enabled(!config.tcp_nodelay);
         self.tcp_sockets += 1;
@@ -446,8 +468,18 @@ impl Inner {
     }
 
     pub(crate) fn remove_tcp(&mut self, h: SocketHandle) {
-        self.sockets.remove(h);
+        self.release_tcp(h);
         self.tcp_sockets -= 1;
+    }
+
+    /// Removes the TCP socket `h`, returning its large buffers to the budget.
+    fn release_tcp(&mut self, h: SocketHandle) {
+        let s = self.sockets.get::<tcp::Socket>(h);
+        let bytes = s.recv_capacity() + s.send_capacity();
+        if bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER {
+            self.tcp_large_bytes = self.tcp_large_bytes.saturating_sub(bytes);
+        }
+        self.sockets.remove(h);
     }
 
     /// A free ephemeral port (RFC 6335 §6) for TCP, not used by a connection or a listener.
@@ -551,7 +583,8 @@ impl Inner {
         let mut error = None;
         loop {
             let r = {
-                let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
+                let mut phy =
+                    Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold, self.gso.as_mut());
                 let r = self.iface.poll_ingress_single(ts, &mut phy, &mut self.sockets);
                 error = error.or(phy.take_error());
                 r
@@ -566,8 +599,9 @@ impl Inner {
                 }
             }
         }
-        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
+        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold, self.gso.as_mut());
         while self.iface.poll_egress(ts, &mut phy, &mut self.sockets) != PollResult::None {}
+        phy.flush_gso();
         error.or(phy.take_error())
     }
 
@@ -706,7 +740,12 @@ impl Inner {
                 continue;
             }
             let o = self.orphans.swap_remove(i);
-            self.sockets.remove(o.handle);
+            match o.kind {
+                OrphanKind::Tcp { .. } => self.release_tcp(o.handle),
+                OrphanKind::Udp { .. } => {
+                    self.sockets.remove(o.handle);
+                }
+            }
             match o.kind {
                 OrphanKind::Tcp { port } => {
                     self.tcp_sockets -= 1;
@@ -750,6 +789,20 @@ impl Inner {
             self.remove_tcp(h);
         }
     }
+}
+
+/// Receive buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
+pub(crate) const SMALL_RX_BUFFER: usize = 8 * 1024;
+/// Send buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
+pub(crate) const SMALL_TX_BUFFER: usize = 16 * 1024;
+
+/// The large-buffer budget when the config sets none: an eighth of RAM (16 MiB where RAM is unknown).
+fn default_budget() -> usize {
+    #[cfg(target_os = "none")]
+    if let Some(b) = libos::start::boot_info() {
+        return usize::try_from(b.ram_bytes() / 8).unwrap_or(usize::MAX);
+    }
+    16 << 20
 }
 
 /// Takes the next port of the ephemeral range after `cursor` for which `used` is false.

@@ -5,7 +5,7 @@
 mod config;
 mod dhcp;
 mod dns;
-mod pipe;
+pub(crate) mod pipe;
 mod tcp;
 mod udp;
 

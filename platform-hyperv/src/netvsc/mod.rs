@@ -581,7 +581,7 @@ impl Netvsc {
                 self.rx_pool.push(buf);
                 return Ok(());
             }
-            let frame = RxFrame { offset: info.data.start, len: info.data.len(), buf, token: 0 };
+            let frame = RxFrame { offset: info.data.start, len: info.data.len(), buf, token: 0, checksum_valid: false };
             self.rx.push_back(frame);
             return Ok(());
         }
