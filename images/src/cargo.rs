@@ -39,10 +39,13 @@ impl Profile {
 pub struct Image {
     /// Package name, e.g. `hello`.
     pub app: String,
-    /// Absolute path of the ELF.
+    /// Absolute path of the ELF to boot: the linked one without its symbol table (`APP.elf` beside it, see
+    /// [`crate::strip`]).
     pub path: PathBuf,
     /// File size in bytes.
     pub size: u64,
+    /// The ELF as linked, with symbols: for `addr2line` on a backtrace and the size report.
+    pub symbols: PathBuf,
 }
 
 impl Image {
@@ -87,13 +90,21 @@ pub enum BuildError {
         /// The app.
         app: String,
     },
-    /// The ELF cargo named cannot be read.
+    /// The ELF cargo named cannot be read, or the boot image not written.
     #[error("built image {path}: {source}")]
     Image {
         /// The ELF path.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The linked ELF cannot be stripped of its symbols.
+    #[error("built image {path}: {error}")]
+    Strip {
+        /// The ELF path.
+        path: PathBuf,
+        /// Why.
+        error: crate::strip::StripError,
     },
 }
 
@@ -211,8 +222,12 @@ pub fn build_app_with_initrd(app: &str, profile: Profile, initrd: Option<&Path>)
         return Err(BuildError::Failed { command, status, detail: String::new() });
     }
     let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.to_owned() })?;
-    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
-    Ok(Image { app: app.to_owned(), path, size })
+    let linked = std::fs::read(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?;
+    let stripped =
+        crate::strip::strip_symbols(&linked).map_err(|e| BuildError::Strip { path: path.clone(), error: e })?;
+    let boot = path.with_extension("elf");
+    std::fs::write(&boot, &stripped).map_err(|source| BuildError::Image { path: boot.clone(), source })?;
+    Ok(Image { app: app.to_owned(), path: boot, size: stripped.len() as u64, symbols: path })
 }
 
 /// The `executable` of a cargo `compiler-artifact` message for the binary target `app`, if `line` is one.
@@ -262,7 +277,7 @@ mod tests {
 
     #[test]
     fn image_summary() {
-        let img = Image { app: "hello".into(), path: "/t/hello".into(), size: 123_456 };
+        let img = Image { app: "hello".into(), path: "/t/hello".into(), size: 123_456, symbols: "/t/h".into() };
         assert_eq!(img.summary(), "/t/hello (123456 bytes, 120.6 KiB)");
     }
 }

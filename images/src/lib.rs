@@ -23,6 +23,7 @@ pub mod initrd;
 pub mod qemu;
 pub mod run;
 pub mod shell;
+pub mod strip;
 pub mod xen;
 
 pub use cargo::{build_app, workspace_root, BuildError, Image, Profile, KERNEL_TARGET};

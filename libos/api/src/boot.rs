@@ -14,6 +14,7 @@ use libos::start::Step;
 static CMDLINE: spin_once::Once = spin_once::Once::new();
 
 /// The initrd embedded by `images build/run --initrd` (`ZIRVIUM_INITRD` at build time), or empty.
+#[cfg(feature = "fs")]
 static EMBEDDED_INITRD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/initrd.tar"));
 
 mod spin_once {
@@ -63,6 +64,32 @@ fn start_drivers(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, Stri
     features.extend(libos::pci::scan(boot, scan_bios, PCI_DRIVERS).features());
     features.extend(drivers::virtio::disk_summary());
     Ok(features)
+}
+
+/// Starts the network stack on the NICs the drivers found (none: nothing to start).
+#[cfg(feature = "net")]
+fn start_net(cmdline: &Cmdline) {
+    let nics = libos::dev::take_net();
+    if !nics.is_empty() {
+        if let Err(e) = net::start(nics, cmdline) {
+            libos::console::emergency_print(format_args!("boot error: network: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    }
+}
+
+/// Mounts `/` (a boot module wins; else the archive `images` embedded at build time, see build.rs, if any),
+/// `/tmp` and the first disk's file system on `/data`.
+#[cfg(feature = "fs")]
+fn mount_fs() {
+    let initrd = libos::start::boot_info()
+        .and_then(|b| b.modules().first())
+        .map(|m| m.bytes())
+        .or((!EMBEDDED_INITRD.is_empty()).then_some(EMBEDDED_INITRD));
+    if let Err(e) = ::fs::mount_boot(initrd, libos::dev::block_devices()) {
+        libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
+        libos::exit(libos::EXIT_BOOT_ERROR);
+    }
 }
 
 #[no_mangle]
@@ -119,23 +146,11 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     ));
     log::info!("platform: {} ({}; features: {})", platform.name(), fit.reason, features.join(", "));
     libos::start::stamp(Step::Drivers);
-    let nics = libos::dev::take_net();
-    if !nics.is_empty() {
-        if let Err(e) = net::start(nics, cmdline) {
-            libos::console::emergency_print(format_args!("boot error: network: {e}\n"));
-            libos::exit(libos::EXIT_BOOT_ERROR);
-        }
-    }
+    #[cfg(feature = "net")]
+    start_net(cmdline);
     libos::start::stamp(Step::Net);
-    // A boot module wins; else the archive `images` embedded at build time (see build.rs), if any.
-    let initrd = libos::start::boot_info()
-        .and_then(|b| b.modules().first())
-        .map(|m| m.bytes())
-        .or((!EMBEDDED_INITRD.is_empty()).then_some(EMBEDDED_INITRD));
-    if let Err(e) = ::fs::mount_boot(initrd, libos::dev::block_devices()) {
-        libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
-        libos::exit(libos::EXIT_BOOT_ERROR);
-    }
+    #[cfg(feature = "fs")]
+    mount_fs();
     libos::start::stamp(Step::Fs);
     libos::start::stamp(Step::App);
     log::info!("boot timeline: {}", libos::start::timeline_line());
@@ -144,6 +159,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     let code = libos::task::block_on(main);
     log::debug!("app exited with status {code}");
     // Write back and mark file systems clean (FAT's dirty bit) so the disk needs no fsck after a normal exit.
+    #[cfg(feature = "fs")]
     ::fs::unmount_all();
     libos::exit(code)
 }
