@@ -44,6 +44,10 @@ pub fn strip_symbols(elf: &[u8]) -> Result<Vec<u8>, StripError> {
     if usize::from(shentsize) != SHDR_LEN || table_end.is_none_or(|e| e > elf.len()) {
         return Err(StripError::BadSectionTable { offset: shoff, count: shnum, size: shentsize, len: elf.len() });
     }
+    let ph_end = usize::try_from(phoff).ok().and_then(|o| o.checked_add(usize::from(phnum) * usize::from(phentsize)));
+    if phentsize < 56 && phnum > 0 || ph_end.is_none_or(|e| e > elf.len()) {
+        return Err(StripError::NotElf64);
+    }
     let shdr = |i: usize| &elf[shoff as usize + i * SHDR_LEN..shoff as usize + (i + 1) * SHDR_LEN];
     let mut drop = vec![false; usize::from(shnum)];
     for i in 0..usize::from(shnum) {
@@ -71,24 +75,24 @@ pub fn strip_symbols(elf: &[u8]) -> Result<Vec<u8>, StripError> {
         let ph = phoff as usize + p * usize::from(phentsize);
         end = end.max((u64_at(elf, ph + 8) + u64_at(elf, ph + 32)) as usize);
     }
-    for i in 0..usize::from(shnum) {
+    for (i, &dropped) in drop.iter().enumerate() {
         let s = shdr(i);
         let (kind, flags, offset, size) = (u32_at(s, 4), u64_at(s, 8), u64_at(s, 24), u64_at(s, 32));
-        if !drop[i] && kind != SHT_NOBITS && flags & SHF_ALLOC != 0 {
-            end = end.max((offset + size) as usize);
+        if !dropped && kind != SHT_NOBITS && flags & SHF_ALLOC != 0 {
+            end = end.max(offset.saturating_add(size) as usize);
         }
     }
     let end = end.min(elf.len());
     let mut out = elf[..end].to_vec();
     let mut headers = Vec::new();
-    for i in 0..usize::from(shnum) {
-        if drop[i] {
+    for (i, &dropped) in drop.iter().enumerate() {
+        if dropped {
             continue;
         }
         let mut s = shdr(i).to_vec();
         let (kind, flags, offset, size) = (u32_at(&s, 4), u64_at(&s, 8), u64_at(&s, 24), u64_at(&s, 32));
         if i != 0 && kind != SHT_NOBITS && flags & SHF_ALLOC == 0 {
-            let data = elf.get(offset as usize..(offset + size) as usize).unwrap_or(&[]);
+            let data = elf.get(offset as usize..offset.saturating_add(size) as usize).unwrap_or(&[]);
             s[24..32].copy_from_slice(&(out.len() as u64).to_le_bytes());
             out.extend_from_slice(data);
         }
