@@ -30,6 +30,20 @@ pub trait Transport {
 
     /// Finishes sending (TCP FIN) once what was written is sent.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Writes what `fill` puts into a buffer and returns how many bytes: `fill` gets free space (at least 1
+    /// byte) and returns how many bytes it wrote. A transport with a send buffer of its own lends that (no
+    /// copy); the default fills `scratch` and writes it with [`write_all`](Self::write_all).
+    fn write_with(
+        &mut self,
+        scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, Self::Error>> {
+        async move {
+            let n = fill(scratch).min(scratch.len());
+            self.write_all(&scratch[..n]).await.map(|()| n)
+        }
+    }
 }
 
 /// A transport borrowed for the connection's lifetime is still one.
@@ -47,6 +61,14 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn shutdown(&mut self) -> impl Future<Output = Result<(), T::Error>> {
         (**self).shutdown()
     }
+
+    fn write_with(
+        &mut self,
+        scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, T::Error>> {
+        (**self).write_with(scratch, fill)
+    }
 }
 
 impl Transport for TcpStream {
@@ -62,6 +84,15 @@ impl Transport for TcpStream {
 
     fn shutdown(&mut self) -> impl Future<Output = Result<(), net::Error>> {
         TcpStream::shutdown(self)
+    }
+
+    /// Straight into the socket's send buffer (smoltcp sends from there).
+    fn write_with(
+        &mut self,
+        _scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, net::Error>> {
+        TcpStream::write_with(self, fill)
     }
 }
 
@@ -215,8 +246,7 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
 async fn write_out<T: Transport>(conn: &mut Connection<'_>, stream: &mut T, tx: &mut [u8]) -> Result<(), T::Error> {
     let mut wrote = false;
     while conn.has_output() {
-        let m = conn.poll_output(tx);
-        stream.write_all(&tx[..m]).await?;
+        stream.write_with(tx, &mut |buf| conn.poll_output(buf)).await?;
         wrote = true;
     }
     if let Some(e) = conn.take_content_error() {

@@ -113,6 +113,50 @@ fn echo_1mib_with_segmentation_offload() {
     assert!(merged > 0, "no frame was merged: {:?} {:?}", pipe.counters(0), pipe.counters(1));
 }
 
+/// `write_with` fills the socket's send buffer in place; the peer gets every byte in order.
+#[test]
+fn write_with_fills_the_send_buffer_in_place() {
+    run(async move {
+        let net = Net::new(Config::default(), Config::default());
+        let listener = TcpListener::bind_on(&net.a, 9).unwrap();
+        let data = pattern(300_000, 7);
+        let sender = {
+            let data = data.clone();
+            libos::task::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut at = 0;
+                while at < data.len() {
+                    let n = s
+                        .write_with(&mut |free: &mut [u8]| {
+                            let n = free.len().min(data.len() - at).min(1000);
+                            free[..n].copy_from_slice(&data[at..at + n]);
+                            n
+                        })
+                        .await
+                        .unwrap();
+                    assert!(n > 0);
+                    at += n;
+                }
+                s.shutdown().await.unwrap();
+            })
+        };
+        let client = TcpStream::connect_on(&net.b, addr_a(9)).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = client.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        sender.await;
+        assert!(got == data, "{} bytes received of {}", got.len(), data.len());
+        drop(client);
+        net.stop().await;
+    })
+}
+
 #[test]
 fn two_hundred_concurrent_connections_all_reclaimed() {
     run(async {
