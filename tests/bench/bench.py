@@ -1026,7 +1026,7 @@ def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[l
 
     def timeline(t):
         st = dict(t["stamps_us"], first_response=t["first_response_us"])
-        keys = ("rust", "memory", "platform", "app", "first_response")
+        keys = ("rust", "memory", "clock", "drivers", "app", "ready", "first_response")
         return ", ".join(f"{k.replace('_', ' ')} {st[k] / 1000:.1f}" for k in keys if st.get(k) is not None) + " ms"
 
     def size(d):
