@@ -101,6 +101,9 @@ pub(crate) struct Inner {
     /// Bytes of TCP sockets' buffers of the configured (large) size, and the most there may be.
     tcp_large_bytes: usize,
     tcp_budget: usize,
+    /// Some TCP socket was made with small buffers since boot: [`Inner::top_up`] then looks for small
+    /// listening sockets to replace with large ones while the budget allows.
+    small_listening: bool,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -198,6 +201,7 @@ impl Stack {
             gso: info.offloads.tso4.then(Coalescer::new),
             tcp_large_bytes: 0,
             tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
+            small_listening: false,
         };
         let o = info.offloads;
         let offloads = match (o.rx_checksum, o.tx_checksum) {
@@ -447,6 +451,7 @@ impl Inner {
             self.tcp_large_bytes += large;
             (config.tcp_rx_buffer, config.tcp_tx_buffer)
         } else {
+            self.small_listening = true;
             (SMALL_RX_BUFFER.min(config.tcp_rx_buffer), SMALL_TX_BUFFER.min(config.tcp_tx_buffer))
         };
         let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; rx]), tcp::SocketBuffer::new(vec![0u8; tx]));
@@ -532,6 +537,8 @@ impl Inner {
                 l.pending.push(h);
             }
         }
+        self.upgrade_listening(port, config);
+        let Some(l) = self.listeners.get_mut(&port) else { return };
         let missing = l.backlog.saturating_sub(l.listening.len());
         let waker = l.waker.clone();
         for _ in 0..missing {
@@ -552,6 +559,28 @@ impl Inner {
             if let Some(l) = self.listeners.get_mut(&port) {
                 l.listening.push(h);
             }
+        }
+    }
+
+    /// Drops listening sockets of `port` that got the small buffers while the budget was used up, as far as
+    /// the budget now allows large ones instead ([`Inner::top_up`] makes the replacements). A LISTEN socket
+    /// holds no connection, so nothing is lost; connections made after a burst get the large buffers again.
+    fn upgrade_listening(&mut self, port: u16, config: &Config) {
+        let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
+        if !self.small_listening || large <= SMALL_RX_BUFFER + SMALL_TX_BUFFER {
+            return;
+        }
+        let mut dropped = 0;
+        while self.tcp_large_bytes + large * (dropped + 1) <= self.tcp_budget {
+            let sockets = &self.sockets;
+            let Some(l) = self.listeners.get_mut(&port) else { return };
+            let small =
+                l.listening.iter().position(|h| sockets.get::<tcp::Socket>(*h).send_capacity() < config.tcp_tx_buffer);
+            // The flag stays set: another port may still hold small listening sockets.
+            let Some(pos) = small else { break };
+            let h = l.listening.swap_remove(pos);
+            self.remove_tcp(h);
+            dropped += 1;
         }
     }
 

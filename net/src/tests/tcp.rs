@@ -157,6 +157,39 @@ fn write_with_fills_the_send_buffer_in_place() {
     })
 }
 
+/// Within the budget sockets get the large buffers, beyond it the small ones; a listening socket made small
+/// during a burst is made large again once a connection's buffers come back to the budget.
+#[test]
+fn large_buffers_within_the_budget_come_back_to_listeners() {
+    run(async move {
+        let cfg = Config::default();
+        let large = cfg.tcp_rx_buffer + cfg.tcp_tx_buffer;
+        let cfg_a = Config { backlog: 4, tcp_buffer_budget: Some(2 * large), ..Config::default() };
+        let net = Net::new(cfg_a, Config::default());
+        let listener = TcpListener::bind_on(&net.a, 8080).unwrap();
+        let large_listening = |stack: &crate::Stack| {
+            stack.with(|i| {
+                let l = &i.listeners[&8080];
+                let sockets = &i.sockets;
+                l.listening
+                    .iter()
+                    .filter(|h| sockets.get::<smoltcp::socket::tcp::Socket>(**h).send_capacity() == cfg.tcp_tx_buffer)
+                    .count()
+            })
+        };
+        assert_eq!(large_listening(&net.a), 2, "two within the budget, two small");
+        let client = TcpStream::connect_on(&net.b, addr_a(8080)).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        drop(server);
+        drop(client);
+        let a = net.a.clone();
+        assert!(eventually(10, || a.stats().tcp_sockets == 4).await, "{:?}", a.stats());
+        assert!(eventually(5, || large_listening(&a) == 2).await, "the freed budget goes to a listening socket");
+        drop(listener);
+        net.stop().await;
+    })
+}
+
 #[test]
 fn two_hundred_concurrent_connections_all_reclaimed() {
     run(async {
