@@ -12,7 +12,16 @@ pub enum StripError {
     NotElf64,
     /// The section header table lies outside the file or has an unexpected entry size.
     #[error("section header table at {offset:#x} ({count} entries of {size} bytes) is outside the {len}-byte file")]
-    BadSectionTable { offset: u64, count: u16, size: u16, len: usize },
+    BadSectionTable {
+        /// `e_shoff`: file offset of the table (bytes).
+        offset: u64,
+        /// `e_shnum`: number of entries.
+        count: u16,
+        /// `e_shentsize`: bytes per entry (64 expected).
+        size: u16,
+        /// File length (bytes).
+        len: usize,
+    },
 }
 
 const SHT_SYMTAB: u32 = 2;

@@ -14,6 +14,8 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::Ordering;
 
+pub mod slot;
+
 /// Offset of `req_prod`.
 const REQ_PROD: usize = 0;
 /// Offset of `req_event`.

@@ -1,5 +1,6 @@
 //! Platform selection, the one place that decides which device drivers start, and the hand-over to the app
 //! (called by libos after memory and CPU setup).
+#![allow(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -50,8 +51,9 @@ fn platforms() -> [&'static dyn Platform; 4] {
 }
 
 /// The PCI driver table, first match wins (`libos::pci::scan` hands each function to the first driver that
-/// claims it). A new PCI driver — NVMe, virtio-scsi, vmxnet3, PVSCSI — is added here.
-static PCI_DRIVERS: &[&libos::pci::Driver] = &[&drivers::virtio::pci::DRIVER];
+/// claims it). virtio-pci takes virtio-net, virtio-blk and virtio-scsi by device ID, NVMe its class code; a new
+/// PCI driver — vmxnet3, PVSCSI — is added here.
+static PCI_DRIVERS: &[&libos::pci::Driver] = &[&drivers::virtio::pci::DRIVER, &drivers::nvme::DRIVER];
 
 /// Starts the drivers of the devices any platform may have, after the platform's own `init`: the virtio-mmio
 /// devices the command line names (microvm, Firecracker), then every PCI function a driver in [`PCI_DRIVERS`]
@@ -154,6 +156,18 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     libos::start::stamp(Step::Fs);
     libos::start::stamp(Step::App);
     log::info!("boot timeline: {}", libos::start::timeline_line());
+    if let Some(b) = libos::start::boot_info().filter(|b| b.loader_data().is_some()) {
+        // Where the TSC counts from the vCPU's reset (QEMU TCG), TSC time at the entry is the firmware plus the
+        // boot loader; some hypervisors carry the host's TSC over, so it is reported as TSC time, not as a fact.
+        let us = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(libos::start::tsc_hz().max(1))) as u64;
+        log::info!(
+            "boot: {} entered at TSC time {} us, app main at {} us (from the vCPU's reset where the TSC starts at 0: \
+             firmware and loader, then Zirvium)",
+            b.entry(),
+            us(libos::start::entry_tsc()),
+            us(libos::arch::x86_64::cpu::rdtsc())
+        );
+    }
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);

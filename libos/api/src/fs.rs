@@ -8,7 +8,7 @@
 //! - `/tmp` — ramfs: read-write, in memory, gone when the VM stops.
 //! - `/data` — the FAT filesystem of the first disk (`images run --disk`), when it has one.
 //!
-//! Durability: on `/data`, [`File::sync_all`] returns after the file's data and metadata reached the disk and
+//! Durability: on `/data`, [`File::sync_all`](crate::fs::File::sync_all) returns after the file's data and metadata reached the disk and
 //! a disk cache flush completed; other calls write to the disk when they return but the disk may still cache
 //! the data. A disk operation blocks the calling task and every other task until it completes.
 //!

@@ -51,6 +51,18 @@ pub mod shutdown {
     pub use libos::shutdown::{pending, requested, ShutdownKind};
 }
 
+/// Memory: the guest's figures ([`mem::stats`]: total, free and ballooned bytes). The hypervisor's balloon driver
+/// (Hyper-V Dynamic Memory, virtio-balloon, Xen) moves free pages between the guest and the host; see
+/// `libos::mem::balloon`.
+pub mod mem {
+    pub use libos::mem::balloon::MemStats;
+
+    /// The memory figures now (bytes): RAM the kernel heap manages, free, and held by the hypervisor's balloon.
+    pub fn stats() -> MemStats {
+        libos::mem::balloon::stats()
+    }
+}
+
 /// Disks found at boot ([`dev::block_devices`]: virtio-blk, Xen blkfront, Hyper-V storvsc), for apps that use a
 /// raw device instead of the filesystem on `/data`.
 pub mod dev {
@@ -149,7 +161,8 @@ macro_rules! app {
         fn main() {
             let _ = $f; // the entry is used only in the image
             eprintln!(
-                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo run -p images -- run {}`",
+                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo zirvium run` \
+                 (in the Zirvium repository: `cargo run -p images -- run {}`)",
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_NAME")
             );

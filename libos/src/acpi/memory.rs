@@ -1,5 +1,6 @@
 //! [`PhysRead`] over the guest's identity-mapped memory below 4 GiB, where firmware puts the RSDP and the
 //! ACPI tables (the BIOS area, reserved or ACPI-reclaim RAM).
+#![allow(unsafe_code)]
 
 use super::PhysRead;
 use alloc::vec::Vec;

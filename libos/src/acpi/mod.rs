@@ -37,26 +37,56 @@ pub trait PhysRead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Malformed {
     /// The buffer holds `len` bytes, the structure needs `need`.
-    Truncated { len: usize, need: usize },
+    Truncated {
+        /// Bytes available in the buffer.
+        len: usize,
+        /// Bytes the structure needs.
+        need: usize,
+    },
     /// The signature is not the one expected.
     Signature,
     /// The bytes do not sum to 0 mod 256.
     Checksum,
     /// The length field is shorter than the fixed part (or, for a table walk, implausibly large).
-    Length { len: u32 },
+    Length {
+        /// The table header's `Length` field (bytes).
+        len: u32,
+    },
 }
 
 /// Why the ACPI tables could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcpiError {
     /// A table at `paddr` could not be read.
-    Unreadable { what: &'static str, paddr: u64 },
+    Unreadable {
+        /// The table being read, by signature or role ("RSDP", "XSDT", "MADT", ...).
+        what: &'static str,
+        /// Physical address of the table.
+        paddr: u64,
+    },
     /// Wrong signature at `paddr`.
-    Signature { what: &'static str, paddr: u64 },
+    Signature {
+        /// The table expected there, by signature or role ("RSDP", "XSDT", "MADT", ...).
+        what: &'static str,
+        /// Physical address of the table.
+        paddr: u64,
+    },
     /// The bytes of a table do not sum to 0 mod 256.
-    Checksum { what: &'static str, paddr: u64 },
+    Checksum {
+        /// The table whose checksum failed, by signature or role.
+        what: &'static str,
+        /// Physical address of the table.
+        paddr: u64,
+    },
     /// A table's length field is shorter than its fixed part or implausibly large.
-    Length { what: &'static str, paddr: u64, len: u32 },
+    Length {
+        /// The table, by signature or role.
+        what: &'static str,
+        /// Physical address of the table.
+        paddr: u64,
+        /// The header's `Length` field (bytes).
+        len: u32,
+    },
 }
 
 impl AcpiError {

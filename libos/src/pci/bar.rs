@@ -20,20 +20,49 @@ pub enum Width {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bar {
     /// Memory space: `size` bytes (a power of two) at `address` (0 = not assigned).
-    Memory { address: u64, size: u64, width: Width, prefetchable: bool },
+    Memory {
+        /// Base physical address (bytes; 0 = not assigned).
+        address: u64,
+        /// Size in bytes (a power of two).
+        size: u64,
+        /// Whether the BAR is 32- or 64-bit (64-bit BARs take two registers).
+        width: Width,
+        /// The Prefetchable bit (bit 3).
+        prefetchable: bool,
+    },
     /// I/O space: `size` ports at `port`.
-    Io { port: u32, size: u32 },
+    Io {
+        /// First I/O port.
+        port: u32,
+        /// Number of I/O ports (a power of two).
+        size: u32,
+    },
 }
 
 /// A BAR that cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
     /// The header has no BAR `index` (6 in a type 0 header, 2 in a bridge's).
-    NoSuchBar { bdf: Bdf, index: u8 },
+    NoSuchBar {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index asked for.
+        index: u8,
+    },
     /// A 64-bit BAR in the header's last slot has no register for its upper half.
-    MissingUpperHalf { bdf: Bdf, index: u8 },
+    MissingUpperHalf {
+        /// The function.
+        bdf: Bdf,
+        /// Index of the 64-bit BAR's lower half.
+        index: u8,
+    },
     /// Memory type 11b, which PCI 3.0 reserves.
-    ReservedType { bdf: Bdf, index: u8 },
+    ReservedType {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index (0..6).
+        index: u8,
+    },
 }
 
 impl fmt::Display for DecodeError {

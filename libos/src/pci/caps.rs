@@ -25,13 +25,31 @@ const MAX_CAPS: usize = (0x100 - FIRST as usize) / 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CapError {
     /// A BAR indicator above 5.
-    BadBar { bir: u8 },
+    BadBar {
+        /// The BAR Indicator Register (BIR) value read.
+        bir: u8,
+    },
     /// The structure does not fit in its BAR.
-    OutOfBar { offset: u64, len: u64, bar_size: u64 },
+    OutOfBar {
+        /// Offset of the structure in the BAR (bytes).
+        offset: u64,
+        /// Length of the structure (bytes).
+        len: u64,
+        /// Size of the BAR (bytes).
+        bar_size: u64,
+    },
     /// The capability is shorter than its fixed layout.
-    TooShort { len: u8 },
+    TooShort {
+        /// The capability's length (bytes).
+        len: u8,
+    },
     /// An MSI-X table of `entries` entries cannot hold the `need` messages asked for.
-    TableTooSmall { entries: u16, need: usize },
+    TableTooSmall {
+        /// MSI-X table entries (Table Size + 1).
+        entries: u16,
+        /// Vectors asked for.
+        need: usize,
+    },
 }
 
 impl fmt::Display for CapError {

@@ -16,21 +16,62 @@ pub enum PciError {
     /// A BAR could not be decoded.
     Bar(DecodeError),
     /// BAR `index` is not implemented.
-    BarNotImplemented { bdf: Bdf, index: u8 },
+    BarNotImplemented {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index (0..6).
+        index: u8,
+    },
     /// Memory BAR `index` has no address (the firmware and the scan left it unassigned).
-    BarUnassigned { bdf: Bdf, index: u8 },
+    BarUnassigned {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index (0..6).
+        index: u8,
+    },
     /// BAR `index` is an I/O BAR where a memory BAR was expected.
-    BarIsIo { bdf: Bdf, index: u8 },
+    BarIsIo {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index (0..6).
+        index: u8,
+    },
     /// BAR `index` lies above 4 GiB and could not be mapped.
-    BarMap { bdf: Bdf, index: u8, detail: String },
+    BarMap {
+        /// The function.
+        bdf: Bdf,
+        /// BAR index (0..6).
+        index: u8,
+        /// Why the mapping failed (the paging `MapError` as text).
+        detail: String,
+    },
     /// The function has no `what` capability ("MSI-X", "MSI").
-    NoCapability { bdf: Bdf, what: &'static str },
+    NoCapability {
+        /// The function.
+        bdf: Bdf,
+        /// The capability looked for ("MSI-X", "MSI").
+        what: &'static str,
+    },
     /// The `what` capability is malformed or does not fit.
-    Capability { bdf: Bdf, what: &'static str, error: CapError },
+    Capability {
+        /// The function.
+        bdf: Bdf,
+        /// The capability ("MSI-X", "MSI").
+        what: &'static str,
+        /// What is wrong with it.
+        error: CapError,
+    },
     /// No usable INTx.
     Intx(NoIntx),
     /// The INTx line is not an I/O APIC input.
-    Gsi { bdf: Bdf, gsi: u32, pins: u32 },
+    Gsi {
+        /// The function.
+        bdf: Bdf,
+        /// The Interrupt Line register's value, taken as a GSI.
+        gsi: u32,
+        /// Number of inputs (redirection entries) of the I/O APIC.
+        pins: u32,
+    },
 }
 
 impl fmt::Display for PciError {
@@ -58,7 +99,7 @@ impl From<DecodeError> for PciError {
 }
 
 /// A memory BAR of a probed function: assigned, decoded from configuration space and mapped uncached. Only
-/// [`Device::memory_bar`] makes one, so its range is a device's register space.
+/// `Device::memory_bar` makes one, so its range is a device's register space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryBar {
     index: u8,

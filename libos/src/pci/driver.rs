@@ -13,9 +13,21 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match {
     /// One vendor/device pair.
-    Id { vendor: VendorId, device: DeviceId },
+    Id {
+        /// Vendor ID.
+        vendor: VendorId,
+        /// Device ID.
+        device: DeviceId,
+    },
     /// A base class and subclass, and the programming interface unless `None` (e.g. NVMe: 01:08:02).
-    Class { class: u8, subclass: u8, prog_if: Option<u8> },
+    Class {
+        /// Base class code (e.g. 0x01 mass storage).
+        class: u8,
+        /// Subclass code (e.g. 0x08 non-volatile memory).
+        subclass: u8,
+        /// Programming interface (e.g. 0x02 NVMe), or `None` for any.
+        prog_if: Option<u8>,
+    },
 }
 
 impl Match {

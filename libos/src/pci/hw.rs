@@ -1,6 +1,7 @@
 //! The hardware edge of `libos::pci`: configuration space through port I/O (mechanism #1, interrupts masked
 //! between the address and data accesses) or ECAM loads and stores, and dword stores into a probed memory BAR
 //! (the MSI-X table). Source: PCI Local Bus Specification 3.0 §3.2.2.3.2; PCI Express Base 4.0 §7.2.2.
+#![allow(unsafe_code)]
 
 use super::config::{ConfigAccess, Location, CONFIG_ADDRESS, CONFIG_DATA};
 use super::{Bdf, ConfigSpace, MemoryBar};

@@ -1,8 +1,8 @@
 //! PCI for every platform: configuration space (port I/O or ECAM from ACPI MCFG), enumeration of bus 0 and
 //! the buses behind firmware-numbered bridges, BAR decoding, sizing and placement, the capability list, MSI and
 //! MSI-X programming with libos vectors, INTx through the I/O APIC, and the driver table that hands each
-//! function to the first driver claiming it ([`scan`] at boot). Drivers (virtio-pci today; NVMe, virtio-scsi,
-//! vmxnet3, PVSCSI next) live in the `drivers` crate and are listed in `zirvium`'s `boot.rs`.
+//! function to the first driver claiming it (`scan` at boot). Drivers (virtio-pci and NVMe today; vmxnet3,
+//! PVSCSI next) live in the `drivers` crate and are listed in `zirvium`'s `boot.rs`.
 //!
 //! Everything but the hardware edge (`hw.rs`: port I/O, ECAM and BAR stores; the scan and the probe handle's
 //! hardware operations) works over the [`ConfigAccess`] trait and is host-tested against a configuration space

@@ -16,9 +16,15 @@ pub const WINDOW_END: u64 = 0xFEC0_0000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BarError {
     /// Size is not a power of two or below 16 bytes (a broken sizing read-back).
-    BadSize { size: u64 },
+    BadSize {
+        /// The size read back (bytes).
+        size: u64,
+    },
     /// No free, naturally aligned hole of `size` bytes is left in the window.
-    NoSpace { size: u64 },
+    NoSpace {
+        /// The BAR's size (bytes), which is also its alignment.
+        size: u64,
+    },
 }
 
 impl fmt::Display for BarError {

@@ -1,6 +1,7 @@
 //! virtio-blk driver over any `virtio-drivers` [`Transport`], implementing [`libos::dev::BlockDevice`]: one
 //! request virtqueue of `QS` descriptors, one descriptor chain per request (header, data, status), several
-//! requests in flight, completions reaped by the interrupt handler, which wakes each request's task.
+//! requests in flight, completions reaped by the interrupt handler, which wakes each request's task — the
+//! request virtqueue is a `crate::block` [`Queue`] and the requests run on that shared engine.
 //! Source: virtio 1.2 §3.1.1 (device initialisation), §5.2.3 (feature bits), §5.2.4 (configuration layout),
 //! §5.2.6 (`virtio_blk_req`, request types, status values), §2.7.8 (used ring).
 //!
@@ -16,25 +17,20 @@ pub mod geometry;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::sync::{Arc, Weak};
-use alloc::task::Wake;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll, Waker};
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
-use spin::Mutex;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
 
 pub use geometry::{feature_names, Geometry, GeometryError, RawConfig};
 
-use super::irq::IrqSlot;
 use super::net::{IrqAck, F_VERSION_1};
 use super::pool::InFlight;
-use libos::irq::critical;
+use crate::block::{BlockQueue, Disk, Op, Piece, Queue};
+use crate::irq::IrqSlot;
 
 /// Index of requestq1 (the only queue without `VIRTIO_BLK_F_MQ`).
 pub const QUEUE_REQUEST: u16 = 0;
@@ -111,6 +107,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of an engine piece.
+    pub fn of(op: Op) -> Self {
+        match op {
+            Op::Read => Kind::Read,
+            Op::Write => Kind::Write,
+            Op::Flush => Kind::Flush,
+        }
+    }
+
     /// The request type field.
     pub fn req_type(self) -> u32 {
         match self {
@@ -199,15 +204,44 @@ pub fn completion(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlkInitError {
     /// The device did not accept our feature subset (FEATURES_OK did not stick).
-    FeaturesRejected { device: String, features: u64 },
+    FeaturesRejected {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// The feature bits the driver wrote (device features masked to the driver's subset).
+        features: u64,
+    },
     /// The request virtqueue is smaller than the driver's queue size.
-    QueueTooSmall { device: String, max: u32, need: usize },
+    QueueTooSmall {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
+        max: u32,
+        /// The driver's queue size (descriptors).
+        need: usize,
+    },
     /// `virtio-drivers` refused an operation (queue setup, configuration read).
-    Virtio { device: String, what: &'static str, error: VirtioError },
+    Virtio {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// What was being set up or read, e.g. "request queue".
+        what: &'static str,
+        /// The `virtio-drivers` error.
+        error: VirtioError,
+    },
     /// The configuration space holds values the driver cannot work with.
-    Config { device: String, error: GeometryError },
+    Config {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// Which configuration value is unusable.
+        error: GeometryError,
+    },
     /// Interrupt setup failed.
-    Interrupt { device: String, detail: String },
+    Interrupt {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// Why interrupt setup failed.
+        detail: String,
+    },
 }
 
 impl fmt::Display for BlkInitError {
@@ -226,61 +260,57 @@ impl fmt::Display for BlkInitError {
     }
 }
 
-/// Where a request slot is.
-enum Phase {
-    /// Not lent; its buffers may be refilled.
-    Free,
-    /// Lent to the device as one chain.
-    InFlight {
-        kind: Kind,
-        /// First logical sector of the chain (for errors).
-        sector: u64,
-        /// Data bytes in the chain.
-        len: usize,
-        /// The task waiting for it.
-        waker: Option<Waker>,
-        /// Its future was dropped: free the slot on completion instead of reporting.
-        abandoned: bool,
-    },
-    /// Completed; the result waits for its future.
-    Done(Result<(), BlockError>),
-}
-
 /// One request's DMA memory: header, bounce buffer and status byte, owned by the driver so they outlive any
 /// request future (the heap is identity mapped, hence DMA-able as is: see `hal.rs`).
 struct Slot {
     header: Box<[u8; HEADER_LEN]>,
     data: Vec<u8>,
     status: Box<[u8; 1]>,
-    phase: Phase,
+    /// The chain lent from this slot: kind, first logical sector (for errors), data bytes.
+    lent: Option<(Kind, u64, usize)>,
 }
 
-/// Everything behind the device lock.
-struct State<H: Hal, T: Transport, const QS: usize> {
+/// The request virtqueue and its slots: the block engine's [`Queue`].
+pub struct BlkQueue<H: Hal, T: Transport, const QS: usize> {
     name: String,
     transport: T,
     queue: VirtQueue<H, QS>,
     slots: Vec<Slot>,
-    free: Vec<usize>,
     /// Descriptor head → slot index.
     lent: InFlight<usize>,
-    /// Futures waiting for a free slot.
-    slot_waiters: Vec<Waker>,
     ack: IrqAck,
-    /// Set on the first protocol violation; every later request returns it.
-    broken: Option<BlockError>,
+    /// Logical sector size (bytes); virtio sector numbers are 512-byte units whatever it is (§5.2.6).
+    sector_size: u32,
 }
 
-impl<H: Hal, T: Transport, const QS: usize> State<H, T, QS> {
-    /// Lends slot `idx` to the device as a chain of `kind` for `len` data bytes at 512-byte `vsector`.
-    /// For writes the data must already be in the slot's bounce buffer.
-    fn submit(&mut self, idx: usize, kind: Kind, vsector: u64, sector: u64, len: usize) -> Result<(), BlockError> {
+impl<H: Hal + Send, T: Transport + Send, const QS: usize> Queue for BlkQueue<H, T, QS> {
+    type Unit = ();
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn buffer(&mut self, slot: usize, len: usize) -> Result<&mut [u8], BlockError> {
+        Ok(crate::block::grow(&mut self.slots[slot].data, len))
+    }
+
+    fn has_room(&self, op: Op) -> bool {
+        self.queue.available_desc() >= Kind::of(op).descriptors()
+    }
+
+    /// Lends slot `idx` to the device as a chain of `piece`'s kind; for writes the data is in its bounce buffer.
+    fn submit(&mut self, idx: usize, _unit: (), piece: &Piece) -> Result<(), String> {
+        let (kind, len) = (Kind::of(piece.op), piece.len);
         let slot = &mut self.slots[idx];
-        *slot.header = header(kind.req_type(), vsector);
+        *slot.header = header(kind.req_type(), piece.sector * u64::from(self.sector_size / geometry::VIRTIO_SECTOR));
         slot.status[0] = STATUS_UNWRITTEN;
         // SAFETY: the slot's header, data and status stay allocated (slots are never dropped while the device
-        // may use them, see `fail` and `Drop`) and are neither read, written nor resized while the phase is
-        // `InFlight`, i.e. until `reap` pops this token with the same buffers.
+        // may use them: a broken device is reset first, see `halt` and `Drop`) and are neither read, written nor
+        // resized while `lent` is set, i.e. until `reap` pops this token with the same buffers.
         let added = unsafe {
             match kind {
                 Kind::Read => self.queue.add(&[&slot.header[..]], &mut [&mut slot.data[..len], &mut slot.status[..]]),
@@ -288,41 +318,36 @@ impl<H: Hal, T: Transport, const QS: usize> State<H, T, QS> {
                 Kind::Flush => self.queue.add(&[&slot.header[..]], &mut [&mut slot.status[..]]),
             }
         };
-        let token = match added {
-            Ok(t) => t,
-            Err(e) => {
-                self.free.push(idx);
-                return Err(self.fail(format!("adding a {} chain: {e}", kind.what()), &mut Vec::new()));
-            }
-        };
-        slot.phase = Phase::InFlight { kind, sector, len, waker: None, abandoned: false };
-        if let Err((e, _)) = self.lent.insert(token, idx) {
-            return Err(self.fail(format!("virtqueue returned head {token} twice: {e}"), &mut Vec::new()));
-        }
-        Ok(())
+        let token = added.map_err(|e| format!("requestq: adding a {} chain: {e}", kind.what()))?;
+        slot.lent = Some((kind, piece.sector, len));
+        self.lent.insert(token, idx).map_err(|(e, _)| format!("requestq: virtqueue returned head {token} twice: {e}"))
     }
 
-    /// Pops every used chain, records its result in its slot and collects the wakers to wake. A used ring
-    /// that names a chain the driver did not lend, or reports a wrong length or status, breaks the device.
-    fn reap(&mut self, wake: &mut Vec<Waker>) {
-        let mut freed = false;
-        while self.broken.is_none() {
-            let Some(token) = self.queue.peek_used() else { break };
-            let idx = match self.lent.take(token) {
-                Ok(i) => i,
-                Err(e) => {
-                    self.fail(format!("used ring names a chain the driver did not lend: {e}"), wake);
-                    break;
-                }
-            };
+    fn notify(&mut self) {
+        if self.queue.should_notify() {
+            self.transport.notify(QUEUE_REQUEST);
+        }
+    }
+
+    fn acknowledge(&mut self) {
+        if self.ack == IrqAck::Task {
+            // Acknowledge before reaping: a chain used after this raises a new edge.
+            self.transport.ack_interrupt();
+        }
+    }
+
+    /// Pops every used chain and checks its length and status byte. A used ring that names a chain the driver
+    /// did not lend, or reports a wrong length or status, breaks the device.
+    fn reap(&mut self, done: &mut Vec<(usize, Result<(), BlockError>)>) -> Result<(), String> {
+        while let Some(token) = self.queue.peek_used() {
+            let idx = self
+                .lent
+                .take(token)
+                .map_err(|e| format!("requestq: used ring names a chain the driver did not lend: {e}"))?;
             let slot = &mut self.slots[idx];
-            let (kind, sector, len) = match &slot.phase {
-                Phase::InFlight { kind, sector, len, .. } => (*kind, *sector, *len),
-                _ => {
-                    self.fail(format!("descriptor head {token} maps to request slot {idx}, which is not lent"), wake);
-                    break;
-                }
-            };
+            let (kind, sector, len) = slot.lent.take().ok_or_else(|| {
+                format!("requestq: descriptor head {token} maps to request slot {idx}, which is not lent")
+            })?;
             // SAFETY: the same buffers (address and length) that `submit` added under this token.
             let popped = unsafe {
                 match kind {
@@ -337,92 +362,40 @@ impl<H: Hal, T: Transport, const QS: usize> State<H, T, QS> {
                     Kind::Flush => self.queue.pop_used(token, &[&slot.header[..]], &mut [&mut slot.status[..]]),
                 }
             };
-            let used = match popped {
-                Ok(n) => n,
-                Err(e) => {
-                    self.fail(format!("popping used id {token}: {e}"), wake);
-                    break;
-                }
-            };
-            let result = match completion(&self.name, kind, sector, len, used, slot.status[0]) {
-                Ok(()) => Ok(()),
-                Err(ChainError::Device(e)) => Err(e),
-                Err(ChainError::Protocol(detail)) => {
-                    // The chain is back with the driver, so the slot may be reused; the device is not.
-                    slot.phase = Phase::Free;
-                    self.free.push(idx);
-                    self.fail(format!("id {token}: {detail}"), wake);
-                    break;
-                }
-            };
-            match core::mem::replace(&mut slot.phase, Phase::Free) {
-                Phase::InFlight { abandoned: true, .. } => {
-                    self.free.push(idx);
-                    freed = true;
-                }
-                Phase::InFlight { waker, .. } => {
-                    slot.phase = Phase::Done(result);
-                    wake.extend(waker);
-                }
-                other => slot.phase = other,
+            let used = popped.map_err(|e| format!("requestq: popping used id {token}: {e}"))?;
+            match completion(&self.name, kind, sector, len, used, slot.status[0]) {
+                Ok(()) => done.push((idx, Ok(()))),
+                Err(ChainError::Device(e)) => done.push((idx, Err(e))),
+                Err(ChainError::Protocol(detail)) => return Err(format!("requestq: id {token}: {detail}")),
             }
         }
-        if freed {
-            wake.append(&mut self.slot_waiters);
-        }
+        Ok(())
     }
 
-    /// Returns slot `idx` to the free list and wakes the futures waiting for one.
-    fn release(&mut self, idx: usize, wake: &mut Vec<Waker>) {
-        self.slots[idx].phase = Phase::Free;
-        self.free.push(idx);
-        wake.append(&mut self.slot_waiters);
-    }
-
-    /// Marks the device broken by a protocol violation: resets it, so it stops touching the rings and the
-    /// lent buffers (virtio 1.2 §2.4), sets FAILED (§2.1), and wakes every waiting future so it sees the error.
-    /// Lent slots stay lent forever: nothing frees memory the device was given.
-    fn fail(&mut self, detail: String, wake: &mut Vec<Waker>) -> BlockError {
-        let e = BlockError::Protocol { device: self.name.clone(), detail: format!("requestq: {detail}") };
-        log::error!("{e}");
-        self.broken = Some(e.clone());
+    /// Resets the device, so it stops touching the rings and the lent buffers (virtio 1.2 §2.4), and sets FAILED
+    /// (§2.1). Lent slots stay lent forever: nothing frees memory the device was given.
+    fn halt(&mut self) {
         self.transport.set_status(DeviceStatus::empty());
         self.transport.set_status(DeviceStatus::FAILED);
-        for s in &mut self.slots {
-            if let Phase::InFlight { waker, .. } = &mut s.phase {
-                wake.extend(waker.take());
-            }
-        }
-        wake.append(&mut self.slot_waiters);
-        e
     }
 }
 
-/// A virtio-blk device with a request virtqueue of `QS` descriptors. Created as an `Arc` (its interrupt
-/// waker holds a weak reference), registered with `libos::dev::register_block`.
-pub struct VirtioBlk<H: Hal, T: Transport, const QS: usize> {
-    info: BlockInfo,
+impl<H: Hal, T: Transport, const QS: usize> Drop for BlkQueue<H, T, QS> {
+    fn drop(&mut self) {
+        // Reset first: the device must stop using the ring and the slots before they are freed.
+        self.transport.set_status(DeviceStatus::empty());
+    }
+}
+
+/// A virtio-blk device with a request virtqueue of `QS` descriptors: the disk on its request queue, the
+/// negotiated features and the geometry. Created as an `Arc`, registered with `libos::dev::register_block`.
+pub struct VirtioBlk<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> {
+    disk: Arc<Disk<BlkQueue<H, T, QS>>>,
     features: u64,
     geometry: Geometry,
-    state: Mutex<State<H, T, QS>>,
 }
 
-/// The waker bound to the device's [`IrqSlot`]: an interrupt reaps the used ring.
-struct IrqWaker<H: Hal, T: Transport, const QS: usize>(Weak<VirtioBlk<H, T, QS>>);
-
-impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> Wake for IrqWaker<H, T, QS> {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(dev) = self.0.upgrade() {
-            dev.interrupt();
-        }
-    }
-}
-
-impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk<H, T, QS> {
+impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk<H, T, QS> {
     /// Initialises the device (virtio 1.2 §3.1.1, §5.2.5): reset, feature negotiation, the request queue,
     /// capacity/`size_max`/`seg_max`/`blk_size` from the configuration space, `setup_irq` (e.g. MSI-X vector
     /// registers, which must follow queue setup and precede `DRIVER_OK`), `DRIVER_OK`; then binds `irq` to
@@ -496,7 +469,7 @@ impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk
             flush: features & F_FLUSH != 0,
             max_transfer: geometry.max_transfer,
         };
-        let state = State {
+        let q = BlkQueue {
             name,
             transport,
             queue,
@@ -505,26 +478,21 @@ impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk
                     header: Box::new([0; HEADER_LEN]),
                     data: Vec::new(),
                     status: Box::new([0]),
-                    phase: Phase::Free,
+                    lent: None,
                 })
                 .collect(),
-            // Popped from the back: slot 0 first.
-            free: (0..slots).rev().collect(),
             lent: InFlight::new(QS),
-            slot_waiters: Vec::new(),
             ack,
-            broken: None,
+            sector_size: geometry.sector_size,
         };
-        let dev = Arc::new_cyclic(|weak| {
-            irq.set_waker(&Waker::from(Arc::new(IrqWaker(weak.clone()))));
-            Self { info, features, geometry, state: Mutex::new(state) }
-        });
-        dev.with_state(|st| {
-            st.transport.set_status(
+        let queue = BlockQueue::new(q);
+        irq.set_waker(&queue.irq_waker());
+        queue.with_queue(|q| {
+            q.transport.set_status(
                 DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK | DeviceStatus::DRIVER_OK,
             )
         });
-        Ok(dev)
+        Ok(Arc::new(Self { disk: Disk::new(queue, info, ()), features, geometry }))
     }
 
     /// Features negotiated with the device.
@@ -532,252 +500,39 @@ impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> VirtioBlk
         self.features
     }
 
-    /// One line for the boot log: name, capacity, sector size, largest transfer, negotiated features,
-    /// queue size.
+    /// One line for the boot log: name, capacity, sector size, largest transfer ([`crate::block::describe`]),
+    /// negotiated features, queue size.
     pub fn describe(&self) -> String {
-        let i = &self.info;
-        format!(
-            "{} capacity {} sectors ({}) sector {} bytes max transfer {} KiB{} features {} queue {}",
-            i.name,
-            i.capacity,
-            geometry::human_size(i.bytes()),
-            i.sector_size,
-            i.max_transfer / 1024,
-            if i.read_only { " read-only" } else { "" },
-            feature_names(self.features),
-            QS
-        )
+        format!("{} features {} queue {}", crate::block::describe(self.info()), feature_names(self.features), QS)
     }
 
     /// The interrupt path: acknowledges edge-triggered interrupts, reaps the used ring, wakes the tasks
     /// whose requests completed. Also safe to call at any time (it only looks at the used ring).
     pub fn interrupt(&self) {
-        let mut wake = Vec::new();
-        self.with_state(|st| {
-            if st.ack == IrqAck::Task {
-                // Acknowledge before reaping: a chain used after this raises a new edge.
-                st.transport.ack_interrupt();
-            }
-            st.reap(&mut wake);
-        });
-        wake.into_iter().for_each(Waker::wake);
+        self.disk.queue().interrupt();
     }
 
-    fn with_state<R>(&self, f: impl FnOnce(&mut State<H, T, QS>) -> R) -> R {
-        critical(|| f(&mut self.state.lock()))
-    }
-
-    fn request<'a>(&'a self, kind: Kind, sector: u64, buf: Buf<'a>) -> Request<'a, H, T, QS> {
-        let total = match &buf {
-            Buf::Read(b) => b.len(),
-            Buf::Write(b) => b.len(),
-            Buf::None => 0,
-        };
-        Request { dev: self, kind, sector, buf, total, next: 0, flush_sent: false, pieces: Vec::new() }
-    }
-
-    fn check(&self, sector: u64, len: usize) -> Result<(), BlockError> {
-        if let Some(e) = self.with_state(|st| st.broken.clone()) {
-            return Err(e);
-        }
-        self.info.check(sector, len)
-    }
-}
-
-impl<H: Hal, T: Transport, const QS: usize> Drop for VirtioBlk<H, T, QS> {
-    fn drop(&mut self) {
-        // Reset first: the device must stop using the ring and the slots before they are freed.
-        self.state.get_mut().transport.set_status(DeviceStatus::empty());
-    }
-}
-
-/// The caller's buffer of a request.
-enum Buf<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
-    None,
-}
-
-/// A chain of a request, in flight: slot, offset of its data in the caller's buffer, length (bytes).
-#[derive(Debug, Clone, Copy)]
-struct Piece {
-    slot: usize,
-    offset: usize,
-    len: usize,
-}
-
-/// The future of one read, write or flush: submits chains while slots are free, copies completed reads
-/// out of the bounce buffers, finishes when every chain has completed or at the first error.
-struct Request<'a, H: Hal, T: Transport, const QS: usize> {
-    dev: &'a VirtioBlk<H, T, QS>,
-    kind: Kind,
-    /// First logical sector.
-    sector: u64,
-    buf: Buf<'a>,
-    total: usize,
-    /// Bytes handed to the device so far.
-    next: usize,
-    flush_sent: bool,
-    pieces: Vec<Piece>,
-}
-
-impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> Request<'_, H, T, QS> {
-    fn more_to_submit(&self) -> bool {
-        match self.kind {
-            Kind::Flush => !self.flush_sent,
-            Kind::Read | Kind::Write => self.next < self.total,
-        }
-    }
-
-    fn step(&mut self, st: &mut State<H, T, QS>, waker: &Waker, wake: &mut Vec<Waker>) -> Poll<Result<(), BlockError>> {
-        st.reap(wake);
-        if let Some(e) = &st.broken {
-            return Poll::Ready(Err(e.clone()));
-        }
-        let mut i = 0;
-        while i < self.pieces.len() {
-            let p = self.pieces[i];
-            let slot = &mut st.slots[p.slot];
-            match &mut slot.phase {
-                Phase::InFlight { waker: w, .. } => {
-                    if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                        *w = Some(waker.clone());
-                    }
-                    i += 1;
-                }
-                Phase::Done(result) => {
-                    let result = core::mem::replace(result, Ok(()));
-                    if let (Ok(()), Buf::Read(buf)) = (&result, &mut self.buf) {
-                        buf[p.offset..p.offset + p.len].copy_from_slice(&slot.data[..p.len]);
-                    }
-                    st.release(p.slot, wake);
-                    self.pieces.swap_remove(i);
-                    result?;
-                }
-                Phase::Free => {
-                    self.pieces.swap_remove(i);
-                    let name = st.name.clone();
-                    return Poll::Ready(Err(BlockError::Protocol {
-                        device: name,
-                        detail: format!("request slot {} was freed while its chain was in flight", p.slot),
-                    }));
-                }
-            }
-        }
-        let ss = u64::from(self.dev.info.sector_size);
-        let max = self.dev.info.max_transfer;
-        let mut added = false;
-        while self.more_to_submit() {
-            // A request keeps at most half the slots, so a large one cannot starve the others.
-            if st.queue.available_desc() < self.kind.descriptors() || self.pieces.len() >= st.slots.len().div_ceil(2) {
-                break;
-            }
-            let Some(idx) = st.free.pop() else { break };
-            let len = max.min(self.total - self.next);
-            let sector = self.sector + (self.next as u64) / ss;
-            let data = &mut st.slots[idx].data;
-            if data.len() < len {
-                data.resize(len, 0);
-            }
-            if let Buf::Write(buf) = &self.buf {
-                data[..len].copy_from_slice(&buf[self.next..self.next + len]);
-            }
-            // Virtio sector numbers are 512-byte units whatever the logical sector size (§5.2.6).
-            st.submit(idx, self.kind, sector * (ss / 512), sector, len)?;
-            if let Phase::InFlight { waker: w, .. } = &mut st.slots[idx].phase {
-                *w = Some(waker.clone());
-            }
-            self.pieces.push(Piece { slot: idx, offset: self.next, len });
-            self.next += len;
-            self.flush_sent = true;
-            added = true;
-        }
-        if added && st.queue.should_notify() {
-            st.transport.notify(QUEUE_REQUEST);
-        }
-        if self.more_to_submit() && !st.slot_waiters.iter().any(|w| w.will_wake(waker)) {
-            st.slot_waiters.push(waker.clone());
-        }
-        if self.pieces.is_empty() && !self.more_to_submit() {
-            return Poll::Ready(Ok(()));
-        }
-        Poll::Pending
-    }
-}
-
-impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> Future for Request<'_, H, T, QS> {
-    type Output = Result<(), BlockError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let mut wake = Vec::new();
-        let r = this.dev.with_state(|st| this.step(st, cx.waker(), &mut wake));
-        wake.into_iter().for_each(Waker::wake);
-        r
-    }
-}
-
-impl<H: Hal, T: Transport, const QS: usize> Drop for Request<'_, H, T, QS> {
-    fn drop(&mut self) {
-        if self.pieces.is_empty() {
-            return;
-        }
-        let mut wake = Vec::new();
-        critical(|| {
-            let mut st = self.dev.state.lock();
-            for p in self.pieces.drain(..) {
-                match &mut st.slots[p.slot].phase {
-                    Phase::InFlight { abandoned, waker, .. } => {
-                        *abandoned = true;
-                        *waker = None;
-                    }
-                    Phase::Done(_) => st.release(p.slot, &mut wake),
-                    Phase::Free => {}
-                }
-            }
-        });
-        wake.into_iter().for_each(Waker::wake);
-    }
-}
-
-impl<H: Hal + 'static, T: Transport + Send + 'static, const QS: usize> BlockDevice for VirtioBlk<H, T, QS> {
-    fn info(&self) -> &BlockInfo {
-        &self.info
-    }
-
-    fn read<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> BlockFuture<'a> {
-        if let Err(e) = self.check(sector, buf.len()) {
-            return Box::pin(core::future::ready(Err(e)));
-        }
-        Box::pin(self.request(Kind::Read, sector, Buf::Read(buf)))
-    }
-
-    fn write<'a>(&'a self, sector: u64, buf: &'a [u8]) -> BlockFuture<'a> {
-        if self.info.read_only {
-            return Box::pin(core::future::ready(Err(BlockError::ReadOnly { device: self.info.name.clone() })));
-        }
-        if let Err(e) = self.check(sector, buf.len()) {
-            return Box::pin(core::future::ready(Err(e)));
-        }
-        Box::pin(self.request(Kind::Write, sector, Buf::Write(buf)))
-    }
-
-    fn flush(&self) -> BlockFuture<'_> {
-        if let Some(e) = self.with_state(|st| st.broken.clone()) {
-            return Box::pin(core::future::ready(Err(e)));
-        }
-        if !self.info.flush {
-            // No volatile write cache: completed writes are already durable (§5.2.6.2).
-            return Box::pin(core::future::ready(Ok(())));
-        }
-        Box::pin(self.request(Kind::Flush, 0, Buf::None))
-    }
-}
-
-impl<H: Hal, T: Transport, const QS: usize> VirtioBlk<H, T, QS> {
     /// Sector size, capacity and transfer limits in use.
     pub fn geometry(&self) -> &Geometry {
         &self.geometry
+    }
+}
+
+impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> BlockDevice for VirtioBlk<H, T, QS> {
+    fn info(&self) -> &BlockInfo {
+        self.disk.info()
+    }
+
+    fn read<'a>(&'a self, sector: u64, buf: &'a mut [u8]) -> BlockFuture<'a> {
+        self.disk.read(sector, buf)
+    }
+
+    fn write<'a>(&'a self, sector: u64, buf: &'a [u8]) -> BlockFuture<'a> {
+        self.disk.write(sector, buf)
+    }
+
+    fn flush(&self) -> BlockFuture<'_> {
+        self.disk.flush()
     }
 }
 

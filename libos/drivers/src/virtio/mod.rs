@@ -1,7 +1,7 @@
 //! Virtio devices on any platform: virtio-mmio windows named on the command line (microvm, Firecracker) and
 //! virtio-pci functions handed over by `libos::pci`'s scan, driven through `virtio-drivers` transports and
-//! virtqueues with our own virtio-net and virtio-blk drivers on top. Source: virtio 1.2 §4.1 (virtio over
-//! PCI), §4.2 (virtio over MMIO), §5.1 (network device), §5.2 (block device).
+//! virtqueues with our own virtio-net, virtio-blk and virtio-scsi drivers on top. Source: virtio 1.2 §4.1
+//! (virtio over PCI), §4.2 (virtio over MMIO), §5.1 (network device), §5.2 (block device), §5.6 (SCSI host).
 //!
 //! Pure parts (the `virtio_mmio.device=` argument, capability parsing, buffer bookkeeping, the drivers
 //! themselves) build and are unit-tested on the host; the hardware edge (HAL, register access, device start)
@@ -15,15 +15,17 @@ pub mod csum;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
 mod hal;
-pub mod irq;
 // virtqueue `add`/`pop_used`: the driver lends its frame buffers to the device.
 #[allow(unsafe_code)]
 pub mod net;
 pub mod pool;
+// virtqueue `add`/`pop_used`: the driver lends its request and event buffers to the device.
+#[allow(unsafe_code)]
+pub mod scsi;
 // The test HAL and the device model's ring accesses.
 #[cfg(test)]
 #[allow(unsafe_code)]
-mod testing;
+pub(crate) mod testing;
 pub mod transport;
 
 #[cfg(target_os = "none")]
@@ -42,14 +44,15 @@ pub fn virtio_name(t: virtio_drivers::transport::DeviceType) -> alloc::string::S
         DeviceType::EntropySource => "virtio-rng".into(),
         DeviceType::MemoryBalloon | DeviceType::MemoryBallooning => "virtio-balloon".into(),
         DeviceType::Socket => "virtio-vsock".into(),
+        DeviceType::ScsiHost => "virtio-scsi".into(),
         other => alloc::format!("virtio-{other:?}").to_lowercase(),
     }
 }
 
-/// Whether this crate has a driver for virtio devices of type `t` (virtio-net, virtio-blk).
+/// Whether this crate has a driver for virtio devices of type `t` (virtio-net, virtio-blk, virtio-scsi).
 pub fn has_driver(t: virtio_drivers::transport::DeviceType) -> bool {
     use virtio_drivers::transport::DeviceType;
-    matches!(t, DeviceType::Network | DeviceType::Block)
+    matches!(t, DeviceType::Network | DeviceType::Block | DeviceType::ScsiHost)
 }
 
 /// Names of the feature bits in `bits` that `table` knows, comma-separated from bit 0 up; unknown bits as
@@ -80,9 +83,10 @@ pub(crate) use start::start;
 mod start {
     use super::blk::VirtioBlk;
     use super::hal::VirtioHal;
-    use super::irq::IrqSlot;
     use super::net::{IrqAck, VirtioNet};
+    use super::scsi::VirtioScsi;
     use super::{virtio_name, DISKS};
+    use crate::irq::IrqSlot;
     use alloc::boxed::Box;
     use alloc::format;
     use alloc::string::String;
@@ -92,7 +96,7 @@ mod start {
     /// Descriptors per virtqueue of every device started at boot.
     const QUEUE_SIZE: usize = 256;
 
-    /// Starts the virtio-net or virtio-blk driver on `transport` (by its device type) as device `name`,
+    /// Starts the virtio-net, virtio-blk or virtio-scsi driver on `transport` (by its device type) as `name`,
     /// interrupting through `slot`; `setup_irq` runs between queue setup and `DRIVER_OK` and returns how the
     /// interrupt is delivered (e.g. "MSI-X entry 0 -> vector 0x30"). Logs the device's one line — its
     /// description, then `transport {how} irq {...}` — and registers it with `libos::dev`.
@@ -114,6 +118,18 @@ mod start {
                 log::info!("{} transport {how} irq {irq}", dev.describe());
                 libos::dev::register_block(dev);
                 DISKS.fetch_add(1, Ordering::Relaxed);
+            }
+            DeviceType::ScsiHost => {
+                let dev = VirtioScsi::<VirtioHal, T, QUEUE_SIZE>::new(
+                    transport,
+                    name,
+                    slot,
+                    ack,
+                    libos::time::uptime_ns,
+                    &mut setup,
+                )
+                .map_err(|e| format!("{e}"))?;
+                super::scsi::register(&dev, how, &irq);
             }
             DeviceType::Network => {
                 let dev = VirtioNet::<VirtioHal, T, QUEUE_SIZE>::new(transport, name, slot, ack, &mut setup)

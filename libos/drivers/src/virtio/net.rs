@@ -21,8 +21,8 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
 
-use super::irq::IrqSlot;
 use super::pool::{InFlight, PoolError, TxPool};
+use crate::irq::IrqSlot;
 
 /// Index of receiveq1.
 pub const QUEUE_RECEIVE: u16 = 0;
@@ -137,15 +137,46 @@ pub const RX_INITIAL: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetInitError {
     /// The device did not accept our feature subset (FEATURES_OK did not stick).
-    FeaturesRejected { device: String, features: u64 },
+    FeaturesRejected {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// The feature bits the driver wrote (device features masked to the driver's subset).
+        features: u64,
+    },
     /// A virtqueue is smaller than the driver's queue size.
-    QueueTooSmall { device: String, queue: u16, max: u32, need: usize },
+    QueueTooSmall {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Virtqueue index (0 = receiveq1, 1 = transmitq1).
+        queue: u16,
+        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
+        max: u32,
+        /// The driver's queue size (descriptors).
+        need: usize,
+    },
     /// `virtio-drivers` refused an operation (queue setup, DMA allocation, configuration read).
-    Virtio { device: String, what: &'static str, error: VirtioError },
+    Virtio {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// What was being set up or read, e.g. "receive queue" or "config space (mac)".
+        what: &'static str,
+        /// The `virtio-drivers` error.
+        error: VirtioError,
+    },
     /// Interrupt setup failed.
-    Interrupt { device: String, detail: String },
+    Interrupt {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Why interrupt setup failed.
+        detail: String,
+    },
     /// The receive buffers could not be posted.
-    Buffers { device: String, detail: String },
+    Buffers {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Why posting failed.
+        detail: String,
+    },
 }
 
 impl fmt::Display for NetInitError {

@@ -12,11 +12,22 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolError {
     /// Token beyond the queue size.
-    OutOfRange { token: u16, queue_size: usize },
+    OutOfRange {
+        /// The token (descriptor chain head index).
+        token: u16,
+        /// The virtqueue's size (descriptors).
+        queue_size: usize,
+    },
     /// A buffer is already lent under this token (the queue handed out a head twice).
-    InUse { token: u16 },
+    InUse {
+        /// The token (descriptor chain head index).
+        token: u16,
+    },
     /// No buffer is lent under this token.
-    NotLent { token: u16 },
+    NotLent {
+        /// The token (descriptor chain head index), e.g. a used-ring `id`.
+        token: u16,
+    },
 }
 
 impl fmt::Display for PoolError {

@@ -7,6 +7,8 @@ use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
+use core::task::{Context, Poll};
+use libos::dev::{BlockError, BlockFuture};
 use std::sync::Mutex;
 use std::task::Wake;
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
@@ -154,6 +156,8 @@ pub struct MockDevice<X> {
     pub isr: u32,
     /// `ack_interrupt` calls.
     pub acks: u32,
+    /// Called after each notification with the transport and the queue (a device model that serves at once).
+    pub on_notify: Option<fn(&MockTransport<X>, u16)>,
     pub ext: X,
 }
 
@@ -237,7 +241,14 @@ impl<X> Transport for MockTransport<X> {
         self.0.lock().unwrap().queue_max
     }
     fn notify(&mut self, queue: u16) {
-        self.0.lock().unwrap().notifies[usize::from(queue)] += 1;
+        let hook = {
+            let mut d = self.0.lock().unwrap();
+            d.notifies[usize::from(queue)] += 1;
+            d.on_notify
+        };
+        if let Some(serve) = hook {
+            serve(self, queue);
+        }
     }
     fn get_status(&self) -> DeviceStatus {
         self.status()
@@ -305,4 +316,26 @@ pub fn counter() -> (Arc<WakeCount>, Waker) {
     let c = Arc::new(WakeCount(AtomicUsize::new(0)));
     let w = Waker::from(c.clone());
     (c, w)
+}
+
+/// Polls a block request once with waker `w`.
+pub fn poll_block(f: &mut BlockFuture<'_>, w: &Waker) -> Poll<Result<(), BlockError>> {
+    f.as_mut().poll(&mut Context::from_waker(w))
+}
+
+/// Polls `f` to completion the way a task and a device meet: after each pending poll the device side serves
+/// what it was given (`serve`) and an interrupt arrives (`interrupt`), which must wake `f` before it is polled
+/// again. Panics after 64 rounds.
+pub fn drive(mut f: BlockFuture<'_>, mut serve: impl FnMut(), mut interrupt: impl FnMut()) -> Result<(), BlockError> {
+    let (c, w) = counter();
+    for _ in 0..64 {
+        let before = c.get();
+        if let Poll::Ready(r) = poll_block(&mut f, &w) {
+            return r;
+        }
+        serve();
+        interrupt();
+        assert!(c.get() > before, "the interrupt woke the request");
+    }
+    panic!("request did not complete");
 }

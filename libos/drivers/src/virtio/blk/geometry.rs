@@ -3,7 +3,6 @@
 //! Source: virtio 1.2 §5.2.3 (feature bits), §5.2.4 (`struct virtio_blk_config`), §5.2.5 (initialisation).
 #![forbid(unsafe_code)]
 
-use alloc::format;
 use alloc::string::String;
 use core::fmt;
 
@@ -44,7 +43,12 @@ pub enum GeometryError {
     /// `blk_size` is not a power of two in 512..=[`MAX_BLK_SIZE`] bytes.
     BlockSize(u32),
     /// `size_max` (bytes) is smaller than one logical sector, so no chain could carry a sector.
-    SizeMax { size_max: u32, sector_size: u32 },
+    SizeMax {
+        /// `size_max` from the configuration space (bytes per segment).
+        size_max: u32,
+        /// The logical sector size (bytes).
+        sector_size: u32,
+    },
     /// `seg_max` is 0: no request could carry data.
     SegMax,
 }
@@ -131,23 +135,8 @@ pub fn feature_names(bits: u64) -> String {
     crate::virtio::feature_list(bits, FEATURE_NAMES)
 }
 
-/// `bytes` in the largest binary unit that gives at least 1, with one decimal unless exact:
-/// "64 MiB", "1.5 GiB", "512 bytes".
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (unit, name) in UNITS {
-        if bytes >= unit {
-            let whole = bytes / unit;
-            let tenths = (bytes % unit) * 10 / unit;
-            return if bytes.is_multiple_of(unit) {
-                format!("{whole} {name}")
-            } else {
-                format!("{whole}.{tenths} {name}")
-            };
-        }
-    }
-    format!("{bytes} bytes")
-}
+/// The disk size for boot logs (moved to [`crate::block`], shared by every disk driver).
+pub use crate::block::human_size;
 
 #[cfg(test)]
 mod tests {

@@ -42,11 +42,23 @@ pub const GSO_ECN: u8 = 0x80;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HdrError {
     /// The buffer is shorter than the header (bytes).
-    Short { len: usize, need: usize },
+    Short {
+        /// Buffer length.
+        len: usize,
+        /// Header length needed.
+        need: usize,
+    },
     /// `gso_type` is none of NONE, TCPV4, UDP, TCPV6 (with or without the ECN bit).
     GsoType(u8),
     /// `NEEDS_CSUM` names a checksum field outside the frame: `csum_start + csum_offset + 2 > frame_len`.
-    CsumRange { start: u16, offset: u16, frame_len: usize },
+    CsumRange {
+        /// `csum_start`.
+        start: u16,
+        /// `csum_offset`.
+        offset: u16,
+        /// Frame length (bytes, without the header).
+        frame_len: usize,
+    },
     /// `num_buffers` is 0 or more than the receive queue holds.
     NumBuffers(u16),
 }
@@ -92,48 +104,62 @@ impl<T: AsRef<[u8]>> NetHdr<T> {
         Ok(())
     }
 
+    /// `flags` (`F_NEEDS_CSUM`, `F_DATA_VALID`).
     pub fn flags(&self) -> u8 {
         read_u8(self.buffer.as_ref(), field::FLAGS)
     }
+    /// `gso_type` (`GSO_*`, maybe with `GSO_ECN`).
     pub fn gso_type(&self) -> u8 {
         read_u8(self.buffer.as_ref(), field::GSO_TYPE)
     }
+    /// `hdr_len`: bytes of Ethernet, IP and TCP headers of a GSO frame.
     pub fn hdr_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::HDR_LEN)
     }
+    /// `gso_size`: payload bytes per segment (MSS) of a GSO frame.
     pub fn gso_size(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::GSO_SIZE)
     }
+    /// `csum_start`: offset of the first byte summed.
     pub fn csum_start(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CSUM_START)
     }
+    /// `csum_offset`: offset of the checksum field from `csum_start`.
     pub fn csum_offset(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::CSUM_OFFSET)
     }
+    /// `num_buffers`: receive buffers this frame spans (mergeable receive buffers).
     pub fn num_buffers(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field::NUM_BUFFERS)
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> NetHdr<T> {
+    /// Sets `flags` (`F_NEEDS_CSUM`, `F_DATA_VALID`).
     pub fn set_flags(&mut self, v: u8) {
         write_u8(self.buffer.as_mut(), field::FLAGS, v)
     }
+    /// Sets `gso_type` (`GSO_*`, maybe with `GSO_ECN`).
     pub fn set_gso_type(&mut self, v: u8) {
         write_u8(self.buffer.as_mut(), field::GSO_TYPE, v)
     }
+    /// Sets `hdr_len`: bytes of Ethernet, IP and TCP headers of a GSO frame.
     pub fn set_hdr_len(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::HDR_LEN, v)
     }
+    /// Sets `gso_size`: payload bytes per segment (MSS) of a GSO frame.
     pub fn set_gso_size(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::GSO_SIZE, v)
     }
+    /// Sets `csum_start`: offset of the first byte summed.
     pub fn set_csum_start(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CSUM_START, v)
     }
+    /// Sets `csum_offset`: offset of the checksum field from `csum_start`.
     pub fn set_csum_offset(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::CSUM_OFFSET, v)
     }
+    /// Sets `num_buffers`: receive buffers this frame spans (mergeable receive buffers).
     pub fn set_num_buffers(&mut self, v: u16) {
         write_u16(self.buffer.as_mut(), field::NUM_BUFFERS, v)
     }
@@ -142,12 +168,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> NetHdr<T> {
 /// An owned, checked `virtio_net_hdr`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetHdrRepr {
+    /// `flags` (`F_NEEDS_CSUM`, `F_DATA_VALID`).
     pub flags: u8,
+    /// `gso_type` (`GSO_*`, maybe with `GSO_ECN`).
     pub gso_type: u8,
+    /// `hdr_len`: bytes of Ethernet, IP and TCP headers of a GSO frame.
     pub hdr_len: u16,
+    /// `gso_size`: payload bytes per segment (MSS) of a GSO frame.
     pub gso_size: u16,
+    /// `csum_start`: offset of the first byte summed.
     pub csum_start: u16,
+    /// `csum_offset`: offset of the checksum field from `csum_start`.
     pub csum_offset: u16,
+    /// `num_buffers`: receive buffers this frame spans (mergeable receive buffers).
     pub num_buffers: u16,
 }
 

@@ -13,8 +13,9 @@ use virtio_drivers::transport::mmio::{MmioTransport, MmioVersion, VirtIOHeader};
 use virtio_drivers::transport::Transport;
 
 use super::mmio_arg::{self, MmioArgError, MmioSlot};
+use crate::irq;
 use crate::virtio::net::IrqAck;
-use crate::virtio::{has_driver, irq, virtio_name};
+use crate::virtio::{has_driver, virtio_name};
 
 /// Starts every device on the command line. Returns `["virtio-mmio"]` when at least one NIC or disk started.
 /// Errors: a malformed token (a boot error: the command line is wrong). Devices that fail are logged.
@@ -31,7 +32,7 @@ pub fn start(cmdline: &Cmdline) -> Result<Vec<String>, MmioArgError> {
     Ok(if started > 0 { alloc::vec![String::from("virtio-mmio")] } else { Vec::new() })
 }
 
-/// Starts the device in `slot` (virtio-net or virtio-blk); `Ok(false)` for an empty slot or a device type
+/// Starts the device in `slot` (virtio-net, virtio-blk or virtio-scsi); `Ok(false)` for an empty slot or a device type
 /// without a driver.
 fn start_slot(slot: MmioSlot) -> Result<bool, String> {
     // microvm's windows sit in the 32-bit MMIO hole, identity mapped uncached by libos; others are mapped.

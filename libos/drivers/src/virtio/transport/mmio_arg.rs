@@ -26,13 +26,31 @@ pub struct MmioSlot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MmioArgError {
     /// The value is not `SIZE@BASE:IRQ[:ID]` (a separator is missing or there are extra fields).
-    Shape { token: String },
+    Shape {
+        /// The whole `virtio_mmio.device=` value.
+        token: String,
+    },
     /// One field is not a number (or a size with a bad suffix, or does not fit its type).
-    BadNumber { token: String, field: &'static str, text: String },
+    BadNumber {
+        /// The whole `virtio_mmio.device=` value.
+        token: String,
+        /// Which field: "size", "base address", "irq" or "id".
+        field: &'static str,
+        /// The field's text.
+        text: String,
+    },
     /// The window is smaller than the 0x100 bytes of virtio-mmio registers.
-    TooSmall { token: String, size: u64 },
+    TooSmall {
+        /// The whole `virtio_mmio.device=` value.
+        token: String,
+        /// The window's size (bytes).
+        size: u64,
+    },
     /// `BASE + SIZE` wraps around the 64-bit address space, or the base is not 4-byte aligned.
-    BadRange { token: String },
+    BadRange {
+        /// The whole `virtio_mmio.device=` value.
+        token: String,
+    },
 }
 
 impl fmt::Display for MmioArgError {

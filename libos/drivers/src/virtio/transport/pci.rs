@@ -1,6 +1,6 @@
-//! virtio-pci: the entry of `libos::pci`'s driver table that takes virtio-net and virtio-blk functions and
-//! starts them through virtio-drivers' `PciTransport`, with MSI-X entry 0 for the configuration and every
-//! queue (INTx through the I/O APIC when MSI-X is missing, unusable or refused by the device).
+//! virtio-pci: the entry of `libos::pci`'s driver table that takes virtio-net, virtio-blk and virtio-scsi
+//! functions and starts them through virtio-drivers' `PciTransport`, with MSI-X entry 0 for the configuration
+//! and every queue (INTx through the I/O APIC when MSI-X is missing, unusable or refused by the device).
 //! Source: virtio 1.2 §4.1.2 (PCI device discovery, device IDs), §4.1.4 (virtio structure capabilities),
 //! §4.1.5.1.2 (MSI-X vector configuration), §4.1.4.5 (ISR status for INTx).
 
@@ -13,24 +13,27 @@ mod hw;
 use libos::pci::{DeviceId, Match, VendorId};
 use virtio_drivers::transport::DeviceType;
 
-/// Functions the virtio-pci driver takes: virtio-net and virtio-blk, by their transitional (0x1000, 0x1001)
-/// and modern (0x1040 + device type) device IDs.
+/// Functions the virtio-pci driver takes: virtio-net, virtio-blk and virtio-scsi, by their transitional
+/// (0x1000, 0x1001, 0x1004) and modern (0x1040 + device type) device IDs.
 pub const MATCHES: &[Match] = &[
     Match::id(VendorId::VIRTIO.0, 0x1000),
     Match::id(VendorId::VIRTIO.0, 0x1001),
+    Match::id(VendorId::VIRTIO.0, 0x1004),
     Match::id(VendorId::VIRTIO.0, 0x1041),
     Match::id(VendorId::VIRTIO.0, 0x1042),
+    Match::id(VendorId::VIRTIO.0, 0x1048),
 ];
 
 /// Modern device IDs are 0x1040 plus the virtio device type.
 const MODERN_BASE: u16 = 0x1040;
 
-/// The virtio device type of a virtio-pci Device ID: the transitional IDs of network (0x1000) and block
-/// (0x1001) devices, or a modern ID; `None` for other IDs.
+/// The virtio device type of a virtio-pci Device ID: the transitional IDs of network (0x1000), block (0x1001)
+/// and SCSI host (0x1004) devices (§4.1.2.3), or a modern ID; `None` for other IDs.
 pub fn device_type(id: DeviceId) -> Option<DeviceType> {
     match id.0 {
         0x1000 => Some(DeviceType::Network),
         0x1001 => Some(DeviceType::Block),
+        0x1004 => Some(DeviceType::ScsiHost),
         id if id >= MODERN_BASE => DeviceType::try_from(id - MODERN_BASE).ok(),
         _ => None,
     }
@@ -49,10 +52,11 @@ mod probe {
     use super::cap::{self, VirtioPciCap};
     use super::hw::{self, Cam, CommonCfg};
     use super::{device_type, is_transitional, MATCHES};
+    use crate::irq;
+    use crate::irq::IsrStatus;
     use crate::virtio::hal::VirtioHal;
-    use crate::virtio::irq::IsrStatus;
     use crate::virtio::net::IrqAck;
-    use crate::virtio::{blk, irq, net, virtio_name};
+    use crate::virtio::{blk, net, scsi, virtio_name};
     use alloc::format;
     use alloc::string::{String, ToString};
     use libos::arch::x86_64::idt;
@@ -102,7 +106,7 @@ mod probe {
         })
     }
 
-    /// Starts a virtio-net or virtio-blk function.
+    /// Starts a virtio-net, virtio-blk or virtio-scsi function.
     fn probe(dev: &mut Device) -> Result<Bound, String> {
         let f = *dev.function();
         let bdf = f.bdf;
@@ -115,6 +119,7 @@ mod probe {
             .map_err(|e| format!("{name}: {e}"))?;
         let queues: &[u16] = match kind {
             DeviceType::Block => &[blk::QUEUE_REQUEST],
+            DeviceType::ScsiHost => &[scsi::QUEUE_CONTROL, scsi::QUEUE_EVENT, scsi::QUEUE_REQUEST],
             _ => &[net::QUEUE_RECEIVE, net::QUEUE_TRANSMIT],
         };
         let slot = irq::claim().ok_or_else(|| format!("{name}: no free interrupt slot"))?;
@@ -174,6 +179,9 @@ mod tests {
         };
         let claimed = |device| MATCHES.iter().any(|m| m.matches(&f(device)));
         assert!(claimed(0x1000) && claimed(0x1001) && claimed(0x1041) && claimed(0x1042));
+        assert!(claimed(0x1004) && claimed(0x1048), "virtio-scsi, transitional and modern");
+        assert_eq!(device_type(DeviceId(0x1004)), Some(DeviceType::ScsiHost));
+        assert_eq!(device_type(DeviceId(0x1048)), Some(DeviceType::ScsiHost));
         assert!(!claimed(0x1044), "virtio-rng has no driver: left to the scan's debug line");
     }
 }

@@ -5,7 +5,7 @@
 //! §4.1.5.1.2 (MSI-X vector configuration).
 
 use super::cap::{self, COMMON_CFG_LEN};
-use crate::virtio::irq::IsrStatus;
+use crate::irq::IsrStatus;
 use libos::pci::{Bdf, ConfigAccess, ConfigSpace, MemoryBar};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 

@@ -1,14 +1,16 @@
-//! Interrupt slots for virtio devices: each device owns one [`IrqSlot`] bound to a libos vector (an MSI-X
-//! message, or an I/O APIC route for INTx / virtio-mmio). The waking is libos's [`WakeSlot`]; what is virtio's
-//! is the bound vector and, for level-triggered PCI INTx, the ISR status byte the handler reads, which
-//! deasserts the line (virtio 1.2 §4.1.4.5) — without that the interrupt would fire again at once after EOI.
-//! All other device work (edge-triggered virtio-mmio's InterruptACK included) happens on the task side.
+//! Interrupt slots for the devices of this crate (virtio, NVMe): each device owns one [`IrqSlot`] bound to a
+//! libos vector (an MSI-X message, or an I/O APIC route for INTx / virtio-mmio). The waking is libos's
+//! [`WakeSlot`]; what a slot adds is the bound vector and, for a level-triggered virtio-pci INTx, the ISR status
+//! byte the handler reads, which deasserts the line (virtio 1.2 §4.1.4.5) — without that the interrupt would
+//! fire again at once after EOI. A device's persistent waker reaps its completions (an NVMe completion queue's
+//! head doorbell write deasserts its INTx the same way, NVMe 1.4 §7.5.1, in 2.0 the PCIe transport
+//! specification); everything else (edge-triggered virtio-mmio's InterruptACK included) happens on the task side.
 
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use core::task::Waker;
 use libos::irq::WakeSlot;
 
-/// Most virtio devices with interrupts.
+/// Most devices with interrupts (virtio and NVMe together).
 pub const MAX_SLOTS: usize = 16;
 
 /// The address of a virtio-pci ISR status byte, checked by the virtio-pci driver to lie inside a memory BAR
@@ -87,7 +89,7 @@ pub fn claim() -> Option<&'static IrqSlot> {
     SLOTS.iter().find(|s| s.claimed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok())
 }
 
-/// The libos interrupt handler for every vector virtio devices use: reads the ISR byte of INTx slots (which
+/// The libos interrupt handler for every vector these devices use: reads the ISR byte of INTx slots (which
 /// deasserts the level-triggered line) and wakes every slot bound to `vector` (INTx lines may be shared).
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
