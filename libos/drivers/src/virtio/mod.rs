@@ -10,7 +10,6 @@
 // virtqueue `add`/`pop_used`: the driver lends its request buffers to the device.
 #[allow(unsafe_code)]
 pub mod blk;
-pub mod csum;
 // The `virtio_drivers::Hal` implementation over libos memory.
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]

@@ -659,7 +659,7 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
             return Err((DeviceError::Busy { device: self.info.name.clone() }, frame));
         }
         // §5.1.6.2: GSO needs NEEDS_CSUM; the TCP checksum field holds the pseudo-header sum of the whole.
-        let Some(p) = super::csum::prepare(&mut frame) else {
+        let Some(p) = crate::csum::prepare(&mut frame) else {
             let detail = String::from("GSO frame is not TCP over IPv4");
             return Err((DeviceError::Protocol { device: self.info.name.clone(), detail }, frame));
         };
@@ -711,7 +711,7 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
         fill(frame);
         let mut repr = NetHdrRepr::default(); // flags 0, GSO_NONE, num_buffers 0
         if self.info.offloads.tx_checksum {
-            if let Some(p) = super::csum::prepare(frame) {
+            if let Some(p) = crate::csum::prepare(frame) {
                 repr.flags = hdr::F_NEEDS_CSUM;
                 repr.csum_start = p.start;
                 repr.csum_offset = p.offset;

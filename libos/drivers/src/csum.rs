@@ -1,6 +1,7 @@
-//! Partial TCP/UDP checksums for transmit checksum offload (`VIRTIO_NET_F_CSUM`): the driver stores the
-//! folded pseudo-header sum in the L4 checksum field and names the range; the device sums from
-//! `csum_start` to the end of the packet and stores the complement at `csum_start + csum_offset`.
+//! Partial TCP/UDP checksums for transmit checksum and segmentation offload, shared by every NIC driver that
+//! offers them (virtio-net `VIRTIO_NET_F_CSUM`, Xen netfront `NETTXF_csum_blank`, Hyper-V netvsc RNDIS checksum
+//! and LSOv2 info): the driver stores the folded pseudo-header sum in the L4 checksum field and names the
+//! range; the device sums from the L4 header to the end of the packet and stores the complement in the field.
 //! Source: virtio 1.2 §5.1.6.2 (packet transmission, `VIRTIO_NET_HDR_F_NEEDS_CSUM`); RFC 1071 (Internet
 //! checksum); RFC 793 §3.1 / RFC 768 (IPv4 pseudo-header); RFC 8200 §8.1 (IPv6 pseudo-header);
 //! IEEE 802.1Q (VLAN tag).
