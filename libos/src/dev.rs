@@ -73,6 +73,23 @@ pub struct NetOffloads {
     /// Received frames may be TCP segments larger than the MTU that the host coalesced (virtio
     /// `VIRTIO_NET_F_GUEST_TSO4` with mergeable receive buffers).
     pub rx_gso: bool,
+    /// Largest frame [`NetDevice::transmit_gso`] takes (bytes, Ethernet header included), when below
+    /// [`MAX_GSO_FRAME`]; 0 means [`MAX_GSO_FRAME`] (see [`NetOffloads::gso_max_frame`]).
+    pub gso_max_frame: usize,
+}
+
+/// Largest GSO frame (bytes): the IPv4 total length field's limit plus the 14-byte Ethernet header.
+pub const MAX_GSO_FRAME: usize = 14 + 65535;
+
+impl NetOffloads {
+    /// The largest frame [`NetDevice::transmit_gso`] takes (bytes): `gso_max_frame`, or [`MAX_GSO_FRAME`]
+    /// when it is 0 or larger.
+    pub fn gso_max_frame(&self) -> usize {
+        match self.gso_max_frame {
+            0 => MAX_GSO_FRAME,
+            n => n.min(MAX_GSO_FRAME),
+        }
+    }
 }
 
 /// The kind of segmentation a large transmitted frame asks for (virtio 1.2 §5.1.6 `gso_type`).

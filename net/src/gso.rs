@@ -21,8 +21,9 @@ use alloc::vec::Vec;
 use libos::dev::{Gso, GsoKind};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
 
-/// Largest merged frame (bytes): the IPv4 total length field's limit plus the Ethernet header.
-pub(crate) const MAX_FRAME: usize = 14 + 65535;
+/// Largest merged frame (bytes): the IPv4 total length field's limit plus the Ethernet header; a device may
+/// take less ([`NetOffloads::gso_max_frame`](libos::dev::NetOffloads::gso_max_frame)).
+pub(crate) const MAX_FRAME: usize = libos::dev::MAX_GSO_FRAME;
 /// Flows with an open frame at once; a new flow beyond this sends the oldest one's frame first.
 pub(crate) const MAX_FLOWS: usize = 8;
 
@@ -104,7 +105,7 @@ struct Open {
 
 impl Open {
     /// Whether `seg` (in `frame`) continues this frame: see the module docs.
-    fn continues(&self, seg: &Segment, frame: &[u8]) -> bool {
+    fn continues(&self, seg: &Segment, frame: &[u8], max_frame: usize) -> bool {
         let (a, b) = (&self.buf[..self.hdr_len], &frame[..seg.hdr_len]);
         // Headers equal apart from IP total length (16..18), ID (18..20), checksum (24..26) and TCP sequence
         // number (38..42), flags (47) and checksum (50..52), offsets from the frame start.
@@ -113,7 +114,7 @@ impl Open {
             && seg.hdr_len == self.hdr_len
             && seg.seq == self.next_seq
             && seg.payload <= self.mss
-            && self.buf.len() + seg.payload <= MAX_FRAME
+            && self.buf.len() + seg.payload <= max_frame
             && same(0..16)
             && same(20..24)
             && same(26..38)
@@ -127,11 +128,14 @@ impl Open {
 /// [`push`](Self::push) in order and call [`flush`](Self::flush) before the device is notified.
 pub(crate) struct Coalescer {
     open: Vec<Open>,
+    /// Largest merged frame the device takes (bytes, at most [`MAX_FRAME`]).
+    max_frame: usize,
 }
 
 impl Coalescer {
-    pub(crate) fn new() -> Self {
-        Self { open: Vec::new() }
+    /// A coalescer making frames of at most `max_frame` bytes (capped at [`MAX_FRAME`]).
+    pub(crate) fn new(max_frame: usize) -> Self {
+        Self { open: Vec::new(), max_frame: max_frame.min(MAX_FRAME) }
     }
 
     /// Flows with a frame under construction: what [`flush`](Self::flush) may send at most.
@@ -154,7 +158,7 @@ impl Coalescer {
         };
         if let Some(i) = self.find(seg.key) {
             let o = &mut self.open[i];
-            if o.continues(&seg, frame) {
+            if o.continues(&seg, frame, self.max_frame) {
                 o.buf.extend_from_slice(&frame[seg.hdr_len..seg.hdr_len + seg.payload]);
                 o.segments += 1;
                 o.next_seq = seg.seq.wrapping_add(seg.payload as u32);
@@ -166,7 +170,7 @@ impl Coalescer {
         } else if self.open.len() >= MAX_FLOWS {
             emit(self.open.remove(0), out);
         }
-        let mut buf = Vec::with_capacity(MAX_FRAME);
+        let mut buf = Vec::with_capacity(self.max_frame);
         buf.extend_from_slice(&frame[..seg.hdr_len + seg.payload]);
         self.open.push(Open {
             key: seg.key,
@@ -237,7 +241,12 @@ mod tests {
 
     /// Runs frames through a coalescer (flushing at the end) and returns what came out, owned.
     fn run(frames: &[Vec<u8>]) -> Vec<(Vec<u8>, Option<Gso>)> {
-        let mut c = Coalescer::new();
+        run_limited(frames, MAX_FRAME)
+    }
+
+    /// [`run`] for a device taking frames of at most `max_frame` bytes.
+    fn run_limited(frames: &[Vec<u8>], max_frame: usize) -> Vec<(Vec<u8>, Option<Gso>)> {
+        let mut c = Coalescer::new(max_frame);
         let mut got = Vec::new();
         let mut sink = |o: Out<'_>| match o {
             Out::Frame(f) => got.push((f.to_vec(), None)),
@@ -373,12 +382,19 @@ mod tests {
         assert!(got.iter().all(|(f, _)| f.len() <= MAX_FRAME));
         let total: usize = got.iter().map(|(f, _)| f.len() - 54).sum();
         assert_eq!(total, 50 * 1460, "no payload lost or repeated");
+        // A device with a smaller limit (Xen: XEN_NETIF_MAX_TX_SIZE, Hyper-V: the host's LSOv2 size).
+        for limit in [65535, 62_780, 54 + 3 * 1460] {
+            let got = run_limited(&frames, limit);
+            assert!(got.iter().all(|(f, _)| f.len() <= limit), "{limit}");
+            let total: usize = got.iter().map(|(f, _)| f.len() - 54).sum();
+            assert_eq!(total, 50 * 1460, "no payload lost or repeated under {limit}");
+        }
     }
 
     #[test]
     fn more_flows_than_slots_send_the_oldest() {
         let frames: Vec<Vec<u8>> = (0..=MAX_FLOWS as u16).map(|p| segment(1000 + p, 0, 100, FLAG_ACK, 0)).collect();
-        let mut c = Coalescer::new();
+        let mut c = Coalescer::new(MAX_FRAME);
         let mut sent = Vec::new();
         for f in &frames {
             c.push(f, &mut |o| {

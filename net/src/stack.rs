@@ -198,7 +198,7 @@ impl Stack {
             failed: None,
             held: VecDeque::new(),
             mac: info.mac,
-            gso: info.offloads.tso4.then(Coalescer::new),
+            gso: info.offloads.tso4.then(|| Coalescer::new(info.offloads.gso_max_frame())),
             tcp_large_bytes: 0,
             tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
             small_listening: false,

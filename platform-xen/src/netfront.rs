@@ -373,7 +373,8 @@ impl Netfront {
 /// stack.
 pub fn offloads(no_csum_offload: bool, sg: bool, gso_tcpv4: bool) -> NetOffloads {
     let tx_checksum = !no_csum_offload;
-    NetOffloads { rx_checksum: true, tx_checksum, tso4: tx_checksum && sg && gso_tcpv4, rx_gso: true }
+    let tso4 = tx_checksum && sg && gso_tcpv4;
+    NetOffloads { rx_checksum: true, tx_checksum, tso4, rx_gso: true, gso_max_frame: XEN_NETIF_MAX_TX_SIZE }
 }
 
 impl NetDevice for Netfront {
