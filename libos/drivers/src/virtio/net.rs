@@ -302,7 +302,8 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
                     tx_checksum: features & F_CSUM != 0,
                     tso4: features & F_HOST_TSO4 != 0,
                     rx_gso: features & F_GUEST_TSO4 != 0,
-                    gso_max_frame: MAX_GSO_FRAME,
+                    // 0: net::gso's own limit, MAX_GSO_FRAME, which virtio-net takes.
+                    gso_max_frame: 0,
                 },
             },
             transport,
