@@ -53,7 +53,11 @@ fn platforms() -> [&'static dyn Platform; 4] {
 /// The PCI driver table, first match wins (`libos::pci::scan` hands each function to the first driver that
 /// claims it). virtio-pci takes virtio-net, virtio-blk and virtio-scsi by device ID, NVMe its class code; a new
 /// PCI driver — vmxnet3, PVSCSI — is added here.
-static PCI_DRIVERS: &[&libos::pci::Driver] = &[&drivers::virtio::pci::DRIVER, &drivers::nvme::DRIVER];
+static PCI_DRIVERS: &[&libos::pci::Driver] = &[
+    &drivers::virtio::pci::DRIVER,
+    #[cfg(feature = "fs")]
+    &drivers::nvme::DRIVER,
+];
 
 /// Starts the drivers of the devices any platform may have, after the platform's own `init`: the virtio-mmio
 /// devices the command line names (microvm, Firecracker), then every PCI function a driver in [`PCI_DRIVERS`]
