@@ -79,10 +79,13 @@ impl Profile {
 pub struct Image {
     /// Binary name, e.g. `hello`.
     pub app: String,
-    /// Absolute path of the ELF.
+    /// Absolute path of the ELF to boot: the linked one without its symbol table (`APP.elf` beside it, see
+    /// [`crate::strip`]).
     pub path: PathBuf,
     /// File size in bytes.
     pub size: u64,
+    /// The ELF as linked, with symbols: for `addr2line` on a backtrace and the size report.
+    pub symbols: PathBuf,
 }
 
 impl Image {
@@ -139,13 +142,21 @@ pub enum BuildError {
     /// ([`crate::stdapp`]).
     #[error(transparent)]
     Std(Box<crate::stdapp::StdError>),
-    /// The ELF cargo named cannot be read.
+    /// The ELF cargo named cannot be read, or the boot image not written.
     #[error("built image {path}: {source}")]
     Image {
         /// The ELF path.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The linked ELF cannot be stripped of its symbols.
+    #[error("built image {path}: {error}")]
+    Strip {
+        /// The ELF path.
+        path: PathBuf,
+        /// Why.
+        error: crate::strip::StripError,
     },
 }
 
@@ -320,8 +331,19 @@ pub fn build(app: &App, profile: Profile, initrd: Option<&Path>) -> Result<Image
         }
     })?;
     let path = executable.ok_or_else(|| BuildError::NoExecutable { command, app: app.bin.clone() })?;
-    let size = std::fs::metadata(&path).map_err(|source| BuildError::Image { path: path.clone(), source })?.len();
-    Ok(Image { app: app.bin.clone(), path, size })
+    boot_image(&app.bin, path)
+}
+
+/// The boot image of the linked ELF `linked` of app `app`: a copy without its symbol table next to it
+/// (`APP.elf`, [`crate::strip`]); the linked ELF stays as [`Image::symbols`] for backtraces and the size report.
+/// Errors: [`BuildError::Image`] (reading or writing), [`BuildError::Strip`] (a malformed ELF).
+pub fn boot_image(app: &str, linked: PathBuf) -> Result<Image, BuildError> {
+    let bytes = std::fs::read(&linked).map_err(|source| BuildError::Image { path: linked.clone(), source })?;
+    let stripped =
+        crate::strip::strip_symbols(&bytes).map_err(|e| BuildError::Strip { path: linked.clone(), error: e })?;
+    let boot = linked.with_extension("elf");
+    std::fs::write(&boot, &stripped).map_err(|source| BuildError::Image { path: boot.clone(), source })?;
+    Ok(Image { app: app.to_owned(), path: boot, size: stripped.len() as u64, symbols: linked })
 }
 
 /// Runs the cargo command `cmd` with `--message-format=json-render-diagnostics`, handing each JSON message line
@@ -421,7 +443,7 @@ mod tests {
 
     #[test]
     fn image_summary() {
-        let img = Image { app: "hello".into(), path: "/t/hello".into(), size: 123_456 };
+        let img = Image { app: "hello".into(), path: "/t/hello".into(), size: 123_456, symbols: "/t/h".into() };
         assert_eq!(img.summary(), "/t/hello (123456 bytes, 120.6 KiB)");
     }
 }

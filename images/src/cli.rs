@@ -362,15 +362,16 @@ fn build(sel: &CrateArgs, debug: bool, initrd: Option<PathBuf>) -> Result<u8, Er
 
 /// `inspect`: `file`, or the app's ELF built first (its initrd embedded, as `run` boots it).
 fn inspect(file: Option<PathBuf>, sel: &CrateArgs, debug: bool) -> Result<u8, Error> {
-    let path = match file {
-        Some(f) => f,
+    let report = match file {
+        Some(f) => crate::inspect::inspect(&f)?,
         None => {
             let app = resolve(sel)?;
             let initrd = crate::initrd::for_app(&app, None)?;
-            crate::cargo::build(&app, Profile::from_debug(debug), initrd.as_deref())?.path
+            let image = crate::cargo::build(&app, Profile::from_debug(debug), initrd.as_deref())?;
+            crate::inspect::inspect_image(&image)?
         }
     };
-    print!("{}", crate::inspect::inspect(&path)?);
+    print!("{report}");
     Ok(0)
 }
 

@@ -77,6 +77,8 @@ pub struct ElfReport {
     pub multiboot2: Option<(usize, Option<u32>)>,
     /// Platforms compiled in (`kvm`, `xen`, `hyperv`).
     pub platforms: Vec<&'static str>,
+    /// The ELF has a symbol table (boot images are stripped, see [`crate::strip`]: no platforms to read then).
+    pub has_symbols: bool,
     /// Allocated sections: (name, address, size in bytes).
     pub sections: Vec<(String, u64, u64)>,
     /// Embedded initrd: (entries, archive bytes).
@@ -165,6 +167,17 @@ fn find_ustar(data: &[u8]) -> Option<(usize, u64)> {
     Some((n, end))
 }
 
+/// The platforms whose crates have symbols in `file`.
+fn platforms(file: &object::File<'_>) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    for (krate, name) in [("platform_kvm", "kvm"), ("platform_xen", "xen"), ("platform_hyperv", "hyperv")] {
+        if file.symbols().any(|s| s.name().is_ok_and(|n| n.contains(krate))) {
+            found.push(name);
+        }
+    }
+    found
+}
+
 /// Reads an app ELF's entries, platforms, sections and embedded initrd. Errors: not an ELF.
 pub fn inspect_elf(bytes: &[u8]) -> Result<ElfReport, String> {
     let file = object::File::parse(bytes).map_err(|e| format!("not an ELF: {e}"))?;
@@ -175,11 +188,8 @@ pub fn inspect_elf(bytes: &[u8]) -> Result<ElfReport, String> {
         multiboot2: multiboot2_header(bytes),
         ..ElfReport::default()
     };
-    for (krate, name) in [("platform_kvm", "kvm"), ("platform_xen", "xen"), ("platform_hyperv", "hyperv")] {
-        if file.symbols().any(|s| s.name().is_ok_and(|n| n.contains(krate))) {
-            r.platforms.push(name);
-        }
-    }
+    r.has_symbols = file.symbols().next().is_some();
+    r.platforms = platforms(&file);
     for s in file.sections() {
         if s.address() != 0 {
             r.sections.push((s.name().unwrap_or("?").to_owned(), s.address(), s.size()));
@@ -206,7 +216,11 @@ impl std::fmt::Display for ElfReport {
             entries.push("none a loader knows".into());
         }
         writeln!(f, "  entries: {}; ELF entry {:#x}", entries.join(", "), self.elf_entry)?;
-        let platforms = if self.platforms.is_empty() { "none found".into() } else { self.platforms.join(", ") };
+        let platforms = match (self.platforms.is_empty(), self.has_symbols) {
+            (false, _) => self.platforms.join(", "),
+            (true, true) => "none found".into(),
+            (true, false) => "unknown (no symbol table: the linked ELF beside the boot image has it)".into(),
+        };
         writeln!(f, "  platforms: {platforms}")?;
         writeln!(f, "  sections:")?;
         for (name, addr, size) in &self.sections {
@@ -226,6 +240,20 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Inspects a built image: the boot ELF's report, with the platforms read from the linked ELF's symbols.
+/// Errors: [`InspectError`].
+pub fn inspect_image(image: &crate::Image) -> Result<String, InspectError> {
+    let read = |path: &Path| {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        inspect_elf(&bytes).map_err(|why| InspectError::Unrecognised { path: path.to_owned(), why })
+    };
+    let mut r = read(&image.path)?;
+    if !r.has_symbols {
+        r.platforms = read(&image.symbols)?.platforms;
+    }
+    Ok(format!("{}: {r}", image.path.display()))
 }
 
 /// Inspects `path` (an ELF or a disk image) and returns the report text. Errors: [`InspectError`].

@@ -40,6 +40,7 @@ pub mod region;
 pub mod run;
 pub mod shell;
 pub mod stdapp;
+pub mod strip;
 pub mod symbols;
 pub mod vmtest;
 pub mod xen;

@@ -216,7 +216,15 @@ fn toml_string(s: &str) -> String {
 }
 
 fn cargo_toml(name: &str, template: Template, source: &Source) -> String {
-    let mut deps = format!("zirvium = {{ {} }}\n", source.location("libos/api"));
+    // zirvium's cargo features `net` and `fs` link and start the network stack and the file systems: each
+    // template asks for what it uses (hello reads its initrd; http serves it).
+    let features = match template {
+        // (The std template has its own Cargo.toml, `std_cargo_toml`: it does not depend on zirvium.)
+        Template::Http | Template::Std => r#"["net", "fs"]"#,
+        Template::Hello => r#"["fs"]"#,
+    };
+    let mut deps =
+        format!("zirvium = {{ {}, default-features = false, features = {features} }}\n", source.location("libos/api"));
     let mut ports = String::new();
     if template == Template::Http {
         deps.push_str(&format!("zirvium-http = {{ {}, features = [\"vfs\"] }}\n", source.location("net/http")));
@@ -576,7 +584,7 @@ mod tests {
         let toml = &by_path[0].1;
         for want in [
             "name = \"web\"",
-            "zirvium = { path = \"/src/z/libos/api\" }",
+            "zirvium = { path = \"/src/z/libos/api\", default-features = false, features = [\"net\", \"fs\"] }",
             "zirvium-http = { path = \"/src/z/net/http\", features = [\"vfs\"] }",
             "[package.metadata.zirvium]\nports = [\"8080:80\"]",
             "[profile.release]\nopt-level = \"s\"\nlto = true\ncodegen-units = 1\npanic = \"abort\"",
@@ -589,7 +597,7 @@ mod tests {
         assert!(by_path[2].1.contains("replace each `path = \"...\"` with `git = \"URL\"`"));
         assert!(by_path[3].1.contains("targets = [\"x86_64-unknown-none\"]"));
         let by_git = files("web", Template::Http, &Source::Git("https://example.org/zirvium.git".into()));
-        assert!(by_git[0].1.contains("zirvium = { git = \"https://example.org/zirvium.git\" }"));
+        assert!(by_git[0].1.contains("zirvium = { git = \"https://example.org/zirvium.git\", default-features"));
         assert!(by_git[2].1.contains("path = \"CHECKOUT/libos/api\""));
     }
 
@@ -597,6 +605,7 @@ mod tests {
     fn hello_template_needs_no_http() {
         let f = files("greeter", Template::Hello, &Source::Checkout("/src/z".into()));
         assert!(!f[0].1.contains("zirvium-http") && !f[0].1.contains("metadata.zirvium"));
+        assert!(f[0].1.contains("default-features = false, features = [\"fs\"]"));
         assert_eq!(f[5], ("initrd/greeting.txt", "Greetings from greeter's initrd.\n".to_owned()));
     }
 

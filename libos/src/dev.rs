@@ -61,10 +61,56 @@ impl fmt::Display for DeviceError {
 /// Offloads a NIC offers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetOffloads {
-    /// The device verifies TCP/UDP checksums of received frames (a frame reaching us is good).
+    /// Received frames may carry [`RxFrame::checksum_valid`]: the device verified their TCP/UDP checksum
+    /// (virtio `VIRTIO_NET_F_GUEST_CSUM`, netif `NETRXF_data_validated`, an RNDIS checksum info). Frames without
+    /// the flag still need checking by software.
     pub rx_checksum: bool,
     /// The device fills TCP/UDP checksums of transmitted frames.
     pub tx_checksum: bool,
+    /// The device segments TCP over IPv4 ([`NetDevice::transmit_gso`] with [`GsoKind::TcpV4`]): virtio
+    /// `VIRTIO_NET_F_HOST_TSO4`, netif `feature-gso-tcpv4`, RNDIS LSOv2.
+    pub tso4: bool,
+    /// Received frames may be TCP segments larger than the MTU that the host coalesced (virtio
+    /// `VIRTIO_NET_F_GUEST_TSO4` with mergeable receive buffers).
+    pub rx_gso: bool,
+    /// Largest frame [`NetDevice::transmit_gso`] takes (bytes, Ethernet header included), when below
+    /// [`MAX_GSO_FRAME`]; 0 means [`MAX_GSO_FRAME`] (see [`NetOffloads::gso_max_frame`]).
+    pub gso_max_frame: usize,
+}
+
+/// Largest GSO frame (bytes): the IPv4 total length field's limit plus the 14-byte Ethernet header.
+pub const MAX_GSO_FRAME: usize = 14 + 65535;
+
+impl NetOffloads {
+    /// The largest frame [`NetDevice::transmit_gso`] takes (bytes): `gso_max_frame`, or [`MAX_GSO_FRAME`]
+    /// when it is 0 or larger.
+    pub fn gso_max_frame(&self) -> usize {
+        match self.gso_max_frame {
+            0 => MAX_GSO_FRAME,
+            n => n.min(MAX_GSO_FRAME),
+        }
+    }
+}
+
+/// The kind of segmentation a large transmitted frame asks for (virtio 1.2 §5.1.6 `gso_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GsoKind {
+    /// TCP over IPv4 (`VIRTIO_NET_HDR_GSO_TCPV4`).
+    TcpV4,
+}
+
+/// How the device cuts a large TCP frame into segments: every segment gets a copy of the first `hdr_len`
+/// bytes (Ethernet, IP and TCP headers) with the IP length, IP ID, TCP sequence number, PSH/FIN (last segment
+/// only) and checksums made right, and at most `mss` bytes of the payload. Source: virtio 1.2 §5.1.6.2
+/// (`hdr_len`, `gso_size`), `xen/include/public/io/netif.h` (`XEN_NETIF_EXTRA_TYPE_GSO`), MS-RNDIS LSOv2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gso {
+    /// Protocol of the frame.
+    pub kind: GsoKind,
+    /// Length of the Ethernet + IP + TCP headers (bytes).
+    pub hdr_len: u16,
+    /// TCP payload per segment (bytes): the connection's MSS.
+    pub mss: u16,
 }
 
 /// What a NIC is.
@@ -91,6 +137,10 @@ pub struct RxFrame {
     pub len: usize,
     /// Device-private token identifying the buffer's slot.
     pub token: u32,
+    /// The TCP/UDP checksum is known good: the device verified it (virtio `VIRTIO_NET_HDR_F_DATA_VALID`) or
+    /// the frame never crossed a wire (virtio `VIRTIO_NET_HDR_F_NEEDS_CSUM` from the host's own stack). False
+    /// means unknown, never "bad".
+    pub checksum_valid: bool,
 }
 
 impl RxFrame {
@@ -113,6 +163,22 @@ pub trait NetDevice: Send {
 
     /// Whether a transmit slot is free.
     fn can_transmit(&mut self) -> bool;
+
+    /// How many frames (each possibly a [`transmit_gso`](Self::transmit_gso) frame) could be queued now.
+    fn transmit_slots(&mut self) -> usize {
+        usize::from(self.can_transmit())
+    }
+
+    /// Queues `frame` (an Ethernet frame, no device header, at most 64 KiB) for the device to cut into
+    /// segments as `gso` says; the device completes the TCP checksum of each. Only for devices whose
+    /// [`NetOffloads::tso4`] is set. The buffer is the device's until the transmission completes. Errors:
+    /// [`DeviceError::Busy`] (the frame is handed back), [`DeviceError::TooLarge`] when the device cannot
+    /// segment (the default).
+    fn transmit_gso(&mut self, frame: Vec<u8>, gso: Gso) -> Result<(), (DeviceError, Vec<u8>)> {
+        let _ = gso;
+        let max = self.info().mtu + 14;
+        Err((DeviceError::TooLarge { device: self.info().name.clone(), len: frame.len(), max }, frame))
+    }
 
     /// Queues one frame of `len` bytes that `fill` writes (an Ethernet frame, no device header). The device
     /// is notified at the next [`flush`](Self::flush). Errors: [`DeviceError::Busy`] when no slot is free,

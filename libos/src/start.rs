@@ -34,32 +34,107 @@ fn boot_error(what: &str, e: &dyn core::fmt::Display) -> ! {
     crate::exit(crate::EXIT_BOOT_ERROR)
 }
 
-/// Boot timeline stamps, in order: entry, rust, memory, platform, app. TSC ticks (0 = not reached).
-static STAMPS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
-/// Names of the timeline stamps.
-pub const STAMP_NAMES: [&str; 5] = ["entry", "rust", "memory", "platform", "app"];
+/// A step of the boot timeline, in the order boot reaches them; each stamp records when the step *ended*
+/// (`Entry` is the first instruction), so a step's cost is the difference to the previous stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The entry stub's first instruction (the origin, 0 µs).
+    Entry,
+    /// Entry stub done (`.bss` cleared, long mode): the first Rust instruction.
+    Rust,
+    /// Boot info read, free memory found, page tables built, heap claimed.
+    Memory,
+    /// GDT/IDT, command line, log, LAPIC.
+    Cpu,
+    /// Hypervisor detected and the platform initialised.
+    Platform,
+    /// TSC frequency known (stated by the platform or calibrated) and the clock installed.
+    Clock,
+    /// Device drivers started (virtio-mmio, PCI).
+    Drivers,
+    /// Network stack started (static address applied, or DHCP begun).
+    Net,
+    /// File systems mounted.
+    Fs,
+    /// The app's main runs.
+    App,
+    /// The app is ready for clients (httpd: listening).
+    Ready,
+}
 
-/// Records timeline stamp `i` (index into [`STAMP_NAMES`]) now.
-pub fn stamp(i: usize) {
-    if let Some(s) = STAMPS.get(i) {
-        s.store(cpu::rdtsc(), Ordering::Relaxed);
+impl Step {
+    /// Every step, in timeline order.
+    pub const ALL: [Step; 11] = [
+        Step::Entry,
+        Step::Rust,
+        Step::Memory,
+        Step::Cpu,
+        Step::Platform,
+        Step::Clock,
+        Step::Drivers,
+        Step::Net,
+        Step::Fs,
+        Step::App,
+        Step::Ready,
+    ];
+
+    /// The step's name in the timeline line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Step::Entry => "entry",
+            Step::Rust => "rust",
+            Step::Memory => "memory",
+            Step::Cpu => "cpu",
+            Step::Platform => "platform",
+            Step::Clock => "clock",
+            Step::Drivers => "drivers",
+            Step::Net => "net",
+            Step::Fs => "fs",
+            Step::App => "app",
+            Step::Ready => "ready",
+        }
     }
 }
 
-/// The boot timeline as `(name, µs since entry)` for the stamps reached. Needs the TSC frequency.
+/// TSC ticks at the end of each [`Step`] (0 = not reached); `Entry` lives in `BOOT_TSC_ENTRY`.
+static STAMPS: [AtomicU64; Step::ALL.len()] = [const { AtomicU64::new(0) }; Step::ALL.len()];
+
+/// Records now as the end of `step` (the first call per step wins, so a step is never moved later).
+pub fn stamp(step: Step) {
+    let _ = STAMPS[step as usize].compare_exchange(0, cpu::rdtsc(), Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// The boot timeline as `(step name, µs since entry)` for the steps reached, in order. Needs the TSC
+/// frequency (all zeros before the clock step).
 pub fn timeline() -> Vec<(&'static str, u64)> {
-    // SAFETY: written once by the entry stub before any Rust code ran.
-    let entry = unsafe { core::ptr::read_volatile(&raw const BOOT_TSC_ENTRY) };
+    let entry = entry_tsc();
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
-    let mut out = Vec::new();
-    out.push(("entry", 0));
-    for (i, name) in STAMP_NAMES.iter().enumerate().skip(1) {
-        let t = STAMPS[i].load(Ordering::Relaxed);
+    let mut out = Vec::with_capacity(Step::ALL.len());
+    out.push((Step::Entry.name(), 0));
+    for step in &Step::ALL[1..] {
+        let t = STAMPS[*step as usize].load(Ordering::Relaxed);
         if t != 0 {
-            out.push((*name, ((u128::from(t.saturating_sub(entry)) * 1_000_000) / u128::from(hz)) as u64));
+            out.push((step.name(), ((u128::from(t.saturating_sub(entry)) * 1_000_000) / u128::from(hz)) as u64));
         }
     }
     out
+}
+
+/// The timeline as one line, e.g. `entry 0 us, rust 41 us (+41), memory 160 us (+119), ...`: every step
+/// with its time since entry and its own cost.
+pub fn timeline_line() -> alloc::string::String {
+    use core::fmt::Write;
+    let mut line = alloc::string::String::new();
+    let mut prev = 0;
+    for (i, (name, us)) in timeline().into_iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = match i {
+            0 => write!(line, "{name} {us} us"),
+            _ => write!(line, "{sep}{name} {us} us (+{})", us.saturating_sub(prev)),
+        };
+        prev = us;
+    }
+    line
 }
 
 /// The TSC value at the first instruction of the image (ticks).
@@ -92,26 +167,38 @@ impl crate::time::ClockSource for TscClock {
     }
 }
 
-/// Determines the TSC frequency when no platform did (the hypervisor timing leaf 0x4000_0010 from `timing`,
-/// CPUID 0x15, else a 10 ms PIT measurement) and installs the TSC clock if no clock is installed yet. Returns
-/// how the frequency was found. Errors: no way to know the TSC frequency.
+/// Length of the PIT calibration when nothing states the TSC frequency (µs).
+const CALIBRATION_US: u32 = 1000;
+/// Length of the LAPIC one-shot timer calibration against a known TSC frequency (µs).
+const LAPIC_CALIBRATION_US: u64 = 250;
+
+/// Determines the TSC frequency when no platform did — the hypervisor timing leaf 0x4000_0010 from `timing`,
+/// CPUID 0x15, else a 1 ms PIT measurement that also calibrates the LAPIC one-shot timer — and installs the
+/// TSC clock if no clock is installed yet. Returns how the frequency was found. Errors: no way to know the
+/// TSC frequency.
 pub fn ensure_clock(timing: Option<crate::hypervisor::TimingInfo>) -> Result<&'static str, &'static str> {
     let mut how = "platform";
+    let mut lapic_done = false;
     if TSC_HZ.load(Ordering::Relaxed) == 0 {
-        let (hz, src) = crate::time::tsc::frequency_from_cpuid(&cpu::NativeCpuid, timing)
-            .map(|f| (f.hz, "cpuid"))
-            .or_else(|| {
-                let (ticks, ns) = pit::measure_tsc_ticks(10)?;
-                crate::time::tsc::calibrate_hz(ticks, ns).ok().map(|hz| (hz, "a 10 ms PIT measurement"))
-            })
-            .ok_or("no TSC frequency from CPUID and the PIT does not count")?;
+        let (hz, src) = match crate::time::tsc::frequency_from_cpuid(&cpu::NativeCpuid, timing) {
+            Some(f) => (f.hz, "cpuid"),
+            None => {
+                let mut lapic_t0 = 0;
+                let (ticks, ns) = pit::measure_tsc_ticks(CALIBRATION_US, &mut || lapic_t0 = apic::calibrate_start())
+                    .ok_or("no TSC frequency from CPUID and the PIT does not count")?;
+                apic::calibrate_finish(lapic_t0);
+                lapic_done = true;
+                let hz = crate::time::tsc::calibrate_hz(ticks, ns).map_err(|_| "implausible PIT calibration")?;
+                (hz, "a 1 ms PIT measurement")
+            }
+        };
         TSC_HZ.store(hz, Ordering::Relaxed);
         how = src;
     }
+    let hz = TSC_HZ.load(Ordering::Relaxed);
     if crate::time::clock_name() == "none" {
         static CLOCK: spin::Once<TscClock> = spin::Once::new();
-        let scale =
-            crate::time::tsc::TscScale::new(TSC_HZ.load(Ordering::Relaxed)).map_err(|_| "implausible TSC frequency")?;
+        let scale = crate::time::tsc::TscScale::new(hz).map_err(|_| "implausible TSC frequency")?;
         let c = CLOCK.call_once(|| TscClock { scale });
         crate::time::set_clock(c);
         // Count uptime from the first instruction.
@@ -122,8 +209,13 @@ pub fn ensure_clock(timing: Option<crate::hypervisor::TimingInfo>) -> Result<&'s
             crate::time::set_wall_clock(secs * 1_000_000_000, crate::time::uptime_ns());
         }
     }
-    // LAPIC one-shot calibration against the TSC over 1 ms (a no-op in TSC-deadline mode).
-    apic::calibrate(TSC_HZ.load(Ordering::Relaxed) / 1000);
+    // The LAPIC one-shot rate (a no-op in TSC-deadline mode): stated by the timing leaf, measured in the PIT
+    // window above, or measured against the TSC now.
+    match timing.map(|t| u64::from(t.lapic_bus_khz) * 1000) {
+        _ if lapic_done || apic::calibrated() => {}
+        Some(bus_hz) if bus_hz != 0 => apic::set_timer_hz(bus_hz, hz),
+        _ => apic::calibrate(hz / 1_000_000 * LAPIC_CALIBRATION_US),
+    }
     Ok(how)
 }
 
@@ -216,7 +308,7 @@ fn read_multiboot2(paddr: u32) -> BootInfo {
 /// Multiboot2 boot information), `entry` which entry ran ([`ENTRY_PVH`] or [`ENTRY_MULTIBOOT2`]).
 #[no_mangle]
 extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
-    stamp(1);
+    stamp(Step::Rust);
     crate::console::serial::init();
     let boot = BOOT_INFO.call_once(|| match entry {
         ENTRY_PVH => read_start_info(info_paddr),
@@ -259,7 +351,7 @@ extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
             heap_bytes += e - s;
         }
     }
-    stamp(2);
+    stamp(Step::Memory);
 
     gdt::init();
     idt::init();
@@ -285,6 +377,7 @@ extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
         log::info!("watchdog: the VM exits with status {} after {s} s without executor progress", crate::EXIT_WATCHDOG);
     }
     log::debug!("command line: {:?}", boot.cmdline);
+    stamp(Step::Cpu);
     // SAFETY: `__zirvium_start` is defined by the zirvium crate, which every app links.
     unsafe { __zirvium_start(boot, cmdline) }
 }

@@ -9,14 +9,21 @@ use core::time::Duration;
 use libos::cmdline::Cmdline;
 
 /// Tunables of one stack. Set them with [`crate::configure`] before [`crate::start`], or pass them to
-/// [`crate::Stack::new`]. The defaults fit a 64 MiB VM serving 1024 concurrent connections: TCP buffers
-/// cost `tcp_rx_buffer + tcp_tx_buffer` = 24 KiB per socket, so `max_sockets` sockets cost at most 30 MiB.
+/// [`crate::Stack::new`]. The defaults fit a 64 MiB VM serving 1024 concurrent connections: TCP sockets get
+/// the large buffers (`tcp_rx_buffer + tcp_tx_buffer` = 192 KiB, enough to keep a 64 KiB segmentation-offload
+/// frame in flight while the next is built) while those fit `tcp_buffer_budget` (an eighth of RAM: 8 MiB at
+/// 64 MiB), and 8 + 16 KiB beyond, so `max_sockets` sockets cost at most the budget + 30 MiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Receive buffer per TCP socket (bytes); bounds the advertised window. Default 8 KiB.
+    /// Receive buffer per TCP socket (bytes); bounds the advertised window (scaled beyond 64 KiB, RFC 7323
+    /// §2). Default 64 KiB; 8 KiB for sockets beyond `tcp_buffer_budget`.
     pub tcp_rx_buffer: usize,
-    /// Send buffer per TCP socket (bytes); data stays here until the peer acknowledges it. Default 16 KiB.
+    /// Send buffer per TCP socket (bytes); data stays here until the peer acknowledges it. Default 128 KiB;
+    /// 16 KiB for sockets beyond `tcp_buffer_budget`.
     pub tcp_tx_buffer: usize,
+    /// Most bytes of `tcp_rx_buffer + tcp_tx_buffer` buffers held at once; further sockets get 8 + 16 KiB.
+    /// Default `None`: an eighth of RAM.
+    pub tcp_buffer_budget: Option<usize>,
     /// Most TCP + UDP sockets at once: listening sockets, connections (also those closing after the app
     /// dropped them) and UDP sockets. Over it, bind/accept/connect return [`Error::TooManySockets`].
     /// DHCP and DNS sockets are not counted. Default 1280.
@@ -48,8 +55,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            tcp_rx_buffer: 8 * 1024,
-            tcp_tx_buffer: 16 * 1024,
+            tcp_rx_buffer: 64 * 1024,
+            tcp_tx_buffer: 128 * 1024,
+            tcp_buffer_budget: None,
             max_sockets: 1280,
             backlog: 8,
             udp_rx_buffer: 16 * 1024,

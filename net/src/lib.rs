@@ -21,6 +21,7 @@ mod arp;
 mod config;
 mod dns;
 mod error;
+mod gso;
 mod phy;
 mod readiness;
 mod stack;
@@ -114,6 +115,10 @@ pub struct NetStats {
     pub tx_dropped: u64,
     /// Device errors on receive/recycle.
     pub rx_errors: u64,
+    /// Received frames dropped for a bad TCP/UDP checksum found in software (behind receive offload).
+    pub rx_bad_checksum: u64,
+    /// Large TCP frames handed to the NIC to segment (TSO); each also counts in `tx_frames`.
+    pub tx_gso_frames: u64,
     /// Poll rounds of the net task (an idle stack adds none).
     pub polls: u64,
     /// TCP sockets held: listening, waiting for accept, connected, and closing after the app dropped them.

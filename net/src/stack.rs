@@ -4,6 +4,7 @@
 
 use crate::config::{Config, IpSetup};
 use crate::error::{Error, Result};
+use crate::gso::Coalescer;
 use crate::phy::{capabilities, Counters, Held, Phy};
 use crate::{arp, Ipv4Config, Ipv4State, NetStats};
 use alloc::boxed::Box;
@@ -102,6 +103,14 @@ pub(crate) struct Inner {
     /// TCP frames that arrived before the DHCP lease (see `phy::worth_holding`).
     held: VecDeque<Held>,
     mac: [u8; 6],
+    /// Merges TCP segments for a NIC with segmentation offload (`None` without).
+    gso: Option<Coalescer>,
+    /// Bytes of TCP sockets' buffers of the configured (large) size, and the most there may be.
+    tcp_large_bytes: usize,
+    tcp_budget: usize,
+    /// Some TCP socket was made with small buffers since boot: [`Inner::top_up`] then looks for small
+    /// listening sockets to replace with large ones while the budget allows.
+    small_listening: bool,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -168,7 +177,7 @@ impl Stack {
         iface_config.random_seed = seed;
         let iface = {
             let mut held = VecDeque::new();
-            let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None);
+            let mut phy = Phy::new(&mut *device, caps.clone(), &counters, &mut held, None, None);
             Interface::new(iface_config, &mut phy, smol_now(now))
         };
         // The socket table at its largest from the start (app sockets + DHCP + DNS, ~0.5 KiB a slot): grown on
@@ -199,13 +208,23 @@ impl Stack {
             failed: None,
             held: VecDeque::new(),
             mac: info.mac,
+            gso: info.offloads.tso4.then(|| Coalescer::new(info.offloads.gso_max_frame())),
+            tcp_large_bytes: 0,
+            tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
+            small_listening: false,
         };
-        let offloads = match (info.offloads.rx_checksum, info.offloads.tx_checksum) {
+        let o = info.offloads;
+        let offloads = match (o.rx_checksum, o.tx_checksum) {
             (false, false) => "none",
             (true, false) => "rx checksum",
             (false, true) => "tx checksum",
             (true, true) => "rx+tx checksum",
         };
+        let offloads = alloc::format!(
+            "{offloads}{}{}",
+            if o.tso4 { ", tso4" } else { "" },
+            if o.rx_gso { ", rx gso" } else { "" }
+        );
         log::info!("using {} MAC {} MTU {} offloads: {offloads}", info.name, mac_string(info.mac), info.mtu);
         match setup {
             IpSetup::Static(s) => {
@@ -346,6 +365,8 @@ impl Stack {
             tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
             tx_dropped: c.tx_dropped.load(Ordering::Relaxed),
             rx_errors: c.rx_errors.load(Ordering::Relaxed),
+            rx_bad_checksum: c.rx_bad_checksum.load(Ordering::Relaxed),
+            tx_gso_frames: c.tx_gso_frames.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             tcp_sockets,
             tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
@@ -432,13 +453,27 @@ impl Inner {
         }
     }
 
-    /// Adds a TCP socket with the configured buffers. The caller checked the limit. Errors: [`Error::LowMemory`]
-    /// when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is refused).
+    /// Adds a TCP socket with the configured buffers while they fit the budget
+    /// ([`Config::tcp_buffer_budget`]), else with the small ones. The caller checked the limit. Errors:
+    /// [`Error::LowMemory`] when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is
+    /// refused).
     pub(crate) fn add_tcp(&mut self, config: &Config) -> Result<SocketHandle> {
+        let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
+        let fits = self.tcp_large_bytes + large <= self.tcp_budget;
+        let (rx, tx) = if fits {
+            (config.tcp_rx_buffer, config.tcp_tx_buffer)
+        } else {
+            (SMALL_RX_BUFFER.min(config.tcp_rx_buffer), SMALL_TX_BUFFER.min(config.tcp_tx_buffer))
+        };
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(libos::mem::try_zeroed(config.tcp_rx_buffer).ok_or(Error::LowMemory)?),
-            tcp::SocketBuffer::new(libos::mem::try_zeroed(config.tcp_tx_buffer).ok_or(Error::LowMemory)?),
+            tcp::SocketBuffer::new(libos::mem::try_zeroed(rx).ok_or(Error::LowMemory)?),
+            tcp::SocketBuffer::new(libos::mem::try_zeroed(tx).ok_or(Error::LowMemory)?),
         );
+        if fits {
+            self.tcp_large_bytes += large;
+        } else {
+            self.small_listening = true;
+        }
         s.set_timeout(Some(config.tcp_timeout.into()));
         s.set_nagle_enabled(!config.tcp_nodelay);
         self.tcp_sockets += 1;
@@ -457,8 +492,18 @@ impl Inner {
     }
 
     pub(crate) fn remove_tcp(&mut self, h: SocketHandle) {
-        self.sockets.remove(h);
+        self.release_tcp(h);
         self.tcp_sockets -= 1;
+    }
+
+    /// Removes the TCP socket `h`, returning its large buffers to the budget.
+    fn release_tcp(&mut self, h: SocketHandle) {
+        let s = self.sockets.get::<tcp::Socket>(h);
+        let bytes = s.recv_capacity() + s.send_capacity();
+        if bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER {
+            self.tcp_large_bytes = self.tcp_large_bytes.saturating_sub(bytes);
+        }
+        self.sockets.remove(h);
     }
 
     /// A free ephemeral port (RFC 6335 §6) for TCP, not used by a connection or a listener.
@@ -514,7 +559,9 @@ impl Inner {
                 l.pending.push((h, now));
             }
         }
-        let (backlog, waker) = (l.backlog, l.waker.clone());
+        self.upgrade_listening(port, config);
+        let Some(l) = self.listeners.get_mut(&port) else { return };
+        let (backlog, waker) = (l.backlog.min(listening_cap(config)), l.waker.clone());
         // Looked at before each socket: creating them is what uses the memory up.
         let shrunk = || match libos::mem::pressure::current() {
             Pressure::Normal => backlog,
@@ -539,6 +586,28 @@ impl Inner {
             if let Some(l) = self.listeners.get_mut(&port) {
                 l.listening.push(h);
             }
+        }
+    }
+
+    /// Drops listening sockets of `port` that got the small buffers while the budget was used up, as far as
+    /// the budget now allows large ones instead ([`Inner::top_up`] makes the replacements). A LISTEN socket
+    /// holds no connection, so nothing is lost; connections made after a burst get the large buffers again.
+    fn upgrade_listening(&mut self, port: u16, config: &Config) {
+        let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
+        if !self.small_listening || large <= SMALL_RX_BUFFER + SMALL_TX_BUFFER {
+            return;
+        }
+        let mut dropped = 0;
+        while self.tcp_large_bytes + large * (dropped + 1) <= self.tcp_budget {
+            let sockets = &self.sockets;
+            let Some(l) = self.listeners.get_mut(&port) else { return };
+            let small =
+                l.listening.iter().position(|h| sockets.get::<tcp::Socket>(*h).send_capacity() < config.tcp_tx_buffer);
+            // The flag stays set: another port may still hold small listening sockets.
+            let Some(pos) = small else { break };
+            let h = l.listening.swap_remove(pos);
+            self.remove_tcp(h);
+            dropped += 1;
         }
     }
 
@@ -570,7 +639,8 @@ impl Inner {
         let mut error = None;
         loop {
             let r = {
-                let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
+                let mut phy =
+                    Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold, self.gso.as_mut());
                 let r = self.iface.poll_ingress_single(ts, &mut phy, &mut self.sockets);
                 error = error.or(phy.take_error());
                 r
@@ -585,8 +655,9 @@ impl Inner {
                 }
             }
         }
-        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold);
+        let mut phy = Phy::new(&mut *self.device, self.caps.clone(), counters, &mut self.held, hold, self.gso.as_mut());
         while self.iface.poll_egress(ts, &mut phy, &mut self.sockets) != PollResult::None {}
+        phy.flush_gso();
         error.or(phy.take_error())
     }
 
@@ -725,7 +796,12 @@ impl Inner {
                 continue;
             }
             let o = self.orphans.swap_remove(i);
-            self.sockets.remove(o.handle);
+            match o.kind {
+                OrphanKind::Tcp { .. } => self.release_tcp(o.handle),
+                OrphanKind::Udp { .. } => {
+                    self.sockets.remove(o.handle);
+                }
+            }
             match o.kind {
                 OrphanKind::Tcp { port } => {
                     self.tcp_sockets -= 1;
@@ -788,6 +864,32 @@ impl Inner {
         }
         next
     }
+}
+
+/// Most listening sockets one listener keeps ready: their buffers (at least the small ones each) stay within an
+/// eighth of the heap, so a large backlog (zirvium-http asks for 128) cannot take a small VM's memory before any
+/// connection arrives; at least one. E.g. 7 on a 1.5 MiB heap (`-m 4M`), 128 from ~24 MiB of heap. No cap
+/// without a kernel heap (host tests).
+fn listening_cap(config: &Config) -> usize {
+    let socket = SMALL_RX_BUFFER.min(config.tcp_rx_buffer) + SMALL_TX_BUFFER.min(config.tcp_tx_buffer);
+    match usize::try_from(libos::mem::balloon::stats().total_bytes) {
+        Ok(0) | Err(_) => usize::MAX,
+        Ok(heap) => (heap / 8 / socket.max(1)).max(1),
+    }
+}
+
+/// Receive buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
+pub(crate) const SMALL_RX_BUFFER: usize = 8 * 1024;
+/// Send buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
+pub(crate) const SMALL_TX_BUFFER: usize = 16 * 1024;
+
+/// The large-buffer budget when the config sets none: an eighth of RAM (16 MiB where RAM is unknown).
+fn default_budget() -> usize {
+    #[cfg(target_os = "none")]
+    if let Some(b) = libos::start::boot_info() {
+        return usize::try_from(b.ram_bytes() / 8).unwrap_or(usize::MAX);
+    }
+    16 << 20
 }
 
 /// Takes the next port of the ephemeral range after `cursor` for which `used` is false.

@@ -389,7 +389,7 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        poll_fn(|cx| self.write_with(buf, Some(cx.waker()))).await
+        poll_fn(|cx| self.write_waking(buf, Some(cx.waker()))).await
     }
 
     /// [`TcpStream::write`] without waiting: `Ok(None)` when the send buffer is full. Registers no waker.
@@ -397,21 +397,18 @@ impl TcpStream {
         if buf.is_empty() {
             return Ok(Some(0));
         }
-        match self.write_with(buf, None) {
+        match self.write_waking(buf, None) {
             Poll::Ready(r) => r.map(Some),
             Poll::Pending => Ok(None),
         }
     }
 
-    fn write_with(&self, buf: &[u8], waker: Option<&Waker>) -> Poll<Result<usize>> {
+    /// One attempt to queue `buf`, registering `waker` (if any) for when the send buffer has room.
+    fn write_waking(&self, buf: &[u8], waker: Option<&Waker>) -> Poll<Result<usize>> {
         let r = self.stack.with(|i| {
             let s = i.tcp(self.handle);
             if !s.may_send() {
-                return Poll::Ready(Err(match s.state() {
-                    _ if self.shut.load(Ordering::Relaxed) => Error::BrokenPipe,
-                    State::Listen | State::SynSent | State::SynReceived => Error::NotConnected,
-                    _ => Error::ConnectionReset,
-                }));
+                return Poll::Ready(Err(self.send_error(s.state())));
             }
             match s.send_slice(buf) {
                 Ok(0) => {
@@ -429,6 +426,48 @@ impl TcpStream {
             self.stack.notify();
         }
         r
+    }
+
+    /// Lets `fill` write straight into the socket's send buffer (no copy in between: smoltcp sends from
+    /// there): `fill` gets the free space (contiguous, at least 1 byte) and returns how many bytes it wrote.
+    /// Waits while the buffer is full; returns the count. Errors: as [`TcpStream::write`].
+    pub async fn write_with(&self, fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send)) -> Result<usize> {
+        poll_fn(|cx| {
+            let r = self.stack.with(|i| {
+                let s = i.tcp(self.handle);
+                if !s.may_send() {
+                    return Poll::Ready(Err(self.send_error(s.state())));
+                }
+                let mut offered = 0;
+                let sent = s.send(|free| {
+                    offered = free.len();
+                    let n = if free.is_empty() { 0 } else { fill(free).min(free.len()) };
+                    (n, n)
+                });
+                match sent {
+                    Ok(0) if offered == 0 => {
+                        s.register_send_waker(cx.waker());
+                        Poll::Pending
+                    }
+                    Ok(n) => Poll::Ready(Ok(n)),
+                    // may_send() was just checked: the state allows sending.
+                    Err(_) => Poll::Ready(Err(Error::ConnectionReset)),
+                }
+            });
+            if r.is_ready() {
+                self.stack.notify();
+            }
+            r
+        })
+        .await
+    }
+
+    fn send_error(&self, state: State) -> Error {
+        match state {
+            _ if self.shut.load(Ordering::Relaxed) => Error::BrokenPipe,
+            State::Listen | State::SynSent | State::SynReceived => Error::NotConnected,
+            _ => Error::ConnectionReset,
+        }
     }
 
     /// Writes all of `buf`. Errors: as [`TcpStream::write`]; on error some bytes may have been queued.

@@ -83,8 +83,9 @@ pub async fn bring_up(
         }
     }
     let mut features = alloc::vec![format!("vmbus {} ({} offers)", version::display(v), offers.len())];
-    let mut nics = Vec::new();
-    let mut disks = Vec::new();
+    // Filled by the drivers the `net` and `block` features start.
+    #[cfg_attr(not(all(feature = "net", feature = "block")), allow(unused_mut))]
+    let (mut nics, mut disks) = (Vec::new(), Vec::new());
     let mut ics = Vec::new();
     let mut dm = None;
     for o in &offers {
@@ -92,6 +93,7 @@ pub async fn bring_up(
             continue;
         }
         match o.if_type {
+            #[cfg(feature = "net")]
             guid::NIC => match Netvsc::new(&bus, o, &cfg.netvsc).await {
                 Ok(n) => {
                     features.push(format!("netvsc (NVSP {})", netvsc::nvsp::version::display(n.nvsp_version())));
@@ -99,6 +101,7 @@ pub async fn bring_up(
                 }
                 Err(e) => log::error!("vmbus: NIC (relid {}) not started: {e}", o.child_relid),
             },
+            #[cfg(feature = "block")]
             guid::SCSI => match Storvsc::new(&bus, o, &cfg.storvsc).await {
                 Ok(d) => {
                     features.push(format!("storvsc ({} MiB)", (libos::dev::BlockDevice::info(&*d).bytes()) >> 20));

@@ -223,9 +223,12 @@ mod native {
         };
         brought.features.push(format!("SynIC SINT2 vector {vector:#x}"));
         brought.features.extend(devs.features.iter().cloned());
+        // Registered only with the drivers' features: a registration alone links the driver's whole data path.
+        #[cfg(feature = "net")]
         for n in devs.nics {
             libos::dev::register_net(Box::new(n));
         }
+        #[cfg(feature = "block")]
         for disk in devs.disks {
             libos::dev::register_block(disk);
         }

@@ -131,6 +131,11 @@ fn bring_up_with_every_nvsp_version() {
             assert_eq!(nic.info().mac, [0x00, 0x15, 0x5d, 0x12, 0x34, 0x56], "MAC from OID_802_3_PERMANENT_ADDRESS");
             assert!(nic.link_up());
             assert_eq!(nic.info().offloads.tx_checksum, v >= nvsp::version::V5, "offload only where offered");
+            assert_eq!(nic.info().offloads.rx_checksum, v >= nvsp::version::V5);
+            assert_eq!(nic.info().offloads.tso4, v >= nvsp::version::V5, "LSOv2 with checksum offload");
+            if v >= nvsp::version::V5 {
+                assert_eq!(nic.info().offloads.gso_max_frame(), hyperv_peer::LSO_MAX_SIZE as usize);
+            }
             assert_eq!(nic.buffer_gpadls().1.is_some(), send_buffer);
             let ev = host.events();
             let cfg_at = ev.iter().position(|e| e.starts_with("netvsp: NDIS config"));
@@ -198,6 +203,7 @@ async fn get(stack: &Arc<Stack>, path: &str) -> Vec<u8> {
 }
 
 fn http_round_trip(cfg: HostConfig) {
+    let lso = cfg.checksum_offload && cfg.large_send_offload && cfg.nvsp_version >= nvsp::version::V5;
     run(async move {
         let (host, mut devs, _line) = boot(cfg).await;
         let nic = devs.nics.pop().expect("netvsc");
@@ -216,6 +222,8 @@ fn http_round_trip(cfg: HostConfig) {
         assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "body pattern intact");
         let (to_host, to_guest) = host.wire.counts();
         assert!(to_host > 100 && to_guest > 10, "frames moved: {to_host} / {to_guest}");
+        let large_sends = host.events().iter().filter(|e| e.starts_with("netvsp: large send of")).count();
+        assert_eq!(large_sends > 0, lso, "the body leaves as large sends exactly when LSOv2 is on");
         assert_clean(&host);
         host.stop();
     });
@@ -224,6 +232,11 @@ fn http_round_trip(cfg: HostConfig) {
 #[test]
 fn http_request_served_through_netvsc() {
     http_round_trip(HostConfig::default());
+}
+
+#[test]
+fn http_with_checksum_offload_but_no_large_send() {
+    http_round_trip(HostConfig { large_send_offload: false, ..HostConfig::default() });
 }
 
 #[test]

@@ -11,8 +11,7 @@ use crate::gnttab::GrantTable;
 use crate::shared::SharedPage;
 use crate::xenstore::ring::XsRing;
 use crate::xenstore::XenStore;
-use crate::{balloon, blkfront, clock, hypercall, netfront, pvconsole::ConsoleRing, xenbus};
-use alloc::boxed::Box;
+use crate::{balloon, clock, hypercall, pvconsole::ConsoleRing, xenbus};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -21,7 +20,6 @@ use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::hypervisor::{Detection, HypervisorKind};
 use libos::irq::WakeSlot;
-use libos::time::Duration;
 
 static SHARED_INFO: spin::Once<&'static SharedPage> = spin::Once::new();
 
@@ -127,32 +125,10 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
         return Ok(out);
     };
     out.push(String::from("xenstore"));
-    let events: Arc<dyn EventChannelOps> = Arc::new(Hypercalls);
-    let listen_some = |port: EvtchnPort| listen(port).map(Some);
-    let vifs = libos::task::wait(xenbus::discover(xs, "vif")).map_err(|e| format!("{e}"))?;
-    for id in vifs {
-        let fut = netfront::connect(xs, grants, events.clone(), &id, &listen_some);
-        match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
-            Ok(Ok(dev)) => {
-                out.push(format!("netfront vif/{id}"));
-                libos::dev::register_net(Box::new(dev));
-            }
-            Ok(Err(e)) => log::error!("xen: vif/{id}: {e}"),
-            Err(_) => log::error!("xen: vif/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
-        }
-    }
-    let vbds = libos::task::wait(xenbus::discover(xs, "vbd")).map_err(|e| format!("{e}"))?;
-    for id in vbds {
-        let fut = blkfront::connect(xs, grants, events.clone(), &id, &listen_some);
-        match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
-            Ok(Ok(dev)) => {
-                out.push(format!("blkfront vbd/{id}"));
-                libos::dev::register_block(Arc::new(dev));
-            }
-            Ok(Err(e)) => log::error!("xen: vbd/{id}: {e}"),
-            Err(_) => log::error!("xen: vbd/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
-        }
-    }
+    #[cfg(feature = "net")]
+    connect_vifs(xs, grants, &mut out)?;
+    #[cfg(feature = "block")]
+    connect_vbds(xs, grants, &mut out)?;
     libos::task::spawn(async move {
         if let Err(e) = xenbus::control_loop(xs).await {
             log::error!("xen: control/shutdown watch stopped: {e}");
@@ -169,8 +145,49 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
     Ok(out)
 }
 
+/// Connects every `vif` xenbus lists (netfront) and registers it; `out` gains a feature per NIC.
+#[cfg(feature = "net")]
+fn connect_vifs(xs: &'static XenStore, grants: &'static GrantTable, out: &mut Vec<String>) -> Result<(), String> {
+    let events: Arc<dyn EventChannelOps> = Arc::new(Hypercalls);
+    let listen_some = |port: EvtchnPort| listen(port).map(Some);
+    let vifs = libos::task::wait(xenbus::discover(xs, "vif")).map_err(|e| format!("{e}"))?;
+    for id in vifs {
+        let fut = crate::netfront::connect(xs, grants, events.clone(), &id, &listen_some);
+        match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
+            Ok(Ok(dev)) => {
+                out.push(format!("netfront vif/{id}"));
+                libos::dev::register_net(alloc::boxed::Box::new(dev));
+            }
+            Ok(Err(e)) => log::error!("xen: vif/{id}: {e}"),
+            Err(_) => log::error!("xen: vif/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
+        }
+    }
+    Ok(())
+}
+
+/// Connects every `vbd` xenbus lists (blkfront) and registers it; `out` gains a feature per disk.
+#[cfg(feature = "block")]
+fn connect_vbds(xs: &'static XenStore, grants: &'static GrantTable, out: &mut Vec<String>) -> Result<(), String> {
+    let events: Arc<dyn EventChannelOps> = Arc::new(Hypercalls);
+    let listen_some = |port: EvtchnPort| listen(port).map(Some);
+    let vbds = libos::task::wait(xenbus::discover(xs, "vbd")).map_err(|e| format!("{e}"))?;
+    for id in vbds {
+        let fut = crate::blkfront::connect(xs, grants, events.clone(), &id, &listen_some);
+        match libos::task::wait(libos::time::timeout(CONNECT_TIMEOUT, fut)) {
+            Ok(Ok(dev)) => {
+                out.push(format!("blkfront vbd/{id}"));
+                libos::dev::register_block(Arc::new(dev));
+            }
+            Ok(Err(e)) => log::error!("xen: vbd/{id}: {e}"),
+            Err(_) => log::error!("xen: vbd/{id}: backend did not connect within {} s", CONNECT_TIMEOUT.as_secs()),
+        }
+    }
+    Ok(())
+}
+
 /// How long a backend may take to connect (hotplug scripts run in dom0 first; nested TCG is slow).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+#[cfg(any(feature = "net", feature = "block"))]
+const CONNECT_TIMEOUT: libos::time::Duration = libos::time::Duration::from_secs(60);
 
 /// Grant-table frames mapped at boot (512 entries each; netfront needs 514, blkfront a few hundred).
 const GRANT_FRAMES: u32 = 8;

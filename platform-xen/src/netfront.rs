@@ -3,10 +3,15 @@
 //! for RX: `request-rx-copy`, the backend copies frames in). Frames are copied out of RX pages into private
 //! buffers before anyone looks at them, and every response field is checked first (no double fetch); a bad
 //! response breaks the device with a [`DeviceError::Protocol`] naming device, ring and value.
+//! Offloads: transmit checksums (`NETTXF_csum_blank`, the pseudo-header sum in the field, unless the backend
+//! says `feature-no-csum-offload`), TCP segmentation (`feature-gso-tcpv4` with `feature-sg`: one packet of up
+//! to 64 KiB over several slots, a GSO extra after the first), and on receive the `NETRXF_data_validated` /
+//! `NETRXF_csum_blank` marks as [`RxFrame::checksum_valid`] and large packets the backend did not segment.
 //! The ring structures' wire formats are in [`wire`].
 //! Source: Xen `xen/include/public/io/netif.h` (xenstore keys
 //! `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy`, `feature-rx-notify`, `feature-sg`,
-//! `feature-no-csum-offload`, `mac`), `io/ring.h`.
+//! `feature-no-csum-offload`, `feature-gso-tcpv4`, `mac`; guest transmit and receive wire formats, extra
+//! info), `io/ring.h`.
 #![forbid(unsafe_code)]
 
 use crate::abi::DomId;
@@ -23,11 +28,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
-use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use libos::dev::{DeviceError, Gso, GsoKind, NetDevice, NetInfo, NetOffloads, RxFrame};
 use libos::irq::WakeSlot;
 use wire::{
-    ExtraInfo, RxRequestRepr, RxResponse, RxResponseRepr, TxRequestRepr, TxResponse, TxResponseRepr, NETIF_RSP_NULL,
-    NETIF_RSP_OKAY, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RX_SLOT, TX_SLOT, XEN_NETIF_EXTRA_FLAG_MORE,
+    ExtraInfo, GsoExtraRepr, RxRequestRepr, RxResponse, RxResponseRepr, TxRequestRepr, TxResponse, TxResponseRepr,
+    NETIF_RSP_NULL, NETIF_RSP_OKAY, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA,
+    NETTXF_CSUM_BLANK, NETTXF_DATA_VALIDATED, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA, RX_SLOT, TX_SLOT,
+    XEN_NETIF_EXTRA_FLAG_MORE, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_MAX_TX_SIZE,
 };
 
 pub mod wire;
@@ -41,7 +48,10 @@ pub const MTU: usize = 1500;
 /// Largest Ethernet frame sent: MTU + 14-byte header + one 802.1Q tag.
 pub const MAX_FRAME: usize = MTU + 18;
 /// Largest packet accepted from the backend across `more_data` fragments (`XEN_NETIF_MAX_TX_SIZE`).
-pub const MAX_RX_PACKET: usize = 0xffff;
+pub const MAX_RX_PACKET: usize = XEN_NETIF_MAX_TX_SIZE;
+/// TX slots a largest GSO packet takes: one page per fragment plus the GSO extra (18, which is also
+/// `XEN_NETIF_NR_SLOTS_MIN`, the most every backend takes).
+pub const MAX_GSO_SLOTS: usize = XEN_NETIF_MAX_TX_SIZE.div_ceil(PAGE_SIZE) + 1;
 
 /// Why a netfront could not be brought up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +153,8 @@ impl NetRings {
     }
 
     /// The front-end nodes to publish (`io/netif.h`): ring grants, the event channel, receive by copy, RX
-    /// notifications, scatter-gather receive, and no checksum offload (frames arrive with full checksums).
+    /// notifications, scatter-gather receive, and receive offloads: packets may arrive with a blank checksum
+    /// (`feature-no-csum-offload` 0) and as large TCP packets the backend did not segment (`feature-gso-tcpv4`).
     pub fn xenstore_pairs(&self, port: EvtchnPort) -> Vec<(&'static str, String)> {
         vec![
             ("tx-ring-ref", format!("{}", self.tx_ring_ref)),
@@ -152,7 +163,8 @@ impl NetRings {
             ("request-rx-copy", String::from("1")),
             ("feature-rx-notify", String::from("1")),
             ("feature-sg", String::from("1")),
-            ("feature-no-csum-offload", String::from("1")),
+            ("feature-no-csum-offload", String::from("0")),
+            ("feature-gso-tcpv4", String::from("1")),
         ]
     }
 }
@@ -164,8 +176,10 @@ pub struct NetStats {
     pub rx_frames: u64,
     /// Responses with an error status or oversize packets dropped.
     pub rx_dropped: u64,
-    /// Frames queued for transmission.
+    /// Frames queued for transmission (a GSO packet counts once).
     pub tx_frames: u64,
+    /// GSO packets among them.
+    pub tx_gso_frames: u64,
     /// TX responses with an error status.
     pub tx_errors: u64,
     /// Event-channel notifications sent.
@@ -182,10 +196,16 @@ pub struct Netfront {
     /// TX ids (= TX buffer index) not in flight.
     tx_free: Vec<u16>,
     tx_in_flight: Vec<bool>,
+    /// Extra-info slots queued after the request with this id (their `NETIF_RSP_NULL` responses follow its).
+    tx_extras: Vec<u8>,
+    /// `NETIF_RSP_NULL` responses due next (for the extras of the request last answered).
+    tx_nulls_due: usize,
     /// Fragments of a packet spread over `more_data` responses.
     partial: Option<Vec<u8>>,
     /// Discarding the rest of an oversize packet.
     dropping: bool,
+    /// The packet being gathered was marked `NETRXF_data_validated` or `NETRXF_csum_blank`.
+    rx_validated: bool,
     /// Recycled frame buffers.
     pool: Vec<Vec<u8>>,
     scratch: Vec<u8>,
@@ -201,27 +221,31 @@ const POOL_MAX: usize = 64;
 
 impl Netfront {
     /// A connected device over `rings`, notifying the backend on `port` through `events`; `slot` is the port's
-    /// wake-up slot (`None` in tests). Posts every RX buffer and notifies the backend. Errors: the notification
-    /// failed.
+    /// wake-up slot (`None` in tests); `offloads` as [`offloads`] made them from the backend's features. Posts
+    /// every RX buffer and notifies the backend. Errors: the notification failed.
     pub fn start(
         name: String,
         mac: [u8; 6],
         rings: NetRings,
+        offloads: NetOffloads,
         events: Arc<dyn EventChannelOps>,
         port: EvtchnPort,
         slot: Option<&'static WakeSlot>,
     ) -> Result<Self, DeviceError> {
         let NetRings { tx, rx, tx_bufs, rx_bufs, .. } = rings;
         let mut dev = Self {
-            info: NetInfo { name, mac, mtu: MTU, offloads: NetOffloads::default() },
+            info: NetInfo { name, mac, mtu: MTU, offloads },
             tx,
             rx,
             tx_bufs,
             rx_bufs,
             tx_free: (0..RING_SLOTS as u16).rev().collect(),
             tx_in_flight: vec![false; RING_SLOTS],
+            tx_extras: vec![0; RING_SLOTS],
+            tx_nulls_due: 0,
             partial: None,
             dropping: false,
+            rx_validated: false,
             pool: Vec::new(),
             scratch: Vec::with_capacity(MAX_FRAME),
             events,
@@ -296,6 +320,14 @@ impl Netfront {
                 Ok(r) => r,
                 Err(e) => return Err(self.fail("tx", format!("{e}"))),
             };
+            if self.tx_nulls_due > 0 {
+                // The response of an extra-info slot: no id (the extra overlays it), status NETIF_RSP_NULL.
+                if r.status != NETIF_RSP_NULL {
+                    return Err(self.fail("tx", format!("status {} for an extra-info slot", r.status)));
+                }
+                self.tx_nulls_due -= 1;
+                continue;
+            }
             let id = usize::from(r.id);
             if id >= RING_SLOTS || !self.tx_in_flight[id] {
                 return Err(self.fail("tx", format!("response for id {} which is not in flight", r.id)));
@@ -307,9 +339,42 @@ impl Netfront {
                 self.stats.tx_errors += 1;
             }
             self.tx_in_flight[id] = false;
+            self.tx_nulls_due = usize::from(core::mem::take(&mut self.tx_extras[id]));
             self.tx_free.push(r.id);
         }
     }
+
+    /// Reclaims completions and errors with [`DeviceError::Busy`] unless `ids` TX buffers and `slots` ring
+    /// slots are free.
+    fn tx_room(&mut self, ids: usize, slots: usize) -> Result<(), DeviceError> {
+        self.check()?;
+        self.reclaim_tx()?;
+        if self.tx_free.len() < ids || (self.tx.free_requests() as usize) < slots {
+            return Err(DeviceError::Busy { device: self.info.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// Queues one request for `data` in the free TX buffer `id`'s page. The caller checked the room.
+    fn queue_tx(&mut self, id: u16, data: &[u8], flags: u16, size: u16) {
+        let buf = &self.tx_bufs[usize::from(id)];
+        buf.page.write(0, data);
+        let req = TxRequestRepr { gref: buf.gref, offset: 0, flags, id, size };
+        // The caller checked a free slot, so queueing cannot fail.
+        self.tx.queue_request(&req.to_bytes());
+        self.tx_in_flight[usize::from(id)] = true;
+    }
+}
+
+/// The offloads a netfront uses given the backend's `feature-no-csum-offload`, `feature-sg` and
+/// `feature-gso-tcpv4` (`io/netif.h`: checksum offload is on unless the backend turns it off; GSO only when
+/// offered, and only with scatter-gather, as a large packet spans several slots). Receive offloads are always
+/// on: the frontend asks for them ([`NetRings::xenstore_pairs`]) and frames without a mark are checked by the
+/// stack.
+pub fn offloads(no_csum_offload: bool, sg: bool, gso_tcpv4: bool) -> NetOffloads {
+    let tx_checksum = !no_csum_offload;
+    let tso4 = tx_checksum && sg && gso_tcpv4;
+    NetOffloads { rx_checksum: true, tx_checksum, tso4, rx_gso: true, gso_max_frame: XEN_NETIF_MAX_TX_SIZE }
 }
 
 impl NetDevice for Netfront {
@@ -334,6 +399,10 @@ impl NetDevice for Netfront {
                 self.skip_extras()?;
             }
             let more = rsp.flags & NETRXF_MORE_DATA != 0;
+            if self.partial.is_none() {
+                // The first fragment's flags speak for the packet: a blank checksum comes from a local domain.
+                self.rx_validated = rsp.flags & (NETRXF_DATA_VALIDATED | NETRXF_CSUM_BLANK) != 0;
+            }
             if rsp.status < 0 {
                 self.stats.rx_dropped += 1;
                 self.partial = None;
@@ -376,7 +445,8 @@ impl NetDevice for Netfront {
             }
             self.stats.rx_frames += 1;
             let len = buf.len();
-            return Ok(Some(RxFrame { buf, offset: 0, len, token: 0 }));
+            let checksum_valid = self.rx_validated;
+            return Ok(Some(RxFrame { buf, offset: 0, len, token: 0, checksum_valid }));
         }
     }
 
@@ -394,28 +464,75 @@ impl NetDevice for Netfront {
         !self.tx_free.is_empty() && self.tx.free_requests() > 0
     }
 
+    /// With GSO, in units of the largest GSO packet ([`MAX_GSO_SLOTS`]): any frame queued may become one.
+    fn transmit_slots(&mut self) -> usize {
+        if self.broken.is_some() || self.reclaim_tx().is_err() {
+            return 0;
+        }
+        let free = self.tx_free.len().min(self.tx.free_requests() as usize);
+        if self.info.offloads.tso4 {
+            free / MAX_GSO_SLOTS
+        } else {
+            free
+        }
+    }
+
+    /// Sends `frame` as one packet over as many slots as it has pages, `NETTXF_csum_blank` with the
+    /// pseudo-header sum in the TCP checksum field and a `XEN_NETIF_EXTRA_TYPE_GSO` extra after the first
+    /// request (`io/netif.h`, guest transmit). Errors: [`DeviceError::TooLarge`] without `feature-gso-tcpv4` or
+    /// beyond `XEN_NETIF_MAX_TX_SIZE`, [`DeviceError::Busy`], [`DeviceError::Protocol`] for a frame that is not
+    /// TCP over IPv4.
+    fn transmit_gso(&mut self, mut frame: Vec<u8>, gso: Gso) -> Result<(), (DeviceError, Vec<u8>)> {
+        let GsoKind::TcpV4 = gso.kind;
+        let len = frame.len();
+        if !self.info.offloads.tso4 || len > XEN_NETIF_MAX_TX_SIZE {
+            let max = if self.info.offloads.tso4 { XEN_NETIF_MAX_TX_SIZE } else { MAX_FRAME };
+            return Err((DeviceError::TooLarge { device: self.info.name.clone(), len, max }, frame));
+        }
+        let pages = len.div_ceil(PAGE_SIZE);
+        if let Err(e) = self.tx_room(pages, pages + 1) {
+            return Err((e, frame));
+        }
+        if drivers::csum::prepare(&mut frame).is_none() {
+            let detail = String::from("GSO frame is not TCP over IPv4");
+            return Err((DeviceError::Protocol { device: self.info.name.clone(), detail }, frame));
+        }
+        for (i, chunk) in frame.chunks(PAGE_SIZE).enumerate() {
+            let more = if i + 1 < pages { NETTXF_MORE_DATA } else { 0 };
+            // Room for `pages` ids was checked above.
+            let id = self.tx_free.pop().unwrap_or(0);
+            if i == 0 {
+                let flags = NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED | NETTXF_EXTRA_INFO | more;
+                self.queue_tx(id, chunk, flags, len as u16);
+                let extra =
+                    GsoExtraRepr { size: gso.mss, gso_type: XEN_NETIF_GSO_TYPE_TCPV4, features: 0, more: false };
+                self.tx.queue_request(&extra.to_bytes());
+                self.tx_extras[usize::from(id)] = 1;
+            } else {
+                self.queue_tx(id, chunk, more, chunk.len() as u16);
+            }
+        }
+        self.stats.tx_frames += 1;
+        self.stats.tx_gso_frames += 1;
+        Ok(())
+    }
+
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), DeviceError> {
         self.check()?;
         if len == 0 || len > MAX_FRAME {
             return Err(DeviceError::TooLarge { device: self.info.name.clone(), len, max: MAX_FRAME });
         }
-        self.reclaim_tx()?;
-        if self.tx_free.is_empty() || self.tx.free_requests() == 0 {
-            return Err(DeviceError::Busy { device: self.info.name.clone() });
-        }
+        self.tx_room(1, 1)?;
         let mut scratch = core::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.resize(len, 0);
         fill(&mut scratch);
+        let csum = self.info.offloads.tx_checksum && drivers::csum::prepare(&mut scratch).is_some();
+        let flags = if csum { NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED } else { 0 };
         // Checked non-empty just above.
         let id = self.tx_free.pop().unwrap_or(0);
-        let buf = &self.tx_bufs[usize::from(id)];
-        buf.page.write(0, &scratch);
-        let req = TxRequestRepr { gref: buf.gref, offset: 0, flags: 0, id, size: len as u16 };
+        self.queue_tx(id, &scratch, flags, len as u16);
         self.scratch = scratch;
-        // A free slot was checked above, so queueing cannot fail.
-        self.tx.queue_request(&req.to_bytes());
-        self.tx_in_flight[usize::from(id)] = true;
         self.stats.tx_frames += 1;
         Ok(())
     }
@@ -489,18 +606,24 @@ pub async fn connect(
         }
     }
     let sg = feature(fe.backend_node("feature-sg").await?.as_deref());
+    let no_csum = feature(fe.backend_node("feature-no-csum-offload").await?.as_deref());
+    let gso = feature(fe.backend_node("feature-gso-tcpv4").await?.as_deref());
+    let offloads = offloads(no_csum, sg, gso);
     let name = format!("xen-vif{id}");
     log::info!(
-        "{name}: mac {}, backend {} (domain {}), event channel {port}, rings {}+{} slots, backend features: rx-copy{}",
+        "{name}: mac {}, backend {} (domain {}), event channel {port}, rings {}+{} slots, backend features: \
+         rx-copy{}{}{}",
         MacText(mac),
         fe.backend,
         fe.backend_id,
         RING_SLOTS,
         RING_SLOTS,
-        if sg { ", sg" } else { "" }
+        if sg { ", sg" } else { "" },
+        if no_csum { ", no-csum-offload" } else { "" },
+        if gso { ", gso-tcpv4" } else { "" }
     );
     fe.finish().await?;
-    Netfront::start(name, mac, rings, events, port, slot).map_err(|e| NetfrontError::Event(format!("{e}")))
+    Netfront::start(name, mac, rings, offloads, events, port, slot).map_err(|e| NetfrontError::Event(format!("{e}")))
 }
 
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.

@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""bench.py - Zirvium httpd versus Linux 6.1 + busybox httpd under QEMU: boot time, load, size, memory, idle CPU.
+"""bench.py - Zirvium httpd versus Linux 6.1 + nginx (and + busybox httpd) under QEMU: boot time, small-request
+load (keep-alive and Connection: close), bulk transfers (10 MiB down and up, 1 and 8 streams), size, memory, idle
+CPU, and Zirvium's size report by crate and symbol.
 
 usage: python3 tests/bench/bench.py [--quick] [--out DIR] [--machine auto|q35|microvm] [--no-kvm]
 
 Run as root from anywhere (paths are taken relative to this file's repository). Steps:
   1. build the Zirvium httpd image (`cargo run -q -p images -- build httpd`);
-  2. build a Linux guest from Debian bookworm packages (linux-image-6.1.0-*-amd64, busybox-static), cached under
-     target/bench-cache/, with an initramfs that serves the same `/` bytes as Zirvium with `busybox httpd`;
+  2. build a Linux guest from Debian bookworm packages (linux-image-6.1.0-*-amd64, busybox-static, nginx and the
+     libraries ldd names for it), cached under target/bench-cache/, with two initramfs variants that serve the
+     same `/` bytes as Zirvium: `busybox httpd`, and nginx (1 worker, sendfile, keep-alive; checked with
+     `nginx -t` in a chroot of the tree first), which also serves /bytes/10485760 (the same pattern Zirvium
+     generates) and discards POST /upload bodies;
   3. for Zirvium/KVM (when /dev/kvm opens), Zirvium/TCG and Linux/TCG, each on the same QEMU command line shape,
      boot N times on a fresh tap (10.77.0.1 host, 10.77.0.2 guest) and measure QEMU start -> first HTTP 200, the
-     guest's own boot timeline (Zirvium), wrk load, QEMU RSS after load, idle host CPU; then bisect the smallest
-     `-m` that still serves `/`;
-  4. print one table with Zirvium/Linux ratios (both TCG) and write it as Markdown and JSON into --out.
+     guest's own boot timeline (Zirvium), wrk load with keep-alive and with `Connection: close`, one and eight
+     parallel 10 MiB downloads and uploads with curl (MB/s; Zirvium's httpd streams /bytes/N and discards
+     POST /upload), QEMU RSS after load, idle host CPU; then bisect the smallest `-m` that still serves `/`;
+  4. print one table with Zirvium/Linux+nginx ratios (all TCG, same run), Zirvium's size report
+     (tests/bench/sizes.py) for httpd and hello, and write it all as Markdown and JSON into --out.
 
 Every wait is bounded by a timeout; every QEMU started here is stopped by its PID and every tap created here is
 deleted, in `finally` blocks. Python 3.11 standard library only. See tests/bench/README.md.
@@ -38,6 +45,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sizes  # noqa: E402  (tests/bench/sizes.py)
+
 REPO = Path(__file__).resolve().parents[2]
 QEMU = "qemu-system-x86_64"
 HOST_IP, GUEST_IP, PREFIX = "10.77.0.1", "10.77.0.2", 24
@@ -48,6 +58,13 @@ TAP_PREFIX = "zbtap"
 VIRTIO_MODULES = ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_mmio"]
 LINUX_MODULES = VIRTIO_MODULES + ["failover", "net_failover", "virtio_net"]
 LINUX_MARKER = "zbench: linux httpd ready"
+# nginx and the packages of the libraries `ldd /usr/sbin/nginx` names (bookworm).
+NGINX_LIBRARY_PACKAGES = ["libc6", "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g"]
+# Bulk transfers: 10 MiB per stream, 1 and 8 streams.
+BULK_BYTES = 10 * 1024 * 1024
+BULK_STREAMS = (1, 8)
+# Zirvium httpd arguments: bodies up to 64 MiB may be sent to /upload.
+ZIRVIUM_APP_ARGS = ["max_body_bytes=67108864"]
 TIMELINE_RE = re.compile(r"first response at (\d+) us after entry; boot timeline: (.*)$")
 T0 = time.monotonic()
 
@@ -87,7 +104,8 @@ def shell_line(argv: list[str]) -> str:
 
 
 def build_zirvium(app: str = "httpd") -> Path:
-    """Step 1: `cargo run -q -p images -- build APP`; returns the ELF path it prints."""
+    """Step 1: `cargo run -q -p images -- build APP`; returns the boot image's path it prints (APP.elf, without
+    symbols; the linked ELF with symbols is the same path without `.elf`)."""
     log(f"building the Zirvium {app} image: cargo run -q -p images -- build {app}")
     p = run(["cargo", "run", "-q", "-p", "images", "--", "build", app], timeout=1800, cwd=REPO)
     for line in reversed(p.stdout.splitlines()):
@@ -192,6 +210,93 @@ def prepare_linux(cache: Path, wanted: list[str] = LINUX_MODULES, variant: str =
     return LinuxParts(pkg, kver, vmlinuz, config, modules, builtin, bdir / "busybox", bver, mmio)
 
 
+@dataclass
+class NginxParts:
+    version: str
+    binary: Path
+    libraries: list[Path]
+
+
+def prepare_nginx(cache: Path) -> NginxParts:
+    """Step 2a': nginx from Debian (`usr/sbin/nginx`) and the shared libraries of the packages it links
+    (NGINX_LIBRARY_PACKAGES), each cached under `cache/<package>/`."""
+    version = fetch_package("nginx", cache / "nginx", ["usr/sbin/nginx"])
+    libs: list[Path] = []
+    for pkg in NGINX_LIBRARY_PACKAGES:
+        d = cache / pkg
+        fetch_package(pkg, d, ["lib/x86_64-linux-gnu/*.so*", "usr/lib/x86_64-linux-gnu/*.so*",
+                               "lib64/ld-linux-x86-64.so.2"])
+        libs += sorted(p for p in d.iterdir() if p.name != "VERSION" and p.is_file())
+    log(f"  nginx {version} with {len(libs)} libraries from {', '.join(NGINX_LIBRARY_PACKAGES)}")
+    return NginxParts(version, cache / "nginx" / "nginx", libs)
+
+
+NGINX_CONF = """user root root;
+worker_processes 1;
+daemon off;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+    types { text/html html; application/octet-stream bin; }
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path /tmp/body;
+    proxy_temp_path /tmp/proxy;
+    fastcgi_temp_path /tmp/fastcgi;
+    uwsgi_temp_path /tmp/uwsgi;
+    scgi_temp_path /tmp/scgi;
+    server {
+        listen 80 default_server;
+        root /www;
+        index index.html;
+        location = /upload { client_max_body_size 0; return 200 "discarded\n"; }
+    }
+}
+"""
+
+
+def pattern_bytes(n: int) -> bytes:
+    """The /bytes/N content of Zirvium's httpd: byte i is i % 251."""
+    period = bytes(range(251))
+    return (period * (n // 251 + 1))[:n]
+
+
+def nginx_tree(parts: NginxParts, page: bytes) -> list[tuple[str, bytes, int]]:
+    """nginx's files in the guest: (path, bytes, mode): binary, libraries, config, passwd/group, the pages."""
+    files = [("usr/sbin/nginx", parts.binary.read_bytes(), 0o755), ("etc/nginx/nginx.conf", NGINX_CONF.encode(), 0o644),
+             ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644), ("etc/group", b"root:x:0:\n", 0o644),
+             ("www/index.html", page, 0o644), (f"www/bytes/{BULK_BYTES}", pattern_bytes(BULK_BYTES), 0o644)]
+    for lib in parts.libraries:
+        where = "lib64" if lib.name == "ld-linux-x86-64.so.2" else "lib/x86_64-linux-gnu"
+        files.append((f"{where}/{lib.name}", lib.read_bytes(), 0o755))
+    return files
+
+
+NGINX_DIRS = ["usr", "usr/sbin", "etc/nginx", "lib/x86_64-linux-gnu", "lib64", "www/bytes", "var", "var/log",
+              "var/log/nginx", "var/lib", "var/lib/nginx", "run"]
+
+
+def check_nginx(files: list[tuple[str, bytes, int]]) -> None:
+    """`nginx -t` in a chroot of the tree, so a missing library or a config error shows before any boot."""
+    with tempfile.TemporaryDirectory(prefix="zbench-nginx-") as tmp:
+        root = Path(tmp)
+        for d in NGINX_DIRS + ["tmp", "dev"]:
+            (root / d).mkdir(parents=True, exist_ok=True)
+        for path, data, mode in files:
+            (root / path).write_bytes(data)
+            (root / path).chmod(mode)
+        p = run(["chroot", str(root), "/usr/sbin/nginx", "-t", "-c", "/etc/nginx/nginx.conf"], timeout=60,
+                check=False)
+        if p.returncode != 0:
+            raise BenchError(f"nginx -t in a chroot of the guest tree failed:\n{(p.stderr + p.stdout).strip()}")
+    log("  nginx -t in a chroot of the guest tree: ok")
+
+
 class Cpio:
     """Writer of a cpio "newc" archive (the initramfs format, Linux Documentation/driver-api/early-userspace/
     buffer-format.rst): 110-byte ASCII header, NUL-terminated name, data, each padded to 4 bytes."""
@@ -283,6 +388,36 @@ def write_initramfs(c: Cpio, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
     return dest
+
+
+NGINX_INIT = init_script(
+    "# zbench /init (nginx): mount, load the virtio modules, static address from zb_ip=/zb_gw=, then nginx in the\n"
+    "# foreground as PID 1 (one worker, sendfile, keep-alive).",
+    "IP=; GW=;",
+    ['zb_ip=*) IP="${w#zb_ip=}" ;;', 'zb_gw=*) GW="${w#zb_gw=}" ;;'],
+    r"""i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+ip link set lo up
+ip addr add "$IP" dev eth0
+ip link set eth0 up
+ip route add default via "$GW"
+echo "@MARKER@ on ${IP%/*}"
+exec /usr/sbin/nginx -c /etc/nginx/nginx.conf
+""",
+)
+
+
+def build_nginx_initramfs(parts: LinuxParts, nginx: NginxParts, page: bytes, dest: Path) -> Path:
+    """Step 2b': the initramfs with busybox, the virtio modules, nginx and its libraries, /init starting nginx,
+    /www/index.html holding `page` and /www/bytes/10485760."""
+    files = nginx_tree(nginx, page)
+    check_nginx(files)
+    c = initramfs_base(parts, ["bin", "dev", "proc", "sys", "tmp", "www", "lib", "lib/modules", "etc"] + NGINX_DIRS)
+    init = NGINX_INIT.replace("@MODULES@", " ".join(parts.modules)).replace("@MARKER@", LINUX_MARKER)
+    c.file("init", init.encode(), 0o755)
+    for path, data, mode in files:
+        c.file(path, data, mode)
+    return write_initramfs(c, dest)
 
 
 def build_initramfs(parts: LinuxParts, page: bytes, dest: Path) -> Path:
@@ -542,7 +677,7 @@ class Config:
         dev = "virtio-net-device" if self.machine == "microvm" else "virtio-net-pci"
         a += ["-netdev", att.netdev, "-device", f"{dev},netdev=n0", "-kernel", str(self.kernel)]
         if self.os == "zirvium":
-            append = " ".join(att.zirvium_opts)
+            append = " ".join(att.zirvium_opts + ["--"] + ZIRVIUM_APP_ARGS)
         else:
             a += ["-initrd", str(self.initrd)]
             # panic=-1: a kernel panic (e.g. out of memory) reboots, and -no-reboot turns that into QEMU exiting.
@@ -679,9 +814,11 @@ def to_ms(s: str) -> float | None:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)] if m else None
 
 
-def run_wrk(url: str, duration_s: int) -> dict:
-    """`wrk -t1 -c32 -dNs --latency URL`: req/s, p50/p99 latency (ms), errors (socket errors + non-2xx/3xx)."""
-    cmd = ["wrk", "-t1", "-c32", f"-d{duration_s}s", "--latency", url]
+def run_wrk(url: str, duration_s: int, close: bool = False) -> dict:
+    """`wrk -t1 -c32 -dNs --latency URL` (with `-H "Connection: close"` when `close`): req/s, p50/p99 latency
+    (ms), errors (socket errors + non-2xx/3xx)."""
+    cmd = ["wrk", "-t1", "-c32", f"-d{duration_s}s", "--latency"] + (["-H", "Connection: close"] if close else [])
+    cmd.append(url)
     p = run(cmd, timeout=duration_s + 60, check=False)
     out = p.stdout + p.stderr
     grab = lambda rx: (m.group(1) if (m := re.search(rx, out, re.M)) else None)  # noqa: E731
@@ -703,6 +840,26 @@ def run_wrk(url: str, duration_s: int) -> dict:
     }
 
 
+def bulk(base_url: str, direction: str, streams: int, upload_file: Path) -> dict:
+    """`streams` parallel curl transfers of BULK_BYTES each: downloads of /bytes/10485760, or uploads of
+    `upload_file` as the body of POST /upload (`Expect:` off, so the body follows the head at once). Returns
+    MB/s over the wall time of the whole batch (10^6 bytes/s), and the failures."""
+    if direction == "down":
+        one = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}\n", f"{base_url}bytes/{BULK_BYTES}"]
+    else:
+        one = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}\n", "-H", "Expect:",
+               "--data-binary", f"@{upload_file}", f"{base_url}upload"]
+    one[1:1] = ["--max-time", "120"]
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(one, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(streams)]
+    outs = [p.communicate(timeout=150)[0].strip() for p in procs]
+    wall = time.monotonic() - t0
+    ok = sum(1 for o in outs if o.split()[:2] == ["200", str(BULK_BYTES)])
+    return {"cmd": shell_line(one), "streams": streams, "seconds": round(wall, 3),
+            "mb_s": round(streams * BULK_BYTES / wall / 1e6, 1) if ok == streams else None,
+            "failed": streams - ok, "outputs": outs}
+
+
 def parse_timeline(line_match: re.Match) -> dict:
     parts = {}
     for part in line_match.group(2).split(","):
@@ -712,8 +869,10 @@ def parse_timeline(line_match: re.Match) -> dict:
     return {"first_response_us": int(line_match.group(1)), "stamps_us": parts, "line": line_match.group(0)}
 
 
-def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs: Path) -> dict:
-    """One boot at 256 MiB: time to first 200, Zirvium's timeline, idle CPU (if `idle`), wrk, RSS after load."""
+def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs: Path,
+                bulk_file: Path | None = None) -> dict:
+    """One boot at 256 MiB: time to first 200, Zirvium's timeline, idle CPU (if `idle`), wrk, RSS after load;
+    with `bulk_file` (a BULK_BYTES file to upload) also wrk with `Connection: close` and the bulk transfers."""
     r: dict = {"run": i + 1}
     with Guest(cfg, 256, net, logs / f"{cfg.key}-run{i + 1}.log") as g:
         ready = g.wait_ready(cfg.boot_timeout)
@@ -742,6 +901,10 @@ def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs:
         w = run_wrk(g.url(), wrk_s)
         r["wrk"] = {k: v for k, v in w.items() if k != "raw"}
         r["wrk_raw"] = w["raw"]
+        if bulk_file is not None:
+            w = run_wrk(g.url(), wrk_s, close=True)
+            r["wrk_close"] = {k: v for k, v in w.items() if k != "raw"}
+            r["bulk"] = {f"{d}{n}": bulk(g.url(), d, n, bulk_file) for d in ("down", "up") for n in BULK_STREAMS}
         r["rss_after_load_kib"] = proc_rss_kib(pid) if g.alive() else None
         r["alive_after_load"] = g.alive()
         if cfg.os == "zirvium":
@@ -754,6 +917,10 @@ def measure_run(cfg: Config, net: Network, i: int, wrk_s: int, idle: bool, logs:
         msg += f", idle CPU {r['idle_cpu_pct']:.2f} % (schedstat {r.get('idle_cpu_sched_pct', -1):.3f} %)"
     w = r["wrk"]
     msg += f", wrk {w['rps'] or 0:.0f} req/s p50 {w['p50_ms']} ms p99 {w['p99_ms']} ms errors {w['errors']}"
+    if "wrk_close" in r:
+        msg += f", close {r['wrk_close']['rps'] or 0:.0f} req/s"
+    for k, b in r.get("bulk", {}).items():
+        msg += f", {k} {b['mb_s']} MB/s" + (f" ({b['failed']} failed)" if b["failed"] else "")
     msg += f", RSS {(r['rss_after_load_kib'] or 0) / 1024:.1f} MiB"
     if not r["alive_after_load"]:
         msg += " (QEMU DIED during load)"
@@ -808,6 +975,9 @@ def summarize(cfg: Config, runs: list[dict], size: dict, min_mem, notes) -> dict
         "rps_all": [r["wrk"]["rps"] for r in ok],
         "p50_ms": med([r["wrk"]["p50_ms"] for r in ok]),
         "p99_ms": med([r["wrk"]["p99_ms"] for r in ok]),
+        "close_rps": med([r["wrk_close"]["rps"] for r in ok if "wrk_close" in r]),
+        "bulk_mb_s": {k: med([r["bulk"][k]["mb_s"] for r in ok if "bulk" in r])
+                      for k in (ok[0].get("bulk", {}) if ok else {})},
         "wrk_errors": sum(r["wrk"]["errors"] or 0 for r in ok) if ok else None,
         "rss_after_load_kib": med([r["rss_after_load_kib"] for r in ok]),
         "idle_cpu_pct": med([r.get("idle_cpu_pct") for r in ok]),
@@ -839,10 +1009,12 @@ def fmt_ratio(z, lnx, higher_better: bool, better: str, worse: str) -> str:
 
 
 def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the comparison table; the last column compares Zirvium/TCG with Linux/TCG."""
-    cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg") if k in results]
-    head = ["Metric"] + [results[k]["label"] for k in cols] + ["Zirvium/Linux (both TCG)"]
-    z, lx = results.get("zirvium-tcg"), results.get("linux-tcg")
+    """Header and rows of the comparison table; the last column compares Zirvium/TCG with Linux + nginx/TCG
+    (Linux + busybox when nginx was not measured)."""
+    cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg", "nginx-tcg") if k in results]
+    peer = "nginx-tcg" if "nginx-tcg" in results else "linux-tcg"
+    head = ["Metric"] + [results[k]["label"] for k in cols] + [f"Zirvium/{results[peer]['label']} (same run)"]
+    z, lx = results.get("zirvium-tcg"), results.get(peer)
 
     def row(name, value, fmt, ratio=None, ratio_value=None):
         """`value(summary)` -> shown with `fmt`; `ratio` = (higher_better, better, worse) compares
@@ -854,7 +1026,7 @@ def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[l
 
     def timeline(t):
         st = dict(t["stamps_us"], first_response=t["first_response_us"])
-        keys = ("rust", "memory", "platform", "app", "first_response")
+        keys = ("rust", "memory", "clock", "drivers", "app", "ready", "first_response")
         return ", ".join(f"{k.replace('_', ' ')} {st[k] / 1000:.1f}" for k in keys if st.get(k) is not None) + " ms"
 
     def size(d):
@@ -879,6 +1051,15 @@ def build_table(results: dict, runs: int, wrk_s: int) -> tuple[list[str], list[l
         row("wrk latency p50", g("p50_ms"), lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
         row("wrk latency p99", g("p99_ms"), lambda v: f"{v:.2f} ms", (False, "faster", "slower")),
         row("wrk errors (sum over runs)", g("wrk_errors"), str),
+        row(f"wrk -t1 -c32 -d{wrk_s}s, Connection: close: req/s", g("close_rps"), lambda v: f"{v:,.0f}",
+            (True, "faster", "slower")),
+    ]
+    names = {"down1": "one 10 MiB download (curl)", "down8": "8 parallel 10 MiB downloads",
+             "up1": "one 10 MiB upload (curl POST)", "up8": "8 parallel 10 MiB uploads"}
+    for key, name in names.items():
+        rows.append(row(f"{name}, MB/s (median)", lambda s, k=key: (s.get("bulk_mb_s") or {}).get(k),
+                        lambda v: f"{v:,.1f}", (True, "faster", "slower")))
+    rows += [
         row("Image size", g("size"), size, (False, "smaller", "larger"), lambda s: s["size"]["total"]),
         row("Smallest -m that serves /", g("min_mem_mib"), lambda v: f"{v} MiB", (False, "smaller", "larger")),
         row("QEMU RSS after load", g("rss_after_load_kib"), lambda v: f"{v / 1024:.1f} MiB",
@@ -972,7 +1153,11 @@ def main() -> int:
     started = time.time()
 
     elf = build_zirvium()
+    hello = build_zirvium("hello")
     parts = prepare_linux(cache)
+    nginx = prepare_nginx(cache)
+    bulk_file = out / "upload-10MiB.bin"
+    bulk_file.write_bytes(pattern_bytes(BULK_BYTES))
     machine, machine_why = choose_machine(a.machine, parts)
     kvm_ok, kvm_why = kvm_status()
     net = Network(a.user_net)
@@ -1002,6 +1187,8 @@ def main() -> int:
     linux_cfg = Config("linux-tcg", "Linux/TCG", "linux", "tcg", machine, parts.vmlinuz,
                        initrd=cache / "linux-initramfs.cpio.gz", boot_timeout=180)
     configs.append(linux_cfg)
+    configs.append(Config("nginx-tcg", "Linux+nginx/TCG", "linux", "tcg", machine, parts.vmlinuz,
+                          initrd=cache / "nginx-initramfs.cpio.gz", boot_timeout=180))
 
     results: dict = {}
     page: bytes | None = None
@@ -1009,7 +1196,10 @@ def main() -> int:
         if cfg.os == "linux":
             if page is None:
                 raise BenchError("Zirvium never served `/`, so there is no page for the Linux guest to serve")
-            build_initramfs(parts, page, cfg.initrd)
+            if cfg.key == "nginx-tcg":
+                build_nginx_initramfs(parts, nginx, page, cfg.initrd)
+            else:
+                build_initramfs(parts, page, cfg.initrd)
             log(f"initramfs {cfg.initrd} ({cfg.initrd.stat().st_size:,} B) serves the {len(page)}-byte page "
                 f"Zirvium/TCG returned for `/`")
             size = {"vmlinuz": parts.vmlinuz.stat().st_size, "initramfs": cfg.initrd.stat().st_size}
@@ -1019,7 +1209,8 @@ def main() -> int:
         log(f"== {cfg.label}: {runs} boots, wrk -d{wrk_s}s")
         cfg_runs = []
         for i in range(runs):
-            r = measure_run(cfg, net, i, wrk_s, idle=(i == 0), logs=logs)
+            with_bulk = cfg.key in ("zirvium-tcg", "nginx-tcg")
+            r = measure_run(cfg, net, i, wrk_s, idle=(i == 0), logs=logs, bulk_file=bulk_file if with_bulk else None)
             cfg_runs.append(r)
             if i == 0 and "qemu_cmd" in r:
                 log(f"  command: {r['qemu_cmd']}")
@@ -1044,18 +1235,27 @@ def main() -> int:
             results[cfg.key]["linux"] = {"package": parts.package, "version": parts.version,
                                          "busybox": parts.busybox_version,
                                          "modules_loaded": list(parts.modules), "builtin": parts.builtin}
+            if cfg.key == "nginx-tcg":
+                results[cfg.key]["linux"]["nginx"] = nginx.version
 
     head, rows = build_table(results, runs, wrk_s)
     elapsed = time.time() - started
+    size_reports = {}
+    for image in (elf, hello):
+        linked = image.with_suffix("")
+        size_reports[linked.name] = sizes.report(linked, 10)
     print_report(head, rows, notes)
+    print()
+    for r in size_reports.values():
+        print(sizes.render(r))
     for k, s in results.items():
         print(f"- {s['label']} QEMU command: {s['qemu_cmd']}")
         for n in s["notes"]:
             print(f"- {s['label']}: {n.replace('`', '')}")
     print(f"- total time {elapsed:.0f} s; results in {out}/results.md and results.json; serial logs in {logs}/")
 
-    md = markdown_report(f"Zirvium httpd vs Linux + busybox httpd ({'--quick' if a.quick else 'full'} run)", head,
-                         rows, notes)
+    md = markdown_report(f"Zirvium httpd vs Linux + nginx and Linux + busybox httpd "
+                         f"({'--quick' if a.quick else 'full'} run)", head, rows, notes)
     for k, s in results.items():
         md.append(f"- {s['label']}: `{s['qemu_cmd']}`")
         md += [f"- {s['label']}: {n}" for n in s["notes"]]
@@ -1063,11 +1263,15 @@ def main() -> int:
             md.append(f"- {s['label']} serial (run 1): `{s['timeline']['example_line']}`")
     md.append(f"- Linux guest: {parts.package} {parts.version}, busybox-static {parts.busybox_version}, "
               f"modules insmod-ed: {', '.join(parts.modules)}; built in: {', '.join(parts.builtin) or 'none'}.")
+    md.append(f"- nginx {nginx.version} (Debian), 1 worker, sendfile on, keep-alive; libraries from "
+              f"{', '.join(NGINX_LIBRARY_PACKAGES)}.")
     md.append(f"- Total run time {elapsed:.0f} s. See tests/bench/README.md for what each figure means.")
+    md += ["", "## Zirvium image sizes", ""] + ["```\n" + sizes.render(r) + "\n```" for r in size_reports.values()]
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
         {"mode": "quick" if a.quick else "full", "runs": runs, "wrk_seconds": wrk_s, "machine": machine,
-         "network": net.kind, "notes": notes, "elapsed_s": round(elapsed, 1), "results": results},
+         "network": net.kind, "notes": notes, "elapsed_s": round(elapsed, 1), "results": results,
+         "sizes": size_reports},
         indent=1, default=str) + "\n")
     return 0
 

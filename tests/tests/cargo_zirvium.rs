@@ -92,7 +92,9 @@ fn new_app(scratch: &Scratch, name: &str, args: &[&str]) -> PathBuf {
     assert!(out.status.success(), "cargo zirvium new: {}{}", text(&out.stdout), text(&out.stderr));
     let toml = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml written");
     let checkout = images::workspace_root().canonicalize().expect("checkout path");
-    assert!(toml.contains(&format!("zirvium = {{ path = \"{}/libos/api\" }}", checkout.display())), "{toml}");
+    let dep =
+        format!("zirvium = {{ path = \"{}/libos/api\", default-features = false, features = [", checkout.display());
+    assert!(toml.contains(&dep), "{toml}");
     dir
 }
 

@@ -4,7 +4,7 @@
 //! failure report; `--timeout` kills QEMU). `--gdb` starts QEMU halted and prints the gdb command that attaches.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     // Removed when the run ends: OVMF's per-VM variable store.
     let mut _vars = None;
     let mut symbols = None;
+    // The linked ELF with its symbol table, for gdb (none for a packaged disk).
+    let mut linked = PathBuf::new();
     if let Some(image) = &args.image {
         let vars = crate::cargo::target_dir().join(format!("ovmf-vars-{}.fd", std::process::id()));
         let firmware = args.boot.unwrap_or_default();
@@ -52,14 +54,15 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
         if let Some(initrd) = &initrd {
             eprintln!("images: initrd {} embedded in the image", initrd.display());
         }
-        symbols = read_symbols(&image.path);
+        symbols = read_symbols(&image.symbols);
+        linked = image.symbols;
         opts.kernel = image.path;
         // Embedded rather than passed as `-initrd`: the image is self-contained and boots the same under Xen.
         opts.initrd = None;
     }
     if let Some(port) = opts.gdb_port {
         eprintln!("images: QEMU is halted until gdb continues; in another terminal run:");
-        eprintln!("  {}", gdb_command(&opts.kernel, port));
+        eprintln!("  {}", gdb_command(&linked, port));
         if let Err(missing) = crate::host_tools::GDB.require() {
             eprintln!("images: {missing}");
         }

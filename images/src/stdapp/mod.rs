@@ -177,7 +177,8 @@ pub fn build_std(app: &App, profile: Profile, initrd: Option<&Path>, what: Harne
     let path = lib_tests.or(exe).ok_or_else(|| BuildError::NoExecutable { command, app: bin.clone() })?;
     let _ = std::fs::write(&stamp, stamp_value);
     let size = std::fs::metadata(&path).map_err(|source| StdError::Io { path: path.clone(), source })?.len();
-    Ok(Image { app: bin, path, size })
+    // Not stripped: the std image is booted with its symbols (the size report is for no_std apps).
+    Ok(Image { app: bin, symbols: path.clone(), path, size })
 }
 
 /// The executable of a cargo `compiler-artifact` message for a test harness (`profile.test`), and whether it is

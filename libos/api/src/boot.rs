@@ -10,10 +10,12 @@ use core::pin::Pin;
 use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::platform::Platform;
+use libos::start::Step;
 
 static CMDLINE: spin_once::Once = spin_once::Once::new();
 
 /// The initrd embedded by `images build/run --initrd` (`ZIRVIUM_INITRD` at build time), or empty.
+#[cfg(feature = "fs")]
 static EMBEDDED_INITRD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/initrd.tar"));
 
 mod spin_once {
@@ -51,7 +53,11 @@ fn platforms() -> [&'static dyn Platform; 4] {
 /// The PCI driver table, first match wins (`libos::pci::scan` hands each function to the first driver that
 /// claims it). virtio-pci takes virtio-net, virtio-blk and virtio-scsi by device ID, NVMe its class code; a new
 /// PCI driver — vmxnet3, PVSCSI — is added here.
-static PCI_DRIVERS: &[&libos::pci::Driver] = &[&drivers::virtio::pci::DRIVER, &drivers::nvme::DRIVER];
+static PCI_DRIVERS: &[&libos::pci::Driver] = &[
+    &drivers::virtio::pci::DRIVER,
+    #[cfg(feature = "fs")]
+    &drivers::nvme::DRIVER,
+];
 
 /// Starts the drivers of the devices any platform may have, after the platform's own `init`: the virtio-mmio
 /// devices the command line names (microvm, Firecracker), then every PCI function a driver in [`PCI_DRIVERS`]
@@ -64,6 +70,32 @@ fn start_drivers(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, Stri
     features.extend(libos::pci::scan(boot, scan_bios, PCI_DRIVERS).features());
     features.extend(drivers::virtio::disk_summary());
     Ok(features)
+}
+
+/// Starts the network stack on the NICs the drivers found (none: nothing to start).
+#[cfg(feature = "net")]
+fn start_net(cmdline: &Cmdline) {
+    let nics = libos::dev::take_net();
+    if !nics.is_empty() {
+        if let Err(e) = net::start(nics, cmdline) {
+            libos::console::emergency_print(format_args!("boot error: network: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    }
+}
+
+/// Mounts `/` (a boot module wins; else the archive `images` embedded at build time, see build.rs, if any),
+/// `/tmp` and the first disk's file system on `/data`.
+#[cfg(feature = "fs")]
+fn mount_fs() {
+    let initrd = libos::start::boot_info()
+        .and_then(|b| b.modules().first())
+        .map(|m| m.bytes())
+        .or((!EMBEDDED_INITRD.is_empty()).then_some(EMBEDDED_INITRD));
+    if let Err(e) = ::fs::mount_boot(initrd, libos::dev::block_devices()) {
+        libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
+        libos::exit(libos::EXIT_BOOT_ERROR);
+    }
 }
 
 #[no_mangle]
@@ -93,6 +125,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
+    libos::start::stamp(Step::Platform);
     let clock_how = match libos::start::ensure_clock(detection.timing()) {
         Ok(how) => how,
         Err(e) => {
@@ -100,6 +133,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
+    libos::start::stamp(Step::Clock);
     let devices = match start_drivers(boot, cmdline) {
         Ok(f) => f,
         Err(e) => {
@@ -117,24 +151,15 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         clock_how
     ));
     log::info!("platform: {} ({}; features: {})", platform.name(), fit.reason, features.join(", "));
-    libos::start::stamp(3);
-    let nics = libos::dev::take_net();
-    if !nics.is_empty() {
-        if let Err(e) = net::start(nics, cmdline) {
-            libos::console::emergency_print(format_args!("boot error: network: {e}\n"));
-            libos::exit(libos::EXIT_BOOT_ERROR);
-        }
-    }
-    // A boot module wins; else the archive `images` embedded at build time (see build.rs), if any.
-    let initrd = libos::start::boot_info()
-        .and_then(|b| b.modules().first())
-        .map(|m| m.bytes())
-        .or((!EMBEDDED_INITRD.is_empty()).then_some(EMBEDDED_INITRD));
-    if let Err(e) = ::fs::mount_boot(initrd, libos::dev::block_devices()) {
-        libos::console::emergency_print(format_args!("boot error: fs: {e}\n"));
-        libos::exit(libos::EXIT_BOOT_ERROR);
-    }
-    libos::start::stamp(4);
+    libos::start::stamp(Step::Drivers);
+    #[cfg(feature = "net")]
+    start_net(cmdline);
+    libos::start::stamp(Step::Net);
+    #[cfg(feature = "fs")]
+    mount_fs();
+    libos::start::stamp(Step::Fs);
+    libos::start::stamp(Step::App);
+    log::info!("boot timeline: {}", libos::start::timeline_line());
     if let Some(b) = libos::start::boot_info().filter(|b| b.loader_data().is_some()) {
         // Where the TSC counts from the vCPU's reset (QEMU TCG), TSC time at the entry is the firmware plus the
         // boot loader; some hypervisors carry the host's TSC over, so it is reported as TSC time, not as a fact.
@@ -152,6 +177,7 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     let code = libos::task::block_on(main);
     log::debug!("app exited with status {code}");
     // Write back and mark file systems clean (FAT's dirty bit) so the disk needs no fsck after a normal exit.
+    #[cfg(feature = "fs")]
     ::fs::unmount_all();
     libos::exit(code)
 }

@@ -35,7 +35,9 @@ pub mod task {
 
 /// Networking on the kernel's stack (smoltcp over the NIC found at boot): [`net::TcpListener`],
 /// [`net::TcpStream`], [`net::UdpSocket`], DNS with [`net::resolve`], the interface's IPv4 configuration and
-/// counters. Sources: RFC 9293 (TCP), RFC 768 (UDP), RFC 2131 (DHCPv4), RFC 1035 (DNS).
+/// counters. Sources: RFC 9293 (TCP), RFC 768 (UDP), RFC 2131 (DHCPv4), RFC 1035 (DNS). Cargo feature `net`
+/// (default): without it no network stack is linked or started.
+#[cfg(feature = "net")]
 pub mod net {
     pub use net::{
         resolve, stats, wait_configured, DnsError, Error, Ipv4Config, Ipv4State, NetStats, Result, TcpListener,
@@ -72,7 +74,8 @@ pub mod dev {
 pub use log;
 
 /// Files: `File`, `OpenOptions`, `read_dir`, `read`/`write`, ... over `/` (initrd), `/tmp` (ramfs) and `/data`
-/// (FAT on the first disk) — see the `fs` crate.
+/// (FAT on the first disk) — see the `fs` crate. Cargo feature `fs` (default): without it nothing is mounted.
+#[cfg(feature = "fs")]
 pub mod fs;
 
 /// The environment: app arguments, kernel options, the platform.

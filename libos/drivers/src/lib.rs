@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod block;
+pub mod csum;
 // Driver-owned DMA memory: the only place a device address becomes Rust memory.
 #[allow(unsafe_code)]
 pub mod dma;

@@ -1,7 +1,8 @@
 //! The demo routes every Zirvium HTTP appliance serves, as a [`Handler`] in front of the app's own: `/` (an HTML
 //! page with the root message and the platform), `/health` (JSON: uptime, platform, requests, connections) and
 //! `/bytes/N` (N bytes where byte i is `(i % 251) as u8`, a prime period so that shifted or dropped bytes show
-//! up, produced while it is written).
+//! up, produced while it is written), and `POST`/`PUT /upload` (the body is read and dropped, then 200 naming its
+//! `Content-Length`: an upload sink for throughput tests; bodies above the app's `max_body_bytes` are 413).
 //!
 //! The routes answer GET and HEAD from the request head; other methods are 405 with `Allow: GET, HEAD`. A body
 //! sent with them is read and dropped (after `100 Continue` when the client asks for it). `/bytes/N` with N not
@@ -20,6 +21,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Methods the demo routes support, as sent in `Allow` (RFC 9110 §10.2.1).
 const ALLOW: &str = "GET, HEAD";
+/// Methods `/upload` supports.
+const ALLOW_UPLOAD: &str = "POST, PUT";
 
 /// Largest N `/bytes/N` serves by default, bytes (64 MiB).
 pub const DEFAULT_MAX_BYTES_RESPONSE: u64 = 64 * 1024 * 1024;
@@ -129,6 +132,9 @@ impl<H: Handler> Demo<H> {
 
     /// The answer for a demo route, from the head alone; `None` for other paths.
     fn route(&self, request: &Request<'_>) -> Option<Response> {
+        if request.path == "/upload" {
+            return Some(upload(request));
+        }
         let length = match request.path {
             "/" | "/health" => None,
             path => Some(path.strip_prefix("/bytes/")?),
@@ -184,6 +190,20 @@ impl<H: Handler> Handler for Demo<H> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.fallback.answered(status);
     }
+}
+
+/// The answer to `/upload`: sent once the body has been read and dropped.
+fn upload(request: &Request<'_>) -> Response {
+    if request.method != "POST" && request.method != "PUT" {
+        let text = "method not allowed: /upload takes POST and PUT\n";
+        return Response::text(Status::METHOD_NOT_ALLOWED, text).with_header("Allow", ALLOW_UPLOAD).after_body();
+    }
+    let length = request.header("content-length").and_then(crate::request::parse_decimal);
+    let text = match length {
+        Some(n) => format!("discarded {n} bytes\n"),
+        None => String::from("discarded the body\n"),
+    };
+    Response::text(Status::OK, text).after_body()
 }
 
 /// The fallback of a [`Demo`] without routes of its own: every other path is 404 naming the demo routes.
@@ -506,6 +526,21 @@ mod tests {
             assert_eq!(responses[0].header("allow"), Some("GET, HEAD"));
             assert!(!run.closed, "405 keeps the connection");
         }
+    }
+
+    #[test]
+    fn upload_reads_and_drops_the_body() {
+        let body = vec![b'u'; 5000];
+        let mut input = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".to_vec();
+        input.extend_from_slice(&body);
+        input.extend_from_slice(get("/bytes/2").as_bytes());
+        input.extend_from_slice(b"GET /upload HTTP/1.1\r\nHost: x\r\n\r\n");
+        let run = feed(&input);
+        let responses = parse_responses(&run.out, &[]);
+        assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [200, 200, 405]);
+        assert_eq!(responses[0].body, b"discarded 5000 bytes\n");
+        assert_eq!(responses[1].body, pattern(2), "the next request follows the dropped body");
+        assert_eq!(responses[2].header("allow"), Some("POST, PUT"));
     }
 
     #[test]

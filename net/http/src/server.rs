@@ -29,6 +29,20 @@ pub trait Transport {
 
     /// Finishes sending (TCP FIN) once what was written is sent.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Writes what `fill` puts into a buffer and returns how many bytes: `fill` gets free space (at least 1
+    /// byte) and returns how many bytes it wrote. A transport with a send buffer of its own lends that (no
+    /// copy); the default fills `scratch` and writes it with [`write_all`](Self::write_all).
+    fn write_with(
+        &mut self,
+        scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, Self::Error>> {
+        async move {
+            let n = fill(scratch).min(scratch.len());
+            self.write_all(&scratch[..n]).await.map(|()| n)
+        }
+    }
 }
 
 /// A transport borrowed for the connection's lifetime is still one.
@@ -46,6 +60,14 @@ impl<T: Transport + ?Sized> Transport for &mut T {
     fn shutdown(&mut self) -> impl Future<Output = Result<(), T::Error>> {
         (**self).shutdown()
     }
+
+    fn write_with(
+        &mut self,
+        scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, T::Error>> {
+        (**self).write_with(scratch, fill)
+    }
 }
 
 impl Transport for TcpStream {
@@ -61,6 +83,15 @@ impl Transport for TcpStream {
 
     fn shutdown(&mut self) -> impl Future<Output = Result<(), net::Error>> {
         TcpStream::shutdown(self)
+    }
+
+    /// Straight into the socket's send buffer (smoltcp sends from there).
+    fn write_with(
+        &mut self,
+        _scratch: &mut [u8],
+        fill: &mut (dyn FnMut(&mut [u8]) -> usize + Send),
+    ) -> impl Future<Output = Result<usize, net::Error>> {
+        TcpStream::write_with(self, fill)
     }
 }
 
@@ -114,6 +145,8 @@ pub async fn serve(
     settings: &'static Settings,
     handler: &'static dyn Handler,
 ) {
+    #[cfg(target_os = "none")]
+    libos::start::stamp(libos::start::Step::Ready);
     log::info!("{app} listening on port {} (max {} connections)", listener.port(), settings.max_connections);
     libos::println!("{app} listening on port {}", listener.port());
     loop {
@@ -242,8 +275,7 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
 async fn write_out<T: Transport>(conn: &mut Connection<'_>, stream: &mut T, tx: &mut [u8]) -> Result<(), T::Error> {
     let mut wrote = false;
     while conn.has_output() {
-        let m = conn.poll_output(tx);
-        stream.write_all(&tx[..m]).await?;
+        stream.write_with(tx, &mut |buf| conn.poll_output(buf)).await?;
         wrote = true;
     }
     if let Some(e) = conn.take_content_error() {
@@ -252,13 +284,10 @@ async fn write_out<T: Transport>(conn: &mut Connection<'_>, stream: &mut T, tx: 
     if wrote && FIRST_RESPONSE.swap(1, Ordering::Relaxed) == 0 {
         #[cfg(target_os = "none")]
         {
-            let t = libos::start::timeline();
-            let parts: alloc::vec::Vec<alloc::string::String> =
-                t.iter().map(|(n, us)| format!("{n} {us} us")).collect();
             log::info!(
                 "first response at {} us after entry; boot timeline: {}",
                 Instant::now().as_nanos() / 1000,
-                parts.join(", ")
+                libos::start::timeline_line()
             );
         }
     }

@@ -6,7 +6,7 @@ mod config;
 mod dhcp;
 mod dns;
 mod nonblocking;
-mod pipe;
+pub(crate) mod pipe;
 mod tcp;
 mod udp;
 

@@ -3,7 +3,8 @@
 //! ring that `flush` empties, a 12-byte device header before each received frame, and a queue per
 //! direction playing the wire (frames beyond its capacity are dropped, as a host backend would).
 
-use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use libos::dev::{DeviceError, Gso, NetDevice, NetInfo, NetOffloads, RxFrame};
+use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -26,6 +27,8 @@ pub struct NicCounters {
     pub transmitted: u64,
     pub wire_dropped: u64,
     pub errors: u64,
+    /// Large frames the NIC segmented (TSO).
+    pub gso_frames: u64,
 }
 
 #[derive(Default)]
@@ -106,7 +109,13 @@ impl NetDevice for PipeNic {
             return Err(self.protocol(format!("slot {slot} posted while lent out")));
         };
         buf[RX_HEADER..RX_HEADER + frame.len()].copy_from_slice(&frame);
-        Ok(Some(RxFrame { buf, offset: RX_HEADER, len: frame.len(), token: slot as u32 }))
+        Ok(Some(RxFrame {
+            buf,
+            offset: RX_HEADER,
+            len: frame.len(),
+            token: slot as u32,
+            checksum_valid: self.info.offloads.rx_checksum,
+        }))
     }
 
     fn recycle(&mut self, frame: RxFrame) -> Result<(), DeviceError> {
@@ -136,6 +145,47 @@ impl NetDevice for PipeNic {
         let mut f = vec![0u8; len];
         fill(&mut f);
         self.tx_queue.push(f);
+        Ok(())
+    }
+
+    fn transmit_slots(&mut self) -> usize {
+        TX_RING - self.tx_queue.len()
+    }
+
+    /// Segments like a virtio-net device (virtio 1.2 §5.1.6.2, Linux `tcp_gso_segment`): the first `hdr_len`
+    /// bytes are copied to every segment, with IP length, ID and checksum, TCP sequence number and checksum
+    /// recomputed, and PSH kept on the last segment only.
+    fn transmit_gso(&mut self, frame: Vec<u8>, gso: Gso) -> Result<(), (DeviceError, Vec<u8>)> {
+        let (h, mss) = (usize::from(gso.hdr_len), usize::from(gso.mss));
+        let chunks = frame.len().saturating_sub(h).div_ceil(mss.max(1));
+        if !self.info.offloads.tso4 || mss == 0 || h < 54 || h >= frame.len() {
+            let e = self.protocol(format!("GSO frame of {} bytes with {gso:?}", frame.len()));
+            return Err((e, frame));
+        }
+        // A GSO frame takes one transmit slot, however many segments it makes (as one virtio descriptor chain).
+        if self.tx_queue.len() >= 2 * TX_RING {
+            return Err((DeviceError::Busy { device: self.info.name.clone() }, frame));
+        }
+        let seq0 = u32::from_be_bytes([frame[38], frame[39], frame[40], frame[41]]);
+        let id0 = u16::from_be_bytes([frame[18], frame[19]]);
+        for (i, chunk) in frame[h..].chunks(mss).enumerate() {
+            let mut seg = frame[..h].to_vec();
+            seg.extend_from_slice(chunk);
+            let total = (seg.len() - 14) as u16;
+            seg[38..42].copy_from_slice(&seq0.wrapping_add((i * mss) as u32).to_be_bytes());
+            if i + 1 < chunks {
+                seg[47] &= !0x08; // PSH on the last segment only
+            }
+            let mut ip = Ipv4Packet::new_unchecked(&mut seg[14..]);
+            ip.set_total_len(total);
+            ip.set_ident(id0.wrapping_add(i as u16));
+            ip.fill_checksum();
+            let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+            let ihl = usize::from(ip.header_len());
+            TcpPacket::new_unchecked(&mut seg[14 + ihl..]).fill_checksum(&src, &dst);
+            self.tx_queue.push(seg);
+        }
+        self.pipe.lock().counters[self.side].gso_frames += 1;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! TCP between two stacks: echo, many connections, backlog refill, limits, errors, idle behaviour.
 
+use super::pipe::Pipe;
 use super::{addr_a, eventually, pattern, run, Net};
 use crate::{Config, Error, TcpListener, TcpStream};
 use libos::dev::NetOffloads;
@@ -54,7 +55,7 @@ async fn echo_roundtrip(stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
     got
 }
 
-fn echo_1mib(offloads: NetOffloads) {
+fn echo_1mib(offloads: NetOffloads) -> Pipe {
     run(async move {
         let net = Net::with(
             Config::default(),
@@ -87,18 +88,106 @@ fn echo_1mib(offloads: NetOffloads) {
         net.assert_frames_recycled();
         let _ = server.cancel().await;
         assert!(eventually(5, || a.stats().tcp_sockets == 0).await, "listener sockets left: {:?}", a.stats());
+        let pipe = net.pipe.clone();
         net.stop().await;
+        pipe
     })
 }
 
 #[test]
 fn echo_1mib_byte_for_byte() {
-    echo_1mib(NetOffloads::default());
+    let _ = echo_1mib(NetOffloads::default());
 }
 
 #[test]
 fn echo_1mib_with_checksum_offload() {
-    echo_1mib(NetOffloads { rx_checksum: true, tx_checksum: true });
+    let _ = echo_1mib(NetOffloads { rx_checksum: true, tx_checksum: true, ..Default::default() });
+}
+
+/// With segmentation offload the stack merges runs of segments into large frames that the pipe cuts up again
+/// like a virtio-net device; the receiver verifies every segment's checksum in software and gets every byte.
+#[test]
+fn echo_1mib_with_segmentation_offload() {
+    let pipe = echo_1mib(NetOffloads { tso4: true, ..Default::default() });
+    let merged = pipe.counters(0).gso_frames + pipe.counters(1).gso_frames;
+    assert!(merged > 0, "no frame was merged: {:?} {:?}", pipe.counters(0), pipe.counters(1));
+}
+
+/// `write_with` fills the socket's send buffer in place; the peer gets every byte in order.
+#[test]
+fn write_with_fills_the_send_buffer_in_place() {
+    run(async move {
+        let net = Net::new(Config::default(), Config::default());
+        let listener = TcpListener::bind_on(&net.a, 9).unwrap();
+        let data = pattern(300_000, 7);
+        let sender = {
+            let data = data.clone();
+            libos::task::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut at = 0;
+                while at < data.len() {
+                    let n = s
+                        .write_with(&mut |free: &mut [u8]| {
+                            let n = free.len().min(data.len() - at).min(1000);
+                            free[..n].copy_from_slice(&data[at..at + n]);
+                            n
+                        })
+                        .await
+                        .unwrap();
+                    assert!(n > 0);
+                    at += n;
+                }
+                s.shutdown().await.unwrap();
+            })
+        };
+        let client = TcpStream::connect_on(&net.b, addr_a(9)).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = client.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        sender.await;
+        assert!(got == data, "{} bytes received of {}", got.len(), data.len());
+        drop(client);
+        net.stop().await;
+    })
+}
+
+/// Within the budget sockets get the large buffers, beyond it the small ones; a listening socket made small
+/// during a burst is made large again once a connection's buffers come back to the budget.
+#[test]
+fn large_buffers_within_the_budget_come_back_to_listeners() {
+    run(async move {
+        let cfg = Config::default();
+        let large = cfg.tcp_rx_buffer + cfg.tcp_tx_buffer;
+        let cfg_a = Config { backlog: 4, tcp_buffer_budget: Some(2 * large), ..Config::default() };
+        let net = Net::new(cfg_a, Config::default());
+        let listener = TcpListener::bind_on(&net.a, 8080).unwrap();
+        let large_listening = |stack: &crate::Stack| {
+            stack.with(|i| {
+                let l = &i.listeners[&8080];
+                let sockets = &i.sockets;
+                l.listening
+                    .iter()
+                    .filter(|h| sockets.get::<smoltcp::socket::tcp::Socket>(**h).send_capacity() == cfg.tcp_tx_buffer)
+                    .count()
+            })
+        };
+        assert_eq!(large_listening(&net.a), 2, "two within the budget, two small");
+        let client = TcpStream::connect_on(&net.b, addr_a(8080)).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        drop(server);
+        drop(client);
+        let a = net.a.clone();
+        assert!(eventually(10, || a.stats().tcp_sockets == 4).await, "{:?}", a.stats());
+        assert!(eventually(5, || large_listening(&a) == 2).await, "the freed budget goes to a listening socket");
+        drop(listener);
+        net.stop().await;
+    })
 }
 
 #[test]

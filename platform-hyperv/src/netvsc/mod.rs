@@ -1,9 +1,11 @@
 //! netvsc, the Hyper-V synthetic NIC driver, as a [`NetDevice`]: NVSP version negotiation (6.1 down to 2), the
 //! NDIS configuration (MTU, before the receive buffer, NVSP ≥ 3.2) and version, the receive buffer GPADL and its
 //! section, the optional send buffer, RNDIS INITIALIZE / QUERY (MAC via OID_802_3_PERMANENT_ADDRESS, link state) /
-//! SET (packet filter, checksum offload when the host offers it), then the data path: frames out as
-//! `REMOTE_NDIS_PACKET_MSG` in a send-buffer section (or GPA-direct pages), frames in as transfer-page ranges of
-//! the receive buffer, each acknowledged with a completion. Source: Linux `drivers/net/hyperv/netvsc.c`
+//! SET (packet filter, checksum offload and IPv4 large send offload v2 when the host offers them), then the
+//! data path: frames out as `REMOTE_NDIS_PACKET_MSG` in a send-buffer section (or GPA-direct pages), large sends
+//! (net::gso's merged frames with a `TCP_LARGESEND_PKTINFO`) from GPA-direct pages of their own, frames in as
+//! transfer-page ranges of the receive buffer (the host's checksum verdict as [`RxFrame::checksum_valid`]), each
+//! acknowledged with a completion. Source: Linux `drivers/net/hyperv/netvsc.c`
 //! (`netvsc_connect_vsp`, `netvsc_init_buf`, `netvsc_send`, `netvsc_receive`) and `rndis_filter.c`.
 
 pub mod nvsp;
@@ -23,7 +25,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
-use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use libos::dev::{DeviceError, Gso, GsoKind, NetDevice, NetInfo, NetOffloads, RxFrame, MAX_GSO_FRAME};
 use libos::time::Duration;
 use nvsp::NvspMessage;
 use rndis::RndisMessage;
@@ -38,6 +40,8 @@ const TID_DATA: u64 = 0x7478_0000_0000_0000;
 const RX_QUEUE_MAX: usize = 256;
 /// Most frames in flight on the GPA-direct path (no send buffer).
 const TX_DIRECT_SLOTS: usize = 64;
+/// Most large sends in flight, each from pages of its own (~68 KiB), allocated on first use.
+const TX_GSO_SLOTS: usize = 16;
 /// Packets handled per pump before returning to the caller.
 const PUMP_BUDGET: usize = 128;
 
@@ -122,6 +126,7 @@ struct SendBuffer {
 enum TxSlot {
     Section(u32),
     Direct(Region),
+    Gso(Region),
 }
 
 /// A netvsc NIC, opened and initialised.
@@ -137,6 +142,8 @@ pub struct Netvsc {
     tx_inflight: BTreeMap<u64, TxSlot>,
     tx_direct_free: Vec<Region>,
     tx_direct_allocated: usize,
+    tx_gso_free: Vec<Region>,
+    tx_gso_allocated: usize,
     tx_seq: u32,
     tx_scratch: Vec<u8>,
     rx: VecDeque<RxFrame>,
@@ -177,6 +184,8 @@ impl Netvsc {
             tx_inflight: BTreeMap::new(),
             tx_direct_free: Vec::new(),
             tx_direct_allocated: 0,
+            tx_gso_free: Vec::new(),
+            tx_gso_allocated: 0,
             tx_seq: 0,
             tx_scratch: Vec::new(),
             rx: VecDeque::new(),
@@ -195,7 +204,7 @@ impl Netvsc {
         dev.init_buffers(bus, cfg).await?;
         dev.init_rndis().await?;
         log::info!(
-            "{}: MAC {}, MTU {}, NVSP {}, link {}, receive buffer {} KiB, {}, checksum offload {}",
+            "{}: MAC {}, MTU {}, NVSP {}, link {}, receive buffer {} KiB, {}, checksum offload {}, large send {}",
             dev.info.name,
             mac_text(&dev.info.mac),
             dev.info.mtu,
@@ -206,7 +215,12 @@ impl Netvsc {
                 Some(s) => format!("send buffer {} KiB in {}-byte sections", s.region.len() >> 10, s.section_size),
                 None => String::from("no send buffer (GPA-direct frames)"),
             },
-            if dev.info.offloads.tx_checksum { "on" } else { "off" }
+            if dev.info.offloads.tx_checksum { "on" } else { "off" },
+            if dev.info.offloads.tso4 {
+                format!("LSOv2 up to {} bytes", dev.info.offloads.gso_max_frame())
+            } else {
+                String::from("off")
+            }
         );
         Ok(dev)
     }
@@ -414,8 +428,8 @@ impl Netvsc {
         let link = self.query(rndis::oid::GEN_MEDIA_CONNECT_STATUS, Vec::new(), "link state query").await?;
         self.link_up = libos::wire::get_u32(&link, 0) == Some(0);
         if self.nvsp_version >= nvsp::version::V5 {
-            match self.enable_checksum_offload().await {
-                Ok(on) => self.info.offloads.tx_checksum = on,
+            match self.enable_offloads().await {
+                Ok(o) => self.info.offloads = o,
                 Err(e) => log::warn!("{}: checksum offload not enabled: {e}", self.info.name),
             }
         }
@@ -423,9 +437,10 @@ impl Netvsc {
         self.set(rndis::oid::GEN_CURRENT_PACKET_FILTER, f.to_le_bytes().to_vec(), "packet filter").await
     }
 
-    /// Queries the host's offload capabilities and turns on IPv4 TCP and UDP transmit checksums when both are
-    /// offered (`rndis_netdev_set_hwcaps`). Returns whether transmit checksum offload is on.
-    async fn enable_checksum_offload(&mut self) -> Result<bool, Error> {
+    /// Queries the host's offload capabilities and turns on IPv4 TCP and UDP checksums (transmit and receive)
+    /// when both are offered, and with them IPv4 LSOv2 when the host segments 802.3 frames of two segments or
+    /// more (what net::gso merges) larger than the MTU (`rndis_netdev_set_hwcaps`). Returns the offloads on.
+    async fn enable_offloads(&mut self) -> Result<NetOffloads, Error> {
         let q = rndis::offload_caps_query();
         let caps = self.query(rndis::oid::TCP_OFFLOAD_HARDWARE_CAPABILITIES, q, "offload capabilities query").await?;
         let Some(ip4_txcsum) = rndis::offload_caps_ip4_txcsum(&caps) else {
@@ -440,13 +455,22 @@ impl Netvsc {
         let tcp = ip4_txcsum & rndis::ndis::TXCSUM_ALL_TCP4 == rndis::ndis::TXCSUM_ALL_TCP4;
         let udp = ip4_txcsum & rndis::ndis::TXCSUM_UDP4 != 0;
         if !(tcp && udp) {
-            return Ok(false);
+            return Ok(NetOffloads::default());
         }
-        use rndis::ndis::{PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED};
-        // The stack does IP header checksums; TCP and UDP checksums go to the host.
-        let p = rndis::offload_params(PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED, PARAM_TX_RX_ENABLED);
+        let min_frame = self.info.mtu + 14;
+        let lso = rndis::offload_caps_lsov2_ip4(&caps).filter(|&(max, min)| min <= 2 && max as usize > min_frame);
+        use rndis::ndis::{LSOV2_ENABLED, PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED};
+        // The stack does IP header checksums; TCP and UDP checksums go to the host. LSOv2 0: no change.
+        let lso_param = if lso.is_some() { LSOV2_ENABLED } else { 0 };
+        let p = rndis::offload_params(PARAM_TX_RX_DISABLED, PARAM_TX_RX_ENABLED, PARAM_TX_RX_ENABLED, lso_param);
         self.set(rndis::oid::TCP_OFFLOAD_PARAMETERS, p, "offload parameters").await?;
-        Ok(true)
+        Ok(NetOffloads {
+            rx_checksum: true,
+            tx_checksum: true,
+            tso4: lso.is_some(),
+            rx_gso: false,
+            gso_max_frame: lso.map_or(0, |(max, _)| max as usize),
+        })
     }
 
     fn protocol(&mut self, detail: String) -> DeviceError {
@@ -513,6 +537,7 @@ impl Netvsc {
                             }
                         }
                         Some(TxSlot::Direct(r)) => self.tx_direct_free.push(r),
+                        Some(TxSlot::Gso(r)) => self.tx_gso_free.push(r),
                         // Control request completions carry no buffer to free.
                         None if p.desc.trans_id & 0xffff_ffff_0000_0000 == TID_CONTROL => {}
                         None => {
@@ -592,7 +617,9 @@ impl Netvsc {
                 self.rx_pool.push(buf);
                 return Ok(());
             }
-            let frame = RxFrame { offset: info.data.start, len: info.data.len(), buf, token: 0 };
+            let ok = rndis::csum::RX_TCP_SUCCEEDED | rndis::csum::RX_UDP_SUCCEEDED;
+            let checksum_valid = info.csum.is_some_and(|c| c & ok != 0);
+            let frame = RxFrame { offset: info.data.start, len: info.data.len(), buf, token: 0, checksum_valid };
             self.rx.push_back(frame);
             return Ok(());
         }
@@ -657,6 +684,52 @@ impl NetDevice for Netvsc {
             Some(s) if !s.free.is_empty() => true,
             _ => !self.tx_direct_free.is_empty() || self.tx_direct_allocated < TX_DIRECT_SLOTS,
         }
+    }
+
+    /// With large send offload: frames that may be sent now, each possibly a large send (the fewer of the free
+    /// plain and large-send slots).
+    fn transmit_slots(&mut self) -> usize {
+        if !self.info.offloads.tso4 || self.broken.is_some() {
+            return usize::from(self.can_transmit());
+        }
+        let sections = self.send.as_ref().map_or(0, |s| s.free.len());
+        let plain = sections + self.tx_direct_free.len() + (TX_DIRECT_SLOTS - self.tx_direct_allocated);
+        plain.min(self.tx_gso_free.len() + (TX_GSO_SLOTS - self.tx_gso_allocated))
+    }
+
+    /// Sends `frame` as one IPv4 large send (`TCP_LARGESEND_PKTINFO`, `lso_v2_transmit`: the host cuts it into
+    /// `gso.mss` segments) from GPA-direct pages of its own. Errors: [`DeviceError::TooLarge`] without LSOv2 or
+    /// beyond the host's size, [`DeviceError::Busy`], [`DeviceError::Protocol`] for a frame that is not TCP over
+    /// IPv4.
+    fn transmit_gso(&mut self, mut frame: Vec<u8>, gso: Gso) -> Result<(), (DeviceError, Vec<u8>)> {
+        if let Some(e) = &self.broken {
+            return Err((e.clone(), frame));
+        }
+        let GsoKind::TcpV4 = gso.kind;
+        let (len, max) = (frame.len(), self.info.offloads.gso_max_frame());
+        if !self.info.offloads.tso4 || len > max {
+            let max = if self.info.offloads.tso4 { max } else { self.info.mtu + 14 };
+            return Err((DeviceError::TooLarge { device: self.info.name.clone(), len, max }, frame));
+        }
+        let region = match self.take_gso_region() {
+            Ok(r) => r,
+            Err(e) => return Err((e, frame)),
+        };
+        let Some(tcp_offset) = drivers::csum::prepare_lso_v2(&mut frame) else {
+            self.tx_gso_free.push(region);
+            let detail = String::from("large send frame is not TCP over IPv4");
+            return Err((DeviceError::Protocol { device: self.info.name.clone(), detail }, frame));
+        };
+        let ppis = [(rndis::ppi::TCP_LARGESEND, rndis::lso_v2_info(gso.mss, tcp_offset))];
+        let mut hdr = vec![0u8; rndis::packet_header_len(ppis.len())];
+        rndis::emit_packet_header(&mut hdr, len, &ppis);
+        if let Err(e) = region.write(0, &hdr).and_then(|()| region.write(hdr.len(), &frame)) {
+            self.tx_gso_free.push(region);
+            return Err((DeviceError::Io { device: self.info.name.clone(), detail: e.to_string() }, frame));
+        }
+        self.tx_seq = self.tx_seq.wrapping_add(1);
+        let tid = TID_DATA | u64::from(self.tx_seq);
+        self.send_direct(tid, region, hdr.len() + len, true).map_err(|e| (e, Vec::new()))
     }
 
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), DeviceError> {
@@ -749,8 +822,14 @@ impl Netvsc {
             self.tx_direct_free.push(region);
             return Err(DeviceError::Io { device: name, detail: e.to_string() });
         }
-        let pages = msg.len().div_ceil(PAGE_SIZE);
-        let range = GpaRange { len: msg.len() as u32, offset: 0, pfns: (0..pages).map(|i| region.pfn(i)).collect() };
+        self.send_direct(tid, region, msg.len(), false)
+    }
+
+    /// Sends the RNDIS message in the first `len` bytes of `region` GPA-direct; the region goes back to its pool
+    /// (large-send when `gso`) at the completion, or now on failure.
+    fn send_direct(&mut self, tid: u64, region: Region, len: usize, gso: bool) -> Result<(), DeviceError> {
+        let pages = len.div_ceil(PAGE_SIZE);
+        let range = GpaRange { len: len as u32, offset: 0, pfns: (0..pages).map(|i| region.pfn(i)).collect() };
         let carrier = NvspMessage::SendRndisPacket {
             channel_type: nvsp::CHANNEL_TYPE_DATA,
             section_index: nvsp::NO_SECTION,
@@ -758,13 +837,35 @@ impl Netvsc {
         };
         match self.ch.send_gpa_direct(tid, &[range], &carrier.emit()) {
             Ok(()) => {
-                self.tx_inflight.insert(tid, TxSlot::Direct(region));
+                self.tx_inflight.insert(tid, if gso { TxSlot::Gso(region) } else { TxSlot::Direct(region) });
                 Ok(())
             }
             Err(e) => {
-                self.tx_direct_free.push(region);
+                if gso {
+                    self.tx_gso_free.push(region);
+                } else {
+                    self.tx_direct_free.push(region);
+                }
                 Err(self.vmbus_err(e))
             }
         }
+    }
+
+    /// A free large-send region (pages for the largest GSO frame and its RNDIS header), allocated while fewer than
+    /// [`TX_GSO_SLOTS`] exist. Errors: [`DeviceError::Busy`], [`DeviceError::Io`] when allocation fails.
+    fn take_gso_region(&mut self) -> Result<Region, DeviceError> {
+        if let Some(r) = self.tx_gso_free.pop() {
+            return Ok(r);
+        }
+        if self.tx_gso_allocated >= TX_GSO_SLOTS {
+            return Err(DeviceError::Busy { device: self.info.name.clone() });
+        }
+        let pages = (MAX_GSO_FRAME + rndis::packet_header_len(1)).div_ceil(PAGE_SIZE);
+        let r = self.ch.bus().dma().alloc(pages).map_err(|e| DeviceError::Io {
+            device: self.info.name.clone(),
+            detail: format!("allocating {pages} pages for large sends: {e}"),
+        })?;
+        self.tx_gso_allocated += 1;
+        Ok(r)
     }
 }

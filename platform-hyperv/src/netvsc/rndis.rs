@@ -1,5 +1,6 @@
 //! Remote NDIS messages as netvsc exchanges them with the host: INITIALIZE, QUERY, SET, INDICATE_STATUS,
-//! KEEPALIVE and the data message `REMOTE_NDIS_PACKET_MSG` with per-packet information (checksum offload).
+//! KEEPALIVE and the data message `REMOTE_NDIS_PACKET_MSG` with per-packet information (checksum offload, large
+//! send offload v2).
 //! Every message starts with `msg_type` and `msg_len` (u32, little-endian); request and completion fields follow;
 //! offsets in a message are relative to the byte after the 8-byte header. Source: Linux
 //! `drivers/net/hyperv/hyperv_net.h` (`struct rndis_*`, `ndis_tcp_ip_checksum_info`, `ndis_offload`),
@@ -114,6 +115,12 @@ pub mod ndis {
     pub const TXCSUM_ALL_TCP4: u32 = 0x010 | 0x004;
     /// `NDIS_TXCSUM_CAP_UDP4`.
     pub const TXCSUM_UDP4: u32 = 0x040;
+    /// `NDIS_OFFLOAD_ENCAP_8023`: an encapsulation bit of `ndis_offload` (IEEE 802.3 frames).
+    pub const OFFLOAD_ENCAP_8023: u32 = 2;
+    /// `NDIS_OFFLOAD_LSOV2_DISABLED` (`ndis_offload_params.lso_v2_ipv4`).
+    pub const LSOV2_DISABLED: u8 = 1;
+    /// `NDIS_OFFLOAD_LSOV2_ENABLED`.
+    pub const LSOV2_ENABLED: u8 = 2;
     /// `NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED`.
     pub const PARAM_TX_RX_DISABLED: u8 = 1;
     /// `NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED`.
@@ -130,6 +137,8 @@ pub mod ndis {
 pub mod ppi {
     /// TCPIP_CHKSUM_PKTINFO: `ndis_tcp_ip_checksum_info`.
     pub const TCPIP_CHKSUM: u32 = 0;
+    /// TCP_LARGESEND_PKTINFO: `ndis_tcp_lso_info`.
+    pub const TCP_LARGESEND: u32 = 2;
     /// IEEE_8021Q_INFO.
     pub const IEEE_8021Q: u32 = 6;
     /// NBL_HASH_VALUE.
@@ -150,6 +159,22 @@ pub mod csum {
     pub const RX_TCP_FAILED: u32 = 1 << 0;
     /// `receive.udp_checksum_failed`.
     pub const RX_UDP_FAILED: u32 = 1 << 1;
+    /// `receive.tcp_checksum_succeeded`.
+    pub const RX_TCP_SUCCEEDED: u32 = 1 << 3;
+    /// `receive.udp_checksum_succeeded`.
+    pub const RX_UDP_SUCCEEDED: u32 = 1 << 4;
+}
+
+/// `ndis_tcp_lso_info.lso_v2_transmit` bits.
+pub mod lso {
+    /// `mss` (bits 19:0).
+    pub const MSS_MASK: u32 = 0xf_ffff;
+    /// `tcp_header_offset` shift (10 bits).
+    pub const HEADER_OFFSET_SHIFT: u32 = 20;
+    /// `type` = `NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE` (bit 30).
+    pub const TYPE_V2: u32 = 1 << 30;
+    /// `ip_version` = `NDIS_TCP_LARGE_SEND_OFFLOAD_IPV6` (bit 31; 0 is IPv4).
+    pub const IPV6: u32 = 1 << 31;
 }
 
 /// Version requested in INITIALIZE (`RNDIS_MAJOR_VERSION`.`RNDIS_MINOR_VERSION`).
@@ -251,6 +276,10 @@ mod field {
     pub mod offload {
         use super::Field;
         pub const IP4_TXCSUM: Field = 8..12;
+        /// `ndis_offload.lsov2` (`ndis_lsov2_offload`): after the checksum (32 bytes), LSOv1 (16) and IPsecv1 (28).
+        pub const LSOV2_IP4_ENCAP: Field = 80..84;
+        pub const LSOV2_IP4_MAXSZ: Field = 84..88;
+        pub const LSOV2_IP4_MINSG: Field = 88..92;
     }
 
     /// `ndis_offload_params`.
@@ -259,6 +288,7 @@ mod field {
         pub const IP_V4_CSUM: Field = 4..5;
         pub const TCP_IP_V4_CSUM: Field = 5..6;
         pub const UDP_IP_V4_CSUM: Field = 6..7;
+        pub const LSO_V2_IPV4: Field = 11..12;
     }
 
     /// Ethernet II (IEEE 802.3 §3.2.6) and IPv4 (RFC 791 §3.1) header fields, big-endian.
@@ -859,9 +889,26 @@ pub fn offload_caps_ip4_txcsum(caps: &[u8]) -> Option<u32> {
     Some(read_u32(caps, field::offload::IP4_TXCSUM))
 }
 
+/// `ndis_offload.lsov2` for IPv4 of the host's answer when it segments 802.3 frames
+/// (`ip4_encap & NDIS_OFFLOAD_ENCAP_8023`): (`ip4_maxsz`, the largest frame in bytes; `ip4_minsg`, the fewest
+/// segments a large send must have). `None` for an object [`offload_caps_ip4_txcsum`] refuses or without LSOv2.
+pub fn offload_caps_lsov2_ip4(caps: &[u8]) -> Option<(u32, u32)> {
+    offload_caps_ip4_txcsum(caps)?;
+    let encap = read_u32(caps, field::offload::LSOV2_IP4_ENCAP);
+    (encap & ndis::OFFLOAD_ENCAP_8023 != 0)
+        .then(|| (read_u32(caps, field::offload::LSOV2_IP4_MAXSZ), read_u32(caps, field::offload::LSOV2_IP4_MINSG)))
+}
+
+/// The `ndis_tcp_lso_info` value of an IPv4 large send (`lso_v2_transmit`): `mss` bytes of TCP payload per
+/// segment, the TCP header at `tcp_header_offset` bytes into the frame.
+pub fn lso_v2_info(mss: u16, tcp_header_offset: u16) -> u32 {
+    lso::TYPE_V2 | (u32::from(tcp_header_offset) & 0x3ff) << lso::HEADER_OFFSET_SHIFT | (u32::from(mss) & lso::MSS_MASK)
+}
+
 /// The OID_TCP_OFFLOAD_PARAMETERS set input (`ndis_offload_params`, revision 3, [`ndis::OFFLOAD_PARAMS_SIZE`]
-/// bytes) with the IPv4 header, TCP and UDP checksum settings (`NDIS_OFFLOAD_PARAMETERS_*`).
-pub fn offload_params(ip: u8, tcp: u8, udp: u8) -> Vec<u8> {
+/// bytes) with the IPv4 header, TCP and UDP checksum settings (`NDIS_OFFLOAD_PARAMETERS_*`) and IPv4 LSOv2
+/// (`NDIS_OFFLOAD_LSOV2_*`).
+pub fn offload_params(ip: u8, tcp: u8, udp: u8, lso_v2_ipv4: u8) -> Vec<u8> {
     let size = ndis::OFFLOAD_PARAMS_SIZE;
     let mut p = vec![0u8; size as usize];
     write_u8(&mut p, field::ndis_header::TYPE, ndis::OBJECT_TYPE_DEFAULT);
@@ -870,6 +917,7 @@ pub fn offload_params(ip: u8, tcp: u8, udp: u8) -> Vec<u8> {
     write_u8(&mut p, field::offload_params::IP_V4_CSUM, ip);
     write_u8(&mut p, field::offload_params::TCP_IP_V4_CSUM, tcp);
     write_u8(&mut p, field::offload_params::UDP_IP_V4_CSUM, udp);
+    write_u8(&mut p, field::offload_params::LSO_V2_IPV4, lso_v2_ipv4);
     p
 }
 
@@ -1009,9 +1057,23 @@ mod tests {
         assert_eq!(offload_caps_ip4_txcsum(&caps[..100]), None, "shorter than NDIS 6.0's ndis_offload");
         caps[0] = 0x80;
         assert_eq!(offload_caps_ip4_txcsum(&caps), None, "wrong object type");
-        let p = offload_params(ndis::PARAM_TX_RX_DISABLED, ndis::PARAM_TX_RX_ENABLED, ndis::PARAM_TX_RX_ENABLED);
-        assert_eq!(&p[..7], &[0x80, 3, 28, 0, 1, 4, 4]);
+        assert_eq!(offload_caps_lsov2_ip4(&caps), None, "refused object");
+        caps[0] = 0xa7;
+        assert_eq!(offload_caps_lsov2_ip4(&caps), None, "no LSOv2 for 802.3");
+        put32(&mut caps, 80, ndis::OFFLOAD_ENCAP_8023);
+        put32(&mut caps, 84, 62_780);
+        put32(&mut caps, 88, 2);
+        assert_eq!(offload_caps_lsov2_ip4(&caps), Some((62_780, 2)));
+        let p = offload_params(
+            ndis::PARAM_TX_RX_DISABLED,
+            ndis::PARAM_TX_RX_ENABLED,
+            ndis::PARAM_TX_RX_ENABLED,
+            ndis::LSOV2_ENABLED,
+        );
+        assert_eq!(&p[..12], &[0x80, 3, 28, 0, 1, 4, 4, 0, 0, 0, 0, 2]);
         assert_eq!(p.len(), 28);
+        // lso_v2_transmit: mss 20 bits, tcp_header_offset 10 bits, type V2, ip_version IPv4.
+        assert_eq!(lso_v2_info(1460, 34), 0x4000_0000 | 34 << 20 | 1460);
         assert_eq!(peek_msg_type(&[1, 0, 0, 0]), Some(msgtype::PACKET));
         assert_eq!(peek_msg_type(&[1, 0]), None);
     }

@@ -2,7 +2,10 @@
 //! requests and produces responses on the same pages, including hostile ones.
 extern crate std;
 
-use super::wire::{RxRequest, RxRequestRepr, TxRequest, TxRequestRepr, NETRXF_DATA_VALIDATED, NETRXF_MORE_DATA};
+use super::wire::{
+    RxRequest, RxRequestRepr, TxRequest, TxRequestRepr, NETRXF_CSUM_BLANK, NETRXF_DATA_VALIDATED, NETRXF_MORE_DATA,
+    XEN_NETIF_GSO_TYPE_TCPV4,
+};
 use super::*;
 use crate::abi::XenErrno;
 use crate::gnttab::{GTF_PERMIT_ACCESS, GTF_READONLY};
@@ -37,6 +40,10 @@ struct Peer {
 }
 
 fn setup() -> (Netfront, Peer) {
+    setup_with(offloads(true, true, false))
+}
+
+fn setup_with(offloads: NetOffloads) -> (Netfront, Peer) {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));
     let rings = NetRings::new(&grants, DomId(0)).expect("rings");
     let pairs = rings.xenstore_pairs(PORT);
@@ -55,8 +62,9 @@ fn setup() -> (Netfront, Peer) {
     let tx = BackRing::new(peer_page(tx_ref));
     let rx = BackRing::new(peer_page(rx_ref));
     let kicks = Arc::new(Kicks::default());
-    let dev = Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, kicks.clone(), PORT, None)
-        .expect("start");
+    let mac = [0, 0x16, 0x3e, 0, 0, 1];
+    let dev =
+        Netfront::start(String::from("xen-vif0"), mac, rings, offloads, kicks.clone(), PORT, None).expect("start");
     (dev, Peer { grants, tx, rx, kicks })
 }
 
@@ -78,13 +86,62 @@ impl Peer {
         out
     }
 
+    /// netback transmit side for whole packets (`io/netif.h`, guest transmit): the first request's `size` is
+    /// the packet's, extras follow it while `NETTXF_extra_info` / `XEN_NETIF_EXTRA_FLAG_MORE` say so, further
+    /// fragments while `NETTXF_more_data` does, and the first fragment holds what the others do not. Answers
+    /// every request (`NETIF_RSP_OKAY`) and every extra (`NETIF_RSP_NULL`) in ring order, as netback does.
+    /// Returns (first request's flags, GSO extra, packet).
+    fn take_packets(&mut self) -> Vec<(u16, Option<GsoExtraRepr>, Vec<u8>)> {
+        let mut out = vec![];
+        while let Some(raw) = self.tx.next_request() {
+            let first = tx_request(&raw);
+            let mut responses = vec![(first.id, NETIF_RSP_OKAY)];
+            let mut gso = None;
+            let mut extra = first.flags & NETTXF_EXTRA_INFO != 0;
+            while extra {
+                let raw = self.tx.next_request().expect("the announced extra");
+                let e = ExtraInfo::new_checked(&raw[..]).expect("a whole extra");
+                extra = e.flags() & XEN_NETIF_EXTRA_FLAG_MORE != 0;
+                gso = GsoExtraRepr::parse(&e).or(gso);
+                responses.push((0, NETIF_RSP_NULL));
+            }
+            let mut frags = vec![first];
+            while frags.last().expect("one").flags & NETTXF_MORE_DATA != 0 {
+                let r = tx_request(&self.tx.next_request().expect("the announced fragment"));
+                responses.push((r.id, NETIF_RSP_OKAY));
+                frags.push(r);
+            }
+            let rest: usize = frags[1..].iter().map(|r| usize::from(r.size)).sum();
+            let mut data = vec![];
+            for (i, r) in frags.iter().enumerate() {
+                let len = if i == 0 { usize::from(r.size) - rest } else { usize::from(r.size) };
+                assert!(usize::from(r.offset) + len <= PAGE_SIZE, "a fragment stays in its page");
+                let mut d = vec![0u8; len];
+                self.grants.granted_page(r.gref).expect("granted").read(usize::from(r.offset), &mut d);
+                data.extend(d);
+            }
+            assert_eq!(data.len(), usize::from(first.size));
+            for (id, status) in responses {
+                self.tx.queue_response(&TxResponseRepr { id, status }.to_bytes());
+            }
+            out.push((first.flags, gso, data));
+        }
+        self.tx.push_responses();
+        out
+    }
+
     /// netback receive side: puts `frags` into consecutive posted buffers as one packet.
     fn deliver(&mut self, frags: &[&[u8]], extra: bool) {
+        self.deliver_flagged(frags, extra, NETRXF_DATA_VALIDATED);
+    }
+
+    /// As [`deliver`](Self::deliver), the first fragment's checksum flags being `csum`.
+    fn deliver_flagged(&mut self, frags: &[&[u8]], extra: bool, csum: u16) {
         for (i, f) in frags.iter().enumerate() {
             let req = rx_request(&self.rx.next_request().expect("a posted buffer"));
             let page = self.grants.granted_page(req.gref).expect("granted");
             page.write(16, f);
-            let mut flags = NETRXF_DATA_VALIDATED;
+            let mut flags = if i == 0 { csum } else { 0 };
             if i + 1 < frags.len() {
                 flags |= NETRXF_MORE_DATA;
             }
@@ -271,4 +328,140 @@ fn hostile_tx_responses_break_the_device() {
     peer.tx.queue_response(&TxResponseRepr { id: req.id, status: NETIF_RSP_NULL }.to_bytes());
     peer.tx.push_responses();
     assert!(std::format!("{}", dev.flush().unwrap_err()).contains("status 1 for a data request"));
+}
+
+/// RFC 1071 sum of `data` folded to 16 bits (not complemented), plus `acc`.
+fn ones_sum(data: &[u8], acc: u32) -> u16 {
+    let mut s = data.chunks(2).fold(acc, |a, c| a + (u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0))));
+    while s > 0xffff {
+        s = (s >> 16) + (s & 0xffff);
+    }
+    s as u16
+}
+
+/// An Ethernet frame with a TCP segment over IPv4 (10.0.2.15 → 10.0.2.2) carrying `payload`.
+fn tcp_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0x16, 0x3e, 0, 0, 1, 0x08, 0x00];
+    let total = (40 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2]);
+    f.extend_from_slice(&[0x1f, 0x90, 0xc0, 0x01, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0xaa, 0xbb, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The pseudo-header sum `tcp_frame` must carry in its checksum field for a blank checksum (RFC 793 §3.1).
+fn pseudo_sum(frame: &[u8]) -> u16 {
+    ones_sum(&frame[26..34], 6 + (frame.len() - 34) as u32)
+}
+
+#[test]
+fn offloads_follow_the_backend_features() {
+    let on = offloads(false, true, true);
+    assert!(on.tx_checksum && on.tso4 && on.rx_checksum && on.rx_gso);
+    assert!(!offloads(false, false, true).tso4, "GSO needs scatter-gather");
+    let off = offloads(true, true, true);
+    assert!(!off.tx_checksum && !off.tso4, "no checksum offload, no GSO");
+    let (dev, _) = setup();
+    assert!(!dev.info().offloads.tso4);
+}
+
+#[test]
+fn frontend_asks_for_receive_offloads() {
+    let grants = GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect());
+    let pairs = NetRings::new(&grants, DomId(0)).expect("rings").xenstore_pairs(PORT);
+    let value = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.as_str());
+    assert_eq!(value("feature-no-csum-offload"), Some("0"));
+    assert_eq!(value("feature-gso-tcpv4"), Some("1"));
+}
+
+#[test]
+fn transmit_checksum_offload_leaves_the_pseudo_header_sum() {
+    let (mut dev, mut peer) = setup_with(offloads(false, true, false));
+    let f = tcp_frame(b"hello");
+    dev.transmit(f.len(), &mut |b| b.copy_from_slice(&f)).expect("queued");
+    dev.transmit(60, &mut |b| b.fill(3)).expect("not TCP/UDP: sent as it is");
+    dev.flush().expect("flush");
+    let got = peer.take_packets();
+    assert_eq!(got[0].0, NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED);
+    assert_eq!(u16::from_be_bytes([got[0].2[50], got[0].2[51]]), pseudo_sum(&f));
+    assert_eq!(got[0].2[..50], f[..50]);
+    assert_eq!((got[1].0, got[1].2.clone()), (0, vec![3u8; 60]));
+}
+
+#[test]
+fn gso_packets_span_pages_with_a_gso_extra() {
+    let (mut dev, mut peer) = setup_with(offloads(false, true, true));
+    assert_eq!(dev.transmit_slots(), RING_SLOTS / MAX_GSO_SLOTS);
+    let payload: Vec<u8> = (0..10 * 1448).map(|i| (i * 7) as u8).collect();
+    let f = tcp_frame(&payload);
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1448 };
+    dev.transmit_gso(f.clone(), gso).map_err(|(e, _)| e).expect("queued");
+    let big = tcp_frame(&vec![1u8; XEN_NETIF_MAX_TX_SIZE - 53]);
+    let (e, back) = dev.transmit_gso(big, gso).expect_err("over XEN_NETIF_MAX_TX_SIZE");
+    assert!(matches!(e, DeviceError::TooLarge { max: XEN_NETIF_MAX_TX_SIZE, .. }) && !back.is_empty());
+    let (e, _) = dev.transmit_gso(vec![0u8; 3000], gso).expect_err("not TCP");
+    assert!(matches!(e, DeviceError::Protocol { .. }));
+    dev.transmit(60, &mut |b| b.fill(5)).expect("a small frame after it");
+    dev.flush().expect("flush");
+    let got = peer.take_packets();
+    assert_eq!(got.len(), 2);
+    let (flags, extra, data) = &got[0];
+    assert_eq!(*flags & (NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED | NETTXF_EXTRA_INFO), 0x0b);
+    assert_eq!(*extra, Some(GsoExtraRepr { size: 1448, gso_type: XEN_NETIF_GSO_TYPE_TCPV4, features: 0, more: false }));
+    assert_eq!(data.len(), f.len());
+    assert_eq!(u16::from_be_bytes([data[50], data[51]]), pseudo_sum(&f), "pseudo-header sum of the whole");
+    assert_eq!(data[52..], f[52..]);
+    assert_eq!(got[1].2, vec![5u8; 60]);
+    // Every slot comes back: 4 data requests and one NULL response for the extra, then the small frame.
+    dev.flush().expect("flush");
+    assert_eq!(dev.transmit_slots(), RING_SLOTS / MAX_GSO_SLOTS);
+    assert_eq!((dev.stats().tx_frames, dev.stats().tx_gso_frames), (2, 1));
+}
+
+#[test]
+fn ring_without_room_for_a_whole_gso_packet_is_busy() {
+    let (mut dev, _peer) = setup_with(offloads(false, true, true));
+    for _ in 0..RING_SLOTS - 3 {
+        dev.transmit(60, &mut |b| b.fill(0)).expect("queued");
+    }
+    assert_eq!(dev.transmit_slots(), 0);
+    let f = tcp_frame(&[9u8; 3 * 4096]);
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1448 };
+    let (e, back) = dev.transmit_gso(f.clone(), gso).expect_err("4 pages + 1 extra do not fit in 3 slots");
+    assert!(matches!(e, DeviceError::Busy { .. }));
+    assert_eq!(back, f, "handed back untouched");
+}
+
+#[test]
+fn unexpected_null_responses_break_the_device() {
+    let (mut dev, mut peer) = setup_with(offloads(false, true, true));
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1448 };
+    dev.transmit_gso(tcp_frame(&[1u8; 5000]), gso).map_err(|(e, _)| e).expect("queued");
+    dev.flush().expect("flush");
+    let first = tx_request(&peer.tx.next_request().expect("request"));
+    peer.tx.next_request().expect("extra");
+    peer.tx.queue_response(&TxResponseRepr { id: first.id, status: NETIF_RSP_OKAY }.to_bytes());
+    peer.tx.queue_response(&TxResponseRepr { id: 0, status: NETIF_RSP_OKAY }.to_bytes());
+    peer.tx.push_responses();
+    assert!(std::format!("{}", dev.flush().unwrap_err()).contains("status 0 for an extra-info slot"));
+}
+
+#[test]
+fn receive_marks_validated_and_blank_checksums() {
+    let (mut dev, mut peer) = setup_with(offloads(false, true, true));
+    let x = frame(100, 1);
+    for (csum, valid) in [(NETRXF_DATA_VALIDATED, true), (NETRXF_CSUM_BLANK, true), (0, false)] {
+        peer.deliver_flagged(&[&x, &x], false, csum);
+        let f = dev.receive().expect("ok").expect("frame");
+        assert_eq!((f.len, f.checksum_valid), (200, valid), "flags {csum:#x}");
+        dev.recycle(f).expect("recycle");
+    }
+    // A large packet the backend did not segment, in pages, with its GSO extra.
+    let big = frame(20_000, 4);
+    let chunks: Vec<&[u8]> = big.chunks(4000).collect();
+    peer.deliver(&chunks, true);
+    let f = dev.receive().expect("ok").expect("frame");
+    assert_eq!(f.frame(), &big[..]);
 }

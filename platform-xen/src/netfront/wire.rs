@@ -18,6 +18,12 @@ pub const RX_SLOT: usize = 8;
 /// Size of `struct netif_tx_response` (bytes).
 pub const TX_RESPONSE_LEN: usize = 4;
 
+/// `NETTXF_csum_blank`: the TCP/UDP checksum field holds only the pseudo-header sum; the backend completes it.
+pub const NETTXF_CSUM_BLANK: u16 = 1 << 0;
+/// `NETTXF_data_validated`: the packet's data is known good (set with `NETTXF_csum_blank`, as Linux does).
+pub const NETTXF_DATA_VALIDATED: u16 = 1 << 1;
+/// `NETTXF_extra_info`: a `netif_extra_info` follows in the next slot.
+pub const NETTXF_EXTRA_INFO: u16 = 1 << 3;
 /// `NETTXF_more_data`: the packet continues in the next request.
 pub const NETTXF_MORE_DATA: u16 = 1 << 2;
 /// `NETRXF_data_validated`: the checksum was verified (or the packet was generated locally).
@@ -30,6 +36,12 @@ pub const NETRXF_MORE_DATA: u16 = 1 << 2;
 pub const NETRXF_EXTRA_INFO: u16 = 1 << 3;
 /// `XEN_NETIF_EXTRA_FLAG_MORE`: another extra follows.
 pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1;
+/// `XEN_NETIF_EXTRA_TYPE_GSO`: `u.gso` holds a large packet's segmentation.
+pub const XEN_NETIF_EXTRA_TYPE_GSO: u8 = 1;
+/// `XEN_NETIF_GSO_TYPE_TCPV4`: TCP over IPv4 segmentation.
+pub const XEN_NETIF_GSO_TYPE_TCPV4: u8 = 1;
+/// `XEN_NETIF_MAX_TX_SIZE`: the largest packet (`size` is 16 bits), bytes.
+pub const XEN_NETIF_MAX_TX_SIZE: usize = 0xffff;
 /// `NETIF_RSP_NULL`: the response to an auxiliary (extra-info) request.
 pub const NETIF_RSP_NULL: i16 = 1;
 /// `NETIF_RSP_OKAY`.
@@ -63,6 +75,9 @@ mod field {
     // struct netif_extra_info.
     pub const EXTRA_TYPE: Field = 0..1;
     pub const EXTRA_FLAGS: Field = 1..2;
+    pub const EXTRA_GSO_SIZE: Field = 2..4;
+    pub const EXTRA_GSO_TYPE: Field = 4..5;
+    pub const EXTRA_GSO_FEATURES: Field = 6..8;
 }
 
 /// `struct netif_tx_request` (a [`SlotLayout`]).
@@ -262,6 +277,18 @@ impl<T: AsRef<[u8]>> ExtraInfo<T> {
     pub fn flags(&self) -> u8 {
         read_u8(self.bytes(), field::EXTRA_FLAGS)
     }
+    /// `u.gso.size`: payload bytes per segment (the TCP MSS).
+    pub fn gso_size(&self) -> u16 {
+        read_u16(self.bytes(), field::EXTRA_GSO_SIZE)
+    }
+    /// `u.gso.type` (`XEN_NETIF_GSO_TYPE_*`).
+    pub fn gso_type(&self) -> u8 {
+        read_u8(self.bytes(), field::EXTRA_GSO_TYPE)
+    }
+    /// `u.gso.features` (`XEN_NETIF_GSO_FEAT_*`).
+    pub fn gso_features(&self) -> u16 {
+        read_u16(self.bytes(), field::EXTRA_GSO_FEATURES)
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ExtraInfo<T> {
@@ -272,6 +299,60 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ExtraInfo<T> {
     /// Sets `flags`.
     pub fn set_flags(&mut self, v: u8) {
         write_u8(self.bytes_mut(), field::EXTRA_FLAGS, v);
+    }
+    /// Sets `u.gso.size`.
+    pub fn set_gso_size(&mut self, v: u16) {
+        write_u16(self.bytes_mut(), field::EXTRA_GSO_SIZE, v);
+    }
+    /// Sets `u.gso.type`.
+    pub fn set_gso_type(&mut self, v: u8) {
+        write_u8(self.bytes_mut(), field::EXTRA_GSO_TYPE, v);
+    }
+    /// Sets `u.gso.features`.
+    pub fn set_gso_features(&mut self, v: u16) {
+        write_u16(self.bytes_mut(), field::EXTRA_GSO_FEATURES, v);
+    }
+}
+
+/// A `XEN_NETIF_EXTRA_TYPE_GSO` extra: how the backend cuts a large packet into segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GsoExtraRepr {
+    /// Payload bytes per segment (the TCP MSS).
+    pub size: u16,
+    /// `XEN_NETIF_GSO_TYPE_*`.
+    pub gso_type: u8,
+    /// `XEN_NETIF_GSO_FEAT_*` (none used).
+    pub features: u16,
+    /// Another extra follows (`XEN_NETIF_EXTRA_FLAG_MORE`).
+    pub more: bool,
+}
+
+impl GsoExtraRepr {
+    /// Reads a GSO extra; `None` for a short slot or another extra type.
+    pub fn parse<T: AsRef<[u8]>>(e: &ExtraInfo<T>) -> Option<Self> {
+        e.check_len().ok()?;
+        (e.extra_type() == XEN_NETIF_EXTRA_TYPE_GSO).then(|| Self {
+            size: e.gso_size(),
+            gso_type: e.gso_type(),
+            features: e.gso_features(),
+            more: e.flags() & XEN_NETIF_EXTRA_FLAG_MORE != 0,
+        })
+    }
+
+    /// Writes the extra into `e`.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, e: &mut ExtraInfo<T>) {
+        e.set_extra_type(XEN_NETIF_EXTRA_TYPE_GSO);
+        e.set_flags(if self.more { XEN_NETIF_EXTRA_FLAG_MORE } else { 0 });
+        e.set_gso_size(self.size);
+        e.set_gso_type(self.gso_type);
+        e.set_gso_features(self.features);
+    }
+
+    /// The wire form in a 12-byte TX slot (the last 4 bytes are padding).
+    pub fn to_bytes(&self) -> [u8; TX_SLOT] {
+        let mut b = [0u8; TX_SLOT];
+        self.emit(&mut ExtraInfo::new_unchecked(&mut b[..]));
+        b
     }
 }
 
@@ -430,6 +511,16 @@ mod tests {
         assert_eq!(b[..2], [1, XEN_NETIF_EXTRA_FLAG_MORE]);
         let e = ExtraInfo::new_checked(&b[..]).expect("slot");
         assert_eq!((e.extra_type(), e.flags()), (1, XEN_NETIF_EXTRA_FLAG_MORE));
+    }
+
+    #[test]
+    fn gso_extra_round_trip() {
+        let g = GsoExtraRepr { size: 1460, gso_type: XEN_NETIF_GSO_TYPE_TCPV4, features: 0, more: false };
+        let b = g.to_bytes();
+        assert_eq!(b, [1, 0, 0xb4, 0x05, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(GsoExtraRepr::parse(&ExtraInfo::new_unchecked(&b[..])), Some(g));
+        assert_eq!(GsoExtraRepr::parse(&ExtraInfo::new_unchecked(&[2u8, 0, 0, 0, 0, 0, 0, 0][..])), None);
+        assert_eq!(GsoExtraRepr::parse(&ExtraInfo::new_unchecked(&b[..4])), None, "short slot");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct HostConfig {
     pub send_buffer: bool,
     /// Whether netvsp offers TCP/UDP checksum offload (NVSP ≥ 5).
     pub checksum_offload: bool,
+    /// Whether netvsp also offers IPv4 large send offload v2 (up to [`LSO_MAX_SIZE`] bytes, two segments or more).
+    pub large_send_offload: bool,
     /// Delay of the NIC offer after AllOffersDelivered.
     pub nic_delay: Duration,
     /// Offer a NIC.
@@ -72,6 +74,7 @@ impl Default for HostConfig {
             storvsp_version: 0x0600,
             send_buffer: true,
             checksum_offload: true,
+            large_send_offload: true,
             nic_delay: Duration::from_millis(30),
             offer_nic: true,
             disk: Some(vec![0u8; 4 << 20]),
@@ -82,6 +85,9 @@ impl Default for HostConfig {
         }
     }
 }
+
+/// `ndis_lsov2_offload.ip4_maxsz` netvsp states (bytes), as Hyper-V hosts do.
+pub const LSO_MAX_SIZE: u32 = 62_780;
 
 /// Relid of each offered device.
 pub mod relid {

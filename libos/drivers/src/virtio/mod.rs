@@ -14,7 +14,6 @@ pub mod balloon;
 // virtqueue `add`/`pop_used`: the driver lends its request buffers to the device.
 #[allow(unsafe_code)]
 pub mod blk;
-pub mod csum;
 // The `virtio_drivers::Hal` implementation over libos memory.
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
@@ -57,7 +56,9 @@ pub fn virtio_name(t: virtio_drivers::transport::DeviceType) -> alloc::string::S
 /// virtio-balloon).
 pub fn has_driver(t: virtio_drivers::transport::DeviceType) -> bool {
     use virtio_drivers::transport::DeviceType;
-    matches!(t, DeviceType::Network | DeviceType::Block | DeviceType::ScsiHost | DeviceType::MemoryBalloon)
+    (cfg!(feature = "net") && matches!(t, DeviceType::Network))
+        || (cfg!(feature = "block") && matches!(t, DeviceType::Block | DeviceType::ScsiHost))
+        || matches!(t, DeviceType::MemoryBalloon)
 }
 
 /// Names of the feature bits in `bits` that `table` knows, comma-separated from bit 0 up; unknown bits as
@@ -85,18 +86,16 @@ pub fn disk_summary() -> Option<alloc::string::String> {
 pub(crate) use start::start;
 
 #[cfg(target_os = "none")]
+// Without `net` and `block` no device type has a driver: `start` only names the device it refuses.
+#[cfg_attr(not(any(feature = "net", feature = "block")), allow(unused, unreachable_code))]
 mod start {
     use super::balloon::VirtioBalloon;
-    use super::blk::VirtioBlk;
     use super::hal::VirtioHal;
-    use super::net::{IrqAck, VirtioNet};
-    use super::scsi::VirtioScsi;
-    use super::{virtio_name, DISKS};
+    use super::net::IrqAck;
+    use super::virtio_name;
     use crate::irq::IrqSlot;
-    use alloc::boxed::Box;
     use alloc::format;
     use alloc::string::String;
-    use core::sync::atomic::Ordering;
     use virtio_drivers::transport::{DeviceType, Transport};
 
     /// Descriptors per virtqueue of every device started at boot.
@@ -119,15 +118,18 @@ mod start {
         let mut irq = String::new();
         let mut setup = || setup_irq().map(|how| irq = how);
         match transport.device_type() {
+            #[cfg(feature = "block")]
             DeviceType::Block => {
-                let dev = VirtioBlk::<VirtioHal, T, QUEUE_SIZE>::new(transport, name, slot, ack, &mut setup)
-                    .map_err(|e| format!("{e}"))?;
+                let dev =
+                    super::blk::VirtioBlk::<VirtioHal, T, QUEUE_SIZE>::new(transport, name, slot, ack, &mut setup)
+                        .map_err(|e| format!("{e}"))?;
                 log::info!("{} transport {how} irq {irq}", dev.describe());
                 libos::dev::register_block(dev);
-                DISKS.fetch_add(1, Ordering::Relaxed);
+                super::DISKS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             }
+            #[cfg(feature = "block")]
             DeviceType::ScsiHost => {
-                let dev = VirtioScsi::<VirtioHal, T, QUEUE_SIZE>::new(
+                let dev = super::scsi::VirtioScsi::<VirtioHal, T, QUEUE_SIZE>::new(
                     transport,
                     name,
                     slot,
@@ -138,11 +140,13 @@ mod start {
                 .map_err(|e| format!("{e}"))?;
                 super::scsi::register(&dev, how, &irq);
             }
+            #[cfg(feature = "net")]
             DeviceType::Network => {
-                let dev = VirtioNet::<VirtioHal, T, QUEUE_SIZE>::new(transport, name, slot, ack, &mut setup)
-                    .map_err(|e| format!("{e}"))?;
+                let dev =
+                    super::net::VirtioNet::<VirtioHal, T, QUEUE_SIZE>::new(transport, name, slot, ack, &mut setup)
+                        .map_err(|e| format!("{e}"))?;
                 log::info!("{} transport {how} irq {irq}", dev.describe());
-                libos::dev::register_net(Box::new(dev));
+                libos::dev::register_net(alloc::boxed::Box::new(dev));
             }
             DeviceType::MemoryBalloon => {
                 use libos::mem::balloon::global::KernelBalloon;

@@ -14,7 +14,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
-use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use hdr::{NetHdr, NetHdrRepr};
+use libos::dev::{DeviceError, Gso, GsoKind, NetDevice, NetInfo, NetOffloads, RxFrame};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
@@ -31,6 +32,16 @@ pub const QUEUE_TRANSMIT: u16 = 1;
 pub const F_CSUM: u64 = 1 << 0;
 /// `VIRTIO_NET_F_GUEST_CSUM`: the driver accepts packets with partial checksums.
 pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// `VIRTIO_NET_F_GUEST_TSO4`: the driver takes TCP/IPv4 frames larger than the MTU (coalesced by the host).
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+/// `VIRTIO_NET_F_GUEST_TSO6`: the same for TCP/IPv6.
+pub const F_GUEST_TSO6: u64 = 1 << 8;
+/// `VIRTIO_NET_F_HOST_TSO4`: the device segments large TCP/IPv4 frames.
+pub const F_HOST_TSO4: u64 = 1 << 11;
+/// `VIRTIO_NET_F_HOST_TSO6`: the same for TCP/IPv6.
+pub const F_HOST_TSO6: u64 = 1 << 12;
+/// `VIRTIO_NET_F_HOST_ECN`: the device segments frames with ECN bits.
+pub const F_HOST_ECN: u64 = 1 << 13;
 /// `VIRTIO_NET_F_MTU`: the `mtu` config field is valid.
 pub const F_MTU: u64 = 1 << 3;
 /// `VIRTIO_NET_F_MAC`: the `mac` config field is valid.
@@ -52,19 +63,40 @@ pub const F_VERSION_1: u64 = 1 << 32;
 /// `VIRTIO_F_ACCESS_PLATFORM`: the device sits behind an IOMMU.
 pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
 
-/// Features this driver accepts. Single-descriptor chains make indirect descriptors useless;
-/// `VIRTIO_F_EVENT_IDX` is left out (see the module docs). `GUEST_CSUM` is left out too: frames then
-/// always arrive with complete checksums, and `NetOffloads::rx_checksum` promises more than a per-frame
-/// `DATA_VALID` flag could keep.
-pub const DRIVER_FEATURES: u64 = F_VERSION_1 | F_MAC | F_STATUS | F_MTU | F_CSUM;
+/// Features this driver accepts: checksum offload both ways (a received frame's `DATA_VALID`/`NEEDS_CSUM`
+/// becomes [`RxFrame::checksum_valid`]), TCP/IPv4 segmentation offload both ways, and mergeable receive
+/// buffers (so a 64 KiB frame from the host fits in page-sized buffers). Indirect descriptors are useless with
+/// chains of at most two descriptors; `VIRTIO_F_EVENT_IDX` is left out (see the module docs); IPv6 TSO and
+/// `HOST_ECN` too: the stack speaks IPv4 only and sends no ECN. See [`negotiate`] for the dependencies.
+pub const DRIVER_FEATURES: u64 =
+    F_VERSION_1 | F_MAC | F_STATUS | F_MTU | F_CSUM | F_GUEST_CSUM | F_HOST_TSO4 | F_GUEST_TSO4 | F_MRG_RXBUF;
 
-/// `virtio_net_hdr.flags`: the device must complete the checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
-const HDR_F_NEEDS_CSUM: u8 = 1;
+/// The features to accept from what the device offers: [`DRIVER_FEATURES`] less what lacks its prerequisite
+/// (virtio 1.2 §5.1.3.1: `HOST_TSO4` needs `CSUM`, `GUEST_TSO4` needs `GUEST_CSUM`; and this driver takes
+/// large received frames only in mergeable buffers).
+pub fn negotiate(offered: u64) -> u64 {
+    let mut f = offered & DRIVER_FEATURES;
+    if f & F_CSUM == 0 {
+        f &= !F_HOST_TSO4;
+    }
+    if f & (F_GUEST_CSUM | F_MRG_RXBUF) != F_GUEST_CSUM | F_MRG_RXBUF {
+        f &= !F_GUEST_TSO4;
+    }
+    f
+}
+
+/// Largest frame [`NetDevice::transmit_gso`] takes (bytes): a 64 KiB IPv4 packet plus the Ethernet header.
+pub const MAX_GSO_FRAME: usize = 14 + 65535;
 
 const FEATURE_NAMES: &[(u64, &str)] = &[
     (F_CSUM, "CSUM"),
     (F_GUEST_CSUM, "GUEST_CSUM"),
     (F_MTU, "MTU"),
+    (F_GUEST_TSO4, "GUEST_TSO4"),
+    (F_GUEST_TSO6, "GUEST_TSO6"),
+    (F_HOST_TSO4, "HOST_TSO4"),
+    (F_HOST_TSO6, "HOST_TSO6"),
+    (F_HOST_ECN, "HOST_ECN"),
     (F_MAC, "MAC"),
     (F_MRG_RXBUF, "MRG_RXBUF"),
     (F_STATUS, "STATUS"),
@@ -85,9 +117,9 @@ pub fn feature_names(bits: u64) -> String {
 /// 10 for legacy devices (virtio 1.2 §5.1.6, "Legacy Interface: Device Operation").
 pub fn header_len(features: u64) -> usize {
     if features & (F_VERSION_1 | F_MRG_RXBUF) != 0 {
-        12
+        hdr::LEN
     } else {
-        10
+        hdr::LEN_LEGACY
     }
 }
 
@@ -187,6 +219,8 @@ pub struct VirtioNet<H: Hal, T: Transport, const QS: usize> {
     /// Receive buffers not yet posted (the queue was full when they were recycled).
     rx_spare: Vec<Vec<u8>>,
     tx_pool: TxPool,
+    /// GSO frames lent to the device: (header, frame) per descriptor head.
+    tx_gso: InFlight<(Vec<u8>, Vec<u8>)>,
     rx_added: bool,
     tx_added: bool,
     /// Whether used-buffer notifications are enabled on the transmit queue (only while it is full).
@@ -215,7 +249,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         };
         transport.set_status(DeviceStatus::empty());
         transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let features = transport.read_device_features() & DRIVER_FEATURES;
+        let features = negotiate(transport.read_device_features());
         transport.write_driver_features(features);
         transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
         // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
@@ -262,7 +296,14 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
                 name,
                 mac,
                 mtu,
-                offloads: NetOffloads { rx_checksum: false, tx_checksum: features & F_CSUM != 0 },
+                offloads: NetOffloads {
+                    rx_checksum: features & F_GUEST_CSUM != 0,
+                    tx_checksum: features & F_CSUM != 0,
+                    tso4: features & F_HOST_TSO4 != 0,
+                    rx_gso: features & F_GUEST_TSO4 != 0,
+                    // 0: net::gso's own limit, MAX_GSO_FRAME, which virtio-net takes.
+                    gso_max_frame: 0,
+                },
             },
             transport,
             rx,
@@ -274,6 +315,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             rx_allocated: 0,
             rx_spare: Vec::new(),
             tx_pool: TxPool::new(QS, buf_len),
+            tx_gso: InFlight::new(QS),
             rx_added: false,
             tx_added: false,
             tx_irq: false,
@@ -376,6 +418,17 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
     fn reclaim_tx(&mut self) -> Result<usize, DeviceError> {
         let mut n = 0;
         while let Some(token) = self.tx.peek_used() {
+            if let Ok((hdr, frame)) = self.tx_gso.get(token) {
+                // SAFETY: the same two slices were added under this token in `transmit_gso`, untouched since.
+                let popped = unsafe { self.tx.pop_used(token, &[&hdr[..], &frame[..]], &mut []) };
+                if let Err(e) = popped {
+                    return Err(self.protocol(QUEUE_TRANSMIT, format_args!("popping used id {token}: {e}")));
+                }
+                // Cannot fail: `get` just found the token.
+                let _ = self.tx_gso.take(token);
+                n += 1;
+                continue;
+            }
             let (index, len) = match self.tx_pool.lent(token) {
                 Ok(v) => v,
                 Err(e) => return Err(self.protocol(QUEUE_TRANSMIT, used_error(e))),
@@ -398,6 +451,51 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         self.tx_pool.has_free() && self.tx.available_desc() > 0
     }
 
+    /// Frames that can be queued now, counting each as a two-descriptor GSO chain.
+    fn tx_slots(&self) -> usize {
+        self.tx_pool.free_count().min(self.tx.available_desc() / 2)
+    }
+
+    /// Takes back the receive buffer the device used under `token`, with the length it wrote.
+    fn pop_rx(&mut self, token: u16) -> Result<(Vec<u8>, usize), DeviceError> {
+        let mut buf = match self.rx_lent.take(token) {
+            Ok(b) => b,
+            Err(e) => return Err(self.protocol(QUEUE_RECEIVE, used_error(e))),
+        };
+        // SAFETY: `buf` is the buffer (same address and length) added under `token` in `post_rx`.
+        match unsafe { self.rx.pop_used(token, &[], &mut [&mut buf[..]]) } {
+            Ok(len) => Ok((buf, len as usize)),
+            Err(e) => {
+                // The device may still write into this buffer: never free it.
+                core::mem::forget(buf);
+                Err(self.protocol(QUEUE_RECEIVE, format_args!("popping used id {token}: {e}")))
+            }
+        }
+    }
+
+    /// Takes the rest of a frame spread over `count` more mergeable receive buffers (virtio 1.2 §5.1.6.4,
+    /// `num_buffers`), appending their bytes to `frame` and posting each buffer again.
+    fn take_merged(&mut self, frame: &mut Vec<u8>, count: u16) -> Result<(), DeviceError> {
+        for i in 1..=count {
+            let Some(token) = self.rx.peek_used() else {
+                return Err(self.protocol(
+                    QUEUE_RECEIVE,
+                    format_args!("num_buffers says {} buffers, the used ring has {i}", count + 1),
+                ));
+            };
+            let (buf, used) = self.pop_rx(token)?;
+            if used > buf.len() || frame.len() + used > MAX_GSO_FRAME {
+                return Err(self.protocol(
+                    QUEUE_RECEIVE,
+                    format_args!("used length {used} for id {token} overruns the buffer or a 64 KiB frame"),
+                ));
+            }
+            frame.extend_from_slice(&buf[..used]);
+            self.post_rx(buf)?;
+        }
+        Ok(())
+    }
+
     /// Reclaims transmissions; when the queue is still full, enables transmit interrupts (and acknowledges
     /// a pending edge) and looks once more, so the completion that frees a slot wakes the task.
     fn make_tx_room(&mut self) -> Result<bool, DeviceError> {
@@ -418,6 +516,27 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         }
         self.reclaim_tx()?;
         Ok(self.tx_room())
+    }
+}
+
+/// `RxFrame::token` of a frame gathered from several mergeable buffers (its buffer is the driver's to free).
+const MERGED: u32 = u32::MAX;
+
+impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
+    /// Checks a received header for a frame of `len` bytes; `Some(checksum_valid)`, or `None` (logged) when
+    /// the frame is to be dropped for a header the spec does not allow.
+    fn check_header(&self, raw: &[u8; hdr::LEN], len: usize) -> Option<bool> {
+        // Without GUEST_CSUM the device must send flags 0 and GSO_NONE: nothing in the header is used then.
+        if self.features & F_GUEST_CSUM == 0 {
+            return Some(false);
+        }
+        match NetHdrRepr::parse(&NetHdr::new_unchecked(&raw[..]), len, QS) {
+            Ok(r) => Some(r.checksum_valid()),
+            Err(e) => {
+                log::debug!("{}: frame dropped: {e}", self.info.name);
+                None
+            }
+        }
     }
 }
 
@@ -445,18 +564,7 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
                 }
                 None => return Ok(None),
             };
-            let mut buf = match self.rx_lent.take(token) {
-                Ok(b) => b,
-                Err(e) => return Err(self.protocol(QUEUE_RECEIVE, used_error(e))),
-            };
-            // SAFETY: `buf` is the buffer (same address and length) added under `token` in `post_rx`.
-            let used = match unsafe { self.rx.pop_used(token, &[], &mut [&mut buf[..]]) } {
-                Ok(len) => len as usize,
-                Err(e) => {
-                    core::mem::forget(buf);
-                    return Err(self.protocol(QUEUE_RECEIVE, format_args!("popping used id {token}: {e}")));
-                }
-            };
+            let (buf, used) = self.pop_rx(token)?;
             if used > buf.len() || used < self.hdr_len {
                 let len = buf.len();
                 let hdr = self.hdr_len;
@@ -465,18 +573,59 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
                     format_args!("used length {used} for id {token} is outside {hdr}..={len} (header..buffer)"),
                 ));
             }
+            // A legacy header has no num_buffers: read it as a modern one with num_buffers 1.
+            let mut raw = [0u8; hdr::LEN];
+            raw[..self.hdr_len].copy_from_slice(&buf[..self.hdr_len]);
+            // num_buffers only exists with MRG_RXBUF; a 0 there (the spec says ≥ 1) is read as 1.
+            if self.features & F_MRG_RXBUF == 0 || raw[10..12] == [0, 0] {
+                raw[10..12].copy_from_slice(&1u16.to_le_bytes());
+            }
+            let view = NetHdr::new_unchecked(&raw[..]);
+            let more = view.num_buffers().saturating_sub(1);
+            if more > 0 {
+                // A frame spread over several buffers: gathered into one of its own (the buffers go back).
+                let mut frame = Vec::with_capacity(MAX_GSO_FRAME + self.hdr_len);
+                frame.extend_from_slice(&buf[..used]);
+                self.post_rx(buf)?;
+                if usize::from(more) >= QS {
+                    return Err(self.protocol(QUEUE_RECEIVE, hdr::HdrError::NumBuffers(more + 1)));
+                }
+                self.take_merged(&mut frame, more)?;
+                let len = frame.len() - self.hdr_len;
+                let Some(valid) = self.check_header(&raw, len) else { continue };
+                return Ok(Some(RxFrame {
+                    buf: frame,
+                    offset: self.hdr_len,
+                    len,
+                    token: MERGED,
+                    checksum_valid: valid,
+                }));
+            }
             if used == self.hdr_len {
                 self.post_rx(buf)?; // an empty frame: nothing to hand up
                 continue;
             }
             let len = used - self.hdr_len;
+            let Some(valid) = self.check_header(&raw, len) else {
+                self.post_rx(buf)?;
+                continue;
+            };
             self.grow_rx()?;
-            return Ok(Some(RxFrame { buf, offset: self.hdr_len, len, token: u32::from(token) }));
+            return Ok(Some(RxFrame {
+                buf,
+                offset: self.hdr_len,
+                len,
+                token: u32::from(token),
+                checksum_valid: valid,
+            }));
         }
     }
 
     fn recycle(&mut self, frame: RxFrame) -> Result<(), DeviceError> {
         self.check()?;
+        if frame.token == MERGED {
+            return Ok(()); // gathered from buffers already posted again: freed here
+        }
         let mut buf = frame.buf;
         // A buffer of another size (not one of ours) is brought to ours; the device only sees rx_buf_len.
         buf.resize(self.rx_buf_len, 0);
@@ -488,6 +637,63 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
             return false;
         }
         self.tx_room() || self.make_tx_room().unwrap_or(false)
+    }
+
+    fn transmit_slots(&mut self) -> usize {
+        if self.broken.is_some() {
+            return 0;
+        }
+        if self.tx_slots() == 0 && !self.make_tx_room().unwrap_or(false) {
+            return 0;
+        }
+        self.tx_slots()
+    }
+
+    fn transmit_gso(&mut self, mut frame: Vec<u8>, gso: Gso) -> Result<(), (DeviceError, Vec<u8>)> {
+        if let Err(e) = self.check() {
+            return Err((e, frame));
+        }
+        let GsoKind::TcpV4 = gso.kind;
+        if self.features & F_HOST_TSO4 == 0 || frame.len() > MAX_GSO_FRAME {
+            let (device, len) = (self.info.name.clone(), frame.len());
+            let max = if self.features & F_HOST_TSO4 == 0 { self.info.mtu + 14 } else { MAX_GSO_FRAME };
+            return Err((DeviceError::TooLarge { device, len, max }, frame));
+        }
+        if self.tx_slots() == 0 && !matches!(self.make_tx_room(), Ok(true)) || self.tx.available_desc() < 2 {
+            return Err((DeviceError::Busy { device: self.info.name.clone() }, frame));
+        }
+        // §5.1.6.2: GSO needs NEEDS_CSUM; the TCP checksum field holds the pseudo-header sum of the whole.
+        let Some(p) = crate::csum::prepare(&mut frame) else {
+            let detail = String::from("GSO frame is not TCP over IPv4");
+            return Err((DeviceError::Protocol { device: self.info.name.clone(), detail }, frame));
+        };
+        let repr = NetHdrRepr {
+            flags: hdr::F_NEEDS_CSUM,
+            gso_type: hdr::GSO_TCPV4,
+            hdr_len: gso.hdr_len,
+            gso_size: gso.mss,
+            csum_start: p.start,
+            csum_offset: p.offset,
+            num_buffers: 0,
+        };
+        let mut header = alloc::vec![0u8; self.hdr_len];
+        repr.emit(&mut header, self.hdr_len);
+        // SAFETY: both buffers stay in `tx_gso`, unmoved and untouched, until `reclaim_tx` pops the token.
+        let token = match unsafe { self.tx.add(&[&header[..], &frame[..]], &mut []) } {
+            Ok(t) => t,
+            Err(VirtioError::QueueFull) => return Err((DeviceError::Busy { device: self.info.name.clone() }, frame)),
+            Err(e) => {
+                let e = self.protocol(QUEUE_TRANSMIT, format_args!("adding a GSO chain: {e}"));
+                return Err((e, frame));
+            }
+        };
+        self.tx_added = true;
+        if let Err((e, (_, frame))) = self.tx_gso.insert(token, (header, frame)) {
+            // The device may read these buffers: never free them.
+            core::mem::forget(frame);
+            return Err((self.protocol(QUEUE_TRANSMIT, e), Vec::new()));
+        }
+        Ok(())
     }
 
     fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), DeviceError> {
@@ -503,17 +709,19 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
             return Err(DeviceError::Busy { device: self.info.name.clone() });
         };
         let total = self.hdr_len + len;
+        let hdr_len = self.hdr_len;
         let buf = self.tx_pool.buffer_mut(index);
-        buf[..self.hdr_len].fill(0); // flags 0, GSO_NONE, num_buffers 0
-        fill(&mut buf[self.hdr_len..total]);
+        let (hdr, frame) = buf[..total].split_at_mut(hdr_len);
+        fill(frame);
+        let mut repr = NetHdrRepr::default(); // flags 0, GSO_NONE, num_buffers 0
         if self.info.offloads.tx_checksum {
-            let (hdr, frame) = buf[..total].split_at_mut(self.hdr_len);
-            if let Some(p) = super::csum::prepare(frame) {
-                hdr[0] = HDR_F_NEEDS_CSUM;
-                hdr[6..8].copy_from_slice(&p.start.to_le_bytes());
-                hdr[8..10].copy_from_slice(&p.offset.to_le_bytes());
+            if let Some(p) = crate::csum::prepare(frame) {
+                repr.flags = hdr::F_NEEDS_CSUM;
+                repr.csum_start = p.start;
+                repr.csum_offset = p.offset;
             }
         }
+        repr.emit(hdr, hdr_len);
         // SAFETY: the pool keeps this buffer untouched until `reclaim_tx` pops the token.
         let token = match unsafe { self.tx.add(&[self.tx_pool.queued(index, total)], &mut []) } {
             Ok(t) => t,
@@ -566,5 +774,6 @@ impl<H: Hal, T: Transport, const QS: usize> Drop for VirtioNet<H, T, QS> {
     }
 }
 
+pub mod hdr;
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,11 @@ impl TxPool {
         self.free.push(index);
     }
 
+    /// Buffers free or still to be allocated.
+    pub fn free_count(&self) -> usize {
+        self.free.len() + (self.capacity - self.buffers.len())
+    }
+
     /// Whether a buffer is free or can still be allocated.
     pub fn has_free(&self) -> bool {
         !self.free.is_empty() || self.buffers.len() < self.capacity

@@ -87,21 +87,52 @@ pub fn init() -> ApicInfo {
     ApicInfo { x2apic: has_x2, tsc_deadline: has_deadline, id }
 }
 
-/// Measures the one-shot timer rate against the TSC over `tsc_window` TSC ticks. Only needed without
-/// TSC-deadline mode.
-pub fn calibrate(tsc_window: u64) {
+/// Starts the one-shot timer counting down from its maximum, for [`calibrate_finish`]; returns the TSC at
+/// the start. A no-op (returns 0) in TSC-deadline mode.
+pub fn calibrate_start() -> u64 {
     if TSC_DEADLINE.load(Ordering::Relaxed) {
-        return;
+        return 0;
     }
     write(REG_LVT_TIMER, u32::from(TIMER_VECTOR) | (1 << 16));
     write(REG_TIMER_INIT, u32::MAX);
-    let t0 = rdtsc();
+    rdtsc()
+}
+
+/// Ends a calibration begun with [`calibrate_start`] at TSC `t0`: the one-shot timer rate against the TSC
+/// is what the timer counted per TSC tick since then. A no-op in TSC-deadline mode.
+pub fn calibrate_finish(t0: u64) {
+    if TSC_DEADLINE.load(Ordering::Relaxed) {
+        return;
+    }
+    let elapsed = u64::from(u32::MAX - read(REG_TIMER_CUR));
+    let window = rdtsc().saturating_sub(t0).max(1);
+    write(REG_TIMER_INIT, 0);
+    let fp = ((u128::from(elapsed) << 32) / u128::from(window)) as u64;
+    TIMER_PER_TSC_FP32.store(fp.max(1), Ordering::Relaxed);
+}
+
+/// Measures the one-shot timer rate against the TSC over `tsc_window` TSC ticks. Only needed without
+/// TSC-deadline mode.
+pub fn calibrate(tsc_window: u64) {
+    let t0 = calibrate_start();
+    if t0 == 0 {
+        return;
+    }
     while rdtsc() - t0 < tsc_window {
         core::hint::spin_loop();
     }
-    let elapsed = u64::from(u32::MAX - read(REG_TIMER_CUR));
-    write(REG_TIMER_INIT, 0);
-    let fp = ((u128::from(elapsed) << 32) / u128::from(tsc_window.max(1))) as u64;
+    calibrate_finish(t0);
+}
+
+/// Whether the one-shot timer rate is known (always true in TSC-deadline mode).
+pub fn calibrated() -> bool {
+    TSC_DEADLINE.load(Ordering::Relaxed) || TIMER_PER_TSC_FP32.load(Ordering::Relaxed) != 0
+}
+
+/// Sets the one-shot timer rate from a stated LAPIC timer frequency (Hz, e.g. the hypervisor timing leaf
+/// 0x4000_0010 EBX) and the TSC frequency (Hz). Only needed without TSC-deadline mode.
+pub fn set_timer_hz(timer_hz: u64, tsc_hz: u64) {
+    let fp = ((u128::from(timer_hz) << 32) / u128::from(tsc_hz.max(1))) as u64;
     TIMER_PER_TSC_FP32.store(fp.max(1), Ordering::Relaxed);
 }
 

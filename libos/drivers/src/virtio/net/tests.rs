@@ -73,14 +73,17 @@ fn init_negotiates_posts_and_reports() {
     let dev = start(&t, IrqAck::None).unwrap();
     {
         let d = t.0.lock().unwrap();
-        assert_eq!(d.driver_features, F_VERSION_1 | F_MAC | F_STATUS);
+        assert_eq!(d.driver_features, F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF);
         assert!(DeviceStatus::from_bits_truncate(d.status).contains(DeviceStatus::DRIVER_OK));
         assert_eq!(d.notifies, [1, 0], "receive queue kicked once after DRIVER_OK");
     }
     assert_eq!(dev.info().mac, MAC);
     assert_eq!(dev.info().mtu, 1500);
     assert_eq!(dev.info().offloads, NetOffloads::default(), "no CSUM offered (user networking)");
-    assert_eq!(dev.describe(), "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,STATUS,VERSION_1");
+    assert_eq!(
+        dev.describe(),
+        "virtio-net@test mac 52:54:00:12:34:56 mtu 1500 queue 8 features MAC,MRG_RXBUF,STATUS,VERSION_1"
+    );
     let mut n = 0;
     while let Some(b) = t.take_avail(QUEUE_RECEIVE) {
         assert_eq!(b.len as usize, 12 + 1500 + 18);
@@ -268,9 +271,12 @@ fn init_errors() {
     let e = start(&t, IrqAck::None).err().unwrap();
     assert_eq!(
         e,
-        NetInitError::FeaturesRejected { device: "virtio-net@test".into(), features: F_VERSION_1 | F_MAC | F_STATUS }
+        NetInitError::FeaturesRejected {
+            device: "virtio-net@test".into(),
+            features: F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF
+        }
     );
-    assert!(e.to_string().contains("MAC,STATUS,VERSION_1"));
+    assert!(e.to_string().contains("MAC,MRG_RXBUF,STATUS,VERSION_1"));
     assert!(DeviceStatus::from_bits_truncate(t.0.lock().unwrap().status).contains(DeviceStatus::FAILED));
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().queue_max = 4;
@@ -341,8 +347,11 @@ fn receive_ring_grows_with_traffic() {
 fn transmit_checksum_offload_when_offered() {
     let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM);
     let mut dev = start(&t, IrqAck::None).unwrap();
-    assert_eq!(t.0.lock().unwrap().driver_features, F_VERSION_1 | F_MAC | F_STATUS | F_CSUM);
-    assert_eq!(dev.info().offloads, NetOffloads { rx_checksum: false, tx_checksum: true });
+    assert_eq!(
+        t.0.lock().unwrap().driver_features,
+        F_VERSION_1 | F_MAC | F_STATUS | F_CSUM | F_GUEST_CSUM | F_MRG_RXBUF
+    );
+    assert_eq!(dev.info().offloads, NetOffloads { tx_checksum: true, rx_checksum: true, ..Default::default() });
     // Ethernet + IPv4 (20) + UDP (8) + 4 bytes payload, UDP checksum left 0 by the stack.
     let mut frame = vec![0xffu8; 12];
     frame.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 2, 15, 10, 0, 2, 2]);
@@ -365,4 +374,151 @@ fn device_type_names() {
     assert_eq!(virtio_name(DeviceType::Network), "virtio-net");
     assert_eq!(virtio_name(DeviceType::EntropySource), "virtio-rng");
     assert_eq!(virtio_name(DeviceType::GPU), "virtio-gpu");
+}
+
+#[test]
+fn negotiation_keeps_offload_prerequisites() {
+    let all = DRIVER_FEATURES | F_HOST_ECN | F_GUEST_TSO6 | F_HOST_TSO6;
+    assert_eq!(negotiate(all), DRIVER_FEATURES);
+    assert_eq!(negotiate(all & !F_CSUM) & F_HOST_TSO4, 0, "HOST_TSO4 needs CSUM");
+    assert_eq!(negotiate(all & !F_GUEST_CSUM) & F_GUEST_TSO4, 0, "GUEST_TSO4 needs GUEST_CSUM");
+    assert_eq!(negotiate(all & !F_MRG_RXBUF) & F_GUEST_TSO4, 0, "large frames only in mergeable buffers");
+}
+
+/// An Ethernet + IPv4 + TCP frame with `payload` bytes, IP checksum right, TCP checksum 0.
+fn tcp_frame(payload: usize) -> Vec<u8> {
+    let mut f = vec![0x52, 0x54, 0, 0, 0, 2, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x08, 0x00];
+    let total = (40 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 77, 0, 2, 10, 77, 0, 1]);
+    f.extend_from_slice(&[0, 80, 0xc0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..payload).map(|i| i as u8));
+    f
+}
+
+#[test]
+fn transmit_gso_is_a_two_descriptor_chain_with_a_tcpv4_header() {
+    let t = device(QEMU_FEATURES | F_CSUM | F_HOST_TSO4);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert!(dev.info().offloads.tso4);
+    let slots = dev.transmit_slots();
+    assert_eq!(slots, QS / 2, "each GSO frame may take two descriptors");
+    let frame = tcp_frame(4000);
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1460 };
+    dev.transmit_gso(frame.clone(), gso).unwrap();
+    dev.flush().unwrap();
+    let (head, descs) = t.take_chain(QUEUE_TRANSMIT).unwrap();
+    assert_eq!(descs.len(), 2);
+    let header = read_mem(descs[0].addr, descs[0].len as usize);
+    assert_eq!(header.len(), 12);
+    let h = hdr::NetHdr::new_checked(&header[..]).unwrap();
+    assert_eq!(h.flags(), hdr::F_NEEDS_CSUM, "§5.1.6.2: GSO needs NEEDS_CSUM");
+    assert_eq!(h.gso_type(), hdr::GSO_TCPV4);
+    assert_eq!((h.hdr_len(), h.gso_size()), (54, 1460));
+    assert_eq!((h.csum_start(), h.csum_offset()), (34, 16));
+    let sent = read_mem(descs[1].addr, descs[1].len as usize);
+    assert_eq!(sent.len(), frame.len());
+    assert_eq!(sent[..50], frame[..50]);
+    assert_eq!(sent[54..], frame[54..], "payload untouched");
+    // The TCP checksum field holds the folded pseudo-header sum over the whole TCP length (40 + 4000 - 20).
+    let mut sum: u32 = [0x0a4d, 0x0002, 0x0a4d, 0x0001, 6, 4020].iter().sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(u16::from_be_bytes([sent[50], sent[51]]), sum as u16);
+    assert_eq!(dev.transmit_slots(), slots - 1);
+    t.push_used(QUEUE_TRANSMIT, u32::from(head), 0);
+    dev.flush().unwrap();
+    assert_eq!(dev.transmit_slots(), slots, "the chain came back");
+    let too_big = vec![0u8; MAX_GSO_FRAME + 1];
+    assert!(matches!(dev.transmit_gso(too_big, gso), Err((DeviceError::TooLarge { .. }, _))));
+}
+
+#[test]
+fn transmit_gso_without_host_tso4_is_refused() {
+    let t = device(QEMU_FEATURES | F_CSUM);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1460 };
+    let (e, back) = dev.transmit_gso(tcp_frame(3000), gso).unwrap_err();
+    assert!(matches!(e, DeviceError::TooLarge { .. }));
+    assert_eq!(back.len(), 54 + 3000, "the frame is handed back");
+}
+
+/// Writes a received frame over `bufs.len()` mergeable buffers: header (with num_buffers) in the first.
+fn receive_merged(t: &FakeTransport, flags: u8, gso_type: u8, frame: &[u8], parts: usize) {
+    let mut header = [0u8; 12];
+    hdr::NetHdrRepr {
+        flags,
+        gso_type,
+        num_buffers: parts as u16,
+        csum_start: 34,
+        csum_offset: 16,
+        ..Default::default()
+    }
+    .emit(&mut header, 12);
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(frame);
+    let mut rest = &bytes[..];
+    for _ in 0..parts {
+        let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+        let n = rest.len().min(b.len as usize);
+        t.write_buf(&b, &rest[..n]);
+        t.q(QUEUE_RECEIVE).push_used(u32::from(b.head), n as u32);
+        rest = &rest[n..];
+    }
+    assert!(rest.is_empty(), "frame does not fit {parts} buffers");
+    t.0.lock().unwrap().isr |= 1;
+}
+
+#[test]
+fn mergeable_buffers_gather_a_large_frame_and_its_checksum_flag() {
+    let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    assert!(dev.info().offloads.rx_gso && dev.info().offloads.rx_checksum);
+    let frame = tcp_frame(3000);
+    receive_merged(&t, hdr::F_NEEDS_CSUM, hdr::GSO_TCPV4, &frame, 3);
+    let f = dev.receive().unwrap().unwrap();
+    assert_eq!(f.frame(), &frame[..], "one frame, bytes in order");
+    assert!(f.checksum_valid, "NEEDS_CSUM from the host counts as valid");
+    dev.recycle(f).unwrap();
+    dev.flush().unwrap();
+    // The three buffers went back to the device (plus those never used).
+    let mut posted = 0;
+    while t.take_avail(QUEUE_RECEIVE).is_some() {
+        posted += 1;
+    }
+    assert_eq!(posted, QS - 3 + 3);
+}
+
+#[test]
+fn hostile_receive_headers() {
+    // num_buffers naming more buffers than the used ring has: protocol error.
+    let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4);
+    let mut dev = start(&t, IrqAck::None).unwrap();
+    let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+    let mut pkt = [0u8; 80];
+    pkt[10] = 4;
+    t.write_buf(&b, &pkt);
+    t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
+    assert!(matches!(dev.receive(), Err(DeviceError::Protocol { .. })));
+
+    // NEEDS_CSUM pointing past the frame, or an unknown gso_type: the frame is dropped, the device lives on.
+    for (flags, gso_type, csum_start) in [(hdr::F_NEEDS_CSUM, 0u8, 70u16), (0, 9, 0)] {
+        let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM);
+        let mut dev = start(&t, IrqAck::None).unwrap();
+        let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+        let mut pkt = [0u8; 80];
+        hdr::NetHdrRepr { flags, gso_type, csum_start, csum_offset: 16, num_buffers: 1, ..Default::default() }
+            .emit(&mut pkt, 12);
+        t.write_buf(&b, &pkt);
+        t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
+        assert!(dev.receive().unwrap().is_none(), "dropped");
+        let b = t.take_avail(QUEUE_RECEIVE).unwrap();
+        let mut ok = [0u8; 80];
+        hdr::NetHdrRepr { flags: hdr::F_DATA_VALID, num_buffers: 1, ..Default::default() }.emit(&mut ok, 12);
+        t.write_buf(&b, &ok);
+        t.push_used(QUEUE_RECEIVE, u32::from(b.head), 80);
+        assert!(dev.receive().unwrap().unwrap().checksum_valid, "DATA_VALID");
+    }
 }

@@ -11,19 +11,27 @@ pub mod cap;
 #[allow(unsafe_code)]
 mod hw;
 
+#[cfg_attr(not(any(feature = "net", feature = "block")), allow(unused_imports))]
 use libos::pci::{DeviceId, Match, VendorId};
 use virtio_drivers::transport::DeviceType;
 
-/// Functions the virtio-pci driver takes: virtio-net, virtio-blk, virtio-balloon and virtio-scsi, by their
-/// transitional (0x1000, 0x1001, 0x1002, 0x1004) and modern (0x1040 + device type) device IDs.
+/// Functions the virtio-pci driver takes: virtio-net (feature `net`), virtio-blk and virtio-scsi (feature
+/// `block`), virtio-balloon (always), by their transitional (0x1000, 0x1001, 0x1002, 0x1004) and modern
+/// (0x1040 + device type) device IDs.
 pub const MATCHES: &[Match] = &[
+    #[cfg(feature = "net")]
     Match::id(VendorId::VIRTIO.0, 0x1000),
+    #[cfg(feature = "block")]
     Match::id(VendorId::VIRTIO.0, 0x1001),
     Match::id(VendorId::VIRTIO.0, 0x1002),
+    #[cfg(feature = "block")]
     Match::id(VendorId::VIRTIO.0, 0x1004),
+    #[cfg(feature = "net")]
     Match::id(VendorId::VIRTIO.0, 0x1041),
+    #[cfg(feature = "block")]
     Match::id(VendorId::VIRTIO.0, 0x1042),
     Match::id(VendorId::VIRTIO.0, 0x1045),
+    #[cfg(feature = "block")]
     Match::id(VendorId::VIRTIO.0, 0x1048),
 ];
 

@@ -1,6 +1,7 @@
-//! Partial TCP/UDP checksums for transmit checksum offload (`VIRTIO_NET_F_CSUM`): the driver stores the
-//! folded pseudo-header sum in the L4 checksum field and names the range; the device sums from
-//! `csum_start` to the end of the packet and stores the complement at `csum_start + csum_offset`.
+//! Partial TCP/UDP checksums for transmit checksum and segmentation offload, shared by every NIC driver that
+//! offers them (virtio-net `VIRTIO_NET_F_CSUM`, Xen netfront `NETTXF_csum_blank`, Hyper-V netvsc RNDIS checksum
+//! and LSOv2 info): the driver stores the folded pseudo-header sum in the L4 checksum field and names the
+//! range; the device sums from the L4 header to the end of the packet and stores the complement in the field.
 //! Source: virtio 1.2 §5.1.6.2 (packet transmission, `VIRTIO_NET_HDR_F_NEEDS_CSUM`); RFC 1071 (Internet
 //! checksum); RFC 793 §3.1 / RFC 768 (IPv4 pseudo-header); RFC 8200 §8.1 (IPv6 pseudo-header);
 //! IEEE 802.1Q (VLAN tag).
@@ -82,6 +83,32 @@ pub fn prepare(frame: &mut [u8]) -> Option<Partial> {
     frame[end..].fill(0);
     frame[l4 + offset..l4 + offset + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
     Some(Partial { start, offset: offset as u16 })
+}
+
+/// Prepares an Ethernet frame carrying TCP over IPv4 (no VLAN tag, no fragment) for NDIS large send offload
+/// v2 as Linux netvsc does (`netvsc_xmit`): the IPv4 total length and header checksum are zeroed and the TCP
+/// checksum field holds the pseudo-header sum without the TCP length (the host computes each segment's).
+/// Returns the TCP header's offset; `None` (frame untouched) for anything else.
+/// Source: MS-RNDIS / NDIS "TCP large send offload v2" (`NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE`), Linux
+/// `drivers/net/hyperv/netvsc_drv.c`.
+pub fn prepare_lso_v2(frame: &mut [u8]) -> Option<u16> {
+    if be16(frame, 12)? != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = frame.get(14..34)?;
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != PROTO_TCP || be16(ip, 6)? & 0x3fff != 0 {
+        return None;
+    }
+    let l4 = 14 + ihl;
+    if frame.len() < l4 + 20 {
+        return None;
+    }
+    let pseudo = fold(sum(&frame[26..34], u64::from(PROTO_TCP)));
+    frame[16..18].fill(0);
+    frame[24..26].fill(0);
+    frame[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    u16::try_from(l4).ok()
 }
 
 #[cfg(test)]
@@ -195,6 +222,26 @@ mod tests {
         assert_eq!(p, Partial { start: 54, offset: 16 });
         device_completes(&mut f, p);
         verify(&f, &addrs, PROTO_TCP, 54, seg.len(), 16);
+    }
+
+    #[test]
+    fn lso_v2_zeroes_the_ip_length_and_leaves_the_lengthless_pseudo_header_sum() {
+        let mut f = eth(ETHERTYPE_IPV4, false);
+        f.extend(ipv4(PROTO_TCP, &tcp_segment(&[7u8; 3000]), 0x4000));
+        let before = f.clone();
+        assert_eq!(prepare_lso_v2(&mut f), Some(34));
+        assert_eq!((&f[16..18], &f[24..26]), (&[0u8, 0][..], &[0u8, 0][..]), "total length and IP checksum");
+        // Pseudo header without the length: addresses and protocol only (RFC 793 §3.1 minus TCP length).
+        let expected = !rfc1071(&[10, 0, 2, 15, 10, 0, 2, 2, 0, PROTO_TCP]);
+        assert_eq!(u16::from_be_bytes([f[50], f[51]]), expected);
+        assert_eq!(f[52..], before[52..], "payload untouched");
+        let mut udp = eth(ETHERTYPE_IPV4, false);
+        udp.extend(ipv4(PROTO_UDP, &[0; 16], 0));
+        assert_eq!(prepare_lso_v2(&mut udp), None);
+        let mut v6 = eth(ETHERTYPE_IPV6, false);
+        v6.extend_from_slice(&[0x60; 60]);
+        assert_eq!(prepare_lso_v2(&mut v6), None);
+        assert_eq!(prepare_lso_v2(&mut f[..40]), None, "shorter than the TCP header");
     }
 
     #[test]
