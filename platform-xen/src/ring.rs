@@ -178,8 +178,9 @@ impl<const SLOT: usize> FrontRing<SLOT> {
 }
 
 /// A backend peer for tests, written from `ring.h`: consumes requests and produces responses on the same page.
-#[cfg(test)]
-pub(crate) mod backend {
+/// A test-only host model: built for unit tests and with the `host-model` feature (the fuzz targets).
+#[cfg(any(test, feature = "host-model"))]
+pub mod backend {
     use super::*;
 
     pub struct BackRing<const SLOT: usize> {

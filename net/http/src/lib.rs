@@ -66,6 +66,8 @@ mod connection;
 pub mod demo;
 mod error;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handler;
 mod output;
 mod request;

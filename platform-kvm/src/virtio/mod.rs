@@ -16,8 +16,8 @@ pub mod irq;
 pub mod mmio_arg;
 pub mod net;
 pub mod pool;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 #[cfg(target_os = "none")]
 mod hal;

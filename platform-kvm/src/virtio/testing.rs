@@ -1,9 +1,13 @@
 //! Test doubles shared by the virtio driver tests: an identity [`TestHal`] over the host heap, a
 //! [`MockTransport`] that records the registers a driver writes (virtio 1.2 §4.1.4, §4.2.2), and the device
 //! side of split virtqueues — walking descriptor chains from the available ring and writing the used ring
-//! (virtio 1.2 §2.7.5, §2.7.6, §2.7.8) — in host memory that the HAL shares by identity. Host tests only.
+//! (virtio 1.2 §2.7.5, §2.7.6, §2.7.8) — in host memory that the HAL shares by identity. Host tests and the
+//! fuzz targets only (feature `testing`).
+extern crate std;
 
 use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
