@@ -938,3 +938,39 @@ fn fat_listing_skips_names_no_path_can_reach() {
     let names: Vec<String> = fat.read_dir("/").unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["KEEP.TXT"]);
 }
+
+/// A FAT16 volume whose directory `/LOOP` has a cluster chain that points back at itself and no end-of-directory
+/// entry: the image and the directory's first cluster.
+fn fat16_with_looping_dir() -> Vec<u8> {
+    let disk = formatted(16 << 20);
+    let fat = FatFs::mount(disk.clone()).unwrap();
+    fat.create_dir("/LOOP").unwrap();
+    fat.sync().unwrap();
+    drop(fat);
+    let mut image = disk.current.lock().clone();
+    assert_eq!(&image[54..62], b"FAT16   ");
+    let u16_at = |b: &[u8], at: usize| usize::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let (sector, per_cluster, reserved, fats) =
+        (u16_at(&image, 11), usize::from(image[13]), u16_at(&image, 14), usize::from(image[16]));
+    let (root_entries, fat_sectors) = (u16_at(&image, 17), u16_at(&image, 22));
+    let root = (reserved + fats * fat_sectors) * sector;
+    let data = root + root_entries * 32;
+    let entry = image[root..data].chunks(32).position(|e| &e[..11] == b"LOOP       ").expect("entry") * 32 + root;
+    let cluster = u16_at(&image, entry + 26);
+    for f in 0..fats {
+        let at = (reserved + f * fat_sectors) * sector + cluster * 2;
+        image[at..at + 2].copy_from_slice(&(cluster as u16).to_le_bytes());
+    }
+    let start = data + (cluster - 2) * per_cluster * sector;
+    for slot in image[start + 64..start + per_cluster * sector].chunks_mut(32) {
+        slot[0] = 0xe5; // deleted: never the end of the directory
+    }
+    image
+}
+
+#[test]
+fn fat_cluster_chain_loops_are_errors_not_hangs() {
+    let fat = FatFs::mount(MemDisk::from_image(fat16_with_looping_dir(), false)).unwrap();
+    assert!(matches!(fat.read_dir("/LOOP"), Err(Error::Corrupt(_))), "a looping directory chain is corrupt");
+    assert!(fat.read_dir("/").is_ok());
+}
