@@ -17,19 +17,12 @@ use platform_kvm::virtio::net::{IrqAck, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, 
 use platform_kvm::virtio::testing::{
     le32, le64, read_mem, write_mem, Desc, MockTransport, TestHal, VIRTQ_DESC_F_WRITE,
 };
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use virtio_drivers::transport::DeviceType;
-use zirvium_fuzz::Input;
+use zirvium_fuzz::{disk_byte, poll_with, Input};
 
 const QS: usize = 16;
 type Transport = MockTransport<()>;
 type Blk = VirtioBlk<TestHal, Transport, QS>;
-
-fn disk_byte(at: u64) -> u8 {
-    (at * 13 % 251) as u8
-}
 
 struct Device {
     t: Transport,
@@ -108,20 +101,13 @@ impl Device {
     }
 }
 
-fn drive<T>(f: impl Future<Output = T>, dev: &mut Device, input: &mut Input<'_>, steps: usize) -> Option<T> {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..=steps {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return Some(v);
-        }
-        if input.is_empty() {
-            dev.serve();
-        } else {
-            dev.act(input);
-        }
+/// The device model's next move: the fuzzer's choice, or honest service once the input is used up.
+fn step(dev: &mut Device, input: &mut Input<'_>) {
+    if input.is_empty() {
+        dev.serve();
+    } else {
+        dev.act(input);
     }
-    None
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -156,15 +142,15 @@ fn run(irq: &'static IrqSlot, input: &mut Input<'_>) {
         let result = match op % 3 {
             0 => {
                 let mut buf = vec![0u8; len];
-                let r = drive(blk.read(sector, &mut buf), &mut dev, input, steps);
+                let r = poll_with(blk.read(sector, &mut buf), steps, || step(&mut dev, input));
                 if let (Some(Ok(())), true) = (&r, dev.honest) {
                     let start = sector * sector_size;
                     assert!(buf.iter().enumerate().all(|(i, &b)| b == disk_byte(start + i as u64)), "wrong read data");
                 }
                 r
             }
-            1 => drive(blk.write(sector, &vec![0xa5; len]), &mut dev, input, steps),
-            _ => drive(blk.flush(), &mut dev, input, steps),
+            1 => poll_with(blk.write(sector, &vec![0xa5; len]), steps, || step(&mut dev, input)),
+            _ => poll_with(blk.flush(), steps, || step(&mut dev, input)),
         };
         match result {
             Some(Ok(())) => {

@@ -8,38 +8,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use libos::dev::{BlockDevice, BlockError};
-use platform_xen::abi::XenErrno;
 use platform_xen::blkfront::{
     BlkRing, Blkfront, Geometry, Request, Response, Segment, OP_INDIRECT, OP_READ, RSP_OKAY, SLOT,
 };
-use platform_xen::evtchn::{EventChannelOps, Port};
 use platform_xen::gnttab::GrantTable;
 use platform_xen::ring::backend::BackRing;
 use platform_xen::shared::SharedPage;
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use zirvium_fuzz::Input;
-
-struct Events;
-
-impl EventChannelOps for Events {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
-        Ok(())
-    }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(9)
-    }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
-        Ok(())
-    }
-}
-
-/// Disk contents: byte i is `i * 13 % 251`.
-fn disk_byte(at: u64) -> u8 {
-    (at * 13 % 251) as u8
-}
+use zirvium_fuzz::{disk_byte, poll_with, Input, XenEvents};
 
 struct Backend<'a> {
     grants: &'a GrantTable,
@@ -122,21 +98,13 @@ impl Backend<'_> {
     }
 }
 
-/// Polls `f` once, then once after each backend action, up to `steps` actions.
-fn drive<T>(f: impl Future<Output = T>, backend: &mut Backend<'_>, input: &mut Input<'_>, steps: usize) -> Option<T> {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..=steps {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return Some(v);
-        }
-        if input.is_empty() {
-            backend.serve();
-        } else {
-            backend.act(input);
-        }
+/// The device model's next move: the fuzzer's choice, or honest service once the input is used up.
+fn step(backend: &mut Backend<'_>, input: &mut Input<'_>) {
+    if input.is_empty() {
+        backend.serve();
+    } else {
+        backend.act(input);
     }
-    None
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -164,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
 fn run(grants: &'static GrantTable, geometry: Geometry, input: &mut Input<'_>) {
     let ring = BlkRing::new(grants, 0).expect("ring");
     let page = grants.granted_page(ring.gref).expect("ring page granted");
-    let dev = Blkfront::start(String::from("xen-vbd0"), 51712, geometry, ring, grants, 0, Arc::new(Events), 9, None);
+    let dev = Blkfront::start(String::from("xen-vbd0"), 51712, geometry, ring, grants, 0, Arc::new(XenEvents), 9, None);
     let mut backend = Backend { grants, ring: BackRing::new(page), honest: true };
     let sector_size = u64::from(dev.info().sector_size);
     let mut broken = false;
@@ -177,7 +145,7 @@ fn run(grants: &'static GrantTable, geometry: Geometry, input: &mut Input<'_>) {
         let result = match op % 3 {
             0 => {
                 let mut buf = vec![0u8; len];
-                let r = drive(dev.read(sector, &mut buf), &mut backend, input, steps);
+                let r = poll_with(dev.read(sector, &mut buf), steps, || step(&mut backend, input));
                 if let Some(Ok(())) = r {
                     if backend.honest {
                         let start = sector * sector_size;
@@ -189,8 +157,8 @@ fn run(grants: &'static GrantTable, geometry: Geometry, input: &mut Input<'_>) {
                 }
                 r
             }
-            1 => drive(dev.write(sector, &vec![0x5a; len]), &mut backend, input, steps),
-            _ => drive(dev.flush(), &mut backend, input, steps),
+            1 => poll_with(dev.write(sector, &vec![0x5a; len]), steps, || step(&mut backend, input)),
+            _ => poll_with(dev.flush(), steps, || step(&mut backend, input)),
         };
         match result {
             // A flush without a flush feature never reaches the ring.

@@ -8,8 +8,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use libos::dev::{DeviceError, NetDevice};
-use platform_xen::abi::XenErrno;
-use platform_xen::evtchn::{EventChannelOps, Port};
 use platform_xen::gnttab::{GrantRef, GrantTable};
 use platform_xen::netfront::{
     NetRings, Netfront, RxRequest, RxResponse, TxRequest, TxResponse, MAX_RX_PACKET, NETRXF_MORE_DATA, RX_SLOT, TX_SLOT,
@@ -18,21 +16,7 @@ use platform_xen::ring::backend::BackRing;
 use platform_xen::shared::{SharedPage, PAGE_SIZE};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use zirvium_fuzz::Input;
-
-struct Events;
-
-impl EventChannelOps for Events {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
-        Ok(())
-    }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(9)
-    }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
-        Ok(())
-    }
-}
+use zirvium_fuzz::{Input, XenEvents};
 
 fuzz_target!(|data: &[u8]| {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));
@@ -42,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let mut tx = BackRing::<TX_SLOT>::new(grants.granted_page(gref("tx-ring-ref")).unwrap());
     let mut rx = BackRing::<RX_SLOT>::new(grants.granted_page(gref("rx-ring-ref")).unwrap());
     let Ok(mut dev) =
-        Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, Arc::new(Events), 9, None)
+        Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, Arc::new(XenEvents), 9, None)
     else {
         return;
     };

@@ -1,6 +1,6 @@
 //! Shared pieces of Zirvium's fuzz targets (`fuzz_targets/*.rs`): a cursor that turns fuzzer bytes into
 //! values ([`Input`]), the HTTP driver and response checker ([`http`]), a filesystem walker ([`tree`]), and a blocking poll for the futures
-//! the block drivers return ([`block_on_now`]). Everything here runs on the host only.
+//! the block drivers return ([`poll_with`]). Everything here runs on the host only.
 
 pub mod http;
 pub mod tree;
@@ -47,18 +47,22 @@ impl<'a> Input<'a> {
         out
     }
 
+    /// One byte (zero past the end).
     pub fn u8(&mut self) -> u8 {
         self.array::<1>()[0]
     }
 
+    /// A little-endian u16 (zero past the end).
     pub fn u16(&mut self) -> u16 {
         u16::from_le_bytes(self.array())
     }
 
+    /// A little-endian u32 (zero past the end).
     pub fn u32(&mut self) -> u32 {
         u32::from_le_bytes(self.array())
     }
 
+    /// A little-endian u64 (zero past the end).
     pub fn u64(&mut self) -> u64 {
         u64::from_le_bytes(self.array())
     }
@@ -79,6 +83,7 @@ impl<'a> Input<'a> {
 pub struct XorShift(pub u64);
 
 impl XorShift {
+    /// The next value of the sequence.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -92,15 +97,16 @@ impl XorShift {
     }
 }
 
-/// Polls `f` with a no-op waker until it completes, at most `polls` times; `None` if it is still pending then
-/// (the future is dropped, as a task that gives up would drop it).
-pub fn block_on_now<F: Future>(f: F, polls: usize) -> Option<F::Output> {
+/// Polls `f` with a no-op waker; while it is pending, runs `step` (the device model's next move) and polls again,
+/// at most `steps` times. `None`: still pending (the caller drops it, as a task that gives up would).
+pub fn poll_with<T>(f: impl Future<Output = T>, steps: usize, mut step: impl FnMut()) -> Option<T> {
     let mut f = pin!(f);
     let mut cx = Context::from_waker(Waker::noop());
-    for _ in 0..polls {
+    for _ in 0..=steps {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return Some(v);
         }
+        step();
     }
     None
 }
@@ -117,4 +123,25 @@ pub unsafe fn with_static<R>(data: &[u8], f: impl FnOnce(&'static [u8]) -> R) ->
     // SAFETY: allocated by `Box::into_raw` above and no longer borrowed (the caller's promise).
     drop(unsafe { Box::from_raw(raw) });
     r
+}
+
+/// Disk contents of the block device models: byte `at` of the disk is `at * 13 % 251`.
+pub fn disk_byte(at: u64) -> u8 {
+    (at * 13 % 251) as u8
+}
+
+/// Event channel operations for the Xen front-end targets: sends succeed and do nothing (the fuzzer plays the
+/// backend between driver calls instead of in the notification).
+pub struct XenEvents;
+
+impl platform_xen::evtchn::EventChannelOps for XenEvents {
+    fn send(&self, _port: platform_xen::evtchn::Port) -> Result<(), platform_xen::abi::XenErrno> {
+        Ok(())
+    }
+    fn alloc_unbound(&self, _remote: u16) -> Result<platform_xen::evtchn::Port, platform_xen::abi::XenErrno> {
+        Ok(9)
+    }
+    fn close(&self, _port: platform_xen::evtchn::Port) -> Result<(), platform_xen::abi::XenErrno> {
+        Ok(())
+    }
 }
