@@ -457,7 +457,14 @@ impl<IO: Read + Write + Seek, TP, OCC> FileSystem<IO, TP, OCC> {
     }
 
     fn sector_from_cluster(&self, cluster: u32) -> u32 {
-        self.first_data_sector + self.bpb.sectors_from_clusters(cluster - RESERVED_FAT_ENTRIES)
+        // Zirvium patch: a corrupted entry naming a reserved cluster (0 or 1) or an absurd one overflowed here (a
+        // panic in debug builds, a wrong sector in release). Such a cluster now maps past the end of the volume,
+        // so the read or write fails with an I/O error instead.
+        cluster
+            .checked_sub(RESERVED_FAT_ENTRIES)
+            .and_then(|index| index.checked_mul(u32::from(self.bpb.sectors_per_cluster)))
+            .and_then(|sectors| sectors.checked_add(self.first_data_sector))
+            .unwrap_or(u32::MAX)
     }
 
     // Zirvium patch: the cluster count, for `File::read` to detect looping chains.
