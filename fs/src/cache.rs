@@ -47,7 +47,12 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageError {
     /// The device failed the request starting at `sector`.
-    Device { sector: u64, error: BlockError },
+    Device {
+        /// First sector of the failed request (0 for a flush).
+        sector: u64,
+        /// The device's error.
+        error: BlockError,
+    },
     /// A read ended before the buffer was full (past the end of the device).
     UnexpectedEof,
     /// A write could not store any byte (past the end of the device).

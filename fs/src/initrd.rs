@@ -24,17 +24,51 @@ pub enum InitrdError {
     /// The tar structure is broken (truncated, bad checksum, ...).
     Tar(TarError),
     /// The entry's path starts with `/`.
-    AbsolutePath { offset: usize, name: String },
+    AbsolutePath {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+    },
     /// The entry's path has a `..` component.
-    ParentComponent { offset: usize, name: String },
+    ParentComponent {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+    },
     /// A component of the entry's path is longer than 255 bytes.
-    NameTooLong { offset: usize, name: String },
+    NameTooLong {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+    },
     /// The entry lies below `file`, which an earlier entry made a regular file.
-    NotADirectory { offset: usize, name: String, file: String },
+    NotADirectory {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+        /// Path of the earlier regular file the entry would lie below.
+        file: String,
+    },
     /// The entry is a regular file (or hard link) where an earlier entry made a directory (or it names the root).
-    IsADirectory { offset: usize, name: String },
+    IsADirectory {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+    },
     /// A hard link whose target is not an earlier regular file of the archive.
-    DanglingHardLink { offset: usize, name: String, target: String },
+    DanglingHardLink {
+        /// Byte offset of the entry's header in the archive.
+        offset: usize,
+        /// The entry's path as stored.
+        name: String,
+        /// The link target (`linkname`).
+        target: String,
+    },
 }
 
 impl fmt::Display for InitrdError {

@@ -1,8 +1,9 @@
 //! Zirvium's filesystems: a VFS ([`Vfs`]: mount table, POSIX-style path resolution — POSIX.1-2017 §4.13) with
 //! three backends — [`RamFs`] (read-write, in memory, `/tmp`), [`Initrd`] (a ustar/GNU tar boot module,
-//! read-only, zero-copy, `/`) and [`FatFs`] (FAT12/16/32 over any [`libos::dev::BlockDevice`], `/data`).
+//! read-only, zero-copy, `/`) and [`FatFs`] (FAT12/16/32 over any [`libos::dev::BlockDevice`], `/data`: a
+//! whole disk, or the `zirvium-data` partition of a GPT disk found by [`gpt`] through a [`partition`] view).
 //!
-//! Boot calls [`mount_boot`], which fills the global table [`vfs`]; apps use it through `zirvium::fs`
+//! Boot calls [`mount_boot`], which fills the global table [`vfs()`]; apps use it through `zirvium::fs`
 //! (std-like `File`, `OpenOptions`, `read_dir`, ...). Everything here is synchronous: FAT waits for its block
 //! requests with [`libos::task::wait`], so a disk operation holds up other tasks until it completes.
 //! Durability: see [`fat`] — `File::sync_all` returns after data and metadata reached the disk and a device
@@ -15,9 +16,11 @@ extern crate alloc;
 pub mod cache;
 pub mod error;
 pub mod fat;
+pub mod gpt;
 pub mod initrd;
 #[cfg(any(test, feature = "memdisk"))]
 pub mod memdisk;
+pub mod partition;
 pub mod path;
 pub mod ramfs;
 pub mod tar;
@@ -65,9 +68,11 @@ pub fn human_bytes(n: u64) -> String {
     format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[unit])
 }
 
-/// Mounts the boot filesystems into [`vfs`]: `initrd` (a tar archive, normally the first boot module) read-only
-/// at `/` — an empty read-only root without one —, a [`RamFs`] at `/tmp`, and the FAT filesystem of the first
-/// of `disks` at `/data`. A disk without FAT is left unmounted with a warning (it is never formatted here).
+/// Mounts the boot filesystems into [`vfs()`]: `initrd` (a tar archive, normally the first boot module) read-only
+/// at `/` — an empty read-only root without one —, a [`RamFs`] at `/tmp`, and at `/data` the FAT filesystem of
+/// the first of `disks` that is not a GPT disk without a data partition: a GPT disk's `zirvium-data` partition
+/// (type [`gpt::ZIRVIUM_DATA`] or that name; a packaged boot disk), or a whole unpartitioned disk (`images disk
+/// create`). A volume without FAT is left unmounted with a warning (it is never formatted here).
 /// Logs one line, e.g. `fs: / initrd (12 files, 1.2 MiB), /tmp ramfs, /data fat32 on virtio-blk@... (64.0 MiB,
 /// 63.9 MiB free)`, and returns the mount descriptions (`"<mount point> <description>"`).
 ///
@@ -90,8 +95,8 @@ pub fn mount_boot_on(
     };
     vfs.mount("/", Arc::new(root))?;
     vfs.mount("/tmp", Arc::new(RamFs::new()))?;
-    if let Some(disk) = disks.first() {
-        match FatFs::mount(disk.clone()) {
+    if let Some(volume) = data_volume(&disks) {
+        match FatFs::mount(volume) {
             Ok(fat) => vfs.mount("/data", Arc::new(fat))?,
             Err(e) => log::warn!("fs: /data not mounted: {e}"),
         }
@@ -101,7 +106,27 @@ pub fn mount_boot_on(
     Ok(lines)
 }
 
-/// Unmounts everything in [`vfs`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
+/// The volume for `/data`: the data partition of the first GPT disk that has one, or the first disk without a
+/// GPT (whole); GPT disks without a data partition (a boot disk) and disks whose GPT is unreadable are skipped.
+fn data_volume(disks: &[Arc<dyn BlockDevice>]) -> Option<Arc<dyn BlockDevice>> {
+    for disk in disks {
+        let name = &disk.info().name;
+        match gpt::partitions(disk.as_ref()) {
+            Ok(None) => return Some(disk.clone()),
+            Ok(Some(parts)) => match parts.iter().find(|p| p.is_data()) {
+                Some(p) => match partition::PartitionDevice::new(disk.clone(), p) {
+                    Some(dev) => return Some(Arc::new(dev)),
+                    None => log::warn!("fs: {name}: GPT partition {} ends past the disk", p.index),
+                },
+                None => log::info!("fs: {name}: GPT with {} partitions, none for /data", parts.len()),
+            },
+            Err(e) => log::warn!("fs: {name}: {e}; not used for /data"),
+        }
+    }
+    None
+}
+
+/// Unmounts everything in [`vfs()`], deepest mount first, so FAT volumes are marked clean (FSInfo written,
 /// clean-shutdown bit set, device flushed). For an orderly shutdown; logs and skips mounts that fail.
 pub fn unmount_all() {
     let mut points: Vec<String> = VFS.mounts().into_iter().map(|(p, _)| p).collect();

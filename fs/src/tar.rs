@@ -196,25 +196,79 @@ pub struct Entry<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarError {
     /// Fewer than 512 bytes (and not all zero) remain where a header should start.
-    TruncatedHeader { offset: usize, remaining: usize },
+    TruncatedHeader {
+        /// Byte offset in the archive where the header should start.
+        offset: usize,
+        /// Bytes left from `offset` to the end of the archive.
+        remaining: usize,
+    },
     /// The archive ends without the end-of-archive marker (an all-zero block).
-    MissingEnd { offset: usize },
+    MissingEnd {
+        /// Byte offset where the archive ends (its length).
+        offset: usize,
+    },
     /// The block at `offset` has no `ustar` magic: not a tar header (or the archive is corrupt there).
-    BadMagic { offset: usize },
+    BadMagic {
+        /// Byte offset of the block in the archive.
+        offset: usize,
+    },
     /// The header checksum does not match its contents.
-    BadChecksum { offset: usize, name: String, stored: Option<u64>, computed: u64 },
+    BadChecksum {
+        /// Byte offset of the header in the archive.
+        offset: usize,
+        /// The member's name as far as it could be read.
+        name: String,
+        /// The `chksum` field's value, or `None` when it is not an octal number.
+        stored: Option<u64>,
+        /// Sum of the header's bytes with `chksum` counted as spaces.
+        computed: u64,
+    },
     /// A numeric field is not octal/base-256.
-    BadNumber { offset: usize, name: String, field: &'static str },
+    BadNumber {
+        /// Byte offset of the header in the archive.
+        offset: usize,
+        /// The member's name as far as it could be read.
+        name: String,
+        /// The ustar header field, e.g. "size".
+        field: &'static str,
+    },
     /// The member's data reach past the end of the archive.
-    TruncatedData { offset: usize, name: String, size: u64, available: usize },
+    TruncatedData {
+        /// Byte offset of the header in the archive.
+        offset: usize,
+        /// The member's name.
+        name: String,
+        /// The member's data size from its header (bytes).
+        size: u64,
+        /// Bytes left in the archive after the header.
+        available: usize,
+    },
     /// A name is not UTF-8 or contains NUL.
-    BadName { offset: usize },
+    BadName {
+        /// Byte offset of the header in the archive.
+        offset: usize,
+    },
     /// A pax extended header or GNU long-name record is malformed.
-    BadExtendedHeader { offset: usize, detail: &'static str },
+    BadExtendedHeader {
+        /// Byte offset of the extended header or long-name record in the archive.
+        offset: usize,
+        /// What is malformed.
+        detail: &'static str,
+    },
     /// An extended header or long name is not followed by the member it describes.
-    DanglingExtendedHeader { offset: usize },
+    DanglingExtendedHeader {
+        /// Byte offset of the extended header or long-name record in the archive.
+        offset: usize,
+    },
     /// A member type this reader does not handle (GNU sparse, multi-volume, unknown type flag).
-    Unsupported { offset: usize, name: String, what: &'static str },
+    Unsupported {
+        /// Byte offset of the header in the archive.
+        offset: usize,
+        /// The member's name.
+        name: String,
+        /// The member type, e.g. "a GNU sparse file".
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for TarError {

@@ -789,6 +789,96 @@ fn boot_mounts_initrd_ramfs_and_fat() {
     );
 }
 
+/// A 16 MiB GPT disk like `images package` writes: an ESP (partition 1, empty) and, when `data`, a FAT data
+/// partition 2 holding `/hello`.
+fn packaged_disk(data: bool) -> Arc<MemDisk> {
+    use crate::gpt::{Partition, EFI_SYSTEM, ZIRVIUM_DATA};
+    let sectors = 16 * 2048;
+    let mut parts =
+        vec![Partition { index: 1, type_guid: EFI_SYSTEM, first_lba: 2048, last_lba: 6143, name: "EFI".into() }];
+    if data {
+        parts.push(Partition {
+            index: 2,
+            type_guid: ZIRVIUM_DATA,
+            first_lba: 6144,
+            last_lba: sectors - 2049,
+            name: "zirvium-data".into(),
+        });
+    }
+    let disk = MemDisk::from_image(crate::gpt::tests::gpt_image(sectors, &parts), false);
+    if data {
+        let part = Arc::new(crate::partition::PartitionDevice::new(disk.clone(), &parts[1]).unwrap());
+        FatFs::format(part.clone()).unwrap();
+        let vfs = Vfs::new();
+        vfs.mount("/", Arc::new(FatFs::mount(part).unwrap())).unwrap();
+        write_file(&vfs, "/hello", b"from the data partition").unwrap();
+        vfs.unmount("/").unwrap();
+    }
+    disk
+}
+
+#[test]
+fn boot_mounts_the_data_partition_of_a_gpt_disk() {
+    let vfs = Vfs::new();
+    let lines = mount_boot_on(&vfs, None, vec![packaged_disk(true) as Arc<dyn BlockDevice>]).unwrap();
+    assert!(lines[2].starts_with("/data fat16 on memdisk0:gpt2 ("), "{}", lines[2]);
+    assert_eq!(read_file(&vfs, "/data/hello").unwrap(), b"from the data partition");
+    // The GPT and the ESP around it are untouched by FAT writes through the partition.
+    write_file(&vfs, "/data/more", &[5u8; 100_000]).unwrap();
+    vfs.unmount("/data").unwrap();
+
+    // A boot disk without a data partition is skipped for the next disk (an unpartitioned FAT disk).
+    let vfs = Vfs::new();
+    let plain = formatted(8 << 20);
+    let disks = vec![packaged_disk(false) as Arc<dyn BlockDevice>, plain as Arc<dyn BlockDevice>];
+    let lines = mount_boot_on(&vfs, None, disks).unwrap();
+    assert!(lines[2].starts_with("/data fat16 on memdisk0 ("), "{}", lines[2]);
+    // Alone, it leaves /data unmounted.
+    let lines = mount_boot_on(&Vfs::new(), None, vec![packaged_disk(false) as Arc<dyn BlockDevice>]).unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
+
+#[test]
+fn damaged_primary_gpt_falls_back_to_the_backup() {
+    let disk = packaged_disk(true);
+    disk.current.lock()[512 + 24] ^= 0xff; // MyLBA of the primary header: its CRC no longer matches
+    let parts = crate::gpt::partitions(disk.as_ref()).unwrap().unwrap();
+    assert_eq!(parts.iter().map(|p| p.index).collect::<Vec<_>>(), [1, 2]);
+    // Both damaged: the primary's error, and the disk is not used for /data.
+    let last = (disk.info.capacity - 1) as usize * 512;
+    disk.current.lock()[last + 24] ^= 0xff;
+    let e = crate::gpt::partitions(disk.as_ref()).unwrap_err();
+    assert!(matches!(e, crate::gpt::GptError::HeaderCrc { lba: 1, .. }), "{e}");
+    let lines = mount_boot_on(&Vfs::new(), None, vec![disk as Arc<dyn BlockDevice>]).unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
+
+#[test]
+fn partition_device_stays_inside_its_partition() {
+    let disk = MemDisk::new(1 << 20);
+    let p = crate::gpt::Partition {
+        index: 4,
+        type_guid: crate::gpt::ZIRVIUM_DATA,
+        first_lba: 100,
+        last_lba: 199,
+        name: String::new(),
+    };
+    let dev = crate::partition::PartitionDevice::new(disk.clone(), &p).unwrap();
+    assert_eq!((dev.info().capacity, dev.info().name.as_str()), (100, "memdisk0:gpt4"));
+    libos::task::wait(dev.write(99, &[9u8; 512])).unwrap();
+    assert_eq!(disk.current.lock()[199 * 512], 9);
+    let e = libos::task::wait(dev.write(99, &[0u8; 1024])).unwrap_err();
+    assert_eq!(
+        e,
+        libos::dev::BlockError::OutOfRange { device: "memdisk0:gpt4".into(), sector: 99, count: 2, capacity: 100 }
+    );
+    let mut buf = [0u8; 512];
+    assert!(libos::task::wait(dev.read(100, &mut buf)).is_err());
+    // A partition past the end of the disk is refused.
+    let past = crate::gpt::Partition { last_lba: 4096, ..p };
+    assert!(crate::partition::PartitionDevice::new(disk, &past).is_none());
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Sector cache: write-behind runs and read-ahead windows against a plain byte model.
 

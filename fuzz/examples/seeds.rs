@@ -11,12 +11,13 @@ use fs::{FatFs, FileSystem};
 use platform_hyperv::hv::synic::ConnectionId;
 use platform_hyperv::netvsc::nvsp::{NvspMessage, RecvSection};
 use platform_hyperv::netvsc::rndis::{emit_packet_header, packet_header_len, ppi, RndisMessage};
-use platform_hyperv::storvsc::vstor::{rw16, Body, Srb, VstorPacket};
+use drivers::scsi::Command;
+use platform_hyperv::storvsc::vstor::{Body, Srb, VstorPacket};
 use platform_hyperv::vmbus::guid::Guid;
 use platform_hyperv::vmbus::msg::{gpadl_messages, ChannelMessage, InitiateContact, Offer, OpenChannel};
 use platform_hyperv::vmbus::packet::{gpa_direct, inband, transfer_pages, GpaRange};
 use platform_hyperv::vmbus::{GpadlHandle, RelId};
-use platform_xen::xenstore::wire::{Message, MsgType};
+use platform_xen::xenstore::wire::{Message, MsgType, XsTxId};
 use std::path::Path;
 
 fn write(target: &str, seeds: &[Vec<u8>]) {
@@ -298,7 +299,7 @@ fn vstor_packets() -> Vec<Vec<u8>> {
         data_transfer_length: 4096,
         cdb_or_sense: {
             let mut c = [0u8; 20];
-            c[..16].copy_from_slice(&rw16(false, 8, 8));
+            c[..16].copy_from_slice(Command::Read16 { lba: 8, blocks: 8, fua: false }.to_bytes().as_slice());
             c
         },
         srb_flags: 0,
@@ -361,11 +362,11 @@ fn ic_messages() -> Vec<Vec<u8>> {
 fn xenstore_streams() -> Vec<Vec<u8>> {
     let mut replies = Vec::new();
     for m in [
-        Message::request(MsgType::Read, 1, 0, &[], b"4\0").unwrap(),
-        Message::request(MsgType::Directory, 2, 0, &["0", "1"], b"").unwrap(),
-        Message::request(MsgType::WatchEvent, 0, 0, &["device/vif/0/state", "tok"], b"").unwrap(),
-        Message::request(MsgType::Error, 3, 0, &["ENOENT"], b"").unwrap(),
-        Message::request(MsgType::TransactionStart, 4, 0, &["17"], b"").unwrap(),
+        Message::request(MsgType::Read, 1, XsTxId(0), &[], b"4\0").unwrap(),
+        Message::request(MsgType::Directory, 2, XsTxId(0), &["0", "1"], b"").unwrap(),
+        Message::request(MsgType::WatchEvent, 0, XsTxId(0), &["device/vif/0/state", "tok"], b"").unwrap(),
+        Message::request(MsgType::Error, 3, XsTxId(0), &["ENOENT"], b"").unwrap(),
+        Message::request(MsgType::TransactionStart, 4, XsTxId(0), &["17"], b"").unwrap(),
     ] {
         m.emit(&mut replies);
     }

@@ -1,4 +1,4 @@
-//! ACPI tables as the PCI code reads them (`platform_kvm::virtio::acpi`: RSDP scan and checks, RSDT/XSDT,
+//! ACPI tables as the PCI code reads them (`drivers::virtio::acpi`: RSDP scan and checks, RSDT/XSDT,
 //! MCFG; ACPI 6.5 §5.2.5-§5.2.8, PCI Firmware 3.3 §4.1.2). The input is physical memory from address
 //! `BASE`, with the RSDP at `BASE`; half of the inputs get their checksums fixed along the path the parser
 //! walks (RSDP, extended RSDP, root table, each listed table) so the fuzzer reaches the structure behind them.
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use platform_kvm::virtio::acpi::{ecam_windows, find_rsdp_in, find_table, parse_mcfg, PhysRead};
+use libos::acpi::{ecam_windows, find_rsdp_in, find_table, parse_mcfg, PhysRead};
 
 const BASE: u64 = 0xE0000;
 

@@ -1,4 +1,4 @@
-//! The virtio-blk driver (`platform_kvm::virtio::blk::VirtioBlk`) against a mock device that may misbehave
+//! The virtio-blk driver (`drivers::virtio::blk::VirtioBlk`) against a mock device that may misbehave
 //! (virtio 1.2 §2.7 split virtqueues, §5.2 block device): the configuration space and offered features come
 //! from the fuzzer; each read, write or flush is polled while the fuzzer plays the device — honest service of
 //! the available chains, used-ring entries with hostile ids and lengths, status bytes the spec does not define,
@@ -7,16 +7,14 @@
 //! device for good; while the device is honest every accepted request succeeds and reads return the disk.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use libos::dev::{BlockDevice, BlockError};
-use platform_kvm::virtio::blk::{
+use drivers::irq::IrqSlot;
+use drivers::virtio::blk::{
     VirtioBlk, F_BLK_SIZE, F_FLUSH, F_RO, F_SEG_MAX, F_SIZE_MAX, QUEUE_REQUEST, S_OK, T_IN, T_OUT,
 };
-use platform_kvm::virtio::irq::IrqSlot;
-use platform_kvm::virtio::net::{IrqAck, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1};
-use platform_kvm::virtio::testing::{
-    le32, le64, read_mem, write_mem, Desc, MockTransport, TestHal, VIRTQ_DESC_F_WRITE,
-};
+use drivers::virtio::net::{IrqAck, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_VERSION_1};
+use drivers::virtio::testing::{le32, le64, read_mem, write_mem, Desc, MockTransport, TestHal, VIRTQ_DESC_F_WRITE};
+use libfuzzer_sys::fuzz_target;
+use libos::dev::{BlockDevice, BlockError};
 use virtio_drivers::transport::DeviceType;
 use zirvium_fuzz::{disk_byte, poll_with, Input};
 

@@ -1,4 +1,4 @@
-//! The virtio-net driver (`platform_kvm::virtio::net::VirtioNet`) against a mock device that may misbehave
+//! The virtio-net driver (`drivers::virtio::net::VirtioNet`) against a mock device that may misbehave
 //! (virtio 1.2 §2.7 split virtqueues, §5.1 network device): offered features and configuration from the
 //! fuzzer; the fuzzer interleaves honest deliveries into posted receive buffers and honest transmit
 //! completions with used-ring entries carrying hostile ids and lengths, `VIRTQ_USED_F_NO_NOTIFY` flips,
@@ -7,14 +7,14 @@
 //! while the device is honest every delivered frame arrives whole and in order.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use libos::dev::{DeviceError, NetDevice};
-use platform_kvm::virtio::irq::IrqSlot;
-use platform_kvm::virtio::net::{
+use drivers::irq::IrqSlot;
+use drivers::virtio::net::{
     header_len, IrqAck, VirtioNet, F_CSUM, F_MAC, F_MRG_RXBUF, F_MTU, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, F_STATUS,
     F_VERSION_1, QUEUE_RECEIVE, QUEUE_TRANSMIT,
 };
-use platform_kvm::virtio::testing::{write_mem, Desc, MockTransport, TestHal};
+use drivers::virtio::testing::{write_mem, Desc, MockTransport, TestHal};
+use libfuzzer_sys::fuzz_target;
+use libos::dev::{DeviceError, NetDevice};
 use std::collections::VecDeque;
 use virtio_drivers::transport::DeviceType;
 use zirvium_fuzz::Input;

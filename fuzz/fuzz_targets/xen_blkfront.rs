@@ -8,9 +8,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use libos::dev::{BlockDevice, BlockError};
-use platform_xen::blkfront::{
-    BlkRing, Blkfront, Geometry, Request, Response, Segment, OP_INDIRECT, OP_READ, RSP_OKAY, SLOT,
+use platform_xen::abi::DomId;
+use platform_xen::blkfront::wire::{
+    Request, RequestRepr, ResponseRepr, Segment, SegmentRepr, OP_INDIRECT, OP_READ, RSP_OKAY, SEGMENT_LEN, SLOT,
 };
+use platform_xen::blkfront::{BlkRing, Blkfront, Geometry};
+use platform_xen::evtchn::EvtchnPort;
 use platform_xen::gnttab::GrantTable;
 use platform_xen::ring::backend::BackRing;
 use platform_xen::shared::SharedPage;
@@ -24,16 +27,16 @@ struct Backend<'a> {
 }
 
 impl Backend<'_> {
-    fn segments(&self, req: &Request) -> Vec<Segment> {
+    fn segments(&self, req: &RequestRepr) -> Vec<SegmentRepr> {
         match req {
-            Request::Direct { segments, .. } => segments.clone(),
-            Request::Indirect { nr_segments, indirect_grefs, .. } => {
+            RequestRepr::Direct { segments, .. } => segments.clone(),
+            RequestRepr::Indirect { nr_segments, indirect_grefs, .. } => {
                 let page = self.grants.granted_page(indirect_grefs[0]).expect("indirect page granted");
                 (0..usize::from(*nr_segments))
                     .map(|i| {
-                        let mut b = [0u8; 8];
-                        page.read(i * 8, &mut b);
-                        Segment::parse(&b)
+                        let mut b = [0u8; SEGMENT_LEN];
+                        page.read(i * SEGMENT_LEN, &mut b);
+                        SegmentRepr::parse(&Segment::new_unchecked(&b[..])).expect("segment is SEGMENT_LEN bytes")
                     })
                     .collect()
             }
@@ -43,10 +46,10 @@ impl Backend<'_> {
     /// Answers every queued request as blkback would (reads fill the pages from the disk pattern).
     fn serve(&mut self) {
         while let Some(raw) = self.ring.next_request() {
-            let req = Request::parse(&raw);
+            let req = parse_request(&raw);
             let (op, wire_op, id, sector) = match &req {
-                Request::Direct { operation, id, sector, .. } => (*operation, *operation, *id, *sector),
-                Request::Indirect { indirect_op, id, sector, .. } => (*indirect_op, OP_INDIRECT, *id, *sector),
+                RequestRepr::Direct { operation, id, sector, .. } => (*operation, *operation, *id, *sector),
+                RequestRepr::Indirect { indirect_op, id, sector, .. } => (*indirect_op, OP_INDIRECT, *id, *sector),
             };
             let mut at = sector * 512;
             for s in self.segments(&req) {
@@ -60,7 +63,7 @@ impl Backend<'_> {
                 }
                 at += n as u64;
             }
-            self.ring.queue_response(&Response { id, operation: wire_op, status: RSP_OKAY }.emit());
+            self.ring.queue_response(&ResponseRepr { id, operation: wire_op, status: RSP_OKAY }.to_bytes());
         }
         self.ring.push_responses();
     }
@@ -77,16 +80,15 @@ impl Backend<'_> {
             4 => {
                 self.honest = false;
                 if let Some(raw) = self.ring.next_request() {
-                    let req = Request::parse(&raw);
-                    let id = match req {
-                        Request::Direct { id, .. } | Request::Indirect { id, .. } => id,
+                    let id = match parse_request(&raw) {
+                        RequestRepr::Direct { id, .. } | RequestRepr::Indirect { id, .. } => id,
                     };
-                    let r = Response {
+                    let r = ResponseRepr {
                         id: id ^ u64::from(input.u8() & 3) << (input.u8() % 64),
                         operation: input.u8(),
                         status: input.u16() as i16,
                     };
-                    self.ring.queue_response(&r.emit());
+                    self.ring.queue_response(&r.to_bytes());
                     self.ring.push_responses();
                 }
             }
@@ -96,6 +98,11 @@ impl Backend<'_> {
             }
         }
     }
+}
+
+/// A request slot as blkback reads it (the slot is `SLOT` bytes: parsing cannot be short).
+fn parse_request(raw: &[u8; SLOT]) -> RequestRepr {
+    RequestRepr::parse(&Request::new_unchecked(&raw[..])).expect("a whole slot")
 }
 
 /// The device model's next move: the fuzzer's choice, or honest service once the input is used up.
@@ -130,9 +137,20 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn run(grants: &'static GrantTable, geometry: Geometry, input: &mut Input<'_>) {
-    let ring = BlkRing::new(grants, 0).expect("ring");
+    let ring = BlkRing::new(grants, DomId(0)).expect("ring");
     let page = grants.granted_page(ring.gref).expect("ring page granted");
-    let dev = Blkfront::start(String::from("xen-vbd0"), 51712, geometry, ring, grants, 0, Arc::new(XenEvents), 9, None);
+    let (backend, port) = (DomId(0), EvtchnPort(9));
+    let dev = Blkfront::start(
+        String::from("xen-vbd0"),
+        51712,
+        geometry,
+        ring,
+        grants,
+        backend,
+        Arc::new(XenEvents),
+        port,
+        None,
+    );
     let mut backend = Backend { grants, ring: BackRing::new(page), honest: true };
     let sector_size = u64::from(dev.info().sector_size);
     let mut broken = false;

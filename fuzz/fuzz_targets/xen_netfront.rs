@@ -8,10 +8,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use libos::dev::{DeviceError, NetDevice};
+use platform_xen::abi::DomId;
+use platform_xen::evtchn::EvtchnPort;
 use platform_xen::gnttab::{GrantRef, GrantTable};
-use platform_xen::netfront::{
-    NetRings, Netfront, RxRequest, RxResponse, TxRequest, TxResponse, MAX_RX_PACKET, NETRXF_MORE_DATA, RX_SLOT, TX_SLOT,
+use platform_xen::netfront::wire::{
+    RxRequest, RxRequestRepr, RxResponseRepr, TxRequest, TxRequestRepr, TxResponseRepr, NETRXF_MORE_DATA, RX_SLOT,
+    TX_SLOT,
 };
+use platform_xen::netfront::{NetRings, Netfront, MAX_RX_PACKET};
 use platform_xen::ring::backend::BackRing;
 use platform_xen::shared::{SharedPage, PAGE_SIZE};
 use std::collections::VecDeque;
@@ -20,28 +24,29 @@ use zirvium_fuzz::{Input, XenEvents};
 
 fuzz_target!(|data: &[u8]| {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));
-    let rings = NetRings::new(&grants, 0).expect("rings");
-    let pairs = rings.xenstore_pairs(9);
-    let gref = |k: &str| -> GrantRef { pairs.iter().find(|(key, _)| *key == k).unwrap().1.parse().unwrap() };
+    let rings = NetRings::new(&grants, DomId(0)).expect("rings");
+    let port = EvtchnPort(9);
+    let pairs = rings.xenstore_pairs(port);
+    let gref = |k: &str| GrantRef(pairs.iter().find(|(key, _)| *key == k).unwrap().1.parse().unwrap());
     let mut tx = BackRing::<TX_SLOT>::new(grants.granted_page(gref("tx-ring-ref")).unwrap());
     let mut rx = BackRing::<RX_SLOT>::new(grants.granted_page(gref("rx-ring-ref")).unwrap());
     let Ok(mut dev) =
-        Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, Arc::new(XenEvents), 9, None)
+        Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, Arc::new(XenEvents), port, None)
     else {
         return;
     };
     let mut honest = true;
     let mut broken = false;
     let mut delivered: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut tx_requests: Vec<TxRequest> = Vec::new();
+    let mut tx_requests: Vec<TxRequestRepr> = Vec::new();
     let mut input = Input::new(data);
     while !input.is_empty() {
         match input.u8() % 10 {
             0 => {
                 // One packet of up to three fragments into posted buffers.
                 let want = 1 + input.below(3);
-                let reqs: Vec<RxRequest> =
-                    (0..want).map_while(|_| rx.next_request()).map(|raw| RxRequest::parse(&raw)).collect();
+                let reqs: Vec<RxRequestRepr> =
+                    (0..want).map_while(|_| rx.next_request()).map(|raw| rx_request(&raw)).collect();
                 let mut packet = Vec::new();
                 for (i, req) in reqs.iter().enumerate() {
                     let frag = input.chunk();
@@ -49,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
                     page.write(16, frag);
                     packet.extend_from_slice(frag);
                     let flags = if i + 1 < reqs.len() { NETRXF_MORE_DATA } else { 0 };
-                    rx.queue_response(&RxResponse { id: req.id, offset: 16, flags, status: frag.len() as i16 }.emit());
+                    rx.queue_response(
+                        &RxResponseRepr { id: req.id, offset: 16, flags, status: frag.len() as i16 }.to_bytes(),
+                    );
                 }
                 if !packet.is_empty() {
                     delivered.push_back(packet);
@@ -76,7 +83,8 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 while let Some(raw) = tx.next_request() {
-                    tx_requests.push(TxRequest::parse(&raw));
+                    let r = TxRequestRepr::parse(&TxRequest::new_unchecked(&raw[..])).expect("a whole slot");
+                    tx_requests.push(r);
                 }
                 let status = input.u8();
                 for r in tx_requests.drain(..) {
@@ -86,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         (r.id, -i16::from(status & 1))
                     };
-                    tx.queue_response(&TxResponse { id, status }.emit());
+                    tx.queue_response(&TxResponseRepr { id, status }.to_bytes());
                 }
                 tx.push_responses();
             }
@@ -120,15 +128,20 @@ fuzz_target!(|data: &[u8]| {
                 honest = false;
                 // Raw bytes into whatever RX buffer the next posted request names.
                 if let Some(raw) = rx.next_request() {
-                    let req = RxRequest::parse(&raw);
+                    let req = rx_request(&raw);
                     if let Some(page) = grants.granted_page(req.gref) {
                         let off = input.below(PAGE_SIZE);
                         let bytes = input.chunk();
                         page.write(off, &bytes[..bytes.len().min(PAGE_SIZE - off)]);
                     }
                     rx.queue_response(
-                        &RxResponse { id: req.id, offset: input.u16(), flags: input.u16(), status: input.u16() as i16 }
-                            .emit(),
+                        &RxResponseRepr {
+                            id: req.id,
+                            offset: input.u16(),
+                            flags: input.u16(),
+                            status: input.u16() as i16,
+                        }
+                        .to_bytes(),
                     );
                     rx.push_responses();
                 }
@@ -137,3 +150,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = dev.stats();
 });
+
+/// An RX request slot as netback reads it (the slot is `RX_SLOT` bytes: parsing cannot be short).
+fn rx_request(raw: &[u8; RX_SLOT]) -> RxRequestRepr {
+    RxRequestRepr::parse(&RxRequest::new_unchecked(&raw[..])).expect("a whole slot")
+}

@@ -113,7 +113,7 @@ impl Handler for FuzzApp {
 }
 
 fn context() -> Context<'static> {
-    Context { platform: "fuzz", uptime_ms: 1, connections: 1 }
+    Context { platform: "fuzz", uptime_ms: 1, connections: 1, memory: Default::default() }
 }
 
 /// A fresh handler: the demo routes in front of [`FuzzApp`], fixed context values.

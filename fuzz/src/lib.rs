@@ -135,13 +135,16 @@ pub fn disk_byte(at: u64) -> u8 {
 pub struct XenEvents;
 
 impl platform_xen::evtchn::EventChannelOps for XenEvents {
-    fn send(&self, _port: platform_xen::evtchn::Port) -> Result<(), platform_xen::abi::XenErrno> {
+    fn send(&self, _port: platform_xen::evtchn::EvtchnPort) -> Result<(), platform_xen::abi::XenErrno> {
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<platform_xen::evtchn::Port, platform_xen::abi::XenErrno> {
-        Ok(9)
+    fn alloc_unbound(
+        &self,
+        _remote: platform_xen::abi::DomId,
+    ) -> Result<platform_xen::evtchn::EvtchnPort, platform_xen::abi::XenErrno> {
+        Ok(platform_xen::evtchn::EvtchnPort(9))
     }
-    fn close(&self, _port: platform_xen::evtchn::Port) -> Result<(), platform_xen::abi::XenErrno> {
+    fn close(&self, _port: platform_xen::evtchn::EvtchnPort) -> Result<(), platform_xen::abi::XenErrno> {
         Ok(())
     }
 }

@@ -125,15 +125,34 @@ pub fn create(out: &Path, size: u64, from: Option<&Path>, force: bool) -> Result
     file.set_len(size).map_err(io(out))?;
     let mut label = *b"ZIRVIUM    ";
     label[7..].copy_from_slice(b"DATA");
+    let summary = format_fat(&file, out, size, label, from)?;
+    file.sync_all().map_err(io(out))?;
+    Ok(summary)
+}
+
+/// Formats FAT on `storage` (`size` bytes: a whole disk image or one partition of it, see
+/// [`crate::region::Region`]) with volume label `label` and the cluster size of [`cluster_bytes`], and copies
+/// `from`'s tree into it. `path` names the image in errors.
+///
+/// Errors: [`DiskError::NoSpace`] when the tree does not fit; [`DiskError::Unsupported`] for symlinks and
+/// special files; [`DiskError::Io`].
+pub fn format_fat<S: std::io::Read + std::io::Write + std::io::Seek>(
+    storage: S,
+    path: &Path,
+    size: u64,
+    label: [u8; 11],
+    from: Option<&Path>,
+) -> Result<DiskSummary, DiskError> {
+    let out = path;
     // No FAT type: the library picks the one the cluster count requires.
     let options = fatfs::FormatVolumeOptions::new().volume_label(label).bytes_per_cluster(cluster_bytes(size));
     let fat = |path: &Path| {
         let path = path.to_owned();
         move |e: fatfs::Error<std::io::Error>| DiskError::Io { path, source: e.into() }
     };
-    let mut storage = fatfs::StdIoWrapper::from(&file);
+    let mut storage = fatfs::StdIoWrapper::from(storage);
     fatfs::format_volume(&mut storage, options).map_err(fat(out))?;
-    let fs = fatfs::FileSystem::new(&file, fatfs::FsOptions::new()).map_err(fat(out))?;
+    let fs = fatfs::FileSystem::new(storage, fatfs::FsOptions::new()).map_err(fat(out))?;
     let mut summary = DiskSummary {
         size,
         fat_type: match fs.fat_type() {
@@ -158,7 +177,6 @@ pub fn create(out: &Path, size: u64, from: Option<&Path>, force: bool) -> Result
     let stats = fs.stats().map_err(fat(out))?;
     summary.free = stats.free_clusters() as u64 * stats.cluster_size() as u64;
     fs.unmount().map_err(fat(out))?;
-    file.sync_all().map_err(io(out))?;
     Ok(summary)
 }
 
@@ -170,8 +188,8 @@ fn entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, DiskError> {
     Ok(v)
 }
 
-/// Bytes of regular-file data under `dir`.
-fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
+/// Bytes of regular-file data under `dir` (for sizing a file system before making it). Errors: [`DiskError::Io`].
+pub fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
     let mut n = 0;
     for e in entries(dir)? {
         let path = e.path();

@@ -1,5 +1,6 @@
-//! The programs `images` and the tests run on the host (QEMU, `fsck.fat`, curl, wrk), the Debian bookworm
-//! packages that provide them, and installing the missing ones.
+//! The programs and files `images` and the tests use on the host (QEMU, `qemu-img`, `fsck.fat`, GRUB's images
+//! and `grub-mkimage`, OVMF, curl, wrk, gdb), the Debian bookworm packages that provide them, and installing the
+//! missing ones.
 //!
 //! [`ensure`] is the one entry point (`images run`, `images setup`, the VM test harness before its first VM): it
 //! looks for each tool on `PATH`, then in the sbin directories a non-root `PATH` lacks, and when some are missing
@@ -23,10 +24,12 @@ pub enum Suite {
     Backports,
 }
 
-/// A program run on the host and the Debian package that provides it.
+/// A program run on the host (or a file a program reads, by absolute path) and the Debian package that provides
+/// it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostTool {
-    /// The executable's file name, e.g. `fsck.fat`.
+    /// The executable's file name, e.g. `fsck.fat`, or an absolute file path such as GRUB's
+    /// `/usr/lib/grub/i386-pc/boot.img`.
     pub program: &'static str,
     /// The Debian package, e.g. `dosfstools`.
     pub package: &'static str,
@@ -60,11 +63,73 @@ pub const CURL: HostTool =
 pub const WRK: HostTool =
     HostTool { program: "wrk", package: "wrk", suite: Suite::Default, used_for: "HTTP load of the benchmarks" };
 
+/// `qemu-img`: converts the raw disk to qcow2, VHD, VHDX and VMDK, and reads images for `inspect` and `run`. From
+/// backports, to match QEMU 10.
+pub const QEMU_IMG: HostTool = HostTool {
+    program: "qemu-img",
+    package: "qemu-utils",
+    suite: Suite::Backports,
+    used_for: "converts and reads disk images",
+};
+
+/// GNU `tar` (with gzip): writes the sparse GCE image archive.
+pub const TAR: HostTool =
+    HostTool { program: "tar", package: "tar", suite: Suite::Default, used_for: "writes the GCE image archive" };
+
+/// `grub-mkimage`: builds GRUB's BIOS core image and EFI application for `images package`.
+pub const GRUB_MKIMAGE: HostTool = HostTool {
+    program: "grub-mkimage",
+    package: "grub-common",
+    suite: Suite::Default,
+    used_for: "builds the GRUB boot images",
+};
+
+/// GRUB's i386-pc (BIOS) modules, `boot.img` and `diskboot.img`.
+pub const GRUB_PC: HostTool = HostTool {
+    program: "/usr/lib/grub/i386-pc/boot.img",
+    package: "grub-pc-bin",
+    suite: Suite::Default,
+    used_for: "BIOS boot of packaged disks",
+};
+
+/// GRUB's x86_64-efi modules.
+pub const GRUB_EFI: HostTool = HostTool {
+    program: "/usr/lib/grub/x86_64-efi/multiboot2.mod",
+    package: "grub-efi-amd64-bin",
+    suite: Suite::Default,
+    used_for: "UEFI boot of packaged disks",
+};
+
+/// OVMF's code image (read-only pflash) for UEFI boots under QEMU.
+pub const OVMF_CODE: HostTool = HostTool {
+    program: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    package: "ovmf",
+    suite: Suite::Default,
+    used_for: "boots disks through UEFI",
+};
+
+/// OVMF's variable store template, copied per run (writable pflash).
+pub const OVMF_VARS: HostTool = HostTool {
+    program: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    package: "ovmf",
+    suite: Suite::Default,
+    used_for: "boots disks through UEFI",
+};
+
+/// gdb: attaches to QEMU's gdb stub (`run --gdb`); the `cargo_zirvium` test drives it in batch mode.
+pub const GDB: HostTool = HostTool {
+    program: "gdb",
+    package: "gdb",
+    suite: Suite::Default,
+    used_for: "debugs images through QEMU's gdb stub",
+};
+
 /// What `cargo test --workspace` runs on the host; the VM harness ensures these before its first VM.
-pub const TEST_TOOLS: [HostTool; 2] = [QEMU, FSCK_FAT];
+pub const TEST_TOOLS: [HostTool; 7] = [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE];
 
 /// Everything: the tests, the benchmarks and the README's examples (`images setup`, `.ci/run`).
-pub const ALL_TOOLS: [HostTool; 4] = [QEMU, FSCK_FAT, CURL, WRK];
+pub const ALL_TOOLS: [HostTool; 10] =
+    [QEMU, FSCK_FAT, QEMU_IMG, GRUB_MKIMAGE, GRUB_PC, GRUB_EFI, OVMF_CODE, CURL, WRK, GDB];
 
 /// Environment variable that, set to anything but empty or `0`, makes [`ensure`] report missing tools with the
 /// install command instead of installing them, also as root.
@@ -90,10 +155,47 @@ const LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
 const LOCK_NO_PID_STALE: Duration = Duration::from_secs(30);
 
 impl HostTool {
-    /// The executable: on `PATH`, else in `/usr/local/sbin`, `/usr/sbin`, `/sbin`; `None` when not installed.
+    /// The executable: on `PATH`, else in `/usr/local/sbin`, `/usr/sbin`, `/sbin`; for an absolute path, the
+    /// file if it exists; `None` when not installed.
     pub fn find(&self) -> Option<PathBuf> {
+        if self.program.starts_with('/') {
+            return Some(PathBuf::from(self.program)).filter(|p| p.is_file());
+        }
         find_in_path(self.program)
             .or_else(|| SBIN_DIRS.iter().map(|dir| Path::new(dir).join(self.program)).find(|p| is_executable(p)))
+    }
+
+    /// [`HostTool::find`], or an error naming the Debian package. Errors: [`MissingTool`].
+    pub fn require(&self) -> Result<PathBuf, MissingTool> {
+        self.find().ok_or(MissingTool { tool: *self })
+    }
+
+    /// The directory holding the tool's file (e.g. GRUB's module directory for [`GRUB_PC`]). Errors:
+    /// [`MissingTool`].
+    pub fn dir(&self) -> Result<PathBuf, MissingTool> {
+        let p = self.require()?;
+        Ok(p.parent().map(Path::to_owned).unwrap_or(p))
+    }
+
+    /// Runs the tool with `args` (stdin from `/dev/null`) and returns its stdout. Errors: [`ToolError`] (missing
+    /// tool naming the package, spawn failure, non-zero exit with its stderr).
+    pub fn run<I, S>(&self, args: I) -> Result<Vec<u8>, ToolError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(self.require()?);
+        cmd.args(args).stdin(Stdio::null());
+        let command = crate::shell::shell_line(&cmd);
+        let out = cmd.output().map_err(|source| ToolError::Spawn { command: command.clone(), source })?;
+        if !out.status.success() {
+            return Err(ToolError::Failed {
+                command,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(out.stdout)
     }
 
     /// A `Command` running the tool found by [`HostTool::find`], or the bare program name when it is not
@@ -107,6 +209,40 @@ impl HostTool {
         let from = if self.suite == Suite::Backports { format!(" from {BACKPORTS}") } else { String::new() };
         format!("{} (Debian package {}{from}: {})", self.program, self.package, self.used_for)
     }
+}
+
+/// A host tool or file is missing; the message names the Debian package and the one command that installs it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} not found: install it with `{}`", tool.describe(), install_command(&[*tool], is_root()))]
+pub struct MissingTool {
+    /// The tool.
+    pub tool: HostTool,
+}
+
+/// A host tool could not be run or exited unsuccessfully.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The tool is not installed; the message names the package.
+    #[error(transparent)]
+    Missing(#[from] MissingTool),
+    /// Starting it failed.
+    #[error("could not run `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// It ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// Its stderr, trimmed.
+        stderr: String,
+    },
 }
 
 /// Finds `name` as an executable file in a directory of `PATH`.
@@ -352,7 +488,7 @@ pub struct InstallLock {
 }
 
 impl InstallLock {
-    /// Takes the lock at `path`, waiting up to [`LOCK_WAIT`] for a live holder (said once through `progress`).
+    /// Takes the lock at `path`, waiting up to `LOCK_WAIT` (20 min) for a live holder (said once through `progress`).
     /// Errors: the file cannot be created or read, or the holder kept it too long.
     pub fn acquire(path: &Path, progress: &mut dyn FnMut(&str)) -> Result<InstallLock, HostToolsError> {
         let lock_err = |source| HostToolsError::Lock { path: path.to_path_buf(), source };
@@ -457,7 +593,7 @@ mod tests {
     fn nothing_to_do_when_installed() {
         let mut host = FakeHost::new(&["qemu-system-x86_64", "fsck.fat"]);
         host.cannot = Some("this process is not root");
-        let (result, said) = ensure_fake(&mut host, &TEST_TOOLS);
+        let (result, said) = ensure_fake(&mut host, &[QEMU, FSCK_FAT]);
         assert!(result.is_ok());
         assert!(said.is_empty() && host.steps.is_empty());
     }
@@ -467,7 +603,7 @@ mod tests {
         let mut host = FakeHost::new(&["qemu-system-x86_64"]);
         host.root = false;
         host.cannot = Some("this process is not root");
-        let (result, _) = ensure_fake(&mut host, &TEST_TOOLS);
+        let (result, _) = ensure_fake(&mut host, &[QEMU, FSCK_FAT]);
         let err = result.unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -506,7 +642,7 @@ mod tests {
     #[test]
     fn root_installs_what_is_missing() {
         let mut host = FakeHost::new(&["fsck.fat"]);
-        let (result, said) = ensure_fake(&mut host, &TEST_TOOLS);
+        let (result, said) = ensure_fake(&mut host, &[QEMU, FSCK_FAT]);
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(host.steps, install_steps(&[QEMU]));
         assert!(

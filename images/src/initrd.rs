@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::project::App;
+
 /// Failures of [`pack`].
 #[derive(Debug, thiserror::Error)]
 pub enum InitrdError {
@@ -40,6 +42,20 @@ pub struct InitrdSummary {
     pub bytes: u64,
 }
 
+/// The initrd archive for `app`: `given` as is when it is a file; packed to [`app_archive`] when it is a
+/// directory; else the app's own `initrd/` directory (next to its Cargo.toml), packed, when it exists; else none.
+/// Errors: packing ([`pack`]).
+pub fn for_app(app: &App, given: Option<&Path>) -> Result<Option<PathBuf>, InitrdError> {
+    let own = app.initrd_dir();
+    let dir = match given {
+        Some(p) if !p.is_dir() => return Ok(Some(p.to_owned())),
+        Some(p) => p.to_owned(),
+        None if own.is_dir() => own,
+        None => return Ok(None),
+    };
+    pack_for_app(app, &dir).map(|(archive, _)| Some(archive))
+}
+
 /// Packs the tree under `dir` into the ustar archive `out` (entry names relative to `dir`, directories with
 /// a trailing `/`). Errors: [`InitrdError`].
 pub fn pack(dir: &Path, out: &Path) -> Result<InitrdSummary, InitrdError> {
@@ -63,13 +79,13 @@ pub fn pack(dir: &Path, out: &Path) -> Result<InitrdSummary, InitrdError> {
     Ok(summary)
 }
 
-/// Where an app's packed initrd goes: `target/initrd/APP.tar`.
-pub fn app_archive(app: &str) -> PathBuf {
-    crate::cargo::target_dir().join("initrd").join(format!("{app}.tar"))
+/// Where an app's packed initrd goes: `initrd/BIN.tar` in the app's target directory.
+pub fn app_archive(app: &App) -> PathBuf {
+    app.target_dir.join("initrd").join(format!("{}.tar", app.bin))
 }
 
 /// Packs `dir` into [`app_archive`]`(app)` and returns the archive's path and what went in. Errors: [`pack`]'s.
-pub fn pack_for_app(app: &str, dir: &Path) -> Result<(PathBuf, InitrdSummary), InitrdError> {
+pub fn pack_for_app(app: &App, dir: &Path) -> Result<(PathBuf, InitrdSummary), InitrdError> {
     let out = app_archive(app);
     let summary = pack(dir, &out)?;
     Ok((out, summary))

@@ -22,6 +22,12 @@ pub fn shell_quote(word: &OsStr) -> String {
     }
 }
 
+/// `text` on one line, for error messages that must stay one line: its lines trimmed, empty ones dropped, joined
+/// with a space (`missing x; install with:\n  apt-get ...` → `missing x; install with: apt-get ...`).
+pub fn one_line(text: &str) -> String {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +37,13 @@ mod tests {
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-M", "microvm,acpi=off", "-append", "-- a it's", ""]);
         assert_eq!(shell_line(&cmd), r"qemu-system-x86_64 -M microvm,acpi=off -append '-- a it'\''s' ''");
+    }
+
+    #[test]
+    fn one_line_joins_lines() {
+        assert_eq!(
+            one_line("missing x; install with:\n  apt-get install x\n"),
+            "missing x; install with: apt-get install x"
+        );
     }
 }

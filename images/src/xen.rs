@@ -137,7 +137,7 @@ pub enum Error {
     Host(#[from] HostError),
     /// Writing dom0's initramfs failed.
     #[error("dom0 initramfs: {0}")]
-    Dom0(#[from] dom0::Dom0Error),
+    Dom0(#[from] crate::initramfs::ArchiveError),
     /// The xl config cannot be written.
     #[error(transparent)]
     Xl(#[from] XlError),
@@ -166,6 +166,7 @@ impl Error {
             | Error::Path(_)
             | Error::Host(_)
             | Error::HostTools(_) => 2,
+            Error::Build(e) if e.is_usage() => 2,
             Error::Build(_) | Error::Initrd(_) => 1,
             Error::Spawn { .. } | Error::Dom0(_) | Error::Io { .. } => crate::exit::QEMU_FAILED_EXIT,
         }
@@ -223,7 +224,7 @@ pub fn prepare_nested(
     // Check the paths before writing tens of MB.
     nested::qemu_args(&options)?;
     let run = NestedRun { options, name: domu.name(), config };
-    dom0::write_initrd(&host.base_initrd, &dom0::run_archive(&files), &initrd)?;
+    crate::initramfs::write_initrd(&[&host.base_initrd], &dom0::run_archive(&files), &initrd)?;
     Ok(run)
 }
 

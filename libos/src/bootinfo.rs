@@ -1,10 +1,16 @@
-//! `BootInfo`: what every boot protocol (PVH today; Multiboot2 and the Hermit entry later) tells the
+//! `BootInfo`: what every boot protocol (PVH and Multiboot2 today; the Hermit entry later) tells the
 //! kernel, normalised into one shape. Parsing is pure and host-testable.
 //!
 //! Source for PVH: Xen `xen/include/public/arch-x86/hvm/start_info.h` (struct `hvm_start_info`,
-//! `hvm_memmap_table_entry`, `hvm_modlist_entry`), read through the `pvh` crate's types.
+//! `hvm_memmap_table_entry`, `hvm_modlist_entry`), read through the `pvh` crate's types. Multiboot2: see
+//! [`multiboot2`].
+#![allow(unsafe_code)]
 
 use core::fmt;
+
+pub mod multiboot2;
+
+pub use multiboot2::Multiboot2Error;
 
 /// Most memory-map entries kept; QEMU gives 3–6, Xen a handful. Extra entries are an error.
 pub const MAX_REGIONS: usize = 64;
@@ -85,7 +91,55 @@ impl Module {
 pub enum BootProtocol {
     /// Xen PVH direct boot (QEMU `-kernel`, Xen, Firecracker, cloud-hypervisor). `start_info` is the
     /// physical address of `hvm_start_info`; `version` its version field (0 or 1).
-    Pvh { start_info: u64, version: u32 },
+    Pvh {
+        /// Physical address of `hvm_start_info` (EBX at entry).
+        start_info: u64,
+        /// `hvm_start_info.version` (0 or 1).
+        version: u32,
+    },
+    /// Multiboot2 (GRUB from a disk, through BIOS or UEFI firmware). `mbi` is the physical address of the boot
+    /// information, `mbi_len` its `total_size` (bytes); `firmware` what started the loader.
+    Multiboot2 {
+        /// Physical address of the boot information (EBX at entry).
+        mbi: u64,
+        /// The boot information's `total_size` (bytes).
+        mbi_len: u32,
+        /// What started the loader.
+        firmware: Firmware,
+    },
+}
+
+/// The firmware that ran the boot loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    /// PC BIOS (SeaBIOS; Hyper-V Gen1, GCE and AWS BIOS boot).
+    Bios,
+    /// UEFI (OVMF; Hyper-V Gen2): the loader passed EFI tags and exited boot services before the kernel ran.
+    Uefi,
+}
+
+impl fmt::Display for Firmware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bios => "BIOS",
+            Self::Uefi => "UEFI",
+        })
+    }
+}
+
+/// How the image was entered, for the first boot log line: `PVH`, `Multiboot2 (GRUB 2.06-13+deb12u2, UEFI)`.
+pub struct Entry<'a>(&'a BootInfo);
+
+impl fmt::Display for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.protocol {
+            BootProtocol::Pvh { .. } => f.write_str("PVH"),
+            BootProtocol::Multiboot2 { firmware, .. } => match self.0.loader {
+                Some(name) => write!(f, "Multiboot2 ({name}, {firmware})"),
+                None => write!(f, "Multiboot2 ({firmware})"),
+            },
+        }
+    }
 }
 
 /// Everything the boot protocol told us.
@@ -99,8 +153,11 @@ pub struct BootInfo {
     module_count: usize,
     /// Kernel command line (UTF-8; empty when none was given).
     pub cmdline: &'static str,
-    /// Physical address of the ACPI RSDP, when the loader gave one.
+    /// Physical address of the ACPI RSDP, when the loader gave one (for Multiboot2: of the copy inside the
+    /// boot information's ACPI tag).
     pub rsdp: Option<u64>,
+    /// The boot loader's name (Multiboot2 tag 2, e.g. `GRUB 2.06-13+deb12u2`), when it gave one.
+    pub loader: Option<&'static str>,
 }
 
 /// Why a boot structure was refused.
@@ -114,8 +171,10 @@ pub enum BootInfoError {
     TooManyModules(usize),
     /// A version-0 start info has no memory map and no E820 fallback here.
     NoMemoryMap,
-    /// The command line is not UTF-8.
+    /// The command line (or a module or loader string) is not UTF-8.
     CmdlineNotUtf8,
+    /// The Multiboot2 boot information is malformed.
+    Multiboot2(Multiboot2Error),
 }
 
 impl fmt::Display for BootInfoError {
@@ -126,6 +185,7 @@ impl fmt::Display for BootInfoError {
             Self::TooManyModules(n) => write!(f, "{n} boot modules, at most {MAX_MODULES} are supported"),
             Self::NoMemoryMap => write!(f, "the loader gave no memory map (hvm_start_info version 0)"),
             Self::CmdlineNotUtf8 => write!(f, "the kernel command line is not UTF-8"),
+            Self::Multiboot2(e) => write!(f, "Multiboot2 boot information: {e}"),
         }
     }
 }
@@ -144,6 +204,7 @@ impl BootInfo {
             module_count: 0,
             cmdline: "",
             rsdp: None,
+            loader: None,
         }
     }
 
@@ -155,6 +216,18 @@ impl BootInfo {
         self.regions[self.region_count] = r;
         self.region_count += 1;
         Ok(())
+    }
+
+    /// Appends a memory-map range, extending the last one instead when `r` starts where it ends and has its kind
+    /// (UEFI maps split RAM into many descriptors). Errors: [`BootInfoError::TooManyRegions`].
+    pub fn push_region_merged(&mut self, r: MemoryRegion) -> Result<(), BootInfoError> {
+        if let Some(last) = self.regions[..self.region_count].last_mut() {
+            if last.kind == r.kind && last.end() == r.start {
+                last.len = last.len.saturating_add(r.len);
+                return Ok(());
+            }
+        }
+        self.push_region(r)
     }
 
     /// Appends a module. Errors: [`BootInfoError::TooManyModules`].
@@ -175,6 +248,21 @@ impl BootInfo {
     /// The boot modules, in loader order.
     pub fn modules(&self) -> &[Module] {
         &self.modules[..self.module_count]
+    }
+
+    /// The entry used, for logs: `PVH` or `Multiboot2 (LOADER, BIOS|UEFI)`.
+    pub fn entry(&self) -> Entry<'_> {
+        Entry(self)
+    }
+
+    /// The physical range `[start, end)` (bytes) of the loader's own structure that the command line, module
+    /// strings and RSDP copy point into, which must stay untouched (Multiboot2's boot information); `None` for
+    /// PVH, whose strings are reserved one by one.
+    pub fn loader_data(&self) -> Option<(u64, u64)> {
+        match self.protocol {
+            BootProtocol::Pvh { .. } => None,
+            BootProtocol::Multiboot2 { mbi, mbi_len, .. } => Some((mbi, mbi + u64::from(mbi_len))),
+        }
     }
 
     /// Total usable RAM (bytes), saturating at `u64::MAX` (a loader's map may list absurd or overlapping regions).

@@ -22,7 +22,14 @@ pub enum CmdlineError {
     /// A kernel token that is not `key=value`.
     NotKeyValue(&'static str),
     /// A value that does not parse.
-    BadValue { key: &'static str, value: &'static str, expected: &'static str },
+    BadValue {
+        /// The option's key, e.g. `loglevel`.
+        key: &'static str,
+        /// The value as given on the command line.
+        value: &'static str,
+        /// What the key accepts, e.g. "off|error|warn|info|debug|trace".
+        expected: &'static str,
+    },
     /// A `"` without its closing partner.
     UnterminatedQuote,
 }

@@ -3,23 +3,30 @@
 //! timestamp, and `print!`/`println!` serve apps.
 //! Source: `log` crate facade; 16550 UART through the `uart_16550` crate (PC COM1 at I/O port 0x3F8); Xen
 //! `xen/arch/x86/hvm/hvm.c` (`hvm_print_line`: HVM/PVH guests' writes to port 0xE9, logged per line as `(dN)`).
+#![allow(unsafe_code)]
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 /// A console sink: receives text as it is printed.
 pub type Sink = fn(&str);
 
 const MAX_SINKS: usize = 4;
-static SINKS: [AtomicUsize; MAX_SINKS] = [const { AtomicUsize::new(0) }; MAX_SINKS];
+/// Set once each, lock-free to read (a panic may print while a sink is being added).
+static SINKS: [spin::Once<Sink>; MAX_SINKS] = [const { spin::Once::new() }; MAX_SINKS];
 static LOCK: Mutex<()> = Mutex::new(());
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
 /// Adds a sink (at most 4; further ones are ignored and reported with `false`).
 pub fn add_sink(sink: Sink) -> bool {
-    for s in &SINKS {
-        if s.compare_exchange(0, sink as usize, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+    for slot in &SINKS {
+        let mut taken = false;
+        slot.call_once(|| {
+            taken = true;
+            sink
+        });
+        if taken {
             return true;
         }
     }
@@ -27,13 +34,8 @@ pub fn add_sink(sink: Sink) -> bool {
 }
 
 fn emit(s: &str) {
-    for slot in &SINKS {
-        let p = slot.load(Ordering::Acquire);
-        if p != 0 {
-            // SAFETY: only `add_sink` stores into SINKS, always a valid `Sink` fn pointer.
-            let f: Sink = unsafe { core::mem::transmute::<usize, Sink>(p) };
-            f(s);
-        }
+    for f in SINKS.iter().filter_map(spin::Once::get) {
+        f(s);
     }
 }
 

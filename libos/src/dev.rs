@@ -1,5 +1,5 @@
-//! Device traits that platforms implement and `net`/`fs` consume without knowing the platform, and the
-//! registry platforms fill at boot. A NIC is a [`NetDevice`] whether it is virtio-net (virtio 1.2 §5.1),
+//! Device traits that drivers (the `drivers` crate's and the platforms') implement and `net`/`fs` consume
+//! without knowing the platform, and the registry drivers fill at boot. A NIC is a [`NetDevice`] whether it is virtio-net (virtio 1.2 §5.1),
 //! Xen netfront (`xen/include/public/io/netif.h`) or Hyper-V netvsc (NVSP + RNDIS); a disk is a [`BlockDevice`]
 //! whether it is virtio-blk (virtio 1.2 §5.2), Xen blkfront (`xen/include/public/io/blkif.h`) or Hyper-V storvsc.
 
@@ -17,14 +17,34 @@ use spin::Mutex;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceError {
     /// No free slot in the transmit ring right now; retry after a completion wakes the waker.
-    Busy { device: String },
+    Busy {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+    },
     /// The frame does not fit the device's buffers (bytes).
-    TooLarge { device: String, len: usize, max: usize },
+    TooLarge {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Frame length asked for (bytes).
+        len: usize,
+        /// Largest frame the device's buffers hold (bytes).
+        max: usize,
+    },
     /// The device or its backend broke the protocol (a bad ring index, length or status); the device is
     /// unusable from here on.
-    Protocol { device: String, detail: String },
+    Protocol {
+        /// Device name, e.g. "netvsc@vmbus:14".
+        device: String,
+        /// What was wrong, with the offending value.
+        detail: String,
+    },
     /// The device reported an I/O error.
-    Io { device: String, detail: String },
+    Io {
+        /// Device name, e.g. "xen-vif0".
+        device: String,
+        /// The device's error, as it reported it.
+        detail: String,
+    },
 }
 
 impl fmt::Display for DeviceError {
@@ -111,18 +131,54 @@ pub trait NetDevice: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlockError {
     /// The request reaches past the end of the device: `count` sectors from `sector`, capacity in sectors.
-    OutOfRange { device: String, sector: u64, count: u64, capacity: u64 },
+    OutOfRange {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// First sector of the request (units of the device's `sector_size`).
+        sector: u64,
+        /// Sectors in the request.
+        count: u64,
+        /// Device capacity (sectors).
+        capacity: u64,
+    },
     /// The buffer length (bytes) is not a non-zero multiple of the sector size.
-    Misaligned { device: String, len: usize, sector_size: u32 },
+    Misaligned {
+        /// Device name, e.g. "virtio-blk@pci:00:04.0".
+        device: String,
+        /// Buffer length (bytes).
+        len: usize,
+        /// The device's logical sector size (bytes).
+        sector_size: u32,
+    },
     /// The device is read-only (virtio `VIRTIO_BLK_F_RO`, a read-only Xen vbd, ...).
-    ReadOnly { device: String },
+    ReadOnly {
+        /// Device name, e.g. "xen-vbd51712".
+        device: String,
+    },
     /// The device completed the request with an error status (virtio `VIRTIO_BLK_S_IOERR`, blkif
     /// `BLKIF_RSP_ERROR`, a SCSI check condition).
-    Io { device: String, sector: u64, detail: String },
+    Io {
+        /// Device name, e.g. "storvsc@vmbus:15".
+        device: String,
+        /// First sector of the failed request (units of the device's `sector_size`).
+        sector: u64,
+        /// The device's status, e.g. "backend status -1" or the SCSI sense data.
+        detail: String,
+    },
     /// The device does not support the request (e.g. a discard).
-    Unsupported { device: String, what: &'static str },
+    Unsupported {
+        /// Device name, e.g. "virtio-blk@mmio:0xfeb00000".
+        device: String,
+        /// The request kind, e.g. "discard" or "flush".
+        what: &'static str,
+    },
     /// The device or its backend broke the protocol (bad ring index, id or length); the device is unusable.
-    Protocol { device: String, detail: String },
+    Protocol {
+        /// Device name, e.g. "xen-vbd51712".
+        device: String,
+        /// What was wrong, with the offending index, id or length.
+        detail: String,
+    },
 }
 
 impl fmt::Display for BlockError {

@@ -1,14 +1,16 @@
 //! Zirvium's core: boot (PVH entry), memory (frames, page tables, `talc` heap, DMA), CPU (GDT/TSS, IDT with
 //! exception dumps, LAPIC/IOAPIC), clocks, console/log, the async executor, device traits, hypervisor
-//! detection and the platform interface. Apps use it through the `zirvium` crate.
+//! detection and the platform interface, ACPI tables and PCI (enumeration, BARs, MSI/MSI-X, the driver table).
+//! Apps use it through the `zirvium` crate.
 //!
 //! Hardware code is built only for the bare target (`target_os = "none"`); everything else — boot-info and
-//! command-line parsing, CPUID decoding, clock math, frame accounting — also builds and is unit-tested on
-//! the host.
+//! command-line parsing, CPUID decoding, clock math, frame accounting, ACPI and PCI decoding — also builds and
+//! is unit-tested on the host.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
+pub mod acpi;
 #[cfg(target_os = "none")]
 pub mod arch;
 pub mod bootinfo;
@@ -19,6 +21,7 @@ pub mod hypervisor;
 pub mod irq;
 pub mod mem;
 pub mod panic;
+pub mod pci;
 pub mod platform;
 pub mod shutdown;
 #[cfg(target_os = "none")]

@@ -1,5 +1,6 @@
 //! Panics print `panic at FILE:LINE:COL: MESSAGE` and a frame-pointer backtrace on the console, then end the
 //! VM with [`crate::EXIT_PANIC`]. Images are built with frame pointers (`-C force-frame-pointers=yes`).
+#![allow(unsafe_code)]
 
 /// Prints `rbp`-chain return addresses, numbered from `first`, at most 32, stopping at a null, misaligned or
 /// non-increasing frame pointer (so a corrupt chain cannot loop or fault).

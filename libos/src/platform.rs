@@ -35,7 +35,7 @@ pub struct Fit {
 /// What [`Platform::init`] brought up, for the boot log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Brought {
-    /// Features in use, e.g. `["kvmclock", "virtio-mmio"]`.
+    /// Features in use, e.g. `["kvmclock"]` (the boot code appends the shared drivers', e.g. "virtio-mmio").
     pub features: alloc::vec::Vec<String>,
 }
 
@@ -45,7 +45,9 @@ pub trait Platform: Sync {
     fn name(&self) -> &'static str;
     /// Whether (and how well) this platform fits, from CPUID detection and boot hints; `None` = not at all.
     fn probe(&self, detection: &Detection, boot: &BootInfo) -> Option<Fit>;
-    /// Brings up the clock, interrupts and devices; registers devices with [`crate::dev`].
+    /// Brings up the clock, interrupts and the hypervisor's own devices (Xen's netfront, Hyper-V's VMBus
+    /// devices); registers devices with [`crate::dev`]. Devices any platform may have (virtio-mmio, PCI) are
+    /// started by the boot code after this.
     fn init(&self, detection: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError>;
 }
 

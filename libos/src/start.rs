@@ -1,9 +1,13 @@
-//! The boot sequence after the PVH stub: console, boot info, memory, CPU tables, command line, log, LAPIC;
+//! The boot sequence after the entry stub (PVH or Multiboot2): console, boot info, memory, CPU tables, command
+//! line, log, LAPIC;
 //! then the `zirvium` crate's `__zirvium_start` picks the platform and runs the app. Also the TSC clock used
 //! when no paravirtual clock exists, the boot timeline (TSC stamps), and timer arming for the executor.
+#![allow(unsafe_code)]
 
-use crate::arch::x86_64::{apic, boot::BOOT_TSC_ENTRY, cpu, gdt, idt, pit};
-use crate::bootinfo::{BootInfo, PvhStartInfo};
+use crate::arch::x86_64::boot::{BOOT_ENTRY_EAX, BOOT_TSC_ENTRY, ENTRY_MULTIBOOT2, ENTRY_PVH};
+use crate::arch::x86_64::{apic, cpu, gdt, idt, pit};
+use crate::bootinfo::multiboot2::{self, Multiboot2Error};
+use crate::bootinfo::{BootInfo, BootInfoError, PvhStartInfo};
 use crate::cmdline::Cmdline;
 use crate::mem::{self, paging, FrameAllocator, FreeRanges};
 use alloc::vec::Vec;
@@ -183,18 +187,54 @@ fn read_start_info(paddr: u32) -> BootInfo {
     BootInfo::from_pvh(&si).unwrap_or_else(|e| boot_error("hvm_start_info", &e))
 }
 
+/// Reads the Multiboot2 boot information at `paddr` (Multiboot2 spec §3.6) after checking the entry's `eax`.
+fn read_multiboot2(paddr: u32) -> BootInfo {
+    // SAFETY: written once by the entry stub before any Rust code ran.
+    let magic = unsafe { core::ptr::read_volatile(&raw const BOOT_ENTRY_EAX) };
+    let fail = |e: Multiboot2Error| boot_error("Multiboot2", &BootInfoError::Multiboot2(e));
+    if magic != multiboot2::BOOTLOADER_MAGIC {
+        fail(Multiboot2Error::BadMagic(magic));
+    }
+    if paddr == 0 || !paddr.is_multiple_of(8) {
+        fail(Multiboot2Error::BadAddress(paddr.into()));
+    }
+    // SAFETY: §3.3: `ebx` holds the physical address of the boot information, below 4 GiB and identity mapped
+    // by the boot stub; `total_size` is its first field.
+    let total_size = unsafe { core::ptr::read_volatile(paddr as usize as *const u32) };
+    if !(16..=multiboot2::MAX_MBI_LEN).contains(&total_size) {
+        fail(Multiboot2Error::BadTotalSize { total_size, available: total_size as usize });
+    }
+    // SAFETY: the loader wrote `total_size` bytes there and hands them to the kernel; the range is reserved from
+    // the frame allocator below (`BootInfo::loader_data`), and this is the only reference ever made to it (the
+    // parser rewrites GRUB's command-line escapes in place, then keeps shared references), so it stays valid
+    // and unaliased for the life of the VM.
+    let mbi = unsafe { core::slice::from_raw_parts_mut(paddr as usize as *mut u8, total_size as usize) };
+    BootInfo::from_multiboot2(mbi, paddr.into()).unwrap_or_else(|e| boot_error("Multiboot2", &e))
+}
+
+/// Rust entry from `arch::x86_64::boot`: `info_paddr` is `ebx` at the entry (`hvm_start_info` for PVH, the
+/// Multiboot2 boot information), `entry` which entry ran ([`ENTRY_PVH`] or [`ENTRY_MULTIBOOT2`]).
 #[no_mangle]
-extern "C" fn libos_boot_main(start_info: u32) -> ! {
+extern "C" fn libos_boot_main(info_paddr: u32, entry: u32) -> ! {
     stamp(1);
     crate::console::serial::init();
-    let boot = BOOT_INFO.call_once(|| read_start_info(start_info));
+    let boot = BOOT_INFO.call_once(|| match entry {
+        ENTRY_PVH => read_start_info(info_paddr),
+        ENTRY_MULTIBOOT2 => read_multiboot2(info_paddr),
+        other => boot_error("entry", &format_args!("unknown entry kind {other}")),
+    });
 
-    // Memory: everything the loader gave us that is not the image, a module or the command line.
+    // Memory: everything the loader gave us that is not the image, a module, the command line or the loader's
+    // boot information (which the command line, module strings and the RSDP copy point into).
     let img = paging::image_layout();
-    let mut res = [(0u64, 0u64); 2 + crate::bootinfo::MAX_MODULES];
+    let mut res = [(0u64, 0u64); 3 + crate::bootinfo::MAX_MODULES];
     let mut r = 0;
     res[r] = (img.text_start, img.end);
     r += 1;
+    if let Some(range) = boot.loader_data() {
+        res[r] = range;
+        r += 1;
+    }
     if !boot.cmdline.is_empty() {
         let p = boot.cmdline.as_ptr() as u64;
         res[r] = (p, p + boot.cmdline.len() as u64 + 1);
@@ -228,8 +268,9 @@ extern "C" fn libos_boot_main(start_info: u32) -> ! {
     let apic = apic::init();
     idt::register(apic::TIMER_VECTOR, |_| {});
     log::info!(
-        "Zirvium {} booted via PVH: {} MiB RAM, heap {} KiB, image {} KiB, {} APIC (id {}), timer {}",
+        "Zirvium {} booted via {}: {} MiB RAM, heap {} KiB, image {} KiB, {} APIC (id {}), timer {}",
         env!("CARGO_PKG_VERSION"),
+        boot.entry(),
         boot.ram_bytes() >> 20,
         heap_bytes >> 10,
         (img.end - img.text_start) >> 10,

@@ -11,6 +11,7 @@
 //! view's `check_len` rules out before any accessor runs.
 #![forbid(unsafe_code)]
 
+use core::fmt;
 use core::ops::{Range, RangeFrom};
 
 /// A fixed field: its byte range within the structure.
@@ -112,6 +113,59 @@ pub fn get_u64(b: &[u8], at: usize) -> Option<u64> {
     (end <= b.len()).then(|| read_u64(b, at..end))
 }
 
+/// A GUID in its 16-byte wire form: RFC 4122's fields with the first three little-endian — the Microsoft layout
+/// VMBus (`guid_t`) and UEFI (Specification 2.10 Appendix A; GPT type and partition GUIDs) use.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Guid(pub [u8; 16]);
+
+impl Guid {
+    /// Builds the wire form of `{d1-d2-d3-d4[0..2]-d4[2..8]}` (`GUID_INIT`: `d1`, `d2`, `d3` little-endian).
+    pub const fn new(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
+        let a = d1.to_le_bytes();
+        let b = d2.to_le_bytes();
+        let c = d3.to_le_bytes();
+        Self([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7]])
+    }
+
+    /// The wire bytes.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Guid {
+    /// Lower-case registry form, e.g. `f8615163-df3e-46c5-913f-f2d2f965ed0e`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.0;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            u16::from_le_bytes([b[4], b[5]]),
+            u16::from_le_bytes([b[6], b[7]]),
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15]
+        )
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{{self}}}")
+    }
+}
+
+/// The 16 bytes of `f` as a [`Guid`]; `f` must be 16 bytes long and inside `b`.
+pub fn read_guid(b: &[u8], f: Field) -> Guid {
+    Guid(array(b, f))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +189,19 @@ mod tests {
         assert_eq!(read_u16_be(&b, 4..6), 0x0102);
         write_u64_be(&mut b, 8..16, 7);
         assert_eq!(read_u64_be(&b, 8..16), 7);
+    }
+
+    #[test]
+    fn guid_wire_order_and_text() {
+        let g = Guid::new(0xc12a_7328, 0xf81f, 0x11d2, [0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b]);
+        assert_eq!(&g.bytes()[..8], &[0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11]);
+        assert_eq!(
+            alloc::format!("{g} {g:?}"),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b {c12a7328-f81f-11d2-ba4b-00a0c93ec93b}"
+        );
+        let mut b = [0u8; 20];
+        b[2..18].copy_from_slice(g.bytes());
+        assert_eq!(read_guid(&b, 2..18), g);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Bringing up VMBus and its devices, the same sequence on a real host and against the `hyperv` test peer:
-//! SynIC and InitiateContact, the offers (waiting a little for a late NIC offer), then one driver per offered
-//! device class: netvsc, storvsc, and the heartbeat, shutdown, time sync and KVP integration services.
+//! SynIC and InitiateContact, the offers (waiting a little for a late NIC offer), then one
+//! driver per offered device class: netvsc, storvsc, the heartbeat, shutdown, time sync and KVP integration
+//! services, and Dynamic Memory (its channel opened here, its handshake by the platform with the kernel's balloon).
 //! Source: Linux `drivers/hv/vmbus_drv.c` (`vmbus_bus_init`) and the per-device probe functions.
 
 use crate::hv::{Enlightenments, HwAccess};
@@ -27,8 +28,8 @@ pub struct Config {
     pub netvsc: netvsc::Config,
     /// storvsc settings.
     pub storvsc: storvsc::Config,
-    /// How long to wait for a NIC offer that did not come before AllOffersDelivered (hosts often offer the
-    /// synthetic NIC late).
+    /// How long to wait for a NIC offer that did not come before AllOffersDelivered (Hyper-V hosts often offer
+    /// the synthetic NIC late); zero where no synthetic NIC can come (QEMU's VMBus server has none).
     pub late_nic_wait: Duration,
     /// Pages of each integration service ring (control page included); KVP messages are 7.5 KiB.
     pub ic_ring_pages: usize,
@@ -56,6 +57,8 @@ pub struct Devices {
     pub disks: Vec<Arc<Storvsc>>,
     /// Integration service channels, opened; run each with [`ic::run`].
     pub ics: Vec<(Service, Channel)>,
+    /// The Dynamic Memory channel, opened (run [`crate::dm::DynamicMemory::connect`] on it).
+    pub dm: Option<Channel>,
     /// One entry per thing brought up, for the boot log.
     pub features: Vec<String>,
 }
@@ -73,7 +76,7 @@ pub async fn bring_up(
     let bus = Vmbus::new(hw, dma, en, line, vector, cfg.vmbus.clone())?;
     let v = bus.connect().await?;
     let mut offers = bus.request_offers().await?;
-    if !offers.iter().any(|o| o.if_type == guid::NIC) {
+    if !cfg.late_nic_wait.is_zero() && !offers.iter().any(|o| o.if_type == guid::NIC) {
         if let Some(o) = bus.wait_for_offer(guid::NIC, cfg.late_nic_wait).await {
             log::info!("vmbus: NIC offered after AllOffersDelivered (relid {})", o.child_relid);
             offers.push(o);
@@ -83,6 +86,7 @@ pub async fn bring_up(
     let mut nics = Vec::new();
     let mut disks = Vec::new();
     let mut ics = Vec::new();
+    let mut dm = None;
     for o in &offers {
         if o.sub_channel_index != 0 {
             continue;
@@ -102,6 +106,10 @@ pub async fn bring_up(
                 }
                 Err(e) => log::error!("vmbus: SCSI controller (relid {}) not started: {e}", o.child_relid),
             },
+            guid::DYNAMIC_MEMORY => match bus.open_channel(o, crate::dm::RING_PAGES, crate::dm::RING_PAGES).await {
+                Ok(ch) => dm = Some(ch),
+                Err(e) => log::error!("vmbus: dynamic memory (relid {}) not started: {e}", o.child_relid),
+            },
             class => match Service::from_class(&class) {
                 Some(s) => match bus.open_channel(o, cfg.ic_ring_pages, cfg.ic_ring_pages).await {
                     Ok(ch) => ics.push((s, ch)),
@@ -117,7 +125,7 @@ pub async fn bring_up(
         let names: Vec<&str> = ics.iter().map(|(s, _)| s.name()).collect();
         features.push(format!("ICs: {}", names.join(", ")));
     }
-    Ok(Devices { bus, nics, disks, ics, features })
+    Ok(Devices { bus, nics, disks, ics, dm, features })
 }
 
 /// Spawns the tasks that keep the bus and the integration services going.

@@ -1,8 +1,7 @@
 //! The bare-metal edge of the Hyper-V platform, the only `unsafe` in the crate: MSR access, hypercalls through the
 //! hypercall page (TLFS §3.13: the hypervisor overlays a guest page with a `vmcall` stub; x64 convention RCX =
-//! control, RDX = input GPA or fast input, R8 = output GPA, result in RAX), shared pages from libos's identity-
-//! mapped DMA heap, and a PCI scan for virtio functions (PCI Local Bus 3.0 §3.2.2.3.2, configuration mechanism #1)
-//! used to choose between KVM and Hyper-V when both signatures are present.
+//! control, RDX = input GPA or fast input, R8 = output GPA, result in RAX), and shared pages from libos's
+//! identity-mapped DMA heap.
 #![allow(unsafe_code)]
 
 use crate::hv::HwAccess;
@@ -141,21 +140,4 @@ impl Dma for NativeDma {
         let base = r.leak().as_ptr() as usize;
         Ok(Region::new(Arc::new(DmaPages { base, len })))
     }
-}
-
-/// PCI vendor id of virtio functions (virtio 1.2 §4.1.2).
-const VIRTIO_VENDOR: u32 = 0x1af4;
-
-/// Counts virtio functions on PCI bus 0 (configuration mechanism #1, ports 0xCF8/0xCFC). Hyper-V Gen2 VMs have no
-/// PCI bus (all reads return 0xFFFF_FFFF), Gen1 VMs have no virtio devices.
-pub fn virtio_pci_functions() -> usize {
-    let mut n = 0;
-    for dev in 0..32u32 {
-        cpu::outl(0xcf8, 0x8000_0000 | (dev << 11));
-        let id = cpu::inl(0xcfc);
-        if id != 0xffff_ffff && id & 0xffff == VIRTIO_VENDOR {
-            n += 1;
-        }
-    }
-    n
 }

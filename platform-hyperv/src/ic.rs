@@ -214,9 +214,21 @@ impl Service {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IcError {
     /// Shorter than its layout.
-    Truncated { what: &'static str, len: usize, need: usize },
+    Truncated {
+        /// The message, e.g. "negotiate" or "KVP enumerate".
+        what: &'static str,
+        /// Bytes available.
+        len: usize,
+        /// Bytes its layout needs.
+        need: usize,
+    },
     /// The negotiate message lists more versions than allowed or than fit.
-    BadVersionCount { framework: usize, service: usize },
+    BadVersionCount {
+        /// `icframe_vercnt`: framework versions listed.
+        framework: usize,
+        /// `icmsg_vercnt`: service versions listed.
+        service: usize,
+    },
 }
 
 impl fmt::Display for IcError {

@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod bringup;
+pub mod dm;
 pub mod hv;
 #[cfg(target_os = "none")]
 pub mod hw;
@@ -35,11 +36,11 @@ pub struct HyperV;
 /// The platform instance for the boot-time list.
 pub static HYPERV: HyperV = HyperV;
 
-/// How well Hyper-V fits, from the CPUID detection and the number of virtio devices present. `"Microsoft Hv"` with
-/// the `"Hv#1"` interface scores 100. KVM can present Hyper-V's leaves at 0x4000_0000 and its own at 0x4000_0100;
-/// then the devices decide: with virtio devices present Hyper-V scores 60 (below KVM's 100, so KVM drives them),
-/// without any it scores 120 (the devices must be on VMBus). `None` without a TLFS Hyper-V range.
-pub fn choose(d: &Detection, virtio_devices: usize) -> Option<Fit> {
+/// How well Hyper-V fits, from the CPUID detection. `"Microsoft Hv"` with the `"Hv#1"` interface scores 100. KVM
+/// can present Hyper-V's leaves at 0x4000_0000 and its own at 0x4000_0100 (QEMU `-cpu ...,hv-*`); then Hyper-V scores
+/// 120, above KVM's 100: its enlightenments and VMBus (Dynamic Memory) come on top of what KVM offers, and PCI
+/// devices (virtio included) are driven by libos's drivers on every platform. `None` without a TLFS Hyper-V range.
+pub fn choose(d: &Detection) -> Option<Fit> {
     let f = d.find(HypervisorKind::HyperV)?;
     let hv = f.hyperv()?;
     if hv.interface != HYPERV_INTERFACE_TLFS {
@@ -48,28 +49,14 @@ pub fn choose(d: &Detection, virtio_devices: usize) -> Option<Fit> {
     let base = format!("signature \"Microsoft Hv\" interface \"Hv#1\" at leaf {:#x}", f.base_leaf);
     match d.find(HypervisorKind::Kvm) {
         None => Some(Fit { score: 100, reason: base }),
-        Some(k) if virtio_devices > 0 => Some(Fit {
-            score: 60,
+        Some(k) => Some(Fit {
+            score: 120,
             reason: format!(
-                "{base}; KVM at leaf {:#x} with {virtio_devices} virtio devices: the virtio devices are used (kvm)",
+                "{base}; KVM also at leaf {:#x}: Hyper-V enlightenments and VMBus, PCI devices through libos's drivers",
                 k.base_leaf
             ),
         }),
-        Some(k) => Some(Fit {
-            score: 120,
-            reason: format!("{base}; KVM also at leaf {:#x} but no virtio devices: using VMBus devices", k.base_leaf),
-        }),
     }
-}
-
-/// Counts virtio devices: `virtio_mmio.device=` tokens on the command line (microvm) and, on the bare target,
-/// virtio functions on PCI bus 0.
-fn virtio_devices(boot: &BootInfo) -> usize {
-    let mmio = boot.cmdline.split_ascii_whitespace().filter(|t| t.starts_with("virtio_mmio.device=")).count();
-    #[cfg(target_os = "none")]
-    return mmio + hw::virtio_pci_functions();
-    #[cfg(not(target_os = "none"))]
-    mmio
 }
 
 impl Platform for HyperV {
@@ -77,9 +64,8 @@ impl Platform for HyperV {
         "hyperv"
     }
 
-    fn probe(&self, d: &Detection, boot: &BootInfo) -> Option<Fit> {
-        d.find(HypervisorKind::HyperV)?;
-        choose(d, virtio_devices(boot))
+    fn probe(&self, d: &Detection, _boot: &BootInfo) -> Option<Fit> {
+        choose(d)
     }
 
     fn init(&self, d: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError> {
@@ -137,6 +123,54 @@ mod native {
         }
     }
 
+    /// stimer0 in direct mode as libos's timer device when the partition offers it and the reference clock is
+    /// the clock (the timer counts reference time); else the LAPIC timer stays. Returns the boot log's entry.
+    fn install_timer(hw: &Arc<dyn hv::HwAccess>, en: &Enlightenments) -> String {
+        static STIMER: spin::Once<hv::stimer::Stimer0> = spin::Once::new();
+        if CLOCK.get().is_none() {
+            return String::from("timer LAPIC (no reference clock for stimer0)");
+        }
+        let vector = match libos::arch::x86_64::idt::allocate_vector(|_| {}) {
+            Ok(v) => v,
+            Err(e) => return format!("timer LAPIC (stimer0: {e})"),
+        };
+        match hv::stimer::Stimer0::direct(hw.clone(), en, vector) {
+            Ok(t) => {
+                let t: &'static hv::stimer::Stimer0 = STIMER.call_once(|| t);
+                libos::time::timer::set_source(t);
+                format!("timer {} vector {vector:#x}", libos::time::timer::TimerSource::name(t))
+            }
+            Err(e) => format!("timer LAPIC ({e})"),
+        }
+    }
+
+    /// Runs the Dynamic Memory handshake over `ch` with the kernel's balloon and spawns the driver. Returns the
+    /// boot log's entry.
+    fn start_dynamic_memory(ch: crate::vmbus::channel::Channel) -> String {
+        use crate::dm::{wire::version, DynamicMemory, KernelBalloon};
+        let mut balloon = KernelBalloon;
+        match libos::task::wait(DynamicMemory::connect(ch, &mut balloon, libos::time::Duration::from_secs(5))) {
+            Ok(dm) => {
+                let s = libos::mem::balloon::global::stats();
+                let entry = format!(
+                    "dynamic memory {} (balloon, floor {} MiB, status reports {})",
+                    version::display(dm.version()),
+                    s.floor_bytes >> 20,
+                    if dm.status_reports() { "on" } else { "off" }
+                );
+                libos::task::spawn(async move {
+                    let e = dm.run(KernelBalloon).await;
+                    log::warn!("{e}; ballooning stopped");
+                });
+                entry
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                String::from("no dynamic memory")
+            }
+        }
+    }
+
     fn err(detail: String) -> PlatformError {
         PlatformError { platform: "hyperv", detail }
     }
@@ -168,14 +202,15 @@ mod native {
             CLOCK.call_once(|| clock);
             brought.features.push(format!("{} clock ({:?})", libos::time::ClockSource::name(clock), used));
         }
-        if en.has(libos::hypervisor::HvPartitionPrivileges::ACCESS_SYNTHETIC_TIMER_REGS) {
-            // libos arms the LAPIC timer; stimer0 (hv::arm_stimer0) stays available for a libos timer hook.
-            brought.features.push(String::from("stimer0 available (LAPIC timer in use)"));
-        }
+        brought.features.push(install_timer(&hw, &en));
 
         let line = LINE.call_once(InterruptLine::new).clone();
         let vector = libos::arch::x86_64::idt::allocate_vector(sint_handler).map_err(|e| err(e.to_string()))?;
-        let cfg = crate::bringup::Config::default();
+        let mut cfg = crate::bringup::Config::default();
+        if d.find(HypervisorKind::Kvm).is_some() {
+            // Hyper-V emulated by KVM: the VMBus server is QEMU's, which has no synthetic NIC to offer late.
+            cfg.late_nic_wait = libos::time::Duration::ZERO;
+        }
         let devs = match libos::task::wait(crate::bringup::bring_up(hw.clone(), dma, &en, &line, vector, &cfg)) {
             Ok(d) => d,
             // KVM with Hyper-V enlightenments usually has no VMBus server: keep the enlightened clock, no devices.
@@ -213,6 +248,9 @@ mod native {
             }),
         };
         crate::bringup::spawn_services(&devs.bus, devs.ics, &ctx);
+        if let Some(ch) = devs.dm {
+            brought.features.push(start_dynamic_memory(ch));
+        }
         Ok(brought)
     }
 }
@@ -249,21 +287,21 @@ mod tests {
     fn hyperv_alone_wins_with_its_signature() {
         let l = leaves(false);
         let d = detect(&RecordedCpuid { leaves: &l });
-        let fit = choose(&d, 0).unwrap();
+        let fit = choose(&d).unwrap();
         assert_eq!(fit.score, 100);
         assert!(fit.reason.contains("\"Microsoft Hv\""), "{}", fit.reason);
     }
 
     #[test]
-    fn kvm_with_hyperv_leaves_is_decided_by_the_devices() {
+    fn kvm_with_hyperv_leaves_is_hyperv() {
         let l = leaves(true);
         let d = detect(&RecordedCpuid { leaves: &l });
-        let with_virtio = choose(&d, 2).unwrap();
-        assert!(with_virtio.score < 100, "KVM (100) must win when virtio devices exist");
-        assert!(with_virtio.reason.contains("2 virtio devices"), "{}", with_virtio.reason);
-        let without = choose(&d, 0).unwrap();
-        assert!(without.score > 100, "Hyper-V must win without virtio devices");
-        assert!(without.reason.contains("no virtio devices"), "{}", without.reason);
+        let fit = choose(&d).unwrap();
+        assert!(fit.score > 100, "Hyper-V must win over KVM's 100: VMBus comes on top, PCI devices work anyway");
+        assert!(fit.reason.contains("KVM also at leaf 0x40000100"), "{}", fit.reason);
+        // The nested host's recorded leaves (QEMU 10, KVM with hv-* flags) choose Hyper-V too.
+        let d = detect(&RecordedCpuid { leaves: crate::hv::testing::QEMU_KVM });
+        assert_eq!(choose(&d).map(|f| f.score), Some(120));
     }
 
     #[test]
@@ -291,9 +329,9 @@ mod tests {
         let mut l = leaves(false);
         l[2].2[0] = u32::from_le_bytes(*b"Hv#0");
         let d = detect(&RecordedCpuid { leaves: &l });
-        assert!(choose(&d, 0).is_none());
+        assert!(choose(&d).is_none());
         let d = detect(&RecordedCpuid { leaves: &[] });
-        assert!(choose(&d, 0).is_none());
+        assert!(choose(&d).is_none());
         assert_eq!(HYPERV.name(), "hyperv");
     }
 }

@@ -18,11 +18,26 @@ pub const PAGE_SIZE: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemError {
     /// `len` bytes at `offset` do not fit a region of `size` bytes.
-    OutOfBounds { offset: usize, len: usize, size: usize },
+    OutOfBounds {
+        /// Offset of the access into the region (bytes).
+        offset: usize,
+        /// Length of the access (bytes).
+        len: usize,
+        /// Size of the region (bytes).
+        size: usize,
+    },
     /// An atomic access of `width` bytes at `offset` is not naturally aligned.
-    Misaligned { offset: usize, width: usize },
+    Misaligned {
+        /// Offset of the access into the region (bytes).
+        offset: usize,
+        /// Width of the access (bytes).
+        width: usize,
+    },
     /// No memory for `pages` more pages.
-    NoMemory { pages: usize },
+    NoMemory {
+        /// 4 KiB pages asked for.
+        pages: usize,
+    },
 }
 
 impl fmt::Display for MemError {

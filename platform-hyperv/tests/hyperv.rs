@@ -172,7 +172,7 @@ async fn networks(host: &Host, nic: platform_hyperv::netvsc::Netvsc) -> (Arc<Sta
 /// test's own: httpd's also ends on a host shutdown request, which another test makes).
 async fn serve(listener: TcpListener) {
     let settings: &'static Settings = Box::leak(Box::new(Settings::new("hello over VMBus")));
-    let context = || Context { platform: "hyperv", uptime_ms: 0, connections: 1 };
+    let context = || Context { platform: "hyperv", uptime_ms: 0, connections: 1, memory: Default::default() };
     let handler: &'static Demo<NotFound> =
         Box::leak(Box::new(Demo::new(settings.message.clone(), NotFound).with_context(context)));
     loop {

@@ -1,13 +1,15 @@
-//! Zirvium on KVM and plain QEMU (TCG): kvmclock when KVM offers it, and virtio devices over PCI
-//! (port-I/O or ECAM configuration space, MSI-X) and MMIO (microvm). This file is the one place that says
-//! what the platform brings up.
+//! Zirvium on KVM and plain QEMU (TCG): what is specific to KVM — kvmclock when KVM offers it (later KVM's
+//! other paravirtual features). Devices are not the platform's: virtio-mmio and PCI (virtio-pci) drivers run
+//! on every platform, started by `zirvium`'s `boot.rs` from the `drivers` crate and `libos::pci`.
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
+// The memory KVM writes the clock into, and its MSRs.
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)]
 mod kvmclock;
-pub mod virtio;
 
 use alloc::format;
 use libos::bootinfo::BootInfo;
@@ -23,7 +25,7 @@ pub struct Kvm {
 
 /// KVM proper.
 pub static KVM: Kvm = Kvm { generic: false };
-/// Generic QEMU (TCG or an unknown hypervisor): same devices, no kvmclock.
+/// Generic QEMU (TCG or an unknown hypervisor): no kvmclock.
 pub static QEMU: Kvm = Kvm { generic: true };
 
 impl Platform for Kvm {
@@ -49,18 +51,17 @@ impl Platform for Kvm {
         Some(Fit { score: 10, reason: format!("no KVM signature ({why}): generic virtio platform") })
     }
 
+    /// Brings up kvmclock (KVM proper, when CPUID offers it). Devices are started after `init` by the boot code.
     fn init(&self, d: &Detection, boot: &BootInfo, cmdline: &Cmdline) -> Result<Brought, PlatformError> {
+        let _ = (boot, cmdline);
         #[cfg_attr(not(target_os = "none"), allow(unused_mut))]
         let mut brought = Brought::default();
         #[cfg(target_os = "none")]
-        {
-            if let Some(what) = kvmclock::init(d).filter(|_| !self.generic) {
-                brought.features.push(what);
-            }
-            brought.features.extend(virtio::init(boot, cmdline)?);
+        if let Some(what) = kvmclock::init(d).filter(|_| !self.generic) {
+            brought.features.push(what);
         }
         #[cfg(not(target_os = "none"))]
-        let _ = (d, boot, cmdline);
+        let _ = d;
         Ok(brought)
     }
 }

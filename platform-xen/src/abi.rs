@@ -139,8 +139,44 @@ pub struct XenFeatureInfo {
     pub submap: u32,
 }
 
+/// A domain id (`domid_t`, `xen.h`): 0 is dom0, [`DOMID_SELF`] names the caller. Passed to Xen inside hypercall
+/// argument structures, so laid out as the `u16` it wraps.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomId(pub u16);
+
+impl fmt::Display for DomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// `DOMID_SELF` (`xen.h`): the calling domain.
-pub const DOMID_SELF: u16 = 0x7ff0;
+pub const DOMID_SELF: DomId = DomId(0x7ff0);
+
+/// An event channel port (`evtchn_port_t`, `event_channel.h`): the local end of an event channel, an index into
+/// the pending and mask bitmaps of the shared-info page. Laid out as the `u32` it wraps in hypercall arguments.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EvtchnPort(pub u32);
+
+impl fmt::Display for EvtchnPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A grant reference (`grant_ref_t`, `grant_table.h`): an index into our grant table, handed to a backend
+/// (in xenstore, e.g. `ring-ref`, or in a ring request) so it can map or copy the granted frame.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GrantRef(pub u32);
+
+impl fmt::Display for GrantRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// `XENMEM_add_to_physmap` (`memory.h`): places a Xen page at a guest frame.
 pub const XENMEM_ADD_TO_PHYSMAP: u32 = 7;
@@ -154,7 +190,7 @@ pub const XENMAPSPACE_GRANT_TABLE: u32 = 1;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XenAddToPhysmap {
     /// Domain whose physmap changes ([`DOMID_SELF`]).
-    pub domid: u16,
+    pub domid: DomId,
     /// Pages for `XENMAPSPACE_gmfn_range` (0 otherwise).
     pub size: u16,
     /// `XENMAPSPACE_*`.
@@ -175,7 +211,7 @@ pub const HVMOP_GET_PARAM: u32 = 1;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XenHvmParam {
     /// Domain ([`DOMID_SELF`]).
-    pub domid: u16,
+    pub domid: DomId,
     /// Padding.
     pub pad: u16,
     /// `HVM_PARAM_*`.
@@ -228,20 +264,25 @@ pub mod evtchnop {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EvtchnAllocUnbound {
     /// IN: our domain ([`DOMID_SELF`]).
-    pub dom: u16,
+    pub dom: DomId,
     /// IN: the domain allowed to bind the other end.
-    pub remote_dom: u16,
+    pub remote_dom: DomId,
     /// OUT: the new port.
-    pub port: u32,
+    pub port: EvtchnPort,
 }
 
-/// `struct evtchn_send` / `evtchn_close` / `evtchn_unmask` (`event_channel.h`): one port, 4 bytes.
+/// `struct evtchn_send` (`event_channel.h`): one port, 4 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EvtchnPort {
+pub struct EvtchnSend {
     /// The port.
-    pub port: u32,
+    pub port: EvtchnPort,
 }
+
+/// `struct evtchn_close` (`event_channel.h`): the same layout as [`EvtchnSend`].
+pub type EvtchnClose = EvtchnSend;
+/// `struct evtchn_unmask` (`event_channel.h`): the same layout as [`EvtchnSend`].
+pub type EvtchnUnmask = EvtchnSend;
 
 /// `struct evtchn_bind_virq` (`event_channel.h`), 12 bytes.
 #[repr(C)]
@@ -252,7 +293,7 @@ pub struct EvtchnBindVirq {
     /// IN: vCPU.
     pub vcpu: u32,
     /// OUT: the port.
-    pub port: u32,
+    pub port: EvtchnPort,
 }
 
 /// Ports of the 2-level event-channel ABI on x86_64 (`EVTCHN_2L_NR_CHANNELS` = 64 · 64).
@@ -271,7 +312,7 @@ pub mod gnttabop {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GnttabQuerySize {
     /// IN: domain ([`DOMID_SELF`]).
-    pub dom: u16,
+    pub dom: DomId,
     /// Padding.
     pub pad: u16,
     /// OUT: grant-table frames in use.
@@ -403,6 +444,7 @@ mod tests {
         assert_eq!(offset_of!(EvtchnAllocUnbound, remote_dom), 2);
         assert_eq!(offset_of!(EvtchnAllocUnbound, port), 4);
         assert_eq!(size_of::<EvtchnBindVirq>(), 12);
+        assert_eq!(size_of::<EvtchnSend>(), 4);
         assert_eq!(size_of::<GnttabQuerySize>(), 16);
         assert_eq!(offset_of!(GnttabQuerySize, nr_frames), 4);
         assert_eq!(offset_of!(GnttabQuerySize, max_nr_frames), 8);
@@ -434,5 +476,6 @@ mod tests {
         assert_eq!(XenErrno::check(-38), Err(XenErrno(-38)));
         assert_eq!(XenErrno::check(4), Ok(4));
         assert_eq!(XenErrno(-1000).name(), "?");
+        assert_eq!(std::format!("{} {} {}", EvtchnPort(7), GrantRef(8), DomId(0)), "7 8 0");
     }
 }

@@ -5,14 +5,15 @@
 //! flight from different tasks; whichever task polls consumes the responses. Responses are copied out once and
 //! checked (id, operation, status); a bad one fails the device with a [`BlockError::Protocol`].
 //! Sectors on the ring are 512-byte units (`feature-large-sector-size` is not requested); the disk's logical
-//! sector size from `sector-size` is what [`BlockInfo`] reports.
-//! Source: Xen `xen/include/public/io/blkif.h` (`blkif_request`, `blkif_request_indirect`,
-//! `blkif_request_segment`, `blkif_response`, `BLKIF_OP_*`, `BLKIF_RSP_*`, `VDISK_*`, xenstore keys `ring-ref`,
+//! sector size from `sector-size` is what [`BlockInfo`] reports. The ring structures' wire formats are in
+//! [`wire`].
+//! Source: Xen `xen/include/public/io/blkif.h` (`VDISK_*`, xenstore keys `ring-ref`,
 //! `event-channel`, `protocol`, `sectors`, `sector-size`, `info`, `feature-flush-cache`, `feature-barrier`,
 //! `feature-max-indirect-segments`), `io/protocols.h`, `io/ring.h`.
 #![forbid(unsafe_code)]
 
-use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::abi::DomId;
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -27,187 +28,25 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::task::Poll;
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
+use libos::irq::WakeSlot;
 use spin::Mutex;
+use wire::{
+    RequestRepr, Response, ResponseRepr, SegmentRepr, MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_INDIRECT, OP_READ, OP_WRITE,
+    OP_WRITE_BARRIER, RSP_EOPNOTSUPP, RSP_OKAY, SEGMENT_LEN, SLOT,
+};
 
-/// Ring slot size (`blkif_request`, 112 bytes on x86_64).
-pub const SLOT: usize = 112;
+pub mod wire;
+
 /// Request slots in the one-page ring.
 pub const RING_SLOTS: usize = ring_size(SLOT) as usize;
-/// `BLKIF_OP_READ`.
-pub const OP_READ: u8 = 0;
-/// `BLKIF_OP_WRITE`.
-pub const OP_WRITE: u8 = 1;
-/// `BLKIF_OP_WRITE_BARRIER`.
-pub const OP_WRITE_BARRIER: u8 = 2;
-/// `BLKIF_OP_FLUSH_DISKCACHE`.
-pub const OP_FLUSH_DISKCACHE: u8 = 3;
-/// `BLKIF_OP_INDIRECT`.
-pub const OP_INDIRECT: u8 = 6;
-/// `BLKIF_MAX_SEGMENTS_PER_REQUEST`.
-pub const MAX_SEGMENTS: usize = 11;
-/// `BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST`.
-pub const MAX_INDIRECT_PAGES: usize = 8;
-/// Segments per indirect page (`PAGE_SIZE / sizeof(blkif_request_segment)`).
-pub const SEGMENTS_PER_INDIRECT_PAGE: usize = PAGE_SIZE / 8;
 /// Indirect segments used per request at most (one indirect page; Linux blkfront's default is 32 too).
 pub const MAX_INDIRECT_SEGMENTS: usize = 32;
-/// `BLKIF_RSP_OKAY`.
-pub const RSP_OKAY: i16 = 0;
-/// `BLKIF_RSP_ERROR`.
-pub const RSP_ERROR: i16 = -1;
-/// `BLKIF_RSP_EOPNOTSUPP`.
-pub const RSP_EOPNOTSUPP: i16 = -2;
 /// `VDISK_READONLY` bit of the backend's `info`.
 pub const VDISK_READONLY: u64 = 4;
 /// `XEN_IO_PROTO_ABI_X86_64`.
 pub const PROTOCOL: &str = "x86_64-abi";
 /// Bounce pages the driver grants at most (1 MiB).
 pub const POOL_MAX: usize = 256;
-
-/// `struct blkif_request_segment`: one page of a transfer, sectors `first..=last` (512-byte units in the page).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// Grant of the page.
-    pub gref: GrantRef,
-    /// First 512-byte sector in the page (0..=7).
-    pub first_sect: u8,
-    /// Last 512-byte sector in the page, inclusive (0..=7).
-    pub last_sect: u8,
-}
-
-impl Segment {
-    /// The 8-byte wire form.
-    pub fn emit(&self) -> [u8; 8] {
-        let g = self.gref.to_le_bytes();
-        [g[0], g[1], g[2], g[3], self.first_sect, self.last_sect, 0, 0]
-    }
-    /// Parses the wire form (backend peers).
-    pub fn parse(b: &[u8]) -> Self {
-        Self { gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), first_sect: b[4], last_sect: b[5] }
-    }
-}
-
-/// A request as it goes on the ring: direct (`struct blkif_request`) or indirect (`struct blkif_request_indirect`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// Read, write, flush or barrier with up to 11 segments in the slot.
-    Direct {
-        /// `BLKIF_OP_*`.
-        operation: u8,
-        /// Device handle.
-        handle: u16,
-        /// Echoed in the response.
-        id: u64,
-        /// First 512-byte sector.
-        sector: u64,
-        /// Segments (at most [`MAX_SEGMENTS`]).
-        segments: Vec<Segment>,
-    },
-    /// Read or write whose segments sit in separately granted indirect pages.
-    Indirect {
-        /// `BLKIF_OP_READ` or `BLKIF_OP_WRITE`.
-        indirect_op: u8,
-        /// Segment count.
-        nr_segments: u16,
-        /// Echoed in the response.
-        id: u64,
-        /// First 512-byte sector.
-        sector: u64,
-        /// Device handle.
-        handle: u16,
-        /// Grants of the indirect pages (at most [`MAX_INDIRECT_PAGES`]).
-        indirect_grefs: Vec<GrantRef>,
-    },
-}
-
-impl Request {
-    /// The wire form in a ring slot.
-    pub fn emit(&self) -> [u8; SLOT] {
-        let mut b = [0u8; SLOT];
-        match self {
-            Self::Direct { operation, handle, id, sector, segments } => {
-                b[0] = *operation;
-                b[1] = segments.len() as u8;
-                b[2..4].copy_from_slice(&handle.to_le_bytes());
-                b[8..16].copy_from_slice(&id.to_le_bytes());
-                b[16..24].copy_from_slice(&sector.to_le_bytes());
-                for (i, s) in segments.iter().take(MAX_SEGMENTS).enumerate() {
-                    b[24 + i * 8..32 + i * 8].copy_from_slice(&s.emit());
-                }
-            }
-            Self::Indirect { indirect_op, nr_segments, id, sector, handle, indirect_grefs } => {
-                b[0] = OP_INDIRECT;
-                b[1] = *indirect_op;
-                b[2..4].copy_from_slice(&nr_segments.to_le_bytes());
-                b[8..16].copy_from_slice(&id.to_le_bytes());
-                b[16..24].copy_from_slice(&sector.to_le_bytes());
-                b[24..26].copy_from_slice(&handle.to_le_bytes());
-                for (i, g) in indirect_grefs.iter().take(MAX_INDIRECT_PAGES).enumerate() {
-                    b[28 + i * 4..32 + i * 4].copy_from_slice(&g.to_le_bytes());
-                }
-            }
-        }
-        b
-    }
-
-    /// Parses a slot (backend peers). Direct segment counts above 11 are clamped by the caller's checks.
-    pub fn parse(b: &[u8; SLOT]) -> Self {
-        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
-        if b[0] == OP_INDIRECT {
-            let nr_segments = u16::from_le_bytes([b[2], b[3]]);
-            let pages = usize::from(nr_segments).div_ceil(SEGMENTS_PER_INDIRECT_PAGE).min(MAX_INDIRECT_PAGES);
-            Self::Indirect {
-                indirect_op: b[1],
-                nr_segments,
-                id: u64_at(8),
-                sector: u64_at(16),
-                handle: u16::from_le_bytes([b[24], b[25]]),
-                indirect_grefs: (0..pages)
-                    .map(|i| u32::from_le_bytes([b[28 + i * 4], b[29 + i * 4], b[30 + i * 4], b[31 + i * 4]]))
-                    .collect(),
-            }
-        } else {
-            let n = usize::from(b[1]).min(MAX_SEGMENTS);
-            Self::Direct {
-                operation: b[0],
-                handle: u16::from_le_bytes([b[2], b[3]]),
-                id: u64_at(8),
-                sector: u64_at(16),
-                segments: (0..n).map(|i| Segment::parse(&b[24 + i * 8..32 + i * 8])).collect(),
-            }
-        }
-    }
-}
-
-/// `struct blkif_response` (16 bytes at the start of a slot).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Response {
-    /// The request's id.
-    pub id: u64,
-    /// The request's operation.
-    pub operation: u8,
-    /// `BLKIF_RSP_*`.
-    pub status: i16,
-}
-
-impl Response {
-    /// Parses a slot copied out of the ring.
-    pub fn parse(b: &[u8; SLOT]) -> Self {
-        Self {
-            id: u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8])),
-            operation: b[8],
-            status: i16::from_le_bytes([b[10], b[11]]),
-        }
-    }
-    /// The wire form (backend peers).
-    pub fn emit(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..8].copy_from_slice(&self.id.to_le_bytes());
-        b[8] = self.operation;
-        b[10..12].copy_from_slice(&self.status.to_le_bytes());
-        b
-    }
-}
 
 /// Why a blkfront could not be brought up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,15 +158,15 @@ pub struct Blkfront {
     info: BlockInfo,
     core: Mutex<Core>,
     grants: &'static GrantTable,
-    backend: u16,
+    backend: DomId,
     handle: u16,
     /// Ring (512-byte) sectors per logical sector.
     ring_per_sector: u64,
     segments: usize,
     flush_op: Option<u8>,
     events: Arc<dyn EventChannelOps>,
-    port: Port,
-    slot: Option<&'static PortSlot>,
+    port: EvtchnPort,
+    slot: Option<&'static WakeSlot>,
 }
 
 /// The ring of a vbd before the backend connects, and the grant to publish as `ring-ref`.
@@ -339,7 +178,7 @@ pub struct BlkRing {
 
 impl BlkRing {
     /// Allocates the ring page and grants it (writable) to `backend`.
-    pub fn new(grants: &GrantTable, backend: u16) -> Result<Self, BlkfrontError> {
+    pub fn new(grants: &GrantTable, backend: DomId) -> Result<Self, BlkfrontError> {
         let page = Arc::new(SharedPage::new().map_err(|_| BlkfrontError::NoMemory)?);
         let ring = FrontRing::new(page);
         let gref = grants.grant(backend, ring.page().clone(), false)?;
@@ -352,7 +191,7 @@ impl BlkRing {
     }
 
     /// The front-end nodes to publish (`io/blkif.h`).
-    pub fn xenstore_pairs(&self, port: Port) -> Vec<(&'static str, String)> {
+    pub fn xenstore_pairs(&self, port: EvtchnPort) -> Vec<(&'static str, String)> {
         vec![
             ("ring-ref", format!("{}", self.gref)),
             ("event-channel", format!("{port}")),
@@ -377,10 +216,10 @@ impl Blkfront {
         geometry: Geometry,
         ring: BlkRing,
         grants: &'static GrantTable,
-        backend: u16,
+        backend: DomId,
         events: Arc<dyn EventChannelOps>,
-        port: Port,
-        slot: Option<&'static PortSlot>,
+        port: EvtchnPort,
+        slot: Option<&'static WakeSlot>,
     ) -> Self {
         let segments = geometry.segments_per_request();
         let flush_op = if geometry.flush_cache {
@@ -453,7 +292,11 @@ impl Blkfront {
                 },
                 Err(e) => return Err(self.protocol(core, format!("{e}"))),
             };
-            let r = Response::parse(&raw);
+            // A copied-out slot always holds a response.
+            let r = match ResponseRepr::parse(&Response::new_unchecked(&raw[..])) {
+                Ok(r) => r,
+                Err(e) => return Err(self.protocol(core, format!("{e}"))),
+            };
             let Some(slot) = usize::try_from(r.id).ok().filter(|&i| i < RING_SLOTS) else {
                 return Err(self.protocol(core, format!("response id {} is not a request slot", r.id)));
             };
@@ -490,7 +333,7 @@ impl Blkfront {
         let npages = len.div_ceil(PAGE_SIZE);
         let slot = core::future::poll_fn(|cx| {
             if let Some(s) = self.slot {
-                s.add_waiter(cx.waker());
+                s.register(cx.waker());
             }
             let mut core = self.core.lock();
             if let Some(e) = &core.broken {
@@ -525,7 +368,7 @@ impl Blkfront {
                 if let Data::Write(src) = &data {
                     b.page.write(0, &src[i * PAGE_SIZE..i * PAGE_SIZE + bytes]);
                 }
-                segments.push(Segment { gref: b.gref, first_sect: 0, last_sect: (bytes / 512 - 1) as u8 });
+                segments.push(SegmentRepr { gref: b.gref, first_sect: 0, last_sect: (bytes / 512 - 1) as u8 });
             }
             let request = if npages > MAX_SEGMENTS {
                 if core.indirect[slot].is_none() {
@@ -539,9 +382,9 @@ impl Blkfront {
                 }
                 let Some(ind) = &core.indirect[slot] else { return Poll::Pending };
                 for (i, s) in segments.iter().enumerate() {
-                    ind.page.write(i * 8, &s.emit());
+                    ind.page.write(i * SEGMENT_LEN, &s.to_bytes());
                 }
-                Request::Indirect {
+                RequestRepr::Indirect {
                     indirect_op: op,
                     nr_segments: npages as u16,
                     id: slot as u64,
@@ -550,11 +393,11 @@ impl Blkfront {
                     indirect_grefs: vec![ind.gref],
                 }
             } else {
-                Request::Direct { operation: op, handle: self.handle, id: slot as u64, sector, segments }
+                RequestRepr::Direct { operation: op, handle: self.handle, id: slot as u64, sector, segments }
             };
             let operation = if npages > MAX_SEGMENTS { OP_INDIRECT } else { op };
             // A free slot was checked above.
-            core.ring.queue_request(&request.emit());
+            core.ring.queue_request(&request.to_bytes());
             core.slots[slot] = SlotState::InFlight { operation, inner_op: op, pages, abandoned: false };
             let notify = core.ring.push_requests();
             drop(core);
@@ -588,7 +431,7 @@ impl Blkfront {
         let mut guard = Abandon(self, slot, false);
         let (status, pages) = core::future::poll_fn(|cx| {
             if let Some(s) = self.slot {
-                s.add_waiter(cx.waker());
+                s.register(cx.waker());
             }
             let mut core = self.core.lock();
             if let Err(e) = self.collect(&mut core) {
@@ -721,7 +564,7 @@ pub async fn connect(
     grants: &'static GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(Port) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static WakeSlot>, String>,
 ) -> Result<Blkfront, BlkfrontError> {
     let path = format!("device/vbd/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Block).await?;

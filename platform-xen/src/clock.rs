@@ -9,25 +9,39 @@ use crate::abi::shared_info as si;
 use crate::shared::SharedPage;
 use core::sync::atomic::Ordering;
 use libos::time::pvclock::{self, PvclockSnapshot, PvclockVcpuTimeInfo, NSEC_PER_SEC};
+use libos::wire::{read_u32, read_u64, read_u8};
 
 /// Reads attempts before giving up on a structure Xen keeps updating.
 const MAX_ATTEMPTS: u32 = 1000;
 
+/// Size of `struct vcpu_time_info` (bytes).
+const TIME_INFO_LEN: usize = 32;
+
+/// Byte ranges of `struct vcpu_time_info` (`xen.h`; the pvclock layout).
+mod field {
+    use libos::wire::Field;
+    pub const VERSION: Field = 0..4;
+    pub const TSC_TIMESTAMP: Field = 8..16;
+    pub const SYSTEM_TIME: Field = 16..24;
+    pub const TSC_TO_SYSTEM_MUL: Field = 24..28;
+    pub const TSC_SHIFT: Field = 28..29;
+    pub const FLAGS: Field = 29..30;
+}
+
 /// One copy of vCPU `vcpu`'s `vcpu_time_info` (not yet checked for consistency).
 fn copy_time_info(page: &SharedPage, vcpu: usize) -> PvclockVcpuTimeInfo {
     let base = vcpu * si::VCPU_INFO_SIZE + si::VCPU_TIME;
-    let mut b = [0u8; 32];
+    let mut b = [0u8; TIME_INFO_LEN];
     page.read(base, &mut b);
-    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
+    // Every field lies inside the 32-byte copy.
     PvclockVcpuTimeInfo {
-        version: u32_at(0),
+        version: read_u32(&b, field::VERSION),
         pad0: 0,
-        tsc_timestamp: u64_at(8),
-        system_time: u64_at(16),
-        tsc_to_system_mul: u32_at(24),
-        tsc_shift: b[28] as i8,
-        flags: b[29],
+        tsc_timestamp: read_u64(&b, field::TSC_TIMESTAMP),
+        system_time: read_u64(&b, field::SYSTEM_TIME),
+        tsc_to_system_mul: read_u32(&b, field::TSC_TO_SYSTEM_MUL),
+        tsc_shift: read_u8(&b, field::TSC_SHIFT) as i8,
+        flags: read_u8(&b, field::FLAGS),
         pad: [0; 2],
     }
 }
@@ -35,7 +49,7 @@ fn copy_time_info(page: &SharedPage, vcpu: usize) -> PvclockVcpuTimeInfo {
 /// A consistent snapshot of vCPU `vcpu`'s time info (version protocol of `xen.h`). Errors: the pvclock errors
 /// (torn reads, not filled in).
 pub fn snapshot(page: &SharedPage, vcpu: usize) -> Result<PvclockSnapshot, pvclock::Error> {
-    let version_at = vcpu * si::VCPU_INFO_SIZE + si::VCPU_TIME;
+    let version_at = vcpu * si::VCPU_INFO_SIZE + si::VCPU_TIME + field::VERSION.start;
     pvclock::read_snapshot(
         || page.u32_at(version_at).load(Ordering::Acquire),
         || copy_time_info(page, vcpu),
@@ -113,6 +127,7 @@ mod tests {
     fn xen_page(version: u32, mul: u32, shift: i8) -> SharedPage {
         let p = SharedPage::new().expect("page");
         let t = si::VCPU_TIME;
+        // Offsets written out from xen.h, independent of `field`.
         p.u32_at(t).store(version, Ordering::Relaxed);
         p.u64_at(t + 8).store(1_000_000, Ordering::Relaxed);
         p.u64_at(t + 16).store(5_000_000_000, Ordering::Relaxed);

@@ -1,34 +1,32 @@
 //! Event channels, 2-level ABI: the pending and mask bitmaps in the shared-info page, the per-vCPU selector
-//! word and upcall flag, the scan an upcall performs, and the per-port wake-up slots that connect a port to
-//! the tasks waiting on it. Sending, allocating and unmasking through Xen go through [`EventChannelOps`], so
+//! word and upcall flag, the scan an upcall performs, and the binding of a port to the `libos::irq::WakeSlot`
+//! of the tasks waiting on it. Sending, allocating and unmasking through Xen go through [`EventChannelOps`], so
 //! drivers and their tests do not depend on hypercalls.
 //! Source: Xen `xen/include/public/xen.h` (`struct shared_info`: `evtchn_pending`, `evtchn_mask`;
 //! `struct vcpu_info`: `evtchn_upcall_pending`, `evtchn_pending_sel` and the order in which a guest clears
 //! them), `event_channel.h` (`EVTCHNOP_*`, `EVTCHN_2L_NR_CHANNELS`).
 #![forbid(unsafe_code)]
 
-use crate::abi::{shared_info as si, XenErrno, EVTCHN_2L_NR_CHANNELS};
+use crate::abi::{shared_info as si, DomId, XenErrno, EVTCHN_2L_NR_CHANNELS};
 use crate::shared::SharedPage;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use core::task::Waker;
-use spin::Mutex;
+use core::sync::atomic::{AtomicU32, Ordering};
+use libos::irq::WakeSlot;
 
-/// An event-channel port number.
-pub type Port = u32;
+pub use crate::abi::EvtchnPort;
 
 /// What drivers need from Xen's event-channel operations (`EVTCHNOP_*`). The guest implements it with
 /// hypercalls; tests with a backend peer.
 pub trait EventChannelOps: Send + Sync {
     /// `EVTCHNOP_send`: notify the remote end of `port`.
-    fn send(&self, port: Port) -> Result<(), XenErrno>;
+    fn send(&self, port: EvtchnPort) -> Result<(), XenErrno>;
     /// `EVTCHNOP_alloc_unbound`: a fresh port that domain `remote` may bind.
-    fn alloc_unbound(&self, remote: u16) -> Result<Port, XenErrno>;
+    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, XenErrno>;
     /// `EVTCHNOP_close`.
-    fn close(&self, port: Port) -> Result<(), XenErrno>;
+    fn close(&self, port: EvtchnPort) -> Result<(), XenErrno>;
 }
 
-fn bit_pos(port: Port) -> Option<(usize, u64)> {
+/// Byte offset of `port`'s word in a bitmap and its bit; `None` outside the 2-level range.
+fn bit_pos(EvtchnPort(port): EvtchnPort) -> Option<(usize, u64)> {
     (port < EVTCHN_2L_NR_CHANNELS).then(|| ((port / 64) as usize * 8, 1u64 << (port % 64)))
 }
 
@@ -41,7 +39,7 @@ pub fn mask_all(shared: &SharedPage) {
 }
 
 /// Sets `port`'s mask bit. Ports outside the 2-level range are ignored.
-pub fn mask(shared: &SharedPage, port: Port) {
+pub fn mask(shared: &SharedPage, port: EvtchnPort) {
     if let Some((off, bit)) = bit_pos(port) {
         shared.u64_at(si::EVTCHN_MASK + off).fetch_or(bit, Ordering::SeqCst);
     }
@@ -52,7 +50,7 @@ pub fn mask(shared: &SharedPage, port: Port) {
 /// mask bit is then set again and the caller must issue `EVTCHNOP_unmask`, which clears it and raises the
 /// upcall — Xen re-raises only when it finds the mask bit set (`evtchn_2l_unmask`; Linux's
 /// `evtchn_2l_unmask` re-masks for the same reason).
-pub fn unmask(shared: &SharedPage, port: Port) -> bool {
+pub fn unmask(shared: &SharedPage, port: EvtchnPort) -> bool {
     let Some((off, bit)) = bit_pos(port) else { return false };
     let mask = shared.u64_at(si::EVTCHN_MASK + off);
     mask.fetch_and(!bit, Ordering::SeqCst);
@@ -64,14 +62,14 @@ pub fn unmask(shared: &SharedPage, port: Port) -> bool {
 }
 
 /// Whether `port` is pending.
-pub fn is_pending(shared: &SharedPage, port: Port) -> bool {
+pub fn is_pending(shared: &SharedPage, port: EvtchnPort) -> bool {
     bit_pos(port).is_some_and(|(off, bit)| shared.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0)
 }
 
 /// The upcall scan for `vcpu`: clears `evtchn_upcall_pending` *before* looking (so an event arriving during the
 /// scan raises a new upcall), takes the selector word, and for each selected word clears and reports every
 /// pending, unmasked port in ascending order. Returns how many ports were reported.
-pub fn scan(shared: &SharedPage, vcpu: usize, mut handle: impl FnMut(Port)) -> usize {
+pub fn scan(shared: &SharedPage, vcpu: usize, mut handle: impl FnMut(EvtchnPort)) -> usize {
     let vi = vcpu * si::VCPU_INFO_SIZE;
     let mut n = 0;
     loop {
@@ -91,7 +89,7 @@ pub fn scan(shared: &SharedPage, vcpu: usize, mut handle: impl FnMut(Port)) -> u
                 bits &= bits - 1;
                 // Clear before handling: a new event during the handler sets it again.
                 pending.fetch_and(!(1u64 << b), Ordering::SeqCst);
-                handle(word as u32 * 64 + b);
+                handle(EvtchnPort(word as u32 * 64 + b));
                 n += 1;
             }
         }
@@ -103,86 +101,28 @@ pub const MAX_SLOTS: usize = 32;
 
 const FREE: u32 = u32::MAX;
 
-/// The tasks to wake when a port fires: one persistent waker (a device's driver task, set once and kept) and
-/// one-shot waiters (futures waiting for one event, e.g. a xenstore reply).
+/// A port's binding to the tasks it wakes: the port (or free) and the [`WakeSlot`] its upcalls wake. Drivers
+/// hold the `WakeSlot` (persistent waker for a device's task, one-shot waiters for replies); only the binding is
+/// Xen-specific.
 pub struct PortSlot {
     port: AtomicU32,
-    persistent: Mutex<Option<Waker>>,
-    waiters: Mutex<Vec<Waker>>,
-    /// An event arrived when nobody waited.
-    pending: AtomicBool,
-    count: AtomicU64,
+    wake: WakeSlot,
 }
 
 impl PortSlot {
     const fn new() -> Self {
-        Self {
-            port: AtomicU32::new(FREE),
-            persistent: Mutex::new(None),
-            waiters: Mutex::new(Vec::new()),
-            pending: AtomicBool::new(false),
-            count: AtomicU64::new(0),
-        }
+        Self { port: AtomicU32::new(FREE), wake: WakeSlot::new() }
     }
 
     /// The port this slot serves.
-    pub fn port(&self) -> Port {
-        self.port.load(Ordering::Acquire)
+    pub fn port(&self) -> EvtchnPort {
+        EvtchnPort(self.port.load(Ordering::Acquire))
     }
 
-    /// Events delivered since the slot was bound.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+    /// The tasks this port wakes; events delivered since the slot was bound are its [`WakeSlot::events`].
+    pub fn wake_slot(&self) -> &WakeSlot {
+        &self.wake
     }
-
-    /// Sets the persistent waker (replacing the previous one); wakes it at once if an event arrived unseen.
-    pub fn set_waker(&self, waker: &Waker) {
-        critical(|| {
-            let mut w = self.persistent.lock();
-            if !w.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                *w = Some(waker.clone());
-            }
-        });
-        if self.pending.swap(false, Ordering::AcqRel) {
-            waker.wake_by_ref();
-        }
-    }
-
-    /// Adds a one-shot waiter, woken (and dropped) at the next event. Register *before* checking the
-    /// condition you wait for, so an event in between is not lost.
-    pub fn add_waiter(&self, waker: &Waker) {
-        critical(|| {
-            let mut w = self.waiters.lock();
-            if !w.iter().any(|x| x.will_wake(waker)) {
-                w.push(waker.clone());
-            }
-        });
-    }
-
-    /// Delivers one event: wakes the persistent waker and every waiter (called from the upcall handler).
-    pub fn fire(&self) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let waiters = critical(|| core::mem::take(&mut *self.waiters.lock()));
-        let persistent = critical(|| self.persistent.lock().clone());
-        if waiters.is_empty() && persistent.is_none() {
-            self.pending.store(true, Ordering::Release);
-        }
-        for w in waiters {
-            w.wake();
-        }
-        if let Some(w) = persistent {
-            w.wake();
-        }
-    }
-}
-
-/// Runs `f` with interrupts masked on the guest, so the upcall handler never finds a slot lock held by the
-/// task it interrupted.
-fn critical<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_os = "none")]
-    return libos::arch::x86_64::cpu::without_interrupts(f);
-    #[cfg(not(target_os = "none"))]
-    f()
 }
 
 static SLOTS: [PortSlot; MAX_SLOTS] = [const { PortSlot::new() }; MAX_SLOTS];
@@ -193,12 +133,12 @@ pub enum BindError {
     /// All [`MAX_SLOTS`] slots are taken.
     NoSlot {
         /// The port that could not be bound.
-        port: Port,
+        port: EvtchnPort,
     },
     /// The port is outside the 2-level ABI's range.
     BadPort {
         /// The port.
-        port: Port,
+        port: EvtchnPort,
     },
 }
 
@@ -214,8 +154,8 @@ impl core::fmt::Display for BindError {
 }
 
 /// The wake-up slot for `port`, claiming a free one when the port has none yet. Errors: [`BindError`].
-pub fn bind(port: Port) -> Result<&'static PortSlot, BindError> {
-    if port >= EVTCHN_2L_NR_CHANNELS {
+pub fn bind(port: EvtchnPort) -> Result<&'static PortSlot, BindError> {
+    if port.0 >= EVTCHN_2L_NR_CHANNELS {
         return Err(BindError::BadPort { port });
     }
     if let Some(s) = slot(port) {
@@ -223,20 +163,20 @@ pub fn bind(port: Port) -> Result<&'static PortSlot, BindError> {
     }
     SLOTS
         .iter()
-        .find(|s| s.port.compare_exchange(FREE, port, Ordering::AcqRel, Ordering::Acquire).is_ok())
+        .find(|s| s.port.compare_exchange(FREE, port.0, Ordering::AcqRel, Ordering::Acquire).is_ok())
         .ok_or(BindError::NoSlot { port })
 }
 
 /// The slot bound to `port`, if any.
-pub fn slot(port: Port) -> Option<&'static PortSlot> {
+pub fn slot(port: EvtchnPort) -> Option<&'static PortSlot> {
     SLOTS.iter().find(|s| s.port() == port)
 }
 
 /// Wakes whoever waits on `port` (upcall dispatch). Returns false for a port nobody bound.
-pub fn dispatch(port: Port) -> bool {
+pub fn dispatch(port: EvtchnPort) -> bool {
     match slot(port) {
         Some(s) => {
-            s.fire();
+            s.wake.wake();
             true
         }
         None => false,
@@ -249,7 +189,9 @@ mod tests {
     use super::*;
     use alloc::sync::Arc;
     use alloc::task::Wake;
+    use core::task::Waker;
     use std::vec;
+    use EvtchnPort as P;
 
     struct Count(std::sync::atomic::AtomicUsize);
     impl Wake for Count {
@@ -259,8 +201,8 @@ mod tests {
     }
 
     /// What Xen does to raise `port` for vCPU 0 (`evtchn_2l_set_pending`).
-    fn raise(p: &SharedPage, port: Port) {
-        let (off, bit) = bit_pos(port).expect("port");
+    fn raise(p: &SharedPage, port: u32) {
+        let (off, bit) = bit_pos(P(port)).expect("port");
         let was = p.u64_at(si::EVTCHN_PENDING + off).fetch_or(bit, Ordering::SeqCst) & bit != 0;
         let masked = p.u64_at(si::EVTCHN_MASK + off).load(Ordering::SeqCst) & bit != 0;
         if !was && !masked {
@@ -271,8 +213,8 @@ mod tests {
 
     /// What Xen does for `EVTCHNOP_unmask` (`evtchn_2l_unmask`): raises the upcall only if it clears a set mask
     /// bit of a pending port.
-    fn xen_unmask(p: &SharedPage, port: Port) {
-        let (off, bit) = bit_pos(port).expect("port");
+    fn xen_unmask(p: &SharedPage, port: u32) {
+        let (off, bit) = bit_pos(P(port)).expect("port");
         let was_masked = p.u64_at(si::EVTCHN_MASK + off).fetch_and(!bit, Ordering::SeqCst) & bit != 0;
         let pending = p.u64_at(si::EVTCHN_PENDING + off).load(Ordering::SeqCst) & bit != 0;
         if was_masked && pending {
@@ -290,13 +232,13 @@ mod tests {
         // The backend notifies before the port is unmasked: pending, but no upcall.
         raise(&p, 7);
         assert_eq!(p.u8_at(si::VCPU_UPCALL_PENDING).load(Ordering::SeqCst), 0);
-        assert!(unmask(&p, 7), "pending: the caller must re-raise");
-        assert!(!unmask(&p, 8), "nothing pending on port 8");
+        assert!(unmask(&p, P(7)), "pending: the caller must re-raise");
+        assert!(!unmask(&p, P(8)), "nothing pending on port 8");
         xen_unmask(&p, 7);
         assert_eq!(p.u8_at(si::VCPU_UPCALL_PENDING).load(Ordering::SeqCst), 1, "EVTCHNOP_unmask raised the upcall");
         let mut seen = vec![];
         scan(&p, 0, |port| seen.push(port));
-        assert_eq!(seen, [7]);
+        assert_eq!(seen, [P(7)]);
         // Later events on the port raise upcalls again (the pending bit no longer swallows them).
         raise(&p, 7);
         assert_eq!(scan(&p, 0, |_| {}), 1);
@@ -307,24 +249,24 @@ mod tests {
         let p = SharedPage::new().expect("page");
         mask_all(&p);
         for port in [3, 64, 4095, 100] {
-            assert!(!unmask(&p, port));
+            assert!(!unmask(&p, P(port)));
         }
         for port in [4095, 3, 100, 64, 5] {
             raise(&p, port);
         }
         let mut seen = vec![];
         assert_eq!(scan(&p, 0, |port| seen.push(port)), 4);
-        assert_eq!(seen, [3, 64, 100, 4095]);
+        assert_eq!(seen, [P(3), P(64), P(100), P(4095)]);
         assert_eq!(p.u8_at(0).load(Ordering::SeqCst), 0, "upcall flag cleared");
-        assert!(!is_pending(&p, 3) && is_pending(&p, 5), "masked port 5 stays pending");
+        assert!(!is_pending(&p, P(3)) && is_pending(&p, P(5)), "masked port 5 stays pending");
         // Nothing new: nothing reported.
         assert_eq!(scan(&p, 0, |_| panic!("no event")), 0);
         // Unmasking the pending port tells the caller to re-raise it.
-        assert!(unmask(&p, 5));
+        assert!(unmask(&p, P(5)));
         // Out-of-range ports are ignored, never index outside the bitmaps.
-        mask(&p, 4096);
-        assert!(!unmask(&p, u32::MAX));
-        assert!(!is_pending(&p, 99_999));
+        mask(&p, P(4096));
+        assert!(!unmask(&p, P(u32::MAX)));
+        assert!(!is_pending(&p, P(99_999)));
     }
 
     #[test]
@@ -337,22 +279,24 @@ mod tests {
 
     #[test]
     fn slots_wake_persistent_and_one_shot_waiters() {
-        let slot = bind(4000).expect("slot");
-        assert_eq!(bind(4000).map(|s| s as *const _), Ok(slot as *const _), "same port, same slot");
-        assert_eq!(bind(5000).err(), Some(BindError::BadPort { port: 5000 }));
+        let bound = bind(P(4000)).expect("slot");
+        assert_eq!(bound.port(), P(4000));
+        let slot = bound.wake_slot();
+        assert_eq!(bind(P(4000)).map(|s| s as *const _), Ok(bound as *const _), "same port, same slot");
+        assert_eq!(bind(P(5000)).err(), Some(BindError::BadPort { port: P(5000) }));
         // An event before anyone waits is remembered for the persistent waker.
-        assert!(dispatch(4000));
+        assert!(dispatch(P(4000)));
         let persistent = Arc::new(Count(Default::default()));
         slot.set_waker(&Waker::from(persistent.clone()));
         assert_eq!(persistent.0.load(Ordering::SeqCst), 1);
         let once = Arc::new(Count(Default::default()));
-        slot.add_waiter(&Waker::from(once.clone()));
-        slot.add_waiter(&Waker::from(once.clone()));
-        assert!(dispatch(4000));
-        assert!(dispatch(4000));
+        slot.register(&Waker::from(once.clone()));
+        slot.register(&Waker::from(once.clone()));
+        assert!(dispatch(P(4000)));
+        assert!(dispatch(P(4000)));
         assert_eq!(once.0.load(Ordering::SeqCst), 1, "one-shot waiters are woken once");
         assert_eq!(persistent.0.load(Ordering::SeqCst), 3);
-        assert_eq!(slot.count(), 3);
-        assert!(!dispatch(4001));
+        assert_eq!(slot.events(), 3);
+        assert!(!dispatch(P(4001)));
     }
 }

@@ -6,6 +6,7 @@
 //! `GTF_reading`/`GTF_writing` are set when ending access), `memory.h` (`XENMAPSPACE_grant_table`).
 #![forbid(unsafe_code)]
 
+use crate::abi::DomId;
 use crate::shared::{wmb, SharedPage, PAGE_SIZE};
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -14,11 +15,22 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 use spin::Mutex;
 
-/// A grant reference: an index into the grant table, given to the backend (e.g. in xenstore or a ring slot).
-pub type GrantRef = u32;
+pub use crate::abi::GrantRef;
 
 /// Size of `struct grant_entry_v1` (bytes).
 pub const ENTRY_SIZE: usize = 8;
+/// Byte offsets of the fields of `struct grant_entry_v1` within an entry. The entry is shared with Xen and
+/// updated field by field with atomics (`flags` last when granting, by compare-and-swap when ending access), so
+/// these are offsets into the shared page rather than a view over a copy.
+mod entry {
+    /// `flags` (u16, `GTF_*`).
+    pub const FLAGS: usize = 0;
+    /// `domid` (u16): the domain granted access.
+    pub const DOMID: usize = 2;
+    /// `frame` (u32): the granted guest frame.
+    pub const FRAME: usize = 4;
+}
+
 /// Grant entries per table frame.
 pub const ENTRIES_PER_FRAME: usize = PAGE_SIZE / ENTRY_SIZE;
 /// `GNTTAB_NR_RESERVED_ENTRIES`: entries 0..8 belong to the toolstack (console, xenstore).
@@ -93,7 +105,7 @@ impl GrantTable {
     pub fn new(frames: Vec<SharedPage>) -> Self {
         let capacity = (frames.len() * ENTRIES_PER_FRAME) as u32;
         // Hand out low references first (pop from the end).
-        let free = (NR_RESERVED_ENTRIES..capacity).rev().collect();
+        let free = (NR_RESERVED_ENTRIES..capacity).rev().map(GrantRef).collect();
         Self { frames, state: Mutex::new(State { free, granted: BTreeMap::new() }) }
     }
 
@@ -107,7 +119,7 @@ impl GrantTable {
         self.state.lock().free.len()
     }
 
-    fn entry(&self, gref: GrantRef) -> (&SharedPage, usize) {
+    fn entry(&self, GrantRef(gref): GrantRef) -> (&SharedPage, usize) {
         let i = gref as usize;
         (&self.frames[i / ENTRIES_PER_FRAME], (i % ENTRIES_PER_FRAME) * ENTRY_SIZE)
     }
@@ -116,16 +128,16 @@ impl GrantTable {
     /// after a write barrier — `flags`, so the entry is never valid with stale contents. The table keeps `page`
     /// alive until [`end_access`](Self::end_access) succeeds. Errors: [`GrantError::Exhausted`],
     /// [`GrantError::FrameTooHigh`].
-    pub fn grant(&self, domid: u16, page: Arc<SharedPage>, readonly: bool) -> Result<GrantRef, GrantError> {
+    pub fn grant(&self, domid: DomId, page: Arc<SharedPage>, readonly: bool) -> Result<GrantRef, GrantError> {
         let frame = u32::try_from(page.frame()).map_err(|_| GrantError::FrameTooHigh { frame: page.frame() })?;
         let mut st = self.state.lock();
         let gref = st.free.pop().ok_or(GrantError::Exhausted { capacity: self.capacity() })?;
         let (table, off) = self.entry(gref);
-        table.u16_at(off + 2).store(domid, Ordering::Relaxed);
-        table.u32_at(off + 4).store(frame, Ordering::Relaxed);
+        table.u16_at(off + entry::DOMID).store(domid.0, Ordering::Relaxed);
+        table.u32_at(off + entry::FRAME).store(frame, Ordering::Relaxed);
         wmb();
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        table.u16_at(off).store(flags, Ordering::Release);
+        table.u16_at(off + entry::FLAGS).store(flags, Ordering::Release);
         st.granted.insert(gref, page);
         Ok(gref)
     }
@@ -139,7 +151,7 @@ impl GrantTable {
             return Err(GrantError::NotGranted { gref });
         }
         let (table, off) = self.entry(gref);
-        let flags = table.u16_at(off);
+        let flags = table.u16_at(off + entry::FLAGS);
         let mut cur = flags.load(Ordering::Acquire);
         loop {
             if cur & (GTF_READING | GTF_WRITING) != 0 {
@@ -162,14 +174,14 @@ impl GrantTable {
 
     /// The raw entry `(flags, domid, frame)` of `gref` as the backend sees it. `None` outside the table.
     pub fn entry_fields(&self, gref: GrantRef) -> Option<(u16, u16, u32)> {
-        if gref as usize >= self.frames.len() * ENTRIES_PER_FRAME {
+        if gref.0 as usize >= self.frames.len() * ENTRIES_PER_FRAME {
             return None;
         }
         let (table, off) = self.entry(gref);
         Some((
-            table.u16_at(off).load(Ordering::Acquire),
-            table.u16_at(off + 2).load(Ordering::Acquire),
-            table.u32_at(off + 4).load(Ordering::Acquire),
+            table.u16_at(off + entry::FLAGS).load(Ordering::Acquire),
+            table.u16_at(off + entry::DOMID).load(Ordering::Acquire),
+            table.u32_at(off + entry::FRAME).load(Ordering::Acquire),
         ))
     }
 }
@@ -188,24 +200,24 @@ mod tests {
         let t = table(1);
         assert_eq!(t.capacity(), 504);
         let page = Arc::new(SharedPage::new().expect("page"));
-        let r = t.grant(0, page.clone(), true).expect("grant");
-        assert_eq!(r, NR_RESERVED_ENTRIES, "reserved entries are never handed out");
+        let r = t.grant(DomId(0), page.clone(), true).expect("grant");
+        assert_eq!(r, GrantRef(NR_RESERVED_ENTRIES), "reserved entries are never handed out");
         assert_eq!(t.entry_fields(r), Some((GTF_PERMIT_ACCESS | GTF_READONLY, 0, page.frame() as u32)));
-        let w = t.grant(7, page.clone(), false).expect("grant");
+        let w = t.grant(DomId(7), page.clone(), false).expect("grant");
         assert_eq!(t.entry_fields(w), Some((GTF_PERMIT_ACCESS, 7, page.frame() as u32)));
         assert!(Arc::ptr_eq(&t.granted_page(w).expect("active"), &page));
         let back = t.end_access(r).expect("end");
         assert!(Arc::ptr_eq(&back, &page));
         assert_eq!(t.entry_fields(r).map(|e| e.0), Some(0));
         assert_eq!(t.end_access(r).err(), Some(GrantError::NotGranted { gref: r }));
-        assert_eq!(t.entry_fields(4096), None);
+        assert_eq!(t.entry_fields(GrantRef(4096)), None);
     }
 
     #[test]
     fn end_access_fails_while_the_backend_uses_the_grant() {
         let t = table(1);
         let page = Arc::new(SharedPage::new().expect("page"));
-        let r = t.grant(0, page, false).expect("grant");
+        let r = t.grant(DomId(0), page, false).expect("grant");
         // What Xen does while the backend maps the frame for writing.
         let (frame, off) = t.entry(r);
         frame.u16_at(off).fetch_or(GTF_WRITING, Ordering::SeqCst);
@@ -221,11 +233,11 @@ mod tests {
     fn exhaustion_and_reuse() {
         let t = table(1);
         let page = Arc::new(SharedPage::new().expect("page"));
-        let refs: Vec<_> = (0..t.capacity()).map(|_| t.grant(1, page.clone(), true).expect("grant")).collect();
-        assert_eq!(t.grant(1, page.clone(), true), Err(GrantError::Exhausted { capacity: 504 }));
+        let refs: Vec<_> = (0..t.capacity()).map(|_| t.grant(DomId(1), page.clone(), true).expect("grant")).collect();
+        assert_eq!(t.grant(DomId(1), page.clone(), true), Err(GrantError::Exhausted { capacity: 504 }));
         assert_eq!(t.free_count(), 0);
         t.end_access(refs[10]).expect("end");
-        assert_eq!(t.grant(1, page, true), Ok(refs[10]));
+        assert_eq!(t.grant(DomId(1), page, true), Ok(refs[10]));
         let two = table(2);
         assert_eq!(two.capacity(), 1016);
     }

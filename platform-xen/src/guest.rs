@@ -2,9 +2,10 @@
 //! upcall vector, PV console; then grant table, xenstore, control node watch and the PV devices.
 //! Source: Xen `docs/misc/pvh.pandoc`, `xen/include/public/hvm/params.h` (`HVM_PARAM_CALLBACK_IRQ` vector type),
 //! `memory.h` (`XENMAPSPACE_shared_info`), `sched.h` (`SCHEDOP_shutdown`).
+#![allow(unsafe_code)]
 
-use crate::abi::{self, feature, hvm_param, XenErrno};
-use crate::evtchn::{self, EventChannelOps, Port};
+use crate::abi::{self, feature, hvm_param, DomId, XenErrno};
+use crate::evtchn::{self, EventChannelOps, EvtchnPort};
 use crate::gnttab::GrantTable;
 use crate::shared::SharedPage;
 use crate::xenstore::ring::XsRing;
@@ -18,6 +19,7 @@ use alloc::vec::Vec;
 use libos::bootinfo::BootInfo;
 use libos::cmdline::Cmdline;
 use libos::hypervisor::{Detection, HypervisorKind};
+use libos::irq::WakeSlot;
 use libos::time::Duration;
 
 static SHARED_INFO: spin::Once<&'static SharedPage> = spin::Once::new();
@@ -26,13 +28,13 @@ static SHARED_INFO: spin::Once<&'static SharedPage> = spin::Once::new();
 pub struct Hypercalls;
 
 impl EventChannelOps for Hypercalls {
-    fn send(&self, port: Port) -> Result<(), XenErrno> {
+    fn send(&self, port: EvtchnPort) -> Result<(), XenErrno> {
         hypercall::evtchn_send(port)
     }
-    fn alloc_unbound(&self, remote: u16) -> Result<Port, XenErrno> {
+    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, XenErrno> {
         hypercall::evtchn_alloc_unbound(remote)
     }
-    fn close(&self, port: Port) -> Result<(), XenErrno> {
+    fn close(&self, port: EvtchnPort) -> Result<(), XenErrno> {
         hypercall::evtchn_close(port)
     }
 }
@@ -48,8 +50,9 @@ fn upcall(_vector: u8) {
 }
 
 /// Binds `port` to a wake-up slot and unmasks it; a port that became pending while masked is re-raised.
-pub fn listen(port: Port) -> Result<&'static evtchn::PortSlot, String> {
-    let slot = evtchn::bind(port).map_err(|e| format!("{e}"))?;
+/// Returns the slot the port's upcalls wake.
+pub fn listen(port: EvtchnPort) -> Result<&'static WakeSlot, String> {
+    let slot = evtchn::bind(port).map_err(|e| format!("{e}"))?.wake_slot();
     let page = SHARED_INFO.get().ok_or("event channels are not set up")?;
     if evtchn::unmask(page, port) {
         hypercall::evtchn_unmask(port).map_err(|e| format!("EVTCHNOP_unmask {port}: {e}"))?;
@@ -108,7 +111,7 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
     let con_pfn = hypercall::hvm_get_param(hvm_param::CONSOLE_PFN).unwrap_or(0);
     let con_port = hypercall::hvm_get_param(hvm_param::CONSOLE_EVTCHN).unwrap_or(0);
     let con_ok = con_pfn != 0 && con_port != 0 && con_port < u64::from(abi::EVTCHN_2L_NR_CHANNELS);
-    if con_ok && console_init(con_pfn, con_port as u32) {
+    if con_ok && console_init(con_pfn, EvtchnPort(con_port as u32)) {
         out.push(String::from("pv console"));
     }
 
@@ -120,7 +123,7 @@ pub fn init(d: &Detection, _boot: &BootInfo, _cmdline: &Cmdline) -> Result<Vec<S
     };
     out.push(String::from("xenstore"));
     let events: Arc<dyn EventChannelOps> = Arc::new(Hypercalls);
-    let listen_some = |port: Port| listen(port).map(Some);
+    let listen_some = |port: EvtchnPort| listen(port).map(Some);
     let vifs = libos::task::wait(xenbus::discover(xs, "vif")).map_err(|e| format!("{e}"))?;
     for id in vifs {
         let fut = netfront::connect(xs, grants, events.clone(), &id, &listen_some);
@@ -188,7 +191,8 @@ fn xenstore() -> Result<Option<&'static XenStore>, String> {
     if pfn == 0 {
         return Ok(None);
     }
-    let port = u32::try_from(port).map_err(|_| format!("xenstore event channel {port} out of range"))?;
+    let port =
+        u32::try_from(port).map(EvtchnPort).map_err(|_| format!("xenstore event channel {port} out of range"))?;
     // SAFETY: the toolstack placed the xenstore page at `pfn` in a reserved region no allocator uses; libos's
     // page tables map all of the low 4 GiB.
     let page = unsafe { SharedPage::adopt(pfn * crate::shared::PAGE_SIZE as u64) };
@@ -197,7 +201,7 @@ fn xenstore() -> Result<Option<&'static XenStore>, String> {
     Ok(Some(xs))
 }
 
-static CONSOLE: spin::Mutex<Option<(ConsoleRing, Port)>> = spin::Mutex::new(None);
+static CONSOLE: spin::Mutex<Option<(ConsoleRing, EvtchnPort)>> = spin::Mutex::new(None);
 
 /// How long a full console ring may hold up output before it is dropped (ns).
 const CONSOLE_STALL_NS: u64 = 500_000_000;
@@ -258,7 +262,7 @@ fn console_drain() {
 
 /// Adds the PV console (ring at guest frame `pfn`, event channel `port`) as a console sink. Returns false when
 /// libos's sink table is full.
-fn console_init(pfn: u64, port: Port) -> bool {
+fn console_init(pfn: u64, port: EvtchnPort) -> bool {
     // SAFETY: the toolstack placed the console page at `pfn` in a reserved region no allocator uses; libos's
     // page tables map all of the low 4 GiB.
     let page = unsafe { SharedPage::adopt(pfn * crate::shared::PAGE_SIZE as u64) };

@@ -5,8 +5,9 @@
 //! it calls the typed wrappers.
 //! Source: Xen `xen/include/public/xen.h` (calling convention), `arch-x86/cpuid.h` (leaf 3: hypercall MSR),
 //! `version.h`, `memory.h`, `hvm/hvm_op.h`, `event_channel.h`, `grant_table.h`, `sched.h`.
+#![allow(unsafe_code)]
 
-use crate::abi::{self, hypercall as nr, XenErrno};
+use crate::abi::{self, hypercall as nr, DomId, EvtchnPort, XenErrno};
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -145,23 +146,23 @@ fn evtchn_op<T>(cmd: u32, arg: &mut T) -> Result<(), XenErrno> {
 }
 
 /// `EVTCHNOP_send`: notifies the other end of `port`.
-pub fn evtchn_send(port: u32) -> Result<(), XenErrno> {
-    evtchn_op(abi::evtchnop::SEND, &mut abi::EvtchnPort { port })
+pub fn evtchn_send(port: EvtchnPort) -> Result<(), XenErrno> {
+    evtchn_op(abi::evtchnop::SEND, &mut abi::EvtchnSend { port })
 }
 
 /// `EVTCHNOP_unmask`: unmasks `port` and re-raises the upcall if it is pending.
-pub fn evtchn_unmask(port: u32) -> Result<(), XenErrno> {
-    evtchn_op(abi::evtchnop::UNMASK, &mut abi::EvtchnPort { port })
+pub fn evtchn_unmask(port: EvtchnPort) -> Result<(), XenErrno> {
+    evtchn_op(abi::evtchnop::UNMASK, &mut abi::EvtchnUnmask { port })
 }
 
 /// `EVTCHNOP_close`.
-pub fn evtchn_close(port: u32) -> Result<(), XenErrno> {
-    evtchn_op(abi::evtchnop::CLOSE, &mut abi::EvtchnPort { port })
+pub fn evtchn_close(port: EvtchnPort) -> Result<(), XenErrno> {
+    evtchn_op(abi::evtchnop::CLOSE, &mut abi::EvtchnClose { port })
 }
 
 /// `EVTCHNOP_alloc_unbound`: a new port that domain `remote` may bind to. Returns the port.
-pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32, XenErrno> {
-    let mut a = abi::EvtchnAllocUnbound { dom: abi::DOMID_SELF, remote_dom: remote, port: 0 };
+pub fn evtchn_alloc_unbound(remote: DomId) -> Result<EvtchnPort, XenErrno> {
+    let mut a = abi::EvtchnAllocUnbound { dom: abi::DOMID_SELF, remote_dom: remote, port: EvtchnPort(0) };
     evtchn_op(abi::evtchnop::ALLOC_UNBOUND, &mut a)?;
     Ok(a.port)
 }

@@ -3,13 +3,14 @@
 //! for RX: `request-rx-copy`, the backend copies frames in). Frames are copied out of RX pages into private
 //! buffers before anyone looks at them, and every response field is checked first (no double fetch); a bad
 //! response breaks the device with a [`DeviceError::Protocol`] naming device, ring and value.
-//! Source: Xen `xen/include/public/io/netif.h` (`netif_tx_request`, `netif_tx_response`, `netif_rx_request`,
-//! `netif_rx_response`, `netif_extra_info`, `NETTXF_*`, `NETRXF_*`, `NETIF_RSP_*`, xenstore keys
+//! The ring structures' wire formats are in [`wire`].
+//! Source: Xen `xen/include/public/io/netif.h` (xenstore keys
 //! `tx-ring-ref`, `rx-ring-ref`, `event-channel`, `request-rx-copy`, `feature-rx-notify`, `feature-sg`,
 //! `feature-no-csum-offload`, `mac`), `io/ring.h`.
 #![forbid(unsafe_code)]
 
-use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::abi::DomId;
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use crate::gnttab::{GrantError, GrantRef, GrantTable};
 use crate::ring::{ring_size, FrontRing};
 use crate::shared::{SharedPage, PAGE_SIZE};
@@ -23,31 +24,17 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
 use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use libos::irq::WakeSlot;
+use wire::{
+    ExtraInfo, RxRequestRepr, RxResponse, RxResponseRepr, TxRequestRepr, TxResponse, TxResponseRepr, NETIF_RSP_NULL,
+    NETIF_RSP_OKAY, NETRXF_EXTRA_INFO, NETRXF_MORE_DATA, RX_SLOT, TX_SLOT, XEN_NETIF_EXTRA_FLAG_MORE,
+};
 
-/// TX ring slot size (`netif_tx_request`, 12 bytes; the response is smaller).
-pub const TX_SLOT: usize = 12;
-/// RX ring slot size (`netif_rx_request` / `netif_rx_response`, 8 bytes).
-pub const RX_SLOT: usize = 8;
+pub mod wire;
+
 /// Slots per ring (256 for both).
 pub const RING_SLOTS: usize = ring_size(TX_SLOT) as usize;
 const _: () = assert!(ring_size(RX_SLOT) as usize == RING_SLOTS);
-
-/// `NETTXF_more_data`: the packet continues in the next request.
-pub const NETTXF_MORE_DATA: u16 = 1 << 2;
-/// `NETRXF_data_validated`: the checksum was verified (or the packet was generated locally).
-pub const NETRXF_DATA_VALIDATED: u16 = 1 << 0;
-/// `NETRXF_csum_blank`: the checksum field holds only the pseudo-header sum.
-pub const NETRXF_CSUM_BLANK: u16 = 1 << 1;
-/// `NETRXF_more_data`: the packet continues in the next response.
-pub const NETRXF_MORE_DATA: u16 = 1 << 2;
-/// `NETRXF_extra_info`: a `netif_extra_info` follows in the next slot.
-pub const NETRXF_EXTRA_INFO: u16 = 1 << 3;
-/// `XEN_NETIF_EXTRA_FLAG_MORE`: another extra follows.
-pub const XEN_NETIF_EXTRA_FLAG_MORE: u8 = 1;
-/// `NETIF_RSP_NULL`: the response to an auxiliary (extra-info) request.
-pub const NETIF_RSP_NULL: i16 = 1;
-/// `NETIF_RSP_OKAY`.
-pub const NETIF_RSP_OKAY: i16 = 0;
 
 /// IP MTU (bytes); `mtu` is not negotiated here.
 pub const MTU: usize = 1500;
@@ -55,122 +42,6 @@ pub const MTU: usize = 1500;
 pub const MAX_FRAME: usize = MTU + 18;
 /// Largest packet accepted from the backend across `more_data` fragments (`XEN_NETIF_MAX_TX_SIZE`).
 pub const MAX_RX_PACKET: usize = 0xffff;
-
-/// `struct netif_tx_request`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxRequest {
-    /// Grant of the page holding the data.
-    pub gref: GrantRef,
-    /// Offset of the data in the page.
-    pub offset: u16,
-    /// `NETTXF_*`.
-    pub flags: u16,
-    /// Echoed in the response.
-    pub id: u16,
-    /// Packet size (first fragment: the whole packet).
-    pub size: u16,
-}
-
-impl TxRequest {
-    /// The 12-byte wire form.
-    pub fn emit(&self) -> [u8; TX_SLOT] {
-        let mut b = [0u8; TX_SLOT];
-        b[0..4].copy_from_slice(&self.gref.to_le_bytes());
-        b[4..6].copy_from_slice(&self.offset.to_le_bytes());
-        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
-        b[8..10].copy_from_slice(&self.id.to_le_bytes());
-        b[10..12].copy_from_slice(&self.size.to_le_bytes());
-        b
-    }
-
-    /// Parses the wire form (used by backend peers).
-    pub fn parse(b: &[u8; TX_SLOT]) -> Self {
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        Self {
-            gref: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            offset: u16_at(4),
-            flags: u16_at(6),
-            id: u16_at(8),
-            size: u16_at(10),
-        }
-    }
-}
-
-/// `struct netif_tx_response` (in a 12-byte slot).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TxResponse {
-    /// The request's id.
-    pub id: u16,
-    /// `NETIF_RSP_*`.
-    pub status: i16,
-}
-
-impl TxResponse {
-    /// Parses a slot copied out of the ring.
-    pub fn parse(b: &[u8; TX_SLOT]) -> Self {
-        Self { id: u16::from_le_bytes([b[0], b[1]]), status: i16::from_le_bytes([b[2], b[3]]) }
-    }
-    /// The wire form (backend peers).
-    pub fn emit(&self) -> [u8; TX_SLOT] {
-        let mut b = [0u8; TX_SLOT];
-        b[0..2].copy_from_slice(&self.id.to_le_bytes());
-        b[2..4].copy_from_slice(&self.status.to_le_bytes());
-        b
-    }
-}
-
-/// `struct netif_rx_request`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RxRequest {
-    /// Echoed in the response.
-    pub id: u16,
-    /// Grant of the (writable) page to receive into.
-    pub gref: GrantRef,
-}
-
-impl RxRequest {
-    /// The 8-byte wire form.
-    pub fn emit(&self) -> [u8; RX_SLOT] {
-        let mut b = [0u8; RX_SLOT];
-        b[0..2].copy_from_slice(&self.id.to_le_bytes());
-        b[4..8].copy_from_slice(&self.gref.to_le_bytes());
-        b
-    }
-    /// Parses the wire form (backend peers).
-    pub fn parse(b: &[u8; RX_SLOT]) -> Self {
-        Self { id: u16::from_le_bytes([b[0], b[1]]), gref: u32::from_le_bytes([b[4], b[5], b[6], b[7]]) }
-    }
-}
-
-/// `struct netif_rx_response`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RxResponse {
-    /// The request's id.
-    pub id: u16,
-    /// Offset of the data in the page.
-    pub offset: u16,
-    /// `NETRXF_*`.
-    pub flags: u16,
-    /// Negative: `NETIF_RSP_*` error; otherwise the fragment's length in bytes.
-    pub status: i16,
-}
-
-impl RxResponse {
-    /// Parses a slot copied out of the ring.
-    pub fn parse(b: &[u8; RX_SLOT]) -> Self {
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        Self { id: u16_at(0), offset: u16_at(2), flags: u16_at(4), status: u16_at(6) as i16 }
-    }
-    /// The wire form (backend peers).
-    pub fn emit(&self) -> [u8; RX_SLOT] {
-        let mut b = [0u8; RX_SLOT];
-        b[0..2].copy_from_slice(&self.id.to_le_bytes());
-        b[2..4].copy_from_slice(&self.offset.to_le_bytes());
-        b[4..6].copy_from_slice(&self.flags.to_le_bytes());
-        b[6..8].copy_from_slice(&self.status.to_le_bytes());
-        b
-    }
-}
 
 /// Why a netfront could not be brought up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,7 +125,7 @@ pub struct NetRings {
 impl NetRings {
     /// Allocates both rings and one page per slot, and grants them all to `backend` (buffers read-only for TX,
     /// writable for RX). Errors: [`NetfrontError::NoMemory`], [`NetfrontError::Grant`].
-    pub fn new(grants: &GrantTable, backend: u16) -> Result<Self, NetfrontError> {
+    pub fn new(grants: &GrantTable, backend: DomId) -> Result<Self, NetfrontError> {
         let page = || SharedPage::new().map(Arc::new).map_err(|_| NetfrontError::NoMemory);
         let tx = FrontRing::new(page()?);
         let rx = FrontRing::new(page()?);
@@ -273,7 +144,7 @@ impl NetRings {
 
     /// The front-end nodes to publish (`io/netif.h`): ring grants, the event channel, receive by copy, RX
     /// notifications, scatter-gather receive, and no checksum offload (frames arrive with full checksums).
-    pub fn xenstore_pairs(&self, port: Port) -> Vec<(&'static str, String)> {
+    pub fn xenstore_pairs(&self, port: EvtchnPort) -> Vec<(&'static str, String)> {
         vec![
             ("tx-ring-ref", format!("{}", self.tx_ring_ref)),
             ("rx-ring-ref", format!("{}", self.rx_ring_ref)),
@@ -319,8 +190,8 @@ pub struct Netfront {
     pool: Vec<Vec<u8>>,
     scratch: Vec<u8>,
     events: Arc<dyn EventChannelOps>,
-    port: Port,
-    slot: Option<&'static PortSlot>,
+    port: EvtchnPort,
+    slot: Option<&'static WakeSlot>,
     stats: NetStats,
     broken: Option<DeviceError>,
 }
@@ -337,8 +208,8 @@ impl Netfront {
         mac: [u8; 6],
         rings: NetRings,
         events: Arc<dyn EventChannelOps>,
-        port: Port,
-        slot: Option<&'static PortSlot>,
+        port: EvtchnPort,
+        slot: Option<&'static WakeSlot>,
     ) -> Result<Self, DeviceError> {
         let NetRings { tx, rx, tx_bufs, rx_bufs, .. } = rings;
         let mut dev = Self {
@@ -405,7 +276,8 @@ impl Netfront {
             let Some((_, raw)) = self.next_rx_slot()? else {
                 return Err(self.fail("rx", String::from("extra-info slot announced but not published")));
             };
-            if raw[1] & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
+            // A copied-out RX slot always holds a whole netif_extra_info.
+            if ExtraInfo::new_unchecked(&raw[..]).flags() & XEN_NETIF_EXTRA_FLAG_MORE == 0 {
                 return Ok(());
             }
         }
@@ -420,7 +292,10 @@ impl Netfront {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.fail("tx", format!("{e}"))),
             };
-            let r = TxResponse::parse(&raw);
+            let r = match TxResponseRepr::parse(&TxResponse::new_unchecked(&raw[..])) {
+                Ok(r) => r,
+                Err(e) => return Err(self.fail("tx", format!("{e}"))),
+            };
             let id = usize::from(r.id);
             if id >= RING_SLOTS || !self.tx_in_flight[id] {
                 return Err(self.fail("tx", format!("response for id {} which is not in flight", r.id)));
@@ -446,7 +321,10 @@ impl NetDevice for Netfront {
         self.check()?;
         loop {
             let Some((cons, raw)) = self.next_rx_slot()? else { return Ok(None) };
-            let rsp = RxResponse::parse(&raw);
+            let rsp = match RxResponseRepr::parse(&RxResponse::new_unchecked(&raw[..])) {
+                Ok(r) => r,
+                Err(e) => return Err(self.fail("rx", format!("{e}"))),
+            };
             // Buffer i is posted at ring indices congruent to i (see `flush`), with id i.
             let idx = cons as usize % RING_SLOTS;
             if usize::from(rsp.id) != idx {
@@ -533,10 +411,10 @@ impl NetDevice for Netfront {
         let id = self.tx_free.pop().unwrap_or(0);
         let buf = &self.tx_bufs[usize::from(id)];
         buf.page.write(0, &scratch);
-        let req = TxRequest { gref: buf.gref, offset: 0, flags: 0, id, size: len as u16 };
+        let req = TxRequestRepr { gref: buf.gref, offset: 0, flags: 0, id, size: len as u16 };
         self.scratch = scratch;
         // A free slot was checked above, so queueing cannot fail.
-        self.tx.queue_request(&req.emit());
+        self.tx.queue_request(&req.to_bytes());
         self.tx_in_flight[usize::from(id)] = true;
         self.stats.tx_frames += 1;
         Ok(())
@@ -550,8 +428,8 @@ impl NetDevice for Netfront {
         self.reclaim_tx()?;
         while self.rx.free_requests() > 0 {
             let idx = self.rx.req_prod_pvt() as usize % RING_SLOTS;
-            let req = RxRequest { id: idx as u16, gref: self.rx_bufs[idx].gref };
-            self.rx.queue_request(&req.emit());
+            let req = RxRequestRepr { id: idx as u16, gref: self.rx_bufs[idx].gref };
+            self.rx.queue_request(&req.to_bytes());
         }
         let notify_rx = self.rx.push_requests();
         let notify_tx = self.tx.push_requests();
@@ -588,7 +466,7 @@ pub async fn connect(
     grants: &GrantTable,
     events: Arc<dyn EventChannelOps>,
     id: &str,
-    listen: &dyn Fn(Port) -> Result<Option<&'static PortSlot>, String>,
+    listen: &dyn Fn(EvtchnPort) -> Result<Option<&'static WakeSlot>, String>,
 ) -> Result<Netfront, NetfrontError> {
     let path = format!("device/vif/{id}");
     let mut fe = Frontend::open(xs, &path, Flavour::Net).await?;

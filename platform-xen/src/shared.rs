@@ -4,6 +4,7 @@
 //! every other module works on these accessors (the `GuestMemory` idea of rust-vmm).
 //! Source: Xen `xen/include/public/io/ring.h` (barriers: `xen_mb`/`xen_wmb`), Intel SDM Vol. 3A §8.2 (x86
 //! memory ordering: only store→load needs a fence).
+#![allow(unsafe_code)]
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8};

@@ -7,7 +7,8 @@
 //! and `io/blkif.h` (which state a front end publishes after writing its ring details).
 #![forbid(unsafe_code)]
 
-use crate::xenstore::{parse_u64, Tx, Watch, XenStore, XsError, XBT_NIL};
+use crate::abi::DomId;
+use crate::xenstore::{parse_u64, Watch, XenStore, XsError, XsTxId, XBT_NIL};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -240,7 +241,7 @@ pub struct Frontend<'a> {
     /// Backend path, e.g. `/local/domain/0/backend/vif/5/0`.
     pub backend: String,
     /// Backend domain id.
-    pub backend_id: u16,
+    pub backend_id: DomId,
     fsm: Fsm,
     watch: Watch<'a>,
 }
@@ -252,7 +253,7 @@ impl<'a> Frontend<'a> {
         let backend = xs.read(XBT_NIL, &format!("{path}/backend")).await?;
         let id_path = format!("{path}/backend-id");
         let id = xs.read(XBT_NIL, &id_path).await?;
-        let backend_id = u16::try_from(parse_u64(&id_path, &id)?).map_err(|_| XsError::BadValue {
+        let backend_id = u16::try_from(parse_u64(&id_path, &id)?).map(DomId).map_err(|_| XsError::BadValue {
             path: id_path,
             value: id,
             expected: "a domain id below 65536",
@@ -353,7 +354,7 @@ pub async fn control_loop(xs: &XenStore) -> Result<(), XenbusError> {
 /// Reads and clears `control/shutdown` in one transaction (retried on `EAGAIN`); returns the request.
 pub async fn take_shutdown_request(xs: &XenStore) -> Result<Option<ShutdownKind>, XenbusError> {
     for _ in 0..MAX_TX_RETRIES {
-        let tx: Tx = xs.transaction_start().await?;
+        let tx: XsTxId = xs.transaction_start().await?;
         let value = match xs.read_opt(tx, CONTROL_SHUTDOWN).await {
             Ok(v) => v.unwrap_or_default(),
             Err(e) => {
@@ -384,13 +385,14 @@ pub async fn take_shutdown_request(xs: &XenStore) -> Result<Option<ShutdownKind>
 mod tests {
     extern crate std;
     use super::*;
+    use crate::evtchn::EvtchnPort;
     use crate::xenstore::daemon::{block_on, MockXenstored};
     use crate::xenstore::ring::XsRing;
     use alloc::sync::Arc;
 
     fn connect() -> (Arc<MockXenstored>, XenStore) {
-        let d = MockXenstored::new(3);
-        let xs = XenStore::new(XsRing::new(d.ring.page.clone()), d.clone(), 3, None);
+        let d = MockXenstored::new(EvtchnPort(3));
+        let xs = XenStore::new(XsRing::new(d.ring.page.clone()), d.clone(), EvtchnPort(3), None);
         (d, xs)
     }
 
@@ -446,7 +448,7 @@ mod tests {
             }
         }));
         let mut fe = block_on(Frontend::open(&xs, "device/vif/0", Flavour::Net)).expect("open");
-        assert_eq!((fe.backend.as_str(), fe.backend_id), ("/local/domain/0/backend/vif/5/0", 0));
+        assert_eq!((fe.backend.as_str(), fe.backend_id), ("/local/domain/0/backend/vif/5/0", DomId(0)));
         assert_eq!(block_on(fe.next_step()), Ok(Step::Publish));
         block_on(fe.publish(&[("tx-ring-ref", String::from("8")), ("event-channel", String::from("101"))]))
             .expect("publish");

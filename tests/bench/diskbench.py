@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""diskbench.py - storage figures: Zirvium diskbench versus Linux 6.1 (busybox dd + zbio) on the same QEMU disk.
+"""diskbench.py - storage figures: Zirvium diskbench versus Linux 6.1 (busybox dd + zbio) on the same QEMU disk,
+on each disk controller clouds attach: virtio-blk, NVMe and virtio-scsi.
 
 usage: python3 tests/bench/diskbench.py [--quick] [--out DIR] [--runs N] [--mb N] [--kvm-mb N] [--rand-ms N]
-                                        [--machine q35|microvm] [--no-kvm]
+                                        [--machine q35|microvm] [--no-kvm] [--buses virtio-blk,nvme,virtio-scsi]
 
 Run from anywhere (paths are relative to this file's repository); needs root only for `apt-get download` on the
 first run. Steps:
   1. build the Zirvium diskbench image (`cargo run -q -p images -- build diskbench`);
   2. build a Linux guest from Debian bookworm packages with bench.py's helpers (linux-image-6.1.0-*-amd64 with
-     virtio_blk, fat, vfat and NLS modules, busybox-static; cached under target/bench-cache/) plus `zbio`
-     (tests/bench/zbio.c, `gcc -static`), whose /init runs the same phases as diskbench;
-  3. for Zirvium/KVM (when /dev/kvm opens), Zirvium/TCG and Linux/TCG, each mode (raw device, file on FAT) and
-     run: a fresh disk image (raw: 128 MiB sparse; FAT: `images disk create --size 128M`), one boot on the same
-     QEMU command line shape (`-drive if=none,format=raw,cache=writeback` + virtio-blk), the figures read from
-     the serial console;
+     virtio_blk, nvme, virtio_scsi + sd_mod, fat, vfat and NLS modules, busybox-static; cached under
+     target/bench-cache/) plus `zbio` (tests/bench/zbio.c, `gcc -static`), whose /init runs the same phases as
+     diskbench on the disk the bus gives it (/dev/vda, /dev/nvme0n1, /dev/sda);
+  3. for each bus, and for Zirvium/KVM (when /dev/kvm opens), Zirvium/TCG and Linux/TCG, each mode (raw device,
+     file on FAT) and run: a fresh disk image (raw: 128 MiB sparse; FAT: `images disk create --size 128M`), one
+     boot on the same QEMU command line shape (`-drive if=none,format=raw,cache=writeback` + the bus's devices,
+     as `images run --disk-bus` attaches them), the figures read from the serial console;
   4. print one table with Zirvium/Linux ratios (both TCG) and write it as Markdown and JSON into --out.
 
 Every wait is bounded; every QEMU started here is stopped by its PID in `finally` blocks. Python 3.11 standard
@@ -39,9 +41,33 @@ REPO = hb.REPO
 CACHE = REPO / "target" / "bench-cache"
 QEMU = hb.QEMU
 DISK_BYTES = 128 << 20
-# Load order. virtio_mmio is there for --machine microvm; fat before vfat; vfat needs the code page (437) and
-# the I/O charset (CONFIG_FAT_DEFAULT_IOCHARSET="ascii") as NLS tables.
-STORAGE_MODULES = hb.VIRTIO_MODULES + ["virtio_blk", "fat", "vfat", "nls_cp437", "nls_ascii"]
+# Load order. virtio_mmio is there for --machine microvm; NVMe and sd_mod need T10 protection information
+# (t10-pi and its CRCs; the *_generic ones give the crypto API an implementation without modprobe); fat before
+# vfat; vfat needs the code page (437) and the I/O charset (CONFIG_FAT_DEFAULT_IOCHARSET="ascii") as NLS tables.
+# Dependencies from each module's `depends=` in linux-image-6.1.0-*-amd64 (the .deb has no modules.dep).
+T10_MODULES = ["crct10dif_common", "crct10dif_generic", "crc-t10dif", "crc64", "crc64_rocksoft_generic",
+               "crc64-rocksoft", "t10-pi"]
+STORAGE_MODULES = (hb.VIRTIO_MODULES + ["virtio_blk"] + T10_MODULES + ["nvme-core", "nvme", "scsi_common", "scsi_mod",
+                   "sd_mod", "virtio_scsi", "fat", "vfat", "nls_cp437", "nls_ascii"])
+# The guest's disk per bus: device node, the module that must be there, and the QEMU devices (`images run
+# --disk-bus`, images/src/qemu/args.rs) per machine.
+BUSES = {
+    "virtio-blk": ("vda", "virtio_blk"),
+    "nvme": ("nvme0n1", "nvme"),
+    "virtio-scsi": ("sda", "virtio_scsi"),
+}
+BUS_LABELS = {"virtio-blk": "virtio-blk", "nvme": "NVMe", "virtio-scsi": "virtio-scsi"}
+
+
+def bus_devices(bus: str, machine: str) -> list[str]:
+    """QEMU's device arguments for drive d0 on `bus`, as `images run --disk-bus` writes them."""
+    mmio = machine == "microvm"
+    if bus == "virtio-blk":
+        return ["-device", f"{'virtio-blk-device' if mmio else 'virtio-blk-pci'},drive=d0"]
+    if bus == "nvme":
+        return ["-device", "nvme,serial=zirvium-d0,drive=d0"]
+    return ["-device", f"{'virtio-scsi-device' if mmio else 'virtio-scsi-pci'},id=scsi0",
+            "-device", "scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0"]
 MODES = ("raw", "vfs")
 RAW_OFFSET = 1 << 20  # diskbench's REGION_OFFSET
 ZIRVIUM_RAW_RE = re.compile(
@@ -58,33 +84,34 @@ FAILURE_RE = re.compile(r"zbench: error|diskbench: (?!vfs |seq-write |region |vi
 
 INIT_SCRIPT = hb.init_script(
     "# diskbench.py /init: load virtio-blk (and FAT), then the phases of Zirvium's diskbench with busybox dd and zbio.",
-    "MODE=raw; MB=32; MS=3000; QD=8;",
+    "MODE=raw; MB=32; MS=3000; QD=8; DEV=vda;",
     [
+        'zb_dev=*) DEV="${w#zb_dev=}" ;;',
         'zb_mode=*) MODE="${w#zb_mode=}" ;;',
         'zb_mb=*) MB="${w#zb_mb=}" ;;',
         'zb_ms=*) MS="${w#zb_ms=}" ;;',
         'zb_qd=*) QD="${w#zb_qd=}" ;;',
     ],
     r"""i=0
-while [ ! -b /dev/vda ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
-if [ ! -b /dev/vda ]; then echo "zbench: error: no /dev/vda after 5 s"; reboot -f; fi
-q=/sys/block/vda/queue
-echo "zbench: /dev/vda $(cat /sys/block/vda/size) sectors, max_sectors_kb $(cat $q/max_sectors_kb), scheduler $(cat $q/scheduler), write cache $(cat $q/write_cache)"
+while [ ! -b /dev/$DEV ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+if [ ! -b /dev/$DEV ]; then echo "zbench: error: no /dev/$DEV after 10 s"; reboot -f; fi
+q=/sys/block/$DEV/queue
+echo "zbench: /dev/$DEV $(cat /sys/block/$DEV/size) sectors, max_sectors_kb $(cat $q/max_sectors_kb), scheduler $(cat $q/scheduler), write cache $(cat $q/write_cache)"
 BYTES=$((MB * 1048576))
 case "$MODE" in
   raw)
-    zbio time seq-write $BYTES dd if=/dev/zero of=/dev/vda bs=1M count=$MB seek=1 oflag=direct conv=fsync
-    zbio time seq-read $BYTES dd if=/dev/vda of=/dev/null bs=1M count=$MB skip=1 iflag=direct
-    zbio rand rand-read /dev/vda @RAW_OFFSET@ $BYTES 4096 $QD $MS
+    zbio time seq-write $BYTES dd if=/dev/zero of=/dev/$DEV bs=1M count=$MB seek=1 oflag=direct conv=fsync
+    zbio time seq-read $BYTES dd if=/dev/$DEV of=/dev/null bs=1M count=$MB skip=1 iflag=direct
+    zbio rand rand-read /dev/$DEV @RAW_OFFSET@ $BYTES 4096 $QD $MS
     ;;
   vfs)
-    if mount -t vfat /dev/vda /data; then
+    if mount -t vfat /dev/$DEV /data; then
       zbio time seq-write $BYTES dd if=/dev/zero of=/data/diskbench.bin bs=1M count=$MB oflag=direct conv=fsync
       zbio time seq-read $BYTES dd if=/data/diskbench.bin of=/dev/null bs=1M iflag=direct
       zbio rand rand-read /data/diskbench.bin 0 $BYTES 4096 1 $MS
       umount /data
     else
-      echo "zbench: error: mount -t vfat /dev/vda failed"
+      echo "zbench: error: mount -t vfat /dev/$DEV failed"
     fi
     ;;
   *) echo "zbench: error: unknown zb_mode=$MODE" ;;
@@ -111,23 +138,23 @@ class DiskConfig:
     timeout: float
     initrd: Path | None = None
     mode: str = "raw"
+    bus: str = "virtio-blk"
     disk: Path | None = None
     notes: list[str] = field(default_factory=list)
 
     def argv(self, mem_mib: int, _att: object) -> list[str]:
-        """The flags of `images run` (images/src/qemu.rs `qemu_args`) without a NIC, the disk with an explicit
-        `cache=writeback` (QEMU's default); only -kernel/-initrd/-append differ between the guests."""
+        """The flags of `images run` (images/src/qemu/args.rs `qemu_args`) without a NIC, the disk with an explicit
+        `cache=writeback` (QEMU's default) on `bus`; only -kernel/-initrd/-append differ between the guests."""
         a = hb.qemu_common(self.machine, self.accel, mem_mib)
         drive = "if=none,id=d0,format=raw,cache=writeback,file=" + str(self.disk).replace(",", ",,")
-        dev = "virtio-blk-device" if self.machine == "microvm" else "virtio-blk-pci"
-        a += ["-drive", drive, "-device", f"{dev},drive=d0", "-kernel", str(self.kernel)]
+        a += ["-drive", drive] + bus_devices(self.bus, self.machine) + ["-kernel", str(self.kernel)]
         if self.os == "zirvium":
             words = ["--", f"mb={self.mb}", f"rand-ms={self.rand_ms}"]
             words += ["mode=vfs"] if self.mode == "vfs" else [f"qd={self.qd}"]
         else:
             a += ["-initrd", str(self.initrd)]
-            words = ["console=ttyS0", "quiet", "panic=-1", f"zb_mode={self.mode}", f"zb_mb={self.mb}",
-                     f"zb_ms={self.rand_ms}", f"zb_qd={self.qd}"]
+            words = ["console=ttyS0", "quiet", "panic=-1", f"zb_dev={BUSES[self.bus][0]}", f"zb_mode={self.mode}",
+                     f"zb_mb={self.mb}", f"zb_ms={self.rand_ms}", f"zb_qd={self.qd}"]
         return a + ["-append", " ".join(words)]
 
 
@@ -191,14 +218,22 @@ def wait_line(g: hb.Guest, rx: re.Pattern | str, deadline: float) -> re.Match | 
         time.sleep(0.05)
 
 
+def load_average() -> str:
+    """The host's load averages from /proc/loadavg, e.g. "3.10 2.95 2.80"."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def mb_s(nbytes: int, ns: int) -> float:
     return nbytes * 1000.0 / max(ns, 1)  # 10^6 bytes per second
 
 
 def measure(cfg: DiskConfig, run_no: int, logs: Path, work: Path) -> dict:
     """One boot of `cfg` on a fresh disk: {"write_mb_s", "read_mb_s", "rand_iops", "qd", ...} or {"error"}."""
-    cfg.disk = make_disk(work / f"{cfg.key}-{cfg.mode}.img", cfg.mode)
-    name = f"{cfg.key}-{cfg.mode}-run{run_no}"
+    cfg.disk = make_disk(work / f"{cfg.key}-{cfg.bus}-{cfg.mode}.img", cfg.mode)
+    name = f"{cfg.key}-{cfg.bus}-{cfg.mode}-run{run_no}"
     r: dict = {"run": run_no}
     t0 = time.monotonic()
     with hb.Guest(cfg, 256, NoNetwork(), logs / f"{name}.log") as g:
@@ -228,7 +263,7 @@ def measure(cfg: DiskConfig, run_no: int, logs: Path, work: Path) -> dict:
                              rand_iops=int(rr.group(1)) * 1e9 / max(int(rr.group(2)), 1), qd=int(rr.group(3)))
                 else:
                     r["error"] = "the guest finished without all three zbres lines"
-            info = g.serial_find(r"zbench: /dev/vda .*")
+            info = g.serial_find(r"zbench: /dev/\S+ .*")
             r["linux_disk"] = info[1].group(0) if info else None
         if m is None:
             bad = g.serial_find(FAILURE_RE)
@@ -238,10 +273,10 @@ def measure(cfg: DiskConfig, run_no: int, logs: Path, work: Path) -> dict:
     r["wall_s"] = round(time.monotonic() - t0, 2)
     cfg.disk.unlink(missing_ok=True)
     if "error" in r:
-        hb.log(f"  {cfg.label} {cfg.mode} run {run_no}: FAILED: {r['error']} (log {logs / (name + '.log')})")
+        hb.log(f"  {cfg.label} {cfg.bus} {cfg.mode} run {run_no}: FAILED: {r['error']} (log {logs / (name + '.log')})")
     else:
         w = "n/a" if r["write_mb_s"] is None else f"{r['write_mb_s']:.1f}"
-        hb.log(f"  {cfg.label} {cfg.mode} run {run_no}: write {w} MB/s, read {r['read_mb_s']:.1f} MB/s, "
+        hb.log(f"  {cfg.label} {cfg.bus} {cfg.mode} run {run_no}: write {w} MB/s, read {r['read_mb_s']:.1f} MB/s, "
                f"4k random {r['rand_iops']:.0f} IOPS (qd {r['qd']}), {r['wall_s']:.1f} s")
     return r
 
@@ -265,21 +300,26 @@ def figure(v: float) -> str:
 
 
 def build_table(results: dict, labels: dict, size_mb: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows; the last column compares Zirvium/TCG with Linux/TCG."""
-    cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg") if k in results]
+    """Header and rows, per bus and mode; the last column compares Zirvium/TCG with Linux/TCG."""
+    cols = [k for k in ("zirvium-kvm", "zirvium-tcg", "linux-tcg") if any(k in r for r in results.values())]
     head = ["Figure"] + [f"{labels[k]} ({size_mb[k]} MiB)" for k in cols] + ["Zirvium/Linux (both TCG)"]
     rows = []
-    for mode, what in (("raw", "raw device"), ("vfs", "file on FAT (VFS)")):
-        qd = next((results[k][mode]["qd"] for k in cols if results[k][mode]["qd"]), None)
-        for metric, name, fmt in (
-            ("write_mb_s", f"{what}: sequential write, MB/s", figure),
-            ("read_mb_s", f"{what}: sequential read, MB/s", figure),
-            ("rand_iops", f"{what}: 4 KiB random read, IOPS (qd {qd})", figure),
-        ):
-            vals = {k: results[k][mode][metric] for k in cols}
-            cells = [name] + [fmt(v) if v is not None else "—" for v in vals.values()]
-            cells.append(hb.fmt_ratio(vals.get("zirvium-tcg"), vals.get("linux-tcg"), True, "faster", "slower"))
-            rows.append(cells)
+    for bus, per_key in results.items():
+        for mode, what in (("raw", "raw device"), ("vfs", "file on FAT (VFS)")):
+            summ = {k: per_key[k][mode] for k in cols if k in per_key and mode in per_key[k]}
+            if not summ:
+                continue
+            qd = next((v["qd"] for v in summ.values() if v["qd"]), None)
+            for metric, name in (
+                ("write_mb_s", "sequential write, MB/s"),
+                ("read_mb_s", "sequential read, MB/s"),
+                ("rand_iops", f"4 KiB random read, IOPS (qd {qd})"),
+            ):
+                vals = {k: (summ[k][metric] if k in summ else None) for k in cols}
+                cells = [f"{BUS_LABELS[bus]}, {what}: {name}"]
+                cells += [figure(v) if v is not None else "—" for v in vals.values()]
+                cells.append(hb.fmt_ratio(vals.get("zirvium-tcg"), vals.get("linux-tcg"), True, "faster", "slower"))
+                rows.append(cells)
     return head, rows
 
 
@@ -296,7 +336,14 @@ def main() -> int:
     ap.add_argument("--qd", type=int, default=8, help="random reads in flight on the raw device [8]")
     ap.add_argument("--machine", choices=["q35", "microvm"], default="q35", help="QEMU machine for all guests [q35]")
     ap.add_argument("--no-kvm", action="store_true", help="skip Zirvium/KVM")
+    ap.add_argument("--buses", default=",".join(BUSES),
+                    help="disk controllers, comma-separated [virtio-blk,nvme,virtio-scsi]")
     a = ap.parse_args()
+    buses = [b for b in a.buses.split(",") if b]
+    if not buses or any(b not in BUSES for b in buses):
+        raise hb.BenchError(f"--buses {a.buses}: expected a comma-separated subset of {', '.join(BUSES)}")
+    if a.machine == "microvm" and "nvme" in buses:
+        raise hb.BenchError("--buses nvme needs PCI: microvm has none; use --machine q35 or leave nvme out")
     runs, rand_ms = (1, min(a.rand_ms, 1000)) if a.quick else (a.runs, a.rand_ms)
     if runs < 1 or a.kvm_runs < 1 or a.mb < 1 or a.kvm_mb < 1 or not 1 <= a.qd <= 64 or a.mb + 2 > DISK_BYTES >> 20:
         raise hb.BenchError("--runs, --kvm-runs, --mb and --kvm-mb must be >= 1 (--mb at most 126), --qd 1..64")
@@ -308,13 +355,15 @@ def main() -> int:
         if shutil.which(tool) is None:
             raise hb.BenchError(f"`{tool}` not found on PATH (QEMU: see TESTING.md)")
     started = time.time()
+    load_start = load_average()
 
     elf = hb.build_zirvium("diskbench")
-    parts = hb.prepare_linux(CACHE, STORAGE_MODULES, "-storage")
+    parts = hb.prepare_linux(CACHE, STORAGE_MODULES, "-disks")
     zbio = build_zbio()
     initrd = build_linux_initramfs(parts, zbio, CACHE / "linux-disk-initramfs.cpio.gz")
     hb.log(f"initramfs {initrd} ({initrd.stat().st_size:,} B): busybox, zbio, modules {', '.join(parts.modules)}")
-    missing = [m for m in ("virtio_blk", "vfat") if m not in parts.modules and m not in parts.builtin]
+    needed = [BUSES[b][1] for b in buses] + ["vfat"]
+    missing = [m for m in needed if m not in parts.modules and m not in parts.builtin]
     if missing:
         raise hb.BenchError(f"{parts.package} has no {', '.join(missing)}: the Linux guest cannot reach the disk")
     if a.machine == "microvm" and not parts.mmio_cmdline:
@@ -329,9 +378,9 @@ def main() -> int:
         + (" (the Debian kernel lacks CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, so it cannot use microvm,acpi=off)."
            if a.machine == "q35" else "."),
         "Common QEMU flags: `-cpu qemu64 -m 256M -smp 1 -display none -nodefaults -no-reboot`, serial on stdio, "
-        "`isa-debug-exit`, no NIC, `-drive if=none,id=d0,format=raw,cache=writeback,file=IMG` + "
-        f"`{'virtio-blk-device' if a.machine == 'microvm' else 'virtio-blk-pci'},drive=d0`; "
-        "only -kernel/-initrd/-append differ. A fresh 128 MiB image per boot (raw: sparse file; FAT: "
+        "`isa-debug-exit`, no NIC, `-drive if=none,id=d0,format=raw,cache=writeback,file=IMG` + per bus: "
+        + "; ".join(f"{BUS_LABELS[b]} `{' '.join(bus_devices(b, a.machine)[1::2])}`" for b in buses)
+        + "; only -kernel/-initrd/-append differ. A fresh 128 MiB image per boot (raw: sparse file; FAT: "
         "`images disk create --size 128M`, FAT16 with 16 KiB clusters).",
         "Linux/KVM is not measured: this machine's nested KVM fails on SSE/xgetbv/cmpxchg16b, which Linux uses "
         "(TESTING.md), so the ratio compares both systems under TCG.",
@@ -351,32 +400,39 @@ def main() -> int:
 
     results: dict = {}
     cmds: dict = {}
-    linux_disk = None
-    for cfg in configs:
-        results[cfg.key] = {}
-        for mode in MODES:
-            cfg.mode = mode
-            n = 1 if a.quick else (a.kvm_runs if cfg.accel == "kvm" else runs)
-            hb.log(f"== {cfg.label} {mode}: {n} boot(s), {cfg.mb} MiB, random reads {rand_ms} ms")
-            rs = [measure(cfg, i + 1, logs, work) for i in range(n)]
-            results[cfg.key][mode] = summarize(rs)
-            cmds[f"{cfg.key} {mode}"] = rs[0].get("qemu_cmd")
-            linux_disk = linux_disk or next((r.get("linux_disk") for r in rs if r.get("linux_disk")), None)
+    linux_disk: dict = {}
+    for bus in buses:
+        results[bus] = {}
+        for cfg in configs:
+            cfg.bus = bus
+            results[bus][cfg.key] = {}
+            for mode in MODES:
+                cfg.mode = mode
+                n = 1 if a.quick else (a.kvm_runs if cfg.accel == "kvm" else runs)
+                hb.log(f"== {cfg.label} {bus} {mode}: {n} boot(s), {cfg.mb} MiB, random reads {rand_ms} ms")
+                rs = [measure(cfg, i + 1, logs, work) for i in range(n)]
+                results[bus][cfg.key][mode] = summarize(rs)
+                cmds[f"{cfg.key} {bus} {mode}"] = rs[0].get("qemu_cmd")
+                seen = next((r.get("linux_disk") for r in rs if r.get("linux_disk")), None)
+                if seen:
+                    linux_disk.setdefault(bus, seen)
     labels = {c.key: c.label for c in configs}
     size_mb = {c.key: c.mb for c in configs}
     head, rows = build_table(results, labels, size_mb)
     elapsed = time.time() - started
+    load = load_average()
+    notes.append(f"Host load average (1, 5, 15 min): {load_start} at the start, {load} at the end; 2 cores shared "
+                 "with other work, so TCG figures move with it.")
     hb.print_report(head, rows, notes)
-    if linux_disk:
-        print(f"- Linux saw: {linux_disk}")
+    for bus, seen in linux_disk.items():
+        print(f"- Linux saw ({bus}): {seen}")
     for k, c in cmds.items():
         print(f"- {k}: {c}")
     print(f"- total time {elapsed:.0f} s; results in {out}/results.md and results.json; serial logs in {logs}/")
 
     title = f"Storage: Zirvium diskbench vs Linux + busybox dd / zbio ({'--quick' if a.quick else f'{runs} runs'})"
     md = hb.markdown_report(title, head, rows, notes)
-    if linux_disk:
-        md.append(f"- Linux saw: `{linux_disk}`")
+    md += [f"- Linux saw ({bus}): `{seen}`" for bus, seen in linux_disk.items()]
     md += [f"- {k}: `{c}`" for k, c in cmds.items()]
     md.append(f"- Linux guest: {parts.package} {parts.version}, busybox-static {parts.busybox_version}, "
               f"zbio from tests/bench/zbio.c ({zbio.name}); modules insmod-ed: {', '.join(parts.modules)}.")
@@ -384,9 +440,10 @@ def main() -> int:
     (out / "results.md").write_text("\n".join(md) + "\n")
     (out / "results.json").write_text(json.dumps(
         {"runs": runs, "mb": a.mb, "kvm_mb": a.kvm_mb, "rand_ms": rand_ms, "qd": a.qd, "machine": a.machine,
-         "notes": notes, "linux_disk": linux_disk, "qemu_cmds": cmds, "elapsed_s": round(elapsed, 1),
-         "results": results}, indent=1, default=str) + "\n")
-    failed = [f"{k} {m}" for k, v in results.items() for m, s in v.items() if s["ok_runs"] == 0]
+         "buses": buses, "load_average": {"start": load_start, "end": load}, "notes": notes, "linux_disk": linux_disk, "qemu_cmds": cmds,
+         "elapsed_s": round(elapsed, 1), "results": results}, indent=1, default=str) + "\n")
+    failed = [f"{k} {b} {m}" for b, per in results.items() for k, v in per.items() for m, s in v.items()
+              if s["ok_runs"] == 0]
     if failed:
         print(f"diskbench: no successful run for: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -28,9 +28,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod hyperv;
+mod nested;
+pub mod qmp;
 pub mod xen;
 
-pub use images::{Accel, ConfigError, KernelOption, Machine, Outcome, PortForward, Protocol};
+pub use images::{Accel, ConfigError, DiskBus, KernelOption, Machine, Outcome, PortForward, Protocol};
 use images::{Network, Profile, RunOptions};
 
 /// Default hard timeout for [`Vm::wait_for`] and [`Vm::wait_exit`]: 60 s (TCG on a busy 2-core machine is slow).
@@ -160,7 +163,7 @@ impl From<ConfigError> for VmError {
 }
 
 /// Locks `m`, ignoring poisoning: a panicking test thread must not hide the console from the others.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -262,10 +265,19 @@ pub struct VmBuilder {
     app_args: Vec<String>,
     timeout: Duration,
     disks: Vec<images::qemu::DiskSpec>,
+    disk_bus: DiskBus,
     initrd: Option<PathBuf>,
+    boot_disk: Option<(PathBuf, images::diskboot::Firmware)>,
 }
 
 impl VmBuilder {
+    /// Boots the packaged disk `image` (`images package`) through `firmware` on q35 instead of building the app
+    /// — what `images run --image FILE --boot bios|uefi` does. The app name only names the VM in notes.
+    pub fn boot_disk(mut self, image: impl Into<PathBuf>, firmware: images::diskboot::Firmware) -> Self {
+        self.boot_disk = Some((image.into(), firmware));
+        self
+    }
+
     /// Attaches a raw disk image as a virtio-blk device (in call order).
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: false });
@@ -276,6 +288,12 @@ impl VmBuilder {
     /// with [`VmBuilder::disk`] — what `images run --disk FILE:ro` does.
     pub fn disk_read_only(mut self, path: impl Into<PathBuf>) -> Self {
         self.disks.push(images::qemu::DiskSpec { path: path.into(), read_only: true });
+        self
+    }
+
+    /// The controller the disks are attached to (`images run --disk-bus`); virtio-blk unless set.
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
         self
     }
 
@@ -373,9 +391,26 @@ impl VmBuilder {
             }
             other => other.clone(),
         };
-        let kernel = image_with_initrd(&self.app, initrd.as_deref())?;
+        let kernel = match &self.boot_disk {
+            Some(_) => PathBuf::new(),
+            None => image_with_initrd(&self.app, initrd.as_deref())?,
+        };
         let mut opts = RunOptions::new(kernel, self.accel);
         opts.machine = self.machine;
+        if let Some((image, firmware)) = &self.boot_disk {
+            let io = |e: images::diskboot::DiskBootError| VmError::Io {
+                what: format!("preparing the boot of {}", image.display()),
+                source: std::io::Error::other(e.to_string()),
+            };
+            std::fs::create_dir_all(log_dir())
+                .map_err(|source| VmError::Io { what: format!("creating {}", log_dir().display()), source })?;
+            let vars = log_dir().join(format!("{}.ovmf-vars.fd", self.name));
+            let format = images::diskboot::image_format(image).map_err(io)?;
+            opts.boot_disk = Some(images::diskboot::DiskBoot::new(image, &format, *firmware, &vars).map_err(io)?);
+            if opts.machine == Machine::Microvm {
+                opts.machine = Machine::Q35;
+            }
+        }
         opts.mem_mib = self.mem_mib;
         opts.smp = self.smp;
         opts.network = match &self.net {
@@ -396,6 +431,7 @@ impl VmBuilder {
         for disk in &self.disks {
             opts.push_disk(disk);
         }
+        opts.disk_bus = self.disk_bus;
         opts.initrd = None;
         let mut cmd = images::qemu_command(&opts)?;
         let command_line = images::shell::shell_line(&cmd);
@@ -410,8 +446,8 @@ impl VmBuilder {
         note(format_args!(
             "{}: booting {} on {} under {} (log {})",
             self.name,
-            self.app,
-            self.machine,
+            self.boot_disk.as_ref().map_or(self.app.clone(), |(i, f)| format!("{} through {f}", i.display())),
+            opts.machine,
             self.accel,
             log_path.display()
         ));
@@ -435,7 +471,7 @@ impl VmBuilder {
         Ok(Vm {
             name: self.name,
             accel: self.accel,
-            machine: self.machine,
+            machine: opts.machine,
             timeout: self.timeout,
             forwards: opts.forwards().to_vec(),
             command_line,
@@ -548,7 +584,9 @@ impl Vm {
             app_args: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             disks: Vec::new(),
+            disk_bus: DiskBus::VirtioBlk,
             initrd: None,
+            boot_disk: None,
         }
     }
 
@@ -584,11 +622,7 @@ impl Vm {
 
     /// Host port forwarded to guest port `guest` for `protocol`. Errors: no such forward was requested.
     pub fn host_port(&self, protocol: Protocol, guest: u16) -> Result<u16, VmError> {
-        self.forwards
-            .iter()
-            .find(|f| f.protocol == protocol && f.guest == guest)
-            .map(|f| f.host)
-            .ok_or(VmError::NoForward { name: self.name.clone(), protocol, guest })
+        nested::forwarded_port(&self.forwards, &self.name, protocol, guest)
     }
 
     /// The console so far (lossy UTF-8).

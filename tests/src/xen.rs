@@ -16,33 +16,26 @@
 //! One nested host runs at a time per test binary (it takes both cores); its console is logged to
 //! `target/test-logs/xen/<name>.log`. Waits are bounded by [`XenVm::timeout`] (default [`DEFAULT_TIMEOUT`]).
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use images::xen::console::{self, Event, Line};
 use images::xen::status::{parse_exit_status, DomainEnd};
 use images::xen::{host, nested, Domu, NestedRun, XenHost};
-use images::{Accel, KernelOption, PortForward, Protocol, RunOptions};
+use images::{PortForward, Protocol};
 
-use crate::{free_port, image, note, VmError};
+use crate::nested::{forwarded_port, guest_spec_methods, Console, GuestSpec};
+use crate::{lock, note, VmError};
 
 /// Default bound of each wait: 10 minutes. Idle, dom0 is ready ~20 s after QEMU starts and a domU a few seconds
 /// later; the machine running the tests may be several times slower.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Bytes of the serial console kept in an error message; the whole console is in the log file.
-const CONSOLE_TAIL: usize = 24 * 1024;
-
 /// Serializes nested hosts within a test binary.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The Xen host files, prepared (downloaded on first use) once per test binary.
 pub fn xen_host() -> Result<XenHost, VmError> {
@@ -57,45 +50,19 @@ pub fn xen_host() -> Result<XenHost, VmError> {
 /// Configuration of a nested run before boot; see [`XenVm::builder`].
 #[derive(Clone, Debug)]
 pub struct XenVmBuilder {
-    name: String,
-    app: String,
-    mem_mib: u32,
-    kernel_options: Vec<(String, String)>,
-    app_args: Vec<String>,
+    spec: GuestSpec,
     network: bool,
-    forwards: Vec<(Protocol, u16)>,
     disks: Vec<PathBuf>,
-    timeout: Duration,
 }
 
 impl XenVmBuilder {
-    /// App arguments (after `--` on the domU's command line).
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.app_args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// A kernel option `key=value` (checked at boot).
-    pub fn kernel_option(mut self, key: &str, value: &str) -> Self {
-        self.kernel_options.push((key.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// domU RAM in MiB (default 64).
-    pub fn mem_mib(mut self, mib: u32) -> Self {
-        self.mem_mib = mib;
-        self
-    }
+    guest_spec_methods!("64");
 
     /// A vif on dom0's bridge xenbr0 plus a forward from a free host port to `guest_port` of the domU
     /// (10.0.2.15, its DHCP lease from QEMU's slirp); see [`XenVm::host_port`].
     pub fn forward(mut self, protocol: Protocol, guest_port: u16) -> Self {
         self.network = true;
-        self.forwards.push((protocol, guest_port));
+        self.spec.forwards.push((protocol, guest_port));
         self
     }
 
@@ -105,43 +72,22 @@ impl XenVmBuilder {
         self
     }
 
-    /// Bound of each wait (default [`DEFAULT_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
     /// Checks the host tools ([`crate::host_tools`]), builds the app, prepares the host, waits until no other
     /// nested host of this binary runs, starts QEMU.
     pub fn boot(self) -> Result<XenVm, VmError> {
-        let valid = !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-        if !valid {
-            return Err(VmError::InvalidName(self.name));
-        }
-        crate::host_tools()?;
-        let kernel = image(&self.app)?;
+        let guest = self.spec.prepare()?;
         let host = xen_host()?;
-        // The command line exactly as `images run` writes it (words with spaces quoted).
-        let mut opts = RunOptions::new("", Accel::Tcg);
-        for (k, v) in &self.kernel_options {
-            opts.kernel_options.push(KernelOption::new(k, v)?);
-        }
-        opts.app_args = self.app_args.clone();
-        opts.validate()?;
         let domu = Domu {
-            app: self.app.clone(),
-            kernel,
-            memory_mib: self.mem_mib,
+            app: self.spec.app.clone(),
+            kernel: guest.kernel,
+            memory_mib: self.spec.mem_mib,
             vcpus: 1,
-            cmdline: opts.kernel_command_line(),
+            cmdline: guest.cmdline,
             bridge: self.network.then(|| images::xen::xl::DEFAULT_BRIDGE.to_owned()),
             ramdisk: None,
             disks: self.disks.clone(),
         };
-        let mut forwards = Vec::new();
-        for &(protocol, guest) in &self.forwards {
-            forwards.push(PortForward { protocol, host: free_port(protocol)?, guest });
-        }
+        let forwards = guest.forwards;
         let guard = lock(&ONE_AT_A_TIME);
         let io = |what: String| move |source| VmError::Io { what, source };
         let run = images::xen::prepare_nested(&host, &domu, &forwards, true)
@@ -149,41 +95,23 @@ impl XenVmBuilder {
         let mut cmd = nested::qemu_command(&run.options)
             .map_err(|e| VmError::Io { what: "QEMU command".into(), source: std::io::Error::other(e) })?;
         let command_line = images::shell::shell_line(&cmd);
-        let dir = images::cargo::target_dir().join("test-logs").join("xen");
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let log_path = dir.join(format!("{}.log", self.name));
-        let mut log = File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
-        let _ = writeln!(log, "# {command_line}");
-        for l in run.config.lines() {
-            let _ = writeln!(log, "#   {l}");
-        }
+        let config: String = run.config.lines().map(|l| format!("#   {l}\n")).collect();
+        let (log_path, log) = self.spec.create_log("xen", &format!("# {command_line}\n{config}"))?;
         note(format_args!(
             "{}: booting Xen + dom0 under QEMU TCG with {} as domU {} (log {})",
-            self.name,
-            self.app,
+            self.spec.name,
+            self.spec.app,
             run.name,
             log_path.display()
         ));
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(io(format!("starting {command_line}")))?;
-        let serial = Arc::new(Serial::default());
+        let serial = Console::attach(&mut child, log);
         let stdin = child.stdin.take();
-        if let Some(out) = child.stdout.take() {
-            let serial = Arc::clone(&serial);
-            std::thread::spawn(move || serial.pump(out, log));
-        }
-        if let Some(mut err) = child.stderr.take() {
-            let serial = Arc::clone(&serial);
-            std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = err.read_to_string(&mut text);
-                lock(&serial.state).stderr = text;
-            });
-        }
         Ok(XenVm {
-            name: self.name,
+            name: self.spec.name,
             domain: run.name.clone(),
-            timeout: self.timeout,
+            timeout: self.spec.timeout,
             forwards,
             log_path,
             started: Instant::now(),
@@ -192,49 +120,6 @@ impl XenVmBuilder {
             _run: run,
             _guard: guard,
         })
-    }
-}
-
-/// The serial console: complete lines as they arrive.
-#[derive(Default)]
-struct Serial {
-    state: Mutex<SerialState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct SerialState {
-    lines: Vec<String>,
-    /// QEMU closed its stdout.
-    closed: bool,
-    stderr: String,
-}
-
-impl Serial {
-    /// Reader thread: splits QEMU's stdout into lines (lossy UTF-8, without `\r\n`), logs them, wakes waiters.
-    fn pump(&self, mut out: impl Read, mut log: File) {
-        let mut buf = [0u8; 4096];
-        let mut partial = Vec::new();
-        loop {
-            let n = out.read(&mut buf).unwrap_or(0);
-            let _ = log.write_all(&buf[..n]);
-            partial.extend_from_slice(&buf[..n]);
-            let mut st = lock(&self.state);
-            while let Some(i) = partial.iter().position(|&b| b == b'\n') {
-                let l: Vec<u8> = partial.drain(..=i).collect();
-                st.lines.push(String::from_utf8_lossy(&l).trim_end_matches(['\n', '\r']).to_owned());
-            }
-            if n == 0 {
-                if !partial.is_empty() {
-                    st.lines.push(String::from_utf8_lossy(&partial).into_owned());
-                }
-                st.closed = true;
-            }
-            self.changed.notify_all();
-            if n == 0 {
-                return;
-            }
-        }
     }
 }
 
@@ -253,7 +138,7 @@ pub struct XenVm {
     forwards: Vec<PortForward>,
     log_path: PathBuf,
     started: Instant,
-    serial: Arc<Serial>,
+    serial: Arc<Console>,
     control: Mutex<Control>,
     _run: NestedRun,
     _guard: MutexGuard<'static, ()>,
@@ -263,15 +148,9 @@ impl XenVm {
     /// A builder for nested run `name` (names the log file) with app `app` as the domU.
     pub fn builder(name: &str, app: &str) -> XenVmBuilder {
         XenVmBuilder {
-            name: name.to_owned(),
-            app: app.to_owned(),
-            mem_mib: images::xen::xl::DEFAULT_MEMORY_MIB,
-            kernel_options: Vec::new(),
-            app_args: Vec::new(),
+            spec: GuestSpec::new(name, app, images::xen::xl::DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT),
             network: false,
-            forwards: Vec::new(),
             disks: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -297,37 +176,13 @@ impl XenVm {
 
     /// Host port forwarded to the domU's `guest` port. Errors: no such forward was requested.
     pub fn host_port(&self, protocol: Protocol, guest: u16) -> Result<u16, VmError> {
-        self.forwards
-            .iter()
-            .find(|f| f.protocol == protocol && f.guest == guest)
-            .map(|f| f.host)
-            .ok_or(VmError::NoForward { name: self.name.clone(), protocol, guest })
+        forwarded_port(&self.forwards, &self.name, protocol, guest)
     }
 
     /// Waits up to the timeout for the first console line (from boot on) for which `pick` returns a value.
     /// Errors: timeout, or QEMU stopped first; both carry the console.
-    pub fn wait_line<T>(&self, what: &str, mut pick: impl FnMut(&str) -> Option<T>) -> Result<T, VmError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut scanned = 0;
-        let mut st = lock(&self.serial.state);
-        loop {
-            for line in &st.lines[scanned..] {
-                if let Some(v) = pick(line) {
-                    return Ok(v);
-                }
-            }
-            scanned = st.lines.len();
-            if st.closed {
-                drop(st);
-                return Err(self.failed(format!("QEMU stopped before {what}")));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                drop(st);
-                return Err(self.failed(format!("no {what} within {:?}", self.timeout)));
-            }
-            st = self.serial.changed.wait_timeout(st, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
-        }
+    pub fn wait_line<T>(&self, what: &str, pick: impl FnMut(&str) -> Option<T>) -> Result<T, VmError> {
+        self.serial.wait_line(what, self.timeout, pick).map_err(|why| self.failed(why))
     }
 
     /// Waits for a dom0 event matching `pick`.
@@ -363,25 +218,26 @@ impl XenVm {
 
     /// The domU's output so far, one entry per line (port 0xe9 and PV console lines, in arrival order).
     pub fn guest_output(&self) -> Vec<String> {
-        lock(&self.serial.state).lines.iter().filter_map(|l| guest_text(l).map(str::to_owned)).collect()
+        self.serial.with_lines(|lines| lines.iter().filter_map(|l| guest_text(l).map(str::to_owned)).collect())
     }
 
     /// Waits until the domU has ended (`run-domu`'s last line) and returns how: xl's shutdown reason and the
     /// guest's `exit status N`.
     pub fn wait_domain_end(&self) -> Result<DomainEnd, VmError> {
         self.wait_event("the end of the domU", |e| matches!(e, Event::Ended).then_some(()))?;
-        let st = lock(&self.serial.state);
-        let mut end = DomainEnd::default();
-        for l in &st.lines {
-            match console::classify(l) {
-                Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
-                Line::GuestDebug { text, .. } | Line::GuestConsole(text) => {
-                    end.printed = parse_exit_status(text).or(end.printed)
+        Ok(self.serial.with_lines(|lines| {
+            let mut end = DomainEnd::default();
+            for l in lines {
+                match console::classify(l) {
+                    Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
+                    Line::GuestDebug { text, .. } | Line::GuestConsole(text) => {
+                        end.printed = parse_exit_status(text).or(end.printed)
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        Ok(end)
+            end
+        }))
     }
 
     /// Runs `command` in dom0 (a shell command line without newlines) and returns its exit code once dom0 reports
@@ -421,7 +277,7 @@ impl XenVm {
             }
         }
         self.wait_line("QEMU to exit after dom0's poweroff", |_| None::<()>).or_else(|e| {
-            if lock(&self.serial.state).closed {
+            if self.serial.closed() {
                 Ok(())
             } else {
                 Err(e)
@@ -449,26 +305,11 @@ impl XenVm {
             let _ = c.child.kill();
             let _ = c.child.wait();
         }
-        let st = lock(&self.serial.state);
-        let mut text = String::from("--- domU output (port 0xe9 and PV console) ---\n");
-        for l in st.lines.iter().filter_map(|l| guest_text(l)) {
-            text.push_str(l);
-            text.push('\n');
-        }
-        text.push_str("--- Xen serial console (Xen, dom0, domU) ---\n");
-        let all = st.lines.join("\n");
-        let mut cut = all.len().saturating_sub(CONSOLE_TAIL);
-        while !all.is_char_boundary(cut) {
-            cut += 1;
-        }
-        if cut > 0 {
-            text.push_str(&format!("[... {cut} bytes ...]"));
-        }
-        text.push_str(&all[cut..]);
-        if !st.stderr.trim().is_empty() {
-            text.push_str("\n--- qemu stderr ---\n");
-            text.push_str(st.stderr.trim_end());
-        }
+        let text = self.serial.report(
+            "domU output (port 0xe9 and PV console)",
+            "Xen serial console (Xen, dom0, domU)",
+            guest_text,
+        );
         VmError::Failed { name: self.name.clone(), what, console: text, log: self.log_path.clone() }
     }
 }

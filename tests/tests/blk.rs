@@ -1,8 +1,9 @@
 //! Boots the `diskbench` appliance with a 64 MiB sparse raw disk on microvm (virtio-blk over virtio-mmio) and q35
-//! (virtio-blk-pci with MSI-X), under TCG always and under KVM when `/dev/kvm` opens (a skip is printed
-//! otherwise). Checks the driver's bring-up line, `verify ok`, the out-of-range check, the benchmark line and exit
-//! status 0, then reads the disk image on the host: the pattern diskbench documents must be at 1 MiB .. 1 MiB + N
-//! and everything around it must still be zeros.
+//! (virtio-blk-pci with MSI-X), and on the controllers clouds attach — NVMe on q35, virtio-scsi on q35 and microvm
+//! (`images run --disk-bus`) — under TCG always and under KVM when `/dev/kvm` opens (a skip is printed
+//! otherwise). Checks the driver's bring-up lines, `verify ok`, the out-of-range check, the benchmark line and
+//! exit status 0, then reads the disk image on the host: the pattern diskbench documents must be at 1 MiB .. 1 MiB
+//! + N and everything around it must still be zeros.
 //!
 //! A read-only disk (`readonly=on` on QEMU's `-drive`, so the device offers `VIRTIO_BLK_F_RO`) is booted too:
 //! the write must be refused in the guest, reads still measured, and the image left untouched.
@@ -11,7 +12,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
-use zirvium_tests::{accel_usable, note, Accel, Machine, Vm, VmError};
+use zirvium_tests::{accel_usable, note, Accel, DiskBus, Machine, Vm, VmError};
 
 /// Size of the disk image (bytes): 131072 sectors of 512 bytes.
 const DISK_BYTES: u64 = 64 << 20;
@@ -49,7 +50,68 @@ fn check_image(path: &PathBuf, len: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// What a controller's bring-up looks like on the console.
+struct Expect {
+    /// The disk's line contains this (its name's start) and the 64 MiB geometry.
+    disk: &'static str,
+    /// The line that names the interrupt (the disk's own for virtio-blk, the controller's otherwise) starts
+    /// with this and contains `irq` and each of `more`.
+    controller: &'static str,
+    irq: &'static str,
+    more: &'static [&'static str],
+    /// The platform line contains this.
+    platform: &'static str,
+}
+
+fn expect(bus: DiskBus, machine: Machine) -> Expect {
+    let (irq, transport) = match machine {
+        Machine::Microvm => (" irq gsi ", "virtio-mmio"),
+        _ => (" irq MSI-X ", "virtio-pci (MSI-X)"),
+    };
+    match (bus, machine) {
+        (DiskBus::VirtioBlk, Machine::Microvm) => Expect {
+            disk: "virtio-blk@mmio:0x",
+            controller: "virtio-blk@mmio:0x",
+            irq,
+            more: &[" queue 256 ", "FLUSH"],
+            platform: "virtio-blk (1 disk)",
+        },
+        (DiskBus::VirtioBlk, _) => Expect {
+            disk: "virtio-blk@pci:",
+            controller: "virtio-blk@pci:",
+            irq,
+            more: &[" queue 256 ", "FLUSH"],
+            platform: "virtio-blk (1 disk)",
+        },
+        (DiskBus::Nvme, _) => Expect {
+            disk: "/n1 capacity",
+            controller: "nvme@pci:",
+            irq,
+            more: &[" namespaces 1 ", "write cache yes (flush)", "I/O queue 1 of 64 entries"],
+            platform: "nvme (MSI-X)",
+        },
+        (DiskBus::VirtioScsi, Machine::Microvm) => Expect {
+            disk: "/0:0 capacity",
+            controller: "virtio-scsi@mmio:0x",
+            irq,
+            more: &[" disks 1 ", "transport v2"],
+            platform: transport,
+        },
+        (DiskBus::VirtioScsi, _) => Expect {
+            disk: "/0:0 capacity",
+            controller: "virtio-scsi@pci:",
+            irq,
+            more: &[" disks 1 ", "(1af4:"],
+            platform: transport,
+        },
+    }
+}
+
 fn diskbench(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError> {
+    diskbench_on(test, DiskBus::VirtioBlk, machine, accel)
+}
+
+fn diskbench_on(test: &str, bus: DiskBus, machine: Machine, accel: Accel) -> Result<(), VmError> {
     if !accel_usable(test, accel) {
         return Ok(());
     }
@@ -62,23 +124,21 @@ fn diskbench(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError> 
     let image = disk_image(test)?;
     let vm = Vm::builder(test, "diskbench", accel)
         .machine(machine)
+        .disk_bus(bus)
         .disk(&image)
         .args([format!("mb={mb}"), "rand-ms=300".into()])
         .timeout(timeout)
         .boot()?;
+    let x = expect(bus, machine);
     let line = vm.wait_for("capacity 131072 sectors (64 MiB) sector 512 bytes")?;
-    let (prefix, irq) = match machine {
-        Machine::Microvm => ("virtio-blk@mmio:0x", " irq gsi "),
-        _ => ("virtio-blk@pci:", " irq MSI-X "),
-    };
+    vm.ensure(line.contains(x.disk), format_args!("disk line {line:?} should contain {:?}", x.disk))?;
+    let ctrl = vm.line_with(x.irq)?;
     vm.ensure(
-        line.contains(prefix) && line.contains(irq) && line.contains(" queue 256 "),
-        format_args!("bring-up line {line:?} should name {prefix:?}, the queue size and {irq:?}"),
+        ctrl.contains(x.controller) && x.more.iter().all(|m| ctrl.contains(m)),
+        format_args!("bring-up line {ctrl:?} should name {:?}, {:?} and {:?}", x.controller, x.irq, x.more),
     )?;
-    vm.ensure(line.contains("FLUSH"), format_args!("QEMU's default cache offers VIRTIO_BLK_F_FLUSH: {line:?}"))?;
-    vm.wait_for("platform: ").and_then(|p| {
-        vm.ensure(p.contains("virtio-blk (1 disk)"), format_args!("platform line {p:?} lacks virtio-blk"))
-    })?;
+    vm.wait_for("platform: ")
+        .and_then(|p| vm.ensure(p.contains(x.platform), format_args!("platform line {p:?} lacks {:?}", x.platform)))?;
     vm.wait_for(&format!("verify ok: {} bytes", mb << 20))?;
     vm.wait_for("out-of-range read refused: OutOfRange")?;
     let bench = vm.wait_for("diskbench: seq-write ")?;
@@ -113,6 +173,31 @@ fn diskbench_microvm_kvm() -> Result<(), VmError> {
 #[test]
 fn diskbench_q35_kvm() -> Result<(), VmError> {
     diskbench("diskbench_q35_kvm", Machine::Q35, Accel::Kvm)
+}
+
+#[test]
+fn diskbench_nvme_q35_tcg() -> Result<(), VmError> {
+    diskbench_on("diskbench_nvme_q35_tcg", DiskBus::Nvme, Machine::Q35, Accel::Tcg)
+}
+
+#[test]
+fn diskbench_nvme_q35_kvm() -> Result<(), VmError> {
+    diskbench_on("diskbench_nvme_q35_kvm", DiskBus::Nvme, Machine::Q35, Accel::Kvm)
+}
+
+#[test]
+fn diskbench_virtio_scsi_q35_tcg() -> Result<(), VmError> {
+    diskbench_on("diskbench_virtio_scsi_q35_tcg", DiskBus::VirtioScsi, Machine::Q35, Accel::Tcg)
+}
+
+#[test]
+fn diskbench_virtio_scsi_microvm_tcg() -> Result<(), VmError> {
+    diskbench_on("diskbench_virtio_scsi_microvm_tcg", DiskBus::VirtioScsi, Machine::Microvm, Accel::Tcg)
+}
+
+#[test]
+fn diskbench_virtio_scsi_q35_kvm() -> Result<(), VmError> {
+    diskbench_on("diskbench_virtio_scsi_q35_kvm", DiskBus::VirtioScsi, Machine::Q35, Accel::Kvm)
 }
 
 #[test]

@@ -79,6 +79,7 @@ fn httpd_suite(test: &str, machine: Machine, accel: Accel) -> Result<(), VmError
     let json = String::from_utf8_lossy(&r.body).to_string();
     vm.ensure(r.status == 200 && json.contains(r#""status":"ok""#), format_args!("GET /health: {json}"))?;
     vm.ensure(json.contains(&format!(r#""platform":"{platform}""#)), format_args!("/health platform: {json}"))?;
+    vm.ensure(json.contains(r#""memory":{"total_bytes":"#), format_args!("/health memory figures: {json}"))?;
     let r = io(&vm, "GET /nope", get(port, "/nope"))?;
     vm.ensure(r.status == 404, format_args!("GET /nope status {}", r.status))?;
 

@@ -20,7 +20,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use store::{Kv, Store, StoreError};
-use zirvium::fs;
+use zirvium::{fs, log};
 use zirvium_http::demo::Demo;
 use zirvium_http::files::FileReader;
 use zirvium_http::vfs::Reader;
@@ -103,11 +103,11 @@ fn check_data() -> Result<(), ArgError> {
 /// Logs the keys and the free space on [`DATA`].
 fn log_space(kv: &Kv<DataDir>) {
     let keys = store::keys(kv.store()).map_or_else(|e| format!("? ({e})"), |k| k.len().to_string());
-    match ::fs::vfs().stats(DATA) {
+    match fs::stats(DATA) {
         Ok(s) => log::info!(
             "kv: {DATA}: {keys} keys, {} free of {}",
-            ::fs::human_bytes(s.free_bytes),
-            ::fs::human_bytes(s.total_bytes)
+            fs::human_bytes(s.free_bytes),
+            fs::human_bytes(s.total_bytes)
         ),
         Err(e) => log::warn!("kv: {DATA}: {keys} keys; free space unknown: {e}"),
     }

@@ -16,6 +16,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use zirvium::log;
 use zirvium_http::files::{file_response, FileReader};
 use zirvium_http::{Content, Handler, Request, Response, Status};
 

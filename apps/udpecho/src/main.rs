@@ -7,6 +7,7 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
+use zirvium::log;
 use zirvium::net::UdpSocket;
 
 zirvium::app!(run);

@@ -1,6 +1,7 @@
 //! QEMU's argument list for a [`RunOptions`]: PVH boot with `-kernel` (QEMU `docs/system/i386/pvh.rst`), serial
-//! console on stdout, `isa-debug-exit` for the exit status, virtio-net and virtio-blk on virtio-mmio (microvm) or
-//! PCI (q35/pc).
+//! console on stdout, `isa-debug-exit` for the exit status, virtio-net on virtio-mmio (microvm) or PCI (q35/pc),
+//! disks on virtio-blk, virtio-scsi (`scsi-hd` per disk) or NVMe (`nvme` per disk, PCI only) as
+//! [`RunOptions::disk_bus`] says.
 //!
 //! The command line is fixed by the project contract; changing an argument here changes it for `images run` and
 //! for every test at once.
@@ -9,7 +10,7 @@ use std::ffi::OsString;
 use std::process::{Command, Stdio};
 
 use super::host::QEMU_BINARY;
-use super::options::{ConfigError, Machine, Network, RunOptions};
+use super::options::{ConfigError, DiskBus, Machine, Network, RunOptions};
 
 /// QEMU's arguments (without the program name) for `opts`, in a fixed order. Errors: [`RunOptions::validate`].
 pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
@@ -21,9 +22,17 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     push(&["-display", "none", "-nodefaults", "-no-reboot"]);
     push(&["-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]);
     push(&["-device", "isa-debug-exit,iobase=0xf4,iosize=4"]);
+    if let Some(port) = opts.gdb_port {
+        // Halted until the debugger continues; the stub only on the loopback interface.
+        push(&["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    }
     if opts.machine == Machine::Microvm {
         // Modern (v2) virtio-mmio transport; QEMU's default is legacy v1.
         push(&["-global", "virtio-mmio.force-legacy=false"]);
+    }
+    if let Some(boot) = &opts.boot_disk {
+        // First on the PCI bus, so the guest finds the boot disk (and its data partition) first.
+        push(&boot.qemu_args().iter().map(String::as_str).collect::<Vec<_>>());
     }
     let netdev = match &opts.network {
         Network::None => None,
@@ -40,6 +49,15 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
     };
     if let Some(netdev) = netdev {
         push(&["-netdev", &netdev, "-device", &format!("{},netdev=n0", opts.machine.virtio_net_device())]);
+        if let Some(pcap) = &opts.pcap {
+            // QEMU `net/dump.c`: every frame through netdev n0, both directions, as pcap (LINKTYPE_ETHERNET).
+            let file = pcap.as_os_str().to_string_lossy().replace(',', ",,");
+            push(&["-object", &format!("filter-dump,id=f0,netdev=n0,file={file}")]);
+        }
+    }
+    if opts.disk_bus == DiskBus::VirtioScsi && !opts.disks.is_empty() {
+        args.push("-device".into());
+        args.push(format!("{},id=scsi0", opts.machine.virtio_scsi_device()).into());
     }
     for (i, disk) in opts.disks.iter().enumerate() {
         // QEMU's option syntax escapes a comma in a value by doubling it.
@@ -51,7 +69,16 @@ pub fn qemu_args(opts: &RunOptions) -> Result<Vec<OsString>, ConfigError> {
         args.push("-drive".into());
         args.push(file);
         args.push("-device".into());
-        args.push(format!("{},drive=d{i}", opts.machine.virtio_blk_device()).into());
+        args.push(match opts.disk_bus {
+            DiskBus::VirtioBlk => format!("{},drive=d{i}", opts.machine.virtio_blk_device()).into(),
+            // Disk i is target i, LUN 0: the guest scans targets in order, so the first disk stays first.
+            DiskBus::VirtioScsi => format!("scsi-hd,drive=d{i},bus=scsi0.0,channel=0,scsi-id={i},lun=0").into(),
+            DiskBus::Nvme => format!("nvme,serial=zirvium-d{i},drive=d{i}").into(),
+        });
+    }
+    if opts.boot_disk.is_some() {
+        // Firmware boots the disk: no -kernel, -initrd or -append (they are inside the packaged disk).
+        return Ok(args);
     }
     if let Some(initrd) = &opts.initrd {
         args.push("-initrd".into());
@@ -130,6 +157,22 @@ mod tests {
     }
 
     #[test]
+    fn gdb_stub_and_pcap() {
+        let mut o = RunOptions::new("/t/httpd", Accel::Tcg);
+        o.network = Network::User { forwards: vec![] };
+        o.gdb_port = Some(1234);
+        o.pcap = Some("/t/a,b.pcap".into());
+        let line = args(&o).join(" ");
+        assert!(line.contains("iosize=4 -S -gdb tcp:127.0.0.1:1234 -global"), "{line}");
+        assert!(
+            line.contains("-device virtio-net-device,netdev=n0 -object filter-dump,id=f0,netdev=n0,file=/t/a,,b.pcap"),
+            "{line}"
+        );
+        let plain = args(&RunOptions::new("/t/hello", Accel::Tcg)).join(" ");
+        assert!(!plain.contains("-gdb") && !plain.contains("filter-dump"), "{plain}");
+    }
+
+    #[test]
     fn no_network_no_append_when_empty() {
         let o = RunOptions::new("/t/hello", Accel::Tcg);
         let a = args(&o);
@@ -184,6 +227,40 @@ mod tests {
         assert!(args(&o).join(" ").contains(",readonly=on -device virtio-blk-pci,drive=d1"));
         o.read_only_disks.insert(2);
         assert_eq!(qemu_args(&o), Err(ConfigError::ReadOnlyIndex { index: 2, disks: 2 }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn disk_buses() {
+        let dir = std::env::temp_dir().join(format!("images-qemu-bus-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+        std::fs::write(&a, [0u8; 512]).unwrap();
+        std::fs::write(&b, [0u8; 512]).unwrap();
+        let mut o = RunOptions::new("/t/kv", Accel::Tcg);
+        o.push_disk(&DiskSpec { path: a.clone(), read_only: false });
+        o.push_disk(&DiskSpec { path: b.clone(), read_only: false });
+        let (a, b) = (a.display(), b.display());
+        o.disk_bus = DiskBus::VirtioScsi;
+        assert!(args(&o).join(" ").contains(&format!(
+            "-device virtio-scsi-device,id=scsi0 -drive if=none,id=d0,format=raw,file={a} \
+             -device scsi-hd,drive=d0,bus=scsi0.0,channel=0,scsi-id=0,lun=0 -drive if=none,id=d1,format=raw,file={b} \
+             -device scsi-hd,drive=d1,bus=scsi0.0,channel=0,scsi-id=1,lun=0 "
+        )));
+        o.machine = Machine::Q35;
+        assert!(args(&o).join(" ").contains("-device virtio-scsi-pci,id=scsi0 -drive "));
+        o.disk_bus = DiskBus::Nvme;
+        let line = args(&o).join(" ");
+        assert!(line.contains(&format!("file={a} -device nvme,serial=zirvium-d0,drive=d0 -drive ")), "{line}");
+        assert!(line.contains("-device nvme,serial=zirvium-d1,drive=d1"), "{line}");
+        o.machine = Machine::Microvm;
+        assert_eq!(qemu_args(&o), Err(ConfigError::NvmeNeedsPci(Machine::Microvm)));
+        assert_eq!(
+            ConfigError::NvmeNeedsPci(Machine::Microvm).to_string(),
+            "--disk-bus nvme needs a PCI bus, which --machine microvm has not: use --machine q35 (or pc)"
+        );
+        o.disks.clear();
+        assert!(qemu_args(&o).is_ok(), "no disks: nothing to attach");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

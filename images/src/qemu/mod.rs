@@ -1,5 +1,5 @@
 //! QEMU for Zirvium images: PVH boot with `-kernel`, serial console on stdout, `isa-debug-exit` for the exit
-//! status, virtio devices on virtio-mmio (microvm) or PCI (q35/pc).
+//! status, virtio devices on virtio-mmio (microvm) or PCI (q35/pc), disks on virtio-blk, virtio-scsi or NVMe.
 //!
 //! - [`options`]: what one run is ([`RunOptions`]: machine, accelerator, memory, network, disks, kernel command
 //!   line), the option parsers and [`ConfigError`].
@@ -16,6 +16,6 @@ pub mod run;
 pub use args::{qemu_args, qemu_command};
 pub use host::{choose_accel, detect_accel, ensure_qemu, kvm_usable, qemu_version, QEMU_BINARY};
 pub use options::{
-    parse_mem_mib, resolve_network, Accel, ConfigError, DiskSpec, KernelOption, Machine, NetKind, Network, RunOptions,
-    NETWORK_APPS,
+    parse_mem_mib, resolve_network, Accel, ConfigError, DiskBus, DiskSpec, KernelOption, Machine, NetKind, Network,
+    RunOptions,
 };

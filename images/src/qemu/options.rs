@@ -8,14 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::forward::{PortForward, Protocol};
-
-/// Apps that get user networking by default, with the TCP forwards they get when no `--port` is given.
-pub const NETWORK_APPS: [(&str, &[PortForward]); 3] = [
-    ("httpd", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
-    ("kv", &[PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }]),
-    ("udpecho", &[PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }]),
-];
+use crate::forward::PortForward;
 
 /// QEMU machine type (`-M`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -65,6 +58,59 @@ impl Machine {
             Machine::Microvm => "virtio-blk-device",
             Machine::Q35 | Machine::Pc => "virtio-blk-pci",
         }
+    }
+
+    /// The virtio-scsi host adapter model (`virtio-scsi-device` over virtio-mmio on microvm).
+    pub fn virtio_scsi_device(self) -> &'static str {
+        match self {
+            Machine::Microvm => "virtio-scsi-device",
+            Machine::Q35 | Machine::Pc => "virtio-scsi-pci",
+        }
+    }
+
+    /// Whether the machine has a PCI bus (NVMe controllers are PCI functions).
+    pub fn has_pci(self) -> bool {
+        self != Machine::Microvm
+    }
+}
+
+/// The disk controller the `--disk` images are attached to (`--disk-bus`): what each cloud presents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DiskBus {
+    /// virtio-blk, one device per disk (`virtio-blk-device` / `virtio-blk-pci`): the default.
+    #[default]
+    VirtioBlk,
+    /// One virtio-scsi host adapter with a `scsi-hd` per disk at target 0, 1, ... (GCE's boot disk).
+    VirtioScsi,
+    /// One NVMe controller per disk, namespace 1 (`-device nvme`: AWS Nitro, GCE, Azure); needs PCI.
+    Nvme,
+}
+
+impl DiskBus {
+    /// All buses, in the order tests use them.
+    pub const ALL: [DiskBus; 3] = [DiskBus::VirtioBlk, DiskBus::VirtioScsi, DiskBus::Nvme];
+
+    /// Name as given to `--disk-bus`: `virtio-blk`, `virtio-scsi`, `nvme`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskBus::VirtioBlk => "virtio-blk",
+            DiskBus::VirtioScsi => "virtio-scsi",
+            DiskBus::Nvme => "nvme",
+        }
+    }
+}
+
+impl fmt::Display for DiskBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DiskBus {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DiskBus::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| ConfigError::DiskBus(s.to_owned()))
     }
 }
 
@@ -160,22 +206,22 @@ impl FromStr for NetKind {
     }
 }
 
-/// Chooses the network for `app` from `--net`, `--port` and `--tap`.
+/// Chooses the network for an app that declares the forwards `app_ports` (`[package.metadata.zirvium] ports`,
+/// see [`crate::project::App::ports`]) from `--net`, `--port` and `--tap`.
 ///
-/// Without `--net`: user networking for the apps in [`NETWORK_APPS`] or when ports are given, a tap when `--tap`
-/// is given, else none. User networking without `--port` gets the app's default forwards (httpd: 8080→80).
+/// Without `--net`: user networking for apps that declare ports or when ports are given, a tap when `--tap` is
+/// given, else none. User networking without `--port` gets the app's forwards (httpd: 8080→80).
 /// Errors: ports without user networking, `--tap` without tap networking, tap networking without `--tap`,
 /// a host port forwarded twice for one protocol, a bad tap name.
 pub fn resolve_network(
-    app: &str,
+    app_ports: &[PortForward],
     net: Option<NetKind>,
     ports: &[PortForward],
     tap: Option<&str>,
 ) -> Result<Network, ConfigError> {
-    let default_forwards = NETWORK_APPS.iter().find(|(name, _)| *name == app).map(|(_, fwds)| *fwds);
     let kind = net.unwrap_or(if tap.is_some() {
         NetKind::Tap
-    } else if default_forwards.is_some() || !ports.is_empty() {
+    } else if !app_ports.is_empty() || !ports.is_empty() {
         NetKind::User
     } else {
         NetKind::None
@@ -194,7 +240,7 @@ pub fn resolve_network(
             Ok(Network::Tap { ifname: ifname.to_owned() })
         }
         NetKind::User => {
-            let forwards = if ports.is_empty() { default_forwards.unwrap_or(&[]).to_vec() } else { ports.to_vec() };
+            let forwards = if ports.is_empty() { app_ports.to_vec() } else { ports.to_vec() };
             for (i, f) in forwards.iter().enumerate() {
                 if forwards[..i].iter().any(|g| g.protocol == f.protocol && g.host == f.host) {
                     return Err(ConfigError::DuplicateHostPort(*f));
@@ -347,8 +393,18 @@ pub struct RunOptions {
     /// file read-only and the device offers `VIRTIO_BLK_F_RO` (virtio 1.2 §5.2.3). Add with
     /// [`RunOptions::push_disk`].
     pub read_only_disks: BTreeSet<usize>,
+    /// The controller the disks are attached to.
+    pub disk_bus: DiskBus,
     /// A boot module (`-initrd`), e.g. a tar archive the guest mounts read-only at `/`.
     pub initrd: Option<PathBuf>,
+    /// Boot this packaged disk through firmware instead of `kernel` (`images run --image`): replaces
+    /// `-kernel`, `-append` and `-initrd` with the firmware and boot-disk arguments of [`crate::diskboot`].
+    pub boot_disk: Option<crate::diskboot::DiskBoot>,
+    /// Start halted with QEMU's gdb stub listening on this TCP port of 127.0.0.1 (`-S -gdb tcp:127.0.0.1:PORT`):
+    /// the guest runs when the debugger continues.
+    pub gdb_port: Option<u16>,
+    /// Record the NIC's frames, both directions, in this pcap file (`-object filter-dump` on the netdev).
+    pub pcap: Option<PathBuf>,
 }
 
 impl RunOptions {
@@ -365,7 +421,11 @@ impl RunOptions {
             app_args: Vec::new(),
             disks: Vec::new(),
             read_only_disks: BTreeSet::new(),
+            disk_bus: DiskBus::VirtioBlk,
             initrd: None,
+            boot_disk: None,
+            gdb_port: None,
+            pcap: None,
         }
     }
 
@@ -377,8 +437,12 @@ impl RunOptions {
         self.disks.push(disk.path.clone());
     }
 
-    /// Checks what the types do not: vCPU count, app arguments, tap name.
+    /// Checks what the types do not: vCPU count, app arguments, tap name, disk files, an NVMe bus on a machine
+    /// without PCI.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.disk_bus == DiskBus::Nvme && !self.machine.has_pci() && !self.disks.is_empty() {
+            return Err(ConfigError::NvmeNeedsPci(self.machine));
+        }
         if !(1..=255).contains(&self.smp) {
             return Err(ConfigError::Smp(self.smp));
         }
@@ -387,7 +451,8 @@ impl RunOptions {
                 return Err(ConfigError::AppArg(arg.clone()));
             }
         }
-        for path in self.disks.iter().chain(self.initrd.iter()) {
+        let boot_disk = self.boot_disk.as_ref().map(|b| &b.image);
+        for path in self.disks.iter().chain(self.initrd.iter()).chain(boot_disk) {
             if !path.is_file() {
                 return Err(ConfigError::NoFile(path.clone()));
             }
@@ -397,6 +462,12 @@ impl RunOptions {
         }
         if let Network::Tap { ifname } = &self.network {
             check_tap_name(ifname)?;
+        }
+        if self.pcap.is_some() && self.network == Network::None {
+            return Err(ConfigError::PcapNeedsNetwork);
+        }
+        if self.gdb_port == Some(0) {
+            return Err(ConfigError::GdbPort);
         }
         Ok(())
     }
@@ -437,6 +508,12 @@ pub enum ConfigError {
     /// `--mem` is not N, NM or NG within 1 MiB..=1 TiB.
     #[error("memory size `{0}`: expected a whole number of MiB like 64M or 1G (1M..=1024G)")]
     Memory(String),
+    /// `--disk-bus` is not virtio-blk, virtio-scsi or nvme.
+    #[error("unknown disk bus `{0}` (use virtio-blk, virtio-scsi or nvme)")]
+    DiskBus(String),
+    /// `--disk-bus nvme` on a machine without PCI.
+    #[error("--disk-bus nvme needs a PCI bus, which --machine {0} has not: use --machine q35 (or pc)")]
+    NvmeNeedsPci(Machine),
     /// A `--disk` argument without a file name.
     #[error("--disk `{0}`: expected FILE, FILE:ro or FILE:rw")]
     DiskSpec(String),
@@ -483,11 +560,28 @@ pub enum ConfigError {
     /// `--accel kvm` but KVM cannot be used.
     #[error("--accel kvm: {0}; use --accel tcg or fix the permissions of /dev/kvm")]
     KvmUnavailable(String),
+    /// An option of the nested Hyper-V host given for another hypervisor.
+    #[error("{0} only applies with --hypervisor hyperv")]
+    HypervOnly(&'static str),
+    /// An option `images run --image` cannot apply: the packaged disk carries its own kernel command line and
+    /// initrd, and needs firmware.
+    #[error("{0} does not apply to --image: the kernel command line and initrd are inside the packaged disk (set them with `images package`), and it boots through firmware on q35 or pc")]
+    ImageOption(&'static str),
+    /// `--pcap` without a network device to record.
+    #[error("--pcap records the NIC's traffic: give the guest one with --net user, --port or --tap")]
+    PcapNeedsNetwork,
+    /// `--gdb=0`.
+    #[error("--gdb=PORT: expected a TCP port 1..=65535")]
+    GdbPort,
+    /// An option that only applies to `images run --image`.
+    #[error("{0} applies only to --image FILE")]
+    NeedsImage(&'static str),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::Protocol;
 
     #[test]
     fn kernel_options_go_before_double_dash() {
@@ -526,24 +620,28 @@ mod tests {
         }
     }
 
+    /// httpd's and udpecho's `[package.metadata.zirvium] ports`.
+    const HTTPD: [PortForward; 1] = [PortForward { protocol: Protocol::Tcp, host: 8080, guest: 80 }];
+    const UDPECHO: [PortForward; 1] = [PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }];
+
     #[test]
     fn network_resolution() {
         let tcp = PortForward::tcp(9000, 80);
-        assert_eq!(resolve_network("hello", None, &[], None), Ok(Network::None));
+        assert_eq!(resolve_network(&[], None, &[], None), Ok(Network::None));
         assert_eq!(
-            resolve_network("httpd", None, &[], None),
+            resolve_network(&HTTPD, None, &[], None),
             Ok(Network::User { forwards: vec![PortForward::tcp(8080, 80)] })
         );
-        assert_eq!(resolve_network("httpd", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
         assert_eq!(
-            resolve_network("udpecho", None, &[], None),
+            resolve_network(&UDPECHO, None, &[], None),
             Ok(Network::User { forwards: vec![PortForward { protocol: Protocol::Udp, host: 8007, guest: 7 }] })
         );
-        assert_eq!(resolve_network("hello", None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
-        assert_eq!(resolve_network("httpd", Some(NetKind::None), &[], None), Ok(Network::None));
-        assert_eq!(resolve_network("httpd", None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));
+        assert_eq!(resolve_network(&[], None, &[tcp], None), Ok(Network::User { forwards: vec![tcp] }));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::None), &[], None), Ok(Network::None));
+        assert_eq!(resolve_network(&HTTPD, None, &[], Some("zt0")), Ok(Network::Tap { ifname: "zt0".into() }));
         assert_eq!(
-            resolve_network("httpd", Some(NetKind::Tap), &[], Some("zt0")),
+            resolve_network(&HTTPD, Some(NetKind::Tap), &[], Some("zt0")),
             Ok(Network::Tap { ifname: "zt0".into() })
         );
     }
@@ -551,20 +649,31 @@ mod tests {
     #[test]
     fn network_resolution_errors() {
         let tcp = PortForward::tcp(9000, 80);
-        assert_eq!(resolve_network("hello", Some(NetKind::None), &[tcp], None), Err(ConfigError::PortsNeedUserNet));
-        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[tcp], Some("t")), Err(ConfigError::PortsNeedUserNet));
-        assert_eq!(resolve_network("httpd", Some(NetKind::Tap), &[], None), Err(ConfigError::TapMissing));
-        assert_eq!(resolve_network("httpd", Some(NetKind::User), &[], Some("t")), Err(ConfigError::TapNeedsTapNet));
-        assert_eq!(resolve_network("httpd", None, &[], Some("a,b")), Err(ConfigError::TapName("a,b".into())));
+        assert_eq!(resolve_network(&[], Some(NetKind::None), &[tcp], None), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::Tap), &[tcp], Some("t")), Err(ConfigError::PortsNeedUserNet));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::Tap), &[], None), Err(ConfigError::TapMissing));
+        assert_eq!(resolve_network(&HTTPD, Some(NetKind::User), &[], Some("t")), Err(ConfigError::TapNeedsTapNet));
+        assert_eq!(resolve_network(&HTTPD, None, &[], Some("a,b")), Err(ConfigError::TapName("a,b".into())));
         assert_eq!(
-            resolve_network("httpd", None, &[], Some("sixteen-chars-xx")),
+            resolve_network(&HTTPD, None, &[], Some("sixteen-chars-xx")),
             Err(ConfigError::TapName("sixteen-chars-xx".into()))
         );
         let dup = PortForward::tcp(9000, 81);
-        assert_eq!(resolve_network("httpd", None, &[tcp, dup], None), Err(ConfigError::DuplicateHostPort(dup)));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp, dup], None), Err(ConfigError::DuplicateHostPort(dup)));
         // The same host port may carry TCP and UDP.
         let udp = PortForward::udp(9000, 80);
-        assert_eq!(resolve_network("httpd", None, &[tcp, udp], None), Ok(Network::User { forwards: vec![tcp, udp] }));
+        assert_eq!(resolve_network(&HTTPD, None, &[tcp, udp], None), Ok(Network::User { forwards: vec![tcp, udp] }));
+    }
+
+    #[test]
+    fn pcap_needs_a_nic_and_gdb_a_port() {
+        let mut o = RunOptions::new("/k", Accel::Tcg);
+        o.pcap = Some("/tmp/x.pcap".into());
+        assert_eq!(o.validate(), Err(ConfigError::PcapNeedsNetwork));
+        o.network = Network::User { forwards: vec![] };
+        assert_eq!(o.validate(), Ok(()));
+        o.gdb_port = Some(0);
+        assert_eq!(o.validate(), Err(ConfigError::GdbPort));
     }
 
     #[test]
@@ -576,6 +685,10 @@ mod tests {
         assert_eq!("hvf".parse::<Accel>(), Err(ConfigError::Accel("hvf".into())));
         assert_eq!("tap".parse(), Ok(NetKind::Tap));
         assert_eq!("bridge".parse::<NetKind>(), Err(ConfigError::NetKind("bridge".into())));
+        assert_eq!("nvme".parse(), Ok(DiskBus::Nvme));
+        assert_eq!("virtio-scsi".parse(), Ok(DiskBus::VirtioScsi));
+        assert_eq!("ide".parse::<DiskBus>(), Err(ConfigError::DiskBus("ide".into())));
+        assert_eq!(DiskBus::default().to_string(), "virtio-blk");
     }
 
     #[test]

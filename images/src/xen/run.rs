@@ -7,8 +7,7 @@
 //! `target/xen-host/logs/<domain>.log`; its last lines are printed when something below the domU fails.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -19,10 +18,12 @@ use clap::Args;
 use super::console::{self, Event, Line};
 use super::status::{parse_exit_status, DomainEnd, DOMAIN_FAILED_EXIT};
 use super::{host, nested, xl, Dom0Kind, Domu, Error};
-use crate::cargo::{build_app, Profile};
+use crate::cargo::{BuildError, Profile};
 use crate::exit::TIMEOUT_EXIT;
 use crate::forward::{PortForward, Protocol};
 use crate::host_tools::find_in_path;
+use crate::lines::{create_log, forward_lines, print_failure, ConsoleChild};
+use crate::project::{App, CrateArgs};
 use crate::qemu::{self, Accel, KernelOption, Machine, NetKind, Network};
 use crate::run::{resolve_initrd, RunArgs};
 use crate::shell::shell_line;
@@ -30,15 +31,20 @@ use crate::shell::shell_line;
 /// Options of `images xl-config`.
 #[derive(Debug, Args)]
 pub struct XlConfigArgs {
-    /// The app's package name, e.g. hello or httpd (built first, release).
+    /// The app's package name, e.g. hello or httpd (built first, release), as -p NAME.
+    #[arg(conflicts_with = "package", default_value = "", hide_default_value = true)]
     pub app: String,
+    /// Which crate and binary: -p, --bin, --manifest-path.
+    #[command(flatten)]
+    pub krate: CrateArgs,
     /// Guest RAM, in MiB (64 or 64M) or GiB (1G).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = qemu::parse_mem_mib)]
     pub mem: u32,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=255))]
     pub smp: u16,
-    /// Give the domU a vif on this dom0 bridge [default: xenbr0 for httpd and udpecho, else no vif].
+    /// Give the domU a vif on this dom0 bridge [default: xenbr0 for apps that declare ports, e.g. httpd and
+    /// udpecho, else no vif].
     #[arg(long, value_name = "BRIDGE")]
     pub bridge: Option<String>,
     /// No vif, even for network apps.
@@ -48,7 +54,7 @@ pub struct XlConfigArgs {
     #[arg(long = "disk", value_name = "FILE")]
     pub disks: Vec<PathBuf>,
     /// A boot module (xl `ramdisk`): a ustar archive, or a directory packed into one, mounted read-only at / by
-    /// the guest [default: the app's own apps/APP/initrd/ directory when it has one].
+    /// the guest [default: the app's own initrd/ directory when it has one].
     #[arg(long, value_name = "FILE|DIR")]
     pub initrd: Option<PathBuf>,
     /// Kernel option, placed before `--` on the kernel command line; repeatable (e.g. loglevel=debug).
@@ -67,30 +73,31 @@ pub fn xl_config(args: &XlConfigArgs) -> Result<String, Error> {
     opts.app_args = args.app_args.clone();
     opts.disks = args.disks.clone();
     opts.validate()?;
-    let default_bridge = qemu::NETWORK_APPS.iter().any(|(a, _)| *a == args.app).then(|| xl::DEFAULT_BRIDGE.to_owned());
+    let app = crate::project::resolve(&args.krate.with_app(&args.app)).map_err(BuildError::from)?;
+    let default_bridge = (!app.ports.is_empty()).then(|| xl::DEFAULT_BRIDGE.to_owned());
     let bridge = if args.no_network { None } else { args.bridge.clone().or(default_bridge) };
     if let Some(missing) = args.initrd.as_ref().filter(|p| !p.exists()) {
         return Err(qemu::ConfigError::NoFile(missing.clone()).into());
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = crate::cargo::build(&app, Profile::Release, None)?;
     eprintln!("images: built {}", image.summary());
     let domu = Domu {
-        app: args.app.clone(),
+        app: app.bin.clone(),
         kernel: image.path,
         memory_mib: args.mem,
         vcpus: args.smp,
         cmdline: opts.kernel_command_line(),
         bridge,
-        // As `images run`: a directory is packed into a tar, and apps/APP/initrd/ is the default.
-        ramdisk: resolve_initrd(&args.app, args.initrd.as_deref())?,
+        // As `images run`: a directory is packed into a tar, and the app's own initrd/ is the default.
+        ramdisk: resolve_initrd(&app, args.initrd.as_deref())?,
         disks: opts.disks.clone(),
     };
     Ok(domu.config(Dom0Kind::Local)?.render()?)
 }
 
-/// Checks the `images run` options that do not apply under Xen and returns the domU (kernel path empty until
-/// the build) with the host ports to forward to it.
-pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
+/// Checks the `images run` options that do not apply under Xen and returns the domU of `app` (kernel path empty
+/// until the build) with the host ports to forward to it.
+pub fn domu_for(args: &RunArgs, app: &App) -> Result<(Domu, Vec<PortForward>), Error> {
     if args.accel == Some(Accel::Kvm) {
         return Err(Error::Options(
             "--accel kvm: the nested Xen host runs under TCG (Xen cannot boot under this machine's nested KVM); drop --accel"
@@ -109,7 +116,18 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
                 .into(),
         ));
     }
-    let opts = args.options(Accel::Tcg)?;
+    if args.disk_bus != qemu::DiskBus::VirtioBlk {
+        return Err(Error::Options(format!(
+            "--disk-bus {}: with --hypervisor xen the domU's disks are Xen virtual block devices; drop --disk-bus",
+            args.disk_bus
+        )));
+    }
+    if args.gdb.is_some() || args.pcap.is_some() || args.debug {
+        return Err(Error::Options(
+            "--gdb, --pcap and --debug apply to QEMU runs; drop them or --hypervisor xen".into(),
+        ));
+    }
+    let opts = args.options(Accel::Tcg, &app.ports)?;
     let (bridge, forwards) = match &opts.network {
         Network::None => (None, Vec::new()),
         Network::User { forwards } => (Some(xl::DEFAULT_BRIDGE.to_owned()), forwards.clone()),
@@ -117,7 +135,7 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
         Network::Tap { .. } => return Err(Error::Options("--net tap is not available with --hypervisor xen".into())),
     };
     let domu = Domu {
-        app: args.app.clone(),
+        app: app.bin.clone(),
         kernel: PathBuf::new(),
         memory_mib: args.mem,
         vcpus: args.smp,
@@ -134,7 +152,8 @@ pub fn domu_for(args: &RunArgs) -> Result<(Domu, Vec<PortForward>), Error> {
 /// [`TIMEOUT_EXIT`], or [`DOMAIN_FAILED_EXIT`]. Errors: options that do not apply under Xen, QEMU missing (nested;
 /// installed when root), the build, the nested host's preparation, xl or QEMU not starting.
 pub fn run(args: &RunArgs) -> Result<u8, Error> {
-    let (mut domu, forwards) = domu_for(args)?;
+    let app = crate::project::resolve(&args.selection()).map_err(BuildError::from)?;
+    let (mut domu, forwards) = domu_for(args, &app)?;
     let local = find_in_path("xl").is_some();
     if local && !args.ports.is_empty() {
         return Err(Error::Options(
@@ -144,10 +163,10 @@ pub fn run(args: &RunArgs) -> Result<u8, Error> {
     if !local {
         qemu::ensure_qemu(&mut |m| eprintln!("images: {m}"))?;
     }
-    let image = build_app(&args.app, Profile::Release)?;
+    let image = crate::cargo::build(&app, Profile::Release, None)?;
     eprintln!("images: built {}", image.summary());
     domu.kernel = image.path;
-    domu.ramdisk = resolve_initrd(&args.app, args.initrd.as_deref())?;
+    domu.ramdisk = resolve_initrd(&app, args.initrd.as_deref())?;
     if let Some(initrd) = &domu.ramdisk {
         eprintln!("images: initrd {}", initrd.display());
     }
@@ -222,26 +241,6 @@ fn run_local(domu: &Domu, deadline: Option<Instant>) -> Result<u8, Error> {
     Ok(end.exit_code())
 }
 
-/// Copies `from` to `to` as it arrives and hands each complete line (lossy UTF-8, no line end) to `line`.
-fn forward_lines<E>(mut from: impl Read, to: &mut impl Write, mut line: impl FnMut(String) -> Result<(), E>) {
-    let mut buf = [0u8; 4096];
-    let mut pending = Vec::new();
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        let _ = to.write_all(&buf[..n]).and_then(|_| to.flush());
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
-            let l: Vec<u8> = pending.drain(..=i).collect();
-            let text = String::from_utf8_lossy(&l).trim_end_matches(['\n', '\r']).to_owned();
-            if line(text).is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// The domU's output, each line shown once: a Zirvium guest may write every line to port 0xe9 and to its PV
 /// console, and Xen splits long 0xe9 lines (its line buffer is short). Port 0xe9 lines arrive first (Xen prints
 /// them at once; the console goes through xenconsoled's log) and are shown as they come; a PV console line is
@@ -294,13 +293,11 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
     let host = host::prepare(&host::default_dir(), &mut |m| eprintln!("images: xen host: {m}"))?;
     let prepared = super::prepare_nested(&host, domu, forwards, false)?;
     let logs = host.work.join("logs");
-    let log_path = logs.join(format!("{}.log", prepared.name));
-    let io = |what, path: &PathBuf| {
-        let path = path.clone();
-        move |source| Error::Io { what, path, source }
-    };
-    std::fs::create_dir_all(&logs).map_err(io("creating", &logs))?;
-    let mut log = File::create(&log_path).map_err(io("creating", &log_path))?;
+    let (log_path, mut log) = create_log(&logs, &prepared.name).map_err(|source| Error::Io {
+        what: "creating a log in",
+        path: logs,
+        source,
+    })?;
     let mut cmd = nested::qemu_command(&prepared.options)?;
     let line = shell_line(&cmd);
     let _ = writeln!(
@@ -324,101 +321,48 @@ fn run_nested(domu: &Domu, forwards: &[PortForward], deadline: Option<Instant>) 
         }
     }
     let started = Instant::now();
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take();
-    let reader = std::thread::spawn(move || {
-        if let Some(out) = out {
-            forward_lines(out, &mut std::io::sink(), |l| tx.send(l));
-        }
-    });
-    let err = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut err) = err {
-            let _ = err.read_to_string(&mut text);
-        }
-        text
-    });
+    let mut child = ConsoleChild::spawn(&mut cmd, Some(log))
+        .map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
 
     let mut end = DomainEnd::default();
     let mut domid = None;
     let mut ended = false;
     let mut shown = GuestLines::default();
-    let mut tail: VecDeque<String> = VecDeque::new();
     let secs = |t: Instant| t.elapsed().as_secs_f64();
-    loop {
-        let line = match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    eprintln!(
-                        "images: timeout after {:.0} s; QEMU stopped (console: {})",
-                        secs(started),
-                        log_path.display()
-                    );
-                    return Ok(TIMEOUT_EXIT);
-                }
-                continue;
+    let tail = child.run_to_end(deadline, FAILURE_TAIL, &log_path, |line| match console::classify(line) {
+        Line::GuestDebug { domid: d, text } if domid.is_none_or(|id| id == d) => {
+            if shown.debug(text) {
+                println!("{text}");
             }
-        };
-        let _ = writeln!(log, "{line}");
-        if tail.len() == FAILURE_TAIL {
-            tail.pop_front();
+            end.printed = parse_exit_status(text).or(end.printed);
         }
-        tail.push_back(line.clone());
-        match console::classify(&line) {
-            Line::GuestDebug { domid: d, text } if domid.is_none_or(|id| id == d) => {
-                if shown.debug(text) {
-                    println!("{text}");
-                }
-                end.printed = parse_exit_status(text).or(end.printed);
+        Line::GuestConsole(text) => {
+            if shown.console(text) {
+                println!("{text}");
             }
-            Line::GuestConsole(text) => {
-                if shown.console(text) {
-                    println!("{text}");
-                }
-                end.printed = parse_exit_status(text).or(end.printed);
-            }
-            Line::Event(Event::Dom0Ready) => eprintln!("images: dom0 ready after {:.0} s", secs(started)),
-            Line::Event(Event::Created { domid: d }) => {
-                domid = Some(d);
-                eprintln!("images: Xen runs {} as domain {d} after {:.0} s", prepared.name, secs(started));
-            }
-            Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
-            Line::Event(Event::XlExited { rc }) if rc != 0 => eprintln!("images: xl create failed (exit code {rc})"),
-            Line::Event(Event::Problem(p)) => eprintln!("images: dom0: {p}"),
-            Line::Event(Event::Ended) => ended = true,
-            Line::Xl(text) if is_problem(text) => eprintln!("images: xl: {text}"),
-            _ => {}
+            end.printed = parse_exit_status(text).or(end.printed);
         }
-    }
-    let _ = reader.join();
-    let status = child.wait().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
-    let stderr = err_reader.join().unwrap_or_default();
-    let _ = write!(log, "--- qemu stderr ---\n{stderr}--- {status} ---\n");
+        Line::Event(Event::Dom0Ready) => eprintln!("images: dom0 ready after {:.0} s", secs(started)),
+        Line::Event(Event::Created { domid: d }) => {
+            domid = Some(d);
+            eprintln!("images: Xen runs {} as domain {d} after {:.0} s", prepared.name, secs(started));
+        }
+        Line::Event(Event::Shutdown { reason, .. }) => end.reason = Some(reason),
+        Line::Event(Event::XlExited { rc }) if rc != 0 => eprintln!("images: xl create failed (exit code {rc})"),
+        Line::Event(Event::Problem(p)) => eprintln!("images: dom0: {p}"),
+        Line::Event(Event::Ended) => ended = true,
+        Line::Xl(text) if is_problem(text) => eprintln!("images: xl: {text}"),
+        _ => {}
+    });
+    let Some(tail) = tail else { return Ok(TIMEOUT_EXIT) };
+    let (status, stderr) = child.finish().map_err(|source| Error::Spawn { what: "qemu-system-x86_64", source })?;
     if !ended {
-        eprintln!(
-            "images: Xen/dom0 stopped ({status}) before {} ended; last console lines (all in {}):",
-            prepared.name,
-            log_path.display()
-        );
-        for l in &tail {
-            eprintln!("  {l}");
-        }
-        if !stderr.trim().is_empty() {
-            eprintln!("images: QEMU's stderr:\n{}", stderr.trim_end());
-        }
+        print_failure("Xen/dom0", status, &tail, &log_path, &stderr);
         return Ok(DOMAIN_FAILED_EXIT);
     }
     eprintln!("images: {end} after {:.0} s", secs(started));
     Ok(end.exit_code())
 }
-
 /// Whether an xl or libxl message reports a problem (their routine messages are not shown).
 fn is_problem(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
@@ -437,28 +381,35 @@ mod tests {
 
     #[test]
     fn httpd_gets_a_vif_and_the_default_forward() {
-        let (domu, forwards) = domu_for(&run_args(&["run", "httpd", "--hypervisor", "xen", "--", "a"])).unwrap();
+        let httpd = crate::project::workspace_app("httpd").unwrap();
+        let hello = crate::project::workspace_app("hello").unwrap();
+        let (domu, forwards) =
+            domu_for(&run_args(&["run", "httpd", "--hypervisor", "xen", "--", "a"]), &httpd).unwrap();
         assert_eq!(domu.name(), "zirvium-httpd");
         assert_eq!(domu.bridge.as_deref(), Some("xenbr0"));
         assert_eq!(domu.cmdline, "-- a");
         assert_eq!(forwards, [PortForward::tcp(8080, 80)]);
-        let (domu, forwards) = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--mem", "32M"])).unwrap();
+        let (domu, forwards) =
+            domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--mem", "32M"]), &hello).unwrap();
         assert_eq!((domu.bridge, domu.memory_mib, forwards.len()), (None, 32, 0));
     }
 
     #[test]
     fn refuses_options_that_do_not_apply() {
+        let hello = crate::project::workspace_app("hello").unwrap();
         for (args, needle) in [
             (&["run", "hello", "--hypervisor", "xen", "--accel", "kvm"][..], "--accel kvm"),
             (&["run", "hello", "--hypervisor", "xen", "--machine", "q35"], "--machine q35"),
             (&["run", "httpd", "--hypervisor", "xen", "--net", "tap", "--tap", "t0"], "--net tap"),
+            (&["run", "kv", "--hypervisor", "xen", "--disk-bus", "nvme"], "--disk-bus nvme"),
+            (&["run", "hello", "--hypervisor", "xen", "--gdb"], "--gdb"),
         ] {
-            let err = domu_for(&run_args(args)).unwrap_err();
+            let err = domu_for(&run_args(args), &hello).unwrap_err();
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
             assert_eq!(err.exit_code(), 2);
         }
-        let err =
-            domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"])).unwrap_err();
+        let err = domu_for(&run_args(&["run", "hello", "--hypervisor", "xen", "--disk", "/nonexistent.img"]), &hello)
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 
@@ -485,17 +436,5 @@ mod tests {
         assert!(is_problem("libxl: error: libxl_create.c:1234: cannot make domain: -3"));
         assert!(!is_problem("Action for shutdown reason code 0 is destroy"));
         assert!(!is_problem("Parsing config from /images/domu.cfg"));
-    }
-
-    #[test]
-    fn forward_lines_copies_and_splits() {
-        let mut copy = Vec::new();
-        let mut lines = Vec::new();
-        forward_lines(&b"a\r\nb\npartial"[..], &mut copy, |l| {
-            lines.push(l);
-            Ok::<(), ()>(())
-        });
-        assert_eq!(copy, b"a\r\nb\npartial");
-        assert_eq!(lines, ["a", "b"]);
     }
 }

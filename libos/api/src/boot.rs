@@ -1,4 +1,6 @@
-//! Platform selection and the hand-over to the app (called by libos after memory and CPU setup).
+//! Platform selection, the one place that decides which device drivers start, and the hand-over to the app
+//! (called by libos after memory and CPU setup).
+#![allow(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -46,6 +48,24 @@ fn platforms() -> [&'static dyn Platform; 4] {
     [&platform_kvm::KVM, &platform_kvm::QEMU, &platform_xen::XEN, &platform_hyperv::HYPERV]
 }
 
+/// The PCI driver table, first match wins (`libos::pci::scan` hands each function to the first driver that
+/// claims it). virtio-pci takes virtio-net, virtio-blk and virtio-scsi by device ID, NVMe its class code; a new
+/// PCI driver — vmxnet3, PVSCSI — is added here.
+static PCI_DRIVERS: &[&libos::pci::Driver] = &[&drivers::virtio::pci::DRIVER, &drivers::nvme::DRIVER];
+
+/// Starts the drivers of the devices any platform may have, after the platform's own `init`: the virtio-mmio
+/// devices the command line names (microvm, Firecracker), then every PCI function a driver in [`PCI_DRIVERS`]
+/// claims (none on a Xen PVH guest or microvm: no PCI bus). Returns the features for the `platform:` line,
+/// e.g. "virtio-pci (MSI-X)", "virtio-blk (1 disk)". Errors: a malformed `virtio_mmio.device=`.
+fn start_drivers(boot: &BootInfo, cmdline: &Cmdline) -> Result<Vec<String>, String> {
+    let mut features = drivers::virtio::mmio::start(cmdline).map_err(|e| alloc::format!("{e}"))?;
+    // QEMU names virtio-mmio devices on the command line only with `acpi=off`: no RSDP to search for then.
+    let scan_bios = cmdline.virtio_mmio.is_empty();
+    features.extend(libos::pci::scan(boot, scan_bios, PCI_DRIVERS).features());
+    features.extend(drivers::virtio::disk_summary());
+    Ok(features)
+}
+
 #[no_mangle]
 fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
     CMDLINE.set(cmdline);
@@ -80,8 +100,16 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
             libos::exit(libos::EXIT_BOOT_ERROR);
         }
     };
+    let devices = match start_drivers(boot, cmdline) {
+        Ok(f) => f,
+        Err(e) => {
+            libos::console::emergency_print(format_args!("boot error: devices: {e}\n"));
+            libos::exit(libos::EXIT_BOOT_ERROR);
+        }
+    };
     libos::arch::x86_64::cpu::enable_interrupts();
     let mut features: Vec<String> = brought.features;
+    features.extend(devices);
     features.push(alloc::format!(
         "clock {} ({} MHz TSC from {})",
         libos::time::clock_name(),
@@ -107,6 +135,18 @@ fn __zirvium_start(boot: &'static BootInfo, cmdline: &'static Cmdline) -> ! {
         libos::exit(libos::EXIT_BOOT_ERROR);
     }
     libos::start::stamp(4);
+    if let Some(b) = libos::start::boot_info().filter(|b| b.loader_data().is_some()) {
+        // Where the TSC counts from the vCPU's reset (QEMU TCG), TSC time at the entry is the firmware plus the
+        // boot loader; some hypervisors carry the host's TSC over, so it is reported as TSC time, not as a fact.
+        let us = |ticks: u64| (u128::from(ticks) * 1_000_000 / u128::from(libos::start::tsc_hz().max(1))) as u64;
+        log::info!(
+            "boot: {} entered at TSC time {} us, app main at {} us (from the vCPU's reset where the TSC starts at 0: \
+             firmware and loader, then Zirvium)",
+            b.entry(),
+            us(libos::start::entry_tsc()),
+            us(libos::arch::x86_64::cpu::rdtsc())
+        );
+    }
     // SAFETY: defined by the app through `zirvium::app!`.
     let main = unsafe { __zirvium_app_main() };
     let code = libos::task::block_on(main);

@@ -8,7 +8,7 @@
 //! - `/tmp` — ramfs: read-write, in memory, gone when the VM stops.
 //! - `/data` — the FAT filesystem of the first disk (`images run --disk`), when it has one.
 //!
-//! Durability: on `/data`, [`File::sync_all`] returns after the file's data and metadata reached the disk and
+//! Durability: on `/data`, [`File::sync_all`](crate::fs::File::sync_all) returns after the file's data and metadata reached the disk and
 //! a disk cache flush completed; other calls write to the disk when they return but the disk may still cache
 //! the data. A disk operation blocks the calling task and every other task until it completes.
 //!
@@ -25,7 +25,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-pub use ::fs::{DirEntry, Error, FileType, Metadata, ReadDir, SeekFrom};
+pub use ::fs::{human_bytes, DirEntry, Error, FileType, FsStats, Metadata, ReadDir, SeekFrom};
 
 /// Result of a file operation.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -264,6 +264,12 @@ pub fn write(path: impl AsRef<str>, contents: impl AsRef<[u8]>) -> Result<()> {
 /// Writes every mounted filesystem's buffered data to its disk and flushes the disk caches.
 pub fn sync() -> Result<()> {
     vfs().sync_all()
+}
+
+/// Space on the filesystem mounted at or above `path` (bytes: capacity, free; file count where cheap), like
+/// `statvfs(3)`. Errors: [`Error::NotFound`] when nothing is mounted there.
+pub fn stats(path: impl AsRef<str>) -> Result<FsStats> {
+    vfs().stats(path.as_ref())
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! At boot this crate detects the hypervisor, picks the platform (KVM/QEMU, Xen PVH or Hyper-V, each a
-//! [`libos::platform::Platform`]), brings up its clock and devices, starts the network stack when a NIC exists,
+//! [`libos::platform::Platform`]) and brings up its clock and hypervisor devices, then starts the drivers every
+//! platform shares (virtio-mmio from the command line, PCI functions through `libos::pci`'s driver table), starts
+//! the network stack when a NIC exists,
 //! mounts the file systems (initrd at `/`, ramfs at `/tmp`, the first disk's FAT at `/data`), then runs the app's
 //! async entry on the executor and exits the VM with its status.
 #![cfg_attr(not(test), no_std)]
@@ -31,17 +33,43 @@ pub mod task {
     pub use libos::task::{spawn, stats, yield_now, JoinHandle};
 }
 
-/// Networking: `TcpListener`, `TcpStream`, `UdpSocket`, DNS — see the `net` crate.
+/// Networking on the kernel's stack (smoltcp over the NIC found at boot): [`net::TcpListener`],
+/// [`net::TcpStream`], [`net::UdpSocket`], DNS with [`net::resolve`], the interface's IPv4 configuration and
+/// counters. Sources: RFC 9293 (TCP), RFC 768 (UDP), RFC 2131 (DHCPv4), RFC 1035 (DNS).
 pub mod net {
-    pub use net::*;
+    pub use net::{
+        resolve, stats, wait_configured, DnsError, Error, Ipv4Config, Ipv4State, NetStats, Result, TcpListener,
+        TcpStream, UdpSocket,
+    };
 }
 
 /// Graceful shutdown requests from the host (Xen `xl shutdown`, Hyper-V's shutdown integration service):
-/// await [`shutdown::requested`] and return from the app's main to end the VM.
-pub use libos::shutdown;
+/// await [`shutdown::requested`] (or check [`shutdown::pending`]) and return from the app's main to end the VM.
+pub mod shutdown {
+    pub use libos::shutdown::{pending, requested, ShutdownKind};
+}
 
-/// Devices registered at boot: disks ([`dev::block_devices`], [`dev::BlockDevice`]) and NICs.
-pub use libos::dev;
+/// Memory: the guest's figures ([`mem::stats`]: total, free and ballooned bytes). The hypervisor's balloon driver
+/// (Hyper-V Dynamic Memory, virtio-balloon, Xen) moves free pages between the guest and the host; see
+/// `libos::mem::balloon`.
+pub mod mem {
+    pub use libos::mem::balloon::MemStats;
+
+    /// The memory figures now (bytes): RAM the kernel heap manages, free, and held by the hypervisor's balloon.
+    pub fn stats() -> MemStats {
+        libos::mem::balloon::stats()
+    }
+}
+
+/// Disks found at boot ([`dev::block_devices`]: virtio-blk, Xen blkfront, Hyper-V storvsc), for apps that use a
+/// raw device instead of the filesystem on `/data`.
+pub mod dev {
+    pub use libos::dev::{block_devices, BlockDevice, BlockError, BlockFuture, BlockInfo};
+}
+
+/// Logging through the kernel's logger (serial console and the platform's console), filtered by the
+/// `loglevel=` kernel option: `zirvium::log::info!(...)`.
+pub use log;
 
 /// Files: `File`, `OpenOptions`, `read_dir`, `read`/`write`, ... over `/` (initrd), `/tmp` (ramfs) and `/data`
 /// (FAT on the first disk) — see the `fs` crate.
@@ -130,7 +158,8 @@ macro_rules! app {
         fn main() {
             let _ = $f; // the entry is used only in the image
             eprintln!(
-                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo run -p images -- run {}`",
+                "{} is a Zirvium image for x86_64-unknown-none; run it with `cargo zirvium run` \
+                 (in the Zirvium repository: `cargo run -p images -- run {}`)",
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_NAME")
             );

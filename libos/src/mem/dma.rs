@@ -1,5 +1,6 @@
 //! DMA-able memory for device rings and buffers. libos identity-maps all RAM, so a buffer's guest-physical
 //! address equals its virtual address; allocations come from the heap, page-aligned and zeroed.
+#![allow(unsafe_code)]
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::fmt;

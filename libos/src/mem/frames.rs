@@ -15,7 +15,10 @@ pub const LOW_MEMORY_END: u64 = 0x10_0000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
     /// No free range has `pages` contiguous pages left.
-    OutOfMemory { pages: u64 },
+    OutOfMemory {
+        /// Contiguous 4 KiB pages asked for.
+        pages: u64,
+    },
     /// More free ranges than [`MAX_RANGES`] after carving.
     TooManyRanges,
 }

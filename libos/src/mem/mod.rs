@@ -1,8 +1,10 @@
 //! Physical memory: the free ranges left by the boot memory map after the image, boot modules and the low
 //! 1 MiB are taken out ([`FreeRanges`], pure and host-tested), a frame allocator over them for page tables,
 //! the `talc` heap over everything left (all free RAM, not a fixed arena), final page tables
-//! (`paging`, W^X and guard pages), and DMA allocations for device rings and buffers (`dma`).
+//! (`paging`, W^X and guard pages), DMA allocations for device rings and buffers (`dma`), and the memory
+//! balloon the hypervisors' drivers inflate and deflate (`balloon`).
 
+pub mod balloon;
 pub mod dma;
 pub mod frames;
 #[cfg(target_os = "none")]

@@ -3,6 +3,7 @@
 //! uncached. Later MMIO (64-bit BARs) is added with [`map_mmio`].
 //! Source: Intel SDM Vol. 3A §4.5 (4-level paging), Table 4-15..4-20 (entry formats), §4.6 (access rights:
 //! CR0.WP, EFER.NXE).
+#![allow(unsafe_code)]
 
 use super::frames::{FrameAllocator, FrameError, PAGE_SIZE};
 use crate::arch::x86_64::cpu;
@@ -36,9 +37,13 @@ fn sym(s: &u8) -> u64 {
 /// Kernel image layout (bytes): text `[text_start, text_end)`, rodata up to `rodata_end`, RW data to `end`.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageLayout {
+    /// Address of the first byte of `.text` (identity mapped: physical = virtual; page aligned).
     pub text_start: u64,
+    /// End of `.text` (exclusive, page aligned); rodata starts here.
     pub text_end: u64,
+    /// End of rodata, `.note.Xen` and `.eh_frame` (exclusive, page aligned); RW data starts here.
     pub rodata_end: u64,
+    /// End of the image (exclusive): after `.data`, `.bss` and the boot stack.
     pub end: u64,
 }
 
@@ -157,7 +162,12 @@ pub enum MapError {
     /// The static page-table pool is used up.
     OutOfMemory,
     /// The range is not 4 KiB aligned or wraps.
-    BadRange { paddr: u64, len: u64 },
+    BadRange {
+        /// Physical address of the range asked for.
+        paddr: u64,
+        /// Length of the range (bytes).
+        len: u64,
+    },
 }
 
 impl core::fmt::Display for MapError {

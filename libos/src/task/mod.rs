@@ -163,8 +163,8 @@ fn halt_unless(ready: impl Fn() -> bool) {
             crate::arch_enable_interrupts();
             return;
         }
-        Some(d) => crate::arch_arm_timer(d),
-        None => crate::arch_disarm_timer(),
+        Some(d) => crate::time::timer::arm(d),
+        None => crate::time::timer::disarm(),
     }
     HALTS.fetch_add(1, Ordering::Relaxed);
     crate::arch_enable_interrupts_and_halt();

@@ -1,7 +1,7 @@
 //! Time: a monotonic nanosecond clock ([`Instant`]) from the platform's clock source (kvmclock / Xen
 //! `vcpu_time_info` — both pvclock — or the Hyper-V reference TSC page), falling back to the calibrated
 //! TSC; the wall clock ([`SystemTime`]); and timers (`sleep`, `timeout`) that the executor arms on the
-//! LAPIC timer, tickless.
+//! LAPIC timer or the platform's [`timer::TimerSource`], tickless.
 
 pub mod pvclock;
 pub mod timer;
@@ -43,6 +43,12 @@ pub fn set_clock(clock: &'static dyn ClockSource) -> bool {
 /// Moves uptime 0 to `ns` on the current clock's scale (used to count uptime from the first instruction).
 pub fn set_origin_ns(ns: u64) {
     ORIGIN_NS.store(ns, Ordering::Release);
+}
+
+/// The installed clock's reading (ns on its own scale, [`ClockSource::now_ns`]) at uptime `uptime_ns`: how a timer
+/// device that counts on the clock's scale (Hyper-V's reference time) expresses an uptime deadline.
+pub fn clock_ns_at(uptime_ns: u64) -> u64 {
+    uptime_ns.saturating_add(ORIGIN_NS.load(Ordering::Acquire))
 }
 
 /// The installed clock source's name, or "none".

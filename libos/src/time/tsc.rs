@@ -14,7 +14,7 @@ pub const CPUID_MAX_BASIC_LEAF: u32 = 0x0;
 /// CPUID leaf 15H: EAX = denominator, EBX = numerator of the TSC/crystal ratio, ECX = crystal frequency in Hz
 /// (0 when not enumerated). Source: Intel SDM Vol. 2A, CPUID leaf 15H.
 pub const CPUID_TSC_CRYSTAL_LEAF: u32 = 0x15;
-/// CPUID leaf 16H: EAX[15:0] = processor base frequency in MHz. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
+/// CPUID leaf 16H: `EAX[15:0]` = processor base frequency in MHz. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
 pub const CPUID_FREQUENCY_LEAF: u32 = 0x16;
 /// CPUID leaf 8000_0000H: EAX = highest extended leaf.
 pub const CPUID_MAX_EXTENDED_LEAF: u32 = 0x8000_0000;
@@ -115,7 +115,7 @@ pub fn hz_from_cpuid_15(regs: [u32; 4]) -> Option<u64> {
     Some(u64::from(crystal_hz) * u64::from(numerator) / u64::from(denominator))
 }
 
-/// Processor base (nominal) frequency in Hz from CPUID leaf 16H registers: EAX[15:0] MHz · 10^6; `None` when 0.
+/// Processor base (nominal) frequency in Hz from CPUID leaf 16H registers: `EAX[15:0]` MHz · 10^6; `None` when 0.
 /// Intel documents it as the nominal frequency, not necessarily the TSC rate: use it as a plausibility hint, not
 /// as the TSC frequency. Source: Intel SDM Vol. 2A, CPUID leaf 16H.
 pub fn nominal_hz_from_cpuid_16(regs: [u32; 4]) -> Option<u64> {
@@ -278,18 +278,8 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use crate::hypervisor::recorded::QEMU_KVM;
     use crate::hypervisor::RecordedCpuid;
-
-    /// Recorded under QEMU 10.0.2 `-accel kvm -cpu qemu64,+invtsc,vmware-cpuid-freq=on` on the development host.
-    const QEMU_KVM: &[(u32, u32, [u32; 4])] = &[
-        (0x0000_0000, 0, [0x0000_000d, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        (0x0000_0001, 0, [0x0006_0fb1, 0x0000_0800, 0xf6f8_3203, 0x178b_fbff]),
-        (0x4000_0000, 0, [0x4000_0010, 0x4b4d_564b, 0x564b_4d56, 0x0000_004d]),
-        (0x4000_0001, 0, [0x0100_007b, 0, 0, 0]),
-        (0x4000_0010, 0, [0x0025_5078, 0x000f_4240, 0, 0]),
-        (0x8000_0000, 0, [0x8000_000a, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        (0x8000_0007, 0, [0, 0, 0, 0x0000_0100]),
-    ];
 
     /// Recorded under QEMU 10.0.2 `-accel tcg -cpu max`: highest basic leaf 0xd, so leaves 15H/16H return the
     /// data of leaf 0xd and must not be read as TSC information.

@@ -48,6 +48,8 @@ pub struct Context<'a> {
     pub uptime_ms: u64,
     /// Connections open now (including the asking one), reported by `/health`.
     pub connections: u64,
+    /// The guest's memory figures (total, free, ballooned), reported by `/health`.
+    pub memory: libos::mem::balloon::MemStats,
 }
 
 /// Why `/bytes/N` is refused: 400, and the connection closes.
@@ -237,16 +239,22 @@ fn root_page(message: &str, ctx: &Context<'_>) -> Content {
     Content::Bytes(page.into_bytes())
 }
 
-/// The `/health` document:
-/// `{"status":"ok","uptime_ms":N,"platform":"kvm","requests":N,"connections":N}`.
+/// The `/health` document: `{"status":"ok","uptime_ms":N,"platform":"kvm","requests":N,"connections":N,
+/// "memory":{"total_bytes":N,"free_bytes":N,"ballooned_bytes":N}}` (memory as [`libos::mem::balloon::MemStats`]).
 fn health_json(ctx: &Context<'_>, requests: u64) -> Content {
-    let mut json = String::with_capacity(128);
+    let mut json = String::with_capacity(192);
     json.push_str("{\"status\":\"ok\",\"uptime_ms\":");
     // fmt::Write for String never fails.
     let _ = write!(json, "{}", ctx.uptime_ms);
     json.push_str(",\"platform\":");
     push_json_string(&mut json, ctx.platform);
-    let _ = write!(json, ",\"requests\":{requests},\"connections\":{}}}", ctx.connections);
+    let _ = write!(json, ",\"requests\":{requests},\"connections\":{}", ctx.connections);
+    let m = &ctx.memory;
+    let _ = write!(
+        json,
+        ",\"memory\":{{\"total_bytes\":{},\"free_bytes\":{},\"ballooned_bytes\":{}}}}}",
+        m.total_bytes, m.free_bytes, m.ballooned_bytes
+    );
     Content::Bytes(json.into_bytes())
 }
 
@@ -338,7 +346,10 @@ mod tests {
         assert_eq!(responses[0].header("content-type"), Some("application/json"));
         assert_eq!(
             responses[0].text(),
-            r#"{"status":"ok","uptime_ms":1234,"platform":"kvm","requests":1,"connections":7}"#
+            concat!(
+                r#"{"status":"ok","uptime_ms":1234,"platform":"kvm","requests":1,"connections":7,"#,
+                r#""memory":{"total_bytes":134217728,"free_bytes":100663296,"ballooned_bytes":33554432}}"#
+            )
         );
     }
 

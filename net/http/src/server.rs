@@ -78,13 +78,14 @@ pub fn open_connections() -> u64 {
     OPEN.load(Ordering::Relaxed)
 }
 
-/// The server's [`Context`] for the demo routes: the platform (`libos::platform::current`), time since boot and
-/// [`open_connections`].
+/// The server's [`Context`] for the demo routes: the platform (`libos::platform::current`), time since boot,
+/// [`open_connections`] and the memory figures (`libos::mem::balloon::stats`).
 pub fn context() -> Context<'static> {
     Context {
         platform: libos::platform::current(),
         uptime_ms: Instant::now().as_nanos() / 1_000_000,
         connections: open_connections(),
+        memory: libos::mem::balloon::stats(),
     }
 }
 

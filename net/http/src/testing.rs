@@ -16,7 +16,13 @@ pub(crate) const MESSAGE: &str = "Hello <from> Zirvium & friends";
 
 /// The context values `/` and `/health` show in the tests.
 pub(crate) fn test_context() -> Context<'static> {
-    Context { platform: "kvm", uptime_ms: 1234, connections: 7 }
+    let memory = libos::mem::balloon::MemStats {
+        total_bytes: 128 << 20,
+        free_bytes: 96 << 20,
+        ballooned_bytes: 32 << 20,
+        floor_bytes: 16 << 20,
+    };
+    Context { platform: "kvm", uptime_ms: 1234, connections: 7, memory }
 }
 
 /// The demo routes with [`MESSAGE`] and [`test_context`], no other routes.

@@ -46,17 +46,41 @@ pub trait HwAccess: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HvError {
     /// The partition lacks a privilege the feature needs (CPUID 0x4000_0003 EAX/EBX).
-    MissingPrivilege { what: &'static str, privilege: &'static str },
+    MissingPrivilege {
+        /// The feature, e.g. "the hypercall page".
+        what: &'static str,
+        /// The missing privilege bit's TLFS name, e.g. "AccessHypercallMsrs".
+        privilege: &'static str,
+    },
     /// The hypervisor did not take an MSR value: wrote `wrote`, read back `read`.
-    MsrNotAccepted { msr: u32, wrote: u64, read: u64 },
+    MsrNotAccepted {
+        /// The MSR index, e.g. `HV_X64_MSR_HYPERCALL` (0x4000_0001).
+        msr: u32,
+        /// The value written.
+        wrote: u64,
+        /// The value read back.
+        read: u64,
+    },
     /// The reference TSC page is not valid (sequence 0): the caller falls back to the reference counter.
     TscPageInvalid,
     /// A shared page access failed.
     Memory(MemError),
     /// A hypercall failed.
-    Hypercall { call: &'static str, status: HvStatus },
+    Hypercall {
+        /// The hypercall, e.g. "HvPostMessage".
+        call: &'static str,
+        /// The result value's status (`HV_STATUS_*`).
+        status: HvStatus,
+    },
     /// A structure the hypervisor shares (a SynIC message slot, a hypercall input) is shorter than its layout.
-    Truncated { what: &'static str, len: usize, need: usize },
+    Truncated {
+        /// The structure, e.g. "SynIC message slot".
+        what: &'static str,
+        /// Bytes available.
+        len: usize,
+        /// Bytes its layout needs.
+        need: usize,
+    },
 }
 
 impl fmt::Display for HvError {

@@ -148,6 +148,18 @@ mod tests {
     }
 
     #[test]
+    fn decodes_the_nested_hosts_kvm_cpuid() {
+        use super::super::testing::qemu_kvm;
+        let en = qemu_kvm();
+        assert_eq!(en.base_leaf, 0x4000_0000);
+        assert_eq!(en.check_vmbus(), Ok(()));
+        assert_eq!(en.clock_kind(), Some(ClockKind::TscPage));
+        assert!(en.has(HvPartitionPrivileges::ACCESS_SYNTHETIC_TIMER_REGS));
+        assert!(en.features.contains(libos::hypervisor::HvFeatures::DIRECT_SYNTHETIC_TIMERS));
+        assert_eq!(en.max_vps, 0xffff_ffff, "KVM reports no limit");
+    }
+
+    #[test]
     fn missing_privileges_are_named() {
         let mut en = ws2022();
         en.privileges = HvPartitionPrivileges(en.privileges.0 & !HvPartitionPrivileges::SIGNAL_EVENTS.0);

@@ -54,6 +54,29 @@ pub const WS2022: &[(u32, u32, [u32; 4])] = &[
     (0x4000_0005, 0, [0x0000_00f0, 0x0000_0400, 0x0000_0e84, 0]),
 ];
 
+/// Hyper-V CPUID leaves of KVM's Hyper-V emulation as QEMU 10 sets them up (`-cpu host,hv-relaxed,hv-vpindex,
+/// hv-synic,hv-time,hv-stimer,hv-frequencies,hv-vapic,hv-runtime,hv-stimer-direct,hv-tlbflush,hv-ipi`), recorded on
+/// the nested host of `images run --hypervisor hyperv`; KVM's own leaves follow at 0x4000_0100.
+pub const QEMU_KVM: &[(u32, u32, [u32; 4])] = &[
+    (0x1, 0, [0, 0, 0xf7f8_3203, 0]),
+    (0x4000_0000, 0, [0x4000_0005, 0x7263_694d, 0x666f_736f, 0x7648_2074]),
+    (0x4000_0001, 0, [0x3123_7648, 0, 0, 0]),
+    (0x4000_0002, 0, [0x0000_3839, 0x000a_0000, 0, 0]),
+    (0x4000_0003, 0, [0x0000_0a7f, 0x0000_0030, 0, 0x0008_0108]),
+    (0x4000_0004, 0, [0x0000_0c2c, 0xffff_ffff, 0, 0]),
+    (0x4000_0005, 0, [0xffff_ffff, 0x0000_0040, 0, 0]),
+    (0x4000_0100, 0, [0x4000_0101, 0x4b4d_564b, 0x564b_4d56, 0x0000_004d]),
+    (0x4000_0101, 0, [0x0100_7efb, 0, 0, 0]),
+];
+
+/// The enlightenments [`QEMU_KVM`] grants.
+pub fn qemu_kvm() -> Enlightenments {
+    let cpu = RecordedCpuid { leaves: QEMU_KVM };
+    let d = detect(&cpu);
+    let f = d.find(HypervisorKind::HyperV).expect("Hyper-V range");
+    Enlightenments::from_cpuid(f, &cpu).expect("TLFS range")
+}
+
 /// The enlightenments [`WS2022`] grants.
 pub fn ws2022() -> Enlightenments {
     let cpu = RecordedCpuid { leaves: WS2022 };

@@ -76,11 +76,22 @@ pub enum Error {
     /// The host accepted none of the NVSP versions 6.1 … 2.
     NoNvspVersion,
     /// The host refused a step: `what`, its status.
-    HostRefused { what: &'static str, status: u32 },
+    HostRefused {
+        /// The step, e.g. "the receive buffer" or "RNDIS INITIALIZE".
+        what: &'static str,
+        /// The host's status: NVSP `status` (`NVSP_STAT_*`) or RNDIS `status` (`RNDIS_STATUS_*`).
+        status: u32,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str },
+    Timeout {
+        /// The answer waited for, e.g. "NVSP INIT_COMPLETE" or "receive buffer completion".
+        what: &'static str,
+    },
     /// The host sent something impossible.
-    Protocol { detail: String },
+    Protocol {
+        /// What the host sent, and in answer to what.
+        detail: String,
+    },
 }
 
 impl fmt::Display for Error {

@@ -243,35 +243,106 @@ pub struct RecvSection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NvspMessage {
     /// INIT: the guest's version range.
-    Init { min: u32, max: u32 },
+    Init {
+        /// `min_protocol_ver`: oldest NVSP version the guest accepts.
+        min: u32,
+        /// `max_protocol_ver`: newest NVSP version the guest accepts.
+        max: u32,
+    },
     /// INIT_COMPLETE.
-    InitComplete { negotiated: u32, max_mdl_chain_len: u32, status: u32 },
+    InitComplete {
+        /// `negotiated_protocol_ver`: the NVSP version the host chose.
+        negotiated: u32,
+        /// `max_mdl_chain_len`: most page buffers (MDL entries) per packet.
+        max_mdl_chain_len: u32,
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+    },
     /// SEND_NDIS_VER.
-    SendNdisVersion { major: u32, minor: u32 },
+    SendNdisVersion {
+        /// `ndis_major_ver`: NDIS major version, e.g. 6.
+        major: u32,
+        /// `ndis_minor_ver`: NDIS minor version, e.g. 30.
+        minor: u32,
+    },
     /// SEND_RECV_BUF: the receive buffer's GPADL.
-    SendReceiveBuffer { gpadl: GpadlHandle, id: u16 },
+    SendReceiveBuffer {
+        /// `gpadl_handle` of the receive buffer.
+        gpadl: GpadlHandle,
+        /// `id`: the transfer page set id the host will use ([`RECEIVE_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_RECV_BUF_COMPLETE.
-    SendReceiveBufferComplete { status: u32, sections: Vec<RecvSection> },
+    SendReceiveBufferComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+        /// `sections[num_sections]`: how the host carves the receive buffer.
+        sections: Vec<RecvSection>,
+    },
     /// REVOKE_RECV_BUF.
-    RevokeReceiveBuffer { id: u16 },
+    RevokeReceiveBuffer {
+        /// `id` of the receive buffer ([`RECEIVE_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_SEND_BUF: the send buffer's GPADL.
-    SendSendBuffer { gpadl: GpadlHandle, id: u16 },
+    SendSendBuffer {
+        /// `gpadl_handle` of the send buffer.
+        gpadl: GpadlHandle,
+        /// `id` of the send buffer ([`SEND_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_SEND_BUF_COMPLETE with the host-chosen section size (bytes).
-    SendSendBufferComplete { status: u32, section_size: u32 },
+    SendSendBufferComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+        /// `section_size`: bytes per send buffer section.
+        section_size: u32,
+    },
     /// REVOKE_SEND_BUF.
-    RevokeSendBuffer { id: u16 },
+    RevokeSendBuffer {
+        /// `id` of the send buffer ([`SEND_BUFFER_ID`]).
+        id: u16,
+    },
     /// SEND_RNDIS_PKT: an RNDIS message follows (in a send buffer section, page buffers or transfer pages).
-    SendRndisPacket { channel_type: u32, section_index: u32, section_size: u32 },
+    SendRndisPacket {
+        /// `channel_type`: [`CHANNEL_TYPE_DATA`] or [`CHANNEL_TYPE_CONTROL`].
+        channel_type: u32,
+        /// `send_buf_section_index`: the send buffer section holding the message, or [`NO_SECTION`].
+        section_index: u32,
+        /// `send_buf_section_size`: bytes used in that section (0 with [`NO_SECTION`]).
+        section_size: u32,
+    },
     /// SEND_RNDIS_PKT_COMPLETE.
-    SendRndisPacketComplete { status: u32 },
+    SendRndisPacketComplete {
+        /// `status` of the NVSP message (`NVSP_STAT_*`).
+        status: u32,
+    },
     /// SEND_NDIS_CONFIG: frame MTU (bytes, Ethernet header included) and capability bits.
-    SendNdisConfig { mtu: u32, capability: u64 },
+    SendNdisConfig {
+        /// `mtu` (bytes, Ethernet header included).
+        mtu: u32,
+        /// `capability` bits ([`capability`]).
+        capability: u64,
+    },
     /// SEND_VF_ASSOCIATION (host → guest, NVSP ≥ 4).
-    VfAssociation { allocated: u32, serial: u32 },
+    VfAssociation {
+        /// `allocated`: non-zero when the host allocated a VF for this NIC.
+        allocated: u32,
+        /// `serial`: the VF's serial number, matching its slot on the virtual PCI bus.
+        serial: u32,
+    },
     /// SEND_INDIRECTION_TABLE (host → guest, NVSP ≥ 5): sub-channel table, unused with one channel.
-    SendIndirectionTable { count: u32, offset: u32 },
+    SendIndirectionTable {
+        /// `count`: indirection table entries.
+        count: u32,
+        /// `offset`: where the table starts (bytes from the start of the NVSP message).
+        offset: u32,
+    },
     /// Any other type (ignored, completed if asked).
-    Other { msg_type: u32 },
+    Other {
+        /// `hdr.msg_type` (`NVSP_MSG*_TYPE_*`).
+        msg_type: u32,
+    },
 }
 
 /// Why an NVSP message is malformed.

@@ -279,9 +279,25 @@ mod field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RndisError {
     /// Shorter than its layout or than `msg_len`.
-    Truncated { msg_type: u32, len: usize, need: usize },
+    Truncated {
+        /// `msg_type` of the message ([`msgtype`]).
+        msg_type: u32,
+        /// Bytes available.
+        len: usize,
+        /// Bytes the layout (or `msg_len`) needs.
+        need: usize,
+    },
     /// An offset/length pair points outside the message.
-    BadRange { what: &'static str, offset: u32, len: u32, msg_len: u32 },
+    BadRange {
+        /// The buffer, e.g. "information buffer" or "packet data".
+        what: &'static str,
+        /// Its offset field (bytes from the end of the 8-byte message header).
+        offset: u32,
+        /// Its length field (bytes).
+        len: u32,
+        /// `msg_len` of the message (bytes).
+        msg_len: u32,
+    },
 }
 
 impl fmt::Display for RndisError {
@@ -386,37 +402,97 @@ impl<T: AsRef<[u8]>> Message<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RndisMessage {
     /// INITIALIZE request.
-    Initialize { req_id: u32, major: u32, minor: u32, max_xfer_size: u32 },
+    Initialize {
+        /// `req_id`, echoed in the completion.
+        req_id: u32,
+        /// `major_ver`: RNDIS major version (1).
+        major: u32,
+        /// `minor_ver`: RNDIS minor version (0).
+        minor: u32,
+        /// `max_xfer_size`: largest message the guest accepts (bytes).
+        max_xfer_size: u32,
+    },
     /// INITIALIZE completion.
     InitializeComplete {
+        /// `req_id` of the request.
         req_id: u32,
+        /// `status` (`RNDIS_STATUS_*`, see [`status`]).
         status: u32,
+        /// `major_ver`: the device's RNDIS major version.
         major: u32,
+        /// `minor_ver`: the device's RNDIS minor version.
         minor: u32,
+        /// `dev_flags` (`RNDIS_DF_*`: connectionless or connection-oriented).
         dev_flags: u32,
+        /// `medium` (`RNDIS_MEDIUM_*`; 0 = 802.3).
         medium: u32,
+        /// `max_pkt_per_msg`: most data packets the device accepts in one message.
         max_pkt_per_msg: u32,
+        /// `max_xfer_size`: largest message the device accepts (bytes).
         max_xfer_size: u32,
+        /// `pkt_alignment_factor`: packets in one message align to 2^this bytes.
         pkt_alignment_factor: u32,
     },
     /// QUERY request with its input buffer.
-    Query { req_id: u32, oid: u32, info: Vec<u8> },
+    Query {
+        /// `req_id`, echoed in the completion.
+        req_id: u32,
+        /// `oid`: the NDIS object queried ([`oid`]).
+        oid: u32,
+        /// The input buffer (`info_buflen` bytes at `info_buf_offset`).
+        info: Vec<u8>,
+    },
     /// QUERY completion with the information buffer.
-    QueryComplete { req_id: u32, status: u32, info: Vec<u8> },
+    QueryComplete {
+        /// `req_id` of the request.
+        req_id: u32,
+        /// `status` (`RNDIS_STATUS_*`, see [`status`]).
+        status: u32,
+        /// The information buffer (`info_buflen` bytes at `info_buf_offset`).
+        info: Vec<u8>,
+    },
     /// SET request.
-    Set { req_id: u32, oid: u32, info: Vec<u8> },
+    Set {
+        /// `req_id`, echoed in the completion.
+        req_id: u32,
+        /// `oid`: the NDIS object set ([`oid`]).
+        oid: u32,
+        /// The new value (`info_buflen` bytes at `info_buf_offset`).
+        info: Vec<u8>,
+    },
     /// SET completion.
-    SetComplete { req_id: u32, status: u32 },
+    SetComplete {
+        /// `req_id` of the request.
+        req_id: u32,
+        /// `status` (`RNDIS_STATUS_*`, see [`status`]).
+        status: u32,
+    },
     /// INDICATE_STATUS (link changes).
-    IndicateStatus { status: u32, info: Vec<u8> },
+    IndicateStatus {
+        /// `status`: the indication, e.g. [`status::MEDIA_CONNECT`].
+        status: u32,
+        /// The status buffer (`status_buflen` bytes at `status_buf_offset`).
+        info: Vec<u8>,
+    },
     /// KEEPALIVE request.
-    Keepalive { req_id: u32 },
+    Keepalive {
+        /// `req_id`, echoed in the completion.
+        req_id: u32,
+    },
     /// KEEPALIVE completion.
-    KeepaliveComplete { req_id: u32, status: u32 },
+    KeepaliveComplete {
+        /// `req_id` of the request.
+        req_id: u32,
+        /// `status` (`RNDIS_STATUS_*`, see [`status`]).
+        status: u32,
+    },
     /// A data message (see [`parse_packet`]).
     Packet,
     /// Another type.
-    Other { msg_type: u32 },
+    Other {
+        /// `msg_type` of the message.
+        msg_type: u32,
+    },
 }
 
 /// The offset (relative to the byte after the header) at which requests and completions put their information

@@ -2,6 +2,8 @@
 //! (BEGIN_INITIALIZATION, QUERY_PROTOCOL_VERSION from 6.0 down to 2.0, QUERY_PROPERTIES, END_INITIALIZATION),
 //! READ CAPACITY(16), and READ(16) / WRITE(16) / SYNCHRONIZE CACHE(10) as EXECUTE_SRB packets whose data pages go
 //! GPA-direct. Several requests may be in flight; each completion is routed to its request by transaction id.
+//! The SCSI commands, their parameter data, sense decoding and the UNIT ATTENTION retry policy are
+//! `drivers::scsi`'s, shared with virtio-scsi.
 //! Source: Linux `drivers/scsi/storvsc_drv.c` (`storvsc_channel_init`, `storvsc_execute_vstor_op`,
 //! `storvsc_do_io`, `storvsc_on_io_completion`).
 
@@ -20,6 +22,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::task::Waker;
+use drivers::scsi::{self, CapacityRepr, Command, ScsiStatus, Verdict};
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
 use libos::irq::critical;
 use libos::time::Duration;
@@ -31,8 +34,8 @@ use vstor::{data_in, op, Body, BodyKind, Srb, VstorPacket};
 pub const MAX_TRANSFER: usize = 32 * PAGE_SIZE;
 /// Bounce buffers kept for reuse.
 const BOUNCE_POOL: usize = 8;
-/// Retries of a request the disk answers with UNIT ATTENTION.
-const UNIT_ATTENTION_RETRIES: usize = 3;
+/// Bytes of READ CAPACITY(16) data asked for.
+const CAPACITY_ALLOC: u32 = scsi::data::CAPACITY16_LEN as u32;
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -57,9 +60,17 @@ pub enum Error {
     /// The host accepted none of the storage protocol versions 6.0 … 2.0.
     NoProtocolVersion,
     /// The host refused an initialisation step.
-    HostRefused { what: &'static str, status: u32 },
+    HostRefused {
+        /// The step's `vstor_packet` operation, e.g. "QUERY_PROTOCOL_VERSION".
+        what: &'static str,
+        /// `status` of the `vstor_packet` (an NTSTATUS; 0 = success).
+        status: u32,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str },
+    Timeout {
+        /// The step whose completion never came, e.g. "BEGIN_INITIALIZATION".
+        what: &'static str,
+    },
     /// A request failed.
     Block(BlockError),
 }
@@ -219,17 +230,16 @@ impl Storvsc {
 
     async fn read_capacity(&self) -> Result<(u64, u32), Error> {
         let buf = self.alloc_bounce().map_err(Error::Block)?;
-        let mut cdb = [0u8; 16];
-        cdb.copy_from_slice(&vstor::read_capacity16(32));
-        let r = self.scsi(&cdb, data_in::READ, 32, Some(&buf)).await;
-        let mut d = [0u8; 32];
+        let command = Command::ReadCapacity16 { allocation_length: CAPACITY_ALLOC };
+        let r = self.scsi(command, data_in::READ, CAPACITY_ALLOC, Some(&buf)).await;
+        let mut d = [0u8; CAPACITY_ALLOC as usize];
         let read = buf.read(0, &mut d);
         self.free_bounce(buf);
         r.map_err(Error::Block)?;
         read.map_err(|e| Error::Block(self.err_protocol(e.to_string())))?;
-        vstor::parse_capacity16(&d).filter(|&(_, bl)| bl.is_power_of_two() && (512..=65536).contains(&bl)).ok_or_else(
-            || Error::Block(self.err_protocol(format!("READ CAPACITY(16) data {:02x?} is invalid", &d[..12]))),
-        )
+        CapacityRepr::parse(&d).and_then(|c| c.geometry()).map_err(|e| {
+            Error::Block(self.err_protocol(format!("READ CAPACITY(16) data {:02x?} is invalid: {e}", &d[..12])))
+        })
     }
 
     fn alloc_bounce(&self) -> Result<Region, BlockError> {
@@ -379,11 +389,12 @@ impl Storvsc {
         .await
     }
 
-    /// Runs one SCSI command: `cdb`, direction, `len` bytes in `buf` (page 0 onwards). Retries UNIT ATTENTION;
-    /// any other failure is [`BlockError::Io`] with the SRB/SCSI status and sense.
-    async fn scsi(&self, cdb: &[u8], dir: u8, len: u32, buf: Option<&Region>) -> Result<Completion, BlockError> {
+    /// Runs one SCSI command: `command`, direction, `len` bytes in `buf` (page 0 onwards). Retries UNIT
+    /// ATTENTION (`drivers::scsi::judge`); any other failure is [`BlockError::Io`] with the SRB status, the SCSI
+    /// status and the decoded sense.
+    async fn scsi(&self, command: Command, dir: u8, len: u32, buf: Option<&Region>) -> Result<Completion, BlockError> {
         let mut cdb20 = [0u8; 20];
-        cdb20[..cdb.len()].copy_from_slice(cdb);
+        command.emit(&mut cdb20);
         let flags = vstor::srb_flags::DISABLE_SYNCH_TRANSFER
             | match dir {
                 data_in::READ => vstor::srb_flags::DATA_IN,
@@ -401,7 +412,7 @@ impl Storvsc {
                 path_id: 0,
                 target_id: 0,
                 lun: 0,
-                cdb_length: cdb.len() as u8,
+                cdb_length: command.len() as u8,
                 sense_info_length: self.sense_len,
                 data_in: dir,
                 data_transfer_length: len,
@@ -410,7 +421,7 @@ impl Storvsc {
             }),
         }
         .emit(self.pkt_len);
-        let mut attempt = 0;
+        let mut retries = 0;
         loop {
             let raw = self.roundtrip(&pkt, buf.map(|b| (b, len))).await?;
             let c = match VstorPacket::parse(&raw, BodyKind::Srb) {
@@ -423,24 +434,20 @@ impl Storvsc {
                 Ok(_) => return Err(self.err_protocol(String::from("completion without an SRB"))),
                 Err(e) => return Err(self.break_with(self.err_protocol(e.to_string()))),
             };
-            if c.srb_status & 0x3f == vstor::SRB_STATUS_SUCCESS && c.scsi_status == vstor::SCSI_GOOD {
-                return Ok(c);
-            }
-            let sense = vstor::sense_key(&c.sense);
-            if sense.is_some_and(|(k, _, _)| k == vstor::scsi::SENSE_UNIT_ATTENTION) && attempt < UNIT_ATTENTION_RETRIES
-            {
-                attempt += 1;
-                continue;
-            }
-            let lba = vstor::rw16_lba(cdb).unwrap_or(0);
-            let detail = match sense {
-                Some((k, asc, ascq)) => format!(
-                    "SCSI command {:#04x}: SRB status {:#04x}, SCSI status {:#04x}, sense key {k:#x} ASC {asc:#04x} ASCQ {ascq:#04x}",
-                    cdb[0], c.srb_status, c.scsi_status
-                ),
-                None => format!("SCSI command {:#04x}: SRB status {:#04x}, SCSI status {:#04x}", cdb[0], c.srb_status, c.scsi_status),
+            let srb_ok = c.srb_status & 0x3f == vstor::SRB_STATUS_SUCCESS;
+            let sense = &c.sense[..usize::from(self.sense_len).min(c.sense.len())];
+            let sector = command.lba().unwrap_or(0);
+            let detail = match scsi::judge(&command, ScsiStatus(c.scsi_status), sense, retries) {
+                Verdict::Good if srb_ok => return Ok(c),
+                Verdict::Good => format!("{command}: SRB status {:#04x}", c.srb_status),
+                Verdict::Retry { why } => {
+                    log::debug!("{}: {command}: {why}; retrying", self.info.name);
+                    retries += 1;
+                    continue;
+                }
+                Verdict::Fail(e) => format!("{e} (SRB status {:#04x})", c.srb_status),
             };
-            return Err(BlockError::Io { device: self.info.name.clone(), sector: lba, detail });
+            return Err(BlockError::Io { device: self.info.name.clone(), sector, detail });
         }
     }
 
@@ -470,9 +477,13 @@ impl Storvsc {
                     break;
                 }
             }
-            let cdb = vstor::rw16(write, lba, (n / ss) as u32);
-            let dir = if write { data_in::WRITE } else { data_in::READ };
-            match self.scsi(&cdb, dir, n as u32, Some(&bounce)).await {
+            let blocks = (n / ss) as u32;
+            let (command, dir) = if write {
+                (Command::Write16 { lba, blocks, fua: false }, data_in::WRITE)
+            } else {
+                (Command::Read16 { lba, blocks, fua: false }, data_in::READ)
+            };
+            match self.scsi(command, dir, n as u32, Some(&bounce)).await {
                 Ok(c) if c.transferred as usize != n => {
                     result = Err(BlockError::Io {
                         device: self.info.name.clone(),
@@ -515,7 +526,7 @@ impl BlockDevice for Storvsc {
 
     fn flush(&self) -> BlockFuture<'_> {
         Box::pin(async move {
-            self.scsi(&vstor::synchronize_cache10(), data_in::UNKNOWN, 0, None).await?;
+            self.scsi(Command::SYNCHRONIZE_ALL, data_in::UNKNOWN, 0, None).await?;
             self.flushes.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             Ok(())
         })

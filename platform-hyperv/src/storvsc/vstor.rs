@@ -1,19 +1,17 @@
 //! The storvsc wire format: `struct vstor_packet` (operation, flags, status, then a union of `vmscsi_request`,
 //! `vmstorage_channel_properties` and `vmstorage_protocol_version`), little-endian and packed, and the SCSI
 //! commands the block driver issues. Source: Linux `drivers/scsi/storvsc_drv.c` (protocol definitions at the top,
-//! `storvsc_channel_init`, `storvsc_do_io`), SCSI Block Commands (SBC-4) §5.16 READ(16), §5.20 READ CAPACITY(16),
-//! §5.26 SYNCHRONIZE CACHE(10), §5.40 WRITE(16), and SPC-5 §4.4.2 (fixed-format sense data).
+//! `storvsc_channel_init`, `storvsc_do_io`). The SCSI commands inside (CDBs, READ CAPACITY(16) data, sense data)
+//! are `drivers::scsi`'s, shared with the virtio-scsi driver.
 //!
 //! [`VstorView`] is the checked view of a `vstor_packet` (field ranges in a private `mod field`), [`VstorPacket`]
-//! its owned form; the CDBs and the READ CAPACITY(16) and sense data layouts (big-endian) use the same field
-//! table.
+//! its owned form.
 #![forbid(unsafe_code)]
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use libos::wire::{read_u16, read_u32, read_u32_be, read_u64_be, read_u8, write_u16, write_u32, write_u32_be};
-use libos::wire::{write_u64_be, write_u8, Field};
+use libos::wire::{read_u16, read_u32, read_u8, write_u16, write_u32, write_u8, Field};
 
 mod field {
     use super::Field;
@@ -58,33 +56,6 @@ mod field {
         pub const CDB_OR_SENSE: Field = 28..48;
         /// Win8 extension (`vmscsi_win8_extension`): `srb_flags` after a reserved u16, queue tag and action.
         pub const SRB_FLAGS: Field = 52..56;
-    }
-
-    /// SCSI CDB fields (SBC-4), big-endian.
-    pub mod cdb {
-        use super::Field;
-        pub const OPERATION_CODE: Field = 0..1;
-        pub const SERVICE_ACTION: Field = 1..2;
-        /// READ(16) / WRITE(16) LOGICAL BLOCK ADDRESS.
-        pub const LBA_16: Field = 2..10;
-        /// READ(16) / WRITE(16) TRANSFER LENGTH; READ CAPACITY(16) ALLOCATION LENGTH.
-        pub const LENGTH_16: Field = 10..14;
-    }
-
-    /// READ CAPACITY(16) parameter data (SBC-4 §5.20.2), big-endian.
-    pub mod capacity16 {
-        use super::Field;
-        pub const RETURNED_LBA: Field = 0..8;
-        pub const BLOCK_LENGTH: Field = 8..12;
-    }
-
-    /// Fixed-format sense data (SPC-5 §4.4.3).
-    pub mod sense {
-        use super::Field;
-        pub const RESPONSE_CODE: Field = 0..1;
-        pub const SENSE_KEY: Field = 2..3;
-        pub const ASC: Field = 12..13;
-        pub const ASCQ: Field = 13..14;
     }
 }
 
@@ -163,10 +134,6 @@ pub mod srb_flags {
 pub const SRB_STATUS_SUCCESS: u8 = 0x01;
 /// SRB status `SRB_STATUS_ERROR`.
 pub const SRB_STATUS_ERROR: u8 = 0x04;
-/// SCSI status GOOD.
-pub const SCSI_GOOD: u8 = 0;
-/// SCSI status CHECK CONDITION.
-pub const SCSI_CHECK_CONDITION: u8 = 2;
 
 /// A SCSI request block (`vmscsi_request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,9 +183,21 @@ pub enum Body {
     /// Nothing meaningful (BEGIN/END_INITIALIZATION, plain completions).
     None,
     /// `vmstorage_protocol_version`.
-    Version { major_minor: u16, revision: u16 },
+    Version {
+        /// `major_minor`: major version in the high byte, minor in the low (e.g. [`version::WIN8_1`]).
+        major_minor: u16,
+        /// `revision` (the guest sends 0).
+        revision: u16,
+    },
     /// `vmstorage_channel_properties`.
-    Properties { max_channel_cnt: u16, flags: u32, max_transfer_bytes: u32 },
+    Properties {
+        /// `max_channel_cnt`: sub-channels the host offers.
+        max_channel_cnt: u16,
+        /// `flags` (`STORAGE_CHANNEL_*`, e.g. multi-channel support).
+        flags: u32,
+        /// `max_transfer_bytes`: largest transfer of one request (bytes).
+        max_transfer_bytes: u32,
+    },
     /// `vmscsi_request`.
     Srb(Srb),
 }
@@ -393,88 +372,15 @@ impl VstorPacket {
     }
 }
 
-/// SCSI operation codes used here.
-pub mod scsi {
-    /// READ(16).
-    pub const READ_16: u8 = 0x88;
-    /// WRITE(16).
-    pub const WRITE_16: u8 = 0x8A;
-    /// SYNCHRONIZE CACHE(10).
-    pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
-    /// SERVICE ACTION IN(16), with service action 0x10 = READ CAPACITY(16).
-    pub const SERVICE_ACTION_IN_16: u8 = 0x9E;
-    /// READ CAPACITY(16) service action.
-    pub const SA_READ_CAPACITY_16: u8 = 0x10;
-    /// Sense key UNIT ATTENTION.
-    pub const SENSE_UNIT_ATTENTION: u8 = 0x6;
-}
-
-/// A READ(16) or WRITE(16) CDB for `blocks` blocks at `lba` (SBC-4 §5.16, §5.40).
-pub fn rw16(write: bool, lba: u64, blocks: u32) -> [u8; 16] {
-    let mut c = [0u8; 16];
-    write_u8(&mut c, field::cdb::OPERATION_CODE, if write { scsi::WRITE_16 } else { scsi::READ_16 });
-    write_u64_be(&mut c, field::cdb::LBA_16, lba);
-    write_u32_be(&mut c, field::cdb::LENGTH_16, blocks);
-    c
-}
-
-/// The LBA of a READ(16) or WRITE(16) CDB (for error reports); `None` for other commands or a short CDB.
-pub fn rw16_lba(cdb: &[u8]) -> Option<u64> {
-    if cdb.len() < field::cdb::LBA_16.end {
-        return None;
-    }
-    matches!(read_u8(cdb, field::cdb::OPERATION_CODE), scsi::READ_16 | scsi::WRITE_16)
-        .then(|| read_u64_be(cdb, field::cdb::LBA_16))
-}
-
-/// A READ CAPACITY(16) CDB returning up to `alloc_len` bytes (SBC-4 §5.20).
-pub fn read_capacity16(alloc_len: u32) -> [u8; 16] {
-    let mut c = [0u8; 16];
-    write_u8(&mut c, field::cdb::OPERATION_CODE, scsi::SERVICE_ACTION_IN_16);
-    write_u8(&mut c, field::cdb::SERVICE_ACTION, scsi::SA_READ_CAPACITY_16);
-    write_u32_be(&mut c, field::cdb::LENGTH_16, alloc_len);
-    c
-}
-
-/// A SYNCHRONIZE CACHE(10) CDB for the whole medium (LBA 0, 0 blocks = to the end; SBC-4 §5.26).
-pub fn synchronize_cache10() -> [u8; 10] {
-    let mut c = [0u8; 10];
-    write_u8(&mut c, field::cdb::OPERATION_CODE, scsi::SYNCHRONIZE_CACHE_10);
-    c
-}
-
-/// READ CAPACITY(16) parameter data: `(last LBA + 1, logical block length)`. `None` when shorter than 12 bytes or
-/// the block length is 0.
-pub fn parse_capacity16(d: &[u8]) -> Option<(u64, u32)> {
-    if d.len() < field::capacity16::BLOCK_LENGTH.end {
-        return None;
-    }
-    let last = read_u64_be(d, field::capacity16::RETURNED_LBA);
-    let bl = read_u32_be(d, field::capacity16::BLOCK_LENGTH);
-    if bl == 0 {
-        return None;
-    }
-    Some((last.checked_add(1)?, bl))
-}
-
-/// `(sense key, ASC, ASCQ)` of fixed-format sense data (SPC-5 §4.4.3), when valid.
-pub fn sense_key(sense: &[u8]) -> Option<(u8, u8, u8)> {
-    use field::sense::*;
-    if sense.len() >= ASCQ.end && matches!(read_u8(sense, RESPONSE_CODE) & 0x7f, 0x70 | 0x71) {
-        Some((read_u8(sense, SENSE_KEY) & 0xf, read_u8(sense, ASC), read_u8(sense, ASCQ)))
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drivers::scsi::Command;
 
     #[test]
     fn srb_layout_matches_storvsc() {
         let mut cdb = [0u8; 20];
-        cdb[..16].copy_from_slice(&rw16(false, 0x1122_3344_5566, 8));
+        Command::Read16 { lba: 0x1122_3344_5566, blocks: 8, fua: false }.emit(&mut cdb);
         let p = VstorPacket {
             operation: op::EXECUTE_SRB,
             flags: REQUEST_COMPLETION_FLAG,
@@ -498,7 +404,7 @@ mod tests {
         assert_eq!(b.len(), 64);
         assert_eq!(u16::from_le_bytes([b[12], b[13]]), 52, "sizeof(struct vmscsi_request)");
         assert_eq!(b[20], 16);
-        assert_eq!(b[28], scsi::READ_16);
+        assert_eq!(b[28], drivers::scsi::cdb::opcode::READ_16);
         assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 4096);
         assert_eq!(VstorPacket::parse(&b, BodyKind::Srb), Ok(p.clone()));
         assert_eq!(VstorPacket::parse(&b, BodyKind::Srb).unwrap().emit(PACKET_LEN_WIN8), b, "parse → emit");
@@ -529,30 +435,5 @@ mod tests {
         assert_eq!(VstorPacket::parse(&[0; 15], BodyKind::Version), Err(VstorError { len: 15, need: 16 }));
         assert_eq!(VstorPacket::parse(&[0; 10], BodyKind::None), Err(VstorError { len: 10, need: 12 }));
         assert_eq!(version::display(version::WIN7), "4.2");
-    }
-
-    #[test]
-    fn cdbs_and_capacity() {
-        let c = rw16(true, 5, 2);
-        assert_eq!(c[0], 0x8A);
-        assert_eq!(&c[2..10], &[0, 0, 0, 0, 0, 0, 0, 5]);
-        assert_eq!(&c[10..14], &[0, 0, 0, 2]);
-        assert_eq!(read_capacity16(32)[..2], [0x9E, 0x10]);
-        assert_eq!(synchronize_cache10()[0], 0x35);
-        assert_eq!(rw16_lba(&rw16(false, 0x1234, 1)), Some(0x1234));
-        assert_eq!(rw16_lba(&read_capacity16(32)), None);
-        assert_eq!(rw16_lba(&[0x88, 0, 0]), None, "short CDB");
-        let mut d = [0u8; 32];
-        d[7] = 99;
-        d[10] = 2;
-        assert_eq!(parse_capacity16(&d), Some((100, 512)));
-        d[10] = 0;
-        assert_eq!(parse_capacity16(&d), None);
-        let mut s = [0u8; 18];
-        s[0] = 0x70;
-        s[2] = 0x6;
-        s[12] = 0x29;
-        assert_eq!(sense_key(&s), Some((6, 0x29, 0)));
-        assert_eq!(sense_key(&[0; 18]), None);
     }
 }

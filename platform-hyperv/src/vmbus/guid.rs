@@ -2,55 +2,8 @@
 //! and the device class GUIDs of the synthetic devices Zirvium drives. Source: Linux `include/linux/hyperv.h`
 //! (`HV_NIC_GUID`, `HV_SCSI_GUID`, `HV_SHUTDOWN_GUID`, `HV_TS_GUID`, `HV_HEART_BEAT_GUID`, `HV_KVP_GUID`, ...).
 
-use core::fmt;
-use libos::wire::{read_u16, read_u32};
-
-/// A GUID in its 16-byte wire form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Guid(pub [u8; 16]);
-
-impl Guid {
-    /// Builds the wire form of `{d1-d2-d3-d4[0..2]-d4[2..8]}` (`GUID_INIT`: `d1`, `d2`, `d3` little-endian).
-    pub const fn new(d1: u32, d2: u16, d3: u16, d4: [u8; 8]) -> Self {
-        let a = d1.to_le_bytes();
-        let b = d2.to_le_bytes();
-        let c = d3.to_le_bytes();
-        Self([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d4[0], d4[1], d4[2], d4[3], d4[4], d4[5], d4[6], d4[7]])
-    }
-
-    /// The wire bytes.
-    pub fn bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for Guid {
-    /// Lower-case registry form, e.g. `f8615163-df3e-46c5-913f-f2d2f965ed0e`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(
-            f,
-            "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            read_u32(b, 0..4),
-            read_u16(b, 4..6),
-            read_u16(b, 6..8),
-            b[8],
-            b[9],
-            b[10],
-            b[11],
-            b[12],
-            b[13],
-            b[14],
-            b[15]
-        )
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{{self}}}")
-    }
-}
+/// The GUID type is the one shared wire form in `libos::wire`.
+pub use libos::wire::Guid;
 
 /// Synthetic network adapter (netvsc): `{f8615163-df3e-46c5-913f-f2d2f965ed0e}`.
 pub const NIC: Guid = Guid::new(0xf8615163, 0xdf3e, 0x46c5, [0x91, 0x3f, 0xf2, 0xd2, 0xf9, 0x65, 0xed, 0x0e]);
@@ -69,6 +22,10 @@ pub const KVP: Guid = Guid::new(0xa9a0f4e7, 0x5a45, 0x4d96, [0xb8, 0x27, 0x8a, 0
 /// Volume shadow copy service (not driven here): `{35fa2e29-ea23-4236-96ae-3a6ebacba440}`.
 pub const VSS: Guid = Guid::new(0x35fa2e29, 0xea23, 0x4236, [0x96, 0xae, 0x3a, 0x6e, 0xba, 0xcb, 0xa4, 0x40]);
 
+/// Dynamic Memory (hv_balloon): `{525074dc-8985-46e2-8057-a307dc18a502}`.
+pub const DYNAMIC_MEMORY: Guid =
+    Guid::new(0x525074dc, 0x8985, 0x46e2, [0x80, 0x57, 0xa3, 0x07, 0xdc, 0x18, 0xa5, 0x02]);
+
 /// A name for a device class GUID, for logs.
 pub fn class_name(g: &Guid) -> &'static str {
     match *g {
@@ -80,6 +37,7 @@ pub fn class_name(g: &Guid) -> &'static str {
         HEARTBEAT => "heartbeat IC",
         KVP => "KVP IC",
         VSS => "VSS IC",
+        DYNAMIC_MEMORY => "dynamic memory",
         _ => "unknown",
     }
 }
@@ -97,6 +55,8 @@ mod tests {
         assert_eq!(NIC.to_string(), "f8615163-df3e-46c5-913f-f2d2f965ed0e");
         assert_eq!(KVP.to_string(), "a9a0f4e7-5a45-4d96-b827-8a841e8c03e6");
         assert_eq!(class_name(&HEARTBEAT), "heartbeat IC");
+        // As QEMU's hv-balloon offers it (hw/hyperv/hv-balloon.c HV_BALLOON_GUID, seen on a real host).
+        assert_eq!(DYNAMIC_MEMORY.to_string(), "525074dc-8985-46e2-8057-a307dc18a502");
         assert_eq!(class_name(&Guid::default()), "unknown");
     }
 }

@@ -45,19 +45,52 @@ pub enum Error {
     /// An enlightenment (SynIC, hypercall page) is unusable.
     Hv(HvError),
     /// A hypercall returned an error status.
-    Hypercall { call: &'static str, status: HvStatus },
+    Hypercall {
+        /// The hypercall: "HvPostMessage" or "HvSignalEvent".
+        call: &'static str,
+        /// The result value's status (`HV_STATUS_*`).
+        status: HvStatus,
+    },
     /// The host answered none of the versions 6.0 … 2.4 with "supported".
-    NoCommonVersion { tried: usize },
+    NoCommonVersion {
+        /// Versions offered in CHANNELMSG_INITIATE_CONTACT.
+        tried: usize,
+    },
     /// No answer within the timeout.
-    Timeout { what: &'static str, ms: u64 },
+    Timeout {
+        /// The host message waited for, e.g. "AllOffersDelivered".
+        what: &'static str,
+        /// How long the guest waited (ms).
+        ms: u64,
+    },
     /// The host refused a request: `what` with the host's status code.
-    HostRefused { what: &'static str, relid: RelId, status: u32 },
+    HostRefused {
+        /// The request, e.g. "GPADL creation" or "OpenChannel".
+        what: &'static str,
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// The host's status (`creation_status` or `status` of the reply; 0 = success).
+        status: u32,
+    },
     /// The host rescinded the channel.
-    Rescinded { relid: RelId },
+    Rescinded {
+        /// The channel's `child_relid`.
+        relid: RelId,
+    },
     /// A channel's ring broke the protocol (a hostile index or length) or is full.
-    Ring { relid: RelId, error: ring::RingError },
+    Ring {
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// What the ring did wrong.
+        error: ring::RingError,
+    },
     /// A malformed packet on a channel.
-    Packet { relid: RelId, error: packet::PacketError },
+    Packet {
+        /// The channel's `child_relid`.
+        relid: RelId,
+        /// What is wrong with the packet.
+        error: packet::PacketError,
+    },
     /// A malformed channel message.
     Message(MsgError),
     /// Shared memory could not be allocated or accessed.

@@ -218,11 +218,25 @@ pub const GPADL_BODY_PFNS: usize = (MESSAGE_PAYLOAD_MAX - GPADL_BODY_FIXED) / 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MsgError {
     /// Shorter than its type's fixed layout.
-    Truncated { msgtype: u32, len: usize, need: usize },
+    Truncated {
+        /// `msgtype` of the message (`CHANNELMSG_*`).
+        msgtype: u32,
+        /// Bytes available.
+        len: usize,
+        /// Bytes its layout needs.
+        need: usize,
+    },
     /// A message type this guest does not know (or a guest-to-host type arriving at the guest).
     UnknownType(u32),
     /// A field holds an impossible value.
-    BadField { msgtype: u32, field: &'static str, value: u64 },
+    BadField {
+        /// `msgtype` of the message (`CHANNELMSG_*`).
+        msgtype: u32,
+        /// The field, e.g. "rangecount".
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl fmt::Display for MsgError {
@@ -403,7 +417,10 @@ pub enum ChannelMessage {
     /// CHANNELMSG_OFFERCHANNEL.
     OfferChannel(Offer),
     /// CHANNELMSG_RESCIND_CHANNELOFFER.
-    RescindOffer { child_relid: RelId },
+    RescindOffer {
+        /// `child_relid` of the rescinded channel.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_REQUESTOFFERS.
     RequestOffers,
     /// CHANNELMSG_ALLOFFERS_DELIVERED.
@@ -411,25 +428,60 @@ pub enum ChannelMessage {
     /// CHANNELMSG_OPENCHANNEL.
     OpenChannel(OpenChannel),
     /// CHANNELMSG_OPENCHANNEL_RESULT (status 0 = success).
-    OpenResult { child_relid: RelId, open_id: u32, status: u32 },
+    OpenResult {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `openid`, echoed from CHANNELMSG_OPENCHANNEL.
+        open_id: u32,
+        /// `status` (0 = success).
+        status: u32,
+    },
     /// CHANNELMSG_CLOSECHANNEL.
-    CloseChannel { child_relid: RelId },
+    CloseChannel {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_GPADL_HEADER.
     GpadlHeader(GpadlHeader),
     /// CHANNELMSG_GPADL_BODY.
     GpadlBody(GpadlBody),
     /// CHANNELMSG_GPADL_CREATED (status 0 = success).
-    GpadlCreated { child_relid: RelId, gpadl: GpadlHandle, status: u32 },
+    GpadlCreated {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `gpadl`: the handle the guest chose.
+        gpadl: GpadlHandle,
+        /// `creation_status` (0 = success).
+        status: u32,
+    },
     /// CHANNELMSG_GPADL_TEARDOWN.
-    GpadlTeardown { child_relid: RelId, gpadl: GpadlHandle },
+    GpadlTeardown {
+        /// `child_relid` of the channel.
+        child_relid: RelId,
+        /// `gpadl`: the handle to tear down.
+        gpadl: GpadlHandle,
+    },
     /// CHANNELMSG_GPADL_TORNDOWN.
-    GpadlTorndown { gpadl: GpadlHandle },
+    GpadlTorndown {
+        /// `gpadl`: the handle torn down.
+        gpadl: GpadlHandle,
+    },
     /// CHANNELMSG_RELID_RELEASED.
-    RelidReleased { child_relid: RelId },
+    RelidReleased {
+        /// `child_relid` the host released.
+        child_relid: RelId,
+    },
     /// CHANNELMSG_INITIATE_CONTACT.
     InitiateContact(InitiateContact),
     /// CHANNELMSG_VERSION_RESPONSE: `msg_conn_id` is 0 when the host sent the short pre-5.0 form.
-    VersionResponse { version_supported: bool, connection_state: u8, msg_conn_id: ConnectionId },
+    VersionResponse {
+        /// `version_supported`: the host accepts the version of CHANNELMSG_INITIATE_CONTACT.
+        version_supported: bool,
+        /// `connection_state` (0 on success).
+        connection_state: u8,
+        /// `msg_conn_id`: the connection id for later messages (VMBus ≥ 5.0).
+        msg_conn_id: ConnectionId,
+    },
     /// CHANNELMSG_UNLOAD.
     Unload,
     /// CHANNELMSG_UNLOAD_RESPONSE.

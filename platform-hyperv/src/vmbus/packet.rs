@@ -63,11 +63,28 @@ pub mod ty {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PacketError {
     /// The packet is shorter than its headers claim (bytes).
-    Truncated { what: &'static str, len: usize, need: usize },
+    Truncated {
+        /// The part that is short, e.g. "descriptor".
+        what: &'static str,
+        /// Bytes available.
+        len: usize,
+        /// Bytes that part needs.
+        need: usize,
+    },
     /// `offset8 * 8` lies outside `[16, len8 * 8]` or `len8 * 8` exceeds the bytes read.
-    BadOffset { offset: usize, len: usize },
+    BadOffset {
+        /// `offset8 * 8` (bytes).
+        offset: usize,
+        /// Bytes of the packet.
+        len: usize,
+    },
     /// A header field has an impossible value.
-    BadField { field: &'static str, value: u64 },
+    BadField {
+        /// The field, e.g. "range_cnt".
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
 }
 
 impl fmt::Display for PacketError {

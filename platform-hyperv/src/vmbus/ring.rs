@@ -50,11 +50,30 @@ impl fmt::Display for Direction {
 pub enum RingError {
     /// The host wrote a value no correct host writes: `field` is `value`, the limit is `limit`. The channel is
     /// unusable from here on.
-    Hostile { dir: Direction, field: &'static str, value: u64, limit: u64 },
+    Hostile {
+        /// The ring: inbound (host to guest) or outbound.
+        dir: Direction,
+        /// The field, e.g. "write_index".
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The bound it broke, e.g. the ring's data size (bytes).
+        limit: u64,
+    },
     /// Not enough room for a packet of `need` bytes (`avail` free); retry after the host reads.
-    Full { need: usize, avail: usize },
+    Full {
+        /// Bytes the packet needs, its 8-byte trailer included.
+        need: usize,
+        /// Bytes free in the ring.
+        avail: usize,
+    },
     /// The packet is larger than the ring could ever hold.
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Bytes of the packet (without the trailer).
+        len: usize,
+        /// Largest packet the ring can take (bytes): its data size less the trailer and one free slot.
+        max: usize,
+    },
     /// Shared memory access failed (a bug: offsets are checked first).
     Memory(MemError),
 }

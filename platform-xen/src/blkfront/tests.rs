@@ -3,6 +3,7 @@
 //! told to misbehave.
 extern crate std;
 
+use super::wire::{Request, RequestRepr, ResponseRepr, Segment, SegmentRepr, OP_READ, RSP_ERROR};
 use super::*;
 use crate::abi::XenErrno;
 use crate::ring::backend::BackRing;
@@ -24,20 +25,20 @@ struct Blkback {
     ring: Mutex<BackRing<SLOT>>,
     disk: Mutex<Vec<u8>>,
     mode: Mutex<Misbehave>,
-    log: Mutex<Vec<Request>>,
+    log: Mutex<Vec<RequestRepr>>,
 }
 
 impl Blkback {
-    fn segments_of(&self, req: &Request) -> Vec<Segment> {
+    fn segments_of(&self, req: &RequestRepr) -> Vec<SegmentRepr> {
         match req {
-            Request::Direct { segments, .. } => segments.clone(),
-            Request::Indirect { nr_segments, indirect_grefs, .. } => {
+            RequestRepr::Direct { segments, .. } => segments.clone(),
+            RequestRepr::Indirect { nr_segments, indirect_grefs, .. } => {
                 let page = self.grants.granted_page(indirect_grefs[0]).expect("indirect page granted");
                 (0..usize::from(*nr_segments))
                     .map(|i| {
-                        let mut b = [0u8; 8];
-                        page.read(i * 8, &mut b);
-                        Segment::parse(&b)
+                        let mut b = [0u8; SEGMENT_LEN];
+                        page.read(i * SEGMENT_LEN, &mut b);
+                        SegmentRepr::parse(&Segment::new_unchecked(&b[..])).expect("a whole segment")
                     })
                     .collect()
             }
@@ -48,14 +49,14 @@ impl Blkback {
         let mut ring = self.ring.lock();
         let mode = *self.mode.lock();
         while let Some(raw) = ring.next_request() {
-            let req = Request::parse(&raw);
+            let req = RequestRepr::parse(&Request::new_unchecked(&raw[..])).expect("a whole slot");
             self.log.lock().push(req.clone());
             if mode == Misbehave::Silent {
                 continue;
             }
             let (op, wire_op, id, sector) = match &req {
-                Request::Direct { operation, id, sector, .. } => (*operation, *operation, *id, *sector),
-                Request::Indirect { indirect_op, id, sector, .. } => (*indirect_op, OP_INDIRECT, *id, *sector),
+                RequestRepr::Direct { operation, id, sector, .. } => (*operation, *operation, *id, *sector),
+                RequestRepr::Indirect { indirect_op, id, sector, .. } => (*indirect_op, OP_INDIRECT, *id, *sector),
             };
             let mut at = sector as usize * 512;
             for s in self.segments_of(&req) {
@@ -71,12 +72,12 @@ impl Blkback {
                 at += n;
             }
             let rsp = match mode {
-                Misbehave::WrongId => Response { id: id + 100, operation: wire_op, status: 0 },
-                Misbehave::WrongOp => Response { id, operation: 9, status: 0 },
-                Misbehave::Status(s) => Response { id, operation: wire_op, status: s },
-                _ => Response { id, operation: wire_op, status: RSP_OKAY },
+                Misbehave::WrongId => ResponseRepr { id: id + 100, operation: wire_op, status: 0 },
+                Misbehave::WrongOp => ResponseRepr { id, operation: 9, status: 0 },
+                Misbehave::Status(s) => ResponseRepr { id, operation: wire_op, status: s },
+                _ => ResponseRepr { id, operation: wire_op, status: RSP_OKAY },
             };
-            ring.queue_response(&rsp.emit());
+            ring.queue_response(&rsp.to_bytes());
         }
         // RING_FINAL_CHECK_FOR_REQUESTS: ask to be notified of the next request.
         ring.want_next_request();
@@ -84,17 +85,20 @@ impl Blkback {
     }
 }
 
+/// The event channel the tests' backend listens on.
+const PORT: EvtchnPort = EvtchnPort(5);
+
 struct Events(Arc<Blkback>);
 
 impl EventChannelOps for Events {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
+    fn send(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         self.0.serve();
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(5)
+    fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, XenErrno> {
+        Ok(PORT)
     }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
+    fn close(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         Ok(())
     }
 }
@@ -113,10 +117,10 @@ fn geometry(max_indirect: u32) -> Geometry {
 fn setup(g: Geometry) -> (Blkfront, Arc<Blkback>) {
     let grants: &'static GrantTable =
         Box::leak(Box::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect())));
-    let ring = BlkRing::new(grants, 0).expect("ring");
-    let pairs = ring.xenstore_pairs(5);
+    let ring = BlkRing::new(grants, DomId(0)).expect("ring");
+    let pairs = ring.xenstore_pairs(PORT);
     assert_eq!(pairs[2], ("protocol", String::from("x86_64-abi")));
-    let gref: GrantRef = pairs[0].1.parse().expect("ring-ref");
+    let gref = GrantRef(pairs[0].1.parse().expect("ring-ref"));
     let back = Arc::new(Blkback {
         grants,
         ring: Mutex::new(BackRing::new(grants.granted_page(gref).expect("ring granted"))),
@@ -130,46 +134,12 @@ fn setup(g: Geometry) -> (Blkfront, Arc<Blkback>) {
         g,
         ring,
         grants,
-        0,
+        DomId(0),
         Arc::new(Events(back.clone())),
-        5,
+        PORT,
         None,
     );
     (dev, back)
-}
-
-#[test]
-fn wire_formats_round_trip() {
-    let d = Request::Direct {
-        operation: OP_WRITE,
-        handle: 0xca00,
-        id: 7,
-        sector: 1 << 40,
-        segments: vec![
-            Segment { gref: 9, first_sect: 0, last_sect: 7 },
-            Segment { gref: 10, first_sect: 2, last_sect: 3 },
-        ],
-    };
-    let b = d.emit();
-    assert_eq!((b[0], b[1]), (OP_WRITE, 2));
-    assert_eq!(b[24..32], [9, 0, 0, 0, 0, 7, 0, 0]);
-    assert_eq!(Request::parse(&b), d);
-    let i = Request::Indirect {
-        indirect_op: OP_READ,
-        nr_segments: 32,
-        id: 3,
-        sector: 8,
-        handle: 1,
-        indirect_grefs: vec![77],
-    };
-    let b = i.emit();
-    assert_eq!((b[0], b[1], b[2]), (OP_INDIRECT, OP_READ, 32));
-    assert_eq!(b[28..32], 77u32.to_le_bytes());
-    assert_eq!(Request::parse(&b), i);
-    let r = Response { id: 31, operation: OP_FLUSH_DISKCACHE, status: RSP_EOPNOTSUPP };
-    let mut slot = [0u8; SLOT];
-    slot[..16].copy_from_slice(&r.emit());
-    assert_eq!(Response::parse(&slot), r);
 }
 
 #[test]
@@ -202,8 +172,8 @@ fn read_write_flush_direct() {
         .iter()
         .skip(1)
         .map(|r| match r {
-            Request::Direct { segments, .. } => segments.len(),
-            Request::Indirect { .. } => 0,
+            RequestRepr::Direct { segments, .. } => segments.len(),
+            RequestRepr::Indirect { .. } => 0,
         })
         .collect();
     assert_eq!(sizes, [11, 2]);
@@ -211,7 +181,7 @@ fn read_write_flush_direct() {
     block_on(dev.read(100, &mut back_read)).expect("read back");
     assert_eq!(back_read, data);
     block_on(dev.flush()).expect("flush");
-    assert!(matches!(back.log.lock().last(), Some(Request::Direct { operation: OP_FLUSH_DISKCACHE, .. })));
+    assert!(matches!(back.log.lock().last(), Some(RequestRepr::Direct { operation: OP_FLUSH_DISKCACHE, .. })));
 }
 
 #[test]
@@ -220,7 +190,7 @@ fn indirect_descriptors_when_offered() {
     assert_eq!(dev.info().max_transfer, 32 * 4096);
     let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
     block_on(dev.write(8, &data)).expect("write");
-    assert!(matches!(back.log.lock()[0], Request::Indirect { nr_segments: 16, indirect_op: OP_WRITE, .. }));
+    assert!(matches!(back.log.lock()[0], RequestRepr::Indirect { nr_segments: 16, indirect_op: OP_WRITE, .. }));
     assert_eq!(back.disk.lock()[8 * 512..8 * 512 + data.len()], data[..]);
     let mut r = vec![0u8; data.len()];
     block_on(dev.read(8, &mut r)).expect("read");
@@ -280,20 +250,20 @@ fn several_requests_in_flight_complete_out_of_order() {
     let mut fb = dev.read(20, &mut b);
     assert!(fa.as_mut().poll(&mut cx).is_pending());
     assert!(fb.as_mut().poll(&mut cx).is_pending());
-    let reqs: Vec<Request> = back.log.lock().clone();
+    let reqs: Vec<RequestRepr> = back.log.lock().clone();
     assert_eq!(reqs.len(), 2);
     // Answer the second one first.
     {
         let mut ring = back.ring.lock();
         for r in reqs.iter().rev() {
-            let Request::Direct { id, sector, segments, .. } = r else { panic!("direct") };
+            let RequestRepr::Direct { id, sector, segments, .. } = r else { panic!("direct") };
             for (i, s) in segments.iter().enumerate() {
                 let page = back.grants.granted_page(s.gref).expect("granted");
                 let n = (usize::from(s.last_sect) + 1) * 512;
                 let at = (*sector as usize + i * 8) * 512;
                 page.write(0, &back.disk.lock()[at..at + n]);
             }
-            ring.queue_response(&Response { id: *id, operation: OP_READ, status: 0 }.emit());
+            ring.queue_response(&ResponseRepr { id: *id, operation: OP_READ, status: 0 }.to_bytes());
         }
         ring.push_responses();
     }
@@ -317,7 +287,7 @@ fn abandoned_requests_keep_their_pages_until_answered() {
     } // dropped while in flight
     assert_eq!(dev.core.lock().pool.len(), 0, "the in-flight page is not reused");
     *back.mode.lock() = Misbehave::None;
-    back.ring.lock().queue_response(&Response { id: 0, operation: OP_READ, status: 0 }.emit());
+    back.ring.lock().queue_response(&ResponseRepr { id: 0, operation: OP_READ, status: 0 }.to_bytes());
     back.ring.lock().push_responses();
     block_on(dev.read(3, &mut buf)).expect("read");
     assert!(buf.iter().all(|&x| x == 3));

@@ -2,6 +2,7 @@
 //! requests and produces responses on the same pages, including hostile ones.
 extern crate std;
 
+use super::wire::{RxRequest, RxRequestRepr, TxRequest, TxRequestRepr, NETRXF_DATA_VALIDATED, NETRXF_MORE_DATA};
 use super::*;
 use crate::abi::XenErrno;
 use crate::gnttab::{GTF_PERMIT_ACCESS, GTF_READONLY};
@@ -9,18 +10,21 @@ use crate::ring::backend::BackRing;
 use core::sync::atomic::{AtomicU32, Ordering};
 use std::vec;
 
+/// The event channel the tests' backend listens on.
+const PORT: EvtchnPort = EvtchnPort(9);
+
 #[derive(Default)]
 struct Kicks(AtomicU32);
 
 impl EventChannelOps for Kicks {
-    fn send(&self, _port: Port) -> Result<(), XenErrno> {
+    fn send(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
-        Ok(9)
+    fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, XenErrno> {
+        Ok(PORT)
     }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
+    fn close(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         Ok(())
     }
 }
@@ -34,13 +38,13 @@ struct Peer {
 
 fn setup() -> (Netfront, Peer) {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));
-    let rings = NetRings::new(&grants, 0).expect("rings");
-    let pairs = rings.xenstore_pairs(9);
+    let rings = NetRings::new(&grants, DomId(0)).expect("rings");
+    let pairs = rings.xenstore_pairs(PORT);
     let value = |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone()).expect("key");
     assert_eq!(value("request-rx-copy"), "1");
     assert_eq!(value("event-channel"), "9");
-    let tx_ref: GrantRef = value("tx-ring-ref").parse().expect("ref");
-    let rx_ref: GrantRef = value("rx-ring-ref").parse().expect("ref");
+    let tx_ref = GrantRef(value("tx-ring-ref").parse().expect("ref"));
+    let rx_ref = GrantRef(value("rx-ring-ref").parse().expect("ref"));
     let peer_page = |r| {
         let (flags, domid, frame) = grants.entry_fields(r).expect("entry");
         assert_eq!((flags, domid), (GTF_PERMIT_ACCESS, 0), "ring pages are writable grants to dom0");
@@ -51,7 +55,7 @@ fn setup() -> (Netfront, Peer) {
     let tx = BackRing::new(peer_page(tx_ref));
     let rx = BackRing::new(peer_page(rx_ref));
     let kicks = Arc::new(Kicks::default());
-    let dev = Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, kicks.clone(), 9, None)
+    let dev = Netfront::start(String::from("xen-vif0"), [0, 0x16, 0x3e, 0, 0, 1], rings, kicks.clone(), PORT, None)
         .expect("start");
     (dev, Peer { grants, tx, rx, kicks })
 }
@@ -61,14 +65,14 @@ impl Peer {
     fn take_tx(&mut self, status: i16) -> Vec<Vec<u8>> {
         let mut out = vec![];
         while let Some(raw) = self.tx.next_request() {
-            let req = TxRequest::parse(&raw);
+            let req = tx_request(&raw);
             let (flags, _, _) = self.grants.entry_fields(req.gref).expect("entry");
             assert_eq!(flags, GTF_PERMIT_ACCESS | GTF_READONLY, "TX buffers are read-only grants");
             let page = self.grants.granted_page(req.gref).expect("granted");
             let mut data = vec![0u8; usize::from(req.size)];
             page.read(usize::from(req.offset), &mut data);
             out.push(data);
-            self.tx.queue_response(&TxResponse { id: req.id, status }.emit());
+            self.tx.queue_response(&TxResponseRepr { id: req.id, status }.to_bytes());
         }
         self.tx.push_responses();
         out
@@ -77,7 +81,7 @@ impl Peer {
     /// netback receive side: puts `frags` into consecutive posted buffers as one packet.
     fn deliver(&mut self, frags: &[&[u8]], extra: bool) {
         for (i, f) in frags.iter().enumerate() {
-            let req = RxRequest::parse(&self.rx.next_request().expect("a posted buffer"));
+            let req = rx_request(&self.rx.next_request().expect("a posted buffer"));
             let page = self.grants.granted_page(req.gref).expect("granted");
             page.write(16, f);
             let mut flags = NETRXF_DATA_VALIDATED;
@@ -87,7 +91,8 @@ impl Peer {
             if i == 0 && extra {
                 flags |= NETRXF_EXTRA_INFO;
             }
-            self.rx.queue_response(&RxResponse { id: req.id, offset: 16, flags, status: f.len() as i16 }.emit());
+            self.rx
+                .queue_response(&RxResponseRepr { id: req.id, offset: 16, flags, status: f.len() as i16 }.to_bytes());
             if i == 0 && extra {
                 self.rx.next_request().expect("a buffer for the extra slot");
                 self.rx.queue_response(&[1, 0, 0, 0, 0, 0, 0, 0]); // GSO extra, no MORE flag
@@ -96,9 +101,9 @@ impl Peer {
         self.rx.push_responses();
     }
 
-    fn raw_rx(&mut self, rsp: RxResponse) {
+    fn raw_rx(&mut self, rsp: RxResponseRepr) {
         self.rx.next_request().expect("posted");
-        self.rx.queue_response(&rsp.emit());
+        self.rx.queue_response(&rsp.to_bytes());
         self.rx.push_responses();
     }
 }
@@ -110,20 +115,22 @@ fn rx_err(dev: &mut Netfront) -> DeviceError {
     }
 }
 
+/// A TX request slot as netback reads it.
+fn tx_request(raw: &[u8]) -> TxRequestRepr {
+    TxRequestRepr::parse(&TxRequest::new_unchecked(raw)).expect("a whole netif_tx_request")
+}
+
+/// An RX request slot as netback reads it.
+fn rx_request(raw: &[u8]) -> RxRequestRepr {
+    RxRequestRepr::parse(&RxRequest::new_unchecked(raw)).expect("a whole netif_rx_request")
+}
+
 fn frame(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
 #[test]
-fn wire_formats_round_trip() {
-    let t = TxRequest { gref: 0x1234_5678, offset: 2, flags: NETTXF_MORE_DATA, id: 7, size: 1514 };
-    assert_eq!(TxRequest::parse(&t.emit()), t);
-    assert_eq!(t.emit()[..4], [0x78, 0x56, 0x34, 0x12]);
-    let r = RxResponse { id: 3, offset: 10, flags: NETRXF_MORE_DATA, status: -2 };
-    assert_eq!(RxResponse::parse(&r.emit()), r);
-    let q = RxRequest { id: 255, gref: 99 };
-    assert_eq!(RxRequest::parse(&q.emit()), q);
-    assert_eq!(TxResponse::parse(&TxResponse { id: 1, status: -1 }.emit()).status, -1);
+fn mac_addresses_parse_and_print() {
     assert_eq!(parse_mac("00:16:3e:0a:0B:ff"), Ok([0, 0x16, 0x3e, 0x0a, 0x0b, 0xff]));
     for bad in ["00:16:3e:0a:0b", "00:16:3e:0a:0b:ff:01", "0:16:3e:0a:0b:ff", "zz:16:3e:0a:0b:ff"] {
         assert!(parse_mac(bad).is_err(), "{bad}");
@@ -137,7 +144,7 @@ fn start_posts_every_receive_buffer_with_one_notification() {
     assert_eq!(peer.kicks.0.load(Ordering::SeqCst), 1);
     let mut ids = vec![];
     while let Some(r) = peer.rx.next_request() {
-        let req = RxRequest::parse(&r);
+        let req = rx_request(&r);
         assert_eq!(peer.grants.entry_fields(req.gref).map(|e| e.0), Some(GTF_PERMIT_ACCESS));
         ids.push(req.id);
     }
@@ -212,7 +219,7 @@ fn receive_single_multi_fragment_and_extra_info_packets() {
 #[test]
 fn error_responses_are_dropped_not_fatal() {
     let (mut dev, mut peer) = setup();
-    peer.raw_rx(RxResponse { id: 0, offset: 0, flags: 0, status: -2 });
+    peer.raw_rx(RxResponseRepr { id: 0, offset: 0, flags: 0, status: -2 });
     assert!(dev.receive().expect("ok").is_none());
     assert_eq!(dev.stats().rx_dropped, 1);
     let x = frame(100, 9);
@@ -223,7 +230,7 @@ fn error_responses_are_dropped_not_fatal() {
 #[test]
 fn hostile_rx_responses_break_the_device() {
     let (mut dev, mut peer) = setup();
-    peer.raw_rx(RxResponse { id: 5, offset: 0, flags: 0, status: 10 });
+    peer.raw_rx(RxResponseRepr { id: 5, offset: 0, flags: 0, status: 10 });
     let e = rx_err(&mut dev);
     assert_eq!(
         std::format!("{e}"),
@@ -234,11 +241,11 @@ fn hostile_rx_responses_break_the_device() {
     assert!(!dev.can_transmit());
 
     let (mut dev, mut peer) = setup();
-    peer.raw_rx(RxResponse { id: 0, offset: 4000, flags: 0, status: 200 });
+    peer.raw_rx(RxResponseRepr { id: 0, offset: 4000, flags: 0, status: 200 });
     assert!(std::format!("{}", rx_err(&mut dev)).contains("crosses the page end"));
 
     let (mut dev, mut peer) = setup();
-    peer.raw_rx(RxResponse { id: 0, offset: 0, flags: NETRXF_EXTRA_INFO, status: 20 });
+    peer.raw_rx(RxResponseRepr { id: 0, offset: 0, flags: NETRXF_EXTRA_INFO, status: 20 });
     assert!(std::format!("{}", rx_err(&mut dev)).contains("extra-info slot announced"));
 
     let (mut dev, mut peer) = setup();
@@ -252,7 +259,7 @@ fn hostile_tx_responses_break_the_device() {
     dev.transmit(60, &mut |b| b.fill(0)).expect("queued");
     dev.flush().expect("flush");
     peer.tx.next_request().expect("request");
-    peer.tx.queue_response(&TxResponse { id: 200, status: 0 }.emit());
+    peer.tx.queue_response(&TxResponseRepr { id: 200, status: 0 }.to_bytes());
     peer.tx.push_responses();
     let e = dev.flush().unwrap_err();
     assert!(std::format!("{e}").contains("tx ring: response for id 200 which is not in flight"));
@@ -260,8 +267,8 @@ fn hostile_tx_responses_break_the_device() {
     let (mut dev, mut peer) = setup();
     dev.transmit(60, &mut |b| b.fill(0)).expect("queued");
     dev.flush().expect("flush");
-    let req = TxRequest::parse(&peer.tx.next_request().expect("request"));
-    peer.tx.queue_response(&TxResponse { id: req.id, status: NETIF_RSP_NULL }.emit());
+    let req = tx_request(&peer.tx.next_request().expect("request"));
+    peer.tx.queue_response(&TxResponseRepr { id: req.id, status: NETIF_RSP_NULL }.to_bytes());
     peer.tx.push_responses();
     assert!(std::format!("{}", dev.flush().unwrap_err()).contains("status 1 for a data request"));
 }

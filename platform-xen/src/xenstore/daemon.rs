@@ -4,9 +4,9 @@
 //! inside `EventChannelOps::send`, like a daemon woken by the notification.
 
 use super::ring::daemon::DaemonRing;
-use super::wire::{Decoder, Message, MsgType};
-use crate::abi::XenErrno;
-use crate::evtchn::{EventChannelOps, Port};
+use super::wire::{Decoder, Message, MsgType, XsTxId, XBT_NIL};
+use crate::abi::{DomId, XenErrno};
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use crate::shared::SharedPage;
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -25,24 +25,24 @@ pub struct State {
     pub out: VecDeque<u8>,
     decoder: Decoder,
     next_tx: u32,
-    tx_writes: BTreeMap<u32, Vec<(String, Option<String>)>>,
+    tx_writes: BTreeMap<XsTxId, Vec<(String, Option<String>)>>,
     /// Commits to refuse with EAGAIN.
     pub conflicts: u32,
     pub notifications: u32,
     pub hooks: Vec<Hook>,
     /// Other ports notified (device event channels), by port.
-    pub kicks: BTreeMap<Port, u32>,
-    next_port: Port,
+    pub kicks: BTreeMap<EvtchnPort, u32>,
+    next_port: u32,
 }
 
 pub struct MockXenstored {
     pub ring: DaemonRing,
     pub state: Mutex<State>,
-    pub port: Port,
+    pub port: EvtchnPort,
 }
 
 impl MockXenstored {
-    pub fn new(port: Port) -> Arc<Self> {
+    pub fn new(port: EvtchnPort) -> Arc<Self> {
         let page = Arc::new(SharedPage::new().expect("page"));
         Arc::new(Self {
             ring: DaemonRing { page },
@@ -113,7 +113,7 @@ fn fire(st: &mut State, path: &str) {
         let m = Message {
             msg_type: MsgType::WatchEvent as u32,
             req_id: 0,
-            tx_id: 0,
+            tx_id: XBT_NIL,
             payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat(),
         };
         let mut b = Vec::new();
@@ -175,7 +175,7 @@ fn handle(st: &mut State, m: Message) {
             let nul = m.payload.iter().position(|&b| b == 0).unwrap_or(m.payload.len());
             let path = String::from_utf8_lossy(&m.payload[..nul]).to_string();
             let value = String::from_utf8_lossy(m.payload.get(nul + 1..).unwrap_or(&[])).to_string();
-            if m.tx_id != 0 {
+            if m.tx_id != XBT_NIL {
                 match st.tx_writes.get_mut(&m.tx_id) {
                     Some(w) => w.push((path, Some(value))),
                     None => return error(st, &m, "ESRCH"),
@@ -208,7 +208,7 @@ fn handle(st: &mut State, m: Message) {
             let ev = Message {
                 msg_type: MsgType::WatchEvent as u32,
                 req_id: 0,
-                tx_id: 0,
+                tx_id: XBT_NIL,
                 payload: [path.as_bytes(), b"\0", token.as_bytes(), b"\0"].concat(),
             };
             let mut b = Vec::new();
@@ -223,7 +223,7 @@ fn handle(st: &mut State, m: Message) {
         Some(MsgType::TransactionStart) => {
             let id = st.next_tx;
             st.next_tx += 1;
-            st.tx_writes.insert(id, Vec::new());
+            st.tx_writes.insert(XsTxId(id), Vec::new());
             reply(st, &m, m.msg_type, alloc::format!("{id}\0").as_bytes());
         }
         Some(MsgType::TransactionEnd) => {
@@ -244,7 +244,7 @@ fn handle(st: &mut State, m: Message) {
 }
 
 impl EventChannelOps for MockXenstored {
-    fn send(&self, port: Port) -> Result<(), XenErrno> {
+    fn send(&self, port: EvtchnPort) -> Result<(), XenErrno> {
         if port == self.port {
             self.process();
         } else {
@@ -252,12 +252,12 @@ impl EventChannelOps for MockXenstored {
         }
         Ok(())
     }
-    fn alloc_unbound(&self, _remote: u16) -> Result<Port, XenErrno> {
+    fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, XenErrno> {
         let mut st = self.state.lock();
         st.next_port += 1;
-        Ok(st.next_port)
+        Ok(EvtchnPort(st.next_port))
     }
-    fn close(&self, _port: Port) -> Result<(), XenErrno> {
+    fn close(&self, _port: EvtchnPort) -> Result<(), XenErrno> {
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ pub mod ring;
 pub mod wire;
 
 use crate::abi::XenErrno;
-use crate::evtchn::{EventChannelOps, Port, PortSlot};
+use crate::evtchn::{EventChannelOps, EvtchnPort};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -20,9 +20,11 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 use core::task::Poll;
+use libos::irq::WakeSlot;
 use ring::{RingIndexError, XsRing};
 use spin::Mutex;
 use wire::{Decoder, Message, MsgType, WireError};
+pub use wire::{XsTxId, XBT_NIL};
 
 /// Errors of xenstore operations.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,20 +100,20 @@ struct Inner {
 pub struct XenStore {
     inner: Mutex<Inner>,
     events: Arc<dyn EventChannelOps>,
-    port: Port,
-    slot: Option<&'static PortSlot>,
+    port: EvtchnPort,
+    slot: Option<&'static WakeSlot>,
     next_token: AtomicU32,
 }
-
-/// A transaction id (`tx_id`); [`XBT_NIL`] is "no transaction".
-pub type Tx = u32;
-/// No transaction.
-pub const XBT_NIL: Tx = 0;
 
 impl XenStore {
     /// A client over `ring`, notifying xenstored through `events` on `port`; `slot` (the port's wake-up slot)
     /// wakes waiting tasks, `None` where replies arrive synchronously (tests).
-    pub fn new(ring: XsRing, events: Arc<dyn EventChannelOps>, port: Port, slot: Option<&'static PortSlot>) -> Self {
+    pub fn new(
+        ring: XsRing,
+        events: Arc<dyn EventChannelOps>,
+        port: EvtchnPort,
+        slot: Option<&'static WakeSlot>,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 ring,
@@ -198,7 +200,7 @@ impl XenStore {
         &self,
         ty: MsgType,
         op: &'static str,
-        tx: Tx,
+        tx: XsTxId,
         strings: &[&str],
         tail: &[u8],
     ) -> Result<Message, XsError> {
@@ -226,7 +228,7 @@ impl XenStore {
         let _forget = Forget(self, id);
         let reply = core::future::poll_fn(|cx| {
             if let Some(slot) = self.slot {
-                slot.add_waiter(cx.waker());
+                slot.register(cx.waker());
             }
             let mut inner = self.inner.lock();
             if let Err(e) = self.pump(&mut inner) {
@@ -249,13 +251,13 @@ impl XenStore {
     }
 
     /// `XS_READ`: the value at `path`. Errors: [`XsError::Daemon`] (`ENOENT` when absent), connection errors.
-    pub async fn read(&self, tx: Tx, path: &str) -> Result<String, XsError> {
+    pub async fn read(&self, tx: XsTxId, path: &str) -> Result<String, XsError> {
         let m = self.request(MsgType::Read, "read", tx, &[path], b"").await?;
         Ok(m.text().map_err(XsError::Wire)?.to_string())
     }
 
     /// [`read`](Self::read), with `None` for a missing node.
-    pub async fn read_opt(&self, tx: Tx, path: &str) -> Result<Option<String>, XsError> {
+    pub async fn read_opt(&self, tx: XsTxId, path: &str) -> Result<Option<String>, XsError> {
         match self.read(tx, path).await {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.is_errno("ENOENT") => Ok(None),
@@ -264,33 +266,33 @@ impl XenStore {
     }
 
     /// Reads `path` as an unsigned decimal number. Errors: as [`read`](Self::read), [`XsError::BadValue`].
-    pub async fn read_u64(&self, tx: Tx, path: &str) -> Result<u64, XsError> {
+    pub async fn read_u64(&self, tx: XsTxId, path: &str) -> Result<u64, XsError> {
         let v = self.read(tx, path).await?;
         parse_u64(path, &v)
     }
 
     /// `XS_WRITE`: sets `path` to `value` (creating it and its parents).
-    pub async fn write(&self, tx: Tx, path: &str, value: &str) -> Result<(), XsError> {
+    pub async fn write(&self, tx: XsTxId, path: &str, value: &str) -> Result<(), XsError> {
         self.request(MsgType::Write, "write", tx, &[path], value.as_bytes()).await.map(|_| ())
     }
 
     /// `XS_RM`: removes `path` and everything below it.
-    pub async fn rm(&self, tx: Tx, path: &str) -> Result<(), XsError> {
+    pub async fn rm(&self, tx: XsTxId, path: &str) -> Result<(), XsError> {
         self.request(MsgType::Rm, "rm", tx, &[path], b"").await.map(|_| ())
     }
 
     /// `XS_DIRECTORY`: the names of `path`'s children.
-    pub async fn directory(&self, tx: Tx, path: &str) -> Result<Vec<String>, XsError> {
+    pub async fn directory(&self, tx: XsTxId, path: &str) -> Result<Vec<String>, XsError> {
         let m = self.request(MsgType::Directory, "directory", tx, &[path], b"").await?;
         Ok(m.strings().map_err(XsError::Wire)?.into_iter().filter(|s| !s.is_empty()).map(String::from).collect())
     }
 
     /// `XS_TRANSACTION_START`: a new transaction id.
-    pub async fn transaction_start(&self) -> Result<Tx, XsError> {
+    pub async fn transaction_start(&self) -> Result<XsTxId, XsError> {
         let m = self.request(MsgType::TransactionStart, "transaction start", XBT_NIL, &[""], b"").await?;
         let text = m.text().map_err(XsError::Wire)?;
         let id = parse_u64("(transaction id)", text)?;
-        u32::try_from(id).ok().filter(|&t| t != XBT_NIL).ok_or_else(|| XsError::BadValue {
+        u32::try_from(id).ok().map(XsTxId).filter(|&t| t != XBT_NIL).ok_or_else(|| XsError::BadValue {
             path: String::from("(transaction id)"),
             value: String::from(text),
             expected: "a non-zero 32-bit transaction id",
@@ -299,7 +301,7 @@ impl XenStore {
 
     /// `XS_TRANSACTION_END`: commits (or aborts) `tx`. Returns false when xenstored answered `EAGAIN` — another
     /// writer got in between and the whole transaction must be redone.
-    pub async fn transaction_end(&self, tx: Tx, commit: bool) -> Result<bool, XsError> {
+    pub async fn transaction_end(&self, tx: XsTxId, commit: bool) -> Result<bool, XsError> {
         match self.request(MsgType::TransactionEnd, "transaction end", tx, &[if commit { "T" } else { "F" }], b"").await
         {
             Ok(_) => Ok(true),
@@ -342,7 +344,7 @@ impl Watch<'_> {
     pub async fn next(&mut self) -> Result<String, XsError> {
         core::future::poll_fn(|cx| {
             if let Some(slot) = self.xs.slot {
-                slot.add_waiter(cx.waker());
+                slot.register(cx.waker());
             }
             let mut inner = self.xs.inner.lock();
             if let Some(p) = inner.watches.get_mut(&self.token).and_then(VecDeque::pop_front) {

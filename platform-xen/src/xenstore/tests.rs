@@ -5,9 +5,11 @@ use super::ring::XsRing;
 use super::*;
 use std::vec;
 
+const PORT: EvtchnPort = EvtchnPort(7);
+
 fn connect() -> (Arc<MockXenstored>, XenStore) {
-    let d = MockXenstored::new(7);
-    let xs = XenStore::new(XsRing::new(d.ring.page.clone()), d.clone(), 7, None);
+    let d = MockXenstored::new(PORT);
+    let xs = XenStore::new(XsRing::new(d.ring.page.clone()), d.clone(), PORT, None);
     (d, xs)
 }
 
@@ -104,8 +106,8 @@ fn replies_of_the_wrong_type_or_for_nobody() {
     let (d, xs) = connect();
     // A reply for a request id nobody sent is dropped; then a wrongly typed reply to our request 1.
     let mut b = Vec::new();
-    Message { msg_type: 2, req_id: 999, tx_id: 0, payload: b"x".to_vec() }.emit(&mut b);
-    Message { msg_type: MsgType::Directory as u32, req_id: 1, tx_id: 0, payload: vec![] }.emit(&mut b);
+    Message { msg_type: 2, req_id: 999, tx_id: XBT_NIL, payload: b"x".to_vec() }.emit(&mut b);
+    Message { msg_type: MsgType::Directory as u32, req_id: 1, tx_id: XBT_NIL, payload: vec![] }.emit(&mut b);
     d.ring.write_responses(&b);
     d.set("x", "1");
     let e = block_on(xs.read(XBT_NIL, "x")).unwrap_err();

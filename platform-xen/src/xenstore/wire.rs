@@ -9,6 +9,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use libos::wire::{read_u32, write_u32, Field};
 
 /// Header length (bytes).
 pub const HEADER_LEN: usize = 16;
@@ -66,6 +67,20 @@ impl MsgType {
     }
 }
 
+/// A xenstore transaction id (`tx_id` of `struct xsd_sockmsg`): the reply to `XS_TRANSACTION_START`, carried by
+/// every request inside the transaction; [`XBT_NIL`] is "no transaction".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct XsTxId(pub u32);
+
+/// `XBT_NIL`: no transaction.
+pub const XBT_NIL: XsTxId = XsTxId(0);
+
+impl fmt::Display for XsTxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Malformed xenstore data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WireError {
@@ -98,12 +113,13 @@ impl fmt::Display for WireError {
     }
 }
 
+/// Byte ranges of `struct xsd_sockmsg`.
 mod field {
-    use core::ops::Range;
-    pub const TYPE: Range<usize> = 0..4;
-    pub const REQ_ID: Range<usize> = 4..8;
-    pub const TX_ID: Range<usize> = 8..12;
-    pub const LEN: Range<usize> = 12..16;
+    use super::Field;
+    pub const TYPE: Field = 0..4;
+    pub const REQ_ID: Field = 4..8;
+    pub const TX_ID: Field = 8..12;
+    pub const LEN: Field = 12..16;
 }
 
 /// A checked view of a `struct xsd_sockmsg` header at the start of a buffer.
@@ -138,30 +154,49 @@ impl<T: AsRef<[u8]>> Header<T> {
         Ok(())
     }
 
-    fn u32_at(&self, r: core::ops::Range<usize>) -> u32 {
-        let b = &self.buffer.as_ref()[r];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    /// The buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
     }
 
     /// `type` (raw; see [`MsgType`]).
     pub fn msg_type(&self) -> u32 {
-        self.u32_at(field::TYPE)
+        read_u32(self.buffer.as_ref(), field::TYPE)
     }
     /// `req_id`, echoed in the reply.
     pub fn req_id(&self) -> u32 {
-        self.u32_at(field::REQ_ID)
+        read_u32(self.buffer.as_ref(), field::REQ_ID)
     }
-    /// `tx_id`: the transaction, 0 for none.
-    pub fn tx_id(&self) -> u32 {
-        self.u32_at(field::TX_ID)
+    /// `tx_id`: the transaction, [`XBT_NIL`] for none.
+    pub fn tx_id(&self) -> XsTxId {
+        XsTxId(read_u32(self.buffer.as_ref(), field::TX_ID))
     }
     /// `len`: payload bytes following the header.
     pub fn len(&self) -> u32 {
-        self.u32_at(field::LEN)
+        read_u32(self.buffer.as_ref(), field::LEN)
     }
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
+    /// Sets `type`.
+    pub fn set_msg_type(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::TYPE, v);
+    }
+    /// Sets `req_id`.
+    pub fn set_req_id(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::REQ_ID, v);
+    }
+    /// Sets `tx_id`.
+    pub fn set_tx_id(&mut self, v: XsTxId) {
+        write_u32(self.buffer.as_mut(), field::TX_ID, v.0);
+    }
+    /// Sets `len`.
+    pub fn set_len(&mut self, v: u32) {
+        write_u32(self.buffer.as_mut(), field::LEN, v);
     }
 }
 
@@ -173,7 +208,7 @@ pub struct Message {
     /// `req_id`.
     pub req_id: u32,
     /// `tx_id`.
-    pub tx_id: u32,
+    pub tx_id: XsTxId,
     /// Payload (at most [`PAYLOAD_MAX`] bytes).
     pub payload: Vec<u8>,
 }
@@ -184,7 +219,7 @@ impl Message {
     pub fn request(
         msg_type: MsgType,
         req_id: u32,
-        tx_id: u32,
+        tx_id: XsTxId,
         strings: &[&str],
         tail: &[u8],
     ) -> Result<Self, WireError> {
@@ -223,9 +258,12 @@ impl Message {
 
     /// Appends the wire form (header + payload) to `out`.
     pub fn emit(&self, out: &mut Vec<u8>) {
-        for v in [self.msg_type, self.req_id, self.tx_id, self.payload.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let mut header = Header::new_unchecked([0u8; HEADER_LEN]);
+        header.set_msg_type(self.msg_type);
+        header.set_req_id(self.req_id);
+        header.set_tx_id(self.tx_id);
+        header.set_len(self.payload.len() as u32);
+        out.extend_from_slice(&header.into_inner());
         out.extend_from_slice(&self.payload);
     }
 
@@ -301,12 +339,12 @@ mod tests {
 
     #[test]
     fn header_view_and_round_trip() {
-        let m = Message::request(MsgType::Write, 7, 3, &["device/vif/0/state"], b"4").expect("fits");
+        let m = Message::request(MsgType::Write, 7, XsTxId(3), &["device/vif/0/state"], b"4").expect("fits");
         let mut wire = Vec::new();
         m.emit(&mut wire);
         assert_eq!(&wire[..4], &11u32.to_le_bytes());
         let h = Header::new_checked(&wire[..]).expect("header");
-        assert_eq!((h.msg_type(), h.req_id(), h.tx_id(), h.len()), (11, 7, 3, 20));
+        assert_eq!((h.msg_type(), h.req_id(), h.tx_id(), h.len()), (11, 7, XsTxId(3), 20));
         assert!(!h.is_empty());
         let (back, used) = Message::parse(&wire).expect("valid").expect("complete");
         assert_eq!((back, used), (m, wire.len()));
@@ -316,7 +354,7 @@ mod tests {
 
     #[test]
     fn payload_accessors() {
-        let dir = Message { msg_type: 1, req_id: 1, tx_id: 0, payload: b"0\x001\x00".to_vec() };
+        let dir = Message { msg_type: 1, req_id: 1, tx_id: XBT_NIL, payload: b"0\x001\x00".to_vec() };
         assert_eq!(dir.strings(), Ok(vec!["0", "1"]));
         let empty = Message { payload: Vec::new(), ..dir.clone() };
         assert_eq!(empty.strings(), Ok(vec![]));
@@ -340,7 +378,7 @@ mod tests {
             wire.extend_from_slice(&v.to_le_bytes());
         }
         assert_eq!(Message::parse(&wire), Err(WireError::PayloadTooLong { len: 4097 }));
-        assert!(Message::request(MsgType::Write, 0, 0, &["p"], &[0; 4095]).is_err());
+        assert!(Message::request(MsgType::Write, 0, XBT_NIL, &["p"], &[0; 4095]).is_err());
         let e = std::format!("{}", WireError::PayloadTooLong { len: 4097 });
         assert!(e.contains("4097") && e.contains("4096"));
     }
@@ -348,8 +386,8 @@ mod tests {
     #[test]
     fn decoder_reassembles_split_and_joined_messages() {
         let mut wire = Vec::new();
-        Message::request(MsgType::Read, 1, 0, &["a"], b"").expect("fits").emit(&mut wire);
-        Message::request(MsgType::Read, 2, 0, &["bb"], b"").expect("fits").emit(&mut wire);
+        Message::request(MsgType::Read, 1, XBT_NIL, &["a"], b"").expect("fits").emit(&mut wire);
+        Message::request(MsgType::Read, 2, XBT_NIL, &["bb"], b"").expect("fits").emit(&mut wire);
         let mut d = Decoder::new();
         for chunk in wire.chunks(5) {
             d.push(chunk);

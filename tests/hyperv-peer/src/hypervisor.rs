@@ -44,8 +44,11 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    /// Queues a message (a SynIC message payload) for the guest's SINT 2 slot.
-    pub fn post(&mut self, payload: Vec<u8>) {
+    /// Queues a message (a SynIC message payload) for the guest's SINT 2 slot, its size rounded up to 8 bytes with
+    /// zeros as QEMU's VMBus server posts them (`VMBUS_MESSAGE_SIZE_ALIGN`): the guest must take each message by
+    /// its type's layout, not by the slot's payload size.
+    pub fn post(&mut self, mut payload: Vec<u8>) {
+        payload.resize(payload.len().next_multiple_of(8), 0);
         self.to_guest.push_back(payload);
     }
 

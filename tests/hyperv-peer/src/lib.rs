@@ -1,7 +1,7 @@
 //! A host-side model of a Hyper-V host, for testing platform-hyperv's guest code on the host: the hypervisor's
 //! synthetic MSRs and hypercalls (TLFS §3, §11, §12), SynIC message delivery with MessagePending/EOM and event
-//! flags ([`hypervisor`]), a VMBus server (InitiateContact with exact-match version negotiation, offers with the NIC
-//! offered late, GPADLs, OpenChannel, rescind; [`vmbus`]), and the device back ends: netvsp (NVSP + RNDIS, moving
+//! flags (`hypervisor`), a VMBus server (InitiateContact with exact-match version negotiation, offers with the NIC
+//! offered late, GPADLs, OpenChannel, rescind; `vmbus`), and the device back ends: netvsp (NVSP + RNDIS, moving
 //! Ethernet frames to a host-side NIC), storvsp (a SCSI disk in memory) and the heartbeat, shutdown, time sync and
 //! KVP services.
 //!

@@ -2,7 +2,9 @@
 //! `include/linux/hyperv.h`): InitiateContact with exact-match version negotiation (connection 4 and the message
 //! connection id from 5.0), RequestOffers with the NIC offered late, GPADLs (header + bodies) and their teardown,
 //! OpenChannel over the ring GPADL, CloseChannel, rescind and RelidReleased, and the channels' rings served to the
-//! device back ends. Every encoding here is the model's own.
+//! device back ends. Every encoding here is the model's own. Where QEMU's VMBus server (`hw/hyperv/vmbus.c`, a
+//! real host the guest runs on nested) is stricter than the protocol text, the model is as strict: GPADLs are
+//! whole pages from offset 0, rings have a data page, messages arrive padded to 8 bytes.
 
 use crate::backend::{Backend, GuestPacket, Io, PageList};
 use crate::bytes::{rd16, rd32, rd64, wr32};
@@ -288,6 +290,15 @@ fn handle_message(shared: &Shared, st: &mut State, msg: &[u8]) {
                 st.errors.push(format!("GPADL {gpadl:#x} with {count} ranges"));
             }
             let mut pl = PageList { pfns: Vec::new(), offset: rd32(msg, 24) as usize, len: rd32(msg, 20) as usize };
+            // A real host (QEMU's hw/hyperv/vmbus.c handle_gpadl_header) ignores a GPADL that is not one range,
+            // page aligned, whose byte count is its pages: the guest would wait for GpadlCreated forever.
+            if pl.offset != 0 || pl.len != total * 4096 {
+                st.errors.push(format!(
+                    "GPADL {gpadl:#x}: byte_offset {} and byte_count {} do not describe {total} whole pages",
+                    pl.offset, pl.len
+                ));
+                return;
+            }
             let here = (msg.len() - 28) / 8;
             for i in 0..here.min(total) {
                 pl.pfns.push(rd64(msg, 28 + i * 8));
@@ -327,7 +338,8 @@ fn handle_message(shared: &Shared, st: &mut State, msg: &[u8]) {
             let mut status = 0u32;
             let pl = st.bus.gpadls.get(&gpadl).cloned();
             match (st.bus.channels.get_mut(&relid), pl) {
-                (Some(c), Some(pl)) if !c.rescinded && down > 0 && down < pl.pfns.len() => {
+                // Each ring needs its control page and at least one data page (QEMU's ringbufs_init).
+                (Some(c), Some(pl)) if !c.rescinded && down >= 2 && down + 2 <= pl.pfns.len() => {
                     match ring_pair(&shared.mem, &pl, down) {
                         Some((out, inr)) => {
                             let _ = inr.set_pending_send_feature();

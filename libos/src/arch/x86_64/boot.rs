@@ -1,10 +1,17 @@
-//! PVH entry: 32-bit protected mode → long mode with an identity map of the first 4 GiB in 2 MiB pages
-//! (the first 2 MiB in 4 KiB pages).
+//! The two 32-bit entries, PVH and Multiboot2, and their shared path to long mode with an identity map of the
+//! first 4 GiB in 2 MiB pages (the first 2 MiB in 4 KiB pages).
 //!
 //! Source: Xen `docs/misc/pvh.pandoc` (entry state: 32-bit flat segments, paging off, `ebx` = physical
-//! address of `hvm_start_info`), ELF note `XEN_ELFNOTE_PHYS32_ENTRY` (`xen/include/public/elfnote.h`, 18),
-//! Intel SDM Vol. 3A §9.8.5 "Initializing IA-32e Mode". The final page tables (W^X, guard pages) are built
-//! later by `mem::paging`; this map only has to carry us there.
+//! address of `hvm_start_info`), ELF note `XEN_ELFNOTE_PHYS32_ENTRY` (`xen/include/public/elfnote.h`, 18);
+//! The Multiboot2 Specification 1.0 §3.1 (header: magic, architecture 0 = i386 protected mode, length,
+//! checksum, tags; within the first 32 KiB of the file, 8-byte aligned), §3.1.6 (entry address tag, type 3),
+//! §3.3 (machine state: `eax` = 0x36d76289, `ebx` = physical address of the boot information, anywhere below
+//! 4 GiB; flat 32-bit segments, paging off, `esp` and the GDT undefined); Intel SDM Vol. 3A §9.8.5
+//! "Initializing IA-32e Mode". The final page tables (W^X, guard pages) are built later by `mem::paging`;
+//! this map only has to carry us there.
+//!
+//! One ELF boots both ways: QEMU `-kernel`, Xen and Firecracker read the PVH note; GRUB's `multiboot2` command
+//! finds the Multiboot2 header at the start of `.text` (QEMU only knows Multiboot1, so `-kernel` keeps PVH).
 
 use core::arch::global_asm;
 
@@ -22,10 +29,49 @@ extern "C" {
 #[link_section = ".data"]
 pub static mut BOOT_TSC_ENTRY: u64 = 0;
 
+/// `eax` at the Multiboot2 entry (0x36d76289 from a Multiboot2 loader); checked by Rust. In `.data`, written
+/// before `.bss` is cleared.
+#[no_mangle]
+#[used]
+#[link_section = ".data"]
+pub static mut BOOT_ENTRY_EAX: u32 = 0;
+
+/// Entry kinds the stub passes to `libos_boot_main` in its second argument.
+pub const ENTRY_PVH: u32 = 0;
+/// See [`ENTRY_PVH`].
+pub const ENTRY_MULTIBOOT2: u32 = 1;
+
 global_asm!(
     r#"
+    /* Multiboot2 header (§3.1): placed first in .text by zirvium.ld, so within the file's first 32 KiB. */
+    .section .multiboot2, "a"
+    .balign 8
+mb2_header:
+    .long 0xe85250d6                  /* magic */
+    .long 0                           /* architecture: i386 32-bit protected mode */
+    .long mb2_header_end - mb2_header
+    .long 0x100000000 - (0xe85250d6 + (mb2_header_end - mb2_header))
+    .balign 8
+    .short 3, 0                       /* entry address tag, required */
+    .long 12
+    .long mb2_start32
+    .balign 8
+    .short 0, 0                       /* end tag */
+    .long 8
+mb2_header_end:
+
     .section .text.boot, "ax"
     .code32
+    .global mb2_start32
+mb2_start32:
+    cli
+    cld
+    mov esp, offset __boot_stack_top
+    mov esi, ebx                      /* boot information paddr, kept in esi */
+    mov [BOOT_ENTRY_EAX], eax
+    mov ebp, {multiboot2}             /* entry kind, kept in ebp */
+    jmp boot32_common
+
     .global pvh_start32
 pvh_start32:
     cli
@@ -33,6 +79,8 @@ pvh_start32:
     /* PVH leaves esp undefined (Xen starts it at 0; QEMU's option ROM has a stack): the far return below needs one. */
     mov esp, offset __boot_stack_top
     mov esi, ebx                      /* hvm_start_info paddr, kept in esi */
+    mov ebp, {pvh}
+boot32_common:
     rdtsc
     mov [BOOT_TSC_ENTRY], eax
     mov [BOOT_TSC_ENTRY + 4], edx
@@ -53,36 +101,36 @@ pvh_start32:
     mov eax, offset boot_pd
     or eax, 0x3
     mov ecx, 4
-pvh_pdpt_loop:
+boot_pdpt_loop:
     mov [edi], eax
     add eax, 0x1000
     add edi, 8
     dec ecx
-    jnz pvh_pdpt_loop
+    jnz boot_pdpt_loop
     mov edi, offset boot_pd
     mov eax, 0x83
     xor edx, edx
     mov ecx, 2048
-pvh_pd_loop:
+boot_pd_loop:
     mov [edi], eax
     mov [edi + 4], edx
     add eax, 0x200000
     adc edx, 0
     add edi, 8
     dec ecx
-    jnz pvh_pd_loop
+    jnz boot_pd_loop
 
     /* The first 2 MiB (image, stack, these tables) in 4 KiB pages: a shadow-paging hypervisor write-protects
        page-table pages, and inside a 2 MiB page that would make every write near them trap. */
     mov edi, offset boot_pt
     mov eax, 0x3
     mov ecx, 512
-pvh_pt_loop:
+boot_pt_loop:
     mov [edi], eax
     add eax, 0x1000
     add edi, 8
     dec ecx
-    jnz pvh_pt_loop
+    jnz boot_pt_loop
     mov eax, offset boot_pt
     or eax, 0x3
     mov [boot_pd], eax
@@ -98,13 +146,13 @@ pvh_pt_loop:
     cpuid
     xor edi, edi
     cmp eax, 0x80000001
-    jb pvh_no_nx
+    jb boot_no_nx
     mov eax, 0x80000001
     cpuid
     bt edx, 20
-    jnc pvh_no_nx
+    jnc boot_no_nx
     mov edi, 0x800
-pvh_no_nx:
+boot_no_nx:
     mov ecx, 0xC0000080
     rdmsr
     or eax, 0x100
@@ -116,13 +164,13 @@ pvh_no_nx:
     mov cr0, eax
 
     lgdt [boot_gdt_ptr]
-    mov eax, offset pvh_long_mode
+    mov eax, offset boot_long_mode
     push 0x08
     push eax
     retf
 
     .code64
-pvh_long_mode:
+boot_long_mode:
     mov ax, 0x10
     mov ds, ax
     mov es, ax
@@ -131,13 +179,14 @@ pvh_long_mode:
     mov fs, ax
     mov gs, ax
     lea rsp, [rip + __boot_stack_top]
+    mov edi, esi                      /* libos_boot_main(info paddr, entry kind) */
+    mov esi, ebp
     xor ebp, ebp
-    mov edi, esi
     call libos_boot_main
-pvh_dead:
+boot_dead:
     cli
     hlt
-    jmp pvh_dead
+    jmp boot_dead
 
     .section .rodata.boot, "a"
     .balign 8
@@ -165,5 +214,7 @@ __boot_stack_guard: .skip 4096
 __boot_stack_bottom: .skip 256 * 1024
     .global __boot_stack_top
 __boot_stack_top:
-    "#
+    "#,
+    pvh = const ENTRY_PVH,
+    multiboot2 = const ENTRY_MULTIBOOT2,
 );

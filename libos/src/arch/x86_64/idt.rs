@@ -12,29 +12,49 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
+    /// R15 at the time of the interrupt.
     pub r15: u64,
+    /// R14 at the time of the interrupt.
     pub r14: u64,
+    /// R13 at the time of the interrupt.
     pub r13: u64,
+    /// R12 at the time of the interrupt.
     pub r12: u64,
+    /// R11 at the time of the interrupt.
     pub r11: u64,
+    /// R10 at the time of the interrupt.
     pub r10: u64,
+    /// R9 at the time of the interrupt.
     pub r9: u64,
+    /// R8 at the time of the interrupt.
     pub r8: u64,
+    /// RBP at the time of the interrupt.
     pub rbp: u64,
+    /// RDI at the time of the interrupt.
     pub rdi: u64,
+    /// RSI at the time of the interrupt.
     pub rsi: u64,
+    /// RDX at the time of the interrupt.
     pub rdx: u64,
+    /// RCX at the time of the interrupt.
     pub rcx: u64,
+    /// RBX at the time of the interrupt.
     pub rbx: u64,
+    /// RAX at the time of the interrupt.
     pub rax: u64,
     /// Vector number pushed by the stub.
     pub vector: u64,
     /// Error code pushed by the CPU (or 0 by the stub for vectors without one).
     pub error_code: u64,
+    /// Interrupted instruction pointer (CPU frame; for faults, the faulting instruction).
     pub rip: u64,
+    /// Interrupted code segment selector (CPU frame, zero-extended).
     pub cs: u64,
+    /// Interrupted RFLAGS (CPU frame).
     pub rflags: u64,
+    /// Interrupted stack pointer (CPU frame).
     pub rsp: u64,
+    /// Interrupted stack segment selector (CPU frame, zero-extended).
     pub ss: u64,
 }
 

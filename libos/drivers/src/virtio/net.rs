@@ -1,0 +1,568 @@
+//! virtio-net driver over any `virtio-drivers` [`Transport`], implementing [`libos::dev::NetDevice`]:
+//! one receive and one transmit virtqueue of `QS` descriptors, receive buffers lent to the net stack
+//! without a copy, a transmit buffer pool, one device notification per [`NetDevice::flush`].
+//! Source: virtio 1.2 §3.1.1 (device initialisation), §5.1.3 (feature bits), §5.1.4 (config layout),
+//! §5.1.6 (`virtio_net_hdr`, packet transmission and reception), §2.7.7/§2.7.10 (notification suppression).
+//!
+//! Built on `virtio_drivers::queue::VirtQueue` rather than `VirtIONetRaw`: the latter notifies the device
+//! once per buffer (no batching), negotiates `VIRTIO_F_EVENT_IDX` whose notify test in virtio-drivers 0.13
+//! (`avail_idx >= avail_event + 1`) stops kicking the device once the 16-bit ring index wraps, and keeps
+//! the transport private (no place to program MSI-X vectors between queue setup and `DRIVER_OK`).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::task::Waker;
+use libos::dev::{DeviceError, NetDevice, NetInfo, NetOffloads, RxFrame};
+use virtio_drivers::queue::VirtQueue;
+use virtio_drivers::transport::{DeviceStatus, Transport};
+use virtio_drivers::{Error as VirtioError, Hal};
+
+use super::pool::{InFlight, PoolError, TxPool};
+use crate::irq::IrqSlot;
+
+/// Index of receiveq1.
+pub const QUEUE_RECEIVE: u16 = 0;
+/// Index of transmitq1.
+pub const QUEUE_TRANSMIT: u16 = 1;
+
+/// `VIRTIO_NET_F_CSUM`: the device completes partial checksums of transmitted packets.
+pub const F_CSUM: u64 = 1 << 0;
+/// `VIRTIO_NET_F_GUEST_CSUM`: the driver accepts packets with partial checksums.
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// `VIRTIO_NET_F_MTU`: the `mtu` config field is valid.
+pub const F_MTU: u64 = 1 << 3;
+/// `VIRTIO_NET_F_MAC`: the `mac` config field is valid.
+pub const F_MAC: u64 = 1 << 5;
+/// `VIRTIO_NET_F_MRG_RXBUF`: the driver can merge receive buffers.
+pub const F_MRG_RXBUF: u64 = 1 << 15;
+/// `VIRTIO_NET_F_STATUS`: the `status` config field (link state) is valid.
+pub const F_STATUS: u64 = 1 << 16;
+/// `VIRTIO_NET_F_CTRL_VQ`: a control virtqueue exists.
+pub const F_CTRL_VQ: u64 = 1 << 17;
+/// `VIRTIO_NET_F_MQ`: multiqueue.
+pub const F_MQ: u64 = 1 << 22;
+/// `VIRTIO_F_INDIRECT_DESC`.
+pub const F_RING_INDIRECT_DESC: u64 = 1 << 28;
+/// `VIRTIO_F_EVENT_IDX`.
+pub const F_RING_EVENT_IDX: u64 = 1 << 29;
+/// `VIRTIO_F_VERSION_1`: a modern (virtio 1.x) device.
+pub const F_VERSION_1: u64 = 1 << 32;
+/// `VIRTIO_F_ACCESS_PLATFORM`: the device sits behind an IOMMU.
+pub const F_ACCESS_PLATFORM: u64 = 1 << 33;
+
+/// Features this driver accepts. Single-descriptor chains make indirect descriptors useless;
+/// `VIRTIO_F_EVENT_IDX` is left out (see the module docs). `GUEST_CSUM` is left out too: frames then
+/// always arrive with complete checksums, and `NetOffloads::rx_checksum` promises more than a per-frame
+/// `DATA_VALID` flag could keep.
+pub const DRIVER_FEATURES: u64 = F_VERSION_1 | F_MAC | F_STATUS | F_MTU | F_CSUM;
+
+/// `virtio_net_hdr.flags`: the device must complete the checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
+const HDR_F_NEEDS_CSUM: u8 = 1;
+
+const FEATURE_NAMES: &[(u64, &str)] = &[
+    (F_CSUM, "CSUM"),
+    (F_GUEST_CSUM, "GUEST_CSUM"),
+    (F_MTU, "MTU"),
+    (F_MAC, "MAC"),
+    (F_MRG_RXBUF, "MRG_RXBUF"),
+    (F_STATUS, "STATUS"),
+    (F_CTRL_VQ, "CTRL_VQ"),
+    (F_MQ, "MQ"),
+    (F_RING_INDIRECT_DESC, "INDIRECT_DESC"),
+    (F_RING_EVENT_IDX, "EVENT_IDX"),
+    (F_VERSION_1, "VERSION_1"),
+    (F_ACCESS_PLATFORM, "ACCESS_PLATFORM"),
+];
+
+/// Names of the known feature bits in `bits`, comma-separated (unknown bits as `bitN`).
+pub fn feature_names(bits: u64) -> String {
+    super::feature_list(bits, FEATURE_NAMES)
+}
+
+/// Length of `virtio_net_hdr` (bytes): 12 for virtio 1.x or with `MRG_RXBUF` (`num_buffers` present),
+/// 10 for legacy devices (virtio 1.2 §5.1.6, "Legacy Interface: Device Operation").
+pub fn header_len(features: u64) -> usize {
+    if features & (F_VERSION_1 | F_MRG_RXBUF) != 0 {
+        12
+    } else {
+        10
+    }
+}
+
+/// Ethernet header (14) plus one 802.1Q tag (4): what a frame adds to the IP MTU (bytes).
+const L2_OVERHEAD: usize = 18;
+/// Default IP MTU when the device reports none (bytes).
+const DEFAULT_MTU: usize = 1500;
+/// Receive buffers posted at start; one more is added per frame received until the queue is full. Fresh
+/// memory is slow to touch under some hypervisors (nested KVM here: ~0.3 ms per page), so a NIC that sees
+/// little traffic never pays for a full ring.
+pub const RX_INITIAL: usize = 64;
+
+/// Why a virtio-net device could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetInitError {
+    /// The device did not accept our feature subset (FEATURES_OK did not stick).
+    FeaturesRejected {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// The feature bits the driver wrote (device features masked to the driver's subset).
+        features: u64,
+    },
+    /// A virtqueue is smaller than the driver's queue size.
+    QueueTooSmall {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Virtqueue index (0 = receiveq1, 1 = transmitq1).
+        queue: u16,
+        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
+        max: u32,
+        /// The driver's queue size (descriptors).
+        need: usize,
+    },
+    /// `virtio-drivers` refused an operation (queue setup, DMA allocation, configuration read).
+    Virtio {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// What was being set up or read, e.g. "receive queue" or "config space (mac)".
+        what: &'static str,
+        /// The `virtio-drivers` error.
+        error: VirtioError,
+    },
+    /// Interrupt setup failed.
+    Interrupt {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Why interrupt setup failed.
+        detail: String,
+    },
+    /// The receive buffers could not be posted.
+    Buffers {
+        /// Device name, e.g. "virtio-net@pci:00:03.0".
+        device: String,
+        /// Why posting failed.
+        detail: String,
+    },
+}
+
+impl fmt::Display for NetInitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FeaturesRejected { device, features } => {
+                write!(f, "{device}: device refused features {}", feature_names(*features))
+            }
+            Self::QueueTooSmall { device, queue, max, need } => {
+                write!(f, "{device}: virtqueue {queue} holds at most {max} descriptors, the driver needs {need}")
+            }
+            Self::Virtio { device, what, error } => write!(f, "{device}: {what}: {error}"),
+            Self::Interrupt { device, detail } => write!(f, "{device}: interrupt setup: {detail}"),
+            Self::Buffers { device, detail } => write!(f, "{device}: posting receive buffers: {detail}"),
+        }
+    }
+}
+
+/// How the driver learns about used buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqAck {
+    /// Nothing to acknowledge on the task side (MSI-X, or INTx whose handler reads the ISR byte).
+    None,
+    /// Edge-triggered line (virtio-mmio through the I/O APIC): the task acknowledges (InterruptStatus →
+    /// InterruptACK) before its final look at the used rings, so a buffer used after that raises a new edge.
+    Task,
+}
+
+/// A virtio-net device with virtqueues of `QS` descriptors.
+pub struct VirtioNet<H: Hal, T: Transport, const QS: usize> {
+    info: NetInfo,
+    transport: T,
+    rx: VirtQueue<H, QS>,
+    tx: VirtQueue<H, QS>,
+    features: u64,
+    hdr_len: usize,
+    rx_buf_len: usize,
+    rx_lent: InFlight<Vec<u8>>,
+    /// Receive buffers allocated so far (at most `QS`).
+    rx_allocated: usize,
+    /// Receive buffers not yet posted (the queue was full when they were recycled).
+    rx_spare: Vec<Vec<u8>>,
+    tx_pool: TxPool,
+    rx_added: bool,
+    tx_added: bool,
+    /// Whether used-buffer notifications are enabled on the transmit queue (only while it is full).
+    tx_irq: bool,
+    ack: IrqAck,
+    irq: &'static IrqSlot,
+    /// Set on the first protocol violation; every later call returns it.
+    broken: Option<DeviceError>,
+}
+
+impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
+    /// Initialises the device (virtio 1.2 §3.1.1): reset, feature negotiation, both virtqueues, MAC/MTU
+    /// from the config space, `setup_irq` (e.g. MSI-X vector registers, which must follow queue setup and
+    /// precede `DRIVER_OK`), `QS` receive buffers posted, `DRIVER_OK`, receive queue notified.
+    /// `name` names the device in logs and errors. Errors: [`NetInitError`]; the device is reset.
+    pub fn new(
+        mut transport: T,
+        name: String,
+        irq: &'static IrqSlot,
+        ack: IrqAck,
+        setup_irq: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<Self, NetInitError> {
+        let vio = |what: &'static str, name: &str| {
+            let device = String::from(name);
+            move |error| NetInitError::Virtio { device, what, error }
+        };
+        transport.set_status(DeviceStatus::empty());
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
+        let features = transport.read_device_features() & DRIVER_FEATURES;
+        transport.write_driver_features(features);
+        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
+        // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
+        if features & F_VERSION_1 != 0 && !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
+            transport.set_status(DeviceStatus::FAILED);
+            return Err(NetInitError::FeaturesRejected { device: name, features });
+        }
+        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
+        for queue in [QUEUE_RECEIVE, QUEUE_TRANSMIT] {
+            let max = transport.max_queue_size(queue);
+            if (max as usize) < QS {
+                transport.set_status(DeviceStatus::FAILED);
+                return Err(NetInitError::QueueTooSmall { device: name, queue, max, need: QS });
+            }
+        }
+        let fail = |t: &mut T| t.set_status(DeviceStatus::FAILED);
+        let rx = VirtQueue::<H, QS>::new(&mut transport, QUEUE_RECEIVE, false, false).map_err(|e| {
+            fail(&mut transport);
+            vio("receive queue", &name)(e)
+        })?;
+        let tx = VirtQueue::<H, QS>::new(&mut transport, QUEUE_TRANSMIT, false, false).map_err(|e| {
+            fail(&mut transport);
+            vio("transmit queue", &name)(e)
+        })?;
+        let mac = if features & F_MAC != 0 {
+            let mut mac = [0u8; 6];
+            for (i, b) in mac.iter_mut().enumerate() {
+                *b = transport.read_config_space::<u8>(i).map_err(vio("config space (mac)", &name))?;
+            }
+            mac
+        } else {
+            // No MAC from the device (§5.1.5: the driver picks one): locally administered, unicast.
+            [0x02, 0, 0, 0, 0, 1]
+        };
+        let mtu = if features & F_MTU != 0 {
+            usize::from(transport.read_config_space::<u16>(10).map_err(vio("config space (mtu)", &name))?)
+        } else {
+            DEFAULT_MTU
+        };
+        let hdr_len = header_len(features);
+        let buf_len = hdr_len + mtu.max(DEFAULT_MTU) + L2_OVERHEAD;
+        let mut dev = Self {
+            info: NetInfo {
+                name,
+                mac,
+                mtu,
+                offloads: NetOffloads { rx_checksum: false, tx_checksum: features & F_CSUM != 0 },
+            },
+            transport,
+            rx,
+            tx,
+            features,
+            hdr_len,
+            rx_buf_len: buf_len,
+            rx_lent: InFlight::new(QS),
+            rx_allocated: 0,
+            rx_spare: Vec::new(),
+            tx_pool: TxPool::new(QS, buf_len),
+            rx_added: false,
+            tx_added: false,
+            tx_irq: false,
+            ack,
+            irq,
+            broken: None,
+        };
+        if let Err(detail) = setup_irq() {
+            dev.transport.set_status(DeviceStatus::FAILED);
+            return Err(NetInitError::Interrupt { device: dev.info.name.clone(), detail });
+        }
+        // Transmit completions are reclaimed lazily; interrupts only while the queue is full.
+        dev.tx.set_dev_notify(false);
+        for _ in 0..RX_INITIAL.min(QS) {
+            dev.grow_rx()
+                .map_err(|e| NetInitError::Buffers { device: dev.info.name.clone(), detail: format!("{e}") })?;
+        }
+        dev.transport.finish_init();
+        dev.transport.notify(QUEUE_RECEIVE);
+        dev.rx_added = false;
+        Ok(dev)
+    }
+
+    /// Features negotiated with the device.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Descriptors per virtqueue.
+    pub fn queue_size(&self) -> usize {
+        QS
+    }
+
+    /// One line for the boot log: name, MAC, MTU, queue size, negotiated features.
+    pub fn describe(&self) -> String {
+        let m = self.info.mac;
+        format!(
+            "{} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} mtu {} queue {} features {}",
+            self.info.name,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+            self.info.mtu,
+            QS,
+            feature_names(self.features)
+        )
+    }
+
+    fn protocol(&mut self, queue: u16, detail: impl fmt::Display) -> DeviceError {
+        let q = if queue == QUEUE_RECEIVE { "receiveq1" } else { "transmitq1" };
+        let e = DeviceError::Protocol { device: self.info.name.clone(), detail: format!("{q}: {detail}") };
+        self.broken = Some(e.clone());
+        e
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        match &self.broken {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes `buf` available on the receive queue (no notification). A full queue keeps it as a spare.
+    fn post_rx(&mut self, mut buf: Vec<u8>) -> Result<(), DeviceError> {
+        // SAFETY: the buffer's heap storage is owned by `rx_lent` from here until `receive` takes it back
+        // after the device returned this token, and is neither read, written nor freed in between.
+        let token = match unsafe { self.rx.add(&[], &mut [&mut buf[..]]) } {
+            Ok(t) => t,
+            Err(VirtioError::QueueFull) => {
+                self.rx_spare.push(buf);
+                return Ok(());
+            }
+            Err(e) => return Err(self.protocol(QUEUE_RECEIVE, format_args!("adding a buffer: {e}"))),
+        };
+        self.rx_added = true;
+        if let Err((e, buf)) = self.rx_lent.insert(token, buf) {
+            // The device may write into this buffer: never free it.
+            core::mem::forget(buf);
+            return Err(self.protocol(QUEUE_RECEIVE, e));
+        }
+        Ok(())
+    }
+
+    /// Allocates one more receive buffer and posts it, while fewer than `QS` exist.
+    fn grow_rx(&mut self) -> Result<(), DeviceError> {
+        if self.rx_allocated < QS {
+            self.rx_allocated += 1;
+            self.post_rx(vec![0; self.rx_buf_len])?;
+        }
+        Ok(())
+    }
+
+    /// Pops every completed transmission and returns its buffer to the pool.
+    fn reclaim_tx(&mut self) -> Result<usize, DeviceError> {
+        let mut n = 0;
+        while let Some(token) = self.tx.peek_used() {
+            let (index, len) = match self.tx_pool.lent(token) {
+                Ok(v) => v,
+                Err(e) => return Err(self.protocol(QUEUE_TRANSMIT, used_error(e))),
+            };
+            // SAFETY: the same buffer slice (same address and length) was added under this token in
+            // `transmit`, and the pool has not touched it since.
+            let popped = unsafe { self.tx.pop_used(token, &[self.tx_pool.queued(index, len)], &mut []) };
+            if let Err(e) = popped {
+                return Err(self.protocol(QUEUE_TRANSMIT, format_args!("popping used id {token}: {e}")));
+            }
+            if let Err(e) = self.tx_pool.complete(token) {
+                return Err(self.protocol(QUEUE_TRANSMIT, e));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn tx_room(&self) -> bool {
+        self.tx_pool.has_free() && self.tx.available_desc() > 0
+    }
+
+    /// Reclaims transmissions; when the queue is still full, enables transmit interrupts (and acknowledges
+    /// a pending edge) and looks once more, so the completion that frees a slot wakes the task.
+    fn make_tx_room(&mut self) -> Result<bool, DeviceError> {
+        self.reclaim_tx()?;
+        if self.tx_room() {
+            if self.tx_irq {
+                self.tx.set_dev_notify(false);
+                self.tx_irq = false;
+            }
+            return Ok(true);
+        }
+        if !self.tx_irq {
+            self.tx.set_dev_notify(true);
+            self.tx_irq = true;
+        }
+        if self.ack == IrqAck::Task {
+            self.transport.ack_interrupt();
+        }
+        self.reclaim_tx()?;
+        Ok(self.tx_room())
+    }
+}
+
+fn used_error(e: PoolError) -> String {
+    format!("used ring names a buffer the driver did not lend: {e}")
+}
+
+impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T, QS> {
+    fn info(&self) -> &NetInfo {
+        &self.info
+    }
+
+    fn receive(&mut self) -> Result<Option<RxFrame>, DeviceError> {
+        self.check()?;
+        loop {
+            let token = match self.rx.peek_used() {
+                Some(t) => t,
+                None if self.ack == IrqAck::Task => {
+                    // Acknowledge before the last look: a buffer used after this raises a new edge.
+                    self.transport.ack_interrupt();
+                    match self.rx.peek_used() {
+                        Some(t) => t,
+                        None => return Ok(None),
+                    }
+                }
+                None => return Ok(None),
+            };
+            let mut buf = match self.rx_lent.take(token) {
+                Ok(b) => b,
+                Err(e) => return Err(self.protocol(QUEUE_RECEIVE, used_error(e))),
+            };
+            // SAFETY: `buf` is the buffer (same address and length) added under `token` in `post_rx`.
+            let used = match unsafe { self.rx.pop_used(token, &[], &mut [&mut buf[..]]) } {
+                Ok(len) => len as usize,
+                Err(e) => {
+                    core::mem::forget(buf);
+                    return Err(self.protocol(QUEUE_RECEIVE, format_args!("popping used id {token}: {e}")));
+                }
+            };
+            if used > buf.len() || used < self.hdr_len {
+                let len = buf.len();
+                let hdr = self.hdr_len;
+                return Err(self.protocol(
+                    QUEUE_RECEIVE,
+                    format_args!("used length {used} for id {token} is outside {hdr}..={len} (header..buffer)"),
+                ));
+            }
+            if used == self.hdr_len {
+                self.post_rx(buf)?; // an empty frame: nothing to hand up
+                continue;
+            }
+            let len = used - self.hdr_len;
+            self.grow_rx()?;
+            return Ok(Some(RxFrame { buf, offset: self.hdr_len, len, token: u32::from(token) }));
+        }
+    }
+
+    fn recycle(&mut self, frame: RxFrame) -> Result<(), DeviceError> {
+        self.check()?;
+        let mut buf = frame.buf;
+        // A buffer of another size (not one of ours) is brought to ours; the device only sees rx_buf_len.
+        buf.resize(self.rx_buf_len, 0);
+        self.post_rx(buf)
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        self.tx_room() || self.make_tx_room().unwrap_or(false)
+    }
+
+    fn transmit(&mut self, len: usize, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), DeviceError> {
+        self.check()?;
+        let max = self.tx_pool.buf_len() - self.hdr_len;
+        if len > max {
+            return Err(DeviceError::TooLarge { device: self.info.name.clone(), len, max });
+        }
+        if !self.tx_room() && !self.make_tx_room()? {
+            return Err(DeviceError::Busy { device: self.info.name.clone() });
+        }
+        let Some(index) = self.tx_pool.take_free() else {
+            return Err(DeviceError::Busy { device: self.info.name.clone() });
+        };
+        let total = self.hdr_len + len;
+        let buf = self.tx_pool.buffer_mut(index);
+        buf[..self.hdr_len].fill(0); // flags 0, GSO_NONE, num_buffers 0
+        fill(&mut buf[self.hdr_len..total]);
+        if self.info.offloads.tx_checksum {
+            let (hdr, frame) = buf[..total].split_at_mut(self.hdr_len);
+            if let Some(p) = super::csum::prepare(frame) {
+                hdr[0] = HDR_F_NEEDS_CSUM;
+                hdr[6..8].copy_from_slice(&p.start.to_le_bytes());
+                hdr[8..10].copy_from_slice(&p.offset.to_le_bytes());
+            }
+        }
+        // SAFETY: the pool keeps this buffer untouched until `reclaim_tx` pops the token.
+        let token = match unsafe { self.tx.add(&[self.tx_pool.queued(index, total)], &mut []) } {
+            Ok(t) => t,
+            Err(VirtioError::QueueFull) => {
+                self.tx_pool.put_back(index);
+                return Err(DeviceError::Busy { device: self.info.name.clone() });
+            }
+            Err(e) => {
+                self.tx_pool.put_back(index);
+                return Err(self.protocol(QUEUE_TRANSMIT, format_args!("adding a buffer: {e}")));
+            }
+        };
+        self.tx_added = true;
+        if let Err(e) = self.tx_pool.lend(token, index, total) {
+            return Err(self.protocol(QUEUE_TRANSMIT, e));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), DeviceError> {
+        self.check()?;
+        self.reclaim_tx()?;
+        while let Some(buf) = self.rx_spare.pop() {
+            if self.rx.available_desc() == 0 {
+                self.rx_spare.push(buf);
+                break;
+            }
+            self.post_rx(buf)?;
+        }
+        // One notification per queue for everything added since the last flush, unless the device
+        // suppressed notifications (VIRTQ_USED_F_NO_NOTIFY, §2.7.10).
+        if core::mem::take(&mut self.rx_added) && self.rx.should_notify() {
+            self.transport.notify(QUEUE_RECEIVE);
+        }
+        if core::mem::take(&mut self.tx_added) && self.tx.should_notify() {
+            self.transport.notify(QUEUE_TRANSMIT);
+        }
+        Ok(())
+    }
+
+    fn set_waker(&mut self, waker: &Waker) {
+        self.irq.set_waker(waker);
+    }
+}
+
+impl<H: Hal, T: Transport, const QS: usize> Drop for VirtioNet<H, T, QS> {
+    fn drop(&mut self) {
+        // Reset first: the device must stop using the rings and buffers before they are freed.
+        self.transport.set_status(DeviceStatus::empty());
+    }
+}
+
+#[cfg(test)]
+mod tests;
