@@ -2,7 +2,7 @@
 # Runs Zirvium's fuzz targets (cargo fuzz / libFuzzer) for a bounded time or number of executions each and prints,
 # per target, executions, coverage (libFuzzer's `cov:` edges and `ft:` features) and crashes.
 #
-#   fuzz/run.sh --smoke                 every target 4 s (CI)
+#   fuzz/run.sh --smoke                 every target 3 s (CI)
 #   fuzz/run.sh --time 60 [TARGET...]   60 s per target
 #   fuzz/run.sh --runs 10000000 TARGET  a number of executions per target (the 10^7 long run)
 #
@@ -18,7 +18,7 @@ install=1
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --smoke) mode_args=(-max_total_time=4); shift ;;
+        --smoke) mode_args=(-max_total_time=3); shift ;;
         --time) mode_args=("-max_total_time=$2"); shift 2 ;;
         --runs) mode_args=("-runs=$2"); shift 2 ;;
         --no-install) install=0; shift ;;
@@ -56,6 +56,7 @@ options() {
     case "$1" in
         fat) echo "-max_len=140000" ;;
         initrd) echo "-max_len=65536" ;;
+        gpt | nvme) echo "-max_len=16384" ;;
         http_connection) echo "-max_len=16384 -dict=dict/http.dict" ;;
         http_parsers) echo "-max_len=8192 -dict=dict/http.dict" ;;
         xenstore) echo "-max_len=16384 -dict=dict/xenstore.dict" ;;

@@ -6,12 +6,12 @@
 //!
 //!     cargo run --release --example seeds   (in fuzz/)
 
+use drivers::scsi::Command;
 use fs::memdisk::MemDisk;
 use fs::{FatFs, FileSystem};
 use platform_hyperv::hv::synic::ConnectionId;
 use platform_hyperv::netvsc::nvsp::{NvspMessage, RecvSection};
 use platform_hyperv::netvsc::rndis::{emit_packet_header, packet_header_len, ppi, RndisMessage};
-use drivers::scsi::Command;
 use platform_hyperv::storvsc::vstor::{Body, Srb, VstorPacket};
 use platform_hyperv::vmbus::guid::Guid;
 use platform_hyperv::vmbus::msg::{gpadl_messages, ChannelMessage, InitiateContact, Offer, OpenChannel};

@@ -2,6 +2,7 @@
 //! values ([`Input`]), the HTTP driver and response checker ([`http`]), a filesystem walker ([`tree`]), and a blocking poll for the futures
 //! the block drivers return ([`poll_with`]). Everything here runs on the host only.
 
+pub mod boot;
 pub mod http;
 pub mod tree;
 
