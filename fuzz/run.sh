@@ -54,7 +54,7 @@ bin=target/x86_64-unknown-linux-gnu/release
 # Per-target libFuzzer options: longest input and dictionary.
 options() {
     case "$1" in
-        fat) echo "-max_len=140000" ;;
+        fat) echo "-max_len=65600" ;;
         initrd) echo "-max_len=65536" ;;
         gpt | nvme) echo "-max_len=16384" ;;
         http_connection) echo "-max_len=16384 -dict=dict/http.dict" ;;
