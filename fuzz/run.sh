@@ -2,7 +2,7 @@
 # Runs Zirvium's fuzz targets (cargo fuzz / libFuzzer) for a bounded time or number of executions each and prints,
 # per target, executions, coverage (libFuzzer's `cov:` edges and `ft:` features) and crashes.
 #
-#   fuzz/run.sh --smoke                 every target 3 s (CI)
+#   fuzz/run.sh --smoke                 every target 3 s (CI; an unoptimised build, which compiles much faster)
 #   fuzz/run.sh --time 60 [TARGET...]   60 s per target
 #   fuzz/run.sh --runs 10000000 TARGET  a number of executions per target (the 10^7 long run)
 #
@@ -14,11 +14,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 mode_args=(-max_total_time=10)
+build=(--release)
 install=1
 targets=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --smoke) mode_args=(-max_total_time=3); shift ;;
+        --smoke) mode_args=(-max_total_time=3) build=(--dev); shift ;;
         --time) mode_args=("-max_total_time=$2"); shift 2 ;;
         --runs) mode_args=("-runs=$2"); shift 2 ;;
         --no-install) install=0; shift ;;
@@ -47,9 +48,14 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 fi
 
 # No sanitizer: the targets are safe Rust (bounds are checked anyway), and speed matters for 10^7 runs; debug
-# assertions and overflow checks are on (cargo fuzz's default).
-"${fuzz[@]}" build -s none
-bin=target/x86_64-unknown-linux-gnu/release
+# assertions and overflow checks are on (cargo fuzz's default). The smoke run builds unoptimised: a few seconds
+# per target need no speed, and the build from a clean checkout takes a fraction of the optimised one's time.
+"${fuzz[@]}" build -s none "${build[@]}"
+if [[ ${build[0]} == --dev ]]; then
+    bin=target/x86_64-unknown-linux-gnu/debug
+else
+    bin=target/x86_64-unknown-linux-gnu/release
+fi
 
 # Per-target libFuzzer options: longest input and dictionary.
 options() {
