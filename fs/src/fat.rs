@@ -473,7 +473,14 @@ impl FileSystem for FatFs {
                 if sfn == b"." || sfn == b".." {
                     continue;
                 }
-                out.push((e.file_name(), me.meta(&e)));
+                let name = e.file_name();
+                // A corrupted directory can hold names no path reaches (empty, `.` or `..` as a long name, `/` or
+                // NUL inside): skipped, so a listing never names something a path would resolve elsewhere.
+                if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                    log::warn!("{}: skipping a directory entry with an invalid name {name:?} in {path}", me.device);
+                    continue;
+                }
+                out.push((name, me.meta(&e)));
             }
             Ok(out)
         })

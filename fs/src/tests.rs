@@ -1040,3 +1040,101 @@ fn cache_evicting_a_dirty_sector_never_loses_to_an_older_write_behind_run() {
     want[10] = 2;
     assert_eq!(&disk.current.lock()[..512], &want[..]);
 }
+
+#[test]
+fn fat_listing_skips_names_no_path_can_reach() {
+    // Found by the fat fuzz target: a corrupted short name holding `/` was listed as a directory entry.
+    let disk = formatted(256 * 1024);
+    let fat = FatFs::mount(disk.clone()).unwrap();
+    fat.create_file("/AB.TXT").unwrap();
+    fat.create_file("/KEEP.TXT").unwrap();
+    fat.sync().unwrap();
+    drop(fat);
+    let mut image = disk.current.lock().clone();
+    let at = image.windows(11).position(|w| w == b"AB      TXT").expect("the short name is on disk");
+    image[at + 1] = b'/';
+    let fat = FatFs::mount(MemDisk::from_image(image, false)).unwrap();
+    let names: Vec<String> = fat.read_dir("/").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["KEEP.TXT"]);
+}
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Where a FAT12/16 image keeps things (BPB fields, bytes): sector size, sectors per cluster, reserved sectors,
+/// FAT count and size, root directory and data area offsets.
+struct Layout {
+    sector: usize,
+    per_cluster: usize,
+    reserved: usize,
+    fats: usize,
+    fat_sectors: usize,
+    root: usize,
+    data: usize,
+}
+
+impl Layout {
+    fn of(image: &[u8]) -> Layout {
+        let (sector, reserved, fats, fat_sectors) =
+            (u16_at(image, 11), u16_at(image, 14), usize::from(image[16]), u16_at(image, 22));
+        let root = (reserved + fats * fat_sectors) * sector;
+        let data = root + u16_at(image, 17) * 32;
+        Layout { sector, per_cluster: usize::from(image[13]), reserved, fats, fat_sectors, root, data }
+    }
+
+    /// Byte offset of the root directory entry with short name `name`.
+    fn root_entry(&self, image: &[u8], name: &[u8; 11]) -> usize {
+        image[self.root..self.data].chunks(32).position(|e| &e[..11] == name).expect("entry") * 32 + self.root
+    }
+}
+
+/// A FAT16 volume whose directory `/LOOP` has a cluster chain that points back at itself and no end-of-directory
+/// entry: the image and the directory's first cluster.
+fn fat16_with_looping_dir() -> Vec<u8> {
+    let disk = formatted(16 << 20);
+    let fat = FatFs::mount(disk.clone()).unwrap();
+    fat.create_dir("/LOOP").unwrap();
+    fat.sync().unwrap();
+    drop(fat);
+    let mut image = disk.current.lock().clone();
+    assert_eq!(&image[54..62], b"FAT16   ");
+    let l = Layout::of(&image);
+    let (sector, per_cluster, reserved, fats, fat_sectors, data) =
+        (l.sector, l.per_cluster, l.reserved, l.fats, l.fat_sectors, l.data);
+    let entry = l.root_entry(&image, b"LOOP       ");
+    let cluster = u16_at(&image, entry + 26);
+    for f in 0..fats {
+        let at = (reserved + f * fat_sectors) * sector + cluster * 2;
+        image[at..at + 2].copy_from_slice(&(cluster as u16).to_le_bytes());
+    }
+    let start = data + (cluster - 2) * per_cluster * sector;
+    for slot in image[start + 64..start + per_cluster * sector].chunks_mut(32) {
+        slot[0] = 0xe5; // deleted: never the end of the directory
+    }
+    image
+}
+
+#[test]
+fn fat_cluster_chain_loops_are_errors_not_hangs() {
+    let fat = FatFs::mount(MemDisk::from_image(fat16_with_looping_dir(), false)).unwrap();
+    assert!(matches!(fat.read_dir("/LOOP"), Err(Error::Corrupt(_))), "a looping directory chain is corrupt");
+    assert!(fat.read_dir("/").is_ok());
+}
+
+#[test]
+fn fat_entry_naming_a_reserved_cluster_is_an_error() {
+    // Found by the fat fuzz target: a file whose first cluster is 1 (reserved) overflowed computing its sector.
+    let disk = formatted(256 * 1024);
+    let fat = FatFs::mount(disk.clone()).unwrap();
+    let mut f = fat.create_file("/A.TXT").unwrap();
+    f.write_at(0, &[7; 3000]).unwrap();
+    f.sync_all().unwrap();
+    drop((f, fat));
+    let mut image = disk.current.lock().clone();
+    let entry = Layout::of(&image).root_entry(&image, b"A       TXT");
+    image[entry + 26..entry + 28].copy_from_slice(&1u16.to_le_bytes());
+    let fat = FatFs::mount(MemDisk::from_image(image, false)).unwrap();
+    let mut f = fat.open_file("/A.TXT").unwrap();
+    assert!(f.read_at(0, &mut [0; 512]).is_err(), "reading a reserved cluster fails");
+}

@@ -265,9 +265,9 @@ impl BootInfo {
         }
     }
 
-    /// Total usable RAM (bytes).
+    /// Total usable RAM (bytes), saturating at `u64::MAX` (a loader's map may list absurd or overlapping regions).
     pub fn ram_bytes(&self) -> u64 {
-        self.regions().iter().filter(|r| r.kind == RegionKind::Ram).map(|r| r.len).sum()
+        self.regions().iter().filter(|r| r.kind == RegionKind::Ram).fold(0, |sum, r| sum.saturating_add(r.len))
     }
 }
 
@@ -352,6 +352,13 @@ mod tests {
         assert_eq!(BootInfo::from_pvh(&si(&map, Some(b"\xff\xfe"))).err(), Some(BootInfoError::CmdlineNotUtf8));
         let many = [(0u64, 1u64, 1u32); MAX_REGIONS + 1];
         assert!(matches!(BootInfo::from_pvh(&si(&many, None)), Err(BootInfoError::TooManyRegions(_))));
+    }
+
+    #[test]
+    fn ram_bytes_saturates() {
+        // Found by the pvh_start_info fuzz target: region lengths whose sum passes 2^64 overflowed.
+        let map = [(0, u64::MAX - 1, 1), (0x1000, 0x2000, 1)];
+        assert_eq!(BootInfo::from_pvh(&si(&map, None)).unwrap().ram_bytes(), u64::MAX);
     }
 
     #[test]

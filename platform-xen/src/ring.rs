@@ -180,22 +180,30 @@ impl<const SLOT: usize> FrontRing<SLOT> {
 }
 
 /// A backend peer for tests, written from `ring.h`: consumes requests and produces responses on the same page.
-#[cfg(test)]
-pub(crate) mod backend {
+/// A test-only host model: built for unit tests and with the `host-model` feature (the fuzz targets).
+#[cfg(any(test, feature = "host-model"))]
+pub mod backend {
     use super::*;
 
+    /// The backend's end of a shared ring of `SLOT`-byte entries (`BACK_RING` in `ring.h`).
     pub struct BackRing<const SLOT: usize> {
+        /// The shared ring page.
         pub page: Arc<SharedPage>,
+        /// Entries in the ring (a power of two).
         pub size: u32,
+        /// `req_cons`: the next request to consume.
         pub req_cons: u32,
+        /// `rsp_prod_pvt`: responses queued but not yet published.
         pub rsp_prod_pvt: u32,
     }
 
     impl<const SLOT: usize> BackRing<SLOT> {
+        /// `BACK_RING_INIT` over `page`.
         pub fn new(page: Arc<SharedPage>) -> Self {
             Self { page, size: ring_size(SLOT), req_cons: 0, rsp_prod_pvt: 0 }
         }
 
+        /// The next request the frontend published, if any (`RING_COPY_REQUEST`).
         pub fn next_request(&mut self) -> Option<[u8; SLOT]> {
             let prod = self.page.u32_at(REQ_PROD).load(Ordering::Acquire);
             if prod == self.req_cons {
@@ -207,6 +215,7 @@ pub(crate) mod backend {
             Some(out)
         }
 
+        /// Writes `rsp` into the next response slot without publishing it.
         pub fn queue_response(&mut self, rsp: &[u8]) {
             let off = HEADER + (self.rsp_prod_pvt & (self.size - 1)) as usize * SLOT;
             self.page.write(off, rsp);

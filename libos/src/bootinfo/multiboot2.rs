@@ -107,7 +107,7 @@ pub enum Multiboot2Error {
     },
     /// The tags end without a type-0 end tag.
     NoEndTag,
-    /// Neither a memory map tag (6) nor an EFI memory map tag (17).
+    /// Neither a memory map tag (6) nor an EFI memory map tag (17), or the map tag holds no whole entry.
     NoMemoryMap,
 }
 
@@ -134,7 +134,7 @@ impl fmt::Display for Multiboot2Error {
             }
             Self::BadModule { start, end } => write!(f, "module [{start:#x}, {end:#x}): end below start"),
             Self::NoEndTag => write!(f, "the tag list has no end tag"),
-            Self::NoMemoryMap => write!(f, "no memory map tag (6) and no EFI memory map tag (17)"),
+            Self::NoMemoryMap => write!(f, "no memory map tag (6) or EFI memory map tag (17) with an entry"),
         }
     }
 }
@@ -482,6 +482,10 @@ impl BootInfo {
                 })?;
             }
         }
+        // A map tag too short for one entry describes no memory, like a missing map (PVH refuses both too).
+        if bi.regions().is_empty() {
+            return Err(Multiboot2Error::NoMemoryMap.into());
+        }
         if bi.rsdp.is_none() {
             bi.rsdp = rsdp_old;
         }
@@ -806,6 +810,11 @@ mod tests {
             Some(BootInfoError::CmdlineNotUtf8)
         );
         assert_eq!(err(mbi(&[(tag::CMDLINE, string("x"))])), mb2(Multiboot2Error::NoMemoryMap));
+        // Found by the multiboot2 fuzz target: map tags holding no whole entry gave a BootInfo without memory.
+        assert_eq!(err(mbi(&[(tag::MMAP, mmap(&[]))])), mb2(Multiboot2Error::NoMemoryMap));
+        let mut short_efi = efi_mmap(48, &[(7, 0x10_0000, 16)]);
+        short_efi.truncate(short_efi.len() - 1);
+        assert_eq!(err(mbi(&[(tag::EFI_MMAP, short_efi)])), mb2(Multiboot2Error::NoMemoryMap));
         assert_eq!(
             BootInfo::from_multiboot2(leak(mbi(std::slice::from_ref(&map))), 0).err(),
             mb2(Multiboot2Error::BadAddress(0))

@@ -369,13 +369,16 @@ impl<'h> Connection<'h> {
 }
 
 /// Test access to what the connection holds.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Connection<'_> {
     /// Bytes of a partial request head buffered now, and the limit they stay below.
     pub(crate) fn buffered_head(&self) -> (usize, usize) {
         (self.input.len(), self.config.max_header_bytes)
     }
+}
 
+#[cfg(test)]
+impl Connection<'_> {
     /// The response being written.
     pub(crate) fn front_output(&self) -> Option<&Output> {
         self.output.front()

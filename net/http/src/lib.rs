@@ -67,6 +67,8 @@ mod connection;
 pub mod demo;
 mod error;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handler;
 mod output;
 mod request;

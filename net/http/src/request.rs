@@ -246,12 +246,14 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     Some(digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0'))))
 }
 
-/// True if the request-line's last word reads `HTTP/<digit>` with a major version other than 1, so httparse's
-/// version error means 505 rather than 400 (RFC 9110 §6.2).
+/// True if the request-line's HTTP-version (what follows its second space, RFC 9112 §3) reads `HTTP/<digit>` with
+/// a major version other than 1, so httparse's version error means 505 rather than 400 (RFC 9110 §6.2). Only the
+/// bytes up to the one httparse stopped at decide, so the answer does not depend on how much of the line has
+/// arrived (the version token, not the line's last word: a line without CRLF yet may hold more words).
 fn names_other_version(buf: &[u8]) -> bool {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = buf[start..].split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    let version = line.splitn(3, |&b| b == b' ').nth(2).unwrap_or_default();
     matches!(version, [b'H', b'T', b'T', b'P', b'/', major, ..] if major.is_ascii_digit() && *major != b'1')
 }
 
@@ -353,6 +355,11 @@ mod tests {
     fn unsupported_version_is_505() {
         assert_error(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, Error::UnsupportedVersion);
         assert_error(b"GET / HTTP/3", 505, Error::UnsupportedVersion);
+        // Found by the http_connection fuzz target: a version token that is not HTTP/<digit> is 400 even when a
+        // later word of a line without CRLF looks like one, so the answer does not depend on the segmentation.
+        let input = b"PbTPAA HACPOST HO,STARangQ\x0eHost:o HTTP/0.\xf0";
+        assert_error(input, 400, Error::Syntax(httparse::Error::Version));
+        assert_eq!(run_with(&Config::default(), input, &[1], 7), feed(input), "byte by byte");
     }
 
     #[test]

@@ -537,18 +537,25 @@ impl RndisMessage {
         let m = Message::new_checked(b)?;
         let b = m.as_bytes();
         let u = |f: Field| read_u32(b, f);
-        let req_id = u(field::REQ_ID);
+        // Only the types whose fixed layout has it (checked above) carry a request id: a header-only message of
+        // another type is 8 bytes.
+        let req_id = || u(field::REQ_ID);
         use msgtype::*;
         Ok(match m.msg_type() {
             PACKET => Self::Packet,
             INIT => {
                 use field::init::*;
-                Self::Initialize { req_id, major: u(MAJOR_VER), minor: u(MINOR_VER), max_xfer_size: u(MAX_XFER_SIZE) }
+                Self::Initialize {
+                    req_id: req_id(),
+                    major: u(MAJOR_VER),
+                    minor: u(MINOR_VER),
+                    max_xfer_size: u(MAX_XFER_SIZE),
+                }
             }
             INIT_C => {
                 use field::init_complete::*;
                 Self::InitializeComplete {
-                    req_id,
+                    req_id: req_id(),
                     status: u(STATUS),
                     major: u(MAJOR_VER),
                     minor: u(MINOR_VER),
@@ -563,24 +570,24 @@ impl RndisMessage {
                 use field::query::*;
                 let info = m.info(INFO_BUF_OFFSET, INFO_BUFLEN, info_offset(fixed_len(t)))?.to_vec();
                 if t == QUERY {
-                    Self::Query { req_id, oid: u(OID), info }
+                    Self::Query { req_id: req_id(), oid: u(OID), info }
                 } else {
-                    Self::Set { req_id, oid: u(OID), info }
+                    Self::Set { req_id: req_id(), oid: u(OID), info }
                 }
             }
             QUERY_C => {
                 use field::query_complete::*;
                 let info = m.info(INFO_BUF_OFFSET, INFO_BUFLEN, info_offset(fixed_len(QUERY_C)))?.to_vec();
-                Self::QueryComplete { req_id, status: u(STATUS), info }
+                Self::QueryComplete { req_id: req_id(), status: u(STATUS), info }
             }
-            SET_C => Self::SetComplete { req_id, status: u(field::complete::STATUS) },
+            SET_C => Self::SetComplete { req_id: req_id(), status: u(field::complete::STATUS) },
             INDICATE => {
                 use field::indicate::*;
                 let info = m.info(STATUS_BUF_OFFSET, STATUS_BUFLEN, info_offset(fixed_len(INDICATE)))?.to_vec();
                 Self::IndicateStatus { status: u(STATUS), info }
             }
-            KEEPALIVE => Self::Keepalive { req_id },
-            KEEPALIVE_C => Self::KeepaliveComplete { req_id, status: u(field::complete::STATUS) },
+            KEEPALIVE => Self::Keepalive { req_id: req_id() },
+            KEEPALIVE_C => Self::KeepaliveComplete { req_id: req_id(), status: u(field::complete::STATUS) },
             other => Self::Other { msg_type: other },
         })
     }
@@ -1007,6 +1014,13 @@ mod tests {
         let mut b = RndisMessage::SetComplete { req_id: 1, status: 0 }.emit();
         put32(&mut b, 4, 4096);
         assert!(matches!(RndisMessage::parse(&b), Err(RndisError::Truncated { .. })));
+    }
+
+    #[test]
+    fn header_only_messages_of_other_types_parse() {
+        // Found by the rndis fuzz target: an 8-byte message of a type without a request id read past its end.
+        let b = [0x0a, 0, 0, 0xb0, 8, 0, 0, 0];
+        assert_eq!(RndisMessage::parse(&b).unwrap(), RndisMessage::Other { msg_type: 0xb000_000a });
     }
 
     #[test]

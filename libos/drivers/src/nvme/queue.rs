@@ -151,6 +151,13 @@ impl QueuePair {
         Ok(self.sq_tail)
     }
 
+    /// Writes completion queue entry `i` as the controller would (device models: the tests and the fuzz targets
+    /// through feature `testing`). Returns false when `i` is past the queue.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn post_completion(&self, i: u16, cqe: &[u8; CQE_LEN]) -> bool {
+        self.cq.write(usize::from(i) * CQE_LEN, cqe)
+    }
+
     /// The phase tag of completion entry `i` (< entries).
     fn phase_at(&self, i: u16) -> bool {
         self.cq.read_u32(usize::from(i) * CQE_LEN + 12).is_some_and(|dw3| dw3 >> 16 & 1 != 0)
@@ -215,7 +222,7 @@ mod tests {
     /// Writes a completion into entry `i` of `q`'s completion queue, as the controller would.
     fn post(q: &QueuePair, i: u16, cid: u16, sq_head: u16, phase: bool) {
         let c = Completion { dw0: 0, sq_head, sq_id: q.qid, cid: CommandId(cid), phase, status: Status::SUCCESS };
-        assert!(q.cq.write(usize::from(i) * CQE_LEN, &c.to_bytes()));
+        assert!(q.post_completion(i, &c.to_bytes()));
     }
 
     fn sqe(tag: u8) -> [u8; SQE_LEN] {
@@ -273,7 +280,7 @@ mod tests {
         let mut q = QueuePair::new(1, 8).unwrap();
         q.push(&sqe(1)).unwrap();
         let c = Completion { dw0: 0, sq_head: 1, sq_id: 3, cid: CommandId(1), phase: true, status: Status::SUCCESS };
-        q.cq.write(0, &c.to_bytes());
+        q.post_completion(0, &c.to_bytes());
         assert_eq!(q.pop(1), Err(QueueError::SqId { qid: 1, sq_id: 3 }));
         // A new entry at head + 2 while the head is old.
         let mut q = QueuePair::new(1, 8).unwrap();

@@ -25,10 +25,10 @@ pub mod pool;
 // virtqueue `add`/`pop_used`: the driver lends its request and event buffers to the device.
 #[allow(unsafe_code)]
 pub mod scsi;
-// The test HAL and the device model's ring accesses.
-#[cfg(test)]
+// The test HAL and the device model's ring accesses (host tests, and the fuzz targets through feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 #[allow(unsafe_code)]
-pub(crate) mod testing;
+pub mod testing;
 pub mod transport;
 
 #[cfg(target_os = "none")]

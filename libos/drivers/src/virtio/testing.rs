@@ -1,9 +1,13 @@
 //! Test doubles shared by the virtio driver tests: an identity [`TestHal`] over the host heap, a
 //! [`MockTransport`] that records the registers a driver writes (virtio 1.2 §4.1.4, §4.2.2), and the device
 //! side of split virtqueues — walking descriptor chains from the available ring and writing the used ring
-//! (virtio 1.2 §2.7.5, §2.7.6, §2.7.8) — in host memory that the HAL shares by identity. Host tests only.
+//! (virtio 1.2 §2.7.5, §2.7.6, §2.7.8) — in host memory that the HAL shares by identity. Host tests and the
+//! fuzz targets only (feature `testing`).
+extern crate std;
 
 use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
@@ -88,18 +92,26 @@ pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 /// One descriptor of a chain (virtio 1.2 §2.7.5 `struct virtq_desc`).
 #[derive(Debug, Clone, Copy)]
 pub struct Desc {
+    /// Buffer address (identity "physical" address: a host pointer).
     pub addr: u64,
+    /// Buffer length (bytes).
     pub len: u32,
+    /// `VIRTQ_DESC_F_*` flags.
     pub flags: u16,
 }
 
 /// A split virtqueue as the device sees it: the ring addresses from `queue_set` and its own position.
 #[derive(Default, Clone, Copy)]
 pub struct Queue {
+    /// Queue size (descriptors).
     pub size: u32,
+    /// Descriptor table address.
     pub desc: u64,
+    /// Driver area (available ring) address.
     pub driver: u64,
+    /// Device area (used ring) address.
     pub device: u64,
+    /// `queue_ready` as the driver set it.
     pub ready: bool,
     /// Device's next index into the available ring.
     pub last_avail: u16,
@@ -142,22 +154,31 @@ impl Queue {
 /// Registers of a mock virtio device plus `X`, the device-specific state (e.g. a disk).
 #[derive(Default)]
 pub struct MockDevice<X> {
+    /// Device type the transport reports (`None`: invalid).
     pub device_type: Option<DeviceType>,
+    /// Feature bits the device offers (virtio 1.2 §2.2).
     pub device_features: u64,
+    /// Feature bits the driver accepted.
     pub driver_features: u64,
+    /// Device status register (virtio 1.2 §2.1).
     pub status: u32,
     /// Drop `FEATURES_OK` when the driver sets it (a device refusing the feature subset, §3.1.1 step 6).
     pub refuse_features: bool,
+    /// Largest queue size the device offers.
     pub queue_max: u32,
+    /// The virtqueues, by index.
     pub queues: Vec<Queue>,
     /// Notifications per queue.
     pub notifies: Vec<u32>,
+    /// Device configuration space bytes.
     pub config: Vec<u8>,
+    /// ISR status register (virtio 1.2 §4.1.4.5).
     pub isr: u32,
     /// `ack_interrupt` calls.
     pub acks: u32,
     /// Called after each notification with the transport and the queue (a device model that serves at once).
     pub on_notify: Option<fn(&MockTransport<X>, u16)>,
+    /// Device-specific state (e.g. a disk).
     pub ext: X,
 }
 
