@@ -372,6 +372,7 @@ fn merge(mut ranges: Vec<PageRange>) -> Vec<PageRange> {
 #[cfg(target_os = "none")]
 pub mod global {
     use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     /// The kernel heap as the balloon's page source: chunks are heap allocations aligned to their size.
     pub struct HeapPages;
@@ -393,6 +394,9 @@ pub mod global {
     }
 
     static BALLOON: spin::Mutex<Option<Balloon<HeapPages>>> = spin::Mutex::new(None);
+    /// Bytes the hypervisor holds and bytes it gave back that wait in the balloon's chunks, as of the last change
+    /// (read without the balloon's lock: see [`held_bytes`]).
+    static HELD: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
     /// Runs `f` on the balloon over the kernel heap (created with [`Balloon::default_floor`] on first use).
     pub fn with<R>(f: impl FnOnce(&mut Balloon<HeapPages>) -> R) -> R {
@@ -400,7 +404,17 @@ pub mod global {
         let b = b.get_or_insert_with(|| {
             Balloon::new(HeapPages, Balloon::<HeapPages>::default_floor(HeapPages.total_bytes()))
         });
-        f(b)
+        let r = f(b);
+        HELD[0].store(b.ballooned * PAGE_SIZE, Ordering::Relaxed);
+        HELD[1].store(b.returned * PAGE_SIZE, Ordering::Relaxed);
+        r
+    }
+
+    /// (ballooned, returned) bytes: memory the hypervisor holds, and memory it gave back that waits in the
+    /// balloon's heap chunks (free to use, though the heap counts it allocated). Lock-free, for
+    /// [`crate::mem::pressure`], which drivers may ask from any context.
+    pub fn held_bytes() -> (u64, u64) {
+        (HELD[0].load(Ordering::Relaxed), HELD[1].load(Ordering::Relaxed))
     }
 
     /// The memory figures now.

@@ -7,7 +7,9 @@
 //! | [`Pressure::Low`] | max([`LOW_FLOOR_BYTES`], total / [`LOW_DIVISOR`]) | servers answer new connections 503 with `Connection: close`; the network stack keeps one listening socket per port |
 //! | [`Pressure::Critical`] | max([`CRITICAL_FLOOR_BYTES`], total / [`CRITICAL_DIVISOR`]) | the network stack makes no new sockets: SYNs to a listening port are answered RST |
 //!
-//! "Free" is the heap's bytes minus its live allocations; fragmentation is not counted, hence the margins.
+//! "Free" is the heap's bytes minus its live allocations; fragmentation is not counted, hence the margins. The
+//! heap's total and free bytes leave out what a balloon driver gave the hypervisor (`balloon`): a guest ballooned
+//! down to its floor is a smaller guest, not one short of memory.
 #![forbid(unsafe_code)]
 
 /// Below this many free heap bytes (or [`LOW_DIVISOR`]th of the heap, whichever is larger) memory is low.
@@ -46,8 +48,11 @@ pub fn classify(total_bytes: u64, free_bytes: u64) -> Pressure {
 pub fn current() -> Pressure {
     #[cfg(target_os = "none")]
     {
+        // Against the memory the guest has now: ballooned pages are the hypervisor's (the heap counts them
+        // allocated), pages it gave back are free.
         let s = super::heap::stats();
-        classify(s.total_bytes, s.free_bytes())
+        let (ballooned, returned) = super::balloon::global::held_bytes();
+        classify(s.total_bytes.saturating_sub(ballooned), s.free_bytes().saturating_add(returned))
     }
     #[cfg(not(target_os = "none"))]
     match SIMULATED.load(core::sync::atomic::Ordering::Relaxed) {
