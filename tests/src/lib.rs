@@ -177,10 +177,21 @@ pub fn image(app: &str) -> Result<PathBuf, VmError> {
 }
 
 /// Builds `app` with the ustar archive `initrd` embedded (or none) once per test binary and returns a private
-/// copy of the ELF (`target/test-images/<binary>/<app>-<n>.elf`): builds with and without an initrd write the
+/// copy of the boot ELF (`target/test-images/<binary>/<app>-<n>.elf`): builds with and without an initrd write the
 /// same cargo artifact, so VMs must not boot that path directly.
 pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, VmError> {
-    type Builds = HashMap<(String, Option<PathBuf>), Result<PathBuf, String>>;
+    built(app, initrd).map(|(boot, _)| boot)
+}
+
+/// The linked ELF with its symbol table of `app` as [`image`] builds it (the boot image has none): for naming
+/// backtrace frames (`<app>-<n>.symbols.elf` beside the boot copy).
+pub fn image_symbols(app: &str) -> Result<PathBuf, VmError> {
+    built(app, None).map(|(_, symbols)| symbols)
+}
+
+/// The boot ELF and the linked ELF with symbols of `app` built with `initrd`, copied once per test binary.
+fn built(app: &str, initrd: Option<&Path>) -> Result<(PathBuf, PathBuf), VmError> {
+    type Builds = HashMap<(String, Option<PathBuf>), Result<(PathBuf, PathBuf), String>>;
     static BUILDS: OnceLock<Mutex<Builds>> = OnceLock::new();
     // Held across the build: one cargo at a time, and nobody builds the same image twice.
     let mut builds = lock(BUILDS.get_or_init(Default::default));
@@ -191,11 +202,16 @@ pub fn image_with_initrd(app: &str, initrd: Option<&Path>) -> Result<PathBuf, Vm
         let img = images::cargo::build_app_with_initrd(app, Profile::Release, initrd).map_err(|e| e.to_string())?;
         let dir = log_dir().join("images");
         // A std app is named by its crate directory: flatten it into one file name.
-        let copy = dir.join(format!("{}-{n}.elf", app.replace('/', "_")));
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::copy(&img.path, &copy))
-            .map_err(|e| format!("copying {} to {}: {e}", img.path.display(), copy.display()))?;
-        Ok(copy)
+        let stem = format!("{}-{n}", app.replace('/', "_"));
+        let copy = |from: &Path, to: PathBuf| {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::copy(from, &to))
+                .map(|_| to.clone())
+                .map_err(|e| format!("copying {} to {}: {e}", from.display(), to.display()))
+        };
+        let boot = copy(&img.path, dir.join(format!("{stem}.elf")))?;
+        let symbols = copy(&img.symbols, dir.join(format!("{stem}.symbols.elf")))?;
+        Ok((boot, symbols))
     });
     result.clone().map_err(|message| VmError::Build { app: app.to_owned(), message })
 }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use zirvium_tests::{image, note, Accel, Vm, VmError};
+use zirvium_tests::{image_symbols, note, Accel, Vm, VmError};
 
 /// Guest exit statuses fixed by the contract (libos `EXIT_*`).
 const APP_ERROR: u8 = 1;
@@ -29,7 +29,7 @@ fn app_exit_statuses_tcg() -> Result<(), VmError> {
 /// The function names of the backtrace frames after the first `backtrace:` line, from the ELF's symbols (as the
 /// host symboliser names them: a return address is looked up one byte earlier).
 fn frame_names(vm: &Vm, app: &str) -> Result<Vec<String>, VmError> {
-    let elf = image(app)?;
+    let elf = image_symbols(app)?;
     let symbols = images::symbols::Symbols::read(&elf).map_err(|e| VmError::Io {
         what: format!("reading the symbols of {}", elf.display()),
         source: std::io::Error::other(e.to_string()),
