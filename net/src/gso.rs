@@ -122,6 +122,13 @@ impl Open {
             && same(48..50)
             && same(52..self.hdr_len)
     }
+
+    /// Whether `payload` more bytes fit in the buffer, growing it at the second segment to `max_frame` at once
+    /// (one reallocation per merged frame). False when memory is short: the frame is sent as it is.
+    fn room_for(&mut self, payload: usize, max_frame: usize) -> bool {
+        let free = self.buf.capacity() - self.buf.len();
+        free >= payload || self.buf.try_reserve_exact(max_frame.max(self.buf.len() + payload) - self.buf.len()).is_ok()
+    }
 }
 
 /// Merges runs of TCP segments per flow (see the module docs). Feed every transmitted frame to
@@ -158,7 +165,7 @@ impl Coalescer {
         };
         if let Some(i) = self.find(seg.key) {
             let o = &mut self.open[i];
-            if o.continues(&seg, frame, self.max_frame) {
+            if o.continues(&seg, frame, self.max_frame) && o.room_for(seg.payload, self.max_frame) {
                 o.buf.extend_from_slice(&frame[seg.hdr_len..seg.hdr_len + seg.payload]);
                 o.segments += 1;
                 o.next_seq = seg.seq.wrapping_add(seg.payload as u32);
@@ -170,7 +177,13 @@ impl Coalescer {
         } else if self.open.len() >= MAX_FLOWS {
             emit(self.open.remove(0), out);
         }
-        let mut buf = Vec::with_capacity(self.max_frame);
+        // Sized for this segment alone: most flows (a small response) never get a second one. Short of
+        // memory, the segment leaves unmerged rather than failing the guest.
+        let mut buf = Vec::new();
+        if buf.try_reserve_exact(seg.hdr_len + seg.payload).is_err() {
+            out(Out::Frame(frame));
+            return;
+        }
         buf.extend_from_slice(&frame[..seg.hdr_len + seg.payload]);
         self.open.push(Open {
             key: seg.key,

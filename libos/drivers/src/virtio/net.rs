@@ -474,8 +474,10 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
     }
 
     /// Takes the rest of a frame spread over `count` more mergeable receive buffers (virtio 1.2 §5.1.6.4,
-    /// `num_buffers`), appending their bytes to `frame` and posting each buffer again.
-    fn take_merged(&mut self, frame: &mut Vec<u8>, count: u16) -> Result<(), DeviceError> {
+    /// `num_buffers`), appending their bytes to `frame` when `keep` and posting each buffer again. `first`: the
+    /// bytes of the first buffer (device header included); errors when the whole exceeds a 64 KiB frame.
+    fn take_merged(&mut self, frame: &mut Vec<u8>, first: usize, count: u16, keep: bool) -> Result<(), DeviceError> {
+        let mut total = first;
         for i in 1..=count {
             let Some(token) = self.rx.peek_used() else {
                 return Err(self.protocol(
@@ -484,13 +486,16 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
                 ));
             };
             let (buf, used) = self.pop_rx(token)?;
-            if used > buf.len() || frame.len() + used > MAX_GSO_FRAME {
+            if used > buf.len() || total + used > MAX_GSO_FRAME + self.hdr_len {
                 return Err(self.protocol(
                     QUEUE_RECEIVE,
                     format_args!("used length {used} for id {token} overruns the buffer or a 64 KiB frame"),
                 ));
             }
-            frame.extend_from_slice(&buf[..used]);
+            total += used;
+            if keep {
+                frame.extend_from_slice(&buf[..used]);
+            }
             self.post_rx(buf)?;
         }
         Ok(())
@@ -584,13 +589,21 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
             let more = view.num_buffers().saturating_sub(1);
             if more > 0 {
                 // A frame spread over several buffers: gathered into one of its own (the buffers go back).
-                let mut frame = Vec::with_capacity(MAX_GSO_FRAME + self.hdr_len);
-                frame.extend_from_slice(&buf[..used]);
+                // Short of memory for it, the frame is dropped (TCP sends it again) rather than the guest.
+                let mut frame = Vec::new();
+                let keep = frame.try_reserve_exact(MAX_GSO_FRAME + self.hdr_len).is_ok();
+                if keep {
+                    frame.extend_from_slice(&buf[..used]);
+                }
                 self.post_rx(buf)?;
                 if usize::from(more) >= QS {
                     return Err(self.protocol(QUEUE_RECEIVE, hdr::HdrError::NumBuffers(more + 1)));
                 }
-                self.take_merged(&mut frame, more)?;
+                self.take_merged(&mut frame, used, more, keep)?;
+                if !keep {
+                    log::debug!("{}: frame of {} buffers dropped: no memory to gather it", self.info.name, more + 1);
+                    continue;
+                }
                 let len = frame.len() - self.hdr_len;
                 let Some(valid) = self.check_header(&raw, len) else { continue };
                 return Ok(Some(RxFrame {

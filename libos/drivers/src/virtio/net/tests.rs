@@ -492,6 +492,30 @@ fn mergeable_buffers_gather_a_large_frame_and_its_checksum_flag() {
 }
 
 #[test]
+fn mergeable_buffers_take_the_largest_frame_and_no_more() {
+    // A queue as large as QEMU's: the largest frame needs 44 buffers.
+    const BIG: usize = 128;
+    let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4);
+    let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
+    let new = VirtioNet::<TestHal, FakeTransport, BIG>::new;
+    let mut dev = new(t.clone(), "virtio-net@test".into(), slot, IrqAck::None, &mut || Ok(())).unwrap();
+    let buf_len = dev.rx_buf_len;
+    // 14 + 65535 bytes: the IPv4 total length's limit, one frame in as many buffers as it needs.
+    let frame = tcp_frame(65535 - 40);
+    assert_eq!(frame.len(), MAX_GSO_FRAME);
+    let parts = (12 + frame.len()).div_ceil(buf_len);
+    receive_merged(&t, hdr::F_NEEDS_CSUM, hdr::GSO_TCPV4, &frame, parts);
+    let f = dev.receive().unwrap().unwrap();
+    assert_eq!(f.frame(), &frame[..], "the largest frame arrives whole");
+    dev.recycle(f).unwrap();
+    // One byte more is a protocol error, not a larger frame.
+    let mut over = tcp_frame(65535 - 40);
+    over.push(0);
+    receive_merged(&t, hdr::F_NEEDS_CSUM, hdr::GSO_TCPV4, &over, (12 + over.len()).div_ceil(buf_len));
+    assert!(matches!(dev.receive(), Err(DeviceError::Protocol { .. })));
+}
+
+#[test]
 fn hostile_receive_headers() {
     // num_buffers naming more buffers than the used ring has: protocol error.
     let t = device(QEMU_FEATURES | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4);
