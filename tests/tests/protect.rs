@@ -217,9 +217,8 @@ fn survives_wrk(mib: u32, tap: &str) -> Result<Option<String>, VmError> {
     Ok(recovered.then_some(summary))
 }
 
-/// The smallest `-m` (MiB) at which httpd serves is found by bisection; from there up, `wrk -c256 -d5s` must
-/// never kill it (it answers 200s, 503s and resets), and within 2 MiB more it must also serve again afterwards.
-/// The figures are printed: the smallest `-m` that serves, and the smallest that survives `wrk -c256`.
+/// The smallest `-m` (MiB) at which httpd serves is found by bisection; there `wrk -c256 -d5s` must not kill it
+/// (it answers 200s, 503s and resets) and it must serve again afterwards. The figures are printed.
 #[test]
 fn httpd_sheds_load_at_its_smallest_memory_tcg() -> Result<(), VmError> {
     if Command::new("wrk").arg("--version").output().is_err() {
@@ -242,16 +241,17 @@ fn httpd_sheds_load_at_its_smallest_memory_tcg() -> Result<(), VmError> {
             lo = mid;
         }
     }
-    for mib in hi..=hi + 2 {
-        if let Some(summary) = survives_wrk(mib, tap.name)? {
+    // A guest that serves at all must come through a flood too: shedding, not dying or wedging.
+    match survives_wrk(hi, tap.name)? {
+        Some(summary) => {
             note(format_args!(
-                "smallest -m at which httpd serves: {hi} MiB; smallest that serves after wrk -c256: {mib} MiB ({summary})"
+                "smallest -m at which httpd serves, and serves again after wrk -c256: {hi} MiB ({summary})"
             ));
-            return Ok(());
+            Ok(())
         }
+        None => Err(VmError::Io {
+            what: format!("httpd did not serve again within 40 s after wrk -c256 at -m {hi}, the smallest that serves"),
+            source: std::io::Error::other("see the notes above"),
+        }),
     }
-    Err(VmError::Io {
-        what: format!("httpd did not serve again after wrk -c256 at any -m from {hi} to {} MiB", hi + 2),
-        source: std::io::Error::other("see the notes above"),
-    })
 }

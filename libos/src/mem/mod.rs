@@ -50,6 +50,18 @@ pub fn heap_contains(addr: u64) -> bool {
     }
 }
 
+/// The kernel heap's size (bytes): the free RAM after the image, less what a balloon gave the hypervisor. `None`
+/// on the host, which has no kernel heap. For sizing caches and buffer sets as a share of the memory there is.
+pub fn heap_bytes() -> Option<u64> {
+    #[cfg(target_os = "none")]
+    {
+        let (ballooned, _) = balloon::global::held_bytes();
+        Some(heap::stats().total_bytes.saturating_sub(ballooned))
+    }
+    #[cfg(not(target_os = "none"))]
+    None
+}
+
 /// `len` zero bytes on the heap, or `None` when it cannot spare them: for buffers whose absence a caller can
 /// survive (refuse a connection, post fewer receive buffers) instead of ending the VM with
 /// [`crate::EXIT_OUT_OF_MEMORY`].

@@ -127,10 +127,25 @@ pub fn header_len(features: u64) -> usize {
 const L2_OVERHEAD: usize = 18;
 /// Default IP MTU when the device reports none (bytes).
 const DEFAULT_MTU: usize = 1500;
-/// Receive buffers posted at start; one more is added per frame received until the queue is full. Fresh
-/// memory is slow to touch under some hypervisors (nested KVM here: ~0.3 ms per page), so a NIC that sees
-/// little traffic never pays for a full ring.
+/// Receive buffers posted at start; one more is added per frame received until the queue is full (or the heap
+/// share, [`ring_buffers`]). Fresh memory is slow to touch under some hypervisors (nested KVM here: ~0.3 ms per
+/// page), so a NIC that sees little traffic never pays for a full ring.
 pub const RX_INITIAL: usize = 64;
+/// Each of the receive and transmit buffer sets takes at most this fraction of the heap (1/32 each). A full
+/// 256-entry ring each way is 2 × 394 KiB, which a 2.4 MiB heap (`-m 5`) cannot spare: grown one buffer per
+/// frame, it kept the heap under the low-memory mark (`libos::mem::pressure`) for good after ~70 requests. From
+/// a 16 MiB heap up the ring is full.
+pub const RING_HEAP_DIVISOR: u64 = 32;
+/// Fewest buffers each way whatever the heap: enough for a 16-frame burst.
+pub const RING_MIN_BUFFERS: usize = 16;
+
+/// Buffers of `buf_len` bytes a queue of `queue_size` gets each way: the heap share [`RING_HEAP_DIVISOR`],
+/// between [`RING_MIN_BUFFERS`] and `queue_size`; `queue_size` on the host.
+pub fn ring_buffers(queue_size: usize, buf_len: usize) -> usize {
+    let Some(heap) = libos::mem::heap_bytes() else { return queue_size };
+    let share = usize::try_from(heap / RING_HEAP_DIVISOR).unwrap_or(usize::MAX) / buf_len.max(1);
+    share.clamp(RING_MIN_BUFFERS.min(queue_size), queue_size)
+}
 
 /// Why a virtio-net device could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,8 +229,10 @@ pub struct VirtioNet<H: Hal, T: Transport, const QS: usize> {
     hdr_len: usize,
     rx_buf_len: usize,
     rx_lent: InFlight<Vec<u8>>,
-    /// Receive buffers allocated so far (at most `QS`).
+    /// Receive buffers allocated so far (at most `rx_target`).
     rx_allocated: usize,
+    /// Receive buffers to grow to: [`ring_buffers`].
+    rx_target: usize,
     /// Receive buffers not yet posted (the queue was full when they were recycled).
     rx_spare: Vec<Vec<u8>>,
     tx_pool: TxPool,
@@ -313,8 +330,9 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             rx_buf_len: buf_len,
             rx_lent: InFlight::new(QS),
             rx_allocated: 0,
+            rx_target: ring_buffers(QS, buf_len),
             rx_spare: Vec::new(),
-            tx_pool: TxPool::new(QS, buf_len),
+            tx_pool: TxPool::new(QS, ring_buffers(QS, buf_len), buf_len),
             tx_gso: InFlight::new(QS),
             rx_added: false,
             tx_added: false,
@@ -329,7 +347,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         }
         // Transmit completions are reclaimed lazily; interrupts only while the queue is full.
         dev.tx.set_dev_notify(false);
-        for _ in 0..RX_INITIAL.min(QS) {
+        for _ in 0..RX_INITIAL.min(dev.rx_target) {
             dev.grow_rx()
                 .map_err(|e| NetInitError::Buffers { device: dev.info.name.clone(), detail: format!("{e}") })?;
         }
@@ -406,7 +424,9 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
     /// (`libos::mem::pressure`) or the heap refuses: the ring then stays smaller (a later call grows it) rather
     /// than the VM ending for want of one frame buffer.
     fn grow_rx(&mut self) -> Result<(), DeviceError> {
-        if self.rx_allocated < QS && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical {
+        if self.rx_allocated < self.rx_target
+            && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical
+        {
             let Some(buf) = libos::mem::try_zeroed(self.rx_buf_len) else { return Ok(()) };
             self.rx_allocated += 1;
             self.post_rx(buf)?;

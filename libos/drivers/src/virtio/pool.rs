@@ -113,9 +113,11 @@ pub struct TxPool {
 }
 
 impl TxPool {
-    /// A pool for a queue of `queue_size` descriptors, with buffers of `buf_len` bytes.
-    pub fn new(queue_size: usize, buf_len: usize) -> Self {
-        Self { buffers: Vec::new(), free: Vec::new(), capacity: queue_size, buf_len, lent: InFlight::new(queue_size) }
+    /// A pool for a queue of `queue_size` descriptors, with at most `buffers` buffers (at most `queue_size`) of
+    /// `buf_len` bytes, allocated as they are first needed.
+    pub fn new(queue_size: usize, buffers: usize, buf_len: usize) -> Self {
+        let capacity = buffers.min(queue_size);
+        Self { buffers: Vec::new(), free: Vec::new(), capacity, buf_len, lent: InFlight::new(queue_size) }
     }
 
     /// Size of each buffer (bytes).
@@ -211,7 +213,7 @@ mod tests {
 
     #[test]
     fn tx_pool_lifecycle() {
-        let mut p = TxPool::new(2, 64);
+        let mut p = TxPool::new(2, 2, 64);
         let a = p.take_free().unwrap();
         let b = p.take_free().unwrap();
         assert_ne!(a, b);
