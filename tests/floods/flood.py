@@ -136,7 +136,8 @@ def connection_flood(addr, port, n=1500):
 
 
 def slowloris(addr, port, n=1000, seconds=15):
-    """n clients each sending a request head one header line every 5 s, never finishing it."""
+    """n clients each sending a request head one header line every 5 s, never finishing it; at the end, how many
+    the server answered 408 or closed (its header deadline) and how many it still held open."""
     socks, refused = open_many(addr, port, n)
     for s in socks:
         s.setblocking(False)
@@ -153,9 +154,26 @@ def slowloris(addr, port, n=1000, seconds=15):
         socks, lines = alive, lines + 1
         time.sleep(5)
     kept = len(socks)
+    # What the server did with the heads it never got whole: a 408 or a close (its header deadline), or nothing.
+    answered_408, closed, still_open = 0, 0, 0
+    for s in socks:
+        s.settimeout(0.05)
+        try:
+            data = s.recv(4096)
+            if data.startswith(b"HTTP/1.1 408"):
+                answered_408 += 1
+            elif not data:
+                closed += 1
+            else:
+                still_open += 1
+        except socket.timeout:
+            still_open += 1
+        except OSError:
+            closed += 1
     hold(socks, 0)
     return {"slow_clients": kept + dropped, "slow_refused": refused, "slow_dropped_by_server": dropped,
-            "slow_held_to_end": kept}
+            "slow_held_to_end": kept, "slow_answered_408": answered_408, "slow_closed_by_server": closed,
+            "slow_still_open": still_open}
 
 
 def garbage(addr, port, n=200, size=64 * 1024):

@@ -1,10 +1,10 @@
 //! Floods and slow clients against `httpd` on a tap in a network namespace of the test's own
 //! ([`zirvium_tests::netns`]): raw SYNs, a connection flood past the connection and socket limits, 1,000
-//! slowloris clients, random bytes, a 100 MB upload to a route with a 1 MiB body limit, and half-open connections
-//! whose client vanished. Each flood is bounded in count and time (`tests/floods/flood.py`, run inside the
-//! namespace); after each, `/health` must answer within 1 s and the heap in use (`/health` memory: total − free −
-//! ballooned) must come back within 10 % of its value before the floods (taken after a warm-up burst, see the
-//! test). Figures go to stderr as JSON lines.
+//! slowloris clients (whose heads the server's header deadline must end), random bytes, a 100 MB upload to a
+//! route with a 1 MiB body limit, and half-open connections whose client vanished. Each flood is bounded in count
+//! and time (`tests/floods/flood.py`, run inside the namespace); after each, `/health` must answer within 1 s and
+//! the heap in use (`/health` memory: total − free − ballooned) must come back within 10 % of its value before
+//! the floods (taken after a warm-up burst, see the test). Figures go to stderr as JSON lines.
 //!
 //! Needs root, `ip`, `tc` and python3; skips with a note otherwise. TCG, so the result does not depend on KVM.
 
@@ -49,7 +49,8 @@ fn floods_leave_httpd_serving_tcg() -> Result<(), VmError> {
     let vm = Vm::builder(test, "httpd", Accel::Tcg)
         .netns(&ns)
         .mem_mib(128)
-        .args(["idle_timeout_ms=5000"])
+        // A header deadline shorter than the 15 s slowloris flood: the server must end those connections itself.
+        .args(["idle_timeout_ms=5000", "header_timeout_ms=8000"])
         .timeout(Duration::from_secs(120))
         .boot()?;
     vm.wait_for("httpd listening")?;
@@ -79,6 +80,14 @@ fn floods_leave_httpd_serving_tcg() -> Result<(), VmError> {
         if after.abs_diff(baseline) > baseline / 10 {
             failures
                 .push(format!("after the {kind} flood the heap in use is {after} bytes, before {baseline} (> 10 %)"));
+        }
+        if kind == "slowloris" {
+            let open = doc["slow_still_open"].as_u64().unwrap_or(u64::MAX);
+            let ended =
+                doc["slow_answered_408"].as_u64().unwrap_or(0) + doc["slow_closed_by_server"].as_u64().unwrap_or(0);
+            if open != 0 || ended == 0 {
+                failures.push(format!("slowloris: {open} heads still open past the 8 s header deadline: {doc}"));
+            }
         }
         if kind == "upload" {
             let sent = doc["upload_bytes_sent"].as_u64().unwrap_or(u64::MAX);

@@ -6,7 +6,7 @@
 //!
 //! App arguments (`key=value`, after `--` on the kernel command line): see [`zirvium_http::settings`] —
 //! `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=128`, `idle_timeout_ms=30000`,
-//! `max_body_bytes=1048576`.
+//! `header_timeout_ms=20000`, `max_body_bytes=1048576`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 extern crate alloc;

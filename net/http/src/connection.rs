@@ -262,6 +262,12 @@ impl<'h> Connection<'h> {
         matches!(self.state, State::Head) && self.input.is_empty() && self.output.is_empty()
     }
 
+    /// True while part of a request head is buffered: the glue's header deadline runs (a client sending a
+    /// head a byte at a time, "slowloris", must not hold the connection past it).
+    pub fn reading_head(&self) -> bool {
+        matches!(self.state, State::Head) && !self.input.is_empty()
+    }
+
     /// The peer finished sending (TCP FIN): read nothing more, write what is queued, then close (RFC 9112 §9.6).
     /// An incomplete request is dropped.
     pub fn receive_eof(&mut self) {

@@ -218,8 +218,9 @@ async fn drain(app: &str, kind: ShutdownKind) {
 }
 
 /// Drives one connection until it closes: feeds what `stream` reads to a [`Connection`] answered by `handler`
-/// and writes its output back, with keep-alive and pipelining. A connection idle for `settings.idle_timeout`
-/// is closed, after a 408 if a request was half received. Read and write errors end it quietly; content that
+/// and writes its output back, with keep-alive and pipelining. A connection idle for `settings.idle_timeout`,
+/// or whose request head is not complete `settings.header_timeout` after it began (the first request's: after
+/// the connection began), is closed, after a 408 if a request was half received. Read and write errors end it quietly; content that
 /// fails part-way is logged and closes it. When the heap cannot spare its buffers the connection is answered 503
 /// ([`crate::shed::refuse`]).
 pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, handler: &dyn Handler) {
@@ -229,8 +230,15 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
         return;
     };
     let mut conn = Connection::with_handler(&settings.http, handler);
+    // When the request head being read must be complete: the first from the start, later ones from their first
+    // byte; `None` between requests and in bodies, where the idle timeout alone applies.
+    let mut head_deadline = Some(Instant::now() + settings.header_timeout);
     loop {
-        let n = match timeout(settings.idle_timeout, stream.read(&mut rx)).await {
+        let wait = match head_deadline {
+            Some(d) => settings.idle_timeout.min(d.saturating_duration_since(Instant::now())),
+            None => settings.idle_timeout,
+        };
+        let n = match timeout(wait, stream.read(&mut rx)).await {
             Ok(Ok(0)) => {
                 conn.receive_eof();
                 0
@@ -238,7 +246,7 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
             Ok(Ok(n)) => n,
             Ok(Err(_)) => return,
             Err(_) => {
-                // Idle timeout: answer 408 if a request was half received (else just close).
+                // Idle or header timeout: answer 408 if a request was half received (else just close).
                 if !conn.is_idle() {
                     let _ = conn.timeout();
                 }
@@ -250,10 +258,11 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
                 return;
             }
         };
-        let mut off = 0;
+        let (mut off, mut answered) = (0, 0);
         loop {
             let r = conn.receive(&rx[off..n]);
             off += r.consumed;
+            answered += r.requests;
             if let Some(e) = r.error {
                 log::debug!("bad request: {e} ({})", e.status_code());
             }
@@ -268,6 +277,11 @@ pub async fn serve_connection<T: Transport>(mut stream: T, settings: &Settings, 
                 break;
             }
         }
+        head_deadline = match head_deadline {
+            _ if !conn.reading_head() => None,
+            Some(d) if answered == 0 => Some(d),
+            _ => Some(Instant::now() + settings.header_timeout),
+        };
     }
 }
 
@@ -313,6 +327,10 @@ mod tests {
         shut_down: bool,
         /// The FIN is never acknowledged (the peer vanished): `shutdown` never completes.
         stall: bool,
+        /// Each piece arrives only after a read has waited once (the test's clock moves while it waits).
+        pause: bool,
+        /// With `pause`: the current read has waited.
+        waited: bool,
     }
 
     impl MemStream {
@@ -326,9 +344,14 @@ mod tests {
 
         fn read(&mut self, buf: &mut [u8]) -> impl Future<Output = Result<usize, &'static str>> {
             core::future::poll_fn(move |_| {
+                if self.pause && !self.waited {
+                    self.waited = true;
+                    return Poll::Pending;
+                }
                 let Some(piece) = self.input.front_mut() else {
                     return if self.hang { Poll::Pending } else { Poll::Ready(Ok(0)) };
                 };
+                self.waited = false;
                 let n = piece.len().min(buf.len());
                 buf[..n].copy_from_slice(&piece[..n]);
                 piece.drain(..n);
@@ -437,6 +460,46 @@ mod tests {
         assert_eq!((responses.len(), responses[0].status), (1, 408));
         assert_eq!(responses[0].header("connection"), Some("close"));
         assert!(stream.shut_down);
+    }
+
+    /// Serves `pieces`, one per read with a wait before each, the clock moving `step_ns` per wait; the
+    /// statuses answered.
+    fn serve_slowly(pieces: &[&[u8]], step_ns: u64) -> Vec<u16> {
+        libos::time::set_clock(&TestClock);
+        let demo = test_demo();
+        let settings = Settings::new("m");
+        let mut stream = MemStream { pause: true, ..MemStream::new(pieces, true) };
+        block_on(serve_connection(&mut stream, &settings, &demo), || {
+            NOW_NS.fetch_add(step_ns, Ordering::Relaxed);
+        });
+        assert!(stream.shut_down);
+        parse_responses(&stream.output, &[]).iter().map(|r| r.status).collect()
+    }
+
+    #[test]
+    fn a_trickling_head_gets_408_at_the_header_deadline() {
+        let s = Settings::new("m");
+        let (header, idle) = (s.header_timeout.as_nanos() as u64, s.idle_timeout.as_nanos() as u64);
+        let head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        // A byte every header/8 ns, far inside the idle timeout: only the header deadline can end it.
+        let trickle: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(serve_slowly(&trickle, header / 8), [408]);
+        // The same head in four pieces arrives in time.
+        let quick: Vec<&[u8]> = head.chunks(head.len().div_ceil(4)).collect();
+        assert_eq!(serve_slowly(&quick, header / 8), [200]);
+        // Between keep-alive requests the idle timeout rules: a pause longer than the header timeout (but not
+        // the idle one) before the second request's head is fine, and its deadline starts at its first byte.
+        let pause = header + (idle - header) / 2;
+        assert!(pause < idle);
+        let two: [&[u8]; 3] = [head, b"GET / HT", b"TP/1.1\r\nHost: t\r\n\r\n"];
+        assert_eq!(serve_slowly(&two, pause / 2), [200, 200]);
+        // A second head begun in the read that finished the first gets a deadline of its own.
+        let first = [head.as_slice(), b"GET / HT"].concat();
+        let pipelined: [&[u8]; 3] = [&first, b"TP/1.1\r\n", b"Host: t\r\n\r\n"];
+        assert_eq!(serve_slowly(&pipelined, header * 3 / 4), [200, 200]);
+        // The first head's deadline runs from the connection's start, not from its first byte.
+        let late: [&[u8]; 3] = [b"GET / HTTP/1.1\r\n", b"Host: t\r\n", b"\r\n"];
+        assert_eq!(serve_slowly(&late, header * 3 / 5), [408]);
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   connection attempts than this within one network poll is refused with RST;
 //! - `idle_timeout_ms=30000` a connection with no complete request for this long is closed (408 if a request
 //!   was half received);
+//! - `header_timeout_ms=20000` a request head must arrive whole within this long of its first byte (the first
+//!   request's: of the connection's start), however slowly it trickles in; else 408 and close (what nginx's
+//!   `client_header_timeout` and Apache's `RequestReadTimeout header=` do against slowloris clients);
 //! - `max_body_bytes=1048576` largest request body (413 beyond).
 //!
 //! An app adds its own keys through the `extra` callback of [`parse_args`].
@@ -29,13 +32,16 @@ pub struct Settings {
     pub backlog: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout: Duration,
+    /// A request head must be complete this long after its first byte (the first request's: after the
+    /// connection starts), else 408 and close.
+    pub header_timeout: Duration,
     /// Limits of each connection.
     pub http: Config,
 }
 
 impl Settings {
-    /// The defaults: port 80, `message`, 1024 connections, backlog 128, 30 s idle timeout, [`Config`]'s
-    /// defaults.
+    /// The defaults: port 80, `message`, 1024 connections, backlog 128, 30 s idle timeout, 20 s header timeout,
+    /// [`Config`]'s defaults.
     pub fn new(message: &str) -> Settings {
         Settings {
             port: 80,
@@ -43,6 +49,7 @@ impl Settings {
             max_connections: 1024,
             backlog: 128,
             idle_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(20),
             http: Config::default(),
         }
     }
@@ -85,12 +92,13 @@ pub fn parse_args<'a>(
             "max_connections" => s.max_connections = num(v)?.max(1),
             "backlog" => s.backlog = usize::try_from(num(v)?.max(1)).unwrap_or(usize::MAX),
             "idle_timeout_ms" => s.idle_timeout = Duration::from_millis(num(v)?.max(1)),
+            "header_timeout_ms" => s.header_timeout = Duration::from_millis(num(v)?.max(1)),
             "max_body_bytes" => s.http.max_body_bytes = num(v)?,
             _ => {
                 let sep = if known.is_empty() { "" } else { ", " };
                 return Err(ArgError(alloc::format!(
                     "{app}: unknown argument `{k}` (known: port, message, max_connections, backlog, idle_timeout_ms, \
-                     max_body_bytes{sep}{known})"
+                     header_timeout_ms, max_body_bytes{sep}{known})"
                 )));
             }
         }
