@@ -3,7 +3,7 @@
 //! acceptance from a configurable set, the capabilities answer, balloon and unballoon transactions over the pages
 //! it holds, hot-add requests, and the status reports it received. It checks what a host checks: every page the
 //! guest gives is guest RAM and not given twice, responses come in the order the protocol allows.
-#![cfg(test)]
+#![cfg(any(test, feature = "host-model"))]
 
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
@@ -50,11 +50,15 @@ pub enum HostPhase {
 pub struct DmHost {
     /// Versions (`major << 16 | minor`) it accepts.
     pub accepts: Vec<u32>,
-    /// Whether it accepts the capabilities, and suppresses status reports.
+    /// Whether it accepts the capabilities.
     pub accept_caps: bool,
+    /// Whether its capabilities answer suppresses the guest's status reports.
     pub suppress_reports: bool,
+    /// Where the host is in the protocol.
     pub phase: HostPhase,
+    /// The version it accepted (`major << 16 | minor`).
     pub version: Option<u32>,
+    /// A version request marked as the guest's last attempt arrived.
     pub last_attempt_seen: bool,
     /// The guest's capabilities report: caps, min_page_cnt, max_page_number.
     pub guest_caps: Option<(u64, u64, u64)>,
@@ -66,6 +70,7 @@ pub struct DmHost {
     pub reports: Vec<(u64, u64)>,
     /// Hot-add responses: (page_count, result).
     pub hot_add_responses: Vec<(u32, u32)>,
+    /// Unballoon responses received.
     pub unballoon_responses: usize,
     /// Balloon responses of the last transaction.
     pub balloon_responses: usize,

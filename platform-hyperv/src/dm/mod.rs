@@ -6,7 +6,8 @@
 //! Source: Linux `drivers/hv/hv_balloon.c`; QEMU `hw/hyperv/hv-balloon.c` is the host tested against.
 #![forbid(unsafe_code)]
 
-mod host_model;
+#[cfg(any(test, feature = "host-model"))]
+pub mod host_model;
 pub mod session;
 pub mod wire;
 
