@@ -26,7 +26,8 @@ pub struct Config {
     pub tcp_buffer_budget: Option<usize>,
     /// Most TCP + UDP sockets at once: listening sockets, connections (also those closing after the app
     /// dropped them) and UDP sockets. Over it, bind/accept/connect return [`Error::TooManySockets`].
-    /// DHCP and DNS sockets are not counted. Default 1280.
+    /// DHCP and DNS sockets are not counted. Default 1280; fewer on a heap that cannot hold this many sockets'
+    /// smallest buffers (heap / 24 KiB: ~100 at `-m 5`), since the socket table is allocated at its size.
     pub max_sockets: usize,
     /// Listening sockets kept ready per [`crate::TcpListener`] (smoltcp answers one SYN per listening
     /// socket; the stack tops them up after every received frame and every accept). Default 8.

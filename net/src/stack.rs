@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     /// Some TCP socket was made with small buffers since boot: [`Inner::top_up`] then looks for small
     /// listening sockets to replace with large ones while the budget allows.
     small_listening: bool,
+    /// Most TCP + UDP sockets at once: [`socket_limit`].
+    socket_limit: usize,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -182,8 +184,9 @@ impl Stack {
         };
         // The socket table at its largest from the start (app sockets + DHCP + DNS, ~0.5 KiB a slot): grown on
         // demand it would keep the high-water mark of a flood for good, and double (a large reallocation)
-        // right when memory is scarcest.
-        let mut sockets = SocketSet::new(Vec::with_capacity(config.max_sockets + 2));
+        // right when memory is scarcest. Its largest is what the heap can hold (`socket_limit`).
+        let socket_limit = socket_limit(&config);
+        let mut sockets = SocketSet::new(Vec::with_capacity(socket_limit + 2));
         let queries: Vec<Option<dns::DnsQuery>> = (0..config.dns_queries).map(|_| None).collect();
         let dns = sockets.add(dns::Socket::new(&[], queries));
         let mut inner = Inner {
@@ -212,6 +215,7 @@ impl Stack {
             tcp_large_bytes: 0,
             tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
             small_listening: false,
+            socket_limit,
         };
         let o = info.offloads;
         let offloads = match (o.rx_checksum, o.tx_checksum) {
@@ -446,8 +450,8 @@ impl Inner {
 
     /// Errors with [`Error::TooManySockets`] when no further TCP/UDP socket may be created.
     pub(crate) fn check_limit(&self, config: &Config) -> Result<()> {
-        if self.app_sockets() >= config.max_sockets {
-            Err(Error::TooManySockets { limit: config.max_sockets })
+        if self.app_sockets() >= self.socket_limit.min(config.max_sockets) {
+            Err(Error::TooManySockets { limit: self.socket_limit.min(config.max_sockets) })
         } else {
             Ok(())
         }
@@ -871,11 +875,24 @@ impl Inner {
 /// connection arrives; at least one. E.g. 7 on a 1.5 MiB heap (`-m 4M`), 128 from ~24 MiB of heap. No cap
 /// without a kernel heap (host tests).
 fn listening_cap(config: &Config) -> usize {
+    heap_sockets(config, 8)
+}
+
+/// Sockets whose smallest buffers fit in `1/divisor` of the heap, at least one; `usize::MAX` without a kernel
+/// heap (host tests).
+fn heap_sockets(config: &Config, divisor: usize) -> usize {
     let socket = SMALL_RX_BUFFER.min(config.tcp_rx_buffer) + SMALL_TX_BUFFER.min(config.tcp_tx_buffer);
     match usize::try_from(libos::mem::balloon::stats().total_bytes) {
         Ok(0) | Err(_) => usize::MAX,
-        Ok(heap) => (heap / 8 / socket.max(1)).max(1),
+        Ok(heap) => (heap / divisor / socket.max(1)).max(1),
     }
+}
+
+/// Most TCP + UDP sockets at once: [`Config::max_sockets`], or fewer where the whole heap cannot hold that many
+/// sockets' smallest buffers (8 + 16 KiB each): the socket table is allocated at this size up front, and 1,280
+/// slots of ~0.5 KiB took a quarter of a 2.4 MiB heap (`-m 5`) for sockets that could never exist.
+fn socket_limit(config: &Config) -> usize {
+    config.max_sockets.min(heap_sockets(config, 1))
 }
 
 /// Receive buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).

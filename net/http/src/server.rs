@@ -97,6 +97,9 @@ impl Transport for TcpStream {
 
 /// Connections open now, all listeners.
 static OPEN: AtomicU64 = AtomicU64::new(0);
+/// Connections being served ([`serve_connection`]), not answered 503 ([`crate::shed`]).
+static SERVING: AtomicU64 = AtomicU64::new(0);
+
 /// Set when the first response has been written (the boot timeline is logged then).
 static FIRST_RESPONSE: AtomicU64 = AtomicU64::new(0);
 
@@ -196,10 +199,12 @@ pub async fn serve(
         OPEN.fetch_add(1, Ordering::Relaxed);
         libos::task::spawn(async move {
             // Decided when the task first runs: a burst of accepts may have used the memory up meanwhile.
-            if crate::shed::should_refuse() {
+            if crate::shed::should_refuse(SERVING.load(Ordering::Relaxed)) {
                 crate::shed::refuse(stream).await;
             } else {
+                SERVING.fetch_add(1, Ordering::Relaxed);
                 serve_connection(stream, settings, handler).await;
+                SERVING.fetch_sub(1, Ordering::Relaxed);
             }
             OPEN.fetch_sub(1, Ordering::Relaxed);
         });

@@ -1,7 +1,8 @@
 //! Load shedding under memory pressure (`libos::mem::pressure`): while the kernel heap is low, [`crate::serve`]
 //! answers each new connection with [`RESPONSE`] — 503 with `Connection: close` and `Retry-After: 1`, from a
 //! fixed buffer, no per-connection state — instead of serving it, so the requests in flight finish with the
-//! memory left. Sources: RFC 9110 §15.6.4 (503 Service Unavailable), §10.2.3 (Retry-After), RFC 9112 §9.6
+//! memory left. Fewer than [`MIN_SERVED`] connections being served are always joined by one more (unless memory
+//! is critical): under a flood that keeps memory low, some clients are still served, not only refused. Sources: RFC 9110 §15.6.4 (503 Service Unavailable), §10.2.3 (Retry-After), RFC 9112 §9.6
 //! (`Connection: close`).
 
 use crate::server::Transport;
@@ -16,6 +17,10 @@ pub const BODY: &str = "the server is low on memory; retry shortly\n";
 pub const RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: zirvium\r\nContent-Type: text/plain\r\n\
 Content-Length: 43\r\nRetry-After: 1\r\nConnection: close\r\n\r\nthe server is low on memory; retry shortly\n";
 
+/// Connections served at least, whatever the pressure short of critical: their buffers (~20 KiB each) fit in the
+/// margin between the low and the critical level (an eighth of the heap, at least 128 KiB).
+pub const MIN_SERVED: u64 = 4;
+
 /// How long [`refuse`] waits for the request before answering anyway.
 const REQUEST_WAIT: Duration = Duration::from_secs(1);
 
@@ -29,10 +34,12 @@ pub fn refused() -> u64 {
     REFUSED.load(Ordering::Relaxed)
 }
 
-/// Whether a new connection should be refused now (memory [`Pressure::Low`] or worse); logs when shedding starts
-/// and stops.
-pub fn should_refuse() -> bool {
-    let low = pressure::current() >= Pressure::Low;
+/// Whether a new connection should be refused now, with `serving` connections being served: memory
+/// [`Pressure::Low`] or worse, unless fewer than [`MIN_SERVED`] are served and memory is not critical. Logs when
+/// shedding starts and stops.
+pub fn should_refuse(serving: u64) -> bool {
+    let level = pressure::current();
+    let low = level >= Pressure::Low;
     let now_ms = libos::time::uptime_ns() / 1_000_000;
     if SHEDDING.swap(low, Ordering::Relaxed) != low && now_ms >= LOGGED_MS.load(Ordering::Relaxed) + 1000 {
         LOGGED_MS.store(now_ms, Ordering::Relaxed);
@@ -45,7 +52,7 @@ pub fn should_refuse() -> bool {
             log::info!("memory recovered: serving new connections again ({} were refused)", refused());
         }
     }
-    low
+    low && (serving >= MIN_SERVED || level == Pressure::Critical)
 }
 
 /// Notes that the stack has no listening socket for want of memory (`net::Error::LowMemory` from accept): logged
@@ -78,6 +85,18 @@ pub async fn refuse<T: Transport>(mut stream: T) {
 mod tests {
     use super::*;
     use crate::testing::parse_responses;
+
+    #[test]
+    fn a_few_connections_are_served_short_of_critical() {
+        pressure::simulate(Pressure::Normal);
+        assert!(!should_refuse(100));
+        pressure::simulate(Pressure::Low);
+        assert!(!should_refuse(0) && !should_refuse(MIN_SERVED - 1));
+        assert!(should_refuse(MIN_SERVED));
+        pressure::simulate(Pressure::Critical);
+        assert!(should_refuse(0));
+        pressure::simulate(Pressure::Normal);
+    }
 
     #[test]
     fn the_response_is_a_closing_503_with_its_length() {
