@@ -454,7 +454,9 @@ pub fn stats() -> MemStats {
 #[cfg(any(test, feature = "balloon-model"))]
 pub mod model {
     use super::{PageSource, PAGE_SIZE};
-    use alloc::collections::{BTreeMap, BTreeSet};
+    use alloc::collections::BTreeMap;
+    use alloc::vec;
+    use alloc::vec::Vec;
 
     /// A heap of `pages` pages from frame `base` on: the allocated pages, first fit at the alignment, and every
     /// allocation, so a free of something not allocated (or freed twice) panics.
@@ -463,8 +465,10 @@ pub mod model {
         pub base: u64,
         /// Pages.
         pub pages: u64,
+        /// Whether each frame (from `base`) is allocated: a bitmap, so the fuzz targets' model stays cheap.
+        used: Vec<bool>,
         /// Allocated frames.
-        pub used: BTreeSet<u64>,
+        used_count: u64,
         /// Live allocations: first frame → pages.
         pub allocs: BTreeMap<u64, u64>,
     }
@@ -472,12 +476,34 @@ pub mod model {
     impl ModelHeap {
         /// A free heap of `pages` pages from frame `base`.
         pub fn new(base: u64, pages: u64) -> Self {
-            ModelHeap { base, pages, used: BTreeSet::new(), allocs: BTreeMap::new() }
+            let len = usize::try_from(pages).expect("a model heap fits the host's memory");
+            ModelHeap { base, pages, used: vec![false; len], used_count: 0, allocs: BTreeMap::new() }
+        }
+
+        /// Pages allocated now (balloon chunks and [`hold`](Self::hold)s).
+        pub fn used_pages(&self) -> u64 {
+            self.used_count
+        }
+
+        /// The bitmap slot of frame `pfn`; panics outside the heap.
+        fn slot(&mut self, pfn: u64) -> &mut bool {
+            let i = pfn.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
+            let pages = self.pages;
+            i.and_then(|i| self.used.get_mut(i))
+                .unwrap_or_else(|| panic!("page {pfn:#x} is outside the heap of {pages}"))
+        }
+
+        /// Marks `pfn` allocated; panics when it already is.
+        fn take(&mut self, pfn: u64) {
+            let slot = self.slot(pfn);
+            assert!(!*slot, "page {pfn:#x} is taken");
+            *slot = true;
+            self.used_count += 1;
         }
 
         /// An app allocation of one page at frame `pfn` (fragments the heap). Panics when it is taken.
         pub fn hold(&mut self, pfn: u64) {
-            assert!(self.used.insert(pfn), "page {pfn:#x} is taken");
+            self.take(pfn);
         }
     }
 
@@ -485,8 +511,9 @@ pub mod model {
         fn alloc(&mut self, pages: u64) -> Option<u64> {
             let mut at = self.base.next_multiple_of(pages);
             while at + pages <= self.base + self.pages {
-                if (at..at + pages).all(|p| !self.used.contains(&p)) {
-                    self.used.extend(at..at + pages);
+                let from = (at - self.base) as usize;
+                if !self.used[from..from + pages as usize].contains(&true) {
+                    (at..at + pages).for_each(|p| self.take(p));
                     self.allocs.insert(at, pages);
                     return Some(at);
                 }
@@ -497,14 +524,17 @@ pub mod model {
         fn free(&mut self, pfn: u64, pages: u64) {
             assert_eq!(self.allocs.remove(&pfn), Some(pages), "free of {pfn:#x}+{pages} that was not allocated");
             for p in pfn..pfn + pages {
-                assert!(self.used.remove(&p), "page {p:#x} freed twice");
+                let slot = self.slot(p);
+                assert!(*slot, "page {p:#x} freed twice");
+                *slot = false;
+                self.used_count -= 1;
             }
         }
         fn total_bytes(&self) -> u64 {
             self.pages * PAGE_SIZE
         }
         fn free_bytes(&self) -> u64 {
-            (self.pages - self.used.len() as u64) * PAGE_SIZE
+            (self.pages - self.used_count) * PAGE_SIZE
         }
     }
 }
@@ -529,7 +559,7 @@ mod tests {
         assert_eq!(b.stats().free_bytes, 32 << 20);
         let d = b.deflate_ranges(&given);
         assert_eq!(d, Deflated { returned: 8192, foreign: 0 });
-        assert_eq!(b.source().used.len(), 0, "every chunk is back in the heap");
+        assert_eq!(b.source().used_pages(), 0, "every chunk is back in the heap");
         assert_eq!(
             b.stats(),
             MemStats { total_bytes: 64 << 20, free_bytes: 64 << 20, ballooned_bytes: 0, floor_bytes: 8 << 20 }
@@ -562,7 +592,7 @@ mod tests {
             }
         }
         assert_eq!(b.deflate_ranges(&given).returned, 1024);
-        assert_eq!(b.source().used.len(), 4, "only the app's pages stay allocated");
+        assert_eq!(b.source().used_pages(), 4, "only the app's pages stay allocated");
     }
 
     #[test]
