@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod http;
+pub mod pages;
 pub mod tree;
 
 use core::future::Future;
