@@ -22,7 +22,7 @@
 
 use crate::error::Error;
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::btree_map::{BTreeMap, Entry};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -84,6 +84,7 @@ impl From<StorageError> for Error {
 }
 
 struct Slot {
+    sector: u64,
     data: Box<[u8]>,
     dirty: bool,
     /// Last use (a tick of the cache's clock), for LRU eviction.
@@ -108,7 +109,13 @@ pub struct SectorCache {
     ss: usize,
     /// Device size (bytes).
     size: u64,
-    slots: BTreeMap<u64, Slot>,
+    /// Cached sectors, in no order; [`index`](Self::index) finds them.
+    slots: Vec<Slot>,
+    /// Sector -> position in `slots`, ascending (range look-ups, write-back order).
+    index: BTreeMap<u64, usize>,
+    /// Position in `slots` of the sector used last: a FAT library reads a directory entry field by field, so
+    /// most look-ups ask for the same sector again and skip the map (stale when that slot moved: checked).
+    hot: usize,
     max_slots: usize,
     tick: u64,
     stats: CacheStats,
@@ -132,7 +139,9 @@ impl SectorCache {
             dev,
             ss,
             size,
-            slots: BTreeMap::new(),
+            slots: Vec::new(),
+            index: BTreeMap::new(),
+            hot: 0,
             max_slots: (bytes / ss).max(16),
             tick: 0,
             stats: CacheStats::default(),
@@ -204,8 +213,9 @@ impl SectorCache {
         if !continues {
             self.send_pending()?;
         }
-        for (&s, slot) in self.slots.range_mut(sector..sector + n) {
+        for (&s, &i) in self.index.range(sector..sector + n) {
             let at = (s - sector) as usize * ss;
+            let slot = &mut self.slots[i];
             slot.data.copy_from_slice(&buf[at..at + ss]);
             slot.dirty = false;
         }
@@ -260,30 +270,42 @@ impl SectorCache {
                 self.dev_read(sector, out)?;
             }
         }
-        for (&s, slot) in self.slots.range(sector..sector + n) {
+        for (&s, &i) in self.index.range(sector..sector + n) {
             let at = (s - sector) as usize * ss;
-            out[at..at + ss].copy_from_slice(&slot.data);
+            out[at..at + ss].copy_from_slice(&self.slots[i].data);
         }
         Ok(())
     }
 
     fn evict_one(&mut self) -> Result<(), StorageError> {
-        let Some((&victim, slot)) = self.slots.iter().min_by_key(|(_, s)| s.used) else {
+        // Ties (sectors read ahead and never used) go to the lowest sector.
+        let Some((at, slot)) = self.slots.iter().enumerate().min_by_key(|(_, s)| (s.used, s.sector)) else {
             return Ok(());
         };
+        let victim = slot.sector;
         if slot.dirty {
             let data = slot.data.clone();
             self.send_pending()?;
             self.dev_write(victim, &data)?;
         }
-        self.slots.remove(&victim);
+        self.index.remove(&victim);
+        self.slots.swap_remove(at);
+        if let Some(moved) = self.slots.get(at) {
+            self.index.insert(moved.sector, at);
+        }
         Ok(())
     }
 
     /// The cached sector `sector`, read (with read-ahead) on a miss.
     fn slot(&mut self, sector: u64) -> Result<&mut Slot, StorageError> {
         self.tick += 1;
-        if !self.slots.contains_key(&sector) {
+        let tick = self.tick;
+        if self.slots.get(self.hot).is_some_and(|s| s.sector == sector) {
+            let slot = &mut self.slots[self.hot];
+            slot.used = tick;
+            return Ok(slot);
+        }
+        if !self.index.contains_key(&sector) {
             let total = self.size / self.ss as u64;
             let count = READ_AHEAD.min(total.saturating_sub(sector)).max(1);
             // Evict before reading: a dirty victim inside the read-ahead range is then written first, so the
@@ -294,18 +316,17 @@ impl SectorCache {
             let mut buf = vec![0u8; count as usize * self.ss];
             self.send_pending()?;
             self.dev_read(sector, &mut buf)?;
-            for (i, chunk) in buf.chunks_exact(self.ss).enumerate() {
+            for (s, chunk) in (sector..).zip(buf.chunks_exact(self.ss)) {
                 // Sectors already cached may be dirty and newer than the device: keep them.
-                self.slots.entry(sector + i as u64).or_insert_with(|| Slot {
-                    data: chunk.into(),
-                    dirty: false,
-                    used: 0,
-                });
+                if let Entry::Vacant(v) = self.index.entry(s) {
+                    v.insert(self.slots.len());
+                    self.slots.push(Slot { sector: s, data: chunk.into(), dirty: false, used: 0 });
+                }
             }
         }
-        let tick = self.tick;
         // Inserted just above when it was missing.
-        let slot = self.slots.get_mut(&sector).ok_or(StorageError::UnexpectedEof)?;
+        self.hot = *self.index.get(&sector).ok_or(StorageError::UnexpectedEof)?;
+        let slot = &mut self.slots[self.hot];
         slot.used = tick;
         Ok(slot)
     }
@@ -371,7 +392,7 @@ impl SectorCache {
     /// completed write is in the device; it is durable after [`sync`](Self::sync).
     pub fn write_back(&mut self) -> Result<(), StorageError> {
         self.send_pending()?;
-        let dirty: Vec<u64> = self.slots.iter().filter(|(_, s)| s.dirty).map(|(&n, _)| n).collect();
+        let dirty: Vec<u64> = self.index.iter().filter(|(_, &i)| self.slots[i].dirty).map(|(&n, _)| n).collect();
         let max_run = (self.dev.info().max_transfer / self.ss).max(1);
         let mut i = 0;
         while i < dirty.len() {
@@ -381,14 +402,14 @@ impl SectorCache {
             }
             let mut buf = Vec::with_capacity((j - i) * self.ss);
             for s in &dirty[i..j] {
-                if let Some(slot) = self.slots.get(s) {
-                    buf.extend_from_slice(&slot.data);
+                if let Some(&at) = self.index.get(s) {
+                    buf.extend_from_slice(&self.slots[at].data);
                 }
             }
             self.dev_write(dirty[i], &buf)?;
             for s in &dirty[i..j] {
-                if let Some(slot) = self.slots.get_mut(s) {
-                    slot.dirty = false;
+                if let Some(&at) = self.index.get(s) {
+                    self.slots[at].dirty = false;
                 }
             }
             i = j;
@@ -445,10 +466,9 @@ impl fatfs::Write for Storage {
 
 impl fatfs::Seek for Storage {
     fn seek(&mut self, pos: fatfs::SeekFrom) -> Result<u64, StorageError> {
-        let size = self.cache.lock().size();
         let new = match pos {
             fatfs::SeekFrom::Start(n) => Some(n),
-            fatfs::SeekFrom::End(d) => size.checked_add_signed(d),
+            fatfs::SeekFrom::End(d) => self.cache.lock().size().checked_add_signed(d),
             fatfs::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
         self.pos = new.ok_or(StorageError::UnexpectedEof)?;

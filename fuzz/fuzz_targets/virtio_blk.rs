@@ -16,7 +16,7 @@ use drivers::virtio::testing::{le32, le64, read_mem, write_mem, Desc, MockTransp
 use libfuzzer_sys::fuzz_target;
 use libos::dev::{BlockDevice, BlockError};
 use virtio_drivers::transport::DeviceType;
-use zirvium_fuzz::{disk_byte, poll_with, Input};
+use zirvium_fuzz::{disk_bytes, is_disk, poll_with, Input};
 
 const QS: usize = 16;
 type Transport = MockTransport<()>;
@@ -55,7 +55,8 @@ impl Device {
             assert_eq!((status.len, status.flags & VIRTQ_DESC_F_WRITE), (1, VIRTQ_DESC_F_WRITE), "status byte last");
             for d in &descs[1..descs.len() - 1] {
                 if ty == T_IN {
-                    let bytes: Vec<u8> = (0..u64::from(d.len)).map(|i| disk_byte(at + i)).collect();
+                    let mut bytes = vec![0u8; d.len as usize];
+                    disk_bytes(at, &mut bytes);
                     write_mem(d.addr, &bytes);
                     written += d.len;
                 } else if ty == T_OUT {
@@ -143,7 +144,7 @@ fn run(irq: &'static IrqSlot, input: &mut Input<'_>) {
                 let r = poll_with(blk.read(sector, &mut buf), steps, || step(&mut dev, input));
                 if let (Some(Ok(())), true) = (&r, dev.honest) {
                     let start = sector * sector_size;
-                    assert!(buf.iter().enumerate().all(|(i, &b)| b == disk_byte(start + i as u64)), "wrong read data");
+                    assert!(is_disk(start, &buf), "wrong read data");
                 }
                 r
             }

@@ -63,7 +63,9 @@ fn run(irq: &'static IrqSlot, input: &mut Input<'_>) {
                     let room = descs[0].len as usize;
                     let n = usize::from(input.u16()).min(room.saturating_sub(hdr)).max(1).min(room - hdr);
                     let mut pkt = vec![0u8; hdr];
-                    pkt.extend((0..n).map(|i| (i as u8) ^ input.clone().u8()));
+                    // The next input byte (peeked, not consumed) salts the pattern; read once, not per byte.
+                    let salt = input.clone().u8();
+                    pkt.extend((0..n).map(|i| (i as u8) ^ salt));
                     write_mem(descs[0].addr, &pkt);
                     t.push_used(QUEUE_RECEIVE, u32::from(head), pkt.len() as u32);
                     if n > 0 {

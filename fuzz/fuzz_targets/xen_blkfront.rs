@@ -16,9 +16,9 @@ use platform_xen::blkfront::{BlkRing, Blkfront, Geometry};
 use platform_xen::evtchn::EvtchnPort;
 use platform_xen::gnttab::GrantTable;
 use platform_xen::ring::backend::BackRing;
-use platform_xen::shared::SharedPage;
+use platform_xen::shared::{SharedPage, PAGE_SIZE};
 use std::sync::Arc;
-use zirvium_fuzz::{disk_byte, poll_with, Input, XenEvents};
+use zirvium_fuzz::{disk_bytes, is_disk, poll_with, Input, XenEvents};
 
 struct Backend<'a> {
     grants: &'a GrantTable,
@@ -58,8 +58,9 @@ impl Backend<'_> {
                 let off = usize::from(s.first_sect) * 512;
                 let n = (usize::from(s.last_sect) - usize::from(s.first_sect) + 1) * 512;
                 if op == OP_READ {
-                    let bytes: Vec<u8> = (0..n as u64).map(|i| disk_byte(at + i)).collect();
-                    page.write(off, &bytes);
+                    let mut bytes = [0u8; PAGE_SIZE];
+                    disk_bytes(at, &mut bytes[..n]);
+                    page.write(off, &bytes[..n]);
                 }
                 at += n as u64;
             }
@@ -167,10 +168,7 @@ fn run(grants: &'static GrantTable, geometry: Geometry, input: &mut Input<'_>) {
                 if let Some(Ok(())) = r {
                     if backend.honest {
                         let start = sector * sector_size;
-                        assert!(
-                            buf.iter().enumerate().all(|(i, &b)| b == disk_byte(start + i as u64)),
-                            "read returned wrong bytes"
-                        );
+                        assert!(is_disk(start, &buf), "read returned wrong bytes");
                     }
                 }
                 r

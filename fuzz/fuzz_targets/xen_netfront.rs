@@ -20,7 +20,12 @@ use platform_xen::ring::backend::BackRing;
 use platform_xen::shared::{SharedPage, PAGE_SIZE};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use zirvium_fuzz::pages::PageCache;
 use zirvium_fuzz::{Input, XenEvents};
+
+/// Hundreds of shared pages per input: keep freed ones for the next input instead of going through glibc.
+#[global_allocator]
+static ALLOC: PageCache = PageCache::new();
 
 fuzz_target!(|data: &[u8]| {
     let grants = Arc::new(GrantTable::new((0..2).map(|_| SharedPage::new().expect("page")).collect()));

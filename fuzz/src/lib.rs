@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod http;
+pub mod pages;
 pub mod tree;
 
 use core::future::Future;
@@ -126,9 +127,34 @@ pub unsafe fn with_static<R>(data: &[u8], f: impl FnOnce(&'static [u8]) -> R) ->
     r
 }
 
-/// Disk contents of the block device models: byte `at` of the disk is `at * 13 % 251`.
-pub fn disk_byte(at: u64) -> u8 {
-    (at * 13 % 251) as u8
+/// The disk pattern's period (bytes): byte `at` of the disk is `at * 13 % 251`.
+const DISK_PERIOD: usize = 251;
+
+/// Two periods of the disk pattern from byte 0: any run of at most one period starts inside the first.
+static DISK_PATTERN: [u8; 2 * DISK_PERIOD] = {
+    let mut p = [0u8; 2 * DISK_PERIOD];
+    let mut i = 0;
+    while i < p.len() {
+        p[i] = (i * 13 % DISK_PERIOD) as u8;
+        i += 1;
+    }
+    p
+};
+
+/// Disk contents of the block device models, `out.len()` bytes from byte `at` on: byte `at` of the disk is
+/// `at * 13 % 251`. Copied from a table a period at a time (a division per byte was most of a device target's
+/// execution).
+pub fn disk_bytes(at: u64, out: &mut [u8]) {
+    let from = (at % DISK_PERIOD as u64) as usize;
+    for chunk in out.chunks_mut(DISK_PERIOD) {
+        chunk.copy_from_slice(&DISK_PATTERN[from..from + chunk.len()]);
+    }
+}
+
+/// Whether `buf` holds the disk contents ([`disk_bytes`]) from byte `at` on.
+pub fn is_disk(at: u64, buf: &[u8]) -> bool {
+    let from = (at % DISK_PERIOD as u64) as usize;
+    buf.chunks(DISK_PERIOD).all(|chunk| chunk == &DISK_PATTERN[from..from + chunk.len()])
 }
 
 /// Event channel operations for the Xen front-end targets: sends succeed and do nothing (the fuzzer plays the

@@ -13,7 +13,7 @@ use crate::dir::{Dir, DirRawStream};
 use crate::error::{Error, IoError};
 use crate::file::File;
 use crate::fs::{FatType, FileSystem, OemCpConverter, ReadWriteSeek};
-use crate::io::{self, Read, ReadLeExt, Write, WriteLeExt};
+use crate::io::{self, Read, Write, WriteLeExt};
 use crate::time::{Date, DateTime};
 
 bitflags! {
@@ -388,7 +388,12 @@ impl DirEntryData {
             }
             Ok(()) => {}
         }
-        let attrs = FileAttributes::from_bits_truncate(rdr.read_u8()?);
+        // Zirvium patch: the other 21 bytes of the entry in one read, decoded from memory (field by field, each
+        // field was a read through the whole storage stack; the same bytes and the same errors either way).
+        let mut rest = [0_u8; DIR_ENTRY_SIZE as usize - SFN_SIZE];
+        rdr.read_exact(&mut rest)?;
+        let attrs = FileAttributes::from_bits_truncate(rest[0]);
+        let u16_at = |at: usize| u16::from_le_bytes([rest[at], rest[at + 1]]);
         if attrs & FileAttributes::LFN == FileAttributes::LFN {
             // read long name entry
             let mut data = DirLfnEntryData {
@@ -402,14 +407,14 @@ impl DirEntryData {
                 *dst = u16::from_le_bytes(src.try_into().unwrap());
             }
 
-            data.entry_type = rdr.read_u8()?;
-            data.checksum = rdr.read_u8()?;
-            for x in &mut data.name_1 {
-                *x = rdr.read_u16_le()?;
+            data.entry_type = rest[1];
+            data.checksum = rest[2];
+            for (i, x) in data.name_1.iter_mut().enumerate() {
+                *x = u16_at(3 + 2 * i);
             }
-            data.reserved_0 = rdr.read_u16_le()?;
-            for x in &mut data.name_2 {
-                *x = rdr.read_u16_le()?;
+            data.reserved_0 = u16_at(15);
+            for (i, x) in data.name_2.iter_mut().enumerate() {
+                *x = u16_at(17 + 2 * i);
             }
             Ok(DirEntryData::Lfn(data))
         } else {
@@ -417,16 +422,16 @@ impl DirEntryData {
             let data = DirFileEntryData {
                 name,
                 attrs,
-                reserved_0: rdr.read_u8()?,
-                create_time_0: rdr.read_u8()?,
-                create_time_1: rdr.read_u16_le()?,
-                create_date: rdr.read_u16_le()?,
-                access_date: rdr.read_u16_le()?,
-                first_cluster_hi: rdr.read_u16_le()?,
-                modify_time: rdr.read_u16_le()?,
-                modify_date: rdr.read_u16_le()?,
-                first_cluster_lo: rdr.read_u16_le()?,
-                size: rdr.read_u32_le()?,
+                reserved_0: rest[1],
+                create_time_0: rest[2],
+                create_time_1: u16_at(3),
+                create_date: u16_at(5),
+                access_date: u16_at(7),
+                first_cluster_hi: u16_at(9),
+                modify_time: u16_at(11),
+                modify_date: u16_at(13),
+                first_cluster_lo: u16_at(15),
+                size: u32::from_le_bytes([rest[17], rest[18], rest[19], rest[20]]),
             };
             Ok(DirEntryData::File(data))
         }
