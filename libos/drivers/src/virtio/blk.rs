@@ -23,10 +23,11 @@ use core::fmt;
 use libos::dev::{BlockDevice, BlockError, BlockFuture, BlockInfo};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
-use virtio_drivers::{Error as VirtioError, Hal};
+use virtio_drivers::Hal;
 
 pub use geometry::{feature_names, Geometry, GeometryError, RawConfig};
 
+use super::init::{self, StartError};
 use super::net::{IrqAck, F_VERSION_1};
 use super::pool::InFlight;
 use crate::block::{BlockQueue, Disk, Op, Piece, Queue};
@@ -203,31 +204,9 @@ pub fn completion(
 /// Why a virtio-blk device could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlkInitError {
-    /// The device did not accept our feature subset (FEATURES_OK did not stick).
-    FeaturesRejected {
-        /// Device name, e.g. "virtio-blk@pci:00:04.0".
-        device: String,
-        /// The feature bits the driver wrote (device features masked to the driver's subset).
-        features: u64,
-    },
-    /// The request virtqueue is smaller than the driver's queue size.
-    QueueTooSmall {
-        /// Device name, e.g. "virtio-blk@pci:00:04.0".
-        device: String,
-        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
-        max: u32,
-        /// The driver's queue size (descriptors).
-        need: usize,
-    },
-    /// `virtio-drivers` refused an operation (queue setup, configuration read).
-    Virtio {
-        /// Device name, e.g. "virtio-blk@pci:00:04.0".
-        device: String,
-        /// What was being set up or read, e.g. "request queue".
-        what: &'static str,
-        /// The `virtio-drivers` error.
-        error: VirtioError,
-    },
+    /// A start-up step every virtio driver shares failed (features, the request queue, configuration space read,
+    /// interrupt).
+    Start(StartError),
     /// The configuration space holds values the driver cannot work with.
     Config {
         /// Device name, e.g. "virtio-blk@pci:00:04.0".
@@ -235,27 +214,19 @@ pub enum BlkInitError {
         /// Which configuration value is unusable.
         error: GeometryError,
     },
-    /// Interrupt setup failed.
-    Interrupt {
-        /// Device name, e.g. "virtio-blk@pci:00:04.0".
-        device: String,
-        /// Why interrupt setup failed.
-        detail: String,
-    },
+}
+
+impl From<StartError> for BlkInitError {
+    fn from(e: StartError) -> Self {
+        Self::Start(e)
+    }
 }
 
 impl fmt::Display for BlkInitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::FeaturesRejected { device, features } => {
-                write!(f, "{device}: device refused features {}", feature_names(*features))
-            }
-            Self::QueueTooSmall { device, max, need } => {
-                write!(f, "{device}: requestq holds at most {max} descriptors, the driver needs {need}")
-            }
-            Self::Virtio { device, what, error } => write!(f, "{device}: {what}: {error}"),
+            Self::Start(e) => write!(f, "{e}"),
             Self::Config { device, error } => write!(f, "{device}: configuration space: {error}"),
-            Self::Interrupt { device, detail } => write!(f, "{device}: interrupt setup: {detail}"),
         }
     }
 }
@@ -408,20 +379,7 @@ impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> Vi
         ack: IrqAck,
         setup_irq: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Arc<Self>, BlkInitError> {
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let features = transport.read_device_features() & DRIVER_FEATURES;
-        transport.write_driver_features(features);
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
-        // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
-        if features & F_VERSION_1 != 0 && !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(BlkInitError::FeaturesRejected { device: name, features });
-        }
-        let vio = |what: &'static str, name: &str| {
-            let device = String::from(name);
-            move |error| BlkInitError::Virtio { device, what, error }
-        };
+        let features = init::negotiate_features(&mut transport, &name, |f| f & DRIVER_FEATURES, feature_names)?;
         let raw = transport
             .read_consistent(|| {
                 // Two 32-bit halves: virtio-drivers refuses 8-byte config reads (only 4-byte alignment is
@@ -435,31 +393,12 @@ impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> Vi
                     blk_size: transport.read_config_space::<u32>(geometry::CONFIG_BLK_SIZE)?,
                 })
             })
-            .map_err(|e| {
-                transport.set_status(DeviceStatus::FAILED);
-                vio("configuration space", &name)(e)
-            })?;
-        let geometry = match Geometry::new(features, &raw, BOUNCE_MAX) {
-            Ok(g) => g,
-            Err(error) => {
-                transport.set_status(DeviceStatus::FAILED);
-                return Err(BlkInitError::Config { device: name, error });
-            }
-        };
-        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
-        let max = transport.max_queue_size(QUEUE_REQUEST);
-        if (max as usize) < QS {
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(BlkInitError::QueueTooSmall { device: name, max, need: QS });
-        }
-        let queue = VirtQueue::<H, QS>::new(&mut transport, QUEUE_REQUEST, false, false).map_err(|e| {
-            transport.set_status(DeviceStatus::FAILED);
-            vio("request queue", &name)(e)
-        })?;
-        if let Err(detail) = setup_irq() {
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(BlkInitError::Interrupt { device: name, detail });
-        }
+            .map_err(|e| init::virtio_failed(&mut transport, &name, "configuration space", e))?;
+        let geometry = Geometry::new(features, &raw, BOUNCE_MAX)
+            .map_err(|error| init::failed(&mut transport, BlkInitError::Config { device: name.clone(), error }))?;
+        init::check_queue_sizes(&mut transport, &name, &[(QUEUE_REQUEST, QS)])?;
+        let queue = init::new_queue::<H, T, QS>(&mut transport, &name, QUEUE_REQUEST, "request queue")?;
+        init::setup_interrupt(&mut transport, &name, setup_irq)?;
         let slots = (QS / 3).clamp(1, MAX_IN_FLIGHT);
         let info = BlockInfo {
             name: name.clone(),

@@ -18,6 +18,7 @@ pub mod blk;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)]
 mod hal;
+pub mod init;
 // virtqueue `add`/`pop_used`: the driver lends its frame buffers to the device.
 #[allow(unsafe_code)]
 pub mod net;

@@ -20,6 +20,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
 
+use super::init::{self, StartError};
 use super::pool::{InFlight, PoolError, TxPool};
 use crate::irq::IrqSlot;
 
@@ -150,40 +151,8 @@ pub fn ring_buffers(queue_size: usize, buf_len: usize) -> usize {
 /// Why a virtio-net device could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetInitError {
-    /// The device did not accept our feature subset (FEATURES_OK did not stick).
-    FeaturesRejected {
-        /// Device name, e.g. "virtio-net@pci:00:03.0".
-        device: String,
-        /// The feature bits the driver wrote (device features masked to the driver's subset).
-        features: u64,
-    },
-    /// A virtqueue is smaller than the driver's queue size.
-    QueueTooSmall {
-        /// Device name, e.g. "virtio-net@pci:00:03.0".
-        device: String,
-        /// Virtqueue index (0 = receiveq1, 1 = transmitq1).
-        queue: u16,
-        /// The queue's maximum size (`queue_size` / `QueueNumMax`, descriptors).
-        max: u32,
-        /// The driver's queue size (descriptors).
-        need: usize,
-    },
-    /// `virtio-drivers` refused an operation (queue setup, DMA allocation, configuration read).
-    Virtio {
-        /// Device name, e.g. "virtio-net@pci:00:03.0".
-        device: String,
-        /// What was being set up or read, e.g. "receive queue" or "config space (mac)".
-        what: &'static str,
-        /// The `virtio-drivers` error.
-        error: VirtioError,
-    },
-    /// Interrupt setup failed.
-    Interrupt {
-        /// Device name, e.g. "virtio-net@pci:00:03.0".
-        device: String,
-        /// Why interrupt setup failed.
-        detail: String,
-    },
+    /// A start-up step every virtio driver shares failed (features, virtqueues, configuration space, interrupt).
+    Start(StartError),
     /// The receive buffers could not be posted.
     Buffers {
         /// Device name, e.g. "virtio-net@pci:00:03.0".
@@ -193,17 +162,16 @@ pub enum NetInitError {
     },
 }
 
+impl From<StartError> for NetInitError {
+    fn from(e: StartError) -> Self {
+        Self::Start(e)
+    }
+}
+
 impl fmt::Display for NetInitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::FeaturesRejected { device, features } => {
-                write!(f, "{device}: device refused features {}", feature_names(*features))
-            }
-            Self::QueueTooSmall { device, queue, max, need } => {
-                write!(f, "{device}: virtqueue {queue} holds at most {max} descriptors, the driver needs {need}")
-            }
-            Self::Virtio { device, what, error } => write!(f, "{device}: {what}: {error}"),
-            Self::Interrupt { device, detail } => write!(f, "{device}: interrupt setup: {detail}"),
+            Self::Start(e) => write!(f, "{e}"),
             Self::Buffers { device, detail } => write!(f, "{device}: posting receive buffers: {detail}"),
         }
     }
@@ -260,41 +228,16 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         ack: IrqAck,
         setup_irq: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Self, NetInitError> {
-        let vio = |what: &'static str, name: &str| {
-            let device = String::from(name);
-            move |error| NetInitError::Virtio { device, what, error }
-        };
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let features = negotiate(transport.read_device_features());
-        transport.write_driver_features(features);
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
-        // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
-        if features & F_VERSION_1 != 0 && !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            transport.set_status(DeviceStatus::FAILED);
-            return Err(NetInitError::FeaturesRejected { device: name, features });
-        }
-        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
-        for queue in [QUEUE_RECEIVE, QUEUE_TRANSMIT] {
-            let max = transport.max_queue_size(queue);
-            if (max as usize) < QS {
-                transport.set_status(DeviceStatus::FAILED);
-                return Err(NetInitError::QueueTooSmall { device: name, queue, max, need: QS });
-            }
-        }
-        let fail = |t: &mut T| t.set_status(DeviceStatus::FAILED);
-        let rx = VirtQueue::<H, QS>::new(&mut transport, QUEUE_RECEIVE, false, false).map_err(|e| {
-            fail(&mut transport);
-            vio("receive queue", &name)(e)
-        })?;
-        let tx = VirtQueue::<H, QS>::new(&mut transport, QUEUE_TRANSMIT, false, false).map_err(|e| {
-            fail(&mut transport);
-            vio("transmit queue", &name)(e)
-        })?;
+        let features = init::negotiate_features(&mut transport, &name, negotiate, feature_names)?;
+        init::check_queue_sizes(&mut transport, &name, &[(QUEUE_RECEIVE, QS), (QUEUE_TRANSMIT, QS)])?;
+        let rx = init::new_queue::<H, T, QS>(&mut transport, &name, QUEUE_RECEIVE, "receive queue")?;
+        let tx = init::new_queue::<H, T, QS>(&mut transport, &name, QUEUE_TRANSMIT, "transmit queue")?;
         let mac = if features & F_MAC != 0 {
             let mut mac = [0u8; 6];
             for (i, b) in mac.iter_mut().enumerate() {
-                *b = transport.read_config_space::<u8>(i).map_err(vio("config space (mac)", &name))?;
+                *b = transport
+                    .read_config_space::<u8>(i)
+                    .map_err(|e| init::virtio_failed(&mut transport, &name, "config space (mac)", e))?;
             }
             mac
         } else {
@@ -302,7 +245,8 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             [0x02, 0, 0, 0, 0, 1]
         };
         let mtu = if features & F_MTU != 0 {
-            usize::from(transport.read_config_space::<u16>(10).map_err(vio("config space (mtu)", &name))?)
+            let mtu = transport.read_config_space::<u16>(10);
+            usize::from(mtu.map_err(|e| init::virtio_failed(&mut transport, &name, "config space (mtu)", e))?)
         } else {
             DEFAULT_MTU
         };
@@ -341,10 +285,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             irq,
             broken: None,
         };
-        if let Err(detail) = setup_irq() {
-            dev.transport.set_status(DeviceStatus::FAILED);
-            return Err(NetInitError::Interrupt { device: dev.info.name.clone(), detail });
-        }
+        init::setup_interrupt(&mut dev.transport, &dev.info.name, setup_irq)?;
         // Transmit completions are reclaimed lazily; interrupts only while the queue is full.
         dev.tx.set_dev_notify(false);
         for _ in 0..RX_INITIAL.min(dev.rx_target) {

@@ -26,6 +26,7 @@ use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
 use virtio_drivers::{Error as VirtioError, Hal};
 
+use super::init::{self, StartError};
 use super::net::{IrqAck, F_VERSION_1};
 use crate::irq::IrqSlot;
 pub use session::{Direction, Session, SessionError, Totals};
@@ -44,37 +45,17 @@ const OPS_PER_POLL: usize = 16;
 /// Why the virtio-balloon device failed (at start-up, or later for a protocol error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BalloonError {
-    /// The device did not accept the driver's feature subset (FEATURES_OK did not stick).
-    FeaturesRejected {
-        /// Device name, e.g. "virtio-balloon@mmio:0xfeb00000".
-        device: String,
-        /// The feature bits the driver wrote.
-        features: u64,
-    },
-    /// A virtqueue is smaller than [`QUEUE_SIZE`].
-    QueueTooSmall {
-        /// Device name.
-        device: String,
-        /// The virtqueue index (0 inflateq, 1 deflateq, 2 statsq).
-        queue: u16,
-        /// The queue's maximum size (descriptors).
-        max: u32,
-    },
-    /// `virtio-drivers` refused an operation (queue setup, configuration access, adding a buffer).
+    /// A start-up step every virtio driver shares failed (features, virtqueues, interrupt).
+    Start(StartError),
+    /// `virtio-drivers` refused an operation after the virtqueues were set up (configuration access, adding a
+    /// buffer).
     Virtio {
         /// Device name.
         device: String,
-        /// What was being done, e.g. "inflateq setup".
+        /// What was being done, e.g. "writing actual".
         what: &'static str,
         /// The `virtio-drivers` error.
         error: VirtioError,
-    },
-    /// Interrupt setup failed.
-    Interrupt {
-        /// Device name.
-        device: String,
-        /// Why.
-        detail: String,
     },
     /// The device broke the protocol (a used id the driver did not lend, a used buffer nothing was in flight
     /// for) or gave a page frame number beyond le32; the driver stops.
@@ -88,17 +69,17 @@ pub enum BalloonError {
     },
 }
 
+impl From<StartError> for BalloonError {
+    fn from(e: StartError) -> Self {
+        Self::Start(e)
+    }
+}
+
 impl fmt::Display for BalloonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::FeaturesRejected { device, features } => {
-                write!(f, "{device}: device refused features {}", feature_names(*features))
-            }
-            Self::QueueTooSmall { device, queue, max } => {
-                write!(f, "{device}: virtqueue {queue} holds at most {max} descriptors, the driver needs {QUEUE_SIZE}")
-            }
+            Self::Start(e) => write!(f, "{e}"),
             Self::Virtio { device, what, error } => write!(f, "{device}: {what}: {error}"),
-            Self::Interrupt { device, detail } => write!(f, "{device}: interrupt setup: {detail}"),
             Self::Protocol { device, queue, detail } => write!(f, "{device}: {queue}: {detail}"),
         }
     }
@@ -149,48 +130,17 @@ impl<H: Hal, T: Transport> VirtioBalloon<H, T> {
         balloon: &dyn BalloonOps,
         setup_irq: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Self, BalloonError> {
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let features = transport.read_device_features() & DRIVER_FEATURES;
-        transport.write_driver_features(features);
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
-        let fail = |t: &mut T, e: BalloonError| {
-            t.set_status(DeviceStatus::FAILED);
-            Err(e)
-        };
-        // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
-        if features & F_VERSION_1 != 0 && !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            return fail(&mut transport, BalloonError::FeaturesRejected { device: name, features });
-        }
-        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
+        let features = init::negotiate_features(&mut transport, &name, |f| f & DRIVER_FEATURES, feature_names)?;
         let with_stats = features & wire::F_STATS_VQ != 0;
-        let queues: &[u16] = if with_stats { &[QUEUE_INFLATE, QUEUE_DEFLATE, QUEUE_STATS] } else { &[0, 1] };
-        for &queue in queues {
-            let max = transport.max_queue_size(queue);
-            if (max as usize) < QUEUE_SIZE {
-                return fail(&mut transport, BalloonError::QueueTooSmall { device: name, queue, max });
-            }
-        }
-        let vio = |what: &'static str, device: &str, error| BalloonError::Virtio { device: device.into(), what, error };
-        let inflateq = match VirtQueue::new(&mut transport, QUEUE_INFLATE, false, false) {
-            Ok(q) => q,
-            Err(e) => return fail(&mut transport, vio("inflateq setup", &name, e)),
+        let queues = [(QUEUE_INFLATE, QUEUE_SIZE), (QUEUE_DEFLATE, QUEUE_SIZE), (QUEUE_STATS, QUEUE_SIZE)];
+        init::check_queue_sizes(&mut transport, &name, &queues[..if with_stats { 3 } else { 2 }])?;
+        let inflateq = init::new_queue(&mut transport, &name, QUEUE_INFLATE, "inflateq setup")?;
+        let deflateq = init::new_queue(&mut transport, &name, QUEUE_DEFLATE, "deflateq setup")?;
+        let statsq = match with_stats {
+            true => Some(init::new_queue(&mut transport, &name, QUEUE_STATS, "statsq setup")?),
+            false => None,
         };
-        let deflateq = match VirtQueue::new(&mut transport, QUEUE_DEFLATE, false, false) {
-            Ok(q) => q,
-            Err(e) => return fail(&mut transport, vio("deflateq setup", &name, e)),
-        };
-        let statsq = if with_stats {
-            match VirtQueue::new(&mut transport, QUEUE_STATS, false, false) {
-                Ok(q) => Some(q),
-                Err(e) => return fail(&mut transport, vio("statsq setup", &name, e)),
-            }
-        } else {
-            None
-        };
-        if let Err(detail) = setup_irq() {
-            return fail(&mut transport, BalloonError::Interrupt { device: name, detail });
-        }
+        init::setup_interrupt(&mut transport, &name, setup_irq)?;
         let mut dev = VirtioBalloon {
             name,
             transport,

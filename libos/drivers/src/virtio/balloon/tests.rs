@@ -226,6 +226,6 @@ fn a_device_refusing_the_features_is_failed() {
         VirtioBalloon::<TestHal, Dev>::new(t.clone(), "virtio-balloon@test".into(), irq, IrqAck::Task, &b, &mut || {
             Ok(())
         });
-    assert!(matches!(r, Err(BalloonError::FeaturesRejected { .. })));
+    assert!(matches!(r, Err(BalloonError::Start(StartError::FeaturesRejected { .. }))));
     assert!(t.status().contains(DeviceStatus::FAILED));
 }

@@ -532,18 +532,28 @@ fn init_errors() {
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().refuse_features = true;
     let e = start_with(&t, IrqAck::None).err().unwrap();
+    let features = F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
     assert_eq!(
         e,
-        BlkInitError::FeaturesRejected {
+        BlkInitError::Start(StartError::FeaturesRejected {
             device: "virtio-blk@test".into(),
-            features: F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH
-        }
+            features,
+            names: feature_names(features)
+        })
     );
     assert!(e.to_string().contains("SEG_MAX,BLK_SIZE,FLUSH,VERSION_1"));
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().queue_max = 8;
     let e = start_with(&t, IrqAck::None).err().unwrap();
-    assert_eq!(e, BlkInitError::QueueTooSmall { device: "virtio-blk@test".into(), max: 8, need: QS });
+    assert_eq!(
+        e,
+        BlkInitError::Start(StartError::QueueTooSmall {
+            device: "virtio-blk@test".into(),
+            queue: QUEUE_REQUEST,
+            max: 8,
+            need: QS
+        })
+    );
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().config[20..24].copy_from_slice(&100u32.to_le_bytes());
     let e = start_with(&t, IrqAck::None).err().unwrap();

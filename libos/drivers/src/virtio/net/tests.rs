@@ -269,19 +269,24 @@ fn init_errors() {
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().refuse_features = true;
     let e = start(&t, IrqAck::None).err().unwrap();
+    let features = F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF;
     assert_eq!(
         e,
-        NetInitError::FeaturesRejected {
+        NetInitError::Start(StartError::FeaturesRejected {
             device: "virtio-net@test".into(),
-            features: F_VERSION_1 | F_MAC | F_STATUS | F_MRG_RXBUF
-        }
+            features,
+            names: feature_names(features)
+        })
     );
     assert!(e.to_string().contains("MAC,MRG_RXBUF,STATUS,VERSION_1"));
     assert!(DeviceStatus::from_bits_truncate(t.0.lock().unwrap().status).contains(DeviceStatus::FAILED));
     let t = device(QEMU_FEATURES);
     t.0.lock().unwrap().queue_max = 4;
     let e = start(&t, IrqAck::None).err().unwrap();
-    assert_eq!(e, NetInitError::QueueTooSmall { device: "virtio-net@test".into(), queue: 0, max: 4, need: QS });
+    assert_eq!(
+        e,
+        NetInitError::Start(StartError::QueueTooSmall { device: "virtio-net@test".into(), queue: 0, max: 4, need: QS })
+    );
     let t = device(QEMU_FEATURES);
     let slot: &'static IrqSlot = Box::leak(Box::new(IrqSlot::new()));
     let e = Net::new(t.clone(), "n".into(), slot, IrqAck::None, &mut || Err("no vector".into())).err().unwrap();

@@ -17,6 +17,7 @@ pub mod wire;
 use crate::block::{BlockQueue, Op, Piece, Queue};
 use crate::irq::IrqSlot;
 use crate::scsi::{self, CapacityRepr, Command, InquiryRepr, Lun, ReportLunsRepr, ScsiError, ScsiStatus, Verdict};
+use crate::virtio::init::{self, StartError};
 use crate::virtio::net::{IrqAck, F_VERSION_1};
 use crate::virtio::pool::InFlight;
 use alloc::boxed::Box;
@@ -29,7 +30,7 @@ use core::fmt;
 use libos::dev::{BlockDevice, BlockError, BlockInfo};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::{DeviceStatus, Transport};
-use virtio_drivers::{Error as VirtioError, Hal};
+use virtio_drivers::Hal;
 use wire::{response, ConfigRepr, EventRepr, ReqRepr, RespRepr, REQ_HEADER, RESP_HEADER};
 
 /// The control virtqueue.
@@ -224,45 +225,14 @@ impl fmt::Display for Outcome {
 /// Why a virtio-scsi device could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScsiInitError {
-    /// The device did not accept our feature subset.
-    FeaturesRejected {
-        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
-        device: String,
-        /// The feature bits offered: the device's, masked by [`DRIVER_FEATURES`] (virtio 1.2 §3.1.1).
-        features: u64,
-    },
-    /// A virtqueue is smaller than the driver needs.
-    QueueTooSmall {
-        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
-        device: String,
-        /// The virtqueue's index ([`QUEUE_CONTROL`], [`QUEUE_EVENT`] or [`QUEUE_REQUEST`]).
-        queue: u16,
-        /// Its maximum size as the device reports it (descriptors).
-        max: u32,
-        /// The size the driver needs (descriptors).
-        need: usize,
-    },
-    /// `virtio-drivers` refused an operation (queue setup, configuration read).
-    Virtio {
-        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
-        device: String,
-        /// The operation refused (e.g. "control queue", "configuration space").
-        what: &'static str,
-        /// The `virtio-drivers` error.
-        error: VirtioError,
-    },
+    /// A start-up step every virtio driver shares failed (features, virtqueues, configuration space read,
+    /// interrupt).
+    Start(StartError),
     /// The configuration space holds values the driver cannot work with.
     Config {
         /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
         device: String,
         /// The configuration field at fault (`num_queues`, `cdb_size`, `sense_size`, `seg_max`) and its value.
-        detail: String,
-    },
-    /// Interrupt setup failed.
-    Interrupt {
-        /// The device's name (`virtio-scsi@pci:` or `virtio-scsi@mmio:` and its address).
-        device: String,
-        /// Why the interrupt could not be set up.
         detail: String,
     },
     /// The device broke the protocol during the scan.
@@ -285,16 +255,17 @@ pub enum ScsiInitError {
     },
 }
 
+impl From<StartError> for ScsiInitError {
+    fn from(e: StartError) -> Self {
+        Self::Start(e)
+    }
+}
+
 impl fmt::Display for ScsiInitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::FeaturesRejected { device, features } => write!(f, "{device}: device refused features {features:#x}"),
-            Self::QueueTooSmall { device, queue, max, need } => {
-                write!(f, "{device}: virtqueue {queue} holds at most {max} descriptors, the driver needs {need}")
-            }
-            Self::Virtio { device, what, error } => write!(f, "{device}: {what}: {error}"),
+            Self::Start(e) => write!(f, "{e}"),
             Self::Config { device, detail } => write!(f, "{device}: configuration space: {detail}"),
-            Self::Interrupt { device, detail } => write!(f, "{device}: interrupt setup: {detail}"),
             Self::Protocol { device, detail } => write!(f, "{device}: protocol violation: {detail}"),
             Self::Timeout { device, command, target, lun } => {
                 write!(
@@ -602,19 +573,7 @@ impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> Vi
         clock: fn() -> u64,
         setup_irq: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<Self, ScsiInitError> {
-        transport.set_status(DeviceStatus::empty());
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER);
-        let features = transport.read_device_features() & DRIVER_FEATURES;
-        transport.write_driver_features(features);
-        transport.set_status(DeviceStatus::ACKNOWLEDGE | DeviceStatus::DRIVER | DeviceStatus::FEATURES_OK);
-        let fail = |t: &mut T, e: ScsiInitError| {
-            t.set_status(DeviceStatus::FAILED);
-            Err(e)
-        };
-        // Legacy devices have no FEATURES_OK handshake; modern ones clear it to refuse (§3.1.1 step 6).
-        if features & F_VERSION_1 != 0 && !transport.get_status().contains(DeviceStatus::FEATURES_OK) {
-            return fail(&mut transport, ScsiInitError::FeaturesRejected { device: name, features });
-        }
+        let features = init::negotiate_features(&mut transport, &name, |f| f & DRIVER_FEATURES, feature_names)?;
         let raw = transport.read_consistent(|| {
             let mut b = [0u8; wire::CONFIG_LEN];
             for at in ConfigRepr::WORDS {
@@ -622,12 +581,9 @@ impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> Vi
             }
             Ok(b)
         });
-        let config = match raw {
-            Ok(b) => ConfigRepr::from_array(&b),
-            Err(error) => {
-                return fail(&mut transport, ScsiInitError::Virtio { device: name, what: "configuration space", error })
-            }
-        };
+        let config = ConfigRepr::from_array(
+            &raw.map_err(|e| init::virtio_failed(&mut transport, &name, "configuration space", e))?,
+        );
         let bad = |detail: String| ScsiInitError::Config { device: name.clone(), detail };
         let check = if config.num_queues == 0 {
             Err(bad(String::from("num_queues is 0: no request queue")))
@@ -643,33 +599,13 @@ impl<H: Hal + Send + 'static, T: Transport + Send + 'static, const QS: usize> Vi
         } else {
             Ok(())
         };
-        if let Err(e) = check {
-            return fail(&mut transport, e);
-        }
-        transport.set_guest_page_size(virtio_drivers::PAGE_SIZE as u32);
-        for (queue, need) in [(QUEUE_CONTROL, SMALL_QUEUE), (QUEUE_EVENT, SMALL_QUEUE), (QUEUE_REQUEST, QS)] {
-            let max = transport.max_queue_size(queue);
-            if (max as usize) < need {
-                return fail(&mut transport, ScsiInitError::QueueTooSmall { device: name, queue, max, need });
-            }
-        }
-        let vio =
-            |what: &'static str, device: &str, error| ScsiInitError::Virtio { device: device.into(), what, error };
-        let control = match VirtQueue::<H, SMALL_QUEUE>::new(&mut transport, QUEUE_CONTROL, false, false) {
-            Ok(q) => q,
-            Err(e) => return fail(&mut transport, vio("control queue", &name, e)),
-        };
-        let event = match VirtQueue::<H, SMALL_QUEUE>::new(&mut transport, QUEUE_EVENT, false, false) {
-            Ok(q) => q,
-            Err(e) => return fail(&mut transport, vio("event queue", &name, e)),
-        };
-        let request = match VirtQueue::<H, QS>::new(&mut transport, QUEUE_REQUEST, false, false) {
-            Ok(q) => q,
-            Err(e) => return fail(&mut transport, vio("request queue", &name, e)),
-        };
-        if let Err(detail) = setup_irq() {
-            return fail(&mut transport, ScsiInitError::Interrupt { device: name, detail });
-        }
+        check.map_err(|e| init::failed(&mut transport, e))?;
+        let queues = [(QUEUE_CONTROL, SMALL_QUEUE), (QUEUE_EVENT, SMALL_QUEUE), (QUEUE_REQUEST, QS)];
+        init::check_queue_sizes(&mut transport, &name, &queues)?;
+        let control = init::new_queue::<H, T, SMALL_QUEUE>(&mut transport, &name, QUEUE_CONTROL, "control queue")?;
+        let event = init::new_queue::<H, T, SMALL_QUEUE>(&mut transport, &name, QUEUE_EVENT, "event queue")?;
+        let request = init::new_queue::<H, T, QS>(&mut transport, &name, QUEUE_REQUEST, "request queue")?;
+        init::setup_interrupt(&mut transport, &name, setup_irq)?;
         let event_len = (config.event_info_size as usize).clamp(wire::EVENT_LEN, MAX_CONFIG_SIZE as usize);
         let slots = (QS / 3).clamp(1, MAX_IN_FLIGHT);
         let mut q = ScsiQueue {

@@ -621,17 +621,17 @@ fn init_errors() {
     assert!(start_with(&t, IrqAck::None).err().unwrap().to_string().contains("sense_size 4096 is over 256"));
     let t = device();
     t.0.lock().unwrap().refuse_features = true;
-    assert!(matches!(start_with(&t, IrqAck::None), Err(ScsiInitError::FeaturesRejected { .. })));
+    assert!(matches!(start_with(&t, IrqAck::None), Err(ScsiInitError::Start(StartError::FeaturesRejected { .. }))));
     let t = device();
     t.0.lock().unwrap().queue_max = 8;
     assert_eq!(
         start_with(&t, IrqAck::None).err().unwrap(),
-        ScsiInitError::QueueTooSmall {
+        ScsiInitError::Start(StartError::QueueTooSmall {
             device: "virtio-scsi@test".into(),
             queue: QUEUE_CONTROL,
             max: 8,
             need: SMALL_QUEUE
-        }
+        })
     );
     // A device that never answers: the scan gives up after the command timeout.
     let t = device();
