@@ -612,6 +612,11 @@ impl FileHandle for FatHandle {
             let mut runs: Vec<(u64, u64, u64)> = Vec::new();
             let mut at = 0;
             for x in f.extents() {
+                // The library follows the chain past the file's end (zero-length extents): a chain that loops
+                // back on itself would never end, so stop once the file's bytes are covered.
+                if at >= size {
+                    break;
+                }
                 let x = x.map_err(|e| me.conv(e))?;
                 let len = u64::from(x.size);
                 match runs.last_mut() {

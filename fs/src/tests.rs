@@ -1122,6 +1122,49 @@ fn fat_cluster_chain_loops_are_errors_not_hangs() {
     assert!(fat.read_dir("/").is_ok());
 }
 
+/// A FAT16 volume with `/A.TXT` of `len` bytes whose cluster chain's entry for cluster `from` (its `from`th
+/// cluster, 0 = first) points back at its first cluster: a loop.
+fn fat16_with_looping_file(len: usize, from: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+    let disk = formatted(16 << 20);
+    let fat = FatFs::mount(disk.clone()).unwrap();
+    let mut f = fat.create_file("/A.TXT").unwrap();
+    f.write_at(0, &data).unwrap();
+    f.sync_all().unwrap();
+    drop((f, fat));
+    let mut image = disk.current.lock().clone();
+    let l = Layout::of(&image);
+    let first = u16_at(&image, l.root_entry(&image, b"A       TXT") + 26);
+    let entry_at = |f: usize, cluster: usize| (l.reserved + f * l.fat_sectors) * l.sector + cluster * 2;
+    let mut cluster = first;
+    for _ in 0..from {
+        cluster = u16_at(&image, entry_at(0, cluster));
+    }
+    for f in 0..l.fats {
+        let at = entry_at(f, cluster);
+        image[at..at + 2].copy_from_slice(&(first as u16).to_le_bytes());
+    }
+    (image, data)
+}
+
+#[test]
+fn fat_file_chain_loops_end() {
+    // Found by the fat fuzz target: a file whose chain loops after its last cluster hung every read (the chain
+    // was followed past the file's end forever).
+    let (image, data) = fat16_with_looping_file(5000, 2);
+    let fat = FatFs::mount(MemDisk::from_image(image, false)).unwrap();
+    let mut f = fat.open_file("/A.TXT").unwrap();
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(f.read_at(0, &mut back).unwrap(), data.len());
+    assert_eq!(back, data, "the loop lies beyond the file's bytes");
+    // A loop inside the file's bytes ends too (the bytes repeat: the volume is corrupt, the reader is not stuck).
+    let (image, data) = fat16_with_looping_file(5000, 0);
+    let fat = FatFs::mount(MemDisk::from_image(image, false)).unwrap();
+    let mut f = fat.open_file("/A.TXT").unwrap();
+    let mut back = vec![0u8; data.len()];
+    assert_eq!(f.read_at(0, &mut back).unwrap(), data.len());
+}
+
 #[test]
 fn fat_entry_naming_a_reserved_cluster_is_an_error() {
     // Found by the fat fuzz target: a file whose first cluster is 1 (reserved) overflowed computing its sector.
