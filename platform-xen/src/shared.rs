@@ -107,7 +107,7 @@ impl SharedPage {
         Self::check_range(off, buf.len());
         let (head, words, tail) = Self::split(off, buf.len());
         for i in (0..head).chain(tail..buf.len()) {
-            // SAFETY: in bounds (checked above); volatile so each byte is read exactly once.
+            // SAFETY: `off + i` is inside the page (range checked above); volatile so each byte is read exactly once.
             buf[i] = unsafe { core::ptr::read_volatile(self.ptr.as_ptr().add(off + i)) };
         }
         for (i, chunk) in (head..).step_by(8).zip(buf[head..head + words * 8].chunks_exact_mut(8)) {
@@ -124,7 +124,7 @@ impl SharedPage {
         Self::check_range(off, data.len());
         let (head, words, tail) = Self::split(off, data.len());
         for i in (0..head).chain(tail..data.len()) {
-            // SAFETY: in bounds (checked above).
+            // SAFETY: `off + i` is inside the page (range checked above); a single-byte volatile write.
             unsafe { core::ptr::write_volatile(self.ptr.as_ptr().add(off + i), data[i]) };
         }
         for (i, chunk) in (head..).step_by(8).zip(data[head..head + words * 8].chunks_exact(8)) {
