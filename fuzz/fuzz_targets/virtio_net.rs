@@ -131,6 +131,8 @@ fn run(irq: &'static IrqSlot, input: &mut Input<'_>) {
                     broken = true;
                 }
                 let _ = dev.can_transmit();
+                // The net stack asks for one slot per open merged frame plus two.
+                let _ = dev.transmit_slots(1 + input.below(10));
             }
             _ => {
                 t.set_used_flags(QUEUE_RECEIVE, input.u16() & 1);

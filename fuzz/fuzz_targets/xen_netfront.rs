@@ -137,6 +137,8 @@ fuzz_target!(|data: &[u8]| {
                     broken = true;
                 }
                 let _ = dev.can_transmit();
+                // The net stack asks for one slot per open merged frame plus two.
+                let _ = dev.transmit_slots(1 + input.below(10));
             }
             _ => {
                 honest = false;

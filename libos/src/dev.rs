@@ -164,8 +164,12 @@ pub trait NetDevice: Send {
     /// Whether a transmit slot is free.
     fn can_transmit(&mut self) -> bool;
 
-    /// How many frames (each possibly a [`transmit_gso`](Self::transmit_gso) frame) could be queued now.
-    fn transmit_slots(&mut self) -> usize {
+    /// How many frames (each possibly a [`transmit_gso`](Self::transmit_gso) frame) could be queued now. When
+    /// that is fewer than `want`, the device makes sure the completion that frees a slot wakes the waker
+    /// ([`set_waker`](Self::set_waker)): a caller waiting for `want` slots (at most a few; the net stack asks
+    /// for one per open merged frame plus two) is never left asleep with completions pending.
+    fn transmit_slots(&mut self, want: usize) -> usize {
+        let _ = want;
         usize::from(self.can_transmit())
     }
 

@@ -147,7 +147,7 @@ impl<'d> Phy<'d> {
             None => self.dev.get_mut().can_transmit(),
             Some(g) => {
                 let pending = g.borrow().coalescer.pending();
-                self.dev.get_mut().transmit_slots() > pending + 1
+                self.dev.get_mut().transmit_slots(pending + 2) >= pending + 2
             }
         }
     }

@@ -465,16 +465,35 @@ impl NetDevice for Netfront {
     }
 
     /// With GSO, in units of the largest GSO packet ([`MAX_GSO_SLOTS`]): any frame queued may become one.
-    fn transmit_slots(&mut self) -> usize {
+    /// Fewer than `want`: `rsp_event` is re-armed (`RING_FINAL_CHECK_FOR_RESPONSES`, io/ring.h) so the next
+    /// TX response raises an event.
+    fn transmit_slots(&mut self, want: usize) -> usize {
         if self.broken.is_some() || self.reclaim_tx().is_err() {
             return 0;
         }
-        let free = self.tx_free.len().min(self.tx.free_requests() as usize);
-        if self.info.offloads.tso4 {
-            free / MAX_GSO_SLOTS
-        } else {
-            free
+        let slots = |d: &Self| {
+            let free = d.tx_free.len().min(d.tx.free_requests() as usize);
+            if d.info.offloads.tso4 {
+                free / MAX_GSO_SLOTS
+            } else {
+                free
+            }
+        };
+        if slots(self) < want && self.tx.outstanding() > 0 {
+            match self.tx.final_check_for_responses() {
+                Ok(true) => {
+                    if self.reclaim_tx().is_err() {
+                        return 0;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = self.fail("tx", format!("{e}"));
+                    return 0;
+                }
+            }
         }
+        slots(self)
     }
 
     /// Sends `frame` as one packet over as many slots as it has pages, `NETTXF_csum_blank` with the

@@ -148,7 +148,7 @@ impl NetDevice for PipeNic {
         Ok(())
     }
 
-    fn transmit_slots(&mut self) -> usize {
+    fn transmit_slots(&mut self, _want: usize) -> usize {
         TX_RING - self.tx_queue.len()
     }
 

@@ -687,8 +687,9 @@ impl NetDevice for Netvsc {
     }
 
     /// With large send offload: frames that may be sent now, each possibly a large send (the fewer of the free
-    /// plain and large-send slots).
-    fn transmit_slots(&mut self) -> usize {
+    /// plain and large-send slots). `want` needs nothing more: every completion arrives as a VMBus packet on
+    /// the channel's inbound ring, whose interrupt is never masked.
+    fn transmit_slots(&mut self, _want: usize) -> usize {
         if !self.info.offloads.tso4 || self.broken.is_some() {
             return usize::from(self.can_transmit());
         }

@@ -462,11 +462,13 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
         Ok(())
     }
 
-    /// Reclaims transmissions; when the queue is still full, enables transmit interrupts (and acknowledges
-    /// a pending edge) and looks once more, so the completion that frees a slot wakes the task.
-    fn make_tx_room(&mut self) -> Result<bool, DeviceError> {
+    /// Reclaims transmissions; while `room` is still false, enables transmit interrupts (and acknowledges a
+    /// pending edge) and looks once more, so the completion that frees a slot wakes the task. The
+    /// acknowledgement also covers receive buffers already used: with the line held high by an
+    /// unacknowledged InterruptStatus (virtio-mmio, edge-triggered here), no completion could raise an edge.
+    fn make_tx_room(&mut self, room: impl Fn(&Self) -> bool) -> Result<bool, DeviceError> {
         self.reclaim_tx()?;
-        if self.tx_room() {
+        if room(self) {
             if self.tx_irq {
                 self.tx.set_dev_notify(false);
                 self.tx_irq = false;
@@ -481,7 +483,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             self.transport.ack_interrupt();
         }
         self.reclaim_tx()?;
-        Ok(self.tx_room())
+        Ok(room(self))
     }
 }
 
@@ -610,14 +612,19 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
         if self.broken.is_some() {
             return false;
         }
-        self.tx_room() || self.make_tx_room().unwrap_or(false)
+        self.tx_room() || self.make_tx_room(Self::tx_room).unwrap_or(false)
     }
 
-    fn transmit_slots(&mut self) -> usize {
+    fn transmit_slots(&mut self, want: usize) -> usize {
         if self.broken.is_some() {
             return 0;
         }
-        if self.tx_slots() == 0 && !self.make_tx_room().unwrap_or(false) {
+        let want = want.max(1);
+        if self.tx_slots() < want {
+            // Errors leave the device broken; the next call returns 0.
+            let _ = self.make_tx_room(|d| d.tx_slots() >= want);
+        }
+        if self.broken.is_some() {
             return 0;
         }
         self.tx_slots()
@@ -633,7 +640,9 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
             let max = if self.features & F_HOST_TSO4 == 0 { self.info.mtu + 14 } else { MAX_GSO_FRAME };
             return Err((DeviceError::TooLarge { device, len, max }, frame));
         }
-        if self.tx_slots() == 0 && !matches!(self.make_tx_room(), Ok(true)) || self.tx.available_desc() < 2 {
+        if self.tx_slots() == 0 && !matches!(self.make_tx_room(|d| d.tx_slots() > 0), Ok(true))
+            || self.tx.available_desc() < 2
+        {
             return Err((DeviceError::Busy { device: self.info.name.clone() }, frame));
         }
         // §5.1.6.2: GSO needs NEEDS_CSUM; the TCP checksum field holds the pseudo-header sum of the whole.
@@ -676,7 +685,7 @@ impl<H: Hal, T: Transport + Send, const QS: usize> NetDevice for VirtioNet<H, T,
         if len > max {
             return Err(DeviceError::TooLarge { device: self.info.name.clone(), len, max });
         }
-        if !self.tx_room() && !self.make_tx_room()? {
+        if !self.tx_room() && !self.make_tx_room(Self::tx_room)? {
             return Err(DeviceError::Busy { device: self.info.name.clone() });
         }
         let Some(index) = self.tx_pool.take_free() else {

@@ -407,7 +407,7 @@ fn transmit_gso_is_a_two_descriptor_chain_with_a_tcpv4_header() {
     let t = device(QEMU_FEATURES | F_CSUM | F_HOST_TSO4);
     let mut dev = start(&t, IrqAck::None).unwrap();
     assert!(dev.info().offloads.tso4);
-    let slots = dev.transmit_slots();
+    let slots = dev.transmit_slots(1);
     assert_eq!(slots, QS / 2, "each GSO frame may take two descriptors");
     let frame = tcp_frame(4000);
     let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1460 };
@@ -432,12 +432,49 @@ fn transmit_gso_is_a_two_descriptor_chain_with_a_tcpv4_header() {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     assert_eq!(u16::from_be_bytes([sent[50], sent[51]]), sum as u16);
-    assert_eq!(dev.transmit_slots(), slots - 1);
+    assert_eq!(dev.transmit_slots(1), slots - 1);
     t.push_used(QUEUE_TRANSMIT, u32::from(head), 0);
     dev.flush().unwrap();
-    assert_eq!(dev.transmit_slots(), slots, "the chain came back");
+    assert_eq!(dev.transmit_slots(1), slots, "the chain came back");
     let too_big = vec![0u8; MAX_GSO_FRAME + 1];
     assert!(matches!(dev.transmit_gso(too_big, gso), Err((DeviceError::TooLarge { .. }, _))));
+}
+
+/// The floods test's hang: the net stack wants a slot per open merged frame plus two; with fewer free (but
+/// not none) it stops taking received frames, so the device must arm the transmit interrupt and acknowledge
+/// the edge a used receive buffer left pending, or nothing wakes the net task again.
+#[test]
+fn too_few_transmit_slots_arm_the_completion_interrupt() {
+    let t = device(QEMU_FEATURES | F_CSUM | F_HOST_TSO4);
+    let mut dev = start(&t, IrqAck::Task).unwrap();
+    let gso = Gso { kind: GsoKind::TcpV4, hdr_len: 54, mss: 1460 };
+    for _ in 0..QS / 2 - 1 {
+        dev.transmit_gso(tcp_frame(3000), gso).unwrap();
+    }
+    dev.flush().unwrap();
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 1, "completions need no interrupt while there is room");
+    t.0.lock().unwrap().isr = 1; // a receive buffer used meanwhile: the line is high
+    assert_eq!(dev.transmit_slots(1), 1, "one is enough: nothing armed");
+    let acks = t.0.lock().unwrap().acks;
+    assert_eq!((t.avail_flags(QUEUE_TRANSMIT), acks), (1, 0));
+    assert_eq!(dev.transmit_slots(3), 1);
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 0, "transmit interrupts on while short of `want`");
+    let (acks, isr) = {
+        let d = t.0.lock().unwrap();
+        (d.acks, d.isr)
+    };
+    assert_eq!((acks, isr), (1, 0), "the pending edge acknowledged");
+    let mut chains = Vec::new();
+    while let Some((head, _)) = t.take_chain(QUEUE_TRANSMIT) {
+        chains.push(head);
+    }
+    assert_eq!(chains.len(), QS / 2 - 1);
+    t.push_used(QUEUE_TRANSMIT, u32::from(chains[0]), 0);
+    assert_eq!(dev.transmit_slots(3), 2, "still short: stays armed");
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 0);
+    t.push_used(QUEUE_TRANSMIT, u32::from(chains[1]), 0);
+    assert_eq!(dev.transmit_slots(3), 3);
+    assert_eq!(t.avail_flags(QUEUE_TRANSMIT), 1, "and off again once `want` are free");
 }
 
 #[test]
