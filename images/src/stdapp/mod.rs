@@ -95,6 +95,19 @@ fn kernel_dir(profile: Profile) -> PathBuf {
     target_dir().join("std-kernel").join(profile.dir_name())
 }
 
+/// Waits for and takes the exclusive lock `target/std-kernel/build.lock` (`flock`), so one std build runs at a
+/// time — test threads and separate `images` processes alike; released when the returned file is dropped.
+/// Errors: [`StdError::Io`] creating or locking the file.
+fn build_lock() -> Result<std::fs::File, StdError> {
+    let dir = target_dir().join("std-kernel");
+    std::fs::create_dir_all(&dir).map_err(|source| StdError::Io { path: dir.clone(), source })?;
+    let path = dir.join("build.lock");
+    let io = |source| StdError::Io { path: path.clone(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
+}
+
 /// Where std apps are built (one target directory for all, so `-Zbuild-std`'s std is compiled once).
 fn apps_target_dir() -> PathBuf {
     target_dir().join("std-apps")
@@ -116,6 +129,8 @@ pub fn rustflags(kernel: &Path, name_obj: &Path, script: &Path) -> String {
 /// The std build of `app`: toolchain, kernel object (with `initrd` embedded), script, then the app's binary or
 /// (`what`) its test harness; returns the ELF. Progress goes to stderr. Errors: [`StdError`].
 pub fn build_std(app: &App, profile: Profile, initrd: Option<&Path>, what: Harness) -> Result<Image, StdError> {
+    // The kernel object (with this build's initrd), its symbol list and the link stamps are shared files.
+    let _lock = build_lock()?;
     let progress = &mut |m: &str| eprintln!("images: {m}");
     let bin = app.bin.clone();
     let ws = workspace_root();
