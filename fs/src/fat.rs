@@ -609,6 +609,9 @@ impl FileHandle for FatHandle {
             self.extents = None;
             let mut f = me.file(fs, &path)?;
             let size = u64::from(f.size().unwrap_or(0));
+            // A chain without a loop names each cluster once, so it covers at most the device's bytes; a loop
+            // under a size field claiming more (up to 4 GiB) would take millions of steps and runs to cover it.
+            let device_bytes = me.cache.lock().size();
             let mut runs: Vec<(u64, u64, u64)> = Vec::new();
             let mut at = 0;
             for x in f.extents() {
@@ -616,6 +619,9 @@ impl FileHandle for FatHandle {
                 // back on itself would never end, so stop once the file's bytes are covered.
                 if at >= size {
                     break;
+                }
+                if at > device_bytes {
+                    return Err(Error::Corrupt(format!("{}: {path}: cluster chain loops", me.device)));
                 }
                 let x = x.map_err(|e| me.conv(e))?;
                 let len = u64::from(x.size);
