@@ -71,6 +71,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    // Boxed as `dyn Future`: async-task's task code is then compiled once per output type instead of once
+    // per future type (most of `async_task`'s share of the image).
+    let fut: Pin<alloc::boxed::Box<dyn Future<Output = F::Output> + Send>> = alloc::boxed::Box::pin(fut);
     let (runnable, task) = async_task::spawn(fut, schedule);
     runnable.schedule();
     JoinHandle { task: Some(task) }
