@@ -106,13 +106,20 @@ pub(crate) struct Inner {
     /// Merges TCP segments for a NIC with segmentation offload (`None` without).
     gso: Option<Coalescer>,
     /// Bytes of TCP sockets' buffers of the configured (large) size, and the most there may be.
-    tcp_large_bytes: usize,
+    pub(crate) tcp_large_bytes: usize,
     tcp_budget: usize,
     /// Some TCP socket was made with small buffers since boot: [`Inner::top_up`] then looks for small
     /// listening sockets to replace with large ones while the budget allows.
     small_listening: bool,
     /// Most TCP + UDP sockets at once: [`socket_limit`].
     socket_limit: usize,
+    /// Closed TCP sockets with the large buffers and when each was given up, oldest first, kept for
+    /// [`Inner::add_tcp`] to reuse (at most [`pool_cap`], the newest first): a connection then costs no
+    /// allocation and no zeroing of its buffers (192 KiB by default; most of a `Connection: close` request's
+    /// time). Still counted in `tcp_large_bytes` and in the socket table; freed after [`TCP_POOL_IDLE`] unused,
+    /// at once when memory is not [`Pressure::Normal`](libos::mem::pressure::Pressure::Normal), or when the
+    /// table needs their slots.
+    pub(crate) tcp_pool: Vec<(SocketHandle, Instant)>,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -216,6 +223,7 @@ impl Stack {
             tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
             small_listening: false,
             socket_limit,
+            tcp_pool: Vec::new(),
         };
         let o = info.offloads;
         let offloads = match (o.rx_checksum, o.tx_checksum) {
@@ -462,6 +470,16 @@ impl Inner {
     /// [`Error::LowMemory`] when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is
     /// refused).
     pub(crate) fn add_tcp(&mut self, config: &Config) -> Result<SocketHandle> {
+        if let Some((h, _)) = self.tcp_pool.pop() {
+            // Closed or TIME-WAIT: `listen`/`connect` reset it (state, sequence space, buffers emptied) first.
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            s.set_timeout(Some(config.tcp_timeout.into()));
+            s.set_nagle_enabled(!config.tcp_nodelay);
+            // `orphan_tcp` turned delayed ACKs off; reset does not touch the setting.
+            s.set_ack_delay(Some(ACK_DELAY.into()));
+            self.tcp_sockets += 1;
+            return Ok(h);
+        }
         let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
         let fits = self.tcp_large_bytes + large <= self.tcp_budget;
         let (rx, tx) = if fits {
@@ -486,6 +504,11 @@ impl Inner {
 
     /// Adds a UDP socket with the configured buffers. The caller checked the limit.
     pub(crate) fn add_udp(&mut self, config: &Config) -> SocketHandle {
+        // Pooled TCP sockets hold table slots the limit counts for app sockets.
+        while !self.tcp_pool.is_empty() && self.app_sockets() + self.tcp_pool.len() >= self.socket_limit {
+            let (h, _) = self.tcp_pool.remove(0);
+            self.free_tcp(h);
+        }
         let meta = || vec![udp::PacketMetadata::EMPTY; config.udp_packets];
         let s = udp::Socket::new(
             udp::PacketBuffer::new(meta(), vec![0u8; config.udp_rx_buffer]),
@@ -500,8 +523,28 @@ impl Inner {
         self.tcp_sockets -= 1;
     }
 
-    /// Removes the TCP socket `h`, returning its large buffers to the budget.
+    /// Gives up the TCP socket `h`: into the pool for reuse when it has the large buffers, is closed (a
+    /// LISTEN socket is closed first; it holds no connection) and memory is normal; else removed, its large
+    /// buffers returned to the budget.
     fn release_tcp(&mut self, h: SocketHandle) {
+        use libos::mem::pressure::{self, Pressure};
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        let bytes = s.recv_capacity() + s.send_capacity();
+        let large = bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER;
+        if large && self.tcp_pool.len() < pool_cap(bytes) && pressure::current() == Pressure::Normal {
+            if s.state() == tcp::State::Listen {
+                s.abort();
+            }
+            if !s.is_open() {
+                self.tcp_pool.push((h, Instant::now()));
+                return;
+            }
+        }
+        self.free_tcp(h);
+    }
+
+    /// Removes the TCP socket `h` from the table, returning its large buffers to the budget.
+    fn free_tcp(&mut self, h: SocketHandle) {
         let s = self.sockets.get::<tcp::Socket>(h);
         let bytes = s.recv_capacity() + s.send_capacity();
         if bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER {
@@ -547,11 +590,19 @@ impl Inner {
     }
 
     /// Creates listening sockets for `port` until the listener has its backlog (or the limit is hit), after
-    /// moving sockets that left LISTEN to the pending list. Memory pressure (`libos::mem::pressure`) shrinks the
-    /// backlog to one socket when low and none when critical, so further SYNs are answered RST.
-    pub(crate) fn top_up(&mut self, port: u16, config: &Config) {
+    /// moving sockets that left LISTEN to the pending list; at most [`TOP_UP_BATCH`] per call, so binding a
+    /// large backlog (zirvium-http's 128) does not hold up boot and a round stays short: returns true when it
+    /// stopped there with more to make, and [`Inner::reap`] then asks for another round at once. Memory
+    /// pressure (`libos::mem::pressure`) shrinks the backlog to one socket when low and none when critical, so
+    /// further SYNs are answered RST.
+    pub(crate) fn top_up(&mut self, port: u16, config: &Config) -> bool {
         use libos::mem::pressure::Pressure;
-        let Some(l) = self.listeners.get_mut(&port) else { return };
+        if libos::mem::pressure::current() != Pressure::Normal {
+            while let Some((h, _)) = self.tcp_pool.pop() {
+                self.free_tcp(h);
+            }
+        }
+        let Some(l) = self.listeners.get_mut(&port) else { return false };
         let now = Instant::now();
         let mut i = 0;
         while i < l.listening.len() {
@@ -564,7 +615,7 @@ impl Inner {
             }
         }
         self.upgrade_listening(port, config);
-        let Some(l) = self.listeners.get_mut(&port) else { return };
+        let Some(l) = self.listeners.get_mut(&port) else { return false };
         let (backlog, waker) = (l.backlog.min(listening_cap(config)), l.waker.clone());
         // Looked at before each socket: creating them is what uses the memory up.
         let shrunk = || match libos::mem::pressure::current() {
@@ -572,7 +623,12 @@ impl Inner {
             Pressure::Low => 1,
             Pressure::Critical => 0,
         };
+        let mut made = 0;
         while self.listeners.get(&port).is_some_and(|l| l.listening.len() < shrunk()) {
+            if made == TOP_UP_BATCH {
+                return true;
+            }
+            made += 1;
             if self.check_limit(config).is_err() {
                 break;
             }
@@ -591,6 +647,7 @@ impl Inner {
                 l.listening.push(h);
             }
         }
+        false
     }
 
     /// Drops listening sockets of `port` that got the small buffers while the budget was used up, as far as
@@ -601,8 +658,10 @@ impl Inner {
         if !self.small_listening || large <= SMALL_RX_BUFFER + SMALL_TX_BUFFER {
             return;
         }
+        // Pooled sockets are large ones waiting for exactly this: their bytes are available.
+        let held = self.tcp_large_bytes.saturating_sub(large * self.tcp_pool.len());
         let mut dropped = 0;
-        while self.tcp_large_bytes + large * (dropped + 1) <= self.tcp_budget {
+        while held + large * (dropped + 1) <= self.tcp_budget {
             let sockets = &self.sockets;
             let Some(l) = self.listeners.get_mut(&port) else { return };
             let small =
@@ -755,8 +814,9 @@ impl Inner {
     }
 
     /// Removes orphans whose close is complete (TIME-WAIT is cut short: the app has gone, and the buffers
-    /// are worth more than absorbing a stray retransmitted FIN), resets those past their deadline, and
-    /// reclaims listener sockets that died before `accept`.
+    /// are worth more than absorbing a stray retransmitted FIN), resets those past their deadline, frees kept
+    /// sockets unused for [`TCP_POOL_IDLE`], reclaims listener sockets that died before `accept` and tops the
+    /// listeners up. Returns when it must run next (now, when a backlog is still being made).
     fn reap(&mut self, now: Instant, config: &Config) -> Option<Instant> {
         // An orphan's final ACK goes out in the egress just before this (orphans ACK at once, see
         // `orphan_tcp`), unless the transmit ring filled up: then keep TIME-WAIT sockets one more round.
@@ -819,12 +879,24 @@ impl Inner {
                 }
             }
         }
+        // Kept sockets unused for a while go: a burst's buffers return to the heap once it is over.
+        while let Some(&(h, since)) = self.tcp_pool.first() {
+            if now < since + TCP_POOL_IDLE {
+                let due = since + TCP_POOL_IDLE;
+                next = Some(next.map_or(due, |n| n.min(due)));
+                break;
+            }
+            self.tcp_pool.remove(0);
+            self.free_tcp(h);
+        }
         let mut port = self.next_listener(None);
         while let Some(p) = port {
             if let Some(due) = self.reap_pending(p, now) {
                 next = Some(next.map_or(due, |n| n.min(due)));
             }
-            self.top_up(p, config);
+            if self.top_up(p, config) {
+                next = Some(now);
+            }
             port = self.next_listener(Some(p));
         }
         next
@@ -894,6 +966,28 @@ fn heap_sockets(config: &Config, divisor: usize) -> usize {
 fn socket_limit(config: &Config) -> usize {
     config.max_sockets.min(heap_sockets(config, 1))
 }
+
+/// Most closed large-buffer TCP sockets kept for reuse ([`Inner::add_tcp`]); see [`pool_cap`].
+pub(crate) const TCP_POOL: usize = 64;
+
+/// How many closed sockets of `bytes` buffers each the stack keeps for reuse: enough for the connections of
+/// a few rounds under `Connection: close` load (a round creates its sockets before it reaps the closed ones),
+/// at most [`TCP_POOL`] and a 32nd of the heap (19 sockets of the default 192 KiB at `-m 128`).
+fn pool_cap(bytes: usize) -> usize {
+    match usize::try_from(libos::mem::balloon::stats().total_bytes) {
+        Ok(0) | Err(_) => TCP_POOL,
+        Ok(heap) => TCP_POOL.min(heap / 32 / bytes.max(1)),
+    }
+}
+
+/// Most listening sockets one [`Inner::top_up`] creates.
+const TOP_UP_BATCH: usize = 8;
+
+/// How long a kept socket ([`Inner::tcp_pool`]) may stay unused before it is freed.
+const TCP_POOL_IDLE: Duration = Duration::from_millis(250);
+
+/// smoltcp's delayed-ACK time for a new socket (`ACK_DELAY_DEFAULT`, not exported), restored on reuse.
+const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(10);
 
 /// Receive buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
 pub(crate) const SMALL_RX_BUFFER: usize = 8 * 1024;

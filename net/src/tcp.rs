@@ -64,6 +64,8 @@ impl TcpListener {
             i.top_up(port, cfg);
             Ok((port, ephemeral))
         })?;
+        // The first listening sockets are made; the net task makes the rest of the backlog in its next rounds.
+        stack.notify();
         Ok(TcpListener { stack: stack.clone(), port, ephemeral })
     }
 

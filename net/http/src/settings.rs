@@ -4,7 +4,8 @@
 //! - `message=TEXT` the root page's message (quote it: `message="hello there"`);
 //! - `max_connections=1024` concurrent connections; more are accepted and closed at once;
 //! - `backlog=128` listening sockets kept ready: smoltcp has no SYN queue, so a burst of more simultaneous
-//!   connection attempts than this within one network poll is refused with RST;
+//!   connection attempts than this within one network poll is refused with RST (the stack makes them eight
+//!   per round after the bind, so a large backlog does not delay the first answer);
 //! - `idle_timeout_ms=30000` a connection with no complete request for this long is closed (408 if a request
 //!   was half received);
 //! - `header_timeout_ms=20000` a request head must arrive whole within this long of its first byte (the first

@@ -245,7 +245,11 @@ fn ten_thousand_sequential_connections_do_not_leak() {
         );
         // No ephemeral port stays reserved, and the socket slots were reused rather than grown.
         assert_eq!(b.with(|i| i.tcp_ports.len()), 0);
-        assert_eq!(b.with(|i| i.sockets.iter().count()), 1, "only the DNS socket is left");
+        // Only the DNS socket is left, and the closed sockets kept for reuse.
+        assert_eq!(b.with(|i| i.sockets.iter().count() - i.tcp_pool.len()), 1);
+        assert!(b.with(|i| i.tcp_pool.len()) <= crate::stack::TCP_POOL);
+        // Unused for a second, they are freed too.
+        assert!(eventually(5, || b.with(|i| i.tcp_pool.is_empty() && i.sockets.iter().count() == 1)).await);
         let _ = server.cancel().await;
         net.stop().await;
     })
@@ -407,15 +411,88 @@ fn idle_stack_sleeps() {
 }
 
 #[test]
+fn a_large_backlog_is_made_over_several_rounds() {
+    run(async {
+        let net = Net::new(Config { max_sockets: 100, ..Config::default() }, Config::default());
+        let _listener = TcpListener::bind_with_backlog_on(&net.a, 80, 40).unwrap();
+        // Binding returns after one batch: a large backlog does not hold up the caller (boot).
+        assert_eq!(net.a.stats().tcp_sockets, 8);
+        let a = net.a.clone();
+        assert!(eventually(5, || a.stats().tcp_sockets == 40).await, "{:?}", a.stats());
+        let _c = TcpStream::connect_on(&net.b, addr_a(80)).await.expect("connect");
+        net.stop().await;
+    })
+}
+
+/// Serialises the tests that simulate a memory-pressure level (process-wide on the host).
+static PRESSURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Puts the simulated memory-pressure level back to normal even when an assertion fails.
+struct Normal;
+impl Drop for Normal {
+    fn drop(&mut self) {
+        libos::mem::pressure::simulate(libos::mem::pressure::Pressure::Normal);
+    }
+}
+
+#[test]
+fn closed_sockets_are_reused_and_memory_pressure_frees_them() {
+    use crate::stack::TCP_POOL;
+    use libos::mem::pressure::{simulate, Pressure};
+    let _serial = PRESSURE.lock().unwrap_or_else(|e| e.into_inner());
+    run(async {
+        let _normal = Normal;
+        let cfg = Config::default();
+        let large = cfg.tcp_rx_buffer + cfg.tcp_tx_buffer;
+        let net = Net::new(Config::default(), Config::default());
+        let _listener = TcpListener::bind_with_backlog_on(&net.a, 80, 1).unwrap();
+        net.a.with(|i| {
+            let h = i.add_tcp(&cfg).unwrap();
+            let bytes = i.tcp_large_bytes;
+            // A connection's last settings, as `orphan_tcp` and an app leave them.
+            i.tcp(h).set_ack_delay(None);
+            i.tcp(h).set_nagle_enabled(false);
+            i.remove_tcp(h);
+            assert_eq!(i.tcp_pool.iter().map(|k| k.0).collect::<Vec<_>>(), [h], "a closed large-buffer socket is kept");
+            assert_eq!(i.tcp_large_bytes, bytes, "and still counted");
+            let again = i.add_tcp(&cfg).unwrap();
+            assert_eq!(again, h, "the next socket is the kept one, its buffers not allocated again");
+            assert_eq!(i.tcp_large_bytes, bytes);
+            let s = i.tcp(again);
+            assert_eq!(s.ack_delay(), Some(Duration::from_millis(10).into()), "smoltcp's default again");
+            assert!(s.nagle_enabled());
+            assert_eq!(s.recv_capacity() + s.send_capacity(), large);
+            // A LISTEN socket given up is closed and kept too; the pool is bounded.
+            let mut made = vec![again];
+            for _ in 0..TCP_POOL + 3 {
+                made.push(i.add_tcp(&cfg).unwrap());
+            }
+            for h in made {
+                i.tcp(h).listen(81).unwrap();
+                i.remove_tcp(h);
+            }
+            assert_eq!(i.tcp_pool.len(), TCP_POOL);
+            assert!(i.tcp_pool.iter().all(|(h, _)| i.sockets.get::<smoltcp::socket::tcp::Socket>(*h).state()
+                == smoltcp::socket::tcp::State::Closed));
+            // Low memory: the next top-up frees them all, their buffers leave the budget.
+            let before = i.tcp_large_bytes;
+            simulate(Pressure::Low);
+            i.top_up(80, &cfg);
+            assert!(i.tcp_pool.is_empty());
+            assert_eq!(i.tcp_large_bytes, before - TCP_POOL * large);
+            // And a socket given up under pressure is freed, not kept.
+            let h = i.add_tcp(&cfg).unwrap();
+            i.remove_tcp(h);
+            assert!(i.tcp_pool.is_empty());
+        });
+        net.stop().await;
+    })
+}
+
+#[test]
 fn memory_pressure_shrinks_the_backlog_then_refuses_connections() {
     use libos::mem::pressure::{simulate, Pressure};
-    /// Puts the simulated level back even when an assertion fails.
-    struct Normal;
-    impl Drop for Normal {
-        fn drop(&mut self) {
-            simulate(Pressure::Normal);
-        }
-    }
+    let _serial = PRESSURE.lock().unwrap_or_else(|e| e.into_inner());
     run(async {
         let _normal = Normal;
         let net = Net::new(Config::default(), Config::default());
