@@ -115,7 +115,7 @@ pub(crate) struct Inner {
     socket_limit: usize,
     /// Closed TCP sockets with the large buffers and when each was given up, oldest first, kept for
     /// [`Inner::add_tcp`] to reuse (at most [`pool_cap`], the newest first): a connection then costs no
-    /// allocation and no zeroing of its buffers (192 KiB by default; most of a `Connection: close` request's
+    /// allocation and no zeroing of its buffers (768 KiB by default; most of a `Connection: close` request's
     /// time). Still counted in `tcp_large_bytes` and in the socket table; freed after [`TCP_POOL_IDLE`] unused,
     /// at once when memory is not [`Pressure::Normal`](libos::mem::pressure::Pressure::Normal), or when the
     /// table needs their slots.
@@ -972,12 +972,9 @@ pub(crate) const TCP_POOL: usize = 64;
 
 /// How many closed sockets of `bytes` buffers each the stack keeps for reuse: enough for the connections of
 /// a few rounds under `Connection: close` load (a round creates its sockets before it reaps the closed ones),
-/// at most [`TCP_POOL`] and a 32nd of the heap (19 sockets of the default 192 KiB at `-m 128`).
-fn pool_cap(bytes: usize) -> usize {
-    match usize::try_from(libos::mem::balloon::stats().total_bytes) {
-        Ok(0) | Err(_) => TCP_POOL,
-        Ok(heap) => TCP_POOL.min(heap / 32 / bytes.max(1)),
-    }
+/// at most [`TCP_POOL`]. Their bytes stay within [`Config::tcp_buffer_budget`] with the other large sockets'.
+fn pool_cap(_bytes: usize) -> usize {
+    TCP_POOL
 }
 
 /// Most listening sockets one [`Inner::top_up`] creates.

@@ -442,9 +442,15 @@ fn closed_sockets_are_reused_and_memory_pressure_frees_them() {
     let _serial = PRESSURE.lock().unwrap_or_else(|e| e.into_inner());
     run(async {
         let _normal = Normal;
-        let cfg = Config::default();
+        // Buffers and budget such that every socket made here is a large one.
+        let cfg = Config {
+            tcp_rx_buffer: 16 * 1024,
+            tcp_tx_buffer: 32 * 1024,
+            tcp_buffer_budget: Some(8 << 20),
+            ..Config::default()
+        };
         let large = cfg.tcp_rx_buffer + cfg.tcp_tx_buffer;
-        let net = Net::new(Config::default(), Config::default());
+        let net = Net::new(cfg.clone(), Config::default());
         let _listener = TcpListener::bind_with_backlog_on(&net.a, 80, 1).unwrap();
         net.a.with(|i| {
             let h = i.add_tcp(&cfg).unwrap();
