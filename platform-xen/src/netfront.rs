@@ -308,6 +308,17 @@ impl Netfront {
         Err(self.fail("rx", String::from("endless chain of extra-info slots")))
     }
 
+    /// Re-arms `rsp_event` so the next TX response raises an event (`RING_FINAL_CHECK_FOR_RESPONSES`,
+    /// io/ring.h) and reclaims the responses that arrived meanwhile. Errors: a hostile response index (the
+    /// device is then failed).
+    fn arm_tx_completion(&mut self) -> Result<(), DeviceError> {
+        match self.tx.final_check_for_responses() {
+            Ok(true) => self.reclaim_tx(),
+            Ok(false) => Ok(()),
+            Err(e) => Err(self.fail("tx", format!("{e}"))),
+        }
+    }
+
     /// Reclaims TX slots the backend has completed.
     fn reclaim_tx(&mut self) -> Result<(), DeviceError> {
         loop {
@@ -479,19 +490,8 @@ impl NetDevice for Netfront {
                 free
             }
         };
-        if slots(self) < want && self.tx.outstanding() > 0 {
-            match self.tx.final_check_for_responses() {
-                Ok(true) => {
-                    if self.reclaim_tx().is_err() {
-                        return 0;
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = self.fail("tx", format!("{e}"));
-                    return 0;
-                }
-            }
+        if slots(self) < want && self.tx.outstanding() > 0 && self.arm_tx_completion().is_err() {
+            return 0;
         }
         slots(self)
     }
@@ -571,11 +571,7 @@ impl NetDevice for Netfront {
         let notify_tx = self.tx.push_requests();
         if self.tx.outstanding() > 0 {
             // Ask for an event at the next TX completion so a full ring drains without polling.
-            match self.tx.final_check_for_responses() {
-                Ok(true) => self.reclaim_tx()?,
-                Ok(false) => {}
-                Err(e) => return Err(self.fail("tx", format!("{e}"))),
-            }
+            self.arm_tx_completion()?;
         }
         if notify_rx || notify_tx {
             self.stats.notifies += 1;
