@@ -114,7 +114,7 @@ pub(crate) struct Inner {
     /// Most TCP + UDP sockets at once: [`socket_limit`].
     socket_limit: usize,
     /// Closed TCP sockets with the large buffers and when each was given up, oldest first, kept for
-    /// [`Inner::add_tcp`] to reuse (at most [`pool_cap`], the newest first): a connection then costs no
+    /// [`Inner::add_tcp`] to reuse (at most [`TCP_POOL`], the newest first): a connection then costs no
     /// allocation and no zeroing of its buffers (768 KiB by default; most of a `Connection: close` request's
     /// time). Still counted in `tcp_large_bytes` and in the socket table; freed after [`TCP_POOL_IDLE`] unused,
     /// at once when memory is not [`Pressure::Normal`](libos::mem::pressure::Pressure::Normal), or when the
@@ -465,8 +465,9 @@ impl Inner {
         }
     }
 
-    /// Adds a TCP socket with the configured buffers while they fit the budget
-    /// ([`Config::tcp_buffer_budget`]), else with the small ones. The caller checked the limit. Errors:
+    /// Adds a TCP socket: a kept closed one ([`Inner::tcp_pool`]) if any, for the caller to `listen` or
+    /// `connect` (both reset it), else a new one with the configured buffers while they fit the budget
+    /// ([`Config::tcp_buffer_budget`]), or with the small ones. The caller checked the limit. Errors:
     /// [`Error::LowMemory`] when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is
     /// refused).
     pub(crate) fn add_tcp(&mut self, config: &Config) -> Result<SocketHandle> {
@@ -531,7 +532,7 @@ impl Inner {
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         let bytes = s.recv_capacity() + s.send_capacity();
         let large = bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER;
-        if large && self.tcp_pool.len() < pool_cap(bytes) && pressure::current() == Pressure::Normal {
+        if large && self.tcp_pool.len() < TCP_POOL && pressure::current() == Pressure::Normal {
             if s.state() == tcp::State::Listen {
                 s.abort();
             }
@@ -967,15 +968,10 @@ fn socket_limit(config: &Config) -> usize {
     config.max_sockets.min(heap_sockets(config, 1))
 }
 
-/// Most closed large-buffer TCP sockets kept for reuse ([`Inner::add_tcp`]); see [`pool_cap`].
+/// Most closed large-buffer TCP sockets kept for reuse ([`Inner::tcp_pool`]): enough for the connections of a
+/// few rounds under `Connection: close` load (a round creates its sockets before it reaps the closed ones; 8
+/// reused one in five). Their bytes stay within [`Config::tcp_buffer_budget`] with the other large sockets'.
 pub(crate) const TCP_POOL: usize = 64;
-
-/// How many closed sockets of `bytes` buffers each the stack keeps for reuse: enough for the connections of
-/// a few rounds under `Connection: close` load (a round creates its sockets before it reaps the closed ones),
-/// at most [`TCP_POOL`]. Their bytes stay within [`Config::tcp_buffer_budget`] with the other large sockets'.
-fn pool_cap(_bytes: usize) -> usize {
-    TCP_POOL
-}
 
 /// Most listening sockets one [`Inner::top_up`] creates.
 const TOP_UP_BATCH: usize = 8;
@@ -984,7 +980,7 @@ const TOP_UP_BATCH: usize = 8;
 const TCP_POOL_IDLE: Duration = Duration::from_millis(250);
 
 /// smoltcp's delayed-ACK time for a new socket (`ACK_DELAY_DEFAULT`, not exported), restored on reuse.
-const ACK_DELAY: core::time::Duration = core::time::Duration::from_millis(10);
+const ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// Receive buffer of a TCP socket beyond [`Config::tcp_buffer_budget`] (bytes).
 pub(crate) const SMALL_RX_BUFFER: usize = 8 * 1024;
