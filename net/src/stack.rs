@@ -116,10 +116,10 @@ pub(crate) struct Inner {
     /// Closed TCP sockets with the large buffers and when each was given up, oldest first, kept for
     /// [`Inner::add_tcp`] to reuse (at most [`TCP_POOL`], the newest first): a connection then costs no
     /// allocation and no zeroing of its buffers (768 KiB by default; most of a `Connection: close` request's
-    /// time). Still counted in `tcp_large_bytes` and in the socket table; freed after [`TCP_POOL_IDLE`] unused,
-    /// at once when memory is not [`Pressure::Normal`](libos::mem::pressure::Pressure::Normal), or when the
-    /// table needs their slots.
-    pub(crate) tcp_pool: Vec<(SocketHandle, Instant)>,
+    /// time). Held outside the socket table, which smoltcp walks for every segment it sends and receives;
+    /// still counted in `tcp_large_bytes`. Freed after [`TCP_POOL_IDLE`] unused or at once when memory is not
+    /// [`Pressure::Normal`](libos::mem::pressure::Pressure::Normal).
+    pub(crate) tcp_pool: Vec<(tcp::Socket<'static>, Instant)>,
 }
 
 /// A network stack over one NIC. [`crate::start`] makes the kernel's one instance; tests and multi-NIC
@@ -471,15 +471,18 @@ impl Inner {
     /// [`Error::LowMemory`] when the heap cannot spare the buffers (the VM keeps running; the SYN or connect is
     /// refused).
     pub(crate) fn add_tcp(&mut self, config: &Config) -> Result<SocketHandle> {
-        if let Some((h, _)) = self.tcp_pool.pop() {
+        if let Some((mut s, _)) = self.tcp_pool.pop() {
             // Closed or TIME-WAIT: `listen`/`connect` reset it (state, sequence space, buffers emptied) first.
-            let s = self.sockets.get_mut::<tcp::Socket>(h);
             s.set_timeout(Some(config.tcp_timeout.into()));
             s.set_nagle_enabled(!config.tcp_nodelay);
             // `orphan_tcp` turned delayed ACKs off; reset does not touch the setting.
             s.set_ack_delay(Some(ACK_DELAY.into()));
+            // Nor the congestion window: a new controller, so the connection starts in slow start again
+            // rather than with the last one's window.
+            let cc = s.congestion_control();
+            s.set_congestion_control(cc);
             self.tcp_sockets += 1;
-            return Ok(h);
+            return Ok(self.sockets.add(s));
         }
         let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
         let fits = self.tcp_large_bytes + large <= self.tcp_budget;
@@ -505,11 +508,6 @@ impl Inner {
 
     /// Adds a UDP socket with the configured buffers. The caller checked the limit.
     pub(crate) fn add_udp(&mut self, config: &Config) -> SocketHandle {
-        // Pooled TCP sockets hold table slots the limit counts for app sockets.
-        while !self.tcp_pool.is_empty() && self.app_sockets() + self.tcp_pool.len() >= self.socket_limit {
-            let (h, _) = self.tcp_pool.remove(0);
-            self.free_tcp(h);
-        }
         let meta = || vec![udp::PacketMetadata::EMPTY; config.udp_packets];
         let s = udp::Socket::new(
             udp::PacketBuffer::new(meta(), vec![0u8; config.udp_rx_buffer]),
@@ -524,9 +522,9 @@ impl Inner {
         self.tcp_sockets -= 1;
     }
 
-    /// Gives up the TCP socket `h`: into the pool for reuse when it has the large buffers, is closed (a
-    /// LISTEN socket is closed first; it holds no connection) and memory is normal; else removed, its large
-    /// buffers returned to the budget.
+    /// Gives up the TCP socket `h`: out of the table into the pool for reuse when it has the large buffers,
+    /// is closed (a LISTEN socket is closed first; it holds no connection) and memory is normal; else removed,
+    /// its large buffers returned to the budget.
     fn release_tcp(&mut self, h: SocketHandle) {
         use libos::mem::pressure::{self, Pressure};
         let s = self.sockets.get_mut::<tcp::Socket>(h);
@@ -537,21 +535,24 @@ impl Inner {
                 s.abort();
             }
             if !s.is_open() {
-                self.tcp_pool.push((h, Instant::now()));
+                // `h` names a TCP socket (`get_mut` above would have panicked otherwise).
+                if let smoltcp::socket::Socket::Tcp(s) = self.sockets.remove(h) {
+                    self.tcp_pool.push((s, Instant::now()));
+                }
                 return;
             }
         }
-        self.free_tcp(h);
+        if let smoltcp::socket::Socket::Tcp(s) = self.sockets.remove(h) {
+            self.free_tcp(s);
+        }
     }
 
-    /// Removes the TCP socket `h` from the table, returning its large buffers to the budget.
-    fn free_tcp(&mut self, h: SocketHandle) {
-        let s = self.sockets.get::<tcp::Socket>(h);
+    /// Frees a TCP socket taken out of the table, returning its large buffers to the budget.
+    fn free_tcp(&mut self, s: tcp::Socket<'static>) {
         let bytes = s.recv_capacity() + s.send_capacity();
         if bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER {
             self.tcp_large_bytes = self.tcp_large_bytes.saturating_sub(bytes);
         }
-        self.sockets.remove(h);
     }
 
     /// A free ephemeral port (RFC 6335 §6) for TCP, not used by a connection or a listener.
@@ -592,19 +593,20 @@ impl Inner {
 
     /// Creates listening sockets for `port` until the listener has its backlog (or the limit is hit), after
     /// moving sockets that left LISTEN to the pending list; at most [`TOP_UP_BATCH`] per call, so binding a
-    /// large backlog (zirvium-http's 128) does not hold up boot and a round stays short: returns true when it
+    /// large backlog does not hold up boot and a round stays short: returns true when it
     /// stopped there with more to make, and [`Inner::reap`] then asks for another round at once. Memory
     /// pressure (`libos::mem::pressure`) shrinks the backlog to one socket when low and none when critical, so
     /// further SYNs are answered RST.
     pub(crate) fn top_up(&mut self, port: u16, config: &Config) -> bool {
         use libos::mem::pressure::Pressure;
         if libos::mem::pressure::current() != Pressure::Normal {
-            while let Some((h, _)) = self.tcp_pool.pop() {
-                self.free_tcp(h);
+            while let Some((s, _)) = self.tcp_pool.pop() {
+                self.free_tcp(s);
             }
         }
         let Some(l) = self.listeners.get_mut(&port) else { return false };
         let now = Instant::now();
+        let mut duplicates = Vec::new();
         let mut i = 0;
         while i < l.listening.len() {
             let h = l.listening[i];
@@ -612,8 +614,20 @@ impl Inner {
                 i += 1;
             } else {
                 l.listening.swap_remove(i);
-                l.pending.push((h, now));
+                if duplicates_connection(&self.sockets, h) {
+                    duplicates.push(h);
+                } else {
+                    l.pending.push((h, now));
+                }
             }
+        }
+        // Removed before the round's egress, so they never answer: no second SYN-ACK, no RST.
+        for h in duplicates {
+            log::debug!(
+                "duplicate SYN from {:?} for a connection already open; dropped",
+                self.tcp(h).remote_endpoint()
+            );
+            self.remove_tcp(h);
         }
         self.upgrade_listening(port, config);
         let Some(l) = self.listeners.get_mut(&port) else { return false };
@@ -881,14 +895,14 @@ impl Inner {
             }
         }
         // Kept sockets unused for a while go: a burst's buffers return to the heap once it is over.
-        while let Some(&(h, since)) = self.tcp_pool.first() {
+        while let Some(&(_, since)) = self.tcp_pool.first() {
             if now < since + TCP_POOL_IDLE {
                 let due = since + TCP_POOL_IDLE;
                 next = Some(next.map_or(due, |n| n.min(due)));
                 break;
             }
-            self.tcp_pool.remove(0);
-            self.free_tcp(h);
+            let (s, _) = self.tcp_pool.remove(0);
+            self.free_tcp(s);
         }
         let mut port = self.next_listener(None);
         while let Some(p) = port {
@@ -959,6 +973,25 @@ fn heap_sockets(config: &Config, divisor: usize) -> usize {
         Ok(0) | Err(_) => usize::MAX,
         Ok(heap) => (heap / divisor / socket.max(1)).max(1),
     }
+}
+
+/// Whether the socket `h`, just out of LISTEN, took a SYN of a connection another socket already has (SYN-RECEIVED
+/// or ESTABLISHED, same local and remote endpoints). smoltcp hands a segment to the first socket in its table that
+/// accepts it, and a LISTEN socket accepts any SYN: a retransmitted or duplicated SYN reaches a LISTEN socket
+/// placed before the connection's own and opens a second connection on the same 4-tuple, whose SYN-ACK the
+/// client answers on the first one (the peer's segments then go to whichever comes first; transfers stall).
+/// RFC 793 §3.4/RFC 5961 §4: a SYN for an existing connection is a duplicate, not a new connection.
+fn duplicates_connection(sockets: &SocketSet<'static>, h: SocketHandle) -> bool {
+    use smoltcp::socket::Socket;
+    let Socket::Tcp(s) = sockets.get::<smoltcp::socket::Socket>(h) else { return false };
+    let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else { return false };
+    sockets.iter().any(|(other, socket)| {
+        other != h
+            && matches!(socket, Socket::Tcp(t)
+                if matches!(t.state(), tcp::State::SynReceived | tcp::State::Established)
+                    && t.local_endpoint() == Some(local)
+                    && t.remote_endpoint() == Some(remote))
+    })
 }
 
 /// Most TCP + UDP sockets at once: [`Config::max_sockets`], or fewer where the whole heap cannot hold that many

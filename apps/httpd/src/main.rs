@@ -5,7 +5,7 @@
 //! idle connections closed after a timeout ([`zirvium_http::server`]).
 //!
 //! App arguments (`key=value`, after `--` on the kernel command line): see [`zirvium_http::settings`] —
-//! `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=128`, `idle_timeout_ms=30000`,
+//! `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=8`, `idle_timeout_ms=30000`,
 //! `header_timeout_ms=20000`, `max_body_bytes=1048576`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 

@@ -4,7 +4,7 @@
 //! `/bytes/N` are the demo routes every appliance serves ([`zirvium_http::demo`]).
 //!
 //! App arguments (`key=value`, after `--` on the kernel command line): the shared ones (see
-//! [`zirvium_http::settings`]: `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=128`,
+//! [`zirvium_http::settings`]: `port=80`, `message=TEXT`, `max_connections=1024`, `backlog=8`,
 //! `idle_timeout_ms=30000`, `header_timeout_ms=20000`) and `max_value_bytes=1048576`, the largest value (413 beyond; it is also the request
 //! body limit).
 //!

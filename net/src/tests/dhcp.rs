@@ -9,8 +9,8 @@ use libos::dev::NetOffloads;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, DhcpMessageType, DhcpOption, DhcpPacket, DhcpRepr, EthernetAddress,
-    EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber, UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
+    EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, UdpPacket,
+    UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
 };
 use std::net::Ipv4Addr;
 
@@ -171,40 +171,8 @@ fn syn(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
 
 /// A TCP segment with `control` and sequence number `seq` from `src`:`src_port` to `dst`:80 at `mac`.
 fn segment(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6], control: TcpControl, seq: i32) -> Vec<u8> {
-    let caps = ChecksumCapabilities::default();
-    let tcp = TcpRepr {
-        src_port,
-        dst_port: 80,
-        control,
-        seq_number: TcpSeqNumber(seq),
-        ack_number: None,
-        window_len: 65535,
-        window_scale: None,
-        max_seg_size: Some(1460),
-        sack_permitted: false,
-        sack_ranges: [None; 3],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip_repr = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut out = vec![0u8; 14 + 20 + tcp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress(SERVER_MAC),
-        dst_addr: EthernetAddress(mac),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip_repr.emit(&mut ip, &caps);
-    tcp.emit(&mut TcpPacket::new_unchecked(ip.payload_mut()), &src.into(), &dst.into(), &caps);
-    out
+    let from = super::End { mac: SERVER_MAC, ip: src, port: src_port };
+    super::tcp_segment(from, super::End { mac, ip: dst, port: 80 }, control, seq, None)
 }
 
 /// The server's ARP reply if `frame` asks for `SERVER`.

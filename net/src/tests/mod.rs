@@ -145,3 +145,55 @@ fn handles_can_move_between_tasks() {
     send_sync::<crate::TcpStream>();
     send_sync::<crate::UdpSocket>();
 }
+
+/// One end of a hand-built frame: MAC, IPv4 address, TCP port.
+#[derive(Clone, Copy)]
+pub struct End {
+    pub mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// A TCP segment without payload from `src` to `dst` (Ethernet + IPv4 + TCP, checksums filled, window 65535,
+/// MSS option 1460) with `control`, sequence number `seq` and acknowledgment number `ack` if any.
+pub fn tcp_segment(src: End, dst: End, control: smoltcp::wire::TcpControl, seq: i32, ack: Option<i32>) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket,
+        TcpRepr, TcpSeqNumber,
+    };
+    let caps = ChecksumCapabilities::default();
+    let tcp = TcpRepr {
+        src_port: src.port,
+        dst_port: dst.port,
+        control,
+        seq_number: TcpSeqNumber(seq),
+        ack_number: ack.map(TcpSeqNumber),
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip_repr = Ipv4Repr {
+        src_addr: src.ip,
+        dst_addr: dst.ip,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0u8; 14 + 20 + tcp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut out[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(src.mac),
+        dst_addr: EthernetAddress(dst.mac),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip_repr.emit(&mut ip, &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(ip.payload_mut()), &src.ip.into(), &dst.ip.into(), &caps);
+    out
+}
