@@ -172,7 +172,7 @@ fn syn(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
 /// A TCP segment with `control` and sequence number `seq` from `src`:`src_port` to `dst`:80 at `mac`.
 fn segment(src: Ipv4Addr, src_port: u16, dst: Ipv4Addr, mac: [u8; 6], control: TcpControl, seq: i32) -> Vec<u8> {
     let from = super::End { mac: SERVER_MAC, ip: src, port: src_port };
-    super::tcp_segment(from, super::End { mac, ip: dst, port: 80 }, control, seq, None)
+    super::tcp_segment(from, super::End { mac, ip: dst, port: 80 }, control, (seq, None), &[])
 }
 
 /// The server's ARP reply if `frame` asks for `SERVER`.

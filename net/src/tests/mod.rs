@@ -154,9 +154,15 @@ pub struct End {
     pub port: u16,
 }
 
-/// A TCP segment without payload from `src` to `dst` (Ethernet + IPv4 + TCP, checksums filled, window 65535,
-/// MSS option 1460) with `control`, sequence number `seq` and acknowledgment number `ack` if any.
-pub fn tcp_segment(src: End, dst: End, control: smoltcp::wire::TcpControl, seq: i32, ack: Option<i32>) -> Vec<u8> {
+/// A TCP segment carrying `payload` from `src` to `dst` (Ethernet + IPv4 + TCP, checksums filled, window 65535,
+/// MSS option 1460 on a SYN) with `control`, sequence number `seq` and acknowledgment number `ack` if any.
+pub fn tcp_segment(
+    src: End,
+    dst: End,
+    control: smoltcp::wire::TcpControl,
+    (seq, ack): (i32, Option<i32>),
+    payload: &[u8],
+) -> Vec<u8> {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
         EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket,
@@ -171,11 +177,11 @@ pub fn tcp_segment(src: End, dst: End, control: smoltcp::wire::TcpControl, seq: 
         ack_number: ack.map(TcpSeqNumber),
         window_len: 65535,
         window_scale: None,
-        max_seg_size: Some(1460),
+        max_seg_size: (control == smoltcp::wire::TcpControl::Syn).then_some(1460),
         sack_permitted: false,
         sack_ranges: [None; 3],
         timestamp: None,
-        payload: &[],
+        payload,
     };
     let ip_repr = Ipv4Repr {
         src_addr: src.ip,
