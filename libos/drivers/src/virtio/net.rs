@@ -128,6 +128,9 @@ pub fn header_len(features: u64) -> usize {
 const L2_OVERHEAD: usize = 18;
 /// Default IP MTU when the device reports none (bytes).
 const DEFAULT_MTU: usize = 1500;
+/// Transmit buffers allocated at start (the rest as they are first needed, [`TxPool::take_free`]).
+pub const TX_INITIAL: usize = 4;
+
 /// Receive buffers posted at start; one more is added per frame received until the queue is full (or the heap
 /// share, [`ring_buffers`]). Fresh memory is slow to touch under some hypervisors (nested KVM here: ~0.3 ms per
 /// page), so a NIC that sees little traffic never pays for a full ring.
@@ -292,6 +295,7 @@ impl<H: Hal, T: Transport, const QS: usize> VirtioNet<H, T, QS> {
             dev.grow_rx()
                 .map_err(|e| NetInitError::Buffers { device: dev.info.name.clone(), detail: format!("{e}") })?;
         }
+        dev.tx_pool.preallocate(TX_INITIAL);
         dev.transport.finish_init();
         dev.transport.notify(QUEUE_RECEIVE);
         dev.rx_added = false;

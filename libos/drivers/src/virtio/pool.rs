@@ -143,6 +143,21 @@ impl TxPool {
         None
     }
 
+    /// Allocates up to `n` buffers now (within the capacity), so the first frames never wait for an allocation
+    /// that memory pressure refuses later: at the smallest `-m`, the listening socket made for a SYN took the
+    /// last bytes above the critical mark and the SYN-ACK found no buffer. A buffer the heap cannot spare is left
+    /// for [`take_free`](Self::take_free) to try again.
+    pub fn preallocate(&mut self, n: usize) {
+        while self.buffers.len() < self.capacity.min(n) {
+            let Some(buf) = libos::mem::try_zeroed(self.buf_len) else { return };
+            if self.buffers.try_reserve(1).is_err() {
+                return;
+            }
+            self.buffers.push(buf);
+            self.free.push(self.buffers.len() - 1);
+        }
+    }
+
     /// Returns a buffer taken with [`take_free`](Self::take_free) but not lent.
     pub fn put_back(&mut self, index: usize) {
         self.free.push(index);
@@ -236,5 +251,18 @@ mod tests {
         assert_eq!(got, [0, 1], "both buffers reused, none allocated anew");
         assert_eq!(p.take_free(), None);
         assert_eq!(p.buf_len(), 64);
+    }
+
+    #[test]
+    fn preallocated_buffers_are_there_before_any_frame() {
+        let mut p = TxPool::new(8, 4, 64);
+        p.preallocate(2);
+        assert_eq!((p.buffers.len(), p.free.len()), (2, 2), "allocated and free");
+        p.preallocate(10);
+        assert_eq!(p.buffers.len(), 4, "never beyond the capacity");
+        let mut got = [0; 4].map(|_| p.take_free().unwrap());
+        got.sort();
+        assert_eq!(got, [0, 1, 2, 3], "handed out without allocating");
+        assert_eq!(p.take_free(), None);
     }
 }
