@@ -114,9 +114,7 @@ fn xen_httpd_serves() -> Result<(), VmError> {
     // Storage: once httpd writes its disk, check here that the write reached the disk file, e.g. with
     // `vm.run("sync")` and a read of `disk` after `vm.poweroff()`.
 
-    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
-    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
-    let end = vm.wait_domain_end()?;
+    let end = vm.xl_shutdown()?;
     vm.ensure(end.graceful(), format_args!("httpd should end gracefully on xl shutdown: {end}"))?;
     eprintln!("xen_httpd_serves: {end} after {:.0} s", vm.uptime());
     vm.poweroff()
@@ -156,9 +154,7 @@ fn xen_kv_keeps_data_on_blkfront() -> Result<(), VmError> {
         let r = http::get(port, &format!("/kv/xen-key-{i}")).map_err(|e| vm.failed(format!("GET xen-key-{i}: {e}")))?;
         vm.ensure(r.status == 200 && r.body == value(i), format_args!("GET xen-key-{i}: {}", r.status))?;
     }
-    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
-    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
-    let end = vm.wait_domain_end()?;
+    let end = vm.xl_shutdown()?;
     vm.ensure(
         end.graceful() && end.printed == Some(0),
         format_args!("kv should end gracefully on xl shutdown: {end}"),
@@ -318,9 +314,7 @@ fn xen_balloon_follows_mem_set() -> Result<(), VmError> {
         total / MIB,
         free / MIB
     ));
-    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
-    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
-    let end = vm.wait_domain_end()?;
+    let end = vm.xl_shutdown()?;
     vm.ensure(end.graceful(), format_args!("httpd should end gracefully on xl shutdown: {end}"))?;
     vm.poweroff()
 }
@@ -356,9 +350,7 @@ fn xen_std_tiny_http_serves() -> Result<(), VmError> {
         responses.iter().all(|r| r.status == 200 && r.text() == "hello world"),
         format_args!("concurrent responses {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>()),
     )?;
-    let rc = vm.run(&format!("xl shutdown {}", vm.domain()))?;
-    vm.ensure(rc == 0, format_args!("xl shutdown failed (exit code {rc})"))?;
-    let end = vm.wait_domain_end()?;
+    let end = vm.xl_shutdown()?;
     vm.ensure(end.graceful(), format_args!("the std program should end gracefully on xl shutdown: {end}"))?;
     vm.poweroff()
 }
