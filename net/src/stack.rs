@@ -530,20 +530,18 @@ impl Inner {
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         let bytes = s.recv_capacity() + s.send_capacity();
         let large = bytes > SMALL_RX_BUFFER + SMALL_TX_BUFFER;
-        if large && self.tcp_pool.len() < TCP_POOL && pressure::current() == Pressure::Normal {
-            if s.state() == tcp::State::Listen {
-                s.abort();
-            }
-            if !s.is_open() {
-                // `h` names a TCP socket (`get_mut` above would have panicked otherwise).
-                if let smoltcp::socket::Socket::Tcp(s) = self.sockets.remove(h) {
-                    self.tcp_pool.push((s, Instant::now()));
-                }
-                return;
-            }
+        let poolable = large && self.tcp_pool.len() < TCP_POOL && pressure::current() == Pressure::Normal;
+        if poolable && s.state() == tcp::State::Listen {
+            s.abort();
         }
+        let keep = poolable && !s.is_open();
+        // `h` names a TCP socket (`get_mut` above would have panicked otherwise).
         if let smoltcp::socket::Socket::Tcp(s) = self.sockets.remove(h) {
-            self.free_tcp(s);
+            if keep {
+                self.tcp_pool.push((s, Instant::now()));
+            } else {
+                self.free_tcp(s);
+            }
         }
     }
 

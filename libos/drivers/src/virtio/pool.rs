@@ -135,12 +135,17 @@ impl TxPool {
         if self.buffers.len() < self.capacity
             && libos::mem::pressure::current() < libos::mem::pressure::Pressure::Critical
         {
-            let buf = libos::mem::try_zeroed(self.buf_len)?;
-            self.buffers.try_reserve(1).ok()?;
-            self.buffers.push(buf);
-            return Some(self.buffers.len() - 1);
+            return self.allocate();
         }
         None
+    }
+
+    /// One more buffer, its index; `None` when the heap cannot spare it.
+    fn allocate(&mut self) -> Option<usize> {
+        let buf = libos::mem::try_zeroed(self.buf_len)?;
+        self.buffers.try_reserve(1).ok()?;
+        self.buffers.push(buf);
+        Some(self.buffers.len() - 1)
     }
 
     /// Allocates up to `n` buffers now (within the capacity), so the first frames never wait for an allocation
@@ -149,12 +154,8 @@ impl TxPool {
     /// for [`take_free`](Self::take_free) to try again.
     pub fn preallocate(&mut self, n: usize) {
         while self.buffers.len() < self.capacity.min(n) {
-            let Some(buf) = libos::mem::try_zeroed(self.buf_len) else { return };
-            if self.buffers.try_reserve(1).is_err() {
-                return;
-            }
-            self.buffers.push(buf);
-            self.free.push(self.buffers.len() - 1);
+            let Some(i) = self.allocate() else { return };
+            self.free.push(i);
         }
     }
 
