@@ -211,12 +211,16 @@ pub fn is_stack_guard(addr: u64) -> bool {
     t.map.values().any(|th| th.stack.as_ref().and_then(Stack::guard_page) == Some(page))
 }
 
+/// The earliest deadline other than the slice's: the executor's next timer or the watchdog's next look (ns).
+fn next_deadline() -> Option<u64> {
+    crate::time::timer::next_deadline().into_iter().chain(crate::task::watchdog::deadline()).min()
+}
+
+/// Starts a time slice for the thread about to run and arms the timer device for it.
 fn arm_slice() {
-    let now = crate::time::uptime_ns();
-    let end = now.saturating_add(TIME_SLICE_NS);
+    let end = crate::time::uptime_ns().saturating_add(TIME_SLICE_NS);
     SLICE_END.store(end, Ordering::Relaxed);
-    let at = crate::time::timer::next_deadline().map_or(end, |d| d.min(end));
-    crate::arch_arm_timer(at);
+    crate::time::timer::arm(next_deadline().map_or(end, |d| d.min(end)));
 }
 
 pub fn run_next() -> bool {
@@ -241,11 +245,22 @@ pub fn interrupt_exit() {
         return;
     }
     let now = crate::time::uptime_ns();
-    let slice_over = now >= SLICE_END.load(Ordering::Relaxed);
-    if executor_has_work(now) || (slice_over && with_sched(|s| s.any_runnable())) {
-        with_sched(|s| s.requeue_current());
-        leave_cpu();
-    } else if slice_over {
-        arm_slice();
+    let decision = sched::at_interrupt_exit(
+        now,
+        SLICE_END.load(Ordering::Relaxed),
+        TIME_SLICE_NS,
+        next_deadline(),
+        executor_has_work(now),
+        with_sched(|s| s.any_runnable()),
+    );
+    match decision {
+        sched::AtInterruptExit::ToExecutor => {
+            with_sched(|s| s.requeue_current());
+            leave_cpu();
+        }
+        sched::AtInterruptExit::Stay { slice_end, arm_at } => {
+            SLICE_END.store(slice_end, Ordering::Relaxed);
+            crate::time::timer::arm(arm_at);
+        }
     }
 }

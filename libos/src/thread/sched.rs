@@ -210,6 +210,43 @@ impl Sched {
     }
 }
 
+/// What the end of an interrupt that arrived while a thread ran does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtInterruptExit {
+    /// Requeue the thread and give the CPU to the executor.
+    ToExecutor,
+    /// Keep running until `slice_end` (uptime ns); the timer device must be armed again for `arm_at` (uptime
+    /// ns), because the interrupt may have been that device firing before any deadline was due (a one-shot
+    /// count from a rate measured under a loaded host runs short), and nothing else would arm it again.
+    Stay {
+        /// End of the running thread's time slice (ns).
+        slice_end: u64,
+        /// The earliest of `slice_end` and the other deadlines (ns).
+        arm_at: u64,
+    },
+}
+
+/// Decides [`AtInterruptExit`] at `now` (uptime ns) for a thread whose slice ends at `slice_end` (ns):
+/// to the executor when it has work (a runnable task or a due timer, `executor_has_work`) or the slice is over
+/// and another thread waits (`others_waiting`); else the thread stays, with a new slice of `slice_ns` when the
+/// old one is over, and the timer armed for the earliest of the slice's end and `next_deadline` (the executor's
+/// next timer or the watchdog's next look, ns).
+pub fn at_interrupt_exit(
+    now: u64,
+    slice_end: u64,
+    slice_ns: u64,
+    next_deadline: Option<u64>,
+    executor_has_work: bool,
+    others_waiting: bool,
+) -> AtInterruptExit {
+    let slice_over = now >= slice_end;
+    if executor_has_work || (slice_over && others_waiting) {
+        return AtInterruptExit::ToExecutor;
+    }
+    let slice_end = if slice_over { now.saturating_add(slice_ns) } else { slice_end };
+    AtInterruptExit::Stay { slice_end, arm_at: next_deadline.map_or(slice_end, |d| d.min(slice_end)) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +318,27 @@ mod tests {
         assert!(!s.unpark(Tid(99)));
         assert!(!s.any_runnable());
         assert_eq!(s.switch_from_executor(), None);
+    }
+
+    #[test]
+    fn an_early_timer_interrupt_keeps_the_thread_and_arms_the_deadline_again() {
+        // The timer fired 50 us before the executor's 10 ms timer was due: nothing to do yet, but the device
+        // must be armed again, else the thread runs on unpreempted until it parks.
+        let d = at_interrupt_exit(9_950_000, 10_000_000, 10_000_000, Some(10_000_000), false, true);
+        assert_eq!(d, AtInterruptExit::Stay { slice_end: 10_000_000, arm_at: 10_000_000 });
+        // A device interrupt early in the slice with a later timer: armed for the slice's end.
+        let d = at_interrupt_exit(1_000, 10_000_000, 10_000_000, Some(50_000_000), false, true);
+        assert_eq!(d, AtInterruptExit::Stay { slice_end: 10_000_000, arm_at: 10_000_000 });
+    }
+
+    #[test]
+    fn the_executor_and_waiting_threads_get_the_cpu_when_due() {
+        assert_eq!(at_interrupt_exit(5, 100, 100, Some(5), true, false), AtInterruptExit::ToExecutor);
+        assert_eq!(at_interrupt_exit(100, 100, 100, None, false, true), AtInterruptExit::ToExecutor);
+        // The slice is over but nobody waits: a new slice, armed for its end (no timer pending).
+        assert_eq!(
+            at_interrupt_exit(150, 100, 100, None, false, false),
+            AtInterruptExit::Stay { slice_end: 250, arm_at: 250 }
+        );
     }
 }

@@ -104,8 +104,11 @@ pub fn calibrate_finish(t0: u64) {
     if TSC_DEADLINE.load(Ordering::Relaxed) {
         return;
     }
-    let elapsed = u64::from(u32::MAX - read(REG_TIMER_CUR));
+    // The TSC is read before the count: what runs after the read (an MMIO exit, under TCG the first
+    // translation of the code that follows) would lengthen the window, understate the rate, and make every
+    // one-shot fire early.
     let window = rdtsc().saturating_sub(t0).max(1);
+    let elapsed = u64::from(u32::MAX - read(REG_TIMER_CUR));
     write(REG_TIMER_INIT, 0);
     let fp = ((u128::from(elapsed) << 32) / u128::from(window)) as u64;
     TIMER_PER_TSC_FP32.store(fp.max(1), Ordering::Relaxed);
