@@ -25,6 +25,7 @@ mod gso;
 mod phy;
 mod readiness;
 mod stack;
+mod table;
 mod tcp;
 mod udp;
 
@@ -129,6 +130,9 @@ pub struct NetStats {
     pub tcp_listeners: usize,
     /// UDP sockets held (including dropped ones still sending).
     pub udp_sockets: usize,
+    /// Slots of smoltcp's socket table, used or empty: smoltcp walks them all for every segment. After a burst
+    /// of connections the stack takes the table back in (within about a second of it ending).
+    pub socket_slots: usize,
     /// IPv4 address state.
     pub ipv4_state: Ipv4State,
     /// IPv4 configuration in effect.

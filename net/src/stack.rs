@@ -6,6 +6,7 @@ use crate::config::{Config, IpSetup};
 use crate::error::{Error, Result};
 use crate::gso::Coalescer;
 use crate::phy::{capabilities, Counters, Held, Phy};
+use crate::table;
 use crate::{arp, Ipv4Config, Ipv4State, NetStats};
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -113,6 +114,10 @@ pub(crate) struct Inner {
     small_listening: bool,
     /// Most TCP + UDP sockets at once: [`socket_limit`].
     socket_limit: usize,
+    /// How far `sockets` reaches (slots, highest handle), for [`Inner::compact_table`].
+    reach: table::Reach,
+    /// When [`Inner::compact_table`] may next rebuild the table.
+    compact_at: Instant,
     /// Closed TCP sockets with the large buffers and when each was given up, oldest first, kept for
     /// [`Inner::add_tcp`] to reuse (at most [`TCP_POOL`], the newest first): a connection then costs no
     /// allocation and no zeroing of its buffers (768 KiB by default; most of a `Connection: close` request's
@@ -195,7 +200,8 @@ impl Stack {
         let socket_limit = socket_limit(&config);
         let mut sockets = SocketSet::new(Vec::with_capacity(socket_limit + 2));
         let queries: Vec<Option<dns::DnsQuery>> = (0..config.dns_queries).map(|_| None).collect();
-        let dns = sockets.add(dns::Socket::new(&[], queries));
+        let mut reach = table::Reach::new();
+        let dns = table::add(&mut sockets, &mut reach, dns::Socket::new(&[], queries));
         let mut inner = Inner {
             iface,
             sockets,
@@ -223,6 +229,8 @@ impl Stack {
             tcp_budget: config.tcp_buffer_budget.unwrap_or_else(default_budget),
             small_listening: false,
             socket_limit,
+            reach,
+            compact_at: now,
             tcp_pool: Vec::new(),
         };
         let o = info.offloads;
@@ -252,7 +260,7 @@ impl Stack {
                 inner.garp = Some(s.address);
             }
             IpSetup::Dhcp => {
-                inner.dhcp = Some(inner.sockets.add(dhcpv4::Socket::new()));
+                inner.dhcp = Some(table::add(&mut inner.sockets, &mut inner.reach, dhcpv4::Socket::new()));
                 log::info!("DHCP: discovering");
             }
         }
@@ -367,8 +375,8 @@ impl Stack {
     /// Counters and state for monitoring (e.g. httpd's /health).
     pub fn stats(&self) -> NetStats {
         let c = &self.counters;
-        let (tcp_sockets, udp_sockets, tcp_listeners, ipv4_state, ipv4) =
-            self.with(|i| (i.tcp_sockets, i.udp_sockets, i.listeners.len(), i.state, i.ipv4.clone()));
+        let (tcp_sockets, udp_sockets, tcp_listeners, ipv4_state, ipv4, socket_slots) =
+            self.with(|i| (i.tcp_sockets, i.udp_sockets, i.listeners.len(), i.state, i.ipv4.clone(), i.reach.slots));
         NetStats {
             nic: self.nic.clone(),
             rx_frames: c.rx_frames.load(Ordering::Relaxed),
@@ -384,6 +392,7 @@ impl Stack {
             tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
             tcp_listeners,
             udp_sockets,
+            socket_slots,
             ipv4_state,
             ipv4,
         }
@@ -482,7 +491,7 @@ impl Inner {
             let cc = s.congestion_control();
             s.set_congestion_control(cc);
             self.tcp_sockets += 1;
-            return Ok(self.sockets.add(s));
+            return Ok(table::add(&mut self.sockets, &mut self.reach, s));
         }
         let large = config.tcp_rx_buffer + config.tcp_tx_buffer;
         let fits = self.tcp_large_bytes + large <= self.tcp_budget;
@@ -503,7 +512,7 @@ impl Inner {
         s.set_timeout(Some(config.tcp_timeout.into()));
         s.set_nagle_enabled(!config.tcp_nodelay);
         self.tcp_sockets += 1;
-        Ok(self.sockets.add(s))
+        Ok(table::add(&mut self.sockets, &mut self.reach, s))
     }
 
     /// Adds a UDP socket with the configured buffers. The caller checked the limit.
@@ -514,7 +523,7 @@ impl Inner {
             udp::PacketBuffer::new(meta(), vec![0u8; config.udp_tx_buffer]),
         );
         self.udp_sockets += 1;
-        self.sockets.add(s)
+        table::add(&mut self.sockets, &mut self.reach, s)
     }
 
     pub(crate) fn remove_tcp(&mut self, h: SocketHandle) {
@@ -912,7 +921,50 @@ impl Inner {
             }
             port = self.next_listener(Some(p));
         }
+        if let Some(due) = self.compact_table(now) {
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
         next
+    }
+
+    /// Sockets in the table: TCP and UDP ones held (the kept closed ones are outside), DNS, DHCP.
+    fn table_sockets(&self) -> usize {
+        self.tcp_sockets + self.udp_sockets + 1 + usize::from(self.dhcp.is_some())
+    }
+
+    /// Takes the socket table back in once it has more than twice the slots it has sockets (`table`: smoltcp
+    /// walks every slot for each segment and never shortens the table), at most every [`COMPACT_EVERY`]:
+    /// listening sockets, which only the stack names, move to the lowest empty slots, then the table is
+    /// rebuilt to end at its last socket. Returns when to look again while it is still too long.
+    fn compact_table(&mut self, now: Instant) -> Option<Instant> {
+        if !self.reach.oversized(self.table_sockets()) {
+            return None;
+        }
+        if now < self.compact_at {
+            return Some(self.compact_at);
+        }
+        self.compact_at = now + COMPACT_EVERY;
+        let slots = self.reach.slots;
+        for l in self.listeners.values_mut() {
+            for h in &mut l.listening {
+                // The first empty slot: at worst its own again.
+                let s = self.sockets.remove(*h);
+                *h = table::add(&mut self.sockets, &mut self.reach, s);
+            }
+        }
+        let (live, last) = table::occupancy(&self.sockets);
+        if !self.reach.has_empty_tail(last) {
+            return None;
+        }
+        match table::compact(&mut self.sockets, self.socket_limit + 2) {
+            Some(reach) => {
+                self.reach = reach;
+                log::debug!("socket table taken in from {slots} to {} slots ({live} sockets)", reach.slots);
+                None
+            }
+            // No memory for a second table now: try again later.
+            None => Some(self.compact_at),
+        }
     }
 
     /// Drops pending sockets of `port` that closed before `accept` (reset, handshake timeout) or are still in
@@ -1009,6 +1061,8 @@ const TOP_UP_BATCH: usize = 8;
 
 /// How long a kept socket ([`Inner::tcp_pool`]) may stay unused before it is freed.
 const TCP_POOL_IDLE: Duration = Duration::from_millis(250);
+/// Shortest time between two rebuilds of the socket table ([`Inner::compact_table`]).
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
 
 /// smoltcp's delayed-ACK time for a new socket (`ACK_DELAY_DEFAULT`, not exported), restored on reuse.
 const ACK_DELAY: Duration = Duration::from_millis(10);

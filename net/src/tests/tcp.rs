@@ -223,6 +223,48 @@ fn two_hundred_concurrent_connections_all_reclaimed() {
 }
 
 #[test]
+fn a_burst_of_connections_does_not_leave_a_long_socket_table() {
+    run(async {
+        let net = Net::new(Config::default(), Config::default());
+        let server = echo_server(TcpListener::bind_on(&net.a, 8080).unwrap());
+        let before = TcpStream::connect_on(&net.b, addr_a(8080)).await.expect("connect");
+        let idle_slots = net.a.stats().socket_slots;
+        // 200 connections open at once, one of them (opened early in the burst) kept after it.
+        let mut burst = Vec::new();
+        for _ in 0..200 {
+            burst.push(TcpStream::connect_on(&net.b, addr_a(8080)).await.expect("connect"));
+        }
+        let during = burst.remove(3);
+        for (i, s) in burst.into_iter().enumerate() {
+            let data = pattern(100, i as u32);
+            assert_eq!(echo_roundtrip(s, data.clone()).await, data);
+        }
+        let (a, b) = (net.a.clone(), net.b.clone());
+        let grown = a.stats().socket_slots;
+        assert!(grown > 200, "{:?}", a.stats());
+        // Back to the listeners and the two connections, the table is taken in on both sides.
+        assert!(
+            eventually(10, || a.stats().tcp_sockets == 10
+                && a.stats().socket_slots < 40
+                && b.stats().socket_slots < 40)
+            .await,
+            "idle {idle_slots}, burst {grown}: a {:?} b {:?}",
+            a.stats(),
+            b.stats()
+        );
+        // The connections from before and from the burst still work; so do new ones.
+        for (i, s) in [before, during].into_iter().enumerate() {
+            let data = pattern(5000, i as u32);
+            assert_eq!(echo_roundtrip(s, data.clone()).await, data);
+        }
+        let s = TcpStream::connect_on(&net.b, addr_a(8080)).await.expect("connect after");
+        assert_eq!(echo_roundtrip(s, pattern(300, 9)).await, pattern(300, 9));
+        let _ = server.cancel().await;
+        net.stop().await;
+    })
+}
+
+#[test]
 fn ten_thousand_sequential_connections_do_not_leak() {
     run(async {
         let net = Net::new(Config::default(), Config::default());
