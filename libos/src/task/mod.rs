@@ -180,7 +180,7 @@ fn halt_unless(ready: impl Fn() -> bool) {
             return;
         }
         // The watchdog's next look only arms the device: halting is progress, so it never stops the halt.
-        d => match d.into_iter().chain(watchdog::deadline()).min() {
+        _ => match watchdog::next_wakeup() {
             Some(d) => crate::time::timer::arm(d),
             None => crate::time::timer::disarm(),
         },

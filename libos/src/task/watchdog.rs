@@ -32,9 +32,7 @@ pub(crate) fn start(now_ns: u64) {
     LAST_COUNT.store(progress(), Ordering::Relaxed);
     RUNNING.store(1, Ordering::Release);
     if let Some(first) = deadline() {
-        crate::arch_without_interrupts(|| {
-            crate::time::timer::arm(crate::time::timer::next_deadline().map_or(first, |t| t.min(first)))
-        });
+        crate::arch_without_interrupts(|| crate::time::timer::arm(next_wakeup().unwrap_or(first)));
     }
 }
 
@@ -49,6 +47,12 @@ pub(crate) fn deadline() -> Option<u64> {
     let period = PERIOD_NS.load(Ordering::Relaxed);
     (period != 0 && RUNNING.load(Ordering::Acquire) != 0)
         .then(|| LAST_CHANGE_NS.load(Ordering::Relaxed).saturating_add(period))
+}
+
+/// The earliest of the executor's next timer and the watchdog's next look (uptime ns): what the timer device
+/// is armed for, unless a running thread's time slice ends sooner.
+pub(crate) fn next_wakeup() -> Option<u64> {
+    crate::time::timer::next_deadline().into_iter().chain(deadline()).min()
 }
 
 /// What a check found.
@@ -89,8 +93,7 @@ pub fn on_interrupt(rip: u64, rbp: u64) {
     match check(crate::time::uptime_ns()) {
         Verdict::Fine(None) => {}
         Verdict::Fine(Some(next)) => {
-            let d = crate::time::timer::next_deadline().map_or(next, |t| t.min(next));
-            crate::time::timer::arm(d);
+            crate::time::timer::arm(next_wakeup().unwrap_or(next));
         }
         Verdict::Wedged(ns) => {
             let p = crate::console::emergency_print;

@@ -211,16 +211,11 @@ pub fn is_stack_guard(addr: u64) -> bool {
     t.map.values().any(|th| th.stack.as_ref().and_then(Stack::guard_page) == Some(page))
 }
 
-/// The earliest deadline other than the slice's: the executor's next timer or the watchdog's next look (ns).
-fn next_deadline() -> Option<u64> {
-    crate::time::timer::next_deadline().into_iter().chain(crate::task::watchdog::deadline()).min()
-}
-
 /// Starts a time slice for the thread about to run and arms the timer device for it.
 fn arm_slice() {
     let end = crate::time::uptime_ns().saturating_add(TIME_SLICE_NS);
     SLICE_END.store(end, Ordering::Relaxed);
-    crate::time::timer::arm(next_deadline().map_or(end, |d| d.min(end)));
+    crate::time::timer::arm(crate::task::watchdog::next_wakeup().map_or(end, |d| d.min(end)));
 }
 
 pub fn run_next() -> bool {
@@ -249,7 +244,7 @@ pub fn interrupt_exit() {
         now,
         SLICE_END.load(Ordering::Relaxed),
         TIME_SLICE_NS,
-        next_deadline(),
+        crate::task::watchdog::next_wakeup(),
         executor_has_work(now),
         with_sched(|s| s.any_runnable()),
     );
